@@ -1,0 +1,111 @@
+//! Errors of the replica's operations. Every refusal leaves the replica unchanged.
+
+use crate::id::SegmentKey;
+use crate::row::RowError;
+use crate::sync::HeadError;
+
+/// A local write was refused. Nothing was committed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommitError {
+    /// A row failed validation.
+    #[error("invalid row: {0}")]
+    Row(#[from] RowError),
+    /// A delete named a row this node does not have.
+    #[error("no {table} row with key {row_key:?} written by this node")]
+    NoSuchRow {
+        /// The table.
+        table: crate::id::TableId,
+        /// The key.
+        row_key: String,
+    },
+    /// More operations than one commit may carry.
+    #[error("{got} operations in one commit; the limit is {max}, split the batch")]
+    TooMany {
+        /// Operations given.
+        got: usize,
+        /// The limit.
+        max: usize,
+    },
+}
+
+/// Received data was refused. The replica is unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApplyError {
+    /// The signed head is for another cluster or its signature does not verify.
+    #[error(transparent)]
+    Head(#[from] HeadError),
+    /// A change is authored by someone other than the segment's writer.
+    #[error("change by actor {actor} touches rows of {key}, which only its writer may change")]
+    NotOwner {
+        /// The segment.
+        key: SegmentKey,
+        /// Hex actor id of the change's author.
+        actor: String,
+    },
+    /// The changes start after the end of what we hold: some are missing.
+    #[error("changes for {key} start at seq {from} but we hold only {have}; run anti-entropy")]
+    Gap {
+        /// The segment.
+        key: SegmentKey,
+        /// Changes held.
+        have: u64,
+        /// First change offered.
+        from: u64,
+    },
+    /// The changes do not continue our chain (a writer that lost its store and rewrote).
+    #[error("changes for {key} do not continue our chain at seq {seq}")]
+    Fork {
+        /// The segment.
+        key: SegmentKey,
+        /// The seq where they diverge.
+        seq: u64,
+    },
+    /// A change holds an operation the segment schema does not allow.
+    #[error("change {seq} of {key} is malformed: {what}")]
+    Schema {
+        /// The segment.
+        key: SegmentKey,
+        /// The change's seq (0 when found while reading a snapshot).
+        seq: u64,
+        /// What was wrong.
+        what: &'static str,
+    },
+    /// A row in the data is invalid.
+    #[error("invalid row in {key}: {source}")]
+    Row {
+        /// The segment.
+        key: SegmentKey,
+        /// The row error.
+        source: RowError,
+    },
+    /// The data does not match its signed head.
+    #[error("data for {key} does not match its signed head: {what}")]
+    Mismatch {
+        /// The segment.
+        key: SegmentKey,
+        /// What differed.
+        what: &'static str,
+    },
+    /// automerge could not parse or apply the data.
+    #[error("automerge refused data for {key}: {reason}")]
+    Automerge {
+        /// The segment.
+        key: SegmentKey,
+        /// automerge's message.
+        reason: String,
+    },
+}
+
+impl ApplyError {
+    pub(crate) fn mismatch(key: &SegmentKey, what: &'static str) -> Self {
+        ApplyError::Mismatch { key: *key, what }
+    }
+
+    pub(crate) fn schema(key: &SegmentKey, seq: u64, what: &'static str) -> Self {
+        ApplyError::Schema {
+            key: *key,
+            seq,
+            what,
+        }
+    }
+}

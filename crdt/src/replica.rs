@@ -1,0 +1,804 @@
+//! A node's replica of the shared tables: its own writable segments and read-only copies of
+//! every other writer's.
+//!
+//! The replica is a sans-io state machine. Each call returns [`Effects`]: row changes for the
+//! node's query view, what to persist (persist before announcing), and what to push to peers.
+
+use std::collections::BTreeMap;
+use std::num::NonZeroU64;
+use std::sync::Arc;
+
+use automerge::{Change, ChangeHash};
+use ed25519_dalek::SigningKey;
+
+use crate::error::{ApplyError, CommitError};
+use crate::id::{ClusterId, SegmentKey, TableId, TableShape, WriterId};
+use crate::row::{
+    Event, Fingerprint, KeyType, Row, UserDataException, exception_key, fingerprint_key,
+};
+use crate::segment::{Body, Live, RowOp, Segment, as_map, check_snapshot};
+use crate::sync::{Digest, Head, SignedHead, SyncItem};
+
+/// Most operations one [`Replica::commit`] accepts. A node commits once per tick, so this only
+/// bounds a single change's size (about 4 MiB of events at the row size limit of typical rows).
+pub const MAX_OPS_PER_COMMIT: usize = 65_536;
+
+/// Tunables of a replica.
+#[derive(Clone, Debug)]
+pub struct ReplicaConfig {
+    /// Rows after which a log segment is sealed. 50 000: automerge holds a loaded document
+    /// at roughly 460 B per event, so a live segment stays near 25 MB and a sealed one is about
+    /// 2 MB on the wire; the measurements put the sweet spot at 50–100 k.
+    pub seal_rows: NonZeroU64,
+    /// Stored changes of a live segment after which the store is given a fresh snapshot
+    /// instead, so a restart loads one document rather than thousands of changes.
+    pub compact_after: NonZeroU64,
+}
+
+impl Default for ReplicaConfig {
+    fn default() -> Self {
+        ReplicaConfig {
+            seal_rows: NonZeroU64::new(50_000).unwrap_or(NonZeroU64::MIN),
+            compact_after: NonZeroU64::new(1024).unwrap_or(NonZeroU64::MIN),
+        }
+    }
+}
+
+/// A local write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// Append an event to this node's event log.
+    Append(Event),
+    /// Record that this node saw a host key now: creates the row or widens its first/last seen.
+    ObserveFingerprint {
+        /// The host.
+        host: String,
+        /// The key type.
+        key_type: KeyType,
+        /// The fingerprint.
+        fingerprint: String,
+        /// When it was seen, unix ms.
+        at_ms: i64,
+    },
+    /// Set a user data exception.
+    PutException(UserDataException),
+    /// Remove one of this node's user data exceptions.
+    DeleteException {
+        /// The user.
+        user: String,
+        /// The field.
+        field: String,
+    },
+}
+
+/// A change to the rows visible in a table, for the node's query view.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RowChange {
+    /// A log row was appended at `index` of the segment.
+    Appended {
+        /// The segment.
+        key: SegmentKey,
+        /// Position in the segment.
+        index: u64,
+        /// The row.
+        row: Row,
+    },
+    /// A map row was created or replaced.
+    Put {
+        /// The segment.
+        key: SegmentKey,
+        /// The row key.
+        row_key: String,
+        /// The row.
+        row: Row,
+    },
+    /// A map row was removed.
+    Deleted {
+        /// The segment.
+        key: SegmentKey,
+        /// The row key.
+        row_key: String,
+    },
+}
+
+/// What the store must do to keep a segment durable. Apply in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Persist {
+    /// Replace everything stored for the segment with this snapshot (saved document).
+    Snapshot {
+        /// The segment's head.
+        head: SignedHead,
+        /// Saved document bytes.
+        doc: Vec<u8>,
+    },
+    /// Append changes to what is stored for the segment; the first has seq
+    /// `head.seq - changes.len() + 1`.
+    Append {
+        /// The segment's head after the changes.
+        head: SignedHead,
+        /// Raw change bytes in seq order.
+        changes: Vec<Vec<u8>>,
+    },
+}
+
+/// The outputs of one call.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Effects {
+    /// Row changes, in order.
+    pub rows: Vec<RowChange>,
+    /// Store updates, in order; persist them before pushing.
+    pub persist: Vec<Persist>,
+    /// Items to announce to peers (local commits only).
+    pub push: Vec<SyncItem>,
+}
+
+impl Effects {
+    fn extend(&mut self, other: Effects) {
+        self.rows.extend(other.rows);
+        self.persist.extend(other.persist);
+        self.push.extend(other.push);
+    }
+}
+
+/// A segment as loaded from the store by [`Replica::restore`].
+#[derive(Clone, Debug)]
+pub struct StoredSegment {
+    /// Its last head.
+    pub head: SignedHead,
+    /// Saved document, if one was stored.
+    pub snapshot: Option<Vec<u8>>,
+    /// Changes stored after the snapshot, in seq order.
+    pub changes: Vec<Vec<u8>>,
+}
+
+/// Counts for status output and benchmarks.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Segment documents held.
+    pub segments: usize,
+    /// Of which loaded in memory.
+    pub live: usize,
+    /// Bytes of sealed segments held.
+    pub sealed_bytes: usize,
+    /// Rows per table (all writers).
+    pub rows: BTreeMap<TableId, u64>,
+}
+
+/// A node's replica of the shared tables.
+#[derive(Debug)]
+pub struct Replica {
+    cluster: ClusterId,
+    key: SigningKey,
+    me: WriterId,
+    config: ReplicaConfig,
+    segments: BTreeMap<SegmentKey, Segment>,
+}
+
+impl Replica {
+    /// An empty replica for the node with signing key `key`.
+    pub fn new(cluster: ClusterId, key: SigningKey, config: ReplicaConfig) -> Self {
+        let me = WriterId::from_key(&key.verifying_key());
+        Replica {
+            cluster,
+            key,
+            me,
+            config,
+            segments: BTreeMap::new(),
+        }
+    }
+
+    /// Rebuilds a replica from what the store holds. Sealed segments stay as bytes (they are
+    /// not parsed), so a restart costs one document load per live segment.
+    pub fn restore(
+        cluster: ClusterId,
+        key: SigningKey,
+        config: ReplicaConfig,
+        stored: impl IntoIterator<Item = StoredSegment>,
+    ) -> Result<Self, ApplyError> {
+        let mut replica = Replica::new(cluster, key, config);
+        for s in stored {
+            s.head.verify(cluster)?;
+            let k = s.head.head.key;
+            let body = match (s.head.head.sealed, s.snapshot, s.changes.is_empty()) {
+                (true, Some(doc), true) => Body::Sealed(Arc::new(doc)),
+                (_, snapshot, _) => {
+                    let mut doc = match snapshot {
+                        Some(bytes) => automerge::Automerge::load(&bytes).map_err(|e| {
+                            ApplyError::Automerge {
+                                key: k,
+                                reason: e.to_string(),
+                            }
+                        })?,
+                        None => automerge::Automerge::new(),
+                    };
+                    let changes = parse_changes(&k, s.changes)?;
+                    let n = changes.len() as u64;
+                    doc.apply_changes(changes)
+                        .map_err(|e| ApplyError::Automerge {
+                            key: k,
+                            reason: e.to_string(),
+                        })?;
+                    let mut live = Live::from_doc(&k, doc)?;
+                    if live.cursor.seq != s.head.head.seq
+                        || live.cursor.hash != Some(ChangeHash(s.head.head.hash))
+                    {
+                        return Err(ApplyError::mismatch(
+                            &k,
+                            "stored data differs from its head",
+                        ));
+                    }
+                    live.stored_changes = n;
+                    Body::Live(Box::new(live))
+                }
+            };
+            replica.segments.insert(k, Segment { head: s.head, body });
+        }
+        Ok(replica)
+    }
+
+    /// This node's writer id.
+    pub fn writer(&self) -> WriterId {
+        self.me
+    }
+
+    /// The cluster.
+    pub fn cluster(&self) -> ClusterId {
+        self.cluster
+    }
+
+    /// Commits local writes, one automerge change per touched segment. Every op is validated
+    /// first; on error nothing is committed.
+    pub fn commit(&mut self, at_ms: i64, ops: Vec<Op>) -> Result<Effects, CommitError> {
+        if ops.len() > MAX_OPS_PER_COMMIT {
+            return Err(CommitError::TooMany {
+                got: ops.len(),
+                max: MAX_OPS_PER_COMMIT,
+            });
+        }
+        let mut by_table: BTreeMap<TableId, Vec<RowOp>> = BTreeMap::new();
+        let mut overlay: BTreeMap<(TableId, String), Option<Row>> = BTreeMap::new();
+        for op in ops {
+            let (table, row_op) = self.resolve(op, &overlay)?;
+            if let RowOp::Put(k, row) = &row_op {
+                overlay.insert((table, k.clone()), Some(row.clone()));
+            } else if let RowOp::Delete(k) = &row_op {
+                overlay.insert((table, k.clone()), None);
+            }
+            by_table.entry(table).or_default().push(row_op);
+        }
+        let mut effects = Effects::default();
+        for (table, ops) in by_table {
+            match table.shape() {
+                TableShape::Log => {
+                    let mut rest = ops.as_slice();
+                    while !rest.is_empty() {
+                        let key = self.open_log_segment(table);
+                        let rows = self.segments.get(&key).map_or(0, |s| s.head.head.rows);
+                        let room = (self.config.seal_rows.get() - rows) as usize;
+                        let (now, later) = rest.split_at(room.min(rest.len()));
+                        effects.extend(self.commit_segment(key, at_ms, now));
+                        rest = later;
+                    }
+                }
+                TableShape::Map => {
+                    let key = SegmentKey {
+                        table,
+                        writer: self.me,
+                        segment: 0,
+                    };
+                    effects.extend(self.commit_segment(key, at_ms, &ops));
+                }
+            }
+        }
+        Ok(effects)
+    }
+
+    /// Applies received data after checking it completely: the writer's signature on the head,
+    /// that every change is authored by the segment's writer and continues our chain, the
+    /// schema, every row, and that the result is exactly the signed head. On error nothing
+    /// changed. Data we already hold is accepted as a no-op.
+    pub fn apply(&mut self, item: SyncItem) -> Result<Effects, ApplyError> {
+        let head = item.head().clone();
+        head.verify(self.cluster)?;
+        let key = head.head.key;
+        if key.table.shape() == TableShape::Map && key.segment != 0 {
+            return Err(ApplyError::schema(
+                &key,
+                0,
+                "map tables have a single segment",
+            ));
+        }
+        let (have, have_hash, sealed) = match self.segments.get(&key) {
+            None => (0, None, false),
+            Some(s) => (
+                s.head.head.seq,
+                Some(s.head.head.hash),
+                matches!(s.body, Body::Sealed(_)),
+            ),
+        };
+        if head.head.seq <= have {
+            if head.head.seq == have && have_hash != Some(head.head.hash) {
+                return Err(ApplyError::Fork { key, seq: have });
+            }
+            return Ok(Effects::default());
+        }
+        if sealed {
+            return Err(ApplyError::Fork { key, seq: have + 1 });
+        }
+        match item {
+            SyncItem::Changes { changes, .. } => self.apply_changes(head, have, changes),
+            SyncItem::Snapshot { doc, .. } => self.apply_snapshot(head, have, have_hash, doc),
+        }
+    }
+
+    /// What this replica holds.
+    pub fn digest(&self) -> Digest {
+        Digest {
+            segments: self
+                .segments
+                .values()
+                .map(|s| s.head.head.state())
+                .collect(),
+        }
+    }
+
+    /// Exactly what a peer with digest `peer` lacks, as items to send in order, stopping once
+    /// `budget` payload bytes are reached (at least one item is always returned when anything
+    /// is missing). The flag says whether more remains; the peer's next digest will show it.
+    /// Segments on which the peer's chain differs from ours (a fork) are skipped.
+    pub fn missing_for(
+        &self,
+        peer: &Digest,
+        budget: usize,
+    ) -> Result<(Vec<SyncItem>, bool), ApplyError> {
+        let mut items = Vec::new();
+        let mut size = 0;
+        for (key, seg) in &self.segments {
+            if size >= budget && !items.is_empty() {
+                return Ok((items, true));
+            }
+            let item = match peer.get(key) {
+                None => SyncItem::Snapshot {
+                    head: seg.head.clone(),
+                    doc: match &seg.body {
+                        Body::Sealed(bytes) => bytes.as_ref().clone(),
+                        Body::Live(live) => live.doc.save(),
+                    },
+                },
+                Some(p) if p.seq < seg.head.head.seq => {
+                    let changes = seg.with_live(|live| {
+                        let theirs = ChangeHash(p.hash);
+                        match live.doc.get_change_meta_by_hash(&theirs) {
+                            Some(meta) if meta.seq == p.seq => {
+                                let mut changes = live.doc.get_changes(&[theirs]);
+                                changes.sort_by_key(Change::seq);
+                                Ok(Some(
+                                    changes.iter().map(|c| c.raw_bytes().to_vec()).collect(),
+                                ))
+                            }
+                            _ => Ok(None),
+                        }
+                    })?;
+                    match changes {
+                        Some(changes) => SyncItem::Changes {
+                            head: seg.head.clone(),
+                            changes,
+                        },
+                        None => continue,
+                    }
+                }
+                Some(_) => continue,
+            };
+            size += item.payload_len();
+            items.push(item);
+        }
+        Ok((items, false))
+    }
+
+    /// Every row of `table` from every writer, in segment order then list or key order.
+    /// Sealed segments are loaded temporarily; the node's query path uses its own row view.
+    pub fn rows(&self, table: TableId) -> Result<Vec<(SegmentKey, Row)>, ApplyError> {
+        let mut out = Vec::new();
+        for (key, seg) in self.segments.iter().filter(|(k, _)| k.table == table) {
+            let rows = seg.with_live(|live| live.all_rows(key))?;
+            out.extend(rows.into_iter().map(|(_, r)| (*key, r)));
+        }
+        Ok(out)
+    }
+
+    /// The signed heads of every segment held.
+    pub fn heads(&self) -> impl Iterator<Item = &SignedHead> {
+        self.segments.values().map(|s| &s.head)
+    }
+
+    /// Counts for status and benchmarks.
+    pub fn stats(&self) -> Stats {
+        let mut stats = Stats::default();
+        for (key, seg) in &self.segments {
+            stats.segments += 1;
+            match &seg.body {
+                Body::Live(_) => stats.live += 1,
+                Body::Sealed(b) => stats.sealed_bytes += b.len(),
+            }
+            *stats.rows.entry(key.table).or_default() += seg.head.head.rows;
+        }
+        stats
+    }
+
+    /// Turns a local op into a validated row op of its table.
+    fn resolve(
+        &self,
+        op: Op,
+        overlay: &BTreeMap<(TableId, String), Option<Row>>,
+    ) -> Result<(TableId, RowOp), CommitError> {
+        let current = |table: TableId, row_key: &str| -> Option<Row> {
+            if let Some(pending) = overlay.get(&(table, row_key.to_string())) {
+                return pending.clone();
+            }
+            let key = SegmentKey {
+                table,
+                writer: self.me,
+                segment: 0,
+            };
+            match &self.segments.get(&key)?.body {
+                Body::Live(live) => live.get(&key, row_key),
+                Body::Sealed(_) => None,
+            }
+        };
+        Ok(match op {
+            Op::Append(event) => {
+                let row = Row::Event(event);
+                row.validate()?;
+                (TableId::Events, RowOp::Insert(row))
+            }
+            Op::ObserveFingerprint {
+                host,
+                key_type,
+                fingerprint,
+                at_ms,
+            } => {
+                let k = fingerprint_key(&host, key_type, &fingerprint);
+                let (first, last) = match current(TableId::Fingerprints, &k) {
+                    Some(Row::Fingerprint(f)) => {
+                        (f.first_seen_ms.min(at_ms), f.last_seen_ms.max(at_ms))
+                    }
+                    _ => (at_ms, at_ms),
+                };
+                let row = Row::Fingerprint(Fingerprint {
+                    host,
+                    key_type,
+                    fingerprint,
+                    first_seen_ms: first,
+                    last_seen_ms: last,
+                });
+                row.validate()?;
+                (TableId::Fingerprints, RowOp::Put(k, row))
+            }
+            Op::PutException(x) => {
+                let row = Row::Exception(x);
+                row.validate()?;
+                let k = row.key().unwrap_or_default();
+                (TableId::Exceptions, RowOp::Put(k, row))
+            }
+            Op::DeleteException { user, field } => {
+                let k = exception_key(&user, &field);
+                if current(TableId::Exceptions, &k).is_none() {
+                    return Err(CommitError::NoSuchRow {
+                        table: TableId::Exceptions,
+                        row_key: k,
+                    });
+                }
+                (TableId::Exceptions, RowOp::Delete(k))
+            }
+        })
+    }
+
+    /// The key of this node's log segment that still has room, creating the key of a new one
+    /// after a sealed segment.
+    fn open_log_segment(&self, table: TableId) -> SegmentKey {
+        let first = SegmentKey {
+            table,
+            writer: self.me,
+            segment: 0,
+        };
+        let last = SegmentKey {
+            segment: u32::MAX,
+            ..first
+        };
+        match self.segments.range(first..=last).next_back() {
+            None => first,
+            Some((k, s)) if s.head.head.sealed => SegmentKey {
+                segment: k.segment + 1,
+                ..*k
+            },
+            Some((k, _)) => *k,
+        }
+    }
+
+    /// Commits row ops to one of our own segments and produces the effects.
+    fn commit_segment(&mut self, key: SegmentKey, at_ms: i64, ops: &[RowOp]) -> Effects {
+        let seg = self.segments.entry(key).or_insert_with(|| Segment {
+            head: Head {
+                cluster: self.cluster,
+                key,
+                seq: 0,
+                rows: 0,
+                sealed: false,
+                hash: [0; 32],
+            }
+            .sign(&self.key),
+            body: Body::Live(Box::new(Live::empty(&key))),
+        });
+        let Body::Live(live) = &mut seg.body else {
+            // open_log_segment never returns a sealed segment, and map segments never seal.
+            return Effects::default();
+        };
+        let rows_before = live.rows();
+        let change = live.commit(&key, at_ms, ops);
+        let rows = live.rows();
+        let sealed = key.table.shape() == TableShape::Log && rows >= self.config.seal_rows.get();
+        let head = Head {
+            cluster: self.cluster,
+            key,
+            seq: live.cursor.seq,
+            rows,
+            sealed,
+            hash: live.cursor.hash.map_or([0; 32], |h| h.0),
+        }
+        .sign(&self.key);
+        let mut effects = Effects {
+            rows: row_changes(&key, rows_before, ops.iter().cloned()),
+            ..Effects::default()
+        };
+        effects
+            .persist
+            .push(self.persisted(key, &head, vec![change.clone()]));
+        effects.push.push(SyncItem::Changes {
+            head: head.clone(),
+            changes: vec![change],
+        });
+        self.finish(key, head);
+        effects
+    }
+
+    fn apply_changes(
+        &mut self,
+        head: SignedHead,
+        have: u64,
+        changes: Vec<Vec<u8>>,
+    ) -> Result<Effects, ApplyError> {
+        let key = head.head.key;
+        let n = changes.len() as u64;
+        if n == 0 || n > head.head.seq {
+            return Err(ApplyError::mismatch(
+                &key,
+                "change count does not fit the signed seq",
+            ));
+        }
+        let from = head.head.seq - n + 1;
+        if from > have + 1 {
+            return Err(ApplyError::Gap { key, have, from });
+        }
+        let skip = (have + 1 - from) as usize;
+        let kept: Vec<Vec<u8>> = changes.into_iter().skip(skip).collect();
+        let parsed = parse_changes(&key, kept.clone())?;
+        let empty;
+        let live = match self.segments.get(&key).map(|s| &s.body) {
+            Some(Body::Live(live)) => live,
+            _ => {
+                empty = Live::empty(&key);
+                &empty
+            }
+        };
+        let (ops, cursor) = live.check(&key, &parsed)?;
+        if cursor.seq != head.head.seq || cursor.hash != Some(ChangeHash(head.head.hash)) {
+            return Err(ApplyError::mismatch(
+                &key,
+                "changes do not end at the signed head",
+            ));
+        }
+        let rows_before = live.rows();
+        if map_rows_after(&key, live, &ops, rows_before) != head.head.rows {
+            return Err(ApplyError::mismatch(
+                &key,
+                "row count differs from the signed count",
+            ));
+        }
+        // Checked: now apply.
+        let seg = self.segments.entry(key).or_insert_with(|| Segment {
+            head: head.clone(),
+            body: Body::Live(Box::new(Live::empty(&key))),
+        });
+        let Body::Live(live) = &mut seg.body else {
+            return Err(ApplyError::Fork { key, seq: have + 1 });
+        };
+        live.apply_checked(&key, parsed, cursor)?;
+        let mut effects = Effects {
+            rows: row_changes(&key, rows_before, ops),
+            ..Effects::default()
+        };
+        effects.persist.push(self.persisted(key, &head, kept));
+        self.finish(key, head);
+        Ok(effects)
+    }
+
+    fn apply_snapshot(
+        &mut self,
+        head: SignedHead,
+        have: u64,
+        have_hash: Option<[u8; 32]>,
+        bytes: Vec<u8>,
+    ) -> Result<Effects, ApplyError> {
+        let key = head.head.key;
+        let (live, rows) = check_snapshot(&head, &bytes)?;
+        if let Some(h) = have_hash {
+            match live.doc.get_change_meta_by_hash(&ChangeHash(h)) {
+                Some(meta) if meta.seq == have => {}
+                _ => return Err(ApplyError::Fork { key, seq: have }),
+            }
+        }
+        let old = match self.segments.get(&key) {
+            Some(seg) => seg.with_live(|l| l.all_rows(&key))?,
+            None => Vec::new(),
+        };
+        let changes = match key.table.shape() {
+            TableShape::Log => rows
+                .into_iter()
+                .enumerate()
+                .skip(old.len())
+                .map(|(i, (_, row))| RowChange::Appended {
+                    key,
+                    index: i as u64,
+                    row,
+                })
+                .collect(),
+            TableShape::Map => {
+                let old = as_map(old);
+                let new = as_map(rows);
+                let mut out: Vec<RowChange> = old
+                    .keys()
+                    .filter(|k| !new.contains_key(*k))
+                    .map(|k| RowChange::Deleted {
+                        key,
+                        row_key: k.clone(),
+                    })
+                    .collect();
+                out.extend(
+                    new.into_iter()
+                        .filter(|(k, r)| old.get(k) != Some(r))
+                        .map(|(row_key, row)| RowChange::Put { key, row_key, row }),
+                );
+                out
+            }
+        };
+        let body = if head.head.sealed {
+            Body::Sealed(Arc::new(bytes.clone()))
+        } else {
+            Body::Live(Box::new(live))
+        };
+        self.segments.insert(
+            key,
+            Segment {
+                head: head.clone(),
+                body,
+            },
+        );
+        Ok(Effects {
+            rows: changes,
+            persist: vec![Persist::Snapshot { head, doc: bytes }],
+            push: Vec::new(),
+        })
+    }
+
+    /// The store update for changes just added to a live segment: the changes themselves, or a
+    /// snapshot when the segment is now sealed or its stored changes are due for compaction.
+    fn persisted(&mut self, key: SegmentKey, head: &SignedHead, changes: Vec<Vec<u8>>) -> Persist {
+        let compact_after = self.config.compact_after.get();
+        let Some(seg) = self.segments.get_mut(&key) else {
+            return Persist::Append {
+                head: head.clone(),
+                changes,
+            };
+        };
+        match &mut seg.body {
+            Body::Live(live) if head.head.sealed => {
+                let doc = live.doc.save();
+                seg.body = Body::Sealed(Arc::new(doc.clone()));
+                Persist::Snapshot {
+                    head: head.clone(),
+                    doc,
+                }
+            }
+            Body::Live(live) if live.stored_changes >= compact_after => {
+                live.stored_changes = 0;
+                Persist::Snapshot {
+                    head: head.clone(),
+                    doc: live.doc.save(),
+                }
+            }
+            _ => Persist::Append {
+                head: head.clone(),
+                changes,
+            },
+        }
+    }
+
+    /// Records the new head of a segment.
+    fn finish(&mut self, key: SegmentKey, head: SignedHead) {
+        if let Some(seg) = self.segments.get_mut(&key) {
+            seg.head = head;
+        }
+    }
+}
+
+/// Parses raw change chunks. automerge recomputes a change's hash from its content and does not
+/// compare it with the checksum in the chunk header (bytes 4..8, the hash's first four bytes),
+/// so that comparison is made here: altered bytes are refused, not stored and relayed.
+fn parse_changes(key: &SegmentKey, raw: Vec<Vec<u8>>) -> Result<Vec<Change>, ApplyError> {
+    raw.into_iter()
+        .map(|bytes| {
+            let header = bytes.get(4..8).map(<[u8]>::to_vec);
+            let change = Change::from_bytes(bytes).map_err(|e| ApplyError::Automerge {
+                key: *key,
+                reason: e.to_string(),
+            })?;
+            if header.as_deref() != Some(&change.hash().0[..4]) {
+                return Err(ApplyError::mismatch(
+                    key,
+                    "change checksum does not match its content",
+                ));
+            }
+            Ok(change)
+        })
+        .collect()
+}
+
+/// Row count after `ops` (log: appended; map: keys created minus keys removed).
+fn map_rows_after(key: &SegmentKey, live: &Live, ops: &[RowOp], rows_before: u64) -> u64 {
+    let mut present: BTreeMap<&str, bool> = BTreeMap::new();
+    let mut rows = rows_before;
+    for op in ops {
+        match op {
+            RowOp::Insert(_) => rows += 1,
+            RowOp::Put(k, _) | RowOp::Delete(k) => {
+                let was = *present
+                    .entry(k.as_str())
+                    .or_insert_with(|| live.get(key, k).is_some());
+                let now = matches!(op, RowOp::Put(..));
+                match (was, now) {
+                    (false, true) => rows += 1,
+                    (true, false) => rows -= 1,
+                    _ => {}
+                }
+                present.insert(k.as_str(), now);
+            }
+        }
+    }
+    rows
+}
+
+fn row_changes(
+    key: &SegmentKey,
+    rows_before: u64,
+    ops: impl IntoIterator<Item = RowOp>,
+) -> Vec<RowChange> {
+    let mut index = rows_before;
+    ops.into_iter()
+        .map(|op| match op {
+            RowOp::Insert(row) => {
+                index += 1;
+                RowChange::Appended {
+                    key: *key,
+                    index: index - 1,
+                    row,
+                }
+            }
+            RowOp::Put(row_key, row) => RowChange::Put {
+                key: *key,
+                row_key,
+                row,
+            },
+            RowOp::Delete(row_key) => RowChange::Deleted { key: *key, row_key },
+        })
+        .collect()
+}

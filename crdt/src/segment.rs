@@ -1,0 +1,508 @@
+//! One segment document: a single writer's rows of one table, as a live automerge document or
+//! as sealed saved bytes, and the checks every received change passes before it is applied.
+//!
+//! Document schema: the root holds exactly one key, `rows`. In a log table it is a list whose
+//! elements are row encodings (bytes), only ever appended at the end; in a map table it is a
+//! map from the row key to the row encoding. The first change (seq 1) creates `rows`; every
+//! later change only inserts at the tail (log) or puts and deletes keys (map). All changes are
+//! authored by the segment's writer, so the history is a chain: seq 1, 2, … each depending on
+//! the one before.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use automerge::legacy::{ElementId, Key, ObjectId, OpId, OpType};
+use automerge::transaction::{CommitOptions, Transactable};
+use automerge::{Automerge, Change, ChangeHash, ObjId, ObjType, ROOT, ReadDoc, ScalarValue, Value};
+
+use crate::error::ApplyError;
+use crate::id::{SegmentKey, TableShape};
+use crate::row::Row;
+use crate::sync::SignedHead;
+
+/// The root key every segment document holds its rows under.
+pub(crate) const ROWS: &str = "rows";
+
+/// Rows read from a document: the map key (map tables) and the row.
+pub(crate) type KeyedRows = Vec<(Option<String>, Row)>;
+
+/// A row-level effect of a validated change, in the order the change made it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum RowOp {
+    Insert(Row),
+    Put(String, Row),
+    Delete(String),
+}
+
+/// Where a live document's chain ends: enough to check the next change without reading the
+/// document.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Cursor {
+    /// Changes held.
+    pub seq: u64,
+    /// Hash of the last change, `None` before the first.
+    pub hash: Option<ChangeHash>,
+    /// Largest op counter used so far.
+    pub max_op: u64,
+    /// Log tables: op counter of the last list element.
+    pub tail: Option<u64>,
+}
+
+/// A segment held in memory as an automerge document.
+#[derive(Debug)]
+pub(crate) struct Live {
+    pub doc: Automerge,
+    pub rows_obj: Option<ObjId>,
+    pub cursor: Cursor,
+    /// Changes stored since the last snapshot (drives compaction of the stored form).
+    pub stored_changes: u64,
+}
+
+/// How a segment is held.
+#[derive(Debug)]
+pub(crate) enum Body {
+    Live(Box<Live>),
+    /// Saved bytes of a sealed document; loaded only when a peer needs part of it.
+    Sealed(Arc<Vec<u8>>),
+}
+
+/// A segment: its writer's latest signed head and its body.
+#[derive(Debug)]
+pub(crate) struct Segment {
+    pub head: SignedHead,
+    pub body: Body,
+}
+
+impl Live {
+    /// An empty document for `key`, authored by its writer when it is ours.
+    pub fn empty(key: &SegmentKey) -> Self {
+        Live {
+            doc: Automerge::new().with_actor(key.writer.actor()),
+            rows_obj: None,
+            cursor: Cursor::default(),
+            stored_changes: 0,
+        }
+    }
+
+    /// Wraps a loaded document, reading its cursor.
+    pub fn from_doc(key: &SegmentKey, mut doc: Automerge) -> Result<Self, ApplyError> {
+        doc.set_actor(key.writer.actor());
+        let rows_obj = rows_obj(&doc);
+        let heads = doc.get_heads();
+        let cursor = match heads.as_slice() {
+            [] => Cursor::default(),
+            [hash] => {
+                let meta = doc
+                    .get_change_meta_by_hash(hash)
+                    .ok_or(ApplyError::mismatch(
+                        key,
+                        "head change missing from document",
+                    ))?;
+                let tail = match (key.table.shape(), &rows_obj) {
+                    (TableShape::Log, Some(obj)) => {
+                        let len = doc.length(obj);
+                        match len {
+                            0 => None,
+                            _ => doc
+                                .list_range(obj, len - 1..)
+                                .next()
+                                .and_then(|item| counter(&item.id())),
+                        }
+                    }
+                    _ => None,
+                };
+                Cursor {
+                    seq: meta.seq,
+                    hash: Some(*hash),
+                    max_op: meta.max_op,
+                    tail,
+                }
+            }
+            _ => return Err(ApplyError::mismatch(key, "document has more than one head")),
+        };
+        Ok(Live {
+            doc,
+            rows_obj,
+            cursor,
+            stored_changes: 0,
+        })
+    }
+
+    /// Number of rows (log) or live keys (map).
+    pub fn rows(&self) -> u64 {
+        self.rows_obj
+            .as_ref()
+            .map_or(0, |obj| self.doc.length(obj) as u64)
+    }
+
+    /// The current value of a map row.
+    pub fn get(&self, key: &SegmentKey, row_key: &str) -> Option<Row> {
+        let obj = self.rows_obj.as_ref()?;
+        match self.doc.get(obj, row_key).ok()?? {
+            (Value::Scalar(v), _) => match v.as_ref() {
+                ScalarValue::Bytes(b) => Row::decode(key.table, b).ok(),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// Commits `ops` (already validated by the caller) as one change authored by the writer.
+    /// Returns the raw change bytes.
+    pub fn commit(&mut self, key: &SegmentKey, at_ms: i64, ops: &[RowOp]) -> Vec<u8> {
+        let shape = key.table.shape();
+        let mut tx = self.doc.transaction();
+        let obj = match &self.rows_obj {
+            Some(obj) => obj.clone(),
+            None => {
+                let kind = match shape {
+                    TableShape::Log => ObjType::List,
+                    TableShape::Map => ObjType::Map,
+                };
+                // Creating a key on the root of our own document cannot fail.
+                tx.put_object(ROOT, ROWS, kind).unwrap_or(ROOT)
+            }
+        };
+        let mut len = tx.length(&obj);
+        for op in ops {
+            // Operations on an object of our own document that we just checked exists, with
+            // in-range indices, cannot fail; a failure would leave the change short, which the
+            // receivers' checks would then refuse.
+            let _ = match op {
+                RowOp::Insert(row) => {
+                    let r = tx.insert(&obj, len, ScalarValue::Bytes(row.encode()));
+                    len += 1;
+                    r
+                }
+                RowOp::Put(k, row) => tx.put(&obj, k.as_str(), ScalarValue::Bytes(row.encode())),
+                RowOp::Delete(k) => tx.delete(&obj, k.as_str()),
+            };
+        }
+        let (hash, _) = tx.commit_with(CommitOptions::default().with_time(at_ms.div_euclid(1000)));
+        self.rows_obj = Some(obj);
+        let change = hash.and_then(|h| self.doc.get_change_by_hash(&h));
+        match change {
+            Some(change) => {
+                self.cursor.seq = change.seq();
+                self.cursor.hash = Some(change.hash());
+                self.cursor.max_op = change.max_op();
+                if shape == TableShape::Log {
+                    self.cursor.tail = Some(change.max_op());
+                }
+                self.stored_changes += 1;
+                change.raw_bytes().to_vec()
+            }
+            None => Vec::new(),
+        }
+    }
+
+    /// Checks a run of received changes that continues this document, and returns their row
+    /// effects and the cursor after them. Nothing is applied.
+    pub fn check(
+        &self,
+        key: &SegmentKey,
+        changes: &[Change],
+    ) -> Result<(Vec<RowOp>, Cursor), ApplyError> {
+        let mut cursor = self.cursor.clone();
+        let mut out = Vec::new();
+        for change in changes {
+            check_change(key, &mut cursor, change, &mut out)?;
+        }
+        Ok((out, cursor))
+    }
+
+    /// Applies changes that [`Live::check`] accepted.
+    pub fn apply_checked(
+        &mut self,
+        key: &SegmentKey,
+        changes: Vec<Change>,
+        cursor: Cursor,
+    ) -> Result<(), ApplyError> {
+        let n = changes.len() as u64;
+        self.doc
+            .apply_changes(changes)
+            .map_err(|e| ApplyError::Automerge {
+                key: *key,
+                reason: e.to_string(),
+            })?;
+        if self.doc.get_heads() != cursor.hash.into_iter().collect::<Vec<_>>() {
+            return Err(ApplyError::mismatch(
+                key,
+                "document heads differ from the checked chain",
+            ));
+        }
+        if self.rows_obj.is_none() {
+            self.rows_obj = rows_obj(&self.doc);
+        }
+        self.cursor = cursor;
+        self.stored_changes += n;
+        Ok(())
+    }
+
+    /// All rows of the document, in list order (log) or key order (map).
+    pub fn all_rows(&self, key: &SegmentKey) -> Result<KeyedRows, ApplyError> {
+        read_rows(key, &self.doc, self.rows_obj.as_ref(), 0)
+    }
+}
+
+impl Segment {
+    /// Runs `f` on the segment's document, loading sealed bytes into a temporary document.
+    pub fn with_live<R>(
+        &self,
+        f: impl FnOnce(&Live) -> Result<R, ApplyError>,
+    ) -> Result<R, ApplyError> {
+        match &self.body {
+            Body::Live(live) => f(live),
+            Body::Sealed(bytes) => {
+                let doc = Automerge::load(bytes).map_err(|e| ApplyError::Automerge {
+                    key: self.head.head.key,
+                    reason: e.to_string(),
+                })?;
+                f(&Live::from_doc(&self.head.head.key, doc)?)
+            }
+        }
+    }
+}
+
+/// Loads and fully checks a received snapshot against its signed head: one head equal to the
+/// signed hash, every change by the writer, the schema, every row valid and, for logs, every
+/// element appended after the one before. Returns the document and its rows.
+pub(crate) fn check_snapshot(
+    head: &SignedHead,
+    bytes: &[u8],
+) -> Result<(Live, KeyedRows), ApplyError> {
+    let key = &head.head.key;
+    let doc = Automerge::load(bytes).map_err(|e| ApplyError::Automerge {
+        key: *key,
+        reason: e.to_string(),
+    })?;
+    if doc.get_heads() != [ChangeHash(head.head.hash)] {
+        return Err(ApplyError::mismatch(
+            key,
+            "snapshot heads differ from the signed head",
+        ));
+    }
+    let metas = doc.get_changes_meta(&[]);
+    if let Some(m) = metas.iter().find(|m| !key.writer.is_actor(&m.actor)) {
+        return Err(ApplyError::NotOwner {
+            key: *key,
+            actor: hex::encode(m.actor.to_bytes()),
+        });
+    }
+    if metas.len() as u64 != head.head.seq {
+        return Err(ApplyError::mismatch(
+            key,
+            "snapshot change count differs from the signed seq",
+        ));
+    }
+    let live = Live::from_doc(key, doc)?;
+    let root_keys: Vec<String> = live.doc.keys(ROOT).collect();
+    if root_keys.len() != 1 || root_keys[0] != ROWS || live.rows_obj.is_none() {
+        return Err(ApplyError::schema(
+            key,
+            head.head.seq,
+            "root must hold exactly `rows`",
+        ));
+    }
+    let rows = live.all_rows(key)?;
+    if rows.len() as u64 != head.head.rows {
+        return Err(ApplyError::mismatch(
+            key,
+            "snapshot row count differs from the signed count",
+        ));
+    }
+    Ok((live, rows))
+}
+
+/// Reads rows from `from` on. Log elements must carry strictly increasing op counters (each
+/// appended after the one before); map rows must sit under their own key.
+fn read_rows(
+    key: &SegmentKey,
+    doc: &Automerge,
+    obj: Option<&ObjId>,
+    from: usize,
+) -> Result<KeyedRows, ApplyError> {
+    let Some(obj) = obj else {
+        return Ok(Vec::new());
+    };
+    let bytes_of = |v: &automerge::ValueRef<'_>| -> Result<Vec<u8>, ApplyError> {
+        match v {
+            automerge::ValueRef::Scalar(automerge::ScalarValueRef::Bytes(b)) => Ok(b.to_vec()),
+            _ => Err(ApplyError::schema(key, 0, "rows must be bytes values")),
+        }
+    };
+    let mut out = Vec::new();
+    match (key.table.shape(), doc.object_type(obj)) {
+        (TableShape::Log, Ok(ObjType::List)) => {
+            let mut last = 0;
+            for item in doc.list_range(obj, ..) {
+                let c = counter(&item.id()).unwrap_or(0);
+                if c <= last {
+                    return Err(ApplyError::schema(
+                        key,
+                        0,
+                        "log rows must be appended in order",
+                    ));
+                }
+                last = c;
+                if item.index >= from {
+                    let row = Row::decode(key.table, &bytes_of(&item.value)?)
+                        .map_err(|source| ApplyError::Row { key: *key, source })?;
+                    out.push((None, row));
+                }
+            }
+        }
+        (TableShape::Map, Ok(ObjType::Map)) => {
+            for item in doc.map_range(obj, ..) {
+                if item.conflict {
+                    return Err(ApplyError::schema(key, 0, "map rows must not conflict"));
+                }
+                let row = Row::decode(key.table, &bytes_of(&item.value)?)
+                    .map_err(|source| ApplyError::Row { key: *key, source })?;
+                let actual = row.key().unwrap_or_default();
+                if actual != item.key.as_ref() {
+                    return Err(ApplyError::Row {
+                        key: *key,
+                        source: crate::row::RowError::KeyMismatch {
+                            stored: item.key.to_string(),
+                            actual,
+                        },
+                    });
+                }
+                out.push((Some(item.key.to_string()), row));
+            }
+        }
+        _ => {
+            return Err(ApplyError::schema(
+                key,
+                0,
+                "`rows` has the wrong object type",
+            ));
+        }
+    }
+    Ok(out)
+}
+
+fn rows_obj(doc: &Automerge) -> Option<ObjId> {
+    match doc.get(ROOT, ROWS).ok()?? {
+        (Value::Object(_), id) => Some(id),
+        _ => None,
+    }
+}
+
+fn counter(id: &ObjId) -> Option<u64> {
+    match id {
+        ObjId::Id(c, _, _) => Some(*c),
+        ObjId::Root => None,
+    }
+}
+
+/// Checks one change against the chain and the schema, advancing `cursor` and collecting its
+/// row effects.
+fn check_change(
+    key: &SegmentKey,
+    cursor: &mut Cursor,
+    change: &Change,
+    out: &mut Vec<RowOp>,
+) -> Result<(), ApplyError> {
+    let writer = key.writer;
+    if !writer.is_actor(change.actor_id()) || !change.other_actor_ids().is_empty() {
+        return Err(ApplyError::NotOwner {
+            key: *key,
+            actor: hex::encode(change.actor_id().to_bytes()),
+        });
+    }
+    let seq = cursor.seq + 1;
+    let expected_deps: Vec<ChangeHash> = cursor.hash.into_iter().collect();
+    if change.seq() != seq || change.deps() != expected_deps.as_slice() {
+        return Err(ApplyError::Fork { key: *key, seq });
+    }
+    if change.start_op().get() != cursor.max_op + 1 {
+        return Err(ApplyError::schema(
+            key,
+            seq,
+            "op counters must continue the chain",
+        ));
+    }
+    let expanded = change.decode();
+    let shape = key.table.shape();
+    let rows_id = OpId(1, writer.actor());
+    for (i, op) in expanded.operations.iter().enumerate() {
+        let id = change.start_op().get() + i as u64;
+        let on_rows = op.obj == ObjectId::Id(rows_id.clone());
+        match (&op.action, &op.obj, &op.key) {
+            (OpType::Make(kind), ObjectId::Root, Key::Map(k))
+                if id == 1 && k.as_str() == ROWS && !op.insert =>
+            {
+                let want = match shape {
+                    TableShape::Log => ObjType::List,
+                    TableShape::Map => ObjType::Map,
+                };
+                if *kind != want {
+                    return Err(ApplyError::schema(
+                        key,
+                        seq,
+                        "`rows` has the wrong object type",
+                    ));
+                }
+            }
+            (OpType::Put(ScalarValue::Bytes(b)), _, Key::Seq(elem))
+                if on_rows && op.insert && shape == TableShape::Log =>
+            {
+                let expected = match cursor.tail {
+                    None => ElementId::Head,
+                    Some(t) => ElementId::Id(OpId(t, writer.actor())),
+                };
+                if *elem != expected {
+                    return Err(ApplyError::schema(
+                        key,
+                        seq,
+                        "log rows may only be appended",
+                    ));
+                }
+                let row = Row::decode(key.table, b)
+                    .map_err(|source| ApplyError::Row { key: *key, source })?;
+                cursor.tail = Some(id);
+                out.push(RowOp::Insert(row));
+            }
+            (OpType::Put(ScalarValue::Bytes(b)), _, Key::Map(k))
+                if on_rows && !op.insert && shape == TableShape::Map =>
+            {
+                let row = Row::decode(key.table, b)
+                    .map_err(|source| ApplyError::Row { key: *key, source })?;
+                let actual = row.key().unwrap_or_default();
+                if actual != k.as_str() {
+                    return Err(ApplyError::Row {
+                        key: *key,
+                        source: crate::row::RowError::KeyMismatch {
+                            stored: k.to_string(),
+                            actual,
+                        },
+                    });
+                }
+                out.push(RowOp::Put(k.to_string(), row));
+            }
+            (OpType::Delete, _, Key::Map(k)) if on_rows && shape == TableShape::Map => {
+                out.push(RowOp::Delete(k.to_string()));
+            }
+            _ => {
+                return Err(ApplyError::schema(
+                    key,
+                    seq,
+                    "operation not allowed in a segment",
+                ));
+            }
+        }
+    }
+    cursor.seq = seq;
+    cursor.hash = Some(change.hash());
+    cursor.max_op = change.max_op();
+    Ok(())
+}
+
+/// Map rows as a key → row map, for computing what a snapshot changed.
+pub(crate) fn as_map(rows: KeyedRows) -> BTreeMap<String, Row> {
+    rows.into_iter()
+        .filter_map(|(k, r)| k.map(|k| (k, r)))
+        .collect()
+}
