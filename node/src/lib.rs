@@ -1,1 +1,9 @@
-//! placeholder
+//! The meshward node: its redb store and the `meshward` command.
+//!
+//! Shared tables are replicated by [`meshward_crdt::Replica`]; this crate makes its effects
+//! durable ([`store`]) and keeps the node's local data (session audit, node-only settings,
+//! peer book) that is never replicated.
+
+#![deny(missing_docs)]
+
+pub mod store;

@@ -1,0 +1,655 @@
+//! The node's store: one redb file holding everything durable.
+//!
+//! | table | key | value | class |
+//! |---|---|---|---|
+//! | `meta` | name | node key, cluster id, schema version | local |
+//! | `segment_heads` | segment key | signed head | shared |
+//! | `segment_snapshots` | segment key | saved automerge document | shared |
+//! | `segment_changes` | segment key, seq | raw automerge change | shared |
+//! | `events_view` | writer, segment, index | event row | shared (query view) |
+//! | `map_view` | table, writer, row key | row | shared (query view) |
+//! | `mastered_records` | version | signed mastered record | mastered |
+//! | `settings` | name | value | local |
+//! | `peers` | peer id | addresses, last seen | local |
+//! | `audit_*` | see [`crate::audit`] | | local |
+//!
+//! Shared data is written only through [`Store::persist`], which applies a replica's
+//! [`Effects`] in one durable transaction: the segment data and the query views never disagree
+//! after a crash. A live segment's changes are appended per commit; when the replica emits a
+//! snapshot (sealing or compaction) the snapshot replaces them. Heads and snapshots are kept in
+//! separate tables so that a commit rewrites a few hundred bytes, not a document.
+
+use std::fs;
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+
+use ed25519_dalek::SigningKey;
+use meshward_crdt::{
+    ClusterId, Effects, Event, Persist, Replica, ReplicaConfig, Row, RowChange, SegmentKey,
+    SignedHead, StoredSegment, TableId, WriterId,
+};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+/// File name of the store inside the data directory.
+pub const STORE_FILE: &str = "meshward.redb";
+/// Version of the table layout; a store of another version is refused.
+pub const SCHEMA_VERSION: u32 = 1;
+
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const HEADS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("segment_heads");
+const SNAPSHOTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("segment_snapshots");
+const CHANGES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("segment_changes");
+const EVENTS_VIEW: TableDefinition<&[u8], &[u8]> = TableDefinition::new("events_view");
+const MAP_VIEW: TableDefinition<&[u8], &[u8]> = TableDefinition::new("map_view");
+const MASTERED: TableDefinition<u64, &[u8]> = TableDefinition::new("mastered_records");
+const SETTINGS: TableDefinition<&str, &str> = TableDefinition::new("settings");
+const PEERS: TableDefinition<&str, &[u8]> = TableDefinition::new("peers");
+
+/// Longest local setting name and value.
+pub const MAX_SETTING: usize = 4096;
+
+/// A store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The data directory or store file could not be created or opened.
+    #[error("cannot open store {path}: {reason}")]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// Another process holds the store.
+    #[error("store {path} is in use by another meshward process")]
+    Busy {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The file is not a meshward store of this version, or is damaged.
+    #[error("store {path} is corrupt or not a meshward store: {reason}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What was wrong.
+        reason: String,
+    },
+    /// A stored value did not decode. Nothing was changed.
+    #[error("stored {what} is corrupt")]
+    Decode {
+        /// What was being read.
+        what: &'static str,
+    },
+    /// Stored shared data failed the replica's checks.
+    #[error("stored shared data is invalid: {0}")]
+    Replica(#[from] meshward_crdt::ApplyError),
+    /// A local setting was refused.
+    #[error("setting {name:?}: {reason}")]
+    Setting {
+        /// The setting.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+    /// redb failed.
+    #[error("store failure: {0}")]
+    Db(String),
+}
+
+macro_rules! db_err {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                StoreError::Db(e.to_string())
+            }
+        }
+    )*};
+}
+db_err!(
+    redb::Error,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+/// The node's identity: its signing key (also its writer id) and its cluster.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    /// The node's ed25519 key.
+    pub key: SigningKey,
+    /// The cluster it belongs to.
+    pub cluster: ClusterId,
+}
+
+impl Identity {
+    /// The node's writer id.
+    pub fn writer(&self) -> WriterId {
+        WriterId::from_key(&self.key.verifying_key())
+    }
+}
+
+/// An event as held in the query view.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventRecord {
+    /// The node that wrote it.
+    pub writer: WriterId,
+    /// Its segment.
+    pub segment: u32,
+    /// Its position in the segment.
+    pub index: u64,
+    /// The event.
+    pub event: Event,
+}
+
+/// Which events to list.
+#[derive(Clone, Debug, Default)]
+pub struct EventFilter {
+    /// Only this writer's.
+    pub writer: Option<WriterId>,
+    /// At or after this time (unix ms).
+    pub since_ms: Option<i64>,
+    /// Before this time (unix ms).
+    pub until_ms: Option<i64>,
+    /// Only this kind.
+    pub kind: Option<meshward_crdt::EventKind>,
+    /// At most this many.
+    pub limit: Option<usize>,
+}
+
+/// A peer book entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerEntry {
+    /// Addresses the peer was reached at.
+    pub addresses: Vec<String>,
+    /// Last time it was seen, unix ms.
+    pub last_seen_ms: i64,
+}
+
+/// The node's redb store.
+#[derive(Debug)]
+pub struct Store {
+    db: Database,
+}
+
+impl Store {
+    /// Opens the store in `dir`, creating the directory (0700) and the file (0600) on first
+    /// use. A file that is not a meshward store is refused and left untouched.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let path = dir.join(STORE_FILE);
+        let open_err = |reason: String| StoreError::Open {
+            path: path.clone(),
+            reason,
+        };
+        create_private_dir(dir).map_err(|e| open_err(e.to_string()))?;
+        if !path.exists() {
+            create_private_file(&path).map_err(|e| open_err(e.to_string()))?;
+        }
+        let db = match Database::create(&path) {
+            Ok(db) => db,
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(StoreError::Busy { path }),
+            Err(redb::DatabaseError::Storage(redb::StorageError::Io(e)))
+                if e.kind() != std::io::ErrorKind::InvalidData =>
+            {
+                return Err(open_err(e.to_string()));
+            }
+            Err(e) => {
+                return Err(StoreError::Corrupt {
+                    path,
+                    reason: e.to_string(),
+                });
+            }
+        };
+        let store = Store { db };
+        store.init_schema().map_err(|e| match e {
+            StoreError::Corrupt { reason, .. } => StoreError::Corrupt {
+                path: path.clone(),
+                reason,
+            },
+            other => other,
+        })?;
+        Ok(store)
+    }
+
+    /// A store in memory (redb's in-memory backend), for tests and simulations.
+    pub fn in_memory() -> Result<Self, StoreError> {
+        let db = Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .map_err(|e| StoreError::Db(e.to_string()))?;
+        let store = Store { db };
+        store.init_schema()?;
+        Ok(store)
+    }
+
+    /// The underlying database, for modules that keep their own tables (audit).
+    pub fn db(&self) -> &Database {
+        &self.db
+    }
+
+    fn init_schema(&self) -> Result<(), StoreError> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut meta = tx.open_table(META)?;
+            let version = meta.get("schema")?.map(|v| v.value().to_vec());
+            match version {
+                None => {
+                    meta.insert("schema", SCHEMA_VERSION.to_be_bytes().as_slice())?;
+                }
+                Some(v) if v == SCHEMA_VERSION.to_be_bytes() => {}
+                Some(v) => {
+                    return Err(StoreError::Corrupt {
+                        path: PathBuf::new(),
+                        reason: format!(
+                            "schema version {v:?} is not {SCHEMA_VERSION}; use a matching meshward"
+                        ),
+                    });
+                }
+            }
+            for def in [HEADS, SNAPSHOTS, CHANGES, EVENTS_VIEW, MAP_VIEW] {
+                tx.open_table(def)?;
+            }
+            tx.open_table(MASTERED)?;
+            tx.open_table(SETTINGS)?;
+            tx.open_table(PEERS)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The node's identity, created on first use: a fresh key from the OS's random source
+    /// and, until the node is initialised or joins a cluster, a fresh standalone cluster id.
+    pub fn identity(&self) -> Result<Identity, StoreError> {
+        let tx = self.db.begin_write()?;
+        let identity = {
+            let mut meta = tx.open_table(META)?;
+            let key = meta.get("node_key")?.map(|v| v.value().to_vec());
+            let cluster = meta.get("cluster_id")?.map(|v| v.value().to_vec());
+            match (key, cluster) {
+                (Some(k), Some(c)) => Identity {
+                    key: SigningKey::from_bytes(
+                        &k.try_into().map_err(|_| StoreError::Decode { what: "node key" })?,
+                    ),
+                    cluster: ClusterId(
+                        c.try_into().map_err(|_| StoreError::Decode { what: "cluster id" })?,
+                    ),
+                },
+                _ => {
+                    let mut rng = rand::rngs::OsRng;
+                    let key = SigningKey::generate(&mut rng);
+                    let mut cluster = [0u8; 16];
+                    rand::RngCore::fill_bytes(&mut rng, &mut cluster);
+                    meta.insert("node_key", key.to_bytes().as_slice())?;
+                    meta.insert("cluster_id", cluster.as_slice())?;
+                    Identity {
+                        key,
+                        cluster: ClusterId(cluster),
+                    }
+                }
+            }
+        };
+        tx.commit()?;
+        Ok(identity)
+    }
+
+    /// Rebuilds the replica from stored segments.
+    pub fn load_replica(
+        &self,
+        identity: &Identity,
+        config: ReplicaConfig,
+    ) -> Result<Replica, StoreError> {
+        let tx = self.db.begin_read()?;
+        let heads = tx.open_table(HEADS)?;
+        let snapshots = tx.open_table(SNAPSHOTS)?;
+        let changes = tx.open_table(CHANGES)?;
+        let mut stored = Vec::new();
+        for entry in heads.iter()? {
+            let (k, v) = entry?;
+            let head: SignedHead =
+                postcard::from_bytes(v.value()).map_err(|_| StoreError::Decode {
+                    what: "segment head",
+                })?;
+            let snapshot = snapshots.get(k.value())?.map(|v| v.value().to_vec());
+            let prefix = k.value().to_vec();
+            let mut list = Vec::new();
+            for c in changes.range::<&[u8]>((Bound::Included(prefix.as_slice()), Bound::Unbounded))? {
+                let (ck, cv) = c?;
+                if !ck.value().starts_with(&prefix) {
+                    break;
+                }
+                list.push(cv.value().to_vec());
+            }
+            stored.push(StoredSegment {
+                head,
+                snapshot,
+                changes: list,
+            });
+        }
+        Ok(Replica::restore(
+            identity.cluster,
+            identity.key.clone(),
+            config,
+            stored,
+        )?)
+    }
+
+    /// Makes a replica's effects durable in one transaction: segment data, then the views.
+    pub fn persist(&self, effects: &Effects) -> Result<(), StoreError> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut heads = tx.open_table(HEADS)?;
+            let mut snapshots = tx.open_table(SNAPSHOTS)?;
+            let mut changes = tx.open_table(CHANGES)?;
+            for p in &effects.persist {
+                match p {
+                    Persist::Snapshot { head, doc } => {
+                        let k = segment_key(&head.head.key);
+                        heads.insert(k.as_slice(), encode(head).as_slice())?;
+                        snapshots.insert(k.as_slice(), doc.as_slice())?;
+                        let mut end = k.clone();
+                        end.extend([0xff; 9]);
+                        changes.retain_in::<&[u8], _>(k.as_slice()..end.as_slice(), |_, _| false)?;
+                    }
+                    Persist::Append {
+                        head,
+                        changes: list,
+                    } => {
+                        let k = segment_key(&head.head.key);
+                        heads.insert(k.as_slice(), encode(head).as_slice())?;
+                        let first = head.head.seq + 1 - list.len() as u64;
+                        for (i, c) in list.iter().enumerate() {
+                            let mut ck = k.clone();
+                            ck.extend((first + i as u64).to_be_bytes());
+                            changes.insert(ck.as_slice(), c.as_slice())?;
+                        }
+                    }
+                }
+            }
+            let mut events = tx.open_table(EVENTS_VIEW)?;
+            let mut maps = tx.open_table(MAP_VIEW)?;
+            for change in &effects.rows {
+                match change {
+                    RowChange::Appended { key, index, row } => {
+                        let mut k = key.writer.0.to_vec();
+                        k.extend(key.segment.to_be_bytes());
+                        k.extend(index.to_be_bytes());
+                        events.insert(k.as_slice(), row.encode().as_slice())?;
+                    }
+                    RowChange::Put { key, row_key, row } => {
+                        let k = map_key(key.table, &key.writer, row_key);
+                        maps.insert(k.as_slice(), row.encode().as_slice())?;
+                    }
+                    RowChange::Deleted { key, row_key } => {
+                        maps.remove(map_key(key.table, &key.writer, row_key).as_slice())?;
+                    }
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Events from the query view, in (writer, segment, index) order.
+    pub fn events(&self, filter: &EventFilter) -> Result<Vec<EventRecord>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(EVENTS_VIEW)?;
+        let prefix = filter.writer.map(|w| w.0.to_vec()).unwrap_or_default();
+        let mut out = Vec::new();
+        for entry in table.range::<&[u8]>((Bound::Included(prefix.as_slice()), Bound::Unbounded))? {
+            if filter.limit.is_some_and(|l| out.len() >= l) {
+                break;
+            }
+            let (k, v) = entry?;
+            let k = k.value();
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            let Ok(Row::Event(event)) = Row::decode(TableId::Events, v.value()) else {
+                return Err(StoreError::Decode { what: "event row" });
+            };
+            let keep = filter.since_ms.is_none_or(|s| event.at_ms >= s)
+                && filter.until_ms.is_none_or(|u| event.at_ms < u)
+                && filter.kind.is_none_or(|kind| event.kind == kind);
+            if keep && k.len() == 44 {
+                let writer = WriterId(k[..32].try_into().unwrap_or([0; 32]));
+                let segment = u32::from_be_bytes(k[32..36].try_into().unwrap_or([0; 4]));
+                let index = u64::from_be_bytes(k[36..44].try_into().unwrap_or([0; 8]));
+                out.push(EventRecord {
+                    writer,
+                    segment,
+                    index,
+                    event,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Rows of a map table (fingerprints, exceptions) from the query view, by writer then key.
+    pub fn map_rows(&self, table: TableId) -> Result<Vec<(WriterId, Row)>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let view = tx.open_table(MAP_VIEW)?;
+        let prefix = [table_byte(table)];
+        let mut out = Vec::new();
+        for entry in view.range::<&[u8]>((Bound::Included(prefix.as_slice()), Bound::Unbounded))? {
+            let (k, v) = entry?;
+            let k = k.value();
+            if k.first() != Some(&prefix[0]) || k.len() < 33 {
+                break;
+            }
+            let row = Row::decode(table, v.value()).map_err(|_| StoreError::Decode {
+                what: "map row",
+            })?;
+            out.push((WriterId(k[1..33].try_into().unwrap_or([0; 32])), row));
+        }
+        Ok(out)
+    }
+
+    /// Sets a node-only setting (never replicated).
+    pub fn set_setting(&self, name: &str, value: &str) -> Result<(), StoreError> {
+        let bad = |reason: &str| StoreError::Setting {
+            name: name.to_string(),
+            reason: reason.to_string(),
+        };
+        if name.is_empty() || name.len() > 128 || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.') {
+            return Err(bad("names are 1–128 characters of letters, digits, '-' and '.'"));
+        }
+        if value.len() > MAX_SETTING || value.chars().any(char::is_control) {
+            return Err(bad("values are at most 4096 bytes with no control characters"));
+        }
+        let tx = self.db.begin_write()?;
+        tx.open_table(SETTINGS)?.insert(name, value)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// A node-only setting.
+    pub fn setting(&self, name: &str) -> Result<Option<String>, StoreError> {
+        let tx = self.db.begin_read()?;
+        Ok(tx
+            .open_table(SETTINGS)?
+            .get(name)?
+            .map(|v| v.value().to_string()))
+    }
+
+    /// Records a peer's addresses and the time it was seen.
+    pub fn remember_peer(&self, peer: &str, entry: &PeerEntry) -> Result<(), StoreError> {
+        let tx = self.db.begin_write()?;
+        tx.open_table(PEERS)?.insert(peer, encode(entry).as_slice())?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The peer book.
+    pub fn peers(&self) -> Result<Vec<(String, PeerEntry)>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(PEERS)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (k, v) = entry?;
+            let peer = postcard::from_bytes(v.value()).map_err(|_| StoreError::Decode {
+                what: "peer entry",
+            })?;
+            out.push((k.value().to_string(), peer));
+        }
+        Ok(out)
+    }
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // Plain data structs always encode into a Vec.
+    postcard::to_allocvec(value).unwrap_or_default()
+}
+
+fn table_byte(table: TableId) -> u8 {
+    match table {
+        TableId::Events => 0,
+        TableId::Fingerprints => 1,
+        TableId::Exceptions => 2,
+    }
+}
+
+/// 37 bytes that sort like the segment key: table, writer, segment (big-endian).
+fn segment_key(key: &SegmentKey) -> Vec<u8> {
+    let mut k = vec![table_byte(key.table)];
+    k.extend(key.writer.0);
+    k.extend(key.segment.to_be_bytes());
+    k
+}
+
+fn map_key(table: TableId, writer: &WriterId, row_key: &str) -> Vec<u8> {
+    let mut k = vec![table_byte(table)];
+    k.extend(writer.0);
+    k.extend(row_key.as_bytes());
+    k
+}
+
+/// Creates `dir` (and parents) with mode 0700 if missing.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+}
+
+/// Creates an empty file with mode 0600; an existing file is an error.
+pub fn create_private_file(path: &Path) -> std::io::Result<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meshward_crdt::{EventKind, KeyType, Op};
+
+    fn event(i: i64) -> Op {
+        Op::Append(Event {
+            at_ms: i,
+            kind: if i % 2 == 0 { EventKind::Login } else { EventKind::Logout },
+            user: "alice".into(),
+            target: "db".into(),
+            detail: String::new(),
+        })
+    }
+
+    #[test]
+    fn persisted_effects_reload_into_the_same_replica_and_views() {
+        let store = Store::in_memory().unwrap();
+        let id = store.identity().unwrap();
+        let config = ReplicaConfig {
+            seal_rows: std::num::NonZeroU64::new(5).unwrap(),
+            compact_after: std::num::NonZeroU64::new(3).unwrap(),
+        };
+        let mut replica = store.load_replica(&id, config.clone()).unwrap();
+        for t in 0..6 {
+            let mut ops: Vec<Op> = (0..3).map(|i| event(t * 3 + i)).collect();
+            ops.push(Op::ObserveFingerprint {
+                host: format!("h{}", t % 2),
+                key_type: KeyType::SshEd25519,
+                fingerprint: "SHA256:x".into(),
+                at_ms: t,
+            });
+            store.persist(&replica.commit(t, ops).unwrap()).unwrap();
+        }
+        let again = store.load_replica(&store.identity().unwrap(), config).unwrap();
+        assert_eq!(again.digest(), replica.digest());
+        assert_eq!(again.stats(), replica.stats());
+        let events = store.events(&EventFilter::default()).unwrap();
+        assert_eq!(events.len(), 18);
+        let rows = replica.rows(TableId::Events).unwrap();
+        assert_eq!(
+            events.iter().map(|e| &e.event).collect::<Vec<_>>(),
+            rows.iter()
+                .map(|(_, r)| match r {
+                    Row::Event(e) => e,
+                    _ => unreachable!(),
+                })
+                .collect::<Vec<_>>()
+        );
+        let filtered = store
+            .events(&EventFilter {
+                since_ms: Some(4),
+                until_ms: Some(10),
+                kind: Some(EventKind::Login),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(
+            filtered.iter().map(|e| e.event.at_ms).collect::<Vec<_>>(),
+            vec![4, 6, 8]
+        );
+        assert_eq!(store.map_rows(TableId::Fingerprints).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn identity_is_created_once_and_kept() {
+        let store = Store::in_memory().unwrap();
+        let a = store.identity().unwrap();
+        let b = store.identity().unwrap();
+        assert_eq!(a.key.to_bytes(), b.key.to_bytes());
+        assert_eq!(a.cluster, b.cluster);
+    }
+
+    #[test]
+    fn settings_refuse_bad_names_and_values() {
+        let store = Store::in_memory().unwrap();
+        store.set_setting("fingerprint-enforcement", "warn").unwrap();
+        assert_eq!(
+            store.setting("fingerprint-enforcement").unwrap().as_deref(),
+            Some("warn")
+        );
+        assert!(store.set_setting("bad name", "x").is_err());
+        assert!(store.set_setting("ok", "a\u{1}b").is_err());
+        assert!(store.set_setting("ok", &"x".repeat(MAX_SETTING + 1)).is_err());
+        assert_eq!(store.setting("ok").unwrap(), None);
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_store_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(STORE_FILE);
+        fs::write(&path, b"this is not a redb file at all, just some text").unwrap();
+        let before = fs::read(&path).unwrap();
+        let err = Store::open(dir.path()).unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+        assert_eq!(fs::read(&path).unwrap(), before);
+    }
+
+    #[test]
+    fn the_store_file_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("data")).unwrap();
+        drop(store);
+        let mode = fs::metadata(dir.path().join("data").join(STORE_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}
