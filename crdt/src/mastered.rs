@@ -2084,6 +2084,34 @@ mod tests {
     }
 
     #[test]
+    fn record_hash_covers_signed_bytes_signer_and_signature() {
+        let (chain, _) = started();
+        let record = chain.sign_next(&key(1), RecordKind::Config, b"x".to_vec());
+        let signed = record.record.signing_bytes();
+        assert!(signed.starts_with(b"meshward/mastered/v1\0"));
+        assert_eq!(signed.len(), RECORD_DOMAIN.len() + HEADER_BYTES + 1);
+        assert_eq!(
+            &signed[RECORD_DOMAIN.len() + 16..][..8],
+            &1u64.to_be_bytes()
+        );
+        assert_eq!(
+            &signed[RECORD_DOMAIN.len() + 24..][..8],
+            &3u64.to_be_bytes()
+        );
+        let mut hasher = Sha256::new();
+        hasher.update(&signed);
+        hasher.update(record.signer);
+        hasher.update(record.signature);
+        assert_eq!(record.hash(), RecordHash(hasher.finalize().into()));
+        // The wire encoding is the format byte, the signed bytes minus the domain, the signer
+        // and the signature.
+        let wire = record.encode();
+        assert_eq!(wire[0], WIRE_FORMAT);
+        assert_eq!(&wire[1..wire.len() - 96], &signed[RECORD_DOMAIN.len()..]);
+        assert_eq!(&wire[wire.len() - 96..][..32], &record.signer);
+    }
+
+    #[test]
     fn record_kind_names_and_codes_are_stable() {
         for (code, kind) in RecordKind::ALL.into_iter().enumerate() {
             assert_eq!(kind.code() as usize, code);
