@@ -71,15 +71,23 @@ impl FromStr for WriterId {
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ClusterId(pub [u8; 16]);
 
+impl ClusterId {
+    /// All 32 hex digits.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
 impl fmt::Display for ClusterId {
+    /// Short form for logs: the first 8 hex digits; [`ClusterId::to_hex`] gives all of them.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&hex::encode(self.0))
+        f.write_str(&hex::encode(&self.0[..4]))
     }
 }
 
 impl fmt::Debug for ClusterId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ClusterId({self})")
+        write!(f, "ClusterId({})", self.to_hex())
     }
 }
 

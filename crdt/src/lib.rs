@@ -33,12 +33,13 @@
 //! compressed with zstd and decoded under size bounds.
 //!
 //! # Mastered records
-//! Written by the leader only; see the `mastered` module (signed, versioned, epoch-fenced).
+//! Written by the leader only; see [`mastered`]: signed, versioned, epoch-fenced records.
 
 #![deny(missing_docs)]
 
 mod error;
 mod id;
+pub mod mastered;
 mod replica;
 mod row;
 mod segment;
