@@ -6,4 +6,5 @@
 
 #![deny(missing_docs)]
 
+pub mod audit;
 pub mod store;
