@@ -17,7 +17,11 @@ const CLUSTER: ClusterId = ClusterId([1; 16]);
 const TICK: usize = 1_000;
 
 fn replica(n: u8) -> Replica {
-    Replica::new(CLUSTER, SigningKey::from_bytes(&[n; 32]), ReplicaConfig::default())
+    Replica::new(
+        CLUSTER,
+        SigningKey::from_bytes(&[n; 32]),
+        ReplicaConfig::default(),
+    )
 }
 
 fn event(i: u64) -> Event {
@@ -31,7 +35,9 @@ fn event(i: u64) -> Event {
 }
 
 fn batch(from: u64) -> Vec<Op> {
-    (from..from + TICK as u64).map(|i| Op::Append(event(i))).collect()
+    (from..from + TICK as u64)
+        .map(|i| Op::Append(event(i)))
+        .collect()
 }
 
 /// Writes `events` on `r` in ticks; returns the pushed items.
@@ -65,23 +71,27 @@ fn apply(c: &mut Criterion) {
     let mut g = c.benchmark_group("apply");
     g.throughput(Throughput::Elements(TICK as u64));
     g.bench_function("remote_events_per_change_1000", |b| {
-        // A long stream from one writer; each iteration applies its next change.
+        // A long stream from one writer; each iteration applies its next change, and a fresh
+        // receiver (not timed) starts over when the stream is used up.
         let mut w = replica(1);
-        let mut items = write(&mut w, 0, 200_000).into_iter();
-        let mut r = replica(2);
-        b.iter_batched(
-            || match items.next() {
-                Some(item) => item,
-                None => {
+        let items = write(&mut w, 0, 200_000);
+        b.iter_custom(|iters| {
+            let mut elapsed = Duration::ZERO;
+            let mut r = replica(2);
+            let mut next = 0;
+            for _ in 0..iters {
+                if next == items.len() {
                     r = replica(2);
-                    w = replica(1);
-                    items = write(&mut w, 0, 200_000).into_iter();
-                    items.next().expect("item")
+                    next = 0;
                 }
-            },
-            |item| black_box(r.apply(item).expect("apply")),
-            BatchSize::SmallInput,
-        )
+                let item = items[next].clone();
+                next += 1;
+                let start = std::time::Instant::now();
+                black_box(r.apply(item).expect("apply"));
+                elapsed += start.elapsed();
+            }
+            elapsed
+        })
     });
     g.finish();
 }
@@ -96,7 +106,9 @@ fn diverged() -> (Replica, Replica, Vec<Row>, Vec<Row>) {
         a.apply(item).expect("apply");
     }
     let a_new: Vec<Row> = (10_000..70_000).map(|i| Row::Event(event(i))).collect();
-    let b_new: Vec<Row> = (1_010_000..1_070_000).map(|i| Row::Event(event(i))).collect();
+    let b_new: Vec<Row> = (1_010_000..1_070_000)
+        .map(|i| Row::Event(event(i)))
+        .collect();
     write(&mut a, 10_000, 60_000);
     write(&mut b, 1_010_000, 60_000);
     (a, b, a_new, b_new)

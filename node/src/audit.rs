@@ -39,7 +39,6 @@
 //! Other modules share the same [`Database`]; this module only touches its `audit_` tables, and
 //! [`AuditLog::append_in`] lets a caller put audit records in a write transaction of its own.
 
-
 use std::io::{self, BufRead, Write};
 use std::num::NonZeroUsize;
 use std::sync::Arc;

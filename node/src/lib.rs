@@ -7,4 +7,5 @@
 #![deny(missing_docs)]
 
 pub mod audit;
+pub mod cli;
 pub mod store;

@@ -227,6 +227,17 @@ impl Store {
     }
 
     fn init_schema(&self) -> Result<(), StoreError> {
+        // An existing store of this version is opened without writing anything.
+        let read = self.db.begin_read()?;
+        if let Ok(meta) = read.open_table(META) {
+            if meta
+                .get("schema")?
+                .is_some_and(|v| v.value() == SCHEMA_VERSION.to_be_bytes())
+            {
+                return Ok(());
+            }
+        }
+        drop(read);
         let tx = self.db.begin_write()?;
         {
             let mut meta = tx.open_table(META)?;
@@ -259,6 +270,23 @@ impl Store {
     /// The node's identity, created on first use: a fresh key from the OS's random source
     /// and, until the node is initialised or joins a cluster, a fresh standalone cluster id.
     pub fn identity(&self) -> Result<Identity, StoreError> {
+        let read = self.db.begin_read()?;
+        let meta = read.open_table(META)?;
+        let key = meta.get("node_key")?.map(|v| v.value().to_vec());
+        let cluster = meta.get("cluster_id")?.map(|v| v.value().to_vec());
+        if let (Some(k), Some(c)) = (key, cluster) {
+            return Ok(Identity {
+                key: SigningKey::from_bytes(
+                    &k.try_into()
+                        .map_err(|_| StoreError::Decode { what: "node key" })?,
+                ),
+                cluster: ClusterId(
+                    c.try_into()
+                        .map_err(|_| StoreError::Decode { what: "cluster id" })?,
+                ),
+            });
+        }
+        drop((meta, read));
         let tx = self.db.begin_write()?;
         let identity = {
             let mut meta = tx.open_table(META)?;
@@ -267,10 +295,12 @@ impl Store {
             match (key, cluster) {
                 (Some(k), Some(c)) => Identity {
                     key: SigningKey::from_bytes(
-                        &k.try_into().map_err(|_| StoreError::Decode { what: "node key" })?,
+                        &k.try_into()
+                            .map_err(|_| StoreError::Decode { what: "node key" })?,
                     ),
                     cluster: ClusterId(
-                        c.try_into().map_err(|_| StoreError::Decode { what: "cluster id" })?,
+                        c.try_into()
+                            .map_err(|_| StoreError::Decode { what: "cluster id" })?,
                     ),
                 },
                 _ => {
@@ -311,7 +341,9 @@ impl Store {
             let snapshot = snapshots.get(k.value())?.map(|v| v.value().to_vec());
             let prefix = k.value().to_vec();
             let mut list = Vec::new();
-            for c in changes.range::<&[u8]>((Bound::Included(prefix.as_slice()), Bound::Unbounded))? {
+            for c in
+                changes.range::<&[u8]>((Bound::Included(prefix.as_slice()), Bound::Unbounded))?
+            {
                 let (ck, cv) = c?;
                 if !ck.value().starts_with(&prefix) {
                     break;
@@ -347,7 +379,8 @@ impl Store {
                         snapshots.insert(k.as_slice(), doc.as_slice())?;
                         let mut end = k.clone();
                         end.extend([0xff; 9]);
-                        changes.retain_in::<&[u8], _>(k.as_slice()..end.as_slice(), |_, _| false)?;
+                        changes
+                            .retain_in::<&[u8], _>(k.as_slice()..end.as_slice(), |_, _| false)?;
                     }
                     Persist::Append {
                         head,
@@ -436,9 +469,8 @@ impl Store {
             if k.first() != Some(&prefix[0]) || k.len() < 33 {
                 break;
             }
-            let row = Row::decode(table, v.value()).map_err(|_| StoreError::Decode {
-                what: "map row",
-            })?;
+            let row = Row::decode(table, v.value())
+                .map_err(|_| StoreError::Decode { what: "map row" })?;
             out.push((WriterId(k[1..33].try_into().unwrap_or([0; 32])), row));
         }
         Ok(out)
@@ -450,11 +482,20 @@ impl Store {
             name: name.to_string(),
             reason: reason.to_string(),
         };
-        if name.is_empty() || name.len() > 128 || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.') {
-            return Err(bad("names are 1–128 characters of letters, digits, '-' and '.'"));
+        if name.is_empty()
+            || name.len() > 128
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        {
+            return Err(bad(
+                "names are 1–128 characters of letters, digits, '-' and '.'",
+            ));
         }
         if value.len() > MAX_SETTING || value.chars().any(char::is_control) {
-            return Err(bad("values are at most 4096 bytes with no control characters"));
+            return Err(bad(
+                "values are at most 4096 bytes with no control characters",
+            ));
         }
         let tx = self.db.begin_write()?;
         tx.open_table(SETTINGS)?.insert(name, value)?;
@@ -474,7 +515,8 @@ impl Store {
     /// Records a peer's addresses and the time it was seen.
     pub fn remember_peer(&self, peer: &str, entry: &PeerEntry) -> Result<(), StoreError> {
         let tx = self.db.begin_write()?;
-        tx.open_table(PEERS)?.insert(peer, encode(entry).as_slice())?;
+        tx.open_table(PEERS)?
+            .insert(peer, encode(entry).as_slice())?;
         tx.commit()?;
         Ok(())
     }
@@ -486,9 +528,8 @@ impl Store {
         let mut out = Vec::new();
         for entry in table.iter()? {
             let (k, v) = entry?;
-            let peer = postcard::from_bytes(v.value()).map_err(|_| StoreError::Decode {
-                what: "peer entry",
-            })?;
+            let peer = postcard::from_bytes(v.value())
+                .map_err(|_| StoreError::Decode { what: "peer entry" })?;
             out.push((k.value().to_string(), peer));
         }
         Ok(out)
@@ -529,7 +570,10 @@ pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     if dir.is_dir() {
         return Ok(());
     }
-    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
 }
 
 /// Creates an empty file with mode 0600; an existing file is an error.
@@ -550,7 +594,11 @@ mod tests {
     fn event(i: i64) -> Op {
         Op::Append(Event {
             at_ms: i,
-            kind: if i % 2 == 0 { EventKind::Login } else { EventKind::Logout },
+            kind: if i % 2 == 0 {
+                EventKind::Login
+            } else {
+                EventKind::Logout
+            },
             user: "alice".into(),
             target: "db".into(),
             detail: String::new(),
@@ -576,7 +624,9 @@ mod tests {
             });
             store.persist(&replica.commit(t, ops).unwrap()).unwrap();
         }
-        let again = store.load_replica(&store.identity().unwrap(), config).unwrap();
+        let again = store
+            .load_replica(&store.identity().unwrap(), config)
+            .unwrap();
         assert_eq!(again.digest(), replica.digest());
         assert_eq!(again.stats(), replica.stats());
         let events = store.events(&EventFilter::default()).unwrap();
@@ -618,14 +668,20 @@ mod tests {
     #[test]
     fn settings_refuse_bad_names_and_values() {
         let store = Store::in_memory().unwrap();
-        store.set_setting("fingerprint-enforcement", "warn").unwrap();
+        store
+            .set_setting("fingerprint-enforcement", "warn")
+            .unwrap();
         assert_eq!(
             store.setting("fingerprint-enforcement").unwrap().as_deref(),
             Some("warn")
         );
         assert!(store.set_setting("bad name", "x").is_err());
         assert!(store.set_setting("ok", "a\u{1}b").is_err());
-        assert!(store.set_setting("ok", &"x".repeat(MAX_SETTING + 1)).is_err());
+        assert!(
+            store
+                .set_setting("ok", &"x".repeat(MAX_SETTING + 1))
+                .is_err()
+        );
         assert_eq!(store.setting("ok").unwrap(), None);
     }
 

@@ -1,0 +1,608 @@
+//! The `meshward` command line: arguments (clap) and what each command does on the local
+//! store. Every command takes `--data DIR` (or `MESHWARD_DATA`) and `--json`.
+//!
+//! Bad input is refused before the store is touched, with a message naming what was wrong,
+//! and a non-zero exit status.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Parser, Subcommand};
+use meshward_crdt::{
+    Event, EventKind, KeyType, Op, ReplicaConfig, Row, TableId, UserDataException, WriterId,
+};
+use serde_json::json;
+
+use crate::audit::{AuditLog, ChainBreak, NewAuditRecord};
+use crate::store::{EventFilter, Store};
+
+/// meshward: a gossip-mesh node for clusters of privileged-access-management servers.
+#[derive(Debug, Parser)]
+#[command(name = "meshward", version, about)]
+pub struct Cli {
+    /// Options every command takes.
+    #[command(flatten)]
+    pub global: Global,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, Args)]
+pub struct Global {
+    /// The node's data directory (created on first use).
+    #[arg(
+        long,
+        global = true,
+        env = "MESHWARD_DATA",
+        default_value = "./meshward-data"
+    )]
+    pub data: PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The shared event log.
+    #[command(subcommand)]
+    Event(EventCmd),
+    /// Observed host key fingerprints (shared).
+    #[command(subcommand)]
+    Fingerprint(FingerprintCmd),
+    /// User data exceptions (shared).
+    #[command(subcommand)]
+    Exception(ExceptionCmd),
+    /// The node's session audit (local, hash-chained).
+    #[command(subcommand)]
+    Audit(AuditCmd),
+    /// Node-only settings (never replicated).
+    #[command(subcommand)]
+    Local(LocalCmd),
+    /// The node's identity and what its store holds.
+    Status,
+}
+
+/// `meshward event …`
+#[derive(Debug, Subcommand)]
+pub enum EventCmd {
+    /// Append an event written by this node.
+    Append {
+        /// Event kind: login, logout, session-start, session-end, access-denied,
+        /// password-change, config-change, task-run, cluster.
+        #[arg(long)]
+        kind: String,
+        /// Who did it.
+        #[arg(long)]
+        user: String,
+        /// What it was done to.
+        #[arg(long)]
+        target: String,
+        /// Free text.
+        #[arg(long, default_value = "")]
+        detail: String,
+        /// When it happened, unix ms (default: now).
+        #[arg(long)]
+        at: Option<i64>,
+    },
+    /// List events from every writer.
+    List {
+        /// Only events written by this node (64 hex digits).
+        #[arg(long)]
+        writer: Option<String>,
+        /// At or after this time, unix ms.
+        #[arg(long)]
+        since: Option<i64>,
+        /// Before this time, unix ms.
+        #[arg(long)]
+        until: Option<i64>,
+        /// Only this kind.
+        #[arg(long)]
+        kind: Option<String>,
+        /// At most this many.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+}
+
+/// `meshward fingerprint …`
+#[derive(Debug, Subcommand)]
+pub enum FingerprintCmd {
+    /// Record that this node observed a host key.
+    Add {
+        /// The host that presented the key.
+        #[arg(long)]
+        host: String,
+        /// ssh-ed25519, ssh-rsa, ecdsa-sha2-nistp256/384/521 or x509.
+        #[arg(long)]
+        key_type: String,
+        /// The fingerprint, e.g. SHA256:….
+        #[arg(long)]
+        fingerprint: String,
+        /// When it was seen, unix ms (default: now).
+        #[arg(long)]
+        at: Option<i64>,
+    },
+    /// List fingerprints observed by every node.
+    List,
+}
+
+/// `meshward exception …`
+#[derive(Debug, Subcommand)]
+pub enum ExceptionCmd {
+    /// Set a user data exception on this node.
+    Set {
+        /// The user.
+        #[arg(long)]
+        user: String,
+        /// The field.
+        #[arg(long)]
+        field: String,
+        /// The value.
+        #[arg(long)]
+        value: String,
+    },
+    /// Remove one of this node's user data exceptions.
+    Delete {
+        /// The user.
+        #[arg(long)]
+        user: String,
+        /// The field.
+        #[arg(long)]
+        field: String,
+    },
+    /// List exceptions of every node.
+    List,
+}
+
+/// `meshward audit …`
+#[derive(Debug, Subcommand)]
+pub enum AuditCmd {
+    /// Append one record, or with --stdin one per line (actor TAB action TAB target TAB
+    /// detail), answering `ack SEQ` once each is durable.
+    Record {
+        /// Read records from standard input.
+        #[arg(long, conflicts_with_all = ["actor", "action", "target"])]
+        stdin: bool,
+        /// Who acted.
+        #[arg(long, required_unless_present = "stdin")]
+        actor: Option<String>,
+        /// What was done.
+        #[arg(long, required_unless_present = "stdin")]
+        action: Option<String>,
+        /// What it was done to.
+        #[arg(long, required_unless_present = "stdin")]
+        target: Option<String>,
+        /// Free text.
+        #[arg(long, default_value = "")]
+        detail: String,
+    },
+    /// List records.
+    List {
+        /// First seq to list.
+        #[arg(long, default_value_t = 1)]
+        from: u64,
+        /// At most this many.
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+    },
+    /// Check the whole chain; names the first altered, removed or reordered record.
+    Verify,
+}
+
+/// `meshward local …`
+#[derive(Debug, Subcommand)]
+pub enum LocalCmd {
+    /// Set a node-only setting (e.g. fingerprint-enforcement).
+    Set {
+        /// Setting name.
+        name: String,
+        /// Value.
+        value: String,
+    },
+    /// Show a node-only setting.
+    Get {
+        /// Setting name.
+        name: String,
+    },
+}
+
+/// Runs a parsed command, writing its output to `out`.
+pub fn run(cli: Cli, out: &mut impl Write) -> anyhow::Result<()> {
+    let g = &cli.global;
+    // Parse everything the command needs before the store is opened: bad input changes nothing.
+    match cli.command {
+        Command::Event(EventCmd::Append {
+            kind,
+            user,
+            target,
+            detail,
+            at,
+        }) => {
+            let kind: EventKind = kind.parse()?;
+            let event = Event {
+                at_ms: at.unwrap_or_else(now_ms),
+                kind,
+                user,
+                target,
+                detail,
+            };
+            Row::Event(event.clone()).validate()?;
+            let effects = commit(g, vec![Op::Append(event)])?;
+            for change in effects.rows {
+                if let meshward_crdt::RowChange::Appended { key, index, .. } = change {
+                    emit(
+                        g,
+                        out,
+                        json!({"writer": key.writer.to_hex(), "segment": key.segment, "index": index}),
+                        &format!(
+                            "appended event {index} of segment {} (writer {})",
+                            key.segment, key.writer
+                        ),
+                    )?;
+                }
+            }
+        }
+        Command::Event(EventCmd::List {
+            writer,
+            since,
+            until,
+            kind,
+            limit,
+        }) => {
+            let filter = EventFilter {
+                writer: writer
+                    .map(|w| w.parse::<WriterId>())
+                    .transpose()
+                    .map_err(anyhow::Error::msg)?,
+                since_ms: since,
+                until_ms: until,
+                kind: kind.map(|k| k.parse()).transpose()?,
+                limit,
+            };
+            let store = open(g)?;
+            let events = store.events(&filter)?;
+            if g.json {
+                let rows: Vec<_> = events
+                    .iter()
+                    .map(|e| {
+                        json!({
+                            "writer": e.writer.to_hex(), "segment": e.segment, "index": e.index,
+                            "at_ms": e.event.at_ms, "kind": e.event.kind.as_str(),
+                            "user": e.event.user, "target": e.event.target, "detail": e.event.detail,
+                        })
+                    })
+                    .collect();
+                writeln!(out, "{}", serde_json::Value::Array(rows))?;
+            } else {
+                for e in &events {
+                    writeln!(
+                        out,
+                        "{} {}/{}/{} {} {} {} {}",
+                        e.event.at_ms,
+                        e.writer,
+                        e.segment,
+                        e.index,
+                        e.event.kind,
+                        e.event.user,
+                        e.event.target,
+                        e.event.detail.escape_debug()
+                    )?;
+                }
+            }
+        }
+        Command::Fingerprint(FingerprintCmd::Add {
+            host,
+            key_type,
+            fingerprint,
+            at,
+        }) => {
+            let key_type: KeyType = key_type.parse()?;
+            let at_ms = at.unwrap_or_else(now_ms);
+            Row::Fingerprint(meshward_crdt::Fingerprint {
+                host: host.clone(),
+                key_type,
+                fingerprint: fingerprint.clone(),
+                first_seen_ms: at_ms,
+                last_seen_ms: at_ms,
+            })
+            .validate()?;
+            let op = Op::ObserveFingerprint {
+                host,
+                key_type,
+                fingerprint,
+                at_ms,
+            };
+            let effects = commit(g, vec![op])?;
+            for change in effects.rows {
+                if let meshward_crdt::RowChange::Put {
+                    row: Row::Fingerprint(f),
+                    ..
+                } = change
+                {
+                    emit(
+                        g,
+                        out,
+                        fingerprint_json(&effects_writer(g)?, &f),
+                        &format!(
+                            "recorded {} {} {} (first seen {}, last seen {})",
+                            f.host, f.key_type, f.fingerprint, f.first_seen_ms, f.last_seen_ms
+                        ),
+                    )?;
+                }
+            }
+        }
+        Command::Fingerprint(FingerprintCmd::List) => {
+            let rows = open(g)?.map_rows(TableId::Fingerprints)?;
+            list_rows(g, out, rows, |w, row| match row {
+                Row::Fingerprint(f) => (
+                    fingerprint_json(w, f),
+                    format!(
+                        "{w} {} {} {} {} {}",
+                        f.host, f.key_type, f.fingerprint, f.first_seen_ms, f.last_seen_ms
+                    ),
+                ),
+                _ => (json!(null), String::new()),
+            })?;
+        }
+        Command::Exception(ExceptionCmd::Set { user, field, value }) => {
+            let x = UserDataException {
+                user,
+                field,
+                value,
+                at_ms: now_ms(),
+            };
+            Row::Exception(x.clone()).validate()?;
+            commit(g, vec![Op::PutException(x.clone())])?;
+            emit(
+                g,
+                out,
+                json!({"user": x.user, "field": x.field, "value": x.value}),
+                &format!("set exception {} {}", x.user, x.field),
+            )?;
+        }
+        Command::Exception(ExceptionCmd::Delete { user, field }) => {
+            commit(
+                g,
+                vec![Op::DeleteException {
+                    user: user.clone(),
+                    field: field.clone(),
+                }],
+            )?;
+            emit(
+                g,
+                out,
+                json!({"user": user, "field": field, "deleted": true}),
+                &format!("deleted exception {user} {field}"),
+            )?;
+        }
+        Command::Exception(ExceptionCmd::List) => {
+            let rows = open(g)?.map_rows(TableId::Exceptions)?;
+            list_rows(g, out, rows, |w, row| match row {
+                Row::Exception(x) => (
+                    json!({"writer": w.to_hex(), "user": x.user, "field": x.field, "value": x.value, "at_ms": x.at_ms}),
+                    format!("{w} {} {} {}", x.user, x.field, x.value.escape_debug()),
+                ),
+                _ => (json!(null), String::new()),
+            })?;
+        }
+        Command::Audit(AuditCmd::Record { stdin: true, .. }) => {
+            let store = open(g)?;
+            crate::audit::run_stdin_writer(
+                store.db(),
+                std::io::BufReader::new(std::io::stdin()),
+                out,
+            )?;
+        }
+        Command::Audit(AuditCmd::Record {
+            actor,
+            action,
+            target,
+            detail,
+            ..
+        }) => {
+            let record = NewAuditRecord {
+                at_ms: now_ms(),
+                actor: actor.unwrap_or_default(),
+                action: action.unwrap_or_default(),
+                target: target.unwrap_or_default(),
+                detail,
+            };
+            record.validate()?;
+            let store = open(g)?;
+            let written = AuditLog::append_batch(store.db(), std::slice::from_ref(&record))?;
+            for r in written {
+                emit(
+                    g,
+                    out,
+                    json!({"seq": r.seq, "hash": hex::encode(r.hash)}),
+                    &format!("recorded audit {} ({})", r.seq, hex::encode(&r.hash[..8])),
+                )?;
+            }
+        }
+        Command::Audit(AuditCmd::List { from, limit }) => {
+            let store = open(g)?;
+            let records = AuditLog::list(store.db(), from, limit)?;
+            if g.json {
+                writeln!(out, "{}", serde_json::to_string(&records.iter().map(|r| json!({
+                    "seq": r.seq, "at_ms": r.at_ms, "actor": r.actor, "action": r.action,
+                    "target": r.target, "detail": r.detail, "hash": hex::encode(r.hash),
+                })).collect::<Vec<_>>())?)?;
+            } else {
+                for r in &records {
+                    writeln!(
+                        out,
+                        "{} {} {} {} {} {}",
+                        r.seq,
+                        r.at_ms,
+                        r.actor,
+                        r.action,
+                        r.target,
+                        r.detail.escape_debug()
+                    )?;
+                }
+            }
+        }
+        Command::Audit(AuditCmd::Verify) => {
+            let store = open(g)?;
+            let report = AuditLog::verify(store.db())?;
+            let broken = report.first_break.map(|b| {
+                let what = match b {
+                    ChainBreak::Altered { .. } => "altered",
+                    ChainBreak::Removed { .. } => "removed",
+                    ChainBreak::Reordered { .. } => "reordered",
+                    ChainBreak::Unreadable { .. } => "unreadable",
+                    ChainBreak::HeadMismatch { .. } => "head-mismatch",
+                };
+                (what, b.seq())
+            });
+            emit(
+                g,
+                out,
+                json!({
+                    "intact": report.is_intact(), "verified": report.verified,
+                    "first_bad": broken.map(|(what, seq)| json!({"seq": seq, "problem": what})),
+                }),
+                &match broken {
+                    None => format!("audit chain intact: {} records verified", report.verified),
+                    Some((what, seq)) => format!(
+                        "audit chain broken: record {seq} {what} ({} records before it verified)",
+                        report.verified
+                    ),
+                },
+            )?;
+            if let Some((what, seq)) = broken {
+                bail!("audit chain broken at record {seq} ({what})");
+            }
+        }
+        Command::Local(LocalCmd::Set { name, value }) => {
+            open(g)?.set_setting(&name, &value)?;
+            emit(
+                g,
+                out,
+                json!({"name": name, "value": value}),
+                &format!("{name} = {value}"),
+            )?;
+        }
+        Command::Local(LocalCmd::Get { name }) => {
+            let value = open(g)?.setting(&name)?;
+            emit(
+                g,
+                out,
+                json!({"name": name, "value": value}),
+                &format!("{name} = {}", value.as_deref().unwrap_or("(unset)")),
+            )?;
+        }
+        Command::Status => {
+            let store = open(g)?;
+            let identity = store.identity()?;
+            let replica = store.load_replica(&identity, ReplicaConfig::default())?;
+            let stats = replica.stats();
+            let audit = AuditLog::head(store.db())?;
+            let rows: serde_json::Map<_, _> = TableId::ALL
+                .iter()
+                .map(|t| {
+                    (
+                        t.as_str().to_string(),
+                        json!(stats.rows.get(t).copied().unwrap_or(0)),
+                    )
+                })
+                .collect();
+            emit(
+                g,
+                out,
+                json!({
+                    "writer": identity.writer().to_hex(), "cluster": identity.cluster.to_hex(),
+                    "rows": rows, "segments": stats.segments, "live_segments": stats.live,
+                    "sealed_bytes": stats.sealed_bytes,
+                    "digest": hex::encode(replica.digest().fingerprint()),
+                    "audit_records": audit.map_or(0, |h| h.seq),
+                }),
+                &format!(
+                    "writer {}\ncluster {}\nrows {}\nsegments {} ({} live, {} sealed bytes)\naudit records {}",
+                    identity.writer().to_hex(),
+                    identity.cluster.to_hex(),
+                    TableId::ALL
+                        .iter()
+                        .map(|t| format!("{}={}", t, stats.rows.get(t).copied().unwrap_or(0)))
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                    stats.segments,
+                    stats.live,
+                    stats.sealed_bytes,
+                    audit.map_or(0, |h| h.seq),
+                ),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn open(g: &Global) -> anyhow::Result<Store> {
+    Store::open(&g.data).with_context(|| format!("opening the store in {}", g.data.display()))
+}
+
+/// Commits local writes to the store's replica and persists the effects durably.
+fn commit(g: &Global, ops: Vec<Op>) -> anyhow::Result<meshward_crdt::Effects> {
+    let store = open(g)?;
+    let identity = store.identity()?;
+    let mut replica = store.load_replica(&identity, ReplicaConfig::default())?;
+    let effects = replica.commit(now_ms(), ops)?;
+    store.persist(&effects)?;
+    Ok(effects)
+}
+
+fn effects_writer(g: &Global) -> anyhow::Result<WriterId> {
+    Ok(open(g)?.identity()?.writer())
+}
+
+fn fingerprint_json(w: &WriterId, f: &meshward_crdt::Fingerprint) -> serde_json::Value {
+    json!({
+        "seen_by": w.to_hex(), "host": f.host, "key_type": f.key_type.as_str(),
+        "fingerprint": f.fingerprint, "first_seen_ms": f.first_seen_ms, "last_seen_ms": f.last_seen_ms,
+    })
+}
+
+fn list_rows(
+    g: &Global,
+    out: &mut impl Write,
+    rows: Vec<(WriterId, Row)>,
+    render: impl Fn(&WriterId, &Row) -> (serde_json::Value, String),
+) -> anyhow::Result<()> {
+    let rendered: Vec<_> = rows.iter().map(|(w, r)| render(w, r)).collect();
+    if g.json {
+        let all: Vec<_> = rendered.into_iter().map(|(j, _)| j).collect();
+        writeln!(out, "{}", serde_json::Value::Array(all))?;
+    } else {
+        for (_, line) in rendered {
+            writeln!(out, "{line}")?;
+        }
+    }
+    Ok(())
+}
+
+fn emit(
+    g: &Global,
+    out: &mut impl Write,
+    value: serde_json::Value,
+    text: &str,
+) -> anyhow::Result<()> {
+    if g.json {
+        writeln!(out, "{value}")?;
+    } else {
+        writeln!(out, "{text}")?;
+    }
+    Ok(())
+}
+
+/// The wall clock, read only here at the edge.
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

@@ -1,0 +1,240 @@
+//! The `meshward` command over a local store, as an operator uses it: real process, real redb
+//! file. Bad input must give a clear error, a non-zero exit and an untouched store.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use meshward_tests::meshward_bin;
+
+fn meshward(data: &Path, args: &[&str]) -> Output {
+    Command::new(meshward_bin())
+        .arg("--data")
+        .arg(data)
+        .args(args)
+        .output()
+        .expect("run meshward")
+}
+
+/// A fingerprint of a file's bytes, so a failed comparison prints two numbers, not the file.
+fn digest(path: &Path) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    std::fs::read(path).expect("read").hash(&mut h);
+    h.finish()
+}
+
+/// Everything the store holds, as the CLI shows it. (redb rewrites header bytes whenever a
+/// file is opened, so "unchanged" is judged on content, not bytes, once the store was opened.)
+fn state(data: &Path) -> String {
+    [
+        &["status", "--json"][..],
+        &["event", "list", "--json"],
+        &["fingerprint", "list", "--json"],
+        &["exception", "list", "--json"],
+        &["audit", "list", "--json"],
+    ]
+    .iter()
+    .map(|args| ok(data, args))
+    .collect()
+}
+
+fn ok(data: &Path, args: &[&str]) -> String {
+    let out = meshward(data, args);
+    assert!(
+        out.status.success(),
+        "meshward {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+#[test]
+fn appended_events_and_fingerprints_are_listed_as_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    for (i, kind) in ["login", "session-start", "logout"].iter().enumerate() {
+        let at = (1000 + i).to_string();
+        ok(
+            data,
+            &[
+                "event", "append", "--kind", kind, "--user", "alice", "--target", "db-01", "--at",
+                &at,
+            ],
+        );
+    }
+    let all: serde_json::Value =
+        serde_json::from_str(&ok(data, &["event", "list", "--json"])).unwrap();
+    assert_eq!(all.as_array().unwrap().len(), 3);
+    assert_eq!(all[1]["kind"], "session-start");
+    let logins: serde_json::Value = serde_json::from_str(&ok(
+        data,
+        &[
+            "event", "list", "--json", "--kind", "login", "--since", "1000", "--until", "1001",
+        ],
+    ))
+    .unwrap();
+    assert_eq!(logins.as_array().unwrap().len(), 1);
+
+    ok(
+        data,
+        &[
+            "fingerprint",
+            "add",
+            "--host",
+            "db-01",
+            "--key-type",
+            "ssh-ed25519",
+            "--fingerprint",
+            "SHA256:aaa",
+            "--at",
+            "50",
+        ],
+    );
+    ok(
+        data,
+        &[
+            "fingerprint",
+            "add",
+            "--host",
+            "db-01",
+            "--key-type",
+            "ssh-ed25519",
+            "--fingerprint",
+            "SHA256:aaa",
+            "--at",
+            "90",
+        ],
+    );
+    let fps: serde_json::Value =
+        serde_json::from_str(&ok(data, &["fingerprint", "list", "--json"])).unwrap();
+    assert_eq!(fps.as_array().unwrap().len(), 1);
+    assert_eq!(
+        (
+            fps[0]["first_seen_ms"].as_i64(),
+            fps[0]["last_seen_ms"].as_i64()
+        ),
+        (Some(50), Some(90))
+    );
+
+    ok(
+        data,
+        &[
+            "audit", "record", "--actor", "alice", "--action", "login", "--target", "db-01",
+        ],
+    );
+    let verify: serde_json::Value =
+        serde_json::from_str(&ok(data, &["audit", "verify", "--json"])).unwrap();
+    assert_eq!(verify["intact"], true);
+    assert_eq!(verify["verified"], 1);
+}
+
+#[test]
+fn bad_input_is_refused_with_a_clear_error_and_the_store_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    ok(
+        data,
+        &[
+            "event", "append", "--kind", "login", "--user", "alice", "--target", "db-01",
+        ],
+    );
+    ok(
+        data,
+        &[
+            "audit", "record", "--actor", "alice", "--action", "login", "--target", "db-01",
+        ],
+    );
+    let before = state(data);
+    let long = "x".repeat(16 * 1024 + 1);
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &[
+                "event", "append", "--kind", "logon", "--user", "a", "--target", "t",
+            ],
+            "unknown event kind \"logon\"",
+        ),
+        (
+            &[
+                "event", "append", "--kind", "login", "--user", "", "--target", "t",
+            ],
+            "user must not be empty",
+        ),
+        (
+            &[
+                "event", "append", "--kind", "login", "--user", "a", "--target", "t", "--detail",
+                &long,
+            ],
+            "detail is 16385 bytes; the limit is 16384",
+        ),
+        (&["event", "list", "--writer", "abc"], "writer id"),
+        (
+            &[
+                "fingerprint",
+                "add",
+                "--host",
+                "h",
+                "--key-type",
+                "dsa",
+                "--fingerprint",
+                "f",
+            ],
+            "unknown key type \"dsa\"",
+        ),
+        (
+            &[
+                "fingerprint",
+                "add",
+                "--host",
+                "a b",
+                "--key-type",
+                "ssh-rsa",
+                "--fingerprint",
+                "f",
+            ],
+            "host contains whitespace",
+        ),
+        (
+            &["exception", "delete", "--user", "bob", "--field", "mfa"],
+            "no exceptions row",
+        ),
+        (
+            &[
+                "audit", "record", "--actor", "", "--action", "a", "--target", "t",
+            ],
+            "actor",
+        ),
+        (&["local", "set", "bad name", "x"], "names are"),
+    ];
+    for (args, expected) in cases {
+        let out = meshward(data, args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(
+            stderr.contains(expected),
+            "{args:?}: {stderr:?} lacks {expected:?}"
+        );
+        assert_eq!(state(data), before, "{args:?} changed the store");
+    }
+    let events: serde_json::Value =
+        serde_json::from_str(&ok(data, &["event", "list", "--json"])).unwrap();
+    assert_eq!(events.as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn a_corrupt_store_file_is_refused_and_left_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let store = data.join("meshward.redb");
+    std::fs::write(&store, vec![0x5a; 8192]).unwrap();
+    let before = digest(&store);
+    for args in [&["event", "list"][..], &["audit", "verify"], &["status"]] {
+        let out = meshward(data, args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(
+            stderr.contains("corrupt or not a meshward store"),
+            "{stderr}"
+        );
+    }
+    assert_eq!(digest(&store), before);
+}
