@@ -24,6 +24,7 @@ use std::ops::Bound;
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::SigningKey;
+use meshward_crdt::mastered::{RecordHash, SignedRecord, Verified};
 use meshward_crdt::{
     ClusterId, Effects, Event, Persist, Replica, ReplicaConfig, Row, RowChange, SegmentKey,
     SignedHead, StoredSegment, TableId, WriterId,
@@ -91,6 +92,14 @@ pub enum StoreError {
         /// Why.
         reason: String,
     },
+    /// A mastered record that does not extend the stored chain. Nothing was written.
+    #[error("mastered record version {got} does not extend the stored chain (last version {last})")]
+    MasteredOrder {
+        /// The record's version.
+        got: u64,
+        /// The last stored version (0 if none).
+        last: u64,
+    },
     /// redb failed.
     #[error("store failure: {0}")]
     Db(String),
@@ -155,6 +164,18 @@ pub struct EventFilter {
     pub kind: Option<meshward_crdt::EventKind>,
     /// At most this many.
     pub limit: Option<usize>,
+}
+
+/// The newest mastered record stored: a node never accepts anything older (fencing), and
+/// the lifecycle code rebuilds the verified chain from the stored records at start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HighWater {
+    /// Epoch of the newest record.
+    pub epoch: u64,
+    /// Its version.
+    pub version: u64,
+    /// Its hash.
+    pub hash: RecordHash,
 }
 
 /// A peer book entry.
@@ -229,13 +250,12 @@ impl Store {
     fn init_schema(&self) -> Result<(), StoreError> {
         // An existing store of this version is opened without writing anything.
         let read = self.db.begin_read()?;
-        if let Ok(meta) = read.open_table(META) {
-            if meta
+        if let Ok(meta) = read.open_table(META)
+            && meta
                 .get("schema")?
                 .is_some_and(|v| v.value() == SCHEMA_VERSION.to_be_bytes())
-            {
-                return Ok(());
-            }
+        {
+            return Ok(());
         }
         drop(read);
         let tx = self.db.begin_write()?;
@@ -476,6 +496,58 @@ impl Store {
         Ok(out)
     }
 
+    /// Appends a verified mastered record and advances the high-water mark, in one durable
+    /// transaction. Only a record that extends the stored chain (next version, `prev` equal to
+    /// the stored hash) is written; verification itself is [`meshward_crdt::mastered::Chain`]'s
+    /// job, and only its [`Verified`] type reaches this call.
+    pub fn append_mastered(&self, record: &Verified<SignedRecord>) -> Result<(), StoreError> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut meta = tx.open_table(META)?;
+            let last = read_high_water(&meta)?;
+            let r = &record.record;
+            let (last_version, last_hash) =
+                last.map_or((0, RecordHash::ZERO), |h| (h.version, h.hash));
+            if r.version != last_version + 1 || r.prev != last_hash {
+                return Err(StoreError::MasteredOrder {
+                    got: r.version,
+                    last: last_version,
+                });
+            }
+            tx.open_table(MASTERED)?
+                .insert(r.version, record.encode().as_slice())?;
+            let mut hw = Vec::with_capacity(48);
+            hw.extend(r.epoch.to_be_bytes());
+            hw.extend(r.version.to_be_bytes());
+            hw.extend(record.hash().0);
+            meta.insert("mastered_high_water", hw.as_slice())?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The stored mastered records in version order, to rebuild the chain from.
+    pub fn mastered_records(&self) -> Result<Vec<SignedRecord>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(MASTERED)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (_, v) = entry?;
+            out.push(
+                SignedRecord::decode(v.value()).map_err(|_| StoreError::Decode {
+                    what: "mastered record",
+                })?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// The high-water mark of the mastered chain, if any record is stored.
+    pub fn mastered_high_water(&self) -> Result<Option<HighWater>, StoreError> {
+        let tx = self.db.begin_read()?;
+        read_high_water(&tx.open_table(META)?)
+    }
+
     /// Sets a node-only setting (never replicated).
     pub fn set_setting(&self, name: &str, value: &str) -> Result<(), StoreError> {
         let bad = |reason: &str| StoreError::Setting {
@@ -534,6 +606,26 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+fn read_high_water(
+    meta: &impl ReadableTable<&'static str, &'static [u8]>,
+) -> Result<Option<HighWater>, StoreError> {
+    let Some(v) = meta.get("mastered_high_water")? else {
+        return Ok(None);
+    };
+    let v = v.value();
+    let bad = || StoreError::Decode {
+        what: "mastered high-water mark",
+    };
+    if v.len() != 48 {
+        return Err(bad());
+    }
+    Ok(Some(HighWater {
+        epoch: u64::from_be_bytes(v[..8].try_into().map_err(|_| bad())?),
+        version: u64::from_be_bytes(v[8..16].try_into().map_err(|_| bad())?),
+        hash: RecordHash(v[16..].try_into().map_err(|_| bad())?),
+    }))
 }
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
@@ -654,6 +746,43 @@ mod tests {
             vec![4, 6, 8]
         );
         assert_eq!(store.map_rows(TableId::Fingerprints).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn the_mastered_chain_is_stored_in_order_and_rebuilds() {
+        use meshward_crdt::mastered::{Chain, Member, RecordKind, Roster, TrustAnchor};
+        let store = Store::in_memory().unwrap();
+        let leader = SigningKey::from_bytes(&[1; 32]);
+        let anchor = TrustAnchor {
+            cluster: ClusterId([5; 16]),
+            genesis_leader: leader.verifying_key().to_bytes(),
+        };
+        let mut chain = Chain::new(anchor);
+        let roster = Roster {
+            members: vec![Member {
+                key: leader.verifying_key().to_bytes(),
+                address: "10.0.0.1".into(),
+            }],
+        };
+        let genesis = chain.sign_next(&leader, RecordKind::Genesis, roster.encode());
+        let v1 = chain.verify(&genesis).unwrap();
+        store.append_mastered(&v1).unwrap();
+        chain.apply(v1).unwrap();
+        let config = chain.sign_next(&leader, RecordKind::Config, b"policy".to_vec());
+        let v2 = chain.verify(&config).unwrap();
+        // A record that does not extend the stored chain is refused (here: replayed genesis).
+        let again = Chain::new(anchor).verify(&genesis).unwrap();
+        assert!(matches!(
+            store.append_mastered(&again),
+            Err(StoreError::MasteredOrder { got: 1, last: 1 })
+        ));
+        store.append_mastered(&v2).unwrap();
+        chain.apply(v2).unwrap();
+        let hw = store.mastered_high_water().unwrap().unwrap();
+        assert_eq!((hw.epoch, hw.version, hw.hash), (1, 2, chain.last_hash()));
+        let rebuilt = Chain::rebuild(anchor, &store.mastered_records().unwrap()).unwrap();
+        assert_eq!(rebuilt.last_version(), 2);
+        assert_eq!(rebuilt.last_hash(), chain.last_hash());
     }
 
     #[test]
