@@ -291,39 +291,16 @@ impl Store {
     /// and, until the node is initialised or joins a cluster, a fresh standalone cluster id.
     pub fn identity(&self) -> Result<Identity, StoreError> {
         let read = self.db.begin_read()?;
-        let meta = read.open_table(META)?;
-        let key = meta.get("node_key")?.map(|v| v.value().to_vec());
-        let cluster = meta.get("cluster_id")?.map(|v| v.value().to_vec());
-        if let (Some(k), Some(c)) = (key, cluster) {
-            return Ok(Identity {
-                key: SigningKey::from_bytes(
-                    &k.try_into()
-                        .map_err(|_| StoreError::Decode { what: "node key" })?,
-                ),
-                cluster: ClusterId(
-                    c.try_into()
-                        .map_err(|_| StoreError::Decode { what: "cluster id" })?,
-                ),
-            });
+        if let Some(identity) = read_identity(&read.open_table(META)?)? {
+            return Ok(identity);
         }
-        drop((meta, read));
+        drop(read);
         let tx = self.db.begin_write()?;
         let identity = {
             let mut meta = tx.open_table(META)?;
-            let key = meta.get("node_key")?.map(|v| v.value().to_vec());
-            let cluster = meta.get("cluster_id")?.map(|v| v.value().to_vec());
-            match (key, cluster) {
-                (Some(k), Some(c)) => Identity {
-                    key: SigningKey::from_bytes(
-                        &k.try_into()
-                            .map_err(|_| StoreError::Decode { what: "node key" })?,
-                    ),
-                    cluster: ClusterId(
-                        c.try_into()
-                            .map_err(|_| StoreError::Decode { what: "cluster id" })?,
-                    ),
-                },
-                _ => {
+            match read_identity(&meta)? {
+                Some(identity) => identity,
+                None => {
                     let mut rng = rand::rngs::OsRng;
                     let key = SigningKey::generate(&mut rng);
                     let mut cluster = [0u8; 16];
@@ -606,6 +583,26 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+fn read_identity(
+    meta: &impl ReadableTable<&'static str, &'static [u8]>,
+) -> Result<Option<Identity>, StoreError> {
+    let key = meta.get("node_key")?.map(|v| v.value().to_vec());
+    let cluster = meta.get("cluster_id")?.map(|v| v.value().to_vec());
+    let (Some(k), Some(c)) = (key, cluster) else {
+        return Ok(None);
+    };
+    Ok(Some(Identity {
+        key: SigningKey::from_bytes(
+            &k.try_into()
+                .map_err(|_| StoreError::Decode { what: "node key" })?,
+        ),
+        cluster: ClusterId(
+            c.try_into()
+                .map_err(|_| StoreError::Decode { what: "cluster id" })?,
+        ),
+    }))
 }
 
 fn read_high_water(

@@ -75,36 +75,20 @@ fn appended_events_and_fingerprints_are_listed_as_json() {
     .unwrap();
     assert_eq!(logins.as_array().unwrap().len(), 1);
 
-    ok(
-        data,
-        &[
+    for at in ["50", "90"] {
+        let args = [
             "fingerprint",
             "add",
             "--host",
             "db-01",
             "--key-type",
             "ssh-ed25519",
-            "--fingerprint",
-            "SHA256:aaa",
-            "--at",
-            "50",
-        ],
-    );
-    ok(
-        data,
-        &[
-            "fingerprint",
-            "add",
-            "--host",
-            "db-01",
-            "--key-type",
-            "ssh-ed25519",
-            "--fingerprint",
-            "SHA256:aaa",
-            "--at",
-            "90",
-        ],
-    );
+        ];
+        ok(
+            data,
+            &[&args[..], &["--fingerprint", "SHA256:aaa", "--at", at]].concat(),
+        );
+    }
     let fps: serde_json::Value =
         serde_json::from_str(&ok(data, &["fingerprint", "list", "--json"])).unwrap();
     assert_eq!(fps.as_array().unwrap().len(), 1);
