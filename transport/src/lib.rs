@@ -1,0 +1,1 @@
+//! placeholder: the mesh transport (see the issue).
