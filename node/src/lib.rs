@@ -8,4 +8,5 @@
 
 pub mod audit;
 pub mod cli;
+pub mod core;
 pub mod store;

@@ -1,0 +1,1041 @@
+//! The node core: a sans-io state machine that decides what to replicate, when, and with whom.
+//!
+//! It owns the [`Replica`] and the peer table, and is driven by [`Core::handle`] with the time
+//! and one [`Input`]; after each call the caller drains [`Core::drain`] and executes the
+//! [`Output`]s in order. [`Output::Persist`] comes before anything that announces or forwards
+//! the same data, and must be durable before the next output runs. The core owns no socket,
+//! task or clock; randomness comes from a seeded RNG. The daemon and the simulator run this
+//! same code.
+//!
+//! # Replication
+//! - **Push.** A local commit is announced at once on gossip as a [`Gossip::Push`] of the
+//!   changes. A push larger than the gossip size bound is replaced by an [`Gossip::Advert`],
+//!   and receivers fetch from the origin with a sync request.
+//! - **Validation before forwarding.** A received push is applied only after the replica's full
+//!   checks; the verdict ([`Output::Validate`]) lets gossip forward only what was accepted. A
+//!   push that does not continue what we hold (a gap) is ignored, not forwarded, and triggers
+//!   a sync with its origin.
+//! - **Anti-entropy.** A sync request carries the requester's [`Digest`]; the answer is exactly
+//!   what it lacks ([`Replica::missing_for`]), with a flag when more remains. It runs on every
+//!   new connection, when a peer's advertised digest fingerprint differs from ours, when a
+//!   request shows the requester holds something we lack, and every `sync_interval` with one
+//!   random peer. This is what merges two sides of a partition and catches up a restarted
+//!   node.
+//! - **Redial.** A roster peer that disconnects is redialled with exponential backoff.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use meshward_crdt::{
+    ApplyError, CommitError, Digest, Effects, Op, Replica, RowChange, SyncItem, SyncMessage,
+    WriterId,
+};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use tracing::{debug, warn};
+
+/// Time in milliseconds on the caller's clock (wall clock in the daemon, virtual in the
+/// simulator).
+pub type Millis = u64;
+
+/// Tunables of the core.
+#[derive(Clone, Debug)]
+pub struct CoreConfig {
+    /// How often to advertise our digest and sync with one random peer. 1 s: with 2–7 nodes
+    /// an advert is 40 bytes per node per second, and a missed push is repaired within it.
+    pub sync_interval: Duration,
+    /// Largest gossip payload; larger pushes become adverts. Matches the transport's gossip
+    /// bound (gossipsub's 64 KiB cap, less headroom).
+    pub max_gossip_bytes: usize,
+    /// Payload bytes per sync answer before the answer says "more". 8 MiB keeps an answer
+    /// well under the 32 MiB wire bound while carrying a few sealed segments.
+    pub sync_budget: usize,
+    /// A sync request with no answer after this long is forgotten and may be retried.
+    pub sync_timeout: Duration,
+    /// First redial delay after a peer is lost; doubles up to `redial_max`.
+    pub redial_min: Duration,
+    /// Longest redial delay.
+    pub redial_max: Duration,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        CoreConfig {
+            sync_interval: Duration::from_secs(1),
+            max_gossip_bytes: 60 * 1024,
+            sync_budget: 8 * 1024 * 1024,
+            sync_timeout: Duration::from_secs(30),
+            redial_min: Duration::from_millis(250),
+            redial_max: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What reaches the core.
+#[derive(Debug)]
+pub enum Input {
+    /// Time passed; due timers fire.
+    Tick,
+    /// Local writes, committed as one batch; `token` comes back in [`Output::Committed`].
+    Commit {
+        /// The writes.
+        ops: Vec<Op>,
+        /// Caller's token.
+        token: u64,
+    },
+    /// A connection to an admitted peer is up.
+    Connected {
+        /// The peer.
+        peer: WriterId,
+        /// Its address.
+        addr: SocketAddr,
+    },
+    /// The last connection to a peer is gone.
+    Disconnected {
+        /// The peer.
+        peer: WriterId,
+    },
+    /// A gossip message; `id` comes back in [`Output::Validate`].
+    Gossip {
+        /// The peer it came from (not necessarily its origin).
+        source: WriterId,
+        /// Opaque message id.
+        id: u64,
+        /// The message.
+        data: Vec<u8>,
+    },
+    /// A peer asks what it lacks; `channel` comes back in [`Output::Respond`].
+    SyncRequest {
+        /// The peer.
+        peer: WriterId,
+        /// Opaque response channel.
+        channel: u64,
+        /// Its encoded digest.
+        data: Vec<u8>,
+    },
+    /// The answer to our [`Output::Request`] with `request`.
+    SyncResponse {
+        /// The peer.
+        peer: WriterId,
+        /// Our request token.
+        request: u64,
+        /// The encoded answer.
+        data: Vec<u8>,
+    },
+    /// Our request `request` failed (timeout, disconnect, oversize answer).
+    SyncFailed {
+        /// The peer.
+        peer: WriterId,
+        /// Our request token.
+        request: u64,
+    },
+}
+
+/// What the core asks its driver to do, in order.
+#[derive(Debug)]
+pub enum Output {
+    /// Make these effects durable before executing any later output.
+    Persist(Effects),
+    /// Publish on gossip.
+    Publish(Vec<u8>),
+    /// Verdict on a received gossip message.
+    Validate {
+        /// The message id given in [`Input::Gossip`].
+        id: u64,
+        /// What to tell gossip.
+        verdict: Verdict,
+    },
+    /// Send a sync request; the answer comes back as [`Input::SyncResponse`] with `request`.
+    Request {
+        /// The peer.
+        peer: WriterId,
+        /// Our token for it.
+        request: u64,
+        /// The encoded request.
+        data: Vec<u8>,
+    },
+    /// Answer a sync request.
+    Respond {
+        /// The channel given in [`Input::SyncRequest`].
+        channel: u64,
+        /// The encoded answer.
+        data: Vec<u8>,
+    },
+    /// Dial a peer.
+    Dial {
+        /// The peer.
+        peer: WriterId,
+        /// Where.
+        addr: SocketAddr,
+    },
+    /// Result of an [`Input::Commit`].
+    Committed {
+        /// The caller's token.
+        token: u64,
+        /// Rows written, or why nothing was.
+        result: Result<Vec<RowChange>, CommitError>,
+    },
+}
+
+/// A gossip verdict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Valid and applied: forward it.
+    Accept,
+    /// Not wrong, but not applicable here (a gap): do not forward, do not penalise.
+    Ignore,
+    /// Invalid: do not forward; the sender misbehaved.
+    Reject,
+}
+
+/// What travels on the gossip topic.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Gossip {
+    /// Fresh changes of `origin`, as an encoded [`SyncMessage`].
+    Push {
+        /// The node that committed them.
+        origin: WriterId,
+        /// `SyncMessage::encode` output.
+        message: Vec<u8>,
+    },
+    /// A summary of what `origin` holds.
+    Advert {
+        /// The advertising node.
+        origin: WriterId,
+        /// Its digest fingerprint.
+        fingerprint: [u8; 32],
+        /// Changes it holds in all tables.
+        changes: u64,
+    },
+}
+
+/// Largest gossip message accepted for decoding.
+pub const MAX_GOSSIP: usize = 64 * 1024;
+
+impl Gossip {
+    /// Encodes the envelope.
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).unwrap_or_default()
+    }
+
+    /// Decodes an envelope, refusing oversize or malformed bytes.
+    pub fn decode(bytes: &[u8]) -> Option<Gossip> {
+        if bytes.len() > MAX_GOSSIP {
+            return None;
+        }
+        postcard::from_bytes(bytes).ok()
+    }
+}
+
+/// A peer as the core sees it.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PeerStatus {
+    /// Connected now.
+    pub connected: bool,
+    /// Last address seen.
+    pub addr: Option<SocketAddr>,
+    /// Last time we heard from it (ms).
+    pub last_seen_ms: Option<Millis>,
+    /// Changes it holds, from its last advert or request.
+    pub changes: Option<u64>,
+    /// Changes we hold that it lacks, from its last digest (None until it sent one).
+    pub behind: Option<u64>,
+}
+
+#[derive(Debug, Default)]
+struct Peer {
+    status: PeerStatus,
+    fingerprint: Option<[u8; 32]>,
+    digest: Option<Digest>,
+    in_flight: Option<(u64, Millis)>,
+    again: bool,
+    backoff: Option<Duration>,
+    redial_at: Option<Millis>,
+}
+
+/// Counters of the core, for status and metrics.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CoreCounters {
+    /// Pushes applied.
+    pub pushes_applied: u64,
+    /// Pushes refused as invalid.
+    pub pushes_rejected: u64,
+    /// Pushes ignored (gap or duplicate of nothing new).
+    pub pushes_ignored: u64,
+    /// Sync rounds completed (answers applied).
+    pub sync_rounds: u64,
+    /// Sync answers refused.
+    pub sync_rejected: u64,
+    /// Sync requests answered.
+    pub sync_served: u64,
+    /// Malformed messages from peers.
+    pub malformed: u64,
+    /// Changes held that pushes or syncs brought.
+    pub items_applied: u64,
+}
+
+/// The node core.
+#[derive(Debug)]
+pub struct Core {
+    replica: Replica,
+    config: CoreConfig,
+    roster: BTreeSet<WriterId>,
+    peers: BTreeMap<WriterId, Peer>,
+    rng: ChaCha8Rng,
+    next_request: u64,
+    next_sync_at: Millis,
+    counters: CoreCounters,
+    outbox: Vec<Output>,
+}
+
+impl Core {
+    /// A core over `replica`, admitting `roster`, that will dial `known` peers at once.
+    pub fn new(
+        replica: Replica,
+        roster: BTreeSet<WriterId>,
+        config: CoreConfig,
+        seed: u64,
+        known: impl IntoIterator<Item = (WriterId, SocketAddr)>,
+        now: Millis,
+    ) -> Self {
+        let mut core = Core {
+            replica,
+            config,
+            roster,
+            peers: BTreeMap::new(),
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            next_request: 1,
+            next_sync_at: now,
+            counters: CoreCounters::default(),
+            outbox: Vec::new(),
+        };
+        for (peer, addr) in known {
+            if peer != core.me() && core.roster.contains(&peer) {
+                let p = core.peers.entry(peer).or_default();
+                p.status.addr = Some(addr);
+                p.redial_at = Some(now);
+            }
+        }
+        core
+    }
+
+    /// This node's id.
+    pub fn me(&self) -> WriterId {
+        self.replica.writer()
+    }
+
+    /// The replica.
+    pub fn replica(&self) -> &Replica {
+        &self.replica
+    }
+
+    /// Peers by id.
+    pub fn peers(&self) -> impl Iterator<Item = (&WriterId, &PeerStatus)> {
+        self.peers.iter().map(|(k, p)| (k, &p.status))
+    }
+
+    /// Counters.
+    pub fn counters(&self) -> &CoreCounters {
+        &self.counters
+    }
+
+    /// Takes the outputs produced so far.
+    pub fn drain(&mut self) -> Vec<Output> {
+        std::mem::take(&mut self.outbox)
+    }
+
+    /// Feeds one input at time `now`.
+    pub fn handle(&mut self, now: Millis, input: Input) {
+        match input {
+            Input::Tick => self.tick(now),
+            Input::Commit { ops, token } => self.commit(now, ops, token),
+            Input::Connected { peer, addr } => {
+                let p = self.peers.entry(peer).or_default();
+                p.status.connected = true;
+                p.status.addr = Some(addr);
+                p.status.last_seen_ms = Some(now);
+                p.backoff = None;
+                p.redial_at = None;
+                self.request_sync(now, peer);
+            }
+            Input::Disconnected { peer } => {
+                let redial_min = self.config.redial_min;
+                let redial_max = self.config.redial_max;
+                let in_roster = self.roster.contains(&peer);
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.status.connected = false;
+                    p.in_flight = None;
+                    if in_roster && p.status.addr.is_some() {
+                        let backoff = p.backoff.map_or(redial_min, |b| (b * 2).min(redial_max));
+                        p.backoff = Some(backoff);
+                        p.redial_at = Some(now + backoff.as_millis() as u64);
+                    }
+                }
+            }
+            Input::Gossip { source, id, data } => self.gossip(now, source, id, data),
+            Input::SyncRequest {
+                peer,
+                channel,
+                data,
+            } => self.serve(now, peer, channel, &data),
+            Input::SyncResponse {
+                peer,
+                request,
+                data,
+            } => self.answer(now, peer, request, &data),
+            Input::SyncFailed { peer, request } => {
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    if p.in_flight.is_some_and(|(r, _)| r == request) {
+                        p.in_flight = None;
+                    }
+                }
+            }
+        }
+    }
+
+    fn tick(&mut self, now: Millis) {
+        // Redials that are due.
+        for (peer, p) in &mut self.peers {
+            if let (Some(at), Some(addr), false) = (p.redial_at, p.status.addr, p.status.connected)
+            {
+                if at <= now {
+                    self.outbox.push(Output::Dial { peer: *peer, addr });
+                    let backoff = p.backoff.unwrap_or(self.config.redial_min);
+                    let next = (backoff * 2).min(self.config.redial_max);
+                    p.backoff = Some(next);
+                    p.redial_at = Some(now + next.as_millis() as u64);
+                }
+            }
+            if p.in_flight
+                .is_some_and(|(_, at)| now >= at + self.config.sync_timeout.as_millis() as u64)
+            {
+                p.in_flight = None;
+            }
+        }
+        if now < self.next_sync_at {
+            return;
+        }
+        self.next_sync_at = now + self.config.sync_interval.as_millis() as u64;
+        let digest = self.replica.digest();
+        let advert = Gossip::Advert {
+            origin: self.me(),
+            fingerprint: digest.fingerprint(),
+            changes: total_changes(&digest),
+        };
+        self.outbox.push(Output::Publish(advert.encode()));
+        let connected: Vec<WriterId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.status.connected)
+            .map(|(k, _)| *k)
+            .collect();
+        if !connected.is_empty() {
+            let peer = connected[self.rng.gen_range(0..connected.len())];
+            self.request_sync(now, peer);
+        }
+    }
+
+    fn commit(&mut self, now: Millis, ops: Vec<Op>, token: u64) {
+        match self.replica.commit(now as i64, ops) {
+            Err(e) => self.outbox.push(Output::Committed {
+                token,
+                result: Err(e),
+            }),
+            Ok(effects) => {
+                let push = effects.push.clone();
+                let rows = effects.rows.clone();
+                self.outbox.push(Output::Persist(Effects {
+                    push: Vec::new(),
+                    ..effects
+                }));
+                self.outbox.push(Output::Committed {
+                    token,
+                    result: Ok(rows),
+                });
+                self.announce(push);
+            }
+        }
+    }
+
+    /// Publishes fresh items as one push, or an advert when too large for gossip.
+    fn announce(&mut self, items: Vec<SyncItem>) {
+        if items.is_empty() {
+            return;
+        }
+        let message = SyncMessage { items }.encode();
+        let push = Gossip::Push {
+            origin: self.me(),
+            message,
+        }
+        .encode();
+        if push.len() <= self.config.max_gossip_bytes {
+            self.outbox.push(Output::Publish(push));
+        } else {
+            let digest = self.replica.digest();
+            let advert = Gossip::Advert {
+                origin: self.me(),
+                fingerprint: digest.fingerprint(),
+                changes: total_changes(&digest),
+            };
+            self.outbox.push(Output::Publish(advert.encode()));
+        }
+    }
+
+    fn gossip(&mut self, now: Millis, source: WriterId, id: u64, data: Vec<u8>) {
+        self.seen(now, source);
+        let Some(gossip) = Gossip::decode(&data) else {
+            self.counters.malformed += 1;
+            debug!(peer = %source, "malformed gossip");
+            self.outbox.push(Output::Validate {
+                id,
+                verdict: Verdict::Reject,
+            });
+            return;
+        };
+        match gossip {
+            Gossip::Advert {
+                origin,
+                fingerprint,
+                changes,
+            } => {
+                if let Some(p) = self.peers.get_mut(&origin) {
+                    p.fingerprint = Some(fingerprint);
+                    p.status.changes = Some(changes);
+                }
+                let differs = fingerprint != self.replica.digest().fingerprint();
+                self.outbox.push(Output::Validate {
+                    id,
+                    verdict: Verdict::Accept,
+                });
+                if differs && origin != self.me() {
+                    let target = self.sync_target(origin, source);
+                    self.request_sync(now, target);
+                }
+            }
+            Gossip::Push { origin, message } => {
+                let verdict = match SyncMessage::decode(&message) {
+                    Err(_) => {
+                        self.counters.malformed += 1;
+                        Verdict::Reject
+                    }
+                    Ok(msg) => self.apply_items(msg.items, origin),
+                };
+                match verdict {
+                    Verdict::Accept => self.counters.pushes_applied += 1,
+                    Verdict::Ignore => self.counters.pushes_ignored += 1,
+                    Verdict::Reject => self.counters.pushes_rejected += 1,
+                }
+                self.outbox.push(Output::Validate { id, verdict });
+                if verdict == Verdict::Ignore && origin != self.me() {
+                    let target = self.sync_target(origin, source);
+                    self.request_sync(now, target);
+                }
+            }
+        }
+    }
+
+    /// Applies items, persisting what changed. Accept if all applied (or already held),
+    /// Ignore on a gap, Reject on anything invalid.
+    fn apply_items(&mut self, items: Vec<SyncItem>, from: WriterId) -> Verdict {
+        let mut effects = Effects::default();
+        let mut verdict = Verdict::Accept;
+        for item in items {
+            match self.replica.apply(item) {
+                Ok(e) => {
+                    if !e.persist.is_empty() {
+                        self.counters.items_applied += 1;
+                    }
+                    effects.rows.extend(e.rows);
+                    effects.persist.extend(e.persist);
+                }
+                Err(ApplyError::Gap { .. }) => verdict = Verdict::Ignore,
+                Err(e) => {
+                    warn!(peer = %from, error = %e, "refused replicated data");
+                    verdict = Verdict::Reject;
+                    break;
+                }
+            }
+        }
+        if !effects.persist.is_empty() {
+            self.outbox.push(Output::Persist(effects));
+        }
+        verdict
+    }
+
+    fn serve(&mut self, now: Millis, peer: WriterId, channel: u64, data: &[u8]) {
+        self.seen(now, peer);
+        let Ok(theirs) = Digest::decode(data) else {
+            self.counters.malformed += 1;
+            debug!(peer = %peer, "malformed sync request");
+            self.outbox.push(Output::Respond {
+                channel,
+                data: SyncAnswer::default().encode(),
+            });
+            return;
+        };
+        let answer = match self.replica.missing_for(&theirs, self.config.sync_budget) {
+            Ok((items, more)) => SyncAnswer {
+                more,
+                message: SyncMessage { items }.encode(),
+            },
+            Err(e) => {
+                warn!(error = %e, "cannot read own segment for a sync answer");
+                SyncAnswer::default()
+            }
+        };
+        self.counters.sync_served += 1;
+        self.outbox.push(Output::Respond {
+            channel,
+            data: answer.encode(),
+        });
+        let ours = self.replica.digest();
+        let they_have_more = theirs
+            .segments
+            .iter()
+            .any(|s| ours.get(&s.key).is_none_or(|o| o.seq < s.seq));
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.status.changes = Some(total_changes(&theirs));
+            p.status.behind = Some(behind(&ours, &theirs));
+            p.digest = Some(theirs);
+        }
+        if they_have_more {
+            self.request_sync(now, peer);
+        }
+    }
+
+    fn answer(&mut self, now: Millis, peer: WriterId, request: u64, data: &[u8]) {
+        self.seen(now, peer);
+        let current = self
+            .peers
+            .get(&peer)
+            .and_then(|p| p.in_flight)
+            .is_some_and(|(r, _)| r == request);
+        if let Some(p) = self.peers.get_mut(&peer) {
+            if current {
+                p.in_flight = None;
+            }
+        }
+        let Some(answer) = SyncAnswer::decode(data) else {
+            self.counters.malformed += 1;
+            return;
+        };
+        let Ok(msg) = SyncMessage::decode(&answer.message) else {
+            self.counters.malformed += 1;
+            return;
+        };
+        match self.apply_items(msg.items, peer) {
+            Verdict::Reject => self.counters.sync_rejected += 1,
+            _ => self.counters.sync_rounds += 1,
+        }
+        let again = self
+            .peers
+            .get_mut(&peer)
+            .is_some_and(|p| std::mem::take(&mut p.again));
+        if answer.more || again {
+            self.request_sync(now, peer);
+        }
+    }
+
+    /// Asks `peer` for what we lack, unless a request to it is already in flight (then one
+    /// more round is queued for when it answers).
+    fn request_sync(&mut self, now: Millis, peer: WriterId) {
+        if peer == self.me() {
+            return;
+        }
+        let p = self.peers.entry(peer).or_default();
+        if !p.status.connected {
+            return;
+        }
+        if p.in_flight.is_some() {
+            p.again = true;
+            return;
+        }
+        let request = self.next_request;
+        self.next_request += 1;
+        p.in_flight = Some((request, now));
+        self.outbox.push(Output::Request {
+            peer,
+            request,
+            data: self.replica.digest().encode(),
+        });
+    }
+
+    fn sync_target(&self, origin: WriterId, source: WriterId) -> WriterId {
+        match self.peers.get(&origin) {
+            Some(p) if p.status.connected => origin,
+            _ => source,
+        }
+    }
+
+    fn seen(&mut self, now: Millis, peer: WriterId) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.status.last_seen_ms = Some(now);
+        }
+    }
+}
+
+/// A sync answer: items and whether more remains.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncAnswer {
+    /// More remains after these items.
+    pub more: bool,
+    /// `SyncMessage::encode` output.
+    pub message: Vec<u8>,
+}
+
+impl SyncAnswer {
+    /// Encodes the answer.
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).unwrap_or_default()
+    }
+
+    /// Decodes an answer, refusing oversize or malformed bytes.
+    pub fn decode(bytes: &[u8]) -> Option<SyncAnswer> {
+        if bytes.len() > meshward_crdt::MAX_WIRE + 16 {
+            return None;
+        }
+        postcard::from_bytes(bytes).ok()
+    }
+}
+
+fn total_changes(d: &Digest) -> u64 {
+    d.segments.iter().map(|s| s.seq).sum()
+}
+
+/// Changes in `ours` that `theirs` lacks.
+fn behind(ours: &Digest, theirs: &Digest) -> u64 {
+    ours.segments
+        .iter()
+        .map(|s| {
+            s.seq
+                .saturating_sub(theirs.get(&s.key).map_or(0, |t| t.seq))
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use ed25519_dalek::SigningKey;
+    use meshward_crdt::{ClusterId, Event, EventKind, ReplicaConfig, TableId};
+
+    use super::*;
+
+    /// A tiny lossless-unless-told network of cores, delivering outputs in FIFO order.
+    struct Net {
+        cores: Vec<Core>,
+        now: Millis,
+        /// Drop every gossip message while set (requests still flow).
+        drop_gossip: bool,
+        /// Pairs that cannot talk at all.
+        cut: BTreeSet<(usize, usize)>,
+        queue: VecDeque<(usize, Input)>,
+        next_id: u64,
+        channels: BTreeMap<u64, (usize, usize, u64)>,
+    }
+
+    impl Net {
+        fn new(n: usize) -> Net {
+            let keys: Vec<SigningKey> = (0..n)
+                .map(|i| SigningKey::from_bytes(&[i as u8 + 1; 32]))
+                .collect();
+            let roster: BTreeSet<WriterId> = keys
+                .iter()
+                .map(|k| WriterId::from_key(&k.verifying_key()))
+                .collect();
+            let cores = keys
+                .into_iter()
+                .enumerate()
+                .map(|(i, k)| {
+                    let replica = Replica::new(ClusterId([1; 16]), k, ReplicaConfig::default());
+                    Core::new(
+                        replica,
+                        roster.clone(),
+                        CoreConfig::default(),
+                        i as u64,
+                        [],
+                        0,
+                    )
+                })
+                .collect();
+            let mut net = Net {
+                cores,
+                now: 0,
+                drop_gossip: false,
+                cut: BTreeSet::new(),
+                queue: VecDeque::new(),
+                next_id: 1,
+                channels: BTreeMap::new(),
+            };
+            for a in 0..n {
+                for b in 0..n {
+                    if a != b {
+                        let peer = net.cores[b].me();
+                        net.queue.push_back((
+                            a,
+                            Input::Connected {
+                                peer,
+                                addr: addr(b),
+                            },
+                        ));
+                    }
+                }
+            }
+            net.run();
+            net
+        }
+
+        fn index(&self, id: WriterId) -> usize {
+            self.cores.iter().position(|c| c.me() == id).expect("known")
+        }
+
+        fn linked(&self, a: usize, b: usize) -> bool {
+            !self.cut.contains(&(a.min(b), a.max(b)))
+        }
+
+        fn input(&mut self, at: usize, input: Input) {
+            self.queue.push_back((at, input));
+            self.run();
+        }
+
+        fn run(&mut self) {
+            for _ in 0..100_000 {
+                let Some((at, input)) = self.queue.pop_front() else {
+                    return;
+                };
+                self.cores[at].handle(self.now, input);
+                for out in self.cores[at].drain() {
+                    self.route(at, out);
+                }
+            }
+            panic!("network did not settle");
+        }
+
+        fn route(&mut self, from: usize, out: Output) {
+            let me = self.cores[from].me();
+            match out {
+                Output::Publish(data) if !self.drop_gossip => {
+                    let targets: Vec<usize> = (0..self.cores.len())
+                        .filter(|&t| t != from && self.linked(from, t))
+                        .collect();
+                    for to in targets {
+                        self.next_id += 1;
+                        let id = self.next_id;
+                        self.queue.push_back((
+                            to,
+                            Input::Gossip {
+                                source: me,
+                                id,
+                                data: data.clone(),
+                            },
+                        ));
+                    }
+                }
+                Output::Request {
+                    peer,
+                    request,
+                    data,
+                } => {
+                    let to = self.index(peer);
+                    if self.linked(from, to) {
+                        self.next_id += 1;
+                        self.channels.insert(self.next_id, (to, from, request));
+                        self.queue.push_back((
+                            to,
+                            Input::SyncRequest {
+                                peer: me,
+                                channel: self.next_id,
+                                data,
+                            },
+                        ));
+                    } else {
+                        self.queue
+                            .push_back((from, Input::SyncFailed { peer, request }));
+                    }
+                }
+                Output::Respond { channel, data } => {
+                    let (server, client, request) =
+                        self.channels.remove(&channel).expect("channel");
+                    let peer = self.cores[server].me();
+                    self.queue.push_back((
+                        client,
+                        Input::SyncResponse {
+                            peer,
+                            request,
+                            data,
+                        },
+                    ));
+                }
+                _ => {}
+            }
+        }
+
+        fn tick_all(&mut self, ms: u64) {
+            self.now += ms;
+            for i in 0..self.cores.len() {
+                self.queue.push_back((i, Input::Tick));
+            }
+            self.run();
+        }
+    }
+
+    fn addr(i: usize) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 4000 + i as u16))
+    }
+
+    fn events(n: u64, tag: u64) -> Vec<Op> {
+        (0..n)
+            .map(|i| {
+                Op::Append(Event {
+                    at_ms: (tag * 1000 + i) as i64,
+                    kind: EventKind::Login,
+                    user: "u".into(),
+                    target: format!("t{tag}"),
+                    detail: String::new(),
+                })
+            })
+            .collect()
+    }
+
+    fn converged(net: &Net) -> bool {
+        let d = net.cores[0].replica().digest();
+        net.cores.iter().all(|c| c.replica().digest() == d)
+    }
+
+    #[test]
+    fn a_commit_is_pushed_to_every_peer_at_once() {
+        let mut net = Net::new(3);
+        net.input(
+            0,
+            Input::Commit {
+                ops: events(5, 0),
+                token: 7,
+            },
+        );
+        assert!(converged(&net));
+        assert_eq!(
+            net.cores[2].replica().rows(TableId::Events).unwrap().len(),
+            5
+        );
+        assert_eq!(net.cores[1].counters().pushes_applied, 1);
+    }
+
+    #[test]
+    fn lost_gossip_is_repaired_by_adverts_and_sync() {
+        let mut net = Net::new(4);
+        net.drop_gossip = true;
+        for i in 0..4 {
+            net.input(
+                i,
+                Input::Commit {
+                    ops: events(3, i as u64),
+                    token: 0,
+                },
+            );
+        }
+        assert!(!converged(&net));
+        net.drop_gossip = false;
+        net.tick_all(1000);
+        assert!(converged(&net), "one sync interval repairs every loss");
+        assert_eq!(
+            net.cores[3].replica().rows(TableId::Events).unwrap().len(),
+            12
+        );
+    }
+
+    #[test]
+    fn both_sides_of_a_partition_keep_writing_and_merge_after_it_heals() {
+        let mut net = Net::new(5);
+        for a in 0..3 {
+            for b in 3..5 {
+                net.cut.insert((a, b));
+            }
+        }
+        for round in 0..5u64 {
+            for i in 0..5 {
+                net.input(
+                    i,
+                    Input::Commit {
+                        ops: events(2, round * 10 + i as u64),
+                        token: 0,
+                    },
+                );
+            }
+        }
+        assert!(!converged(&net));
+        net.cut.clear();
+        for _ in 0..3 {
+            net.tick_all(1000);
+        }
+        assert!(converged(&net));
+        assert_eq!(
+            net.cores[0].replica().rows(TableId::Events).unwrap().len(),
+            50
+        );
+    }
+
+    #[test]
+    fn malformed_gossip_and_requests_are_refused_and_counted() {
+        let mut net = Net::new(2);
+        let peer = net.cores[1].me();
+        net.cores[0].handle(
+            0,
+            Input::Gossip {
+                source: peer,
+                id: 9,
+                data: vec![0xff; 100],
+            },
+        );
+        let out = net.cores[0].drain();
+        assert!(matches!(
+            out.as_slice(),
+            [Output::Validate {
+                id: 9,
+                verdict: Verdict::Reject
+            }]
+        ));
+        net.cores[0].handle(
+            0,
+            Input::SyncRequest {
+                peer,
+                channel: 3,
+                data: vec![1, 2, 3],
+            },
+        );
+        let out = net.cores[0].drain();
+        assert!(matches!(
+            out.as_slice(),
+            [Output::Respond { channel: 3, .. }]
+        ));
+        assert_eq!(net.cores[0].counters().malformed, 2);
+        // The node keeps serving.
+        net.input(
+            1,
+            Input::Commit {
+                ops: events(1, 1),
+                token: 0,
+            },
+        );
+        assert!(converged(&net));
+    }
+
+    #[test]
+    fn a_lost_roster_peer_is_redialled_with_backoff() {
+        let mut net = Net::new(2);
+        let peer = net.cores[1].me();
+        net.cores[0].handle(0, Input::Disconnected { peer });
+        let mut dials = Vec::new();
+        for t in (0..3000).step_by(50) {
+            net.cores[0].handle(t, Input::Tick);
+            for out in net.cores[0].drain() {
+                if let Output::Dial { .. } = out {
+                    dials.push(t);
+                }
+            }
+        }
+        assert_eq!(dials, vec![250, 750, 1750], "250 ms, then doubling");
+    }
+}
