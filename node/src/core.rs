@@ -386,10 +386,10 @@ impl Core {
                 data,
             } => self.answer(now, peer, request, &data),
             Input::SyncFailed { peer, request } => {
-                if let Some(p) = self.peers.get_mut(&peer) {
-                    if p.in_flight.is_some_and(|(r, _)| r == request) {
-                        p.in_flight = None;
-                    }
+                if let Some(p) = self.peers.get_mut(&peer)
+                    && p.in_flight.is_some_and(|(r, _)| r == request)
+                {
+                    p.in_flight = None;
                 }
             }
         }
@@ -399,14 +399,13 @@ impl Core {
         // Redials that are due.
         for (peer, p) in &mut self.peers {
             if let (Some(at), Some(addr), false) = (p.redial_at, p.status.addr, p.status.connected)
+                && at <= now
             {
-                if at <= now {
-                    self.outbox.push(Output::Dial { peer: *peer, addr });
-                    let backoff = p.backoff.unwrap_or(self.config.redial_min);
-                    let next = (backoff * 2).min(self.config.redial_max);
-                    p.backoff = Some(next);
-                    p.redial_at = Some(now + next.as_millis() as u64);
-                }
+                self.outbox.push(Output::Dial { peer: *peer, addr });
+                let backoff = p.backoff.unwrap_or(self.config.redial_min);
+                let next = (backoff * 2).min(self.config.redial_max);
+                p.backoff = Some(next);
+                p.redial_at = Some(now + next.as_millis() as u64);
             }
             if p.in_flight
                 .is_some_and(|(_, at)| now >= at + self.config.sync_timeout.as_millis() as u64)
@@ -612,10 +611,10 @@ impl Core {
             .get(&peer)
             .and_then(|p| p.in_flight)
             .is_some_and(|(r, _)| r == request);
-        if let Some(p) = self.peers.get_mut(&peer) {
-            if current {
-                p.in_flight = None;
-            }
+        if let Some(p) = self.peers.get_mut(&peer)
+            && current
+        {
+            p.in_flight = None;
         }
         let Some(answer) = SyncAnswer::decode(data) else {
             self.counters.malformed += 1;
