@@ -9,4 +9,5 @@
 pub mod audit;
 pub mod cli;
 pub mod core;
+pub mod roster;
 pub mod store;

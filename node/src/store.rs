@@ -24,7 +24,7 @@ use std::ops::Bound;
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::SigningKey;
-use meshward_crdt::mastered::{RecordHash, SignedRecord, Verified};
+use meshward_crdt::mastered::{RecordHash, SignedRecord, TrustAnchor, Verified};
 use meshward_crdt::{
     ClusterId, Effects, Event, Persist, Replica, ReplicaConfig, Row, RowChange, SegmentKey,
     SignedHead, StoredSegment, TableId, WriterId,
@@ -92,6 +92,10 @@ pub enum StoreError {
         /// Why.
         reason: String,
     },
+    /// The node already belongs to another cluster, or holds shared data under its current
+    /// cluster id. Nothing was written.
+    #[error("{0}")]
+    Cluster(String),
     /// A mastered record that does not extend the stored chain. Nothing was written.
     #[error("mastered record version {got} does not extend the stored chain (last version {last})")]
     MasteredOrder {
@@ -471,6 +475,62 @@ impl Store {
             out.push((WriterId(k[1..33].try_into().unwrap_or([0; 32])), row));
         }
         Ok(out)
+    }
+
+    /// The trust anchor of the node's mastered chain (cluster and genesis leader), if set.
+    pub fn anchor(&self) -> Result<Option<TrustAnchor>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let meta = tx.open_table(META)?;
+        let Some(leader) = meta.get("anchor_leader")? else {
+            return Ok(None);
+        };
+        let genesis_leader = leader.value().try_into().map_err(|_| StoreError::Decode {
+            what: "trust anchor",
+        })?;
+        let cluster = meta
+            .get("cluster_id")?
+            .and_then(|c| c.value().try_into().ok())
+            .ok_or(StoreError::Decode { what: "cluster id" })?;
+        Ok(Some(TrustAnchor {
+            cluster: ClusterId(cluster),
+            genesis_leader,
+        }))
+    }
+
+    /// Makes the node a member of `anchor`'s cluster: its cluster id becomes the anchor's.
+    /// Refused when another anchor is set, or when shared data was already written under a
+    /// different cluster id (its signed heads name that cluster).
+    pub fn adopt_anchor(&self, anchor: &TrustAnchor) -> Result<(), StoreError> {
+        if let Some(current) = self.anchor()? {
+            if current == *anchor {
+                return Ok(());
+            }
+            return Err(StoreError::Cluster(format!(
+                "this node already belongs to cluster {} (genesis leader {}); \
+                 it cannot take records of cluster {}",
+                current.cluster.to_hex(),
+                hex::encode(current.genesis_leader),
+                anchor.cluster.to_hex()
+            )));
+        }
+        let identity = self.identity()?;
+        let tx = self.db.begin_write()?;
+        {
+            let has_shared = tx.open_table(HEADS)?.first()?.is_some();
+            if has_shared && identity.cluster != anchor.cluster {
+                return Err(StoreError::Cluster(format!(
+                    "this node holds shared data of standalone cluster {}; \
+                     start from an empty data directory to join cluster {}",
+                    identity.cluster.to_hex(),
+                    anchor.cluster.to_hex()
+                )));
+            }
+            let mut meta = tx.open_table(META)?;
+            meta.insert("cluster_id", anchor.cluster.0.as_slice())?;
+            meta.insert("anchor_leader", anchor.genesis_leader.as_slice())?;
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     /// Appends a verified mastered record and advances the high-water mark, in one durable

@@ -1,0 +1,219 @@
+//! The node's mastered chain, and importing leader-signed records into it.
+//!
+//! Until joining bundles exist, a cluster's first records (genesis with its roster) reach a
+//! node as a [`MasteredBundle`] file made by whoever holds the leader key (the tests' helper
+//! signs one with a real ed25519 key). Every record is verified against the bundle's trust
+//! anchor with [`Chain::verify`] before it is stored; the roster of the verified chain decides
+//! which peers the mesh admits.
+
+use std::collections::BTreeSet;
+
+use meshward_crdt::WriterId;
+use meshward_crdt::mastered::{Chain, SignedRecord, TrustAnchor};
+use serde::{Deserialize, Serialize};
+
+use crate::store::{Store, StoreError};
+
+/// Largest bundle file accepted.
+pub const MAX_BUNDLE: usize = 8 * 1024 * 1024;
+
+/// A trust anchor and records signed under it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MasteredBundle {
+    /// The cluster id.
+    pub cluster: [u8; 16],
+    /// The epoch-1 leader's public key.
+    pub genesis_leader: [u8; 32],
+    /// Encoded [`SignedRecord`]s in version order.
+    pub records: Vec<Vec<u8>>,
+}
+
+/// Why an import was refused. Nothing was stored unless said otherwise.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    /// The file is too large or not a bundle.
+    #[error("not a mastered bundle: {0}")]
+    Malformed(String),
+    /// A record failed verification; records before it were stored.
+    #[error("record {index} of the bundle refused: {reason}")]
+    Refused {
+        /// Its position in the bundle.
+        index: usize,
+        /// The verification error.
+        reason: String,
+    },
+    /// The store refused.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl MasteredBundle {
+    /// Encodes the bundle.
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).unwrap_or_default()
+    }
+
+    /// Decodes a bundle, bounded by [`MAX_BUNDLE`].
+    pub fn decode(bytes: &[u8]) -> Result<Self, ImportError> {
+        if bytes.len() > MAX_BUNDLE {
+            return Err(ImportError::Malformed(format!(
+                "{} bytes; the limit is {MAX_BUNDLE}",
+                bytes.len()
+            )));
+        }
+        postcard::from_bytes(bytes).map_err(|e| ImportError::Malformed(e.to_string()))
+    }
+
+    /// The bundle's trust anchor.
+    pub fn anchor(&self) -> TrustAnchor {
+        TrustAnchor {
+            cluster: meshward_crdt::ClusterId(self.cluster),
+            genesis_leader: self.genesis_leader,
+        }
+    }
+}
+
+/// Verifies and stores a bundle's records; records already held are skipped. Every record is
+/// verified before anything is written, so a refused bundle changes nothing. Returns how many
+/// records were added.
+pub fn import(store: &Store, bytes: &[u8]) -> Result<usize, ImportError> {
+    let bundle = MasteredBundle::decode(bytes)?;
+    let anchor = bundle.anchor();
+    let mut chain = match store.anchor()? {
+        Some(current) if current == anchor => chain(store)?.unwrap_or_else(|| Chain::new(anchor)),
+        Some(current) => {
+            return Err(StoreError::Cluster(format!(
+                "this node already belongs to cluster {}; it cannot take records of cluster {}",
+                current.cluster.to_hex(),
+                anchor.cluster.to_hex()
+            ))
+            .into());
+        }
+        None => Chain::new(anchor),
+    };
+    let mut verified = Vec::new();
+    for (index, raw) in bundle.records.iter().enumerate() {
+        let refused = |reason: String| ImportError::Refused { index, reason };
+        let record = SignedRecord::decode(raw).map_err(|e| refused(e.to_string()))?;
+        if record.record.version <= chain.last_version() {
+            continue;
+        }
+        let v = chain.verify(&record).map_err(|e| refused(e.to_string()))?;
+        chain
+            .apply(v)
+            .map_err(|_| refused("the chain moved while importing".into()))?;
+        verified.push(record);
+    }
+    if verified.is_empty() {
+        return Ok(0);
+    }
+    store.adopt_anchor(&anchor)?;
+    // Everything verified; now store, verifying each record again against the stored chain
+    // so that only `Verified` records reach the store.
+    let mut stored = self::chain(store)?.unwrap_or_else(|| Chain::new(anchor));
+    for (index, record) in verified.iter().enumerate() {
+        let v = stored.verify(record).map_err(|e| ImportError::Refused {
+            index,
+            reason: e.to_string(),
+        })?;
+        store.append_mastered(&v)?;
+        stored.apply(v).map_err(|_| ImportError::Refused {
+            index,
+            reason: "the chain moved while importing".into(),
+        })?;
+    }
+    Ok(verified.len())
+}
+
+/// The node's verified mastered chain, rebuilt from the store; `None` before any import.
+pub fn chain(store: &Store) -> Result<Option<Chain>, ImportError> {
+    let Some(anchor) = store.anchor()? else {
+        return Ok(None);
+    };
+    let records = store.mastered_records()?;
+    Chain::rebuild(anchor, &records)
+        .map(Some)
+        .map_err(|e| ImportError::Refused {
+            index: e.index,
+            reason: format!("stored record no longer verifies: {}", e.source),
+        })
+}
+
+/// The peers the mesh admits: the members of the verified roster (empty when standalone).
+pub fn admitted(store: &Store) -> Result<BTreeSet<WriterId>, ImportError> {
+    Ok(chain(store)?
+        .map(|c| c.roster().members.iter().map(|m| WriterId(m.key)).collect())
+        .unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use ed25519_dalek::SigningKey;
+    use meshward_crdt::mastered::{Member, RecordKind, Roster};
+
+    use super::*;
+
+    fn bundle(leader: &SigningKey, members: &[[u8; 32]]) -> MasteredBundle {
+        let anchor = TrustAnchor {
+            cluster: meshward_crdt::ClusterId([3; 16]),
+            genesis_leader: leader.verifying_key().to_bytes(),
+        };
+        let roster = Roster {
+            members: members
+                .iter()
+                .enumerate()
+                .map(|(i, k)| Member {
+                    key: *k,
+                    address: format!("127.0.0.1:{}", 5000 + i),
+                })
+                .collect(),
+        };
+        let genesis = Chain::new(anchor).sign_next(leader, RecordKind::Genesis, roster.encode());
+        MasteredBundle {
+            cluster: anchor.cluster.0,
+            genesis_leader: anchor.genesis_leader,
+            records: vec![genesis.encode()],
+        }
+    }
+
+    fn key(n: u8) -> [u8; 32] {
+        SigningKey::from_bytes(&[n; 32]).verifying_key().to_bytes()
+    }
+
+    #[test]
+    fn an_imported_roster_decides_admission_and_survives_reimport() {
+        let store = Store::in_memory().unwrap();
+        let leader = SigningKey::from_bytes(&[1; 32]);
+        let b = bundle(&leader, &[key(1), key(2)]);
+        assert_eq!(import(&store, &b.encode()).unwrap(), 1);
+        assert_eq!(import(&store, &b.encode()).unwrap(), 0, "idempotent");
+        let admitted = admitted(&store).unwrap();
+        assert_eq!(admitted, [WriterId(key(1)), WriterId(key(2))].into());
+        assert_eq!(store.identity().unwrap().cluster.0, [3; 16]);
+    }
+
+    #[test]
+    fn a_forged_or_foreign_bundle_is_refused_and_nothing_is_stored() {
+        let store = Store::in_memory().unwrap();
+        let leader = SigningKey::from_bytes(&[1; 32]);
+        let mut forged = bundle(&leader, &[key(1)]);
+        forged.genesis_leader = key(9); // signed by 1, claims 9 as genesis leader
+        assert!(matches!(
+            import(&store, &forged.encode()),
+            Err(ImportError::Refused { index: 0, .. })
+        ));
+        assert!(store.mastered_records().unwrap().is_empty());
+        let store = Store::in_memory().unwrap();
+        import(&store, &bundle(&leader, &[key(1)]).encode()).unwrap();
+        let mut other = bundle(&leader, &[key(1)]);
+        other.cluster = [4; 16];
+        assert!(matches!(
+            import(&store, &other.encode()),
+            Err(ImportError::Store(StoreError::Cluster(_)))
+        ));
+        assert!(matches!(
+            import(&store, b"garbage"),
+            Err(ImportError::Malformed(_))
+        ));
+    }
+}
