@@ -4,14 +4,17 @@
 //! Bad input is refused before the store is touched, with a message naming what was wrong,
 //! and a non-zero exit status.
 
+use std::collections::BTreeSet;
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
 use meshward_crdt::{
-    Event, EventKind, KeyType, Op, ReplicaConfig, Row, TableId, UserDataException, WriterId,
+    Event, EventKind, KeyType, Op, ReplicaConfig, Row, RowChange, TableId, UserDataException,
+    WriterId,
 };
 use serde_json::json;
 
@@ -64,8 +67,110 @@ pub enum Command {
     /// Node-only settings (never replicated).
     #[command(subcommand)]
     Local(LocalCmd),
-    /// The node's identity and what its store holds.
+    /// The node's identity, what its store holds and, with a running daemon, its mesh.
     Status,
+    /// Run the node: join the mesh and serve the other commands over a local socket.
+    Run(RunArgs),
+    /// Leader-signed mastered records (until `init`/`join` exist: import a signed bundle).
+    #[command(subcommand)]
+    Mastered(MasteredCmd),
+    /// Fault hooks for tests and simulations (only in builds with `fault-injection`).
+    #[command(subcommand, hide = true)]
+    Fault(FaultCmd),
+}
+
+/// `meshward run`
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// UDP address for the mesh (QUIC), e.g. 127.0.0.1:7400 (port 0: any free port).
+    #[arg(long, default_value = "127.0.0.1:7400")]
+    pub listen: SocketAddr,
+    /// Peers to dial at start (their mesh addresses); known peers are redialled anyway.
+    #[arg(long = "peer")]
+    pub peers: Vec<SocketAddr>,
+}
+
+/// `meshward mastered …`
+#[derive(Debug, Subcommand)]
+pub enum MasteredCmd {
+    /// Verify and store the records of a signed bundle file.
+    Import {
+        /// The bundle file.
+        file: PathBuf,
+    },
+}
+
+/// `meshward fault …`
+#[derive(Debug, Subcommand)]
+pub enum FaultCmd {
+    /// Cut this node's links to these peers (writer ids) until `fault heal`.
+    Block {
+        /// Peers to cut off.
+        #[arg(long = "peer", required = true)]
+        peers: Vec<String>,
+    },
+    /// Restore every link.
+    Heal,
+}
+
+/// Where commands run: on the store directly, or inside a running daemon.
+pub trait Backend {
+    /// The store (opened on first use by the local backend).
+    fn store(&mut self) -> anyhow::Result<&Store>;
+    /// Commits local writes durably (and in the daemon, announces them to the mesh).
+    fn commit(&mut self, ops: Vec<Op>) -> anyhow::Result<Vec<RowChange>>;
+    /// Live mesh state, when a daemon runs.
+    fn mesh(&mut self) -> Option<serde_json::Value> {
+        None
+    }
+    /// The verified roster changed (the daemon updates admission).
+    fn roster_changed(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
+    /// The replica's counts and digest.
+    fn replica_state(&mut self) -> anyhow::Result<(meshward_crdt::Stats, meshward_crdt::Digest)> {
+        let store = self.store()?;
+        let replica = store.load_replica(&store.identity()?, ReplicaConfig::default())?;
+        Ok((replica.stats(), replica.digest()))
+    }
+    /// Cuts links to `peers` (empty: heal), when a daemon with fault hooks runs.
+    fn set_blocked(&mut self, _peers: BTreeSet<WriterId>) -> anyhow::Result<()> {
+        bail!("fault hooks need a running daemon built with the `fault-injection` feature")
+    }
+}
+
+/// Runs commands directly on the store in a data directory.
+#[derive(Debug)]
+pub struct LocalBackend {
+    data: PathBuf,
+    store: Option<Store>,
+}
+
+impl LocalBackend {
+    /// A backend for the store in `data` (opened when first needed).
+    pub fn new(data: PathBuf) -> Self {
+        LocalBackend { data, store: None }
+    }
+}
+
+impl Backend for LocalBackend {
+    fn store(&mut self) -> anyhow::Result<&Store> {
+        if self.store.is_none() {
+            let store = Store::open(&self.data)
+                .with_context(|| format!("opening the store in {}", self.data.display()))?;
+            self.store = Some(store);
+        }
+        self.store.as_ref().context("store not open")
+    }
+
+    fn commit(&mut self, ops: Vec<Op>) -> anyhow::Result<Vec<RowChange>> {
+        let store = self.store()?;
+        let identity = store.identity()?;
+        let mut replica = store.load_replica(&identity, ReplicaConfig::default())?;
+        let effects = replica.commit(now_ms(), ops)?;
+        store.persist(&effects)?;
+        Ok(effects.rows)
+    }
 }
 
 /// `meshward event …`
@@ -212,8 +317,9 @@ pub enum LocalCmd {
     },
 }
 
-/// Runs a parsed command, writing its output to `out`.
-pub fn run(cli: Cli, out: &mut impl Write) -> anyhow::Result<()> {
+/// Runs a parsed command on `backend`, writing its output to `out`. `run` itself is handled
+/// by the binary, not here.
+pub fn run(cli: Cli, backend: &mut dyn Backend, out: &mut dyn Write) -> anyhow::Result<()> {
     let g = &cli.global;
     // Parse everything the command needs before the store is opened: bad input changes nothing.
     match cli.command {
@@ -233,8 +339,8 @@ pub fn run(cli: Cli, out: &mut impl Write) -> anyhow::Result<()> {
                 detail,
             };
             Row::Event(event.clone()).validate()?;
-            let effects = commit(g, vec![Op::Append(event)])?;
-            for change in effects.rows {
+            let rows = backend.commit(vec![Op::Append(event)])?;
+            for change in rows {
                 if let meshward_crdt::RowChange::Appended { key, index, .. } = change {
                     emit(
                         g,
@@ -265,7 +371,7 @@ pub fn run(cli: Cli, out: &mut impl Write) -> anyhow::Result<()> {
                 kind: kind.map(|k| k.parse()).transpose()?,
                 limit,
             };
-            let store = open(g)?;
+            let store = backend.store()?;
             let events = store.events(&filter)?;
             if g.json {
                 let rows: Vec<_> = events
@@ -318,8 +424,8 @@ pub fn run(cli: Cli, out: &mut impl Write) -> anyhow::Result<()> {
                 fingerprint,
                 at_ms,
             };
-            let effects = commit(g, vec![op])?;
-            for change in effects.rows {
+            let writer = backend.store()?.identity()?.writer();
+            for change in backend.commit(vec![op])? {
                 if let meshward_crdt::RowChange::Put {
                     row: Row::Fingerprint(f),
                     ..
@@ -328,7 +434,7 @@ pub fn run(cli: Cli, out: &mut impl Write) -> anyhow::Result<()> {
                     emit(
                         g,
                         out,
-                        fingerprint_json(&effects_writer(g)?, &f),
+                        fingerprint_json(&writer, &f),
                         &format!(
                             "recorded {} {} {} (first seen {}, last seen {})",
                             f.host, f.key_type, f.fingerprint, f.first_seen_ms, f.last_seen_ms
@@ -338,7 +444,7 @@ pub fn run(cli: Cli, out: &mut impl Write) -> anyhow::Result<()> {
             }
         }
         Command::Fingerprint(FingerprintCmd::List) => {
-            let rows = open(g)?.map_rows(TableId::Fingerprints)?;
+            let rows = backend.store()?.map_rows(TableId::Fingerprints)?;
             list_rows(g, out, rows, |w, row| match row {
                 Row::Fingerprint(f) => (
                     fingerprint_json(w, f),
@@ -358,7 +464,7 @@ pub fn run(cli: Cli, out: &mut impl Write) -> anyhow::Result<()> {
                 at_ms: now_ms(),
             };
             Row::Exception(x.clone()).validate()?;
-            commit(g, vec![Op::PutException(x.clone())])?;
+            backend.commit(vec![Op::PutException(x.clone())])?;
             emit(
                 g,
                 out,
@@ -382,7 +488,7 @@ pub fn run(cli: Cli, out: &mut impl Write) -> anyhow::Result<()> {
             )?;
         }
         Command::Exception(ExceptionCmd::List) => {
-            let rows = open(g)?.map_rows(TableId::Exceptions)?;
+            let rows = backend.store()?.map_rows(TableId::Exceptions)?;
             list_rows(g, out, rows, |w, row| match row {
                 Row::Exception(x) => (
                     json!({"writer": w.to_hex(), "user": x.user, "field": x.field, "value": x.value, "at_ms": x.at_ms}),
@@ -392,7 +498,13 @@ pub fn run(cli: Cli, out: &mut impl Write) -> anyhow::Result<()> {
             })?;
         }
         Command::Audit(AuditCmd::Record { stdin: true, .. }) => {
-            let store = open(g)?;
+            if backend.mesh().is_some() {
+                bail!("audit record --stdin needs the store to itself; stop the daemon first");
+            }
+            if backend.mesh().is_some() {
+                bail!("audit record --stdin needs the store to itself; stop the daemon first");
+            }
+            let store = backend.store()?;
             crate::audit::run_stdin_writer(
                 store.db(),
                 std::io::BufReader::new(std::io::stdin()),
@@ -414,7 +526,7 @@ pub fn run(cli: Cli, out: &mut impl Write) -> anyhow::Result<()> {
                 detail,
             };
             record.validate()?;
-            let store = open(g)?;
+            let store = backend.store()?;
             let written = AuditLog::append_batch(store.db(), std::slice::from_ref(&record))?;
             for r in written {
                 emit(
@@ -426,7 +538,7 @@ pub fn run(cli: Cli, out: &mut impl Write) -> anyhow::Result<()> {
             }
         }
         Command::Audit(AuditCmd::List { from, limit }) => {
-            let store = open(g)?;
+            let store = backend.store()?;
             let records = AuditLog::list(store.db(), from, limit)?;
             if g.json {
                 writeln!(out, "{}", serde_json::to_string(&records.iter().map(|r| json!({
@@ -449,7 +561,7 @@ pub fn run(cli: Cli, out: &mut impl Write) -> anyhow::Result<()> {
             }
         }
         Command::Audit(AuditCmd::Verify) => {
-            let store = open(g)?;
+            let store = backend.store()?;
             let report = AuditLog::verify(store.db())?;
             let broken = report.first_break.map(|b| {
                 let what = match b {
@@ -481,7 +593,7 @@ pub fn run(cli: Cli, out: &mut impl Write) -> anyhow::Result<()> {
             }
         }
         Command::Local(LocalCmd::Set { name, value }) => {
-            open(g)?.set_setting(&name, &value)?;
+            backend.store()?.set_setting(&name, &value)?;
             emit(
                 g,
                 out,
@@ -490,7 +602,7 @@ pub fn run(cli: Cli, out: &mut impl Write) -> anyhow::Result<()> {
             )?;
         }
         Command::Local(LocalCmd::Get { name }) => {
-            let value = open(g)?.setting(&name)?;
+            let value = backend.store()?.setting(&name)?;
             emit(
                 g,
                 out,
@@ -499,10 +611,10 @@ pub fn run(cli: Cli, out: &mut impl Write) -> anyhow::Result<()> {
             )?;
         }
         Command::Status => {
-            let store = open(g)?;
+            let (stats, digest) = backend.replica_state()?;
+            let mesh = backend.mesh();
+            let store = backend.store()?;
             let identity = store.identity()?;
-            let replica = store.load_replica(&identity, ReplicaConfig::default())?;
-            let stats = replica.stats();
             let audit = AuditLog::head(store.db())?;
             let rows: serde_json::Map<_, _> = TableId::ALL
                 .iter()
@@ -520,8 +632,10 @@ pub fn run(cli: Cli, out: &mut impl Write) -> anyhow::Result<()> {
                     "writer": identity.writer().to_hex(), "cluster": identity.cluster.to_hex(),
                     "rows": rows, "segments": stats.segments, "live_segments": stats.live,
                     "sealed_bytes": stats.sealed_bytes,
-                    "digest": hex::encode(replica.digest().fingerprint()),
+                    "digest": hex::encode(digest.fingerprint()),
+                    "changes": digest.segments.iter().map(|s| s.seq).sum::<u64>(),
                     "audit_records": audit.map_or(0, |h| h.seq),
+                    "mesh": mesh,
                 }),
                 &format!(
                     "writer {}\ncluster {}\nrows {}\nsegments {} ({} live, {} sealed bytes)\naudit records {}",
@@ -539,26 +653,49 @@ pub fn run(cli: Cli, out: &mut impl Write) -> anyhow::Result<()> {
                 ),
             )?;
         }
+        Command::Run(_) => bail!("`meshward run` is started by the binary, not through a backend"),
+        Command::Mastered(MasteredCmd::Import { file }) => {
+            let bytes = read_bounded(&file, crate::roster::MAX_BUNDLE)?;
+            let added = crate::roster::import(backend.store()?, &bytes)?;
+            let members = crate::roster::admitted(backend.store()?)?;
+            backend.roster_changed()?;
+            emit(
+                g,
+                out,
+                json!({"imported": added, "roster": members.iter().map(WriterId::to_hex).collect::<Vec<_>>()}),
+                &format!(
+                    "imported {added} records; roster has {} members",
+                    members.len()
+                ),
+            )?;
+        }
+        Command::Fault(FaultCmd::Block { peers }) => {
+            let peers = peers
+                .iter()
+                .map(|p| p.parse::<WriterId>())
+                .collect::<Result<BTreeSet<_>, _>>()
+                .map_err(anyhow::Error::msg)?;
+            let n = peers.len();
+            backend.set_blocked(peers)?;
+            emit(g, out, json!({"blocked": n}), &format!("blocked {n} peers"))?;
+        }
+        Command::Fault(FaultCmd::Heal) => {
+            backend.set_blocked(BTreeSet::new())?;
+            emit(g, out, json!({"blocked": 0}), "healed")?;
+        }
     }
     Ok(())
 }
 
-fn open(g: &Global) -> anyhow::Result<Store> {
-    Store::open(&g.data).with_context(|| format!("opening the store in {}", g.data.display()))
-}
-
-/// Commits local writes to the store's replica and persists the effects durably.
-fn commit(g: &Global, ops: Vec<Op>) -> anyhow::Result<meshward_crdt::Effects> {
-    let store = open(g)?;
-    let identity = store.identity()?;
-    let mut replica = store.load_replica(&identity, ReplicaConfig::default())?;
-    let effects = replica.commit(now_ms(), ops)?;
-    store.persist(&effects)?;
-    Ok(effects)
-}
-
-fn effects_writer(g: &Global) -> anyhow::Result<WriterId> {
-    Ok(open(g)?.identity()?.writer())
+/// Reads a file, refusing one larger than `max` before reading it.
+fn read_bounded(path: &std::path::Path, max: usize) -> anyhow::Result<Vec<u8>> {
+    let len = std::fs::metadata(path)
+        .with_context(|| format!("reading {}", path.display()))?
+        .len();
+    if len > max as u64 {
+        bail!("{} is {len} bytes; the limit is {max}", path.display());
+    }
+    std::fs::read(path).with_context(|| format!("reading {}", path.display()))
 }
 
 fn fingerprint_json(w: &WriterId, f: &meshward_crdt::Fingerprint) -> serde_json::Value {
@@ -570,7 +707,7 @@ fn fingerprint_json(w: &WriterId, f: &meshward_crdt::Fingerprint) -> serde_json:
 
 fn list_rows(
     g: &Global,
-    out: &mut impl Write,
+    out: &mut dyn Write,
     rows: Vec<(WriterId, Row)>,
     render: impl Fn(&WriterId, &Row) -> (serde_json::Value, String),
 ) -> anyhow::Result<()> {
@@ -600,8 +737,8 @@ fn emit(
     Ok(())
 }
 
-/// The wall clock, read only here at the edge.
-fn now_ms() -> i64 {
+/// The wall clock, read only at the edges (here and in the daemon).
+pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)

@@ -341,6 +341,13 @@ impl Core {
         &self.counters
     }
 
+    /// Replaces the admitted peers; peers no longer admitted are forgotten (the transport
+    /// disconnects them).
+    pub fn set_roster(&mut self, roster: BTreeSet<WriterId>) {
+        self.peers.retain(|k, _| roster.contains(k));
+        self.roster = roster;
+    }
+
     /// Takes the outputs produced so far.
     pub fn drain(&mut self) -> Vec<Output> {
         std::mem::take(&mut self.outbox)

@@ -8,6 +8,8 @@
 
 pub mod audit;
 pub mod cli;
+pub mod control;
 pub mod core;
+pub mod daemon;
 pub mod roster;
 pub mod store;

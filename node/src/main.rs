@@ -3,7 +3,8 @@
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use meshward_node::cli::{Cli, run};
+use meshward_node::cli::{Cli, Command, LocalBackend, run};
+use meshward_node::{control, daemon};
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -11,8 +12,25 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let mut out = std::io::stdout().lock();
-    match run(cli, &mut out) {
+    let result = match &cli.command {
+        Command::Run(args) => daemon::run(&cli.global.data, args),
+        _ => match control::forward(&cli.global.data, std::env::args().skip(1).collect()) {
+            // A daemon holds the store: it ran the command.
+            Ok(Some(reply)) => {
+                print!("{}", reply.stdout);
+                match reply.error {
+                    None => Ok(()),
+                    Some(e) => Err(anyhow::anyhow!(e)),
+                }
+            }
+            Ok(None) => {
+                let mut backend = LocalBackend::new(cli.global.data.clone());
+                run(cli, &mut backend, &mut std::io::stdout().lock())
+            }
+            Err(e) => Err(e),
+        },
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -7,7 +7,8 @@ use std::sync::OnceLock;
 
 use anyhow::Context as _;
 
-/// Path of the `meshward` binary, built once per test process.
+/// Path of the `meshward` binary, built once per test process, with the `fault-injection`
+/// feature (the `meshward fault` hooks the partition tests use; production builds lack it).
 ///
 /// Runs `cargo build -p meshward-node --bin meshward` (with `$CARGO` if set, so the same
 /// toolchain, and the inherited `CARGO_TARGET_DIR`) and takes the executable's path from
@@ -38,6 +39,8 @@ fn build_meshward() -> anyhow::Result<PathBuf> {
         "meshward-node",
         "--bin",
         "meshward",
+        "--features",
+        "fault-injection",
         "--message-format=json",
     ]);
     if !cfg!(debug_assertions) {
@@ -65,4 +68,173 @@ fn build_meshward() -> anyhow::Result<PathBuf> {
         }
     }
     anyhow::bail!("cargo build reported no `meshward` executable")
+}
+
+/// A `meshward` daemon started by a test, killed (by its own pid) and reaped when dropped.
+pub struct Daemon {
+    /// Its data directory.
+    pub data: PathBuf,
+    child: std::process::Child,
+}
+
+impl Daemon {
+    /// Starts `meshward run` on `data`, listening on a free UDP port of 127.0.0.1, dialling
+    /// `peers`, and waits until its control socket answers and it listens.
+    pub fn start(data: &Path, peers: &[std::net::SocketAddr]) -> anyhow::Result<Daemon> {
+        let mut cmd = Command::new(meshward_bin());
+        cmd.arg("--data")
+            .arg(data)
+            .args(["run", "--listen", "127.0.0.1:0"]);
+        for p in peers {
+            cmd.arg("--peer").arg(p.to_string());
+        }
+        let log = std::fs::File::create(data.join("daemon.log"))?;
+        cmd.stdout(std::process::Stdio::null()).stderr(log);
+        cmd.env("MESHWARD_LOG", "info");
+        let child = cmd.spawn().context("starting meshward run")?;
+        let daemon = Daemon {
+            data: data.to_path_buf(),
+            child,
+        };
+        wait_for(std::time::Duration::from_secs(30), || {
+            Ok(daemon.listen_addr().ok().flatten().is_some())
+        })
+        .context("the daemon did not start listening")?;
+        Ok(daemon)
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `meshward status --json`, through the daemon.
+    pub fn status(&self) -> anyhow::Result<serde_json::Value> {
+        let out = cli(&self.data, &["status", "--json"])?;
+        Ok(serde_json::from_str(&out)?)
+    }
+
+    /// The mesh address it listens on, once known.
+    pub fn listen_addr(&self) -> anyhow::Result<Option<std::net::SocketAddr>> {
+        let status = self.status()?;
+        Ok(status["mesh"]["listen"]
+            .as_str()
+            .and_then(|a| a.parse().ok()))
+    }
+
+    /// Kills the daemon with `signal` and reaps it.
+    pub fn kill(mut self, signal: i32) -> PathBuf {
+        self.stop(signal);
+        self.data.clone()
+    }
+
+    fn stop(&mut self, signal: i32) {
+        // The pid is our own child's, so signalling it cannot reach another process.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::kill(self.child.id() as i32, signal);
+        }
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.stop(libc::SIGKILL);
+        }
+    }
+}
+
+/// Runs a `meshward` command on `data` and returns its stdout; an error carries its stderr.
+pub fn cli(data: &Path, args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new(meshward_bin())
+        .arg("--data")
+        .arg(data)
+        .args(args)
+        .output()
+        .context("running meshward")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "meshward {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+/// Polls `check` every 100 ms until it returns true or `limit` passes (bounded loop).
+pub fn wait_for(
+    limit: std::time::Duration,
+    mut check: impl FnMut() -> anyhow::Result<bool>,
+) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + limit;
+    let mut last = None;
+    while std::time::Instant::now() < deadline {
+        match check() {
+            Ok(true) => return Ok(()),
+            Ok(false) => last = None,
+            Err(e) => last = Some(e),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    match last {
+        Some(e) => Err(e.context(format!("condition not met within {limit:?}"))),
+        None => anyhow::bail!("condition not met within {limit:?}"),
+    }
+}
+
+/// Creates `n` node stores under `root` and gives each the same roster, signed by a leader key
+/// (real ed25519 signatures, verified by each node on import). Returns the data directories
+/// and the nodes' writer ids (hex).
+pub fn cluster(root: &Path, n: usize) -> anyhow::Result<Vec<(PathBuf, String)>> {
+    use meshward_crdt::mastered::{Chain, Member, RecordKind, Roster, TrustAnchor};
+    let mut nodes = Vec::new();
+    for i in 0..n {
+        let data = root.join(format!("node{i}"));
+        let status: serde_json::Value = serde_json::from_str(&cli(&data, &["status", "--json"])?)?;
+        let writer = status["writer"].as_str().context("no writer")?.to_string();
+        nodes.push((data, writer));
+    }
+    let leader = ed25519_dalek::SigningKey::from_bytes(&[0x4c; 32]);
+    let anchor = TrustAnchor {
+        cluster: meshward_crdt::ClusterId([0x6d; 16]),
+        genesis_leader: leader.verifying_key().to_bytes(),
+    };
+    let roster = Roster {
+        members: nodes
+            .iter()
+            .enumerate()
+            .map(|(i, (_, w))| -> anyhow::Result<Member> {
+                let key: [u8; 32] = hex_decode(w)?;
+                Ok(Member {
+                    key,
+                    address: format!("node{i}.test"),
+                })
+            })
+            .collect::<anyhow::Result<_>>()?,
+    };
+    let genesis = Chain::new(anchor).sign_next(&leader, RecordKind::Genesis, roster.encode());
+    let bundle = meshward_node::roster::MasteredBundle {
+        cluster: anchor.cluster.0,
+        genesis_leader: anchor.genesis_leader,
+        records: vec![genesis.encode()],
+    };
+    let file = root.join("roster.bundle");
+    std::fs::write(&file, bundle.encode())?;
+    for (data, _) in &nodes {
+        cli(
+            data,
+            &["mastered", "import", file.to_str().context("path")?],
+        )?;
+    }
+    Ok(nodes)
+}
+
+fn hex_decode(s: &str) -> anyhow::Result<[u8; 32]> {
+    anyhow::ensure!(s.len() == 64, "not 64 hex digits");
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&s[2 * i..2 * i + 2], 16)?;
+    }
+    Ok(out)
 }

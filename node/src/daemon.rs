@@ -1,0 +1,447 @@
+//! `meshward run`: the node daemon.
+//!
+//! One actor task owns the store, the [`Core`] and the transport handle, and runs a single
+//! `tokio::select!` loop over, in priority order: shutdown signals, local commands from the
+//! control socket, transport events, and the tick. Each input goes to the core; its outputs
+//! are executed in order, and [`Output::Persist`] is written durably before anything after it
+//! (an announce, a forward, a reply) happens. Every queue is bounded; the maps of ids waiting
+//! for an answer are bounded too and evict their oldest entry, counted, when full.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clap::Parser as _;
+use meshward_crdt::{CommitError, Op, ReplicaConfig, RowChange, WriterId};
+use meshward_transport::{Event, Handle, MessageId, RequestId, ResponseId, Transport};
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+use crate::cli::{Backend, Cli, Command, RunArgs, now_ms, run as run_command};
+use crate::control::{ControlReply, ControlRequest, MAX_REQUEST, SOCKET};
+use crate::core::{Core, CoreConfig, Input, Output, Verdict};
+use crate::store::{PeerEntry, Store};
+
+/// Tick period: timers (redial, periodic sync, adverts) resolve to this. 50 ms.
+const TICK: Duration = Duration::from_millis(50);
+/// Control commands waiting for the actor.
+const CONTROL_QUEUE: usize = 64;
+/// Ids waiting for an answer (gossip verdicts, response channels, requests), per map.
+const MAX_PENDING: usize = 4096;
+/// How long a control connection may take to send its request.
+const CONTROL_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs the daemon until SIGINT or SIGTERM.
+pub fn run(data: &Path, args: &RunArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(serve(data.to_path_buf(), args.listen, args.peers.clone()))
+}
+
+/// A map of ids awaiting an answer, bounded: inserting into a full map evicts the oldest.
+#[derive(Debug)]
+struct Pending<K: Ord + Copy, V> {
+    map: BTreeMap<K, V>,
+    order: VecDeque<K>,
+    evicted: u64,
+}
+
+impl<K: Ord + Copy, V> Pending<K, V> {
+    fn new() -> Self {
+        Pending {
+            map: BTreeMap::new(),
+            order: VecDeque::new(),
+            evicted: 0,
+        }
+    }
+
+    fn insert(&mut self, k: K, v: V) {
+        if self.map.len() >= MAX_PENDING {
+            while let Some(old) = self.order.pop_front() {
+                if self.map.remove(&old).is_some() {
+                    self.evicted += 1;
+                    break;
+                }
+            }
+        }
+        self.order.push_back(k);
+        self.map.insert(k, v);
+        if self.order.len() > 2 * MAX_PENDING {
+            let map = &self.map;
+            self.order.retain(|k| map.contains_key(k));
+        }
+    }
+
+    fn remove(&mut self, k: &K) -> Option<V> {
+        self.map.remove(k)
+    }
+}
+
+/// The actor's state.
+struct Node {
+    data: PathBuf,
+    store: Store,
+    core: Core,
+    handle: Handle,
+    listen: Option<SocketAddr>,
+    gossip: Pending<u64, MessageId>,
+    channels: Pending<u64, ResponseId>,
+    requests: Pending<RequestId, (WriterId, u64)>,
+    next_id: u64,
+    next_token: u64,
+    committed: Option<(u64, Result<Vec<RowChange>, CommitError>)>,
+}
+
+impl Node {
+    fn feed(&mut self, input: Input) -> anyhow::Result<()> {
+        let mut queue = VecDeque::from([input]);
+        while let Some(input) = queue.pop_front() {
+            self.core.handle(now_ms() as u64, input);
+            for output in self.core.drain() {
+                self.execute(output, &mut queue)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Executes one output. Follow-up inputs (a request the transport could not take) go to
+    /// `queue`.
+    fn execute(&mut self, output: Output, queue: &mut VecDeque<Input>) -> anyhow::Result<()> {
+        match output {
+            Output::Persist(effects) => self
+                .store
+                .persist(&effects)
+                .context("persisting replicated data; the node cannot go on")?,
+            Output::Publish(data) => {
+                if let Err(e) = self.handle.publish(data) {
+                    debug!(error = %e, "gossip publish dropped");
+                }
+            }
+            Output::Validate { id, verdict } => {
+                if let Some(message) = self.gossip.remove(&id) {
+                    let _ = self.handle.report(message, verdict == Verdict::Accept);
+                }
+            }
+            Output::Request {
+                peer,
+                request,
+                data,
+            } => match self.handle.request(peer, data) {
+                Ok(id) => self.requests.insert(id, (peer, request)),
+                Err(e) => {
+                    debug!(peer = %peer, error = %e, "sync request not sent");
+                    queue.push_back(Input::SyncFailed { peer, request });
+                }
+            },
+            Output::Respond { channel, data } => {
+                if let Some(ch) = self.channels.remove(&channel) {
+                    let _ = self.handle.respond(ch, data);
+                }
+            }
+            Output::Dial { peer, addr } => {
+                debug!(peer = %peer, %addr, "dialling");
+                let _ = self.handle.dial(addr);
+            }
+            Output::Committed { token, result } => self.committed = Some((token, result)),
+        }
+        Ok(())
+    }
+
+    fn on_event(&mut self, event: Event) -> anyhow::Result<()> {
+        let input = match event {
+            Event::Listening { addr } => {
+                info!(%addr, "listening");
+                self.listen = Some(addr);
+                return Ok(());
+            }
+            Event::Connected { peer, addr } => {
+                info!(peer = %peer, %addr, "peer connected");
+                let entry = PeerEntry {
+                    addresses: vec![addr.to_string()],
+                    last_seen_ms: now_ms(),
+                };
+                if let Err(e) = self.store.remember_peer(&peer.to_hex(), &entry) {
+                    warn!(error = %e, "peer book not updated");
+                }
+                Input::Connected { peer, addr }
+            }
+            Event::Disconnected { peer } => {
+                info!(peer = %peer, "peer disconnected");
+                Input::Disconnected { peer }
+            }
+            Event::Gossip { source, id, data } => {
+                self.next_id += 1;
+                self.gossip.insert(self.next_id, id);
+                Input::Gossip {
+                    source,
+                    id: self.next_id,
+                    data,
+                }
+            }
+            Event::Request {
+                peer,
+                channel,
+                data,
+            } => {
+                self.next_id += 1;
+                self.channels.insert(self.next_id, channel);
+                Input::SyncRequest {
+                    peer,
+                    channel: self.next_id,
+                    data,
+                }
+            }
+            Event::Response {
+                peer,
+                request,
+                data,
+            } => match self.requests.remove(&request) {
+                Some((_, token)) => Input::SyncResponse {
+                    peer,
+                    request: token,
+                    data,
+                },
+                None => return Ok(()),
+            },
+            Event::RequestFailed {
+                peer,
+                request,
+                reason,
+            } => {
+                debug!(peer = %peer, reason, "sync request failed");
+                match self.requests.remove(&request) {
+                    Some((_, token)) => Input::SyncFailed {
+                        peer,
+                        request: token,
+                    },
+                    None => return Ok(()),
+                }
+            }
+            Event::Refused { peer, reason } => {
+                warn!(peer = ?peer.map(|p| p.to_string()), reason, "connection refused");
+                return Ok(());
+            }
+        };
+        self.feed(input)
+    }
+
+    /// Runs a forwarded command line on the live node.
+    fn control(&mut self, args: Vec<String>) -> ControlReply {
+        let cli = match Cli::try_parse_from(std::iter::once("meshward".to_string()).chain(args)) {
+            Ok(cli) => cli,
+            Err(e) => {
+                return ControlReply {
+                    stdout: String::new(),
+                    error: Some(e.to_string()),
+                };
+            }
+        };
+        if matches!(cli.command, Command::Run(_)) {
+            return ControlReply {
+                stdout: String::new(),
+                error: Some(format!("a daemon already runs on {}", self.data.display())),
+            };
+        }
+        let mut out = Vec::new();
+        let result = run_command(cli, &mut DaemonBackend { node: self }, &mut out);
+        ControlReply {
+            stdout: String::from_utf8_lossy(&out).into_owned(),
+            error: result.err().map(|e| format!("{e:#}")),
+        }
+    }
+}
+
+/// Commands run inside the daemon.
+struct DaemonBackend<'a> {
+    node: &'a mut Node,
+}
+
+impl Backend for DaemonBackend<'_> {
+    fn store(&mut self) -> anyhow::Result<&Store> {
+        Ok(&self.node.store)
+    }
+
+    fn commit(&mut self, ops: Vec<Op>) -> anyhow::Result<Vec<RowChange>> {
+        self.node.next_token += 1;
+        let token = self.node.next_token;
+        self.node.feed(Input::Commit { ops, token })?;
+        match self.node.committed.take() {
+            Some((t, result)) if t == token => Ok(result?),
+            _ => bail!("the core did not answer the commit"),
+        }
+    }
+
+    fn mesh(&mut self) -> Option<serde_json::Value> {
+        let node = &self.node;
+        let peers: serde_json::Map<String, serde_json::Value> = node
+            .core
+            .peers()
+            .map(|(id, p)| (id.to_hex(), json!(p)))
+            .collect();
+        let m = node.handle.metrics();
+        Some(json!({
+            "listen": node.listen.map(|a| a.to_string()),
+            "peers": peers,
+            "core": node.core.counters(),
+            "transport": format!("{m:?}"),
+            "pending_evicted": node.gossip.evicted + node.channels.evicted + node.requests.evicted,
+        }))
+    }
+
+    fn replica_state(&mut self) -> anyhow::Result<(meshward_crdt::Stats, meshward_crdt::Digest)> {
+        let replica = self.node.core.replica();
+        Ok((replica.stats(), replica.digest()))
+    }
+
+    fn roster_changed(&mut self) -> anyhow::Result<()> {
+        let admitted = crate::roster::admitted(&self.node.store)?;
+        self.node.handle.set_roster(admitted.clone())?;
+        self.node.core.set_roster(admitted);
+        Ok(())
+    }
+
+    #[cfg(feature = "fault-injection")]
+    fn set_blocked(&mut self, peers: BTreeSet<WriterId>) -> anyhow::Result<()> {
+        self.node.handle.set_blocked(peers)?;
+        Ok(())
+    }
+}
+
+async fn serve(data: PathBuf, listen: SocketAddr, dial: Vec<SocketAddr>) -> anyhow::Result<()> {
+    let store =
+        Store::open(&data).with_context(|| format!("opening the store in {}", data.display()))?;
+    let identity = store.identity()?;
+    let replica = store.load_replica(&identity, ReplicaConfig::default())?;
+    let roster: BTreeSet<WriterId> = crate::roster::admitted(&store)?;
+    if roster.is_empty() {
+        warn!("no roster: this node runs standalone and admits no peer");
+    }
+    let known: Vec<(WriterId, SocketAddr)> = store
+        .peers()?
+        .into_iter()
+        .filter_map(|(id, entry)| {
+            let id = id.parse().ok()?;
+            let addr = entry.addresses.first()?.parse().ok()?;
+            Some((id, addr))
+        })
+        .collect();
+    let config = meshward_transport::Config {
+        listen,
+        ..meshward_transport::Config::default()
+    };
+    let (handle, mut events) = Transport::spawn(identity.key.to_bytes(), roster.clone(), config)
+        .context("starting the mesh transport")?;
+    let core = Core::new(
+        replica,
+        roster,
+        CoreConfig::default(),
+        rand::random(),
+        known,
+        now_ms() as u64,
+    );
+    let mut node = Node {
+        data: data.clone(),
+        store,
+        core,
+        handle,
+        listen: None,
+        gossip: Pending::new(),
+        channels: Pending::new(),
+        requests: Pending::new(),
+        next_id: 0,
+        next_token: 0,
+        committed: None,
+    };
+    for addr in dial {
+        let _ = node.handle.dial(addr);
+    }
+    let socket = data.join(SOCKET);
+    let _ = std::fs::remove_file(&socket);
+    let listener = UnixListener::bind(&socket)
+        .with_context(|| format!("binding the control socket {}", socket.display()))?;
+    set_private(&socket)?;
+    let (control_tx, mut control_rx) = mpsc::channel(CONTROL_QUEUE);
+    tokio::spawn(accept(listener, control_tx));
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    info!(writer = %identity.writer().to_hex(), "node running");
+    let result = loop {
+        tokio::select! {
+            biased;
+            _ = term.recv() => break Ok(()),
+            _ = int.recv() => break Ok(()),
+            Some((args, reply)) = control_rx.recv() => {
+                let answer = node.control(args);
+                let _ = reply.send(answer);
+            }
+            event = events.recv() => match event {
+                Some(event) => if let Err(e) = node.on_event(event) { break Err(e) },
+                None => break Err(anyhow::anyhow!("the mesh transport stopped")),
+            },
+            _ = tick.tick() => if let Err(e) = node.feed(Input::Tick) { break Err(e) },
+        }
+    };
+    let _ = std::fs::remove_file(&socket);
+    info!("node stopped");
+    result
+}
+
+type ControlJob = (Vec<String>, oneshot::Sender<ControlReply>);
+
+/// Accepts control connections; each reads one bounded request and waits for the actor.
+async fn accept(listener: UnixListener, jobs: mpsc::Sender<ControlJob>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let jobs = jobs.clone();
+        tokio::spawn(async move {
+            if let Err(e) = answer(stream, jobs).await {
+                debug!(error = %e, "control connection failed");
+            }
+        });
+    }
+}
+
+async fn answer(stream: UnixStream, jobs: mpsc::Sender<ControlJob>) -> anyhow::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut line = Vec::new();
+    let mut reader = tokio::io::BufReader::new(read.take(MAX_REQUEST as u64));
+    tokio::time::timeout(CONTROL_READ_TIMEOUT, reader.read_until(b'\n', &mut line))
+        .await
+        .context("control request timed out")??;
+    let reply = match serde_json::from_slice::<ControlRequest>(&line) {
+        Err(e) => ControlReply {
+            stdout: String::new(),
+            error: Some(format!("malformed control request: {e}")),
+        },
+        Ok(request) => {
+            let (tx, rx) = oneshot::channel();
+            jobs.send((request.args, tx))
+                .await
+                .context("the node stopped")?;
+            rx.await.context("the node stopped")?
+        }
+    };
+    let mut bytes = serde_json::to_vec(&reply)?;
+    bytes.push(b'\n');
+    write.write_all(&bytes).await?;
+    Ok(())
+}
+
+fn set_private(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    // bind(2) creates the socket with the umask's mode; restrict it at once.
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("restricting {}", path.display()))
+}

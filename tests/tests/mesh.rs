@@ -1,0 +1,180 @@
+//! The mesh end to end: real `meshward run` processes replicating over real QUIC on
+//! 127.0.0.1. Every daemon is killed by its own pid when its test ends.
+
+use std::path::Path;
+use std::time::Duration;
+
+use meshward_tests::{Daemon, cli, cluster, wait_for};
+
+const CONVERGE: Duration = Duration::from_secs(90);
+
+fn count(data: &Path, what: &str) -> anyhow::Result<usize> {
+    let out = cli(data, &[what, "list", "--json"])?;
+    let v: serde_json::Value = serde_json::from_str(&out)?;
+    Ok(v.as_array().map_or(0, Vec::len))
+}
+
+fn digest(d: &Daemon) -> anyhow::Result<String> {
+    Ok(d.status()?["digest"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string())
+}
+
+fn append(data: &Path, user: &str, n: usize) {
+    for i in 0..n {
+        let target = format!("host-{i}");
+        cli(
+            data,
+            &[
+                "event", "append", "--kind", "login", "--user", user, "--target", &target,
+            ],
+        )
+        .expect("append");
+    }
+}
+
+/// Starts daemons for `nodes`; each dials every daemon started before it.
+fn start(nodes: &[(std::path::PathBuf, String)]) -> Vec<Daemon> {
+    let mut daemons: Vec<Daemon> = Vec::new();
+    for (data, _) in nodes {
+        let peers: Vec<_> = daemons
+            .iter()
+            .map(|d| d.listen_addr().expect("status").expect("listening"))
+            .collect();
+        daemons.push(Daemon::start(data, &peers).expect("start daemon"));
+    }
+    daemons
+}
+
+fn all_converged(daemons: &[Daemon], events: usize) -> anyhow::Result<bool> {
+    let first = digest(&daemons[0])?;
+    for d in daemons {
+        if count(&d.data, "event")? != events || digest(d)? != first {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+#[test]
+fn events_and_fingerprints_written_on_every_node_converge_on_three_and_seven_nodes() {
+    for n in [3, 7] {
+        let root = tempfile::tempdir().unwrap();
+        let nodes = cluster(root.path(), n).unwrap();
+        let daemons = start(&nodes);
+        for (i, d) in daemons.iter().enumerate() {
+            append(&d.data, &format!("user{i}"), 5);
+            let host = format!("db-{i}");
+            cli(
+                &d.data,
+                &[
+                    "fingerprint",
+                    "add",
+                    "--host",
+                    &host,
+                    "--key-type",
+                    "ssh-ed25519",
+                    "--fingerprint",
+                    "SHA256:x",
+                ],
+            )
+            .unwrap();
+        }
+        wait_for(CONVERGE, || {
+            Ok(all_converged(&daemons, 5 * n)?
+                && daemons
+                    .iter()
+                    .all(|d| count(&d.data, "fingerprint").unwrap_or(0) == n))
+        })
+        .unwrap_or_else(|e| panic!("{n} nodes did not converge: {e:#}"));
+    }
+}
+
+#[test]
+fn a_partitioned_cluster_keeps_writing_on_both_sides_and_heals_without_restart() {
+    let root = tempfile::tempdir().unwrap();
+    let nodes = cluster(root.path(), 7).unwrap();
+    let daemons = start(&nodes);
+    let writers: Vec<&str> = nodes.iter().map(|(_, w)| w.as_str()).collect();
+    let (left, right) = (0..4, 4..7);
+    for i in 0..7 {
+        let other: Vec<&str> = if left.contains(&i) {
+            writers[right.clone()].to_vec()
+        } else {
+            writers[left.clone()].to_vec()
+        };
+        let mut args = vec!["fault", "block"];
+        for w in &other {
+            args.extend(["--peer", w]);
+        }
+        cli(&daemons[i].data, &args).unwrap();
+    }
+    for (i, d) in daemons.iter().enumerate() {
+        append(&d.data, &format!("user{i}"), 10);
+    }
+    // During the cut each side sees only its own writes.
+    wait_for(CONVERGE, || {
+        Ok(left
+            .clone()
+            .all(|i| count(&daemons[i].data, "event").unwrap_or(0) == 40)
+            && right
+                .clone()
+                .all(|i| count(&daemons[i].data, "event").unwrap_or(0) == 30))
+    })
+    .expect("each side converges on its own writes");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        count(&daemons[0].data, "event").unwrap(),
+        40,
+        "the cut leaked"
+    );
+    for d in &daemons {
+        cli(&d.data, &["fault", "heal"]).unwrap();
+    }
+    wait_for(CONVERGE, || all_converged(&daemons, 70))
+        .expect("all 7 hold all 70 events after the heal");
+}
+
+#[test]
+fn a_node_killed_with_sigkill_catches_up_after_restart() {
+    let root = tempfile::tempdir().unwrap();
+    let nodes = cluster(root.path(), 3).unwrap();
+    let mut daemons = start(&nodes);
+    append(&daemons[2].data, "before-kill", 3);
+    wait_for(CONVERGE, || all_converged(&daemons, 3)).unwrap();
+    let victim = daemons.pop().unwrap();
+    let data = victim.kill(libc::SIGKILL);
+    append(&daemons[0].data, "while-down", 4);
+    append(&daemons[1].data, "while-down", 4);
+    let peers: Vec<_> = daemons
+        .iter()
+        .map(|d| d.listen_addr().unwrap().unwrap())
+        .collect();
+    daemons.push(Daemon::start(&data, &peers).unwrap());
+    wait_for(CONVERGE, || all_converged(&daemons, 11)).expect("the restarted node catches up");
+}
+
+#[test]
+fn a_peer_outside_the_roster_is_refused_and_the_node_keeps_serving() {
+    let root = tempfile::tempdir().unwrap();
+    let nodes = cluster(root.path(), 2).unwrap();
+    let daemons = start(&nodes);
+    let outsider_dir = root.path().join("outsider");
+    cli(&outsider_dir, &["status"]).unwrap();
+    let addr = daemons[0].listen_addr().unwrap().unwrap();
+    let outsider = Daemon::start(&outsider_dir, &[addr]).unwrap();
+    append(&daemons[0].data, "member", 3);
+    wait_for(CONVERGE, || {
+        let refused = daemons[0].status()?["mesh"]["transport"]["refused_connections"]
+            .as_u64()
+            .unwrap_or(0);
+        Ok(refused >= 1 && all_converged(&daemons, 3)?)
+    })
+    .expect("the outsider is refused and the members converge");
+    assert_eq!(
+        count(&outsider.data, "event").unwrap(),
+        0,
+        "no table data reached the outsider"
+    );
+}
