@@ -6,7 +6,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use meshward_transport::{
-    CommandError, Config, Event, Handle, MAX_GOSSIP_BYTES, Metrics, Transport, WriterId,
+    CommandError, Config, Event, GossipConfig, Handle, MAX_GOSSIP_BYTES, Metrics, Transport,
+    WriterId,
 };
 use tokio::sync::mpsc::Receiver;
 use tokio::time::{Instant, timeout_at};
@@ -393,4 +394,35 @@ async fn publish_pitfalls_are_counted_not_errors() {
     a.handle.publish(full).expect("publish queued");
     metrics_until(&a.handle, |m| m.publish_duplicate == 1).await;
     assert_eq!(a.handle.metrics().publish_too_large, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quiet_connections_outlive_the_idle_timeout() {
+    // 100 ms idle timeout and a gossip mesh that never grafts (n_low = 0): a quiet connection
+    // outside the mesh stays up. (Gossipsub's long-lived streams already count as activity for
+    // the swarm; the transport's keep-alive handler guarantees it independently of them.)
+    let quick = || Config {
+        idle_timeout: Duration::from_millis(100),
+        gossip: GossipConfig {
+            mesh_n: 1,
+            mesh_n_low: 0,
+            mesh_n_high: 1,
+            mesh_outbound_min: 0,
+            ..GossipConfig::small_cluster()
+        },
+        ..Config::localhost()
+    };
+    let mut a = start(1, &[1, 2], quick()).await;
+    let mut b = start(2, &[1, 2], quick()).await;
+    connect(&mut a, &mut b).await;
+    // Ten idle timeouts of silence; the check is that nothing happened meanwhile.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    while let Ok(event) = a.events.try_recv() {
+        assert!(
+            !matches!(event, Event::Disconnected { .. }),
+            "idle connection closed"
+        );
+    }
+    assert_eq!(a.handle.metrics().connected_peers, 1);
+    assert_eq!(b.handle.metrics().connected_peers, 1);
 }
