@@ -1,0 +1,744 @@
+//! The swarm task: builds the libp2p swarm and turns commands and swarm events into each other.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use futures::StreamExt;
+use libp2p::gossipsub::{
+    self, MessageAcceptance, MessageAuthenticity, PublishError, ValidationMode,
+};
+use libp2p::identity::{self, Keypair};
+use libp2p::multiaddr::Protocol;
+use libp2p::request_response::{
+    self, InboundRequestId, OutboundRequestId, ProtocolSupport, ResponseChannel,
+};
+use libp2p::swarm::{DialError, ListenError, NetworkBehaviour, SwarmEvent};
+use libp2p::{Multiaddr, PeerId, Swarm, SwarmBuilder, identify};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+use crate::admission::{Admission, Denied};
+use crate::codec::{Codec, SYNC_PROTOCOL};
+use crate::metrics::{self, Counters};
+use crate::{
+    Config, Event, Handle, MAX_GOSSIP_BYTES, MessageId, RequestId, ResponseId, TOPIC,
+    TransportError, WriterId,
+};
+
+/// Room for the gossipsub RPC framing around a payload (topic, field tags, lengths): the
+/// gossipsub transmit limit is `max_gossip_bytes` plus this, so a payload at the limit is not
+/// refused by the receiver's frame check.
+const RPC_OVERHEAD: usize = 1024;
+
+/// Identify protocol version; peers with another version still connect (admission decides).
+const IDENTIFY_VERSION: &str = "/meshward/1";
+
+/// A command from a [`Handle`] to the swarm task.
+#[derive(Debug)]
+pub(crate) enum Command {
+    SetRoster(BTreeSet<WriterId>),
+    Dial(SocketAddr),
+    Publish(Vec<u8>),
+    Report {
+        id: MessageId,
+        accept: bool,
+    },
+    Request {
+        peer: WriterId,
+        id: RequestId,
+        data: Vec<u8>,
+    },
+    Respond {
+        pending: Pending,
+        data: Vec<u8>,
+    },
+    #[cfg(feature = "fault-injection")]
+    SetBlocked(BTreeSet<WriterId>),
+}
+
+/// An inbound request waiting for the node's response.
+#[derive(Debug)]
+pub(crate) struct Pending {
+    request: InboundRequestId,
+    peer: PeerId,
+    channel: ResponseChannel<Vec<u8>>,
+}
+
+/// Inbound requests waiting for [`Handle::respond`], bounded; shared by the handles (which
+/// take entries out synchronously) and the swarm task (which inserts and expires them).
+#[derive(Debug)]
+pub(crate) struct PendingResponses {
+    capacity: usize,
+    counters: Arc<Counters>,
+    inner: Mutex<PendingInner>,
+}
+
+#[derive(Debug, Default)]
+struct PendingInner {
+    next: u64,
+    by_id: BTreeMap<u64, Pending>,
+    by_request: HashMap<InboundRequestId, u64>,
+}
+
+/// The combined behaviour. Admission comes first so a denied connection gets no handler.
+#[derive(NetworkBehaviour)]
+pub(crate) struct Behaviour {
+    admission: Admission,
+    gossipsub: gossipsub::Behaviour,
+    sync: request_response::Behaviour<Codec>,
+    identify: identify::Behaviour,
+}
+
+/// Builds the swarm, binds the socket and spawns the task.
+pub(crate) fn spawn(
+    secret: [u8; 32],
+    roster: BTreeSet<WriterId>,
+    config: Config,
+) -> Result<(Handle, mpsc::Receiver<Event>), TransportError> {
+    let runtime = tokio::runtime::Handle::try_current().map_err(|_| TransportError::NoRuntime)?;
+    check_config(&config)?;
+    let keypair = Keypair::ed25519_from_bytes(secret)
+        .map_err(|err| TransportError::InvalidKey(err.to_string()))?;
+    let local = writer_id(&keypair.public().to_peer_id())
+        .ok_or_else(|| TransportError::InvalidKey("not an ed25519 key".into()))?;
+
+    let behaviour = behaviour(&keypair, &roster, &config)?;
+    let idle_timeout = config.idle_timeout;
+    let mut swarm = SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_quic()
+        .with_dns()
+        .map_err(|err| TransportError::Build(format!("dns resolver: {err}")))?
+        .with_behaviour(|_| behaviour)
+        .unwrap_or_else(|never| match never {})
+        .with_swarm_config(|c| c.with_idle_connection_timeout(idle_timeout))
+        .build();
+    swarm
+        .listen_on(to_multiaddr(config.listen))
+        .map_err(|err| TransportError::Listen {
+            addr: config.listen,
+            reason: err.to_string(),
+        })?;
+
+    let counters = Arc::new(Counters::default());
+    let pending = Arc::new(PendingResponses {
+        capacity: config.max_pending_responses.get(),
+        counters: counters.clone(),
+        inner: Mutex::default(),
+    });
+    let (command_tx, command_rx) = mpsc::channel(config.command_queue.get());
+    let (event_tx, event_rx) = mpsc::channel(config.event_queue.get());
+    let handle = Handle {
+        local,
+        commands: command_tx,
+        events: event_tx.downgrade(),
+        counters: counters.clone(),
+        next_request: Arc::new(AtomicU64::new(0)),
+        pending: pending.clone(),
+        config: Arc::new(config),
+    };
+    let task = Task {
+        swarm,
+        commands: command_rx,
+        events: event_tx,
+        counters,
+        pending,
+        topic: gossipsub::IdentTopic::new(TOPIC).hash(),
+        requests: HashMap::new(),
+        stopped: false,
+    };
+    runtime.spawn(task.run());
+    debug!(local = %local, "transport started");
+    Ok((handle, event_rx))
+}
+
+fn check_config(config: &Config) -> Result<(), TransportError> {
+    let invalid = |msg: String| Err(TransportError::InvalidConfig(msg));
+    if config.max_gossip_bytes == 0 || config.max_gossip_bytes > MAX_GOSSIP_BYTES {
+        return invalid(format!(
+            "max_gossip_bytes is {}; use 1..={MAX_GOSSIP_BYTES}",
+            config.max_gossip_bytes
+        ));
+    }
+    for (name, value) in [
+        ("max_request_bytes", config.max_request_bytes),
+        ("max_response_bytes", config.max_response_bytes),
+    ] {
+        if u32::try_from(value).is_err() {
+            return invalid(format!("{name} is {value}; use at most {}", u32::MAX));
+        }
+    }
+    let g = &config.gossip;
+    if !(g.mesh_outbound_min <= g.mesh_n_low
+        && g.mesh_n_low <= g.mesh_n
+        && g.mesh_n <= g.mesh_n_high
+        && g.mesh_outbound_min * 2 <= g.mesh_n
+        && g.mesh_n > 0)
+    {
+        return invalid(format!(
+            "gossip mesh needs 2*outbound_min <= n and outbound_min <= n_low <= n <= n_high, \
+             got {g:?}"
+        ));
+    }
+    if g.heartbeat_interval.is_zero() {
+        return invalid("gossip heartbeat_interval is zero".into());
+    }
+    Ok(())
+}
+
+fn behaviour(
+    keypair: &Keypair,
+    roster: &BTreeSet<WriterId>,
+    config: &Config,
+) -> Result<Behaviour, TransportError> {
+    let g = &config.gossip;
+    let gossip_config = gossipsub::ConfigBuilder::default()
+        .mesh_n(g.mesh_n)
+        .mesh_n_low(g.mesh_n_low)
+        .mesh_n_high(g.mesh_n_high)
+        .mesh_outbound_min(g.mesh_outbound_min)
+        .flood_publish(g.flood_publish)
+        .heartbeat_interval(g.heartbeat_interval)
+        // Default 5 s; the first mesh should form as soon as peers connect.
+        .heartbeat_initial_delay(g.heartbeat_interval)
+        .max_transmit_size(config.max_gossip_bytes + RPC_OVERHEAD)
+        .validation_mode(ValidationMode::Anonymous)
+        .validate_messages()
+        .message_id_fn(|message| gossipsub::MessageId::new(&Sha256::digest(&message.data)))
+        .build()
+        .map_err(|err| TransportError::InvalidConfig(format!("gossipsub: {err}")))?;
+    let mut gossipsub = gossipsub::Behaviour::new(MessageAuthenticity::Anonymous, gossip_config)
+        .map_err(|err| TransportError::Build(format!("gossipsub: {err}")))?;
+    gossipsub
+        .subscribe(&gossipsub::IdentTopic::new(TOPIC))
+        .map_err(|err| TransportError::Build(format!("gossipsub subscribe: {err}")))?;
+
+    let sync = request_response::Behaviour::with_codec(
+        Codec::new(config.max_request_bytes, config.max_response_bytes),
+        [(SYNC_PROTOCOL, ProtocolSupport::Full)],
+        request_response::Config::default().with_request_timeout(config.request_timeout),
+    );
+    let identify = identify::Behaviour::new(identify::Config::new(
+        IDENTIFY_VERSION.into(),
+        keypair.public(),
+    ));
+    Ok(Behaviour {
+        admission: Admission::new(peer_ids(roster)),
+        gossipsub,
+        sync,
+        identify,
+    })
+}
+
+struct Task {
+    swarm: Swarm<Behaviour>,
+    commands: mpsc::Receiver<Command>,
+    events: mpsc::Sender<Event>,
+    counters: Arc<Counters>,
+    pending: Arc<PendingResponses>,
+    topic: gossipsub::TopicHash,
+    /// Our outbound requests in flight; request-response ends each with a response or failure.
+    requests: HashMap<OutboundRequestId, (RequestId, WriterId)>,
+    /// The node dropped its event receiver.
+    stopped: bool,
+}
+
+impl Task {
+    async fn run(mut self) {
+        while !self.stopped {
+            tokio::select! {
+                biased;
+                command = self.commands.recv() => match command {
+                    Some(command) => self.on_command(command).await,
+                    None => break,
+                },
+                event = self.swarm.select_next_some() => self.on_swarm_event(event).await,
+            }
+        }
+        debug!("transport stopped");
+    }
+
+    async fn on_command(&mut self, command: Command) {
+        match command {
+            Command::SetRoster(roster) => {
+                self.swarm
+                    .behaviour_mut()
+                    .admission
+                    .set_roster(peer_ids(&roster));
+                self.enforce_admission().await;
+            }
+            #[cfg(feature = "fault-injection")]
+            Command::SetBlocked(blocked) => {
+                self.swarm
+                    .behaviour_mut()
+                    .admission
+                    .set_blocked(peer_ids(&blocked));
+                self.enforce_admission().await;
+            }
+            Command::Dial(addr) => {
+                if let Err(err) = self.swarm.dial(to_multiaddr(addr)) {
+                    warn!(addr = %addr, error = %err, "dial failed");
+                }
+            }
+            Command::Publish(data) => self.publish(data),
+            Command::Report { id, accept } => {
+                let Some(peer) = peer_id(&id.source) else {
+                    return;
+                };
+                let verdict = if accept {
+                    MessageAcceptance::Accept
+                } else {
+                    MessageAcceptance::Reject
+                };
+                let found = self
+                    .swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .report_message_validation_result(
+                        &gossipsub::MessageId::new(&id.hash),
+                        &peer,
+                        verdict,
+                    );
+                if !found {
+                    metrics::inc(&self.counters.reports_expired);
+                    debug!(id = ?id, "verdict for a message no longer cached");
+                }
+            }
+            Command::Request { peer, id, data } => {
+                let target = peer_id(&peer).filter(|p| self.swarm.is_connected(p));
+                let Some(target) = target else {
+                    metrics::inc(&self.counters.requests_failed);
+                    let _ = self.emit_lossy(Event::RequestFailed {
+                        peer,
+                        request: id,
+                        reason: "peer not connected".into(),
+                    });
+                    return;
+                };
+                let outbound = self.swarm.behaviour_mut().sync.send_request(&target, data);
+                self.requests.insert(outbound, (id, peer));
+                metrics::inc(&self.counters.requests_sent);
+            }
+            Command::Respond { pending, data } => {
+                let peer = pending.peer;
+                if self
+                    .swarm
+                    .behaviour_mut()
+                    .sync
+                    .send_response(pending.channel, data)
+                    .is_err()
+                {
+                    metrics::inc(&self.counters.responses_failed);
+                    debug!(peer = %peer, "response channel closed before the response");
+                }
+            }
+        }
+    }
+
+    fn publish(&mut self, data: Vec<u8>) {
+        let len = data.len();
+        let topic = self.topic.clone();
+        match self.swarm.behaviour_mut().gossipsub.publish(topic, data) {
+            Ok(id) => {
+                metrics::inc(&self.counters.gossip_published);
+                debug!(id = %id, len, "gossip published");
+            }
+            Err(PublishError::NoPeersSubscribedToTopic) => {
+                metrics::inc(&self.counters.publish_no_peers);
+                debug!(len, "gossip not published: no subscribed peer");
+            }
+            Err(PublishError::Duplicate) => {
+                metrics::inc(&self.counters.publish_duplicate);
+                debug!(len, "gossip not published: duplicate");
+            }
+            Err(PublishError::MessageTooLarge) => {
+                metrics::inc(&self.counters.publish_too_large);
+                warn!(len, "gossip not published: too large");
+            }
+            Err(PublishError::AllQueuesFull(peers)) => {
+                metrics::inc(&self.counters.publish_queue_full);
+                debug!(len, peers, "gossip not published: every peer queue full");
+            }
+            Err(err) => warn!(len, error = %err, "gossip not published"),
+        }
+    }
+
+    /// Closes the connections of peers that admission no longer accepts.
+    async fn enforce_admission(&mut self) {
+        let connected: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+        for peer in connected {
+            if let Err(denied) = self.swarm.behaviour().admission.check(peer) {
+                let _ = self.swarm.disconnect_peer_id(peer);
+                self.refused(&denied).await;
+            }
+        }
+    }
+
+    async fn refused(&mut self, denied: &Denied) {
+        metrics::inc(&self.counters.refused_connections);
+        let peer = writer_id(&denied.peer());
+        warn!(peer = ?peer, reason = denied.reason(), "connection refused");
+        self.emit(Event::Refused {
+            peer,
+            reason: denied.reason().into(),
+        })
+        .await;
+    }
+
+    async fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                if let Some(addr) = to_socket_addr(&address) {
+                    debug!(addr = %addr, "listening");
+                    self.emit(Event::Listening { addr }).await;
+                }
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                endpoint,
+                num_established,
+                ..
+            } => {
+                self.update_connected();
+                let (Some(peer), Some(addr)) = (
+                    writer_id(&peer_id),
+                    to_socket_addr(endpoint.get_remote_address()),
+                ) else {
+                    return;
+                };
+                if num_established.get() == 1 {
+                    debug!(peer = %peer, addr = %addr, "connected");
+                    self.emit(Event::Connected { peer, addr }).await;
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established,
+                cause,
+                ..
+            } => {
+                self.update_connected();
+                if num_established == 0
+                    && let Some(peer) = writer_id(&peer_id)
+                {
+                    debug!(peer = %peer, cause = ?cause, "disconnected");
+                    self.emit(Event::Disconnected { peer }).await;
+                }
+            }
+            SwarmEvent::IncomingConnectionError {
+                error: ListenError::Denied { cause },
+                ..
+            }
+            | SwarmEvent::OutgoingConnectionError {
+                error: DialError::Denied { cause },
+                ..
+            } => {
+                if let Some(denied) = cause.downcast_ref::<Denied>() {
+                    let denied = *denied;
+                    self.refused(&denied).await;
+                }
+            }
+            SwarmEvent::IncomingConnectionError { error, .. } => {
+                debug!(error = %error, "inbound connection failed");
+            }
+            SwarmEvent::OutgoingConnectionError { error, .. } => {
+                debug!(error = %error, "outbound connection failed");
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(event)) => self.on_gossip(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Sync(event)) => self.on_sync(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) => {
+                debug!(peer = %peer_id, version = %info.protocol_version, "identified");
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Admission(never)) => match never {},
+            _ => {}
+        }
+    }
+
+    fn on_gossip(&mut self, event: gossipsub::Event) {
+        match event {
+            gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            } => {
+                metrics::inc(&self.counters.gossip_received);
+                let hash: Option<[u8; 32]> = message_id.0.as_slice().try_into().ok();
+                let (Some(source), Some(hash)) = (writer_id(&propagation_source), hash) else {
+                    self.ignore(&message_id, &propagation_source);
+                    return;
+                };
+                let event = Event::Gossip {
+                    source,
+                    id: MessageId { hash, source },
+                    data: message.data,
+                };
+                if self.emit_lossy(event).is_err() {
+                    metrics::inc(&self.counters.gossip_dropped);
+                    self.ignore(&message_id, &propagation_source);
+                }
+            }
+            gossipsub::Event::SlowPeer {
+                peer_id,
+                failed_messages,
+            } => {
+                let failed = failed_messages.priority + failed_messages.non_priority;
+                metrics::add(&self.counters.gossip_send_dropped, failed as u64);
+                debug!(peer = %peer_id, failed, "slow peer: gossip dropped");
+            }
+            gossipsub::Event::Subscribed { peer_id, .. } => {
+                debug!(peer = %peer_id, "peer subscribed");
+            }
+            gossipsub::Event::GossipsubNotSupported { peer_id } => {
+                warn!(peer = %peer_id, "peer does not speak gossipsub");
+            }
+            _ => {}
+        }
+    }
+
+    /// Drops a received message without forwarding it and without penalising the peer.
+    fn ignore(&mut self, id: &gossipsub::MessageId, source: &PeerId) {
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .report_message_validation_result(id, source, MessageAcceptance::Ignore);
+    }
+
+    fn on_sync(&mut self, event: request_response::Event<Vec<u8>, Vec<u8>>) {
+        use request_response::{Event as E, Message as M};
+        match event {
+            E::Message {
+                peer,
+                message:
+                    M::Request {
+                        request_id,
+                        request,
+                        channel,
+                    },
+                ..
+            } => {
+                metrics::inc(&self.counters.requests_received);
+                let Some(writer) = writer_id(&peer) else {
+                    return;
+                };
+                let id = self.pending.insert(Pending {
+                    request: request_id,
+                    peer,
+                    channel,
+                });
+                let event = Event::Request {
+                    peer: writer,
+                    channel: id,
+                    data: request,
+                };
+                if self.emit_lossy(event).is_err() {
+                    metrics::inc(&self.counters.requests_dropped);
+                    // Dropping the channel fails the request at the requester at once.
+                    drop(self.pending.take(id));
+                }
+            }
+            E::Message {
+                message:
+                    M::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => {
+                metrics::inc(&self.counters.responses_received);
+                if let Some((request, peer)) = self.requests.remove(&request_id) {
+                    let _ = self.emit_lossy(Event::Response {
+                        peer,
+                        request,
+                        data: response,
+                    });
+                }
+            }
+            E::OutboundFailure {
+                request_id, error, ..
+            } => {
+                metrics::inc(&self.counters.requests_failed);
+                if let Some((request, peer)) = self.requests.remove(&request_id) {
+                    debug!(peer = %peer, request = ?request, error = %error, "request failed");
+                    let _ = self.emit_lossy(Event::RequestFailed {
+                        peer,
+                        request,
+                        reason: error.to_string(),
+                    });
+                }
+            }
+            E::InboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                self.pending.forget(request_id);
+                if !matches!(error, request_response::InboundFailure::ResponseOmission) {
+                    metrics::inc(&self.counters.responses_failed);
+                }
+                debug!(peer = %peer, error = %error, "inbound request failed");
+            }
+            E::ResponseSent { .. } => metrics::inc(&self.counters.responses_sent),
+        }
+    }
+
+    fn update_connected(&self) {
+        let n = self.swarm.connected_peers().count();
+        metrics::set(&self.counters.connected_peers, n as u64);
+    }
+
+    /// Sends a connection event, waiting for room (rare events; back-pressure is fine).
+    async fn emit(&mut self, event: Event) {
+        if self.events.send(event).await.is_err() {
+            self.stopped = true;
+        }
+    }
+
+    /// Sends a data event if there is room; a full queue drops it (counted) and returns it.
+    fn emit_lossy(&mut self, event: Event) -> Result<(), Event> {
+        match self.events.try_send(event) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(event)) => {
+                metrics::inc(&self.counters.events_dropped);
+                debug!("event queue full: event dropped");
+                Err(event)
+            }
+            Err(mpsc::error::TrySendError::Closed(event)) => {
+                self.stopped = true;
+                Err(event)
+            }
+        }
+    }
+}
+
+impl PendingResponses {
+    fn lock(&self) -> MutexGuard<'_, PendingInner> {
+        // The map stays consistent across a panic in another holder: each operation is a
+        // single insert or remove.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn insert(&self, pending: Pending) -> ResponseId {
+        let mut inner = self.lock();
+        while inner.by_id.len() >= self.capacity {
+            if let Some((_, oldest)) = inner.by_id.pop_first() {
+                inner.by_request.remove(&oldest.request);
+                metrics::inc(&self.counters.responses_evicted);
+                debug!(peer = %oldest.peer, "pending response evicted unanswered");
+            }
+        }
+        let id = inner.next;
+        inner.next += 1;
+        inner.by_request.insert(pending.request, id);
+        inner.by_id.insert(id, pending);
+        metrics::set(&self.counters.pending_responses, inner.by_id.len() as u64);
+        ResponseId(id)
+    }
+
+    /// Takes the entry out, if still there.
+    pub(crate) fn take(&self, id: ResponseId) -> Option<Pending> {
+        let mut inner = self.lock();
+        let pending = inner.by_id.remove(&id.0)?;
+        inner.by_request.remove(&pending.request);
+        metrics::set(&self.counters.pending_responses, inner.by_id.len() as u64);
+        Some(pending)
+    }
+
+    /// Puts back an entry taken by [`Self::take`] (the command queue was full).
+    pub(crate) fn restore(&self, id: ResponseId, pending: Pending) {
+        let mut inner = self.lock();
+        inner.by_request.insert(pending.request, id.0);
+        inner.by_id.insert(id.0, pending);
+        metrics::set(&self.counters.pending_responses, inner.by_id.len() as u64);
+    }
+
+    /// Drops the entry of a request libp2p gave up on (timeout, connection closed).
+    fn forget(&self, request: InboundRequestId) {
+        let mut inner = self.lock();
+        if let Some(id) = inner.by_request.remove(&request) {
+            inner.by_id.remove(&id);
+        }
+        metrics::set(&self.counters.pending_responses, inner.by_id.len() as u64);
+    }
+}
+
+/// The libp2p peer id of a writer; `None` if the bytes are not an ed25519 public key.
+pub(crate) fn peer_id(writer: &WriterId) -> Option<PeerId> {
+    let key = identity::ed25519::PublicKey::try_from_bytes(&writer.0).ok()?;
+    Some(identity::PublicKey::from(key).to_peer_id())
+}
+
+/// The writer id of a peer: an ed25519 peer id is the identity multihash of its protobuf
+/// public key, so the key is read back from the peer id itself.
+pub(crate) fn writer_id(peer: &PeerId) -> Option<WriterId> {
+    /// Multihash code of the identity "hash" (the bytes themselves).
+    const IDENTITY: u64 = 0x00;
+    let multihash = peer.as_ref();
+    if multihash.code() != IDENTITY {
+        return None;
+    }
+    let key = identity::PublicKey::try_decode_protobuf(multihash.digest()).ok()?;
+    Some(WriterId(key.try_into_ed25519().ok()?.to_bytes()))
+}
+
+fn peer_ids(writers: &BTreeSet<WriterId>) -> HashSet<PeerId> {
+    writers
+        .iter()
+        .filter_map(|writer| {
+            let peer = peer_id(writer);
+            if peer.is_none() {
+                warn!(writer = %writer, "roster entry is not an ed25519 public key; skipped");
+            }
+            peer
+        })
+        .collect()
+}
+
+fn to_multiaddr(addr: SocketAddr) -> Multiaddr {
+    Multiaddr::empty()
+        .with(Protocol::from(addr.ip()))
+        .with(Protocol::Udp(addr.port()))
+        .with(Protocol::QuicV1)
+}
+
+fn to_socket_addr(addr: &Multiaddr) -> Option<SocketAddr> {
+    let mut ip = None;
+    let mut port = None;
+    for protocol in addr.iter() {
+        match protocol {
+            Protocol::Ip4(v4) => ip = Some(IpAddr::V4(v4)),
+            Protocol::Ip6(v6) => ip = Some(IpAddr::V6(v6)),
+            Protocol::Udp(p) => port = Some(p),
+            _ => {}
+        }
+    }
+    Some(SocketAddr::new(ip?, port?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writer_and_peer_ids_map_both_ways() {
+        let keypair = Keypair::ed25519_from_bytes([7u8; 32]).expect("valid secret");
+        let peer = keypair.public().to_peer_id();
+        let writer = writer_id(&peer).expect("ed25519 peer");
+        assert_eq!(peer_id(&writer), Some(peer));
+    }
+
+    #[test]
+    fn socket_addresses_round_trip_through_multiaddrs() {
+        for addr in ["127.0.0.1:7946", "[::1]:9"] {
+            let addr: SocketAddr = addr.parse().expect("valid");
+            assert_eq!(to_socket_addr(&to_multiaddr(addr)), Some(addr));
+        }
+    }
+}
