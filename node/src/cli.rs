@@ -473,13 +473,10 @@ pub fn run(cli: Cli, backend: &mut dyn Backend, out: &mut dyn Write) -> anyhow::
             )?;
         }
         Command::Exception(ExceptionCmd::Delete { user, field }) => {
-            commit(
-                g,
-                vec![Op::DeleteException {
-                    user: user.clone(),
-                    field: field.clone(),
-                }],
-            )?;
+            backend.commit(vec![Op::DeleteException {
+                user: user.clone(),
+                field: field.clone(),
+            }])?;
             emit(
                 g,
                 out,
@@ -725,7 +722,7 @@ fn list_rows(
 
 fn emit(
     g: &Global,
-    out: &mut impl Write,
+    out: &mut dyn Write,
     value: serde_json::Value,
     text: &str,
 ) -> anyhow::Result<()> {

@@ -33,6 +33,8 @@ const TICK: Duration = Duration::from_millis(50);
 const CONTROL_QUEUE: usize = 64;
 /// Ids waiting for an answer (gossip verdicts, response channels, requests), per map.
 const MAX_PENDING: usize = 4096;
+/// How long the daemon waits at start for a command that holds the store to finish.
+const BUSY_WAIT: Duration = Duration::from_secs(5);
 /// How long a control connection may take to send its request.
 const CONTROL_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -291,7 +293,7 @@ impl Backend for DaemonBackend<'_> {
             "listen": node.listen.map(|a| a.to_string()),
             "peers": peers,
             "core": node.core.counters(),
-            "transport": format!("{m:?}"),
+            "transport": m,
             "pending_evicted": node.gossip.evicted + node.channels.evicted + node.requests.evicted,
         }))
     }
@@ -316,8 +318,7 @@ impl Backend for DaemonBackend<'_> {
 }
 
 async fn serve(data: PathBuf, listen: SocketAddr, dial: Vec<SocketAddr>) -> anyhow::Result<()> {
-    let store =
-        Store::open(&data).with_context(|| format!("opening the store in {}", data.display()))?;
+    let store = open_waiting(&data).await?;
     let identity = store.identity()?;
     let replica = store.load_replica(&identity, ReplicaConfig::default())?;
     let roster: BTreeSet<WriterId> = crate::roster::admitted(&store)?;
@@ -394,6 +395,23 @@ async fn serve(data: PathBuf, listen: SocketAddr, dial: Vec<SocketAddr>) -> anyh
     let _ = std::fs::remove_file(&socket);
     info!("node stopped");
     result
+}
+
+/// Opens the store, waiting up to [`BUSY_WAIT`] while a one-shot command holds it.
+async fn open_waiting(data: &Path) -> anyhow::Result<Store> {
+    let deadline = tokio::time::Instant::now() + BUSY_WAIT;
+    loop {
+        match Store::open(data) {
+            Err(crate::store::StoreError::Busy { .. })
+                if tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => {
+                return other.with_context(|| format!("opening the store in {}", data.display()));
+            }
+        }
+    }
 }
 
 type ControlJob = (Vec<String>, oneshot::Sender<ControlReply>);

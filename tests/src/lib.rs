@@ -71,6 +71,7 @@ fn build_meshward() -> anyhow::Result<PathBuf> {
 }
 
 /// A `meshward` daemon started by a test, killed (by its own pid) and reaped when dropped.
+#[derive(Debug)]
 pub struct Daemon {
     /// Its data directory.
     pub data: PathBuf,
@@ -96,10 +97,20 @@ impl Daemon {
             data: data.to_path_buf(),
             child,
         };
-        wait_for(std::time::Duration::from_secs(30), || {
-            Ok(daemon.listen_addr().ok().flatten().is_some())
-        })
-        .context("the daemon did not start listening")?;
+        // Poll the control socket only: a command run before it exists would open the store
+        // itself and hold it while the daemon starts.
+        let socket = data.join("meshward.sock");
+        let started = wait_for(std::time::Duration::from_secs(30), || {
+            Ok(socket.exists() && daemon.listen_addr()?.is_some())
+        });
+        if let Err(e) = started {
+            let log = std::fs::read_to_string(data.join("daemon.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(20).collect();
+            anyhow::bail!(
+                "the daemon did not start listening: {e:#}\nlast log lines:\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
         Ok(daemon)
     }
 

@@ -8,6 +8,13 @@ use meshward_tests::{Daemon, cli, cluster, wait_for};
 
 const CONVERGE: Duration = Duration::from_secs(90);
 
+/// These tests start up to seven daemons each; run them one at a time on small machines.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn count(data: &Path, what: &str) -> anyhow::Result<usize> {
     let out = cli(data, &[what, "list", "--json"])?;
     let v: serde_json::Value = serde_json::from_str(&out)?;
@@ -59,6 +66,7 @@ fn all_converged(daemons: &[Daemon], events: usize) -> anyhow::Result<bool> {
 
 #[test]
 fn events_and_fingerprints_written_on_every_node_converge_on_three_and_seven_nodes() {
+    let _serial = serial();
     for n in [3, 7] {
         let root = tempfile::tempdir().unwrap();
         let nodes = cluster(root.path(), n).unwrap();
@@ -93,6 +101,7 @@ fn events_and_fingerprints_written_on_every_node_converge_on_three_and_seven_nod
 
 #[test]
 fn a_partitioned_cluster_keeps_writing_on_both_sides_and_heals_without_restart() {
+    let _serial = serial();
     let root = tempfile::tempdir().unwrap();
     let nodes = cluster(root.path(), 7).unwrap();
     let daemons = start(&nodes);
@@ -138,6 +147,7 @@ fn a_partitioned_cluster_keeps_writing_on_both_sides_and_heals_without_restart()
 
 #[test]
 fn a_node_killed_with_sigkill_catches_up_after_restart() {
+    let _serial = serial();
     let root = tempfile::tempdir().unwrap();
     let nodes = cluster(root.path(), 3).unwrap();
     let mut daemons = start(&nodes);
@@ -157,6 +167,7 @@ fn a_node_killed_with_sigkill_catches_up_after_restart() {
 
 #[test]
 fn a_peer_outside_the_roster_is_refused_and_the_node_keeps_serving() {
+    let _serial = serial();
     let root = tempfile::tempdir().unwrap();
     let nodes = cluster(root.path(), 2).unwrap();
     let daemons = start(&nodes);

@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A snapshot of the transport's counters (monotonic) and gauges (current values).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Metrics {
     /// Gauge: peers with at least one admitted connection.
     pub connected_peers: u64,
