@@ -107,7 +107,7 @@ fn a_partitioned_cluster_keeps_writing_on_both_sides_and_heals_without_restart()
     let daemons = start(&nodes);
     let writers: Vec<&str> = nodes.iter().map(|(_, w)| w.as_str()).collect();
     let (left, right) = (0..4, 4..7);
-    for i in 0..7 {
+    for (i, daemon) in daemons.iter().enumerate() {
         let other: Vec<&str> = if left.contains(&i) {
             writers[right.clone()].to_vec()
         } else {
@@ -117,7 +117,7 @@ fn a_partitioned_cluster_keeps_writing_on_both_sides_and_heals_without_restart()
         for w in &other {
             args.extend(["--peer", w]);
         }
-        cli(&daemons[i].data, &args).unwrap();
+        cli(&daemon.data, &args).unwrap();
     }
     for (i, d) in daemons.iter().enumerate() {
         append(&d.data, &format!("user{i}"), 10);
