@@ -194,6 +194,9 @@ pub enum EventCmd {
         /// When it happened, unix ms (default: now).
         #[arg(long)]
         at: Option<i64>,
+        /// Append this many copies in one commit (the detail gets " #i"); for bulk loads.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=65_536))]
+        count: u32,
     },
     /// List events from every writer.
     List {
@@ -329,6 +332,7 @@ pub fn run(cli: Cli, backend: &mut dyn Backend, out: &mut dyn Write) -> anyhow::
             target,
             detail,
             at,
+            count,
         }) => {
             let kind: EventKind = kind.parse()?;
             let event = Event {
@@ -338,20 +342,45 @@ pub fn run(cli: Cli, backend: &mut dyn Backend, out: &mut dyn Write) -> anyhow::
                 target,
                 detail,
             };
-            Row::Event(event.clone()).validate()?;
-            let rows = backend.commit(vec![Op::Append(event)])?;
-            for change in rows {
-                if let meshward_crdt::RowChange::Appended { key, index, .. } = change {
-                    emit(
-                        g,
-                        out,
-                        json!({"writer": key.writer.to_hex(), "segment": key.segment, "index": index}),
-                        &format!(
-                            "appended event {index} of segment {} (writer {})",
-                            key.segment, key.writer
-                        ),
-                    )?;
+            let ops: Vec<Op> = if count == 1 {
+                vec![Op::Append(event)]
+            } else {
+                (0..count)
+                    .map(|i| {
+                        let mut e = event.clone();
+                        e.detail = format!("{} #{i}", e.detail);
+                        Op::Append(e)
+                    })
+                    .collect()
+            };
+            for op in &ops {
+                if let Op::Append(e) = op {
+                    Row::Event(e.clone()).validate()?;
                 }
+            }
+            let rows = backend.commit(ops)?;
+            let appended: Vec<_> = rows
+                .iter()
+                .filter_map(|c| match c {
+                    RowChange::Appended { key, index, .. } => Some((key, index)),
+                    _ => None,
+                })
+                .collect();
+            if let (Some((key, first)), Some((_, last))) = (appended.first(), appended.last()) {
+                let text = if appended.len() == 1 {
+                    format!(
+                        "appended event {first} of segment {} (writer {})",
+                        key.segment, key.writer
+                    )
+                } else {
+                    format!("appended {} events (writer {})", appended.len(), key.writer)
+                };
+                emit(
+                    g,
+                    out,
+                    json!({"writer": key.writer.to_hex(), "segment": key.segment, "index": first, "last_index": last, "count": appended.len()}),
+                    &text,
+                )?;
             }
         }
         Command::Event(EventCmd::List {

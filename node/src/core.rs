@@ -54,9 +54,10 @@ pub struct CoreConfig {
     pub sync_budget: usize,
     /// A sync request with no answer after this long is forgotten and may be retried.
     pub sync_timeout: Duration,
-    /// First redial delay after a peer is lost; doubles up to `redial_max`.
+    /// First redial delay after a peer is lost (250 ms); doubles up to `redial_max`.
     pub redial_min: Duration,
-    /// Longest redial delay.
+    /// Longest redial delay. 2 s: a partition that heals is noticed within 2 s, and a
+    /// redial to each of at most a few dozen peers every 2 s costs a QUIC handshake.
     pub redial_max: Duration,
 }
 
@@ -68,7 +69,7 @@ impl Default for CoreConfig {
             sync_budget: 8 * 1024 * 1024,
             sync_timeout: Duration::from_secs(30),
             redial_min: Duration::from_millis(250),
-            redial_max: Duration::from_secs(10),
+            redial_max: Duration::from_secs(2),
         }
     }
 }
@@ -84,6 +85,9 @@ pub enum Input {
         ops: Vec<Op>,
         /// Caller's token.
         token: u64,
+        /// Wall-clock time of the commit in microseconds, carried in the push so receivers can
+        /// measure replication lag (advisory: clocks of different hosts differ).
+        at_us: u64,
     },
     /// A connection to an admitted peer is up.
     Connected {
@@ -170,6 +174,14 @@ pub enum Output {
         /// Where.
         addr: SocketAddr,
     },
+    /// A push from `origin`, committed there at `sent_us`, is now durable here (after its
+    /// [`Output::Persist`]); the driver records the replication lag.
+    Applied {
+        /// The node that committed it.
+        origin: WriterId,
+        /// Its commit time on the origin's clock, microseconds.
+        sent_us: u64,
+    },
     /// Result of an [`Input::Commit`].
     Committed {
         /// The caller's token.
@@ -197,6 +209,8 @@ pub enum Gossip {
     Push {
         /// The node that committed them.
         origin: WriterId,
+        /// The origin's wall clock at commit, microseconds (for the lag metric only).
+        sent_us: u64,
         /// `SyncMessage::encode` output.
         message: Vec<u8>,
     },
@@ -348,6 +362,17 @@ impl Core {
         self.roster = roster;
     }
 
+    /// Dials every known, disconnected roster peer at the next tick, forgetting backoff
+    /// (used when links are known to be back).
+    pub fn redial_now(&mut self, now: Millis) {
+        for p in self.peers.values_mut() {
+            if !p.status.connected && p.status.addr.is_some() {
+                p.backoff = None;
+                p.redial_at = Some(now);
+            }
+        }
+    }
+
     /// Takes the outputs produced so far.
     pub fn drain(&mut self) -> Vec<Output> {
         std::mem::take(&mut self.outbox)
@@ -357,7 +382,7 @@ impl Core {
     pub fn handle(&mut self, now: Millis, input: Input) {
         match input {
             Input::Tick => self.tick(now),
-            Input::Commit { ops, token } => self.commit(now, ops, token),
+            Input::Commit { ops, token, at_us } => self.commit(now, ops, token, at_us),
             Input::Connected { peer, addr } => {
                 let p = self.peers.entry(peer).or_default();
                 p.status.connected = true;
@@ -443,7 +468,7 @@ impl Core {
         }
     }
 
-    fn commit(&mut self, now: Millis, ops: Vec<Op>, token: u64) {
+    fn commit(&mut self, now: Millis, ops: Vec<Op>, token: u64, at_us: u64) {
         match self.replica.commit(now as i64, ops) {
             Err(e) => self.outbox.push(Output::Committed {
                 token,
@@ -460,19 +485,20 @@ impl Core {
                     token,
                     result: Ok(rows),
                 });
-                self.announce(push);
+                self.announce(push, at_us);
             }
         }
     }
 
     /// Publishes fresh items as one push, or an advert when too large for gossip.
-    fn announce(&mut self, items: Vec<SyncItem>) {
+    fn announce(&mut self, items: Vec<SyncItem>, sent_us: u64) {
         if items.is_empty() {
             return;
         }
         let message = SyncMessage { items }.encode();
         let push = Gossip::Push {
             origin: self.me(),
+            sent_us,
             message,
         }
         .encode();
@@ -520,7 +546,11 @@ impl Core {
                     self.request_sync(now, target);
                 }
             }
-            Gossip::Push { origin, message } => {
+            Gossip::Push {
+                origin,
+                sent_us,
+                message,
+            } => {
                 let verdict = match SyncMessage::decode(&message) {
                     Err(_) => {
                         self.counters.malformed += 1;
@@ -528,6 +558,9 @@ impl Core {
                     }
                     Ok(msg) => self.apply_items(msg.items, origin),
                 };
+                if verdict == Verdict::Accept {
+                    self.outbox.push(Output::Applied { origin, sent_us });
+                }
                 match verdict {
                     Verdict::Accept => self.counters.pushes_applied += 1,
                     Verdict::Ignore => self.counters.pushes_ignored += 1,
@@ -917,6 +950,7 @@ mod tests {
         net.input(
             0,
             Input::Commit {
+                at_us: 0,
                 ops: events(5, 0),
                 token: 7,
             },
@@ -937,6 +971,7 @@ mod tests {
             net.input(
                 i,
                 Input::Commit {
+                    at_us: 0,
                     ops: events(3, i as u64),
                     token: 0,
                 },
@@ -967,6 +1002,7 @@ mod tests {
                     Input::Commit {
                         ops: events(2, round * 10 + i as u64),
                         token: 0,
+                        at_us: 0,
                     },
                 );
             }
@@ -1021,6 +1057,7 @@ mod tests {
         net.input(
             1,
             Input::Commit {
+                at_us: 0,
                 ops: events(1, 1),
                 token: 0,
             },
@@ -1034,7 +1071,7 @@ mod tests {
         let peer = net.cores[1].me();
         net.cores[0].handle(0, Input::Disconnected { peer });
         let mut dials = Vec::new();
-        for t in (0..3000).step_by(50) {
+        for t in (0..6000).step_by(50) {
             net.cores[0].handle(t, Input::Tick);
             for out in net.cores[0].drain() {
                 if let Output::Dial { .. } = out {
@@ -1042,6 +1079,10 @@ mod tests {
                 }
             }
         }
-        assert_eq!(dials, vec![250, 750, 1750], "250 ms, then doubling");
+        assert_eq!(
+            dials,
+            vec![250, 750, 1750, 3750, 5750],
+            "250 ms, then doubling up to 2 s"
+        );
     }
 }

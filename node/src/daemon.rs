@@ -29,6 +29,8 @@ use crate::store::{PeerEntry, Store};
 
 /// Tick period: timers (redial, periodic sync, adverts) resolve to this. 50 ms.
 const TICK: Duration = Duration::from_millis(50);
+/// Transport events handled together, under one durable commit.
+const EVENT_BATCH: usize = 256;
 /// Control commands waiting for the actor.
 const CONTROL_QUEUE: usize = 64;
 /// Ids waiting for an answer (gossip verdicts, response channels, requests), per map.
@@ -100,22 +102,86 @@ struct Node {
     next_id: u64,
     next_token: u64,
     committed: Option<(u64, Result<Vec<RowChange>, CommitError>)>,
+    lag: Lag,
+}
+
+/// Replication lag of applied pushes (commit on the origin → durable here), over the last
+/// [`LAG_SAMPLES`] pushes.
+#[derive(Debug, Default)]
+struct Lag {
+    samples: VecDeque<u64>,
+    total: u64,
+}
+
+/// Pushes the lag percentiles are computed over.
+const LAG_SAMPLES: usize = 65_536;
+
+impl Lag {
+    fn record(&mut self, us: u64) {
+        if self.samples.len() == LAG_SAMPLES {
+            self.samples.pop_front();
+        }
+        self.samples.push_back(us);
+        self.total += 1;
+    }
+
+    fn summary(&self) -> serde_json::Value {
+        let mut v: Vec<u64> = self.samples.iter().copied().collect();
+        v.sort_unstable();
+        let pct = |p: f64| {
+            v.get(((v.len() as f64 - 1.0) * p).round() as usize)
+                .copied()
+        };
+        json!({
+            "pushes": self.total, "window": v.len(),
+            "p50_us": pct(0.5), "p99_us": pct(0.99), "max_us": v.last(),
+        })
+    }
+}
+
+/// The wall clock in microseconds.
+fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
 }
 
 impl Node {
     fn feed(&mut self, input: Input) -> anyhow::Result<()> {
-        let mut queue = VecDeque::from([input]);
-        while let Some(input) = queue.pop_front() {
-            self.core.handle(now_ms() as u64, input);
-            for output in self.core.drain() {
+        self.feed_batch(vec![input])
+    }
+
+    /// Feeds inputs to the core, then executes their outputs: every [`Output::Persist`] first,
+    /// in one durable transaction (group commit), then the rest (announces, forwards, answers,
+    /// replies) in order. Nothing is announced or forwarded before it is durable.
+    fn feed_batch(&mut self, inputs: Vec<Input>) -> anyhow::Result<()> {
+        let mut queue = VecDeque::from(inputs);
+        while !queue.is_empty() {
+            let mut persist = Vec::new();
+            let mut rest = Vec::new();
+            while let Some(input) = queue.pop_front() {
+                self.core.handle(now_ms() as u64, input);
+                for output in self.core.drain() {
+                    match output {
+                        Output::Persist(effects) => persist.push(effects),
+                        other => rest.push(other),
+                    }
+                }
+            }
+            if !persist.is_empty() {
+                self.store
+                    .persist_all(&persist)
+                    .context("persisting replicated data; the node cannot go on")?;
+            }
+            for output in rest {
                 self.execute(output, &mut queue)?;
             }
         }
         Ok(())
     }
 
-    /// Executes one output. Follow-up inputs (a request the transport could not take) go to
-    /// `queue`.
+    /// Executes one output that is not a persist. Follow-up inputs (a request the transport
+    /// could not take) go to `queue`.
     fn execute(&mut self, output: Output, queue: &mut VecDeque<Input>) -> anyhow::Result<()> {
         match output {
             Output::Persist(effects) => self
@@ -153,16 +219,18 @@ impl Node {
                 let _ = self.handle.dial(addr);
             }
             Output::Committed { token, result } => self.committed = Some((token, result)),
+            Output::Applied { sent_us, .. } => self.lag.record(now_us().saturating_sub(sent_us)),
         }
         Ok(())
     }
 
-    fn on_event(&mut self, event: Event) -> anyhow::Result<()> {
+    /// Turns a transport event into a core input (or handles it here).
+    fn on_event(&mut self, event: Event) -> Option<Input> {
         let input = match event {
             Event::Listening { addr } => {
                 info!(%addr, "listening");
                 self.listen = Some(addr);
-                return Ok(());
+                return None;
             }
             Event::Connected { peer, addr } => {
                 info!(peer = %peer, %addr, "peer connected");
@@ -211,7 +279,7 @@ impl Node {
                     request: token,
                     data,
                 },
-                None => return Ok(()),
+                None => return None,
             },
             Event::RequestFailed {
                 peer,
@@ -224,15 +292,15 @@ impl Node {
                         peer,
                         request: token,
                     },
-                    None => return Ok(()),
+                    None => return None,
                 }
             }
             Event::Refused { peer, reason } => {
                 warn!(peer = ?peer.map(|p| p.to_string()), reason, "connection refused");
-                return Ok(());
+                return None;
             }
         };
-        self.feed(input)
+        Some(input)
     }
 
     /// Runs a forwarded command line on the live node.
@@ -274,7 +342,11 @@ impl Backend for DaemonBackend<'_> {
     fn commit(&mut self, ops: Vec<Op>) -> anyhow::Result<Vec<RowChange>> {
         self.node.next_token += 1;
         let token = self.node.next_token;
-        self.node.feed(Input::Commit { ops, token })?;
+        self.node.feed(Input::Commit {
+            ops,
+            token,
+            at_us: now_us(),
+        })?;
         match self.node.committed.take() {
             Some((t, result)) if t == token => Ok(result?),
             _ => bail!("the core did not answer the commit"),
@@ -294,6 +366,7 @@ impl Backend for DaemonBackend<'_> {
             "peers": peers,
             "core": node.core.counters(),
             "transport": m,
+            "lag": node.lag.summary(),
             "pending_evicted": node.gossip.evicted + node.channels.evicted + node.requests.evicted,
         }))
     }
@@ -312,7 +385,12 @@ impl Backend for DaemonBackend<'_> {
 
     #[cfg(feature = "fault-injection")]
     fn set_blocked(&mut self, peers: BTreeSet<WriterId>) -> anyhow::Result<()> {
+        let heal = peers.is_empty();
         self.node.handle.set_blocked(peers)?;
+        if heal {
+            self.node.core.redial_now(now_ms() as u64);
+            self.node.feed(Input::Tick)?;
+        }
         Ok(())
     }
 }
@@ -360,6 +438,7 @@ async fn serve(data: PathBuf, listen: SocketAddr, dial: Vec<SocketAddr>) -> anyh
         next_id: 0,
         next_token: 0,
         committed: None,
+        lag: Lag::default(),
     };
     for addr in dial {
         let _ = node.handle.dial(addr);
@@ -385,10 +464,20 @@ async fn serve(data: PathBuf, listen: SocketAddr, dial: Vec<SocketAddr>) -> anyh
                 let answer = node.control(args);
                 let _ = reply.send(answer);
             }
-            event = events.recv() => match event {
-                Some(event) => if let Err(e) = node.on_event(event) { break Err(e) },
-                None => break Err(anyhow::anyhow!("the mesh transport stopped")),
-            },
+            event = events.recv() => {
+                let Some(event) = event else {
+                    break Err(anyhow::anyhow!("the mesh transport stopped"));
+                };
+                // Take whatever else is ready too: one durable commit for the whole batch.
+                let mut inputs: Vec<Input> = node.on_event(event).into_iter().collect();
+                while inputs.len() < EVENT_BATCH {
+                    let Ok(event) = events.try_recv() else { break };
+                    inputs.extend(node.on_event(event));
+                }
+                if let Err(e) = node.feed_batch(inputs) {
+                    break Err(e);
+                }
+            }
             _ = tick.tick() => if let Err(e) = node.feed(Input::Tick) { break Err(e) },
         }
     };

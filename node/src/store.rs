@@ -367,8 +367,13 @@ impl Store {
 
     /// Makes a replica's effects durable in one transaction: segment data, then the views.
     pub fn persist(&self, effects: &Effects) -> Result<(), StoreError> {
+        self.persist_all(std::slice::from_ref(effects))
+    }
+
+    /// Makes several effects durable, in order, in one transaction (group commit).
+    pub fn persist_all(&self, all: &[Effects]) -> Result<(), StoreError> {
         let tx = self.db.begin_write()?;
-        {
+        for effects in all {
             let mut heads = tx.open_table(HEADS)?;
             let mut snapshots = tx.open_table(SNAPSHOTS)?;
             let mut changes = tx.open_table(CHANGES)?;

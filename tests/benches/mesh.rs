@@ -1,0 +1,222 @@
+//! The mesh under load: 7 real `meshward run` processes on 127.0.0.1 (release build).
+//!
+//! - **latency**: one node appends at a fixed rate (100, then 1 000 events/s, one event per
+//!   commit); every other node records the lag from the commit on the origin until the event is
+//!   durable in its own store (`status` → `mesh.lag`); p50 and p99 over all six receivers.
+//! - **throughput**: every node appends 500-event commits as fast as it accepts them for a
+//!   while; events/s = all events / time until every node holds all of them.
+//! - **heal**: the mesh is cut 4|3 (fault hooks), each side writes 1 000 events/s for the
+//!   partition time, the cut is lifted, and we time until all 7 nodes hold identical tables.
+//!
+//! `cargo bench -p meshward-tests --bench mesh`
+//! (`MESHWARD_BENCH_SECS` load seconds, default 10; `MESHWARD_BENCH_PARTITION_SECS`, default 60)
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use meshward_node::control::forward;
+use meshward_tests::{Daemon, cli, cluster, wait_for};
+
+const NODES: usize = 7;
+
+fn secs(var: &str, default: u64) -> u64 {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn start(root: &Path) -> (Vec<Daemon>, Vec<String>) {
+    let nodes = cluster(root, NODES).expect("cluster");
+    let mut daemons: Vec<Daemon> = Vec::new();
+    for (data, _) in &nodes {
+        let peers: Vec<_> = daemons
+            .iter()
+            .map(|d| d.listen_addr().unwrap().unwrap())
+            .collect();
+        daemons.push(Daemon::start(data, &peers).expect("daemon"));
+    }
+    // Wait until the mesh is complete: every node sees the six others.
+    wait_for(Duration::from_secs(60), || {
+        Ok(daemons.iter().all(|d| {
+            d.status()
+                .ok()
+                .and_then(|s| s["mesh"]["transport"]["connected_peers"].as_u64())
+                == Some(NODES as u64 - 1)
+        }))
+    })
+    .expect("full mesh");
+    (daemons, nodes.into_iter().map(|(_, w)| w).collect())
+}
+
+fn append(data: &Path, count: u32) {
+    let reply = forward(
+        data,
+        [
+            "event",
+            "append",
+            "--kind",
+            "login",
+            "--user",
+            "bench",
+            "--target",
+            "db",
+            "--count",
+            &count.to_string(),
+        ]
+        .map(String::from)
+        .to_vec(),
+    )
+    .expect("control")
+    .expect("daemon answers");
+    assert!(reply.error.is_none(), "{:?}", reply.error);
+}
+
+/// Appends `rate` events/s (in commits of `per_commit`) for `seconds`, paced.
+fn paced(data: &Path, rate: u64, per_commit: u32, seconds: u64) -> u64 {
+    let commits = rate * seconds / per_commit as u64;
+    let interval = Duration::from_secs_f64(per_commit as f64 / rate as f64);
+    let start = Instant::now();
+    for i in 0..commits {
+        let due = start + interval * i as u32;
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        append(data, per_commit);
+    }
+    commits * per_commit as u64
+}
+
+fn changes(d: &Daemon) -> (u64, String) {
+    let s = d.status().expect("status");
+    (
+        s["rows"]["events"].as_u64().unwrap_or(0),
+        s["digest"].as_str().unwrap_or("").to_string(),
+    )
+}
+
+fn converge(daemons: &[Daemon], events: u64, limit: Duration) -> Duration {
+    let start = Instant::now();
+    wait_for(limit, || {
+        let states: Vec<_> = daemons.iter().map(changes).collect();
+        Ok(states.iter().all(|s| s.0 == events && s.1 == states[0].1))
+    })
+    .expect("converged");
+    start.elapsed()
+}
+
+fn latency(rate: u64, seconds: u64) {
+    let root = tempfile::tempdir().unwrap();
+    let (daemons, _) = start(root.path());
+    let written = paced(&daemons[0].data, rate, 1, seconds);
+    converge(&daemons, written, Duration::from_secs(120));
+    let (mut p50, mut p99, mut max) = (Vec::new(), Vec::new(), 0u64);
+    for d in &daemons[1..] {
+        let lag = &d.status().unwrap()["mesh"]["lag"];
+        p50.push(lag["p50_us"].as_u64().unwrap_or(0));
+        p99.push(lag["p99_us"].as_u64().unwrap_or(0));
+        max = max.max(lag["max_us"].as_u64().unwrap_or(0));
+    }
+    p50.sort_unstable();
+    p99.sort_unstable();
+    println!(
+        "latency at {rate} events/s for {seconds} s ({written} events, one per commit): \
+         p50 {:.2} ms (receivers {:.2}..{:.2}), p99 {:.2} ms (receivers {:.2}..{:.2}), max {:.2} ms",
+        p50[p50.len() / 2] as f64 / 1e3,
+        p50[0] as f64 / 1e3,
+        p50[p50.len() - 1] as f64 / 1e3,
+        p99[p99.len() / 2] as f64 / 1e3,
+        p99[0] as f64 / 1e3,
+        p99[p99.len() - 1] as f64 / 1e3,
+        max as f64 / 1e3,
+    );
+}
+
+fn throughput(seconds: u64) {
+    let root = tempfile::tempdir().unwrap();
+    let (daemons, _) = start(root.path());
+    let start = Instant::now();
+    let written: u64 = std::thread::scope(|s| {
+        let handles: Vec<_> = daemons
+            .iter()
+            .map(|d| {
+                s.spawn(move || {
+                    let mut n = 0;
+                    while start.elapsed() < Duration::from_secs(seconds) {
+                        append(&d.data, 500);
+                        n += 500;
+                    }
+                    n
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).sum()
+    });
+    converge(&daemons, written, Duration::from_secs(300));
+    let total = start.elapsed();
+    println!(
+        "throughput: {written} events from 7 writers, all 7 nodes converged after {:.1} s: {:.0} events/s",
+        total.as_secs_f64(),
+        written as f64 / total.as_secs_f64()
+    );
+}
+
+fn heal(seconds: u64) {
+    let root = tempfile::tempdir().unwrap();
+    let (daemons, writers) = start(root.path());
+    let (left, right) = (0..4, 4..NODES);
+    for (i, d) in daemons.iter().enumerate() {
+        let other = if left.contains(&i) {
+            &writers[right.clone()]
+        } else {
+            &writers[left.clone()]
+        };
+        let mut args = vec!["fault", "block"];
+        for w in other {
+            args.extend(["--peer", w.as_str()]);
+        }
+        cli(&d.data, &args).unwrap();
+    }
+    let written: u64 = std::thread::scope(|s| {
+        let a = s.spawn(|| paced(&daemons[0].data, 1000, 10, seconds));
+        let b = s.spawn(|| paced(&daemons[4].data, 1000, 10, seconds));
+        a.join().unwrap() + b.join().unwrap()
+    });
+    let before: u64 = daemons
+        .iter()
+        .map(|d| {
+            d.status().unwrap()["mesh"]["transport"]["responses_received"]
+                .as_u64()
+                .unwrap_or(0)
+        })
+        .sum();
+    for d in &daemons {
+        cli(&d.data, &["fault", "heal"]).unwrap();
+    }
+    let took = converge(&daemons, written, Duration::from_secs(300));
+    let after: u64 = daemons
+        .iter()
+        .map(|d| {
+            d.status().unwrap()["mesh"]["transport"]["responses_received"]
+                .as_u64()
+                .unwrap_or(0)
+        })
+        .sum();
+    println!(
+        "heal after a {seconds} s 4|3 partition with 1000 events/s per side ({written} events): \
+         all 7 identical {:.2} s after the cut was lifted ({} sync answers)",
+        took.as_secs_f64(),
+        after - before
+    );
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list" || a == "--test") {
+        return;
+    }
+    let load = secs("MESHWARD_BENCH_SECS", 10);
+    latency(100, load);
+    latency(1000, load);
+    throughput(load);
+    heal(secs("MESHWARD_BENCH_PARTITION_SECS", 60));
+}
