@@ -11,6 +11,8 @@
 //! `cargo bench -p meshward-tests --bench mesh`
 //! (`MESHWARD_BENCH_SECS` load seconds, default 10; `MESHWARD_BENCH_PARTITION_SECS`, default 60)
 
+#![allow(clippy::unwrap_used)] // a benchmark run aborts loudly on any failure
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
