@@ -111,6 +111,13 @@ pub enum FaultCmd {
     },
     /// Restore every link.
     Heal,
+    /// Misbehave towards every peer, to show they refuse and count it: `garbage` publishes
+    /// and requests junk bytes; `foreign` publishes another writer's rows re-signed as ours.
+    Misbehave {
+        /// garbage or foreign.
+        #[arg(long, value_parser = ["garbage", "foreign"])]
+        kind: String,
+    },
 }
 
 /// Where commands run: on the store directly, or inside a running daemon.
@@ -132,6 +139,10 @@ pub trait Backend {
         let store = self.store()?;
         let replica = store.load_replica(&store.identity()?, ReplicaConfig::default())?;
         Ok((replica.stats(), replica.digest()))
+    }
+    /// Sends crafted bad data to every peer (fault hook); returns how many messages.
+    fn misbehave(&mut self, _kind: &str) -> anyhow::Result<u64> {
+        bail!("fault hooks need a running daemon built with the `fault-injection` feature")
     }
     /// Cuts links to `peers` (empty: heal), when a daemon with fault hooks runs.
     fn set_blocked(&mut self, _peers: BTreeSet<WriterId>) -> anyhow::Result<()> {
@@ -660,6 +671,12 @@ pub fn run(cli: Cli, backend: &mut dyn Backend, out: &mut dyn Write) -> anyhow::
                     "sealed_bytes": stats.sealed_bytes,
                     "digest": hex::encode(digest.fingerprint()),
                     "changes": digest.segments.iter().map(|s| s.seq).sum::<u64>(),
+                    "tables": TableId::ALL.iter().map(|t| (t.as_str().to_string(), json!({
+                        "rows": stats.rows.get(t).copied().unwrap_or(0),
+                        "changes": digest.changes(*t),
+                        "writers": digest.segments.iter().filter(|s| s.key.table == *t)
+                            .map(|s| s.key.writer).collect::<BTreeSet<_>>().len(),
+                    }))).collect::<serde_json::Map<_, _>>(),
                     "audit_records": audit.map_or(0, |h| h.seq),
                     "mesh": mesh,
                 }),
@@ -704,6 +721,15 @@ pub fn run(cli: Cli, backend: &mut dyn Backend, out: &mut dyn Write) -> anyhow::
             let n = peers.len();
             backend.set_blocked(peers)?;
             emit(g, out, json!({"blocked": n}), &format!("blocked {n} peers"))?;
+        }
+        Command::Fault(FaultCmd::Misbehave { kind }) => {
+            let sent = backend.misbehave(&kind)?;
+            emit(
+                g,
+                out,
+                json!({"sent": sent}),
+                &format!("sent {sent} bad messages"),
+            )?;
         }
         Command::Fault(FaultCmd::Heal) => {
             backend.set_blocked(BTreeSet::new())?;

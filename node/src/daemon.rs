@@ -384,6 +384,70 @@ impl Backend for DaemonBackend<'_> {
     }
 
     #[cfg(feature = "fault-injection")]
+    fn misbehave(&mut self, kind: &str) -> anyhow::Result<u64> {
+        use meshward_crdt::{Digest, Head, SegmentKey, SyncItem, SyncMessage, TableId};
+
+        use crate::core::Gossip;
+        let node = &mut *self.node;
+        let peers: Vec<WriterId> = node
+            .core
+            .peers()
+            .filter(|(_, p)| p.connected)
+            .map(|(id, _)| *id)
+            .collect();
+        let mut sent = 0;
+        match kind {
+            "garbage" => {
+                node.handle.publish(vec![0xab; 1000])?;
+                sent += 1;
+                for peer in peers {
+                    node.handle.request(peer, vec![0xcd; 500])?;
+                    sent += 1;
+                }
+            }
+            _ => {
+                // Another writer's event segment, re-signed as if we had written it: the
+                // signature is valid, the authorship is not.
+                let identity = node.store.identity()?;
+                let me = identity.writer();
+                let (items, _) = node
+                    .core
+                    .replica()
+                    .missing_for(&Digest::default(), usize::MAX)?;
+                let Some(SyncItem::Snapshot { head, doc }) = items.into_iter().find(|i| {
+                    let k = i.head().head.key;
+                    k.writer != me && k.table == TableId::Events
+                }) else {
+                    bail!("no events of another writer to misuse yet");
+                };
+                let forged = Head {
+                    key: SegmentKey {
+                        writer: me,
+                        segment: 9_999,
+                        ..head.head.key
+                    },
+                    ..head.head
+                }
+                .sign(&identity.key);
+                let message = SyncMessage {
+                    items: vec![SyncItem::Snapshot { head: forged, doc }],
+                }
+                .encode();
+                node.handle.publish(
+                    Gossip::Push {
+                        origin: me,
+                        sent_us: 0,
+                        message,
+                    }
+                    .encode(),
+                )?;
+                sent += 1;
+            }
+        }
+        Ok(sent)
+    }
+
+    #[cfg(feature = "fault-injection")]
     fn set_blocked(&mut self, peers: BTreeSet<WriterId>) -> anyhow::Result<()> {
         let heal = peers.is_empty();
         self.node.handle.set_blocked(peers)?;

@@ -189,3 +189,44 @@ fn a_peer_outside_the_roster_is_refused_and_the_node_keeps_serving() {
         "no table data reached the outsider"
     );
 }
+
+#[test]
+fn garbage_and_rows_of_another_writer_are_refused_and_counted_and_the_peers_keep_serving() {
+    let _serial = serial();
+    let root = tempfile::tempdir().unwrap();
+    let nodes = cluster(root.path(), 3).unwrap();
+    let daemons = start(&nodes);
+    for (i, d) in daemons.iter().enumerate() {
+        append(&d.data, &format!("user{i}"), 2);
+    }
+    wait_for(CONVERGE, || all_converged(&daemons, 6)).unwrap();
+    cli(
+        &daemons[0].data,
+        &["fault", "misbehave", "--kind", "garbage"],
+    )
+    .unwrap();
+    cli(
+        &daemons[0].data,
+        &["fault", "misbehave", "--kind", "foreign"],
+    )
+    .unwrap();
+    let core = |d: &Daemon, field: &str| -> anyhow::Result<u64> {
+        Ok(d.status()?["mesh"]["core"][field].as_u64().unwrap_or(0))
+    };
+    wait_for(CONVERGE, || {
+        Ok(daemons[1..].iter().all(|d| {
+            core(d, "malformed").unwrap_or(0) >= 2 && core(d, "pushes_rejected").unwrap_or(0) >= 1
+        }))
+    })
+    .expect("both peers refused and counted the garbage and the foreign rows");
+    // They keep serving, and hold no row under the misbehaving node's name that it did not write.
+    append(&daemons[1].data, "after", 3);
+    wait_for(CONVERGE, || all_converged(&daemons, 9)).expect("the mesh keeps converging");
+    for d in &daemons[1..] {
+        assert_eq!(
+            d.status().unwrap()["segments"].as_u64(),
+            Some(3),
+            "no forged segment stored"
+        );
+    }
+}
