@@ -288,6 +288,9 @@ pub struct CoreCounters {
     pub malformed: u64,
     /// Changes held that pushes or syncs brought.
     pub items_applied: u64,
+    /// Payload bytes received: gossip messages and sync answers (without QUIC and gossipsub
+    /// framing).
+    pub bytes_received: u64,
 }
 
 /// The node core.
@@ -517,6 +520,7 @@ impl Core {
 
     fn gossip(&mut self, now: Millis, source: WriterId, id: u64, data: Vec<u8>) {
         self.seen(now, source);
+        self.counters.bytes_received += data.len() as u64;
         let Some(gossip) = Gossip::decode(&data) else {
             self.counters.malformed += 1;
             debug!(peer = %source, "malformed gossip");
@@ -646,6 +650,7 @@ impl Core {
 
     fn answer(&mut self, now: Millis, peer: WriterId, request: u64, data: &[u8]) {
         self.seen(now, peer);
+        self.counters.bytes_received += data.len() as u64;
         let current = self
             .peers
             .get(&peer)

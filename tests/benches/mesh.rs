@@ -9,7 +9,8 @@
 //!   partition time, the cut is lifted, and we time until all 7 nodes hold identical tables.
 //!
 //! `cargo bench -p meshward-tests --bench mesh`
-//! (`MESHWARD_BENCH_SECS` load seconds, default 10; `MESHWARD_BENCH_PARTITION_SECS`, default 60)
+//! (`MESHWARD_BENCH_SECS` load seconds, default 10; `MESHWARD_BENCH_PARTITION_SECS`, default 60;
+//! `MESHWARD_BENCH_ONLY=latency|throughput|heal` runs one phase)
 
 #![allow(clippy::unwrap_used)] // a benchmark run aborts loudly on any failure
 
@@ -184,31 +185,51 @@ fn heal(seconds: u64) {
         let b = s.spawn(|| paced(&daemons[4].data, 1000, 10, seconds));
         a.join().unwrap() + b.join().unwrap()
     });
-    let before: u64 = daemons
-        .iter()
-        .map(|d| {
-            d.status().unwrap()["mesh"]["transport"]["responses_received"]
-                .as_u64()
-                .unwrap_or(0)
-        })
-        .sum();
+    let received = |d: &Daemon| {
+        d.status().unwrap()["mesh"]["core"]["bytes_received"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let before: u64 = daemons.iter().map(received).sum();
     for d in &daemons {
         cli(&d.data, &["fault", "heal"]).unwrap();
     }
     let took = converge(&daemons, written, Duration::from_secs(300));
-    let after: u64 = daemons
-        .iter()
-        .map(|d| {
-            d.status().unwrap()["mesh"]["transport"]["responses_received"]
-                .as_u64()
-                .unwrap_or(0)
-        })
-        .sum();
+    let wire = daemons.iter().map(received).sum::<u64>() - before;
+    // What each node lacked: the other side's rows, encoded as stored and zstd-compressed.
+    let side = |w: &str| -> usize {
+        let out = cli(
+            &daemons[0].data,
+            &["event", "list", "--json", "--writer", w],
+        )
+        .unwrap();
+        let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let encoded: Vec<u8> = rows
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|r| {
+                meshward_crdt::Row::Event(meshward_crdt::Event {
+                    at_ms: r["at_ms"].as_i64().unwrap(),
+                    kind: r["kind"].as_str().unwrap().parse().unwrap(),
+                    user: r["user"].as_str().unwrap().into(),
+                    target: r["target"].as_str().unwrap().into(),
+                    detail: r["detail"].as_str().unwrap().into(),
+                })
+                .encode()
+            })
+            .collect();
+        zstd::bulk::compress(&encoded, 3).unwrap().len()
+    };
+    let (za, zb) = (side(&writers[0]), side(&writers[4]));
+    let reference = 3 * za + 4 * zb; // the 3 right-side nodes lacked A's rows, the 4 left ones B's
     println!(
         "heal after a {seconds} s 4|3 partition with 1000 events/s per side ({written} events): \
-         all 7 identical {:.2} s after the cut was lifted ({} sync answers)",
+         all 7 identical {:.2} s after the cut was lifted; {wire} payload bytes received by the 7 \
+         nodes during the heal vs {reference} bytes of the missing rows zstd-compressed per node: \
+         {:.2}x",
         took.as_secs_f64(),
-        after - before
+        wire as f64 / reference as f64
     );
 }
 
@@ -217,8 +238,16 @@ fn main() {
         return;
     }
     let load = secs("MESHWARD_BENCH_SECS", 10);
-    latency(100, load);
-    latency(1000, load);
-    throughput(load);
-    heal(secs("MESHWARD_BENCH_PARTITION_SECS", 60));
+    let only = std::env::var("MESHWARD_BENCH_ONLY").ok();
+    let run = |phase: &str| only.as_deref().is_none_or(|o| o == phase);
+    if run("latency") {
+        latency(100, load);
+        latency(1000, load);
+    }
+    if run("throughput") {
+        throughput(load);
+    }
+    if run("heal") {
+        heal(secs("MESHWARD_BENCH_PARTITION_SECS", 60));
+    }
 }
