@@ -452,13 +452,7 @@ impl Core {
             return;
         }
         self.next_sync_at = now + self.config.sync_interval.as_millis() as u64;
-        let digest = self.replica.digest();
-        let advert = Gossip::Advert {
-            origin: self.me(),
-            fingerprint: digest.fingerprint(),
-            changes: total_changes(&digest),
-        };
-        self.outbox.push(Output::Publish(advert.encode()));
+        self.advertise();
         let connected: Vec<WriterId> = self
             .peers
             .iter()
@@ -508,14 +502,19 @@ impl Core {
         if push.len() <= self.config.max_gossip_bytes {
             self.outbox.push(Output::Publish(push));
         } else {
-            let digest = self.replica.digest();
-            let advert = Gossip::Advert {
-                origin: self.me(),
-                fingerprint: digest.fingerprint(),
-                changes: total_changes(&digest),
-            };
-            self.outbox.push(Output::Publish(advert.encode()));
+            self.advertise();
         }
+    }
+
+    /// Publishes a summary of what we hold; peers whose digest differs sync with us.
+    fn advertise(&mut self) {
+        let digest = self.replica.digest();
+        let advert = Gossip::Advert {
+            origin: self.me(),
+            fingerprint: digest.fingerprint(),
+            changes: total_changes(&digest),
+        };
+        self.outbox.push(Output::Publish(advert.encode()));
     }
 
     fn gossip(&mut self, now: Millis, source: WriterId, id: u64, data: Vec<u8>) {
