@@ -20,7 +20,8 @@
 //!   new connection, when a peer's advertised digest fingerprint differs from ours, when a
 //!   request shows the requester holds something we lack, and every `sync_interval` with one
 //!   random peer. This is what merges two sides of a partition and catches up a restarted
-//!   node.
+//!   node. One request is in flight at a time; the next carries the digest the previous answer
+//!   updated, so a node that reconnects to several peers holding the same data fetches it once.
 //! - **Redial.** A roster peer that disconnects is redialled with exponential backoff.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -263,8 +264,6 @@ struct Peer {
     status: PeerStatus,
     fingerprint: Option<[u8; 32]>,
     digest: Option<Digest>,
-    in_flight: Option<(u64, Millis)>,
-    again: bool,
     backoff: Option<Duration>,
     redial_at: Option<Millis>,
 }
@@ -303,6 +302,10 @@ pub struct Core {
     rng: ChaCha8Rng,
     next_request: u64,
     next_sync_at: Millis,
+    /// The one sync request in flight: peer, token, when sent.
+    syncing: Option<(WriterId, u64, Millis)>,
+    /// Peers to sync with next, in order.
+    wanted: BTreeSet<WriterId>,
     counters: CoreCounters,
     outbox: Vec<Output>,
 }
@@ -325,6 +328,8 @@ impl Core {
             rng: ChaCha8Rng::seed_from_u64(seed),
             next_request: 1,
             next_sync_at: now,
+            syncing: None,
+            wanted: BTreeSet::new(),
             counters: CoreCounters::default(),
             outbox: Vec::new(),
         };
@@ -401,12 +406,16 @@ impl Core {
                 let in_roster = self.roster.contains(&peer);
                 if let Some(p) = self.peers.get_mut(&peer) {
                     p.status.connected = false;
-                    p.in_flight = None;
                     if in_roster && p.status.addr.is_some() {
                         let backoff = p.backoff.map_or(redial_min, |b| (b * 2).min(redial_max));
                         p.backoff = Some(backoff);
                         p.redial_at = Some(now + backoff.as_millis() as u64);
                     }
+                }
+                self.wanted.remove(&peer);
+                if self.syncing.is_some_and(|(p, _, _)| p == peer) {
+                    self.syncing = None;
+                    self.next_sync(now);
                 }
             }
             Input::Gossip { source, id, data } => self.gossip(now, source, id, data),
@@ -421,10 +430,12 @@ impl Core {
                 data,
             } => self.answer(now, peer, request, &data),
             Input::SyncFailed { peer, request } => {
-                if let Some(p) = self.peers.get_mut(&peer)
-                    && p.in_flight.is_some_and(|(r, _)| r == request)
+                if self
+                    .syncing
+                    .is_some_and(|(p, r, _)| p == peer && r == request)
                 {
-                    p.in_flight = None;
+                    self.syncing = None;
+                    self.next_sync(now);
                 }
             }
         }
@@ -442,11 +453,13 @@ impl Core {
                 p.backoff = Some(next);
                 p.redial_at = Some(now + next.as_millis() as u64);
             }
-            if p.in_flight
-                .is_some_and(|(_, at)| now >= at + self.config.sync_timeout.as_millis() as u64)
-            {
-                p.in_flight = None;
-            }
+        }
+        if self
+            .syncing
+            .is_some_and(|(_, _, at)| now >= at + self.config.sync_timeout.as_millis() as u64)
+        {
+            self.syncing = None;
+            self.next_sync(now);
         }
         if now < self.next_sync_at {
             return;
@@ -651,58 +664,62 @@ impl Core {
         self.seen(now, peer);
         self.counters.bytes_received += data.len() as u64;
         let current = self
-            .peers
-            .get(&peer)
-            .and_then(|p| p.in_flight)
-            .is_some_and(|(r, _)| r == request);
-        if let Some(p) = self.peers.get_mut(&peer)
-            && current
-        {
-            p.in_flight = None;
+            .syncing
+            .is_some_and(|(p, r, _)| p == peer && r == request);
+        if current {
+            self.syncing = None;
         }
-        let Some(answer) = SyncAnswer::decode(data) else {
-            self.counters.malformed += 1;
-            return;
-        };
-        let Ok(msg) = SyncMessage::decode(&answer.message) else {
-            self.counters.malformed += 1;
-            return;
-        };
-        match self.apply_items(msg.items, peer) {
-            Verdict::Reject => self.counters.sync_rejected += 1,
-            _ => self.counters.sync_rounds += 1,
+        let decoded = SyncAnswer::decode(data)
+            .and_then(|a| SyncMessage::decode(&a.message).ok().map(|m| (a.more, m)));
+        match decoded {
+            None => self.counters.malformed += 1,
+            Some((more, msg)) => {
+                match self.apply_items(msg.items, peer) {
+                    Verdict::Reject => self.counters.sync_rejected += 1,
+                    _ => self.counters.sync_rounds += 1,
+                }
+                if more {
+                    self.wanted.insert(peer);
+                }
+            }
         }
-        let again = self
-            .peers
-            .get_mut(&peer)
-            .is_some_and(|p| std::mem::take(&mut p.again));
-        if answer.more || again {
-            self.request_sync(now, peer);
+        if current {
+            self.next_sync(now);
         }
     }
 
-    /// Asks `peer` for what we lack, unless a request to it is already in flight (then one
-    /// more round is queued for when it answers).
+    /// Asks `peer` for what we lack. One request is in flight at a time: others wait in
+    /// `wanted` and go out one by one, each carrying the digest the previous answers updated,
+    /// so peers holding the same data are not all asked for it at once (on a reconnection, or
+    /// when several adverts differ).
     fn request_sync(&mut self, now: Millis, peer: WriterId) {
-        if peer == self.me() {
+        if peer == self.me() || !self.peers.get(&peer).is_some_and(|p| p.status.connected) {
             return;
         }
-        let p = self.peers.entry(peer).or_default();
-        if !p.status.connected {
-            return;
+        self.wanted.insert(peer);
+        if self.syncing.is_none() {
+            self.next_sync(now);
         }
-        if p.in_flight.is_some() {
-            p.again = true;
-            return;
+    }
+
+    /// Sends the next wanted sync request, if none is in flight.
+    fn next_sync(&mut self, now: Millis) {
+        while self.syncing.is_none() {
+            let Some(peer) = self.wanted.pop_first() else {
+                return;
+            };
+            if !self.peers.get(&peer).is_some_and(|p| p.status.connected) {
+                continue;
+            }
+            let request = self.next_request;
+            self.next_request += 1;
+            self.syncing = Some((peer, request, now));
+            self.outbox.push(Output::Request {
+                peer,
+                request,
+                data: self.replica.digest().encode(),
+            });
         }
-        let request = self.next_request;
-        self.next_request += 1;
-        p.in_flight = Some((request, now));
-        self.outbox.push(Output::Request {
-            peer,
-            request,
-            data: self.replica.digest().encode(),
-        });
     }
 
     fn sync_target(&self, origin: WriterId, source: WriterId) -> WriterId {
@@ -1067,6 +1084,79 @@ mod tests {
             },
         );
         assert!(converged(&net));
+    }
+
+    #[test]
+    fn a_node_reconnecting_to_many_peers_fetches_what_they_share_once() {
+        let mut net = Net::new(4);
+        let lagging = net.cores[0].me();
+        for i in 1..4 {
+            net.input(i, Input::Disconnected { peer: lagging });
+        }
+        for i in 0..4 {
+            let peer = net.cores[i].me();
+            if i != 0 {
+                net.input(0, Input::Disconnected { peer });
+            }
+        }
+        for i in 1..4 {
+            net.input(
+                i,
+                Input::Commit {
+                    ops: events(50, i as u64),
+                    token: 0,
+                    at_us: 0,
+                },
+            );
+        }
+        // Node 0 comes back to all three at once: one request goes out, not three.
+        for i in 1..4 {
+            let peer = net.cores[i].me();
+            net.cores[0].handle(
+                net.now,
+                Input::Connected {
+                    peer,
+                    addr: addr(i),
+                },
+            );
+        }
+        let outs = net.cores[0].drain();
+        let requests = outs
+            .iter()
+            .filter(|o| matches!(o, Output::Request { .. }))
+            .count();
+        assert_eq!(requests, 1);
+        for out in outs {
+            net.route(0, out);
+        }
+        for i in 1..4 {
+            let peer = net.cores[0].me();
+            net.queue.push_back((
+                i,
+                Input::Connected {
+                    peer,
+                    addr: addr(0),
+                },
+            ));
+        }
+        net.run();
+        assert!(converged(&net));
+        // What node 0 received is about one full answer (plus small empty ones), not three.
+        let (items, _) = net.cores[1]
+            .replica()
+            .missing_for(&Digest::default(), usize::MAX)
+            .unwrap();
+        let full = SyncAnswer {
+            more: false,
+            message: SyncMessage { items }.encode(),
+        }
+        .encode()
+        .len();
+        let received = net.cores[0].counters().bytes_received;
+        assert!(
+            received < full as u64 * 3 / 2,
+            "received {received} B; one full answer is {full} B"
+        );
     }
 
     #[test]
