@@ -52,26 +52,30 @@ fn start(root: &Path) -> (Vec<Daemon>, Vec<String>) {
     (daemons, nodes.into_iter().map(|(_, w)| w).collect())
 }
 
-fn append(data: &Path, count: u32) {
-    let reply = forward(
-        data,
-        [
-            "event",
-            "append",
-            "--kind",
-            "login",
-            "--user",
-            "bench",
-            "--target",
-            "db",
-            "--count",
-            &count.to_string(),
-        ]
-        .map(String::from)
-        .to_vec(),
-    )
-    .expect("control")
-    .expect("daemon answers");
+/// Appends `count` events in one commit; `seq` varies user, host and detail like real PAM
+/// traffic (200 users, 1 500 hosts), so rows compress like production rows, not like copies.
+fn append(data: &Path, count: u32, seq: u64) {
+    let args = [
+        "event".to_string(),
+        "append".into(),
+        "--kind".into(),
+        "session-start".into(),
+        "--user".into(),
+        format!("user{:03}", seq % 200),
+        "--target".into(),
+        format!("srv-{:04}.corp.example", seq % 1500),
+        "--detail".into(),
+        format!(
+            "session {seq} from 10.1.{}.{}",
+            (seq / 256) % 256,
+            seq % 256
+        ),
+        "--count".into(),
+        count.to_string(),
+    ];
+    let reply = forward(data, args.to_vec())
+        .expect("control")
+        .expect("daemon answers");
     assert!(reply.error.is_none(), "{:?}", reply.error);
 }
 
@@ -85,7 +89,7 @@ fn paced(data: &Path, rate: u64, per_commit: u32, seconds: u64) -> u64 {
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
         }
-        append(data, per_commit);
+        append(data, per_commit, i);
     }
     commits * per_commit as u64
 }
@@ -146,7 +150,7 @@ fn throughput(seconds: u64) {
                 s.spawn(move || {
                     let mut n = 0;
                     while start.elapsed() < Duration::from_secs(seconds) {
-                        append(&d.data, 500);
+                        append(&d.data, 500, n);
                         n += 500;
                     }
                     n
