@@ -406,11 +406,6 @@ impl Replica {
         Ok(out)
     }
 
-    /// The signed heads of every segment held.
-    pub fn heads(&self) -> impl Iterator<Item = &SignedHead> {
-        self.segments.values().map(|s| &s.head)
-    }
-
     /// Counts for status and benchmarks.
     pub fn stats(&self) -> Stats {
         let mut stats = Stats::default();

@@ -195,7 +195,12 @@ impl Node {
             }
             Output::Validate { id, verdict } => {
                 if let Some(message) = self.gossip.remove(&id) {
-                    let _ = self.handle.report(message, verdict == Verdict::Accept);
+                    let verdict = match verdict {
+                        Verdict::Accept => meshward_transport::Verdict::Accept,
+                        Verdict::Ignore => meshward_transport::Verdict::Ignore,
+                        Verdict::Reject => meshward_transport::Verdict::Reject,
+                    };
+                    let _ = self.handle.report(message, verdict);
                 }
             }
             Output::Request {

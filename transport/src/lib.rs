@@ -223,6 +223,18 @@ pub enum CommandError {
 #[derive(Debug)]
 pub struct Transport;
 
+/// The node's verdict on a received gossip message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Valid and applied: forward it.
+    Accept,
+    /// Not applicable here (for example it does not continue what we hold): drop it without
+    /// blaming the sender.
+    Ignore,
+    /// Invalid: drop it; the sender misbehaved.
+    Reject,
+}
+
 /// The node's handle on a running transport. Cheap to clone; every call is non-blocking.
 /// The swarm task stops when every handle is dropped or the event receiver is dropped.
 #[derive(Clone, Debug)]
@@ -281,8 +293,8 @@ impl Handle {
 
     /// The node's verdict on a received gossip message: only accepted messages are forwarded.
     /// Report each message once; a late verdict is counted in [`Metrics::reports_expired`].
-    pub fn report(&self, id: MessageId, accept: bool) -> Result<(), CommandError> {
-        self.send(Command::Report { id, accept })
+    pub fn report(&self, id: MessageId, verdict: Verdict) -> Result<(), CommandError> {
+        self.send(Command::Report { id, verdict })
     }
 
     /// Sends a sync request to a connected `peer`. The answer is [`Event::Response`] or

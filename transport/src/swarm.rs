@@ -44,7 +44,7 @@ pub(crate) enum Command {
     Publish(Vec<u8>),
     Report {
         id: MessageId,
-        accept: bool,
+        verdict: crate::Verdict,
     },
     Request {
         peer: WriterId,
@@ -284,14 +284,14 @@ impl Task {
                 }
             }
             Command::Publish(data) => self.publish(data),
-            Command::Report { id, accept } => {
+            Command::Report { id, verdict } => {
                 let Some(peer) = peer_id(&id.source) else {
                     return;
                 };
-                let verdict = if accept {
-                    MessageAcceptance::Accept
-                } else {
-                    MessageAcceptance::Reject
+                let verdict = match verdict {
+                    crate::Verdict::Accept => MessageAcceptance::Accept,
+                    crate::Verdict::Ignore => MessageAcceptance::Ignore,
+                    crate::Verdict::Reject => MessageAcceptance::Reject,
                 };
                 let found = self
                     .swarm

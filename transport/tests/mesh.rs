@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use meshward_transport::{
     CommandError, Config, Event, GossipConfig, Handle, MAX_GOSSIP_BYTES, Metrics, Transport,
-    WriterId,
+    Verdict, WriterId,
 };
 use tokio::sync::mpsc::Receiver;
 use tokio::time::{Instant, timeout_at};
@@ -108,7 +108,10 @@ async fn warm_up(from: &Node, relays: &mut [&mut Node], to: &mut Node) {
         for relay in relays.iter_mut() {
             while let Ok(Some(event)) = timeout_at(tick, relay.events.recv()).await {
                 if let Event::Gossip { id, .. } = event {
-                    relay.handle.report(id, true).expect("report queued");
+                    relay
+                        .handle
+                        .report(id, Verdict::Accept)
+                        .expect("report queued");
                 }
             }
         }
@@ -116,7 +119,9 @@ async fn warm_up(from: &Node, relays: &mut [&mut Node], to: &mut Node) {
         let tick = Instant::now() + Duration::from_millis(100);
         while let Ok(Some(event)) = timeout_at(tick, to.events.recv()).await {
             if let Event::Gossip { id, .. } = event {
-                to.handle.report(id, true).expect("report queued");
+                to.handle
+                    .report(id, Verdict::Accept)
+                    .expect("report queued");
                 arrived = true;
                 break;
             }
@@ -142,7 +147,7 @@ async fn gossip(node: &mut Node, data: &[u8], never: &[&[u8]]) -> meshward_trans
             if got == data {
                 Some(*id)
             } else {
-                handle.report(*id, true).expect("report queued");
+                handle.report(*id, Verdict::Accept).expect("report queued");
                 None
             }
         }
@@ -169,19 +174,27 @@ async fn gossip_is_forwarded_only_after_the_relay_accepts_it() {
         .publish(b"marker".to_vec())
         .expect("publish queued");
     let marker = gossip(&mut b, b"marker", &[]).await;
-    b.handle.report(marker, true).expect("report queued");
+    b.handle
+        .report(marker, Verdict::Accept)
+        .expect("report queued");
     gossip(&mut c, b"marker", &[b"held"]).await;
-    b.handle.report(held, true).expect("report queued");
+    b.handle
+        .report(held, Verdict::Accept)
+        .expect("report queued");
     let held_at_c = gossip(&mut c, b"held", &[]).await;
     assert_eq!(held_at_c.hash(), held.hash(), "ids are content hashes");
 
     // Rejected at B: never reaches C ("after" follows it on the same stream).
     a.handle.publish(b"bad".to_vec()).expect("publish queued");
     let bad = gossip(&mut b, b"bad", &[]).await;
-    b.handle.report(bad, false).expect("report queued");
+    b.handle
+        .report(bad, Verdict::Reject)
+        .expect("report queued");
     a.handle.publish(b"after".to_vec()).expect("publish queued");
     let after = gossip(&mut b, b"after", &[]).await;
-    b.handle.report(after, true).expect("report queued");
+    b.handle
+        .report(after, Verdict::Accept)
+        .expect("report queued");
     gossip(&mut c, b"after", &[b"bad"]).await;
 
     assert!(b.handle.metrics().gossip_received >= 4);
