@@ -85,9 +85,10 @@ pub struct RunArgs {
     /// UDP address for the mesh (QUIC), e.g. 127.0.0.1:7400 (port 0: any free port).
     #[arg(long, default_value = "127.0.0.1:7400")]
     pub listen: SocketAddr,
-    /// Peers to dial at start (their mesh addresses); known peers are redialled anyway.
+    /// Peers to dial at start, as IP:PORT or HOST:PORT (names are resolved at start); known
+    /// peers are redialled anyway.
     #[arg(long = "peer")]
-    pub peers: Vec<SocketAddr>,
+    pub peers: Vec<String>,
 }
 
 /// `meshward mastered …`

@@ -47,7 +47,20 @@ pub fn run(data: &Path, args: &RunArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    runtime.block_on(serve(data.to_path_buf(), args.listen, args.peers.clone()))
+    let mut peers = Vec::new();
+    for peer in &args.peers {
+        let addrs: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(peer.as_str())
+            .with_context(|| {
+                format!("peer address {peer:?} does not resolve; give IP:PORT or HOST:PORT")
+            })?
+            .collect();
+        anyhow::ensure!(
+            !addrs.is_empty(),
+            "peer address {peer:?} resolves to no address"
+        );
+        peers.extend(addrs);
+    }
+    runtime.block_on(serve(data.to_path_buf(), args.listen, peers))
 }
 
 /// A map of ids awaiting an answer, bounded: inserting into a full map evicts the oldest.

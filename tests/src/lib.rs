@@ -82,12 +82,18 @@ impl Daemon {
     /// Starts `meshward run` on `data`, listening on a free UDP port of 127.0.0.1, dialling
     /// `peers`, and waits until its control socket answers and it listens.
     pub fn start(data: &Path, peers: &[std::net::SocketAddr]) -> anyhow::Result<Daemon> {
+        let names: Vec<String> = peers.iter().map(ToString::to_string).collect();
+        Daemon::start_named(data, &names)
+    }
+
+    /// Like [`Daemon::start`], with peers given as `HOST:PORT` or `IP:PORT`.
+    pub fn start_named(data: &Path, peers: &[String]) -> anyhow::Result<Daemon> {
         let mut cmd = Command::new(meshward_bin());
         cmd.arg("--data")
             .arg(data)
             .args(["run", "--listen", "127.0.0.1:0"]);
         for p in peers {
-            cmd.arg("--peer").arg(p.to_string());
+            cmd.arg("--peer").arg(p);
         }
         let log = std::fs::File::create(data.join("daemon.log"))?;
         cmd.stdout(std::process::Stdio::null()).stderr(log);

@@ -157,11 +157,9 @@ fn a_node_killed_with_sigkill_catches_up_after_restart() {
     let data = victim.kill(libc::SIGKILL);
     append(&daemons[0].data, "while-down", 4);
     append(&daemons[1].data, "while-down", 4);
-    let peers: Vec<_> = daemons
-        .iter()
-        .map(|d| d.listen_addr().unwrap().unwrap())
-        .collect();
-    daemons.push(Daemon::start(&data, &peers).unwrap());
+    // Restart it dialling a host name (resolved by the daemon) rather than an address.
+    let port = daemons[0].listen_addr().unwrap().unwrap().port();
+    daemons.push(Daemon::start_named(&data, &[format!("localhost:{port}")]).unwrap());
     wait_for(CONVERGE, || all_converged(&daemons, 11)).expect("the restarted node catches up");
 }
 
