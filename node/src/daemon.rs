@@ -590,8 +590,14 @@ type ControlJob = (Vec<String>, oneshot::Sender<ControlReply>);
 /// Accepts control connections; each reads one bounded request and waits for the actor.
 async fn accept(listener: UnixListener, jobs: mpsc::Sender<ControlJob>) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let (stream, _) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of descriptors or similar: do not spin; try again shortly.
+                warn!(error = %e, "control socket accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
         };
         let jobs = jobs.clone();
         tokio::spawn(async move {
