@@ -688,23 +688,15 @@ pub fn run_stdin_writer(
         let mut line_no: u64 = 0;
         let mut input_open = true;
         while input_open || !pending.is_empty() {
-            // Block for input only when nothing awaits its commit.
-            if input_open && pending.is_empty() {
-                match line_rx.recv() {
-                    Ok(line) => {
-                        line_no += 1;
-                        pending.push_back(submit_line(
-                            &committer,
-                            line_no,
-                            line.context("reading audit input")?,
-                        )?);
-                    }
-                    Err(_) => input_open = false,
-                }
-            }
-            // Queue whatever else has arrived, so it joins the same group commit.
+            // Queue whatever input has arrived, so it joins the same group commit; block for
+            // input only when nothing awaits its commit.
             while input_open && pending.len() < GROUP_COMMIT_QUEUE_CAPACITY {
-                match line_rx.try_recv() {
+                let next = if pending.is_empty() {
+                    line_rx.recv().map_err(|_| TryRecvError::Disconnected)
+                } else {
+                    line_rx.try_recv()
+                };
+                match next {
                     Ok(line) => {
                         line_no += 1;
                         pending.push_back(submit_line(

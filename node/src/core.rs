@@ -262,8 +262,6 @@ pub struct PeerStatus {
 #[derive(Debug, Default)]
 struct Peer {
     status: PeerStatus,
-    fingerprint: Option<[u8; 32]>,
-    digest: Option<Digest>,
     backoff: Option<Duration>,
     redial_at: Option<Millis>,
 }
@@ -549,7 +547,6 @@ impl Core {
                 changes,
             } => {
                 if let Some(p) = self.peers.get_mut(&origin) {
-                    p.fingerprint = Some(fingerprint);
                     p.status.changes = Some(changes);
                 }
                 let differs = fingerprint != self.replica.digest().fingerprint();
@@ -653,7 +650,6 @@ impl Core {
         if let Some(p) = self.peers.get_mut(&peer) {
             p.status.changes = Some(total_changes(&theirs));
             p.status.behind = Some(behind(&ours, &theirs));
-            p.digest = Some(theirs);
         }
         if they_have_more {
             self.request_sync(now, peer);

@@ -8,8 +8,9 @@
 
 use std::collections::BTreeSet;
 
+use ed25519_dalek::SigningKey;
 use meshward_crdt::WriterId;
-use meshward_crdt::mastered::{Chain, SignedRecord, TrustAnchor};
+use meshward_crdt::mastered::{Chain, Member, RecordKind, Roster, SignedRecord, TrustAnchor};
 use serde::{Deserialize, Serialize};
 
 use crate::store::{Store, StoreError};
@@ -62,6 +63,26 @@ impl MasteredBundle {
             )));
         }
         postcard::from_bytes(bytes).map_err(|e| ImportError::Malformed(e.to_string()))
+    }
+
+    /// A new cluster's first bundle: its genesis record, carrying `members` as the roster,
+    /// signed by `leader` (the epoch-1 leader and trust anchor).
+    pub fn genesis(
+        leader: &SigningKey,
+        cluster: meshward_crdt::ClusterId,
+        members: Vec<Member>,
+    ) -> Self {
+        let anchor = TrustAnchor {
+            cluster,
+            genesis_leader: leader.verifying_key().to_bytes(),
+        };
+        let roster = Roster { members };
+        let genesis = Chain::new(anchor).sign_next(leader, RecordKind::Genesis, roster.encode());
+        MasteredBundle {
+            cluster: cluster.0,
+            genesis_leader: anchor.genesis_leader,
+            records: vec![genesis.encode()],
+        }
     }
 
     /// The bundle's trust anchor.
@@ -148,32 +169,18 @@ pub fn admitted(store: &Store) -> Result<BTreeSet<WriterId>, ImportError> {
 
 #[cfg(test)]
 mod tests {
-    use ed25519_dalek::SigningKey;
-    use meshward_crdt::mastered::{Member, RecordKind, Roster};
-
     use super::*;
 
     fn bundle(leader: &SigningKey, members: &[[u8; 32]]) -> MasteredBundle {
-        let anchor = TrustAnchor {
-            cluster: meshward_crdt::ClusterId([3; 16]),
-            genesis_leader: leader.verifying_key().to_bytes(),
-        };
-        let roster = Roster {
-            members: members
-                .iter()
-                .enumerate()
-                .map(|(i, k)| Member {
-                    key: *k,
-                    address: format!("127.0.0.1:{}", 5000 + i),
-                })
-                .collect(),
-        };
-        let genesis = Chain::new(anchor).sign_next(leader, RecordKind::Genesis, roster.encode());
-        MasteredBundle {
-            cluster: anchor.cluster.0,
-            genesis_leader: anchor.genesis_leader,
-            records: vec![genesis.encode()],
-        }
+        let members = members
+            .iter()
+            .enumerate()
+            .map(|(i, k)| Member {
+                key: *k,
+                address: format!("127.0.0.1:{}", 5000 + i),
+            })
+            .collect();
+        MasteredBundle::genesis(leader, meshward_crdt::ClusterId([3; 16]), members)
     }
 
     fn key(n: u8) -> [u8; 32] {

@@ -204,7 +204,7 @@ pub fn wait_for(
 /// (real ed25519 signatures, verified by each node on import). Returns the data directories
 /// and the nodes' writer ids (hex).
 pub fn cluster(root: &Path, n: usize) -> anyhow::Result<Vec<(PathBuf, String)>> {
-    use meshward_crdt::mastered::{Chain, Member, RecordKind, Roster, TrustAnchor};
+    use meshward_crdt::mastered::Member;
     let mut nodes = Vec::new();
     for i in 0..n {
         let data = root.join(format!("node{i}"));
@@ -213,29 +213,25 @@ pub fn cluster(root: &Path, n: usize) -> anyhow::Result<Vec<(PathBuf, String)>> 
         nodes.push((data, writer));
     }
     let leader = ed25519_dalek::SigningKey::from_bytes(&[0x4c; 32]);
-    let anchor = TrustAnchor {
-        cluster: meshward_crdt::ClusterId([0x6d; 16]),
-        genesis_leader: leader.verifying_key().to_bytes(),
-    };
-    let roster = Roster {
-        members: nodes
-            .iter()
-            .enumerate()
-            .map(|(i, (_, w))| -> anyhow::Result<Member> {
-                let key: [u8; 32] = hex_decode(w)?;
-                Ok(Member {
-                    key,
-                    address: format!("node{i}.test"),
-                })
+    let members = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, (_, w))| -> anyhow::Result<Member> {
+            let key = w
+                .parse::<meshward_crdt::WriterId>()
+                .map_err(anyhow::Error::msg)?
+                .0;
+            Ok(Member {
+                key,
+                address: format!("node{i}.test"),
             })
-            .collect::<anyhow::Result<_>>()?,
-    };
-    let genesis = Chain::new(anchor).sign_next(&leader, RecordKind::Genesis, roster.encode());
-    let bundle = meshward_node::roster::MasteredBundle {
-        cluster: anchor.cluster.0,
-        genesis_leader: anchor.genesis_leader,
-        records: vec![genesis.encode()],
-    };
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let bundle = meshward_node::roster::MasteredBundle::genesis(
+        &leader,
+        meshward_crdt::ClusterId([0x6d; 16]),
+        members,
+    );
     let file = root.join("roster.bundle");
     std::fs::write(&file, bundle.encode())?;
     for (data, _) in &nodes {
@@ -245,13 +241,4 @@ pub fn cluster(root: &Path, n: usize) -> anyhow::Result<Vec<(PathBuf, String)>> 
         )?;
     }
     Ok(nodes)
-}
-
-fn hex_decode(s: &str) -> anyhow::Result<[u8; 32]> {
-    anyhow::ensure!(s.len() == 64, "not 64 hex digits");
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&s[2 * i..2 * i + 2], 16)?;
-    }
-    Ok(out)
 }
