@@ -11,5 +11,6 @@ pub mod cli;
 pub mod control;
 pub mod core;
 pub mod daemon;
+pub mod mek;
 pub mod roster;
 pub mod store;
