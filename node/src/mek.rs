@@ -5,7 +5,8 @@
 //! operator moves to a vault. The MEK never crosses the network and is never logged: a joiner
 //! proves it holds the MEK by answering a fresh challenge ([`Mek::challenge_answer`]), and
 //! everything else uses keys derived from it with HKDF-SHA256 under a purpose label
-//! ([`Mek::derive`]), never the MEK itself.
+//! ([`Mek::derive`]), never the MEK itself. Secrets at rest (mastered secrets, backups) are
+//! sealed with XChaCha20-Poly1305 under such a key ([`Mek::seal`], [`Mek::open`]).
 //!
 //! # File format
 //! UTF-8 text of at most [`MAX_MEK_FILE`] bytes: lines starting with `#` are comments, and
@@ -16,6 +17,8 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
+use chacha20poly1305::aead::{Aead, AeadCore, OsRng, Payload};
+use chacha20poly1305::{KeyInit, XChaCha20Poly1305, XNonce};
 use hkdf::Hkdf;
 use hmac::{Hmac, Mac};
 use rand::RngCore;
@@ -30,6 +33,12 @@ const SALT: &[u8] = b"meshward/mek/v1";
 
 /// HKDF label of the key that answers join challenges.
 const CHALLENGE_LABEL: &[u8] = b"join-challenge";
+
+/// First byte of a sealed blob: the sealing format.
+const SEAL_FORMAT: u8 = 1;
+
+/// Bytes a sealed blob adds to its plaintext: format byte, 24-byte nonce, 16-byte tag.
+pub const SEAL_OVERHEAD: usize = 1 + 24 + 16;
 
 /// The Master Encryption Key. Zeroed on drop; `Debug` never shows it.
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
@@ -55,6 +64,12 @@ pub enum MekError {
         reason: &'static str,
     },
 }
+
+/// A sealed blob was refused: wrong MEK, wrong purpose or context, or altered bytes. The
+/// causes are deliberately not told apart.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("sealed data could not be opened: wrong MEK, or the data was altered")]
+pub struct OpenError;
 
 impl fmt::Debug for Mek {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -152,6 +167,58 @@ impl Mek {
             .is_ok()
     }
 
+    /// Seals `plaintext` for one `purpose` (an HKDF label, e.g. `b"backup"`), bound to `aad`
+    /// (authenticated, not secret, e.g. a cluster id): format byte, random 24-byte nonce,
+    /// XChaCha20-Poly1305 ciphertext and tag.
+    pub fn seal(&self, purpose: &[u8], aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
+        let cipher = self.cipher(purpose);
+        let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
+        let sealed = cipher
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: plaintext,
+                    aad,
+                },
+            )
+            // Invariant: XChaCha20-Poly1305 fails only for messages over 256 GiB.
+            .expect("plaintext within the AEAD's limit");
+        let mut out = Vec::with_capacity(SEAL_OVERHEAD + plaintext.len());
+        out.push(SEAL_FORMAT);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&sealed);
+        out
+    }
+
+    /// Opens what [`Mek::seal`] sealed with the same MEK, `purpose` and `aad`.
+    pub fn open(
+        &self,
+        purpose: &[u8],
+        aad: &[u8],
+        sealed: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, OpenError> {
+        if sealed.len() < SEAL_OVERHEAD || sealed[0] != SEAL_FORMAT {
+            return Err(OpenError);
+        }
+        let nonce = XNonce::from_slice(&sealed[1..25]);
+        self.cipher(purpose)
+            .decrypt(
+                nonce,
+                Payload {
+                    msg: &sealed[25..],
+                    aad,
+                },
+            )
+            .map(Zeroizing::new)
+            .map_err(|_| OpenError)
+    }
+
+    fn cipher(&self, purpose: &[u8]) -> XChaCha20Poly1305 {
+        let mut label = b"seal/".to_vec();
+        label.extend_from_slice(purpose);
+        XChaCha20Poly1305::new(self.derive(&label).as_ref().into())
+    }
+
     fn challenge_mac(&self, nonce: &[u8; 32], context: &[u8]) -> Hmac<Sha256> {
         let key = self.derive(CHALLENGE_LABEL);
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key.as_ref())
@@ -236,6 +303,45 @@ mod tests {
         assert!(!key.check_answer(&nonce, b"bundle-1/joiner-b", &answer));
         assert!(!mek(4).check_answer(&nonce, b"bundle-1/joiner-a", &answer));
         assert!(!key.check_answer(&nonce, b"bundle-1/joiner-a", &answer[..31]));
+    }
+
+    #[test]
+    fn sealed_data_opens_only_with_the_same_key_purpose_and_context() {
+        let key = mek(6);
+        let sealed = key.seal(b"backup", b"cluster-a", b"the store");
+        assert_eq!(sealed.len(), SEAL_OVERHEAD + 9);
+        assert_eq!(
+            key.open(b"backup", b"cluster-a", &sealed)
+                .unwrap()
+                .as_slice(),
+            b"the store"
+        );
+        assert_eq!(
+            mek(7).open(b"backup", b"cluster-a", &sealed),
+            Err(OpenError)
+        );
+        assert_eq!(key.open(b"ca-key", b"cluster-a", &sealed), Err(OpenError));
+        assert_eq!(key.open(b"backup", b"cluster-b", &sealed), Err(OpenError));
+        for i in 0..sealed.len() {
+            let mut altered = sealed.clone();
+            altered[i] ^= 1;
+            assert_eq!(
+                key.open(b"backup", b"cluster-a", &altered),
+                Err(OpenError),
+                "byte {i}"
+            );
+        }
+        for len in 0..SEAL_OVERHEAD {
+            assert_eq!(
+                key.open(b"backup", b"cluster-a", &sealed[..len]),
+                Err(OpenError)
+            );
+        }
+        assert_ne!(
+            sealed,
+            key.seal(b"backup", b"cluster-a", b"the store"),
+            "fresh nonce"
+        );
     }
 
     #[test]
