@@ -12,6 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
+use meshward_crdt::mastered::RecordKind;
 use meshward_crdt::{
     Event, EventKind, KeyType, Op, ReplicaConfig, Row, RowChange, TableId, UserDataException,
     WriterId,
@@ -134,6 +135,13 @@ pub trait Backend {
     /// The verified roster changed (the daemon updates admission).
     fn roster_changed(&mut self) -> anyhow::Result<()> {
         Ok(())
+    }
+    /// Writes a mastered record as the leader (and in the daemon, announces it); returns its
+    /// version. On a follower the error names the leader.
+    fn master(&mut self, kind: RecordKind, payload: Vec<u8>) -> anyhow::Result<u64> {
+        let record = crate::roster::write(self.store()?, kind, payload)?;
+        self.roster_changed()?;
+        Ok(record.record.version)
     }
     /// The replica's counts and digest.
     fn replica_state(&mut self) -> anyhow::Result<(meshward_crdt::Stats, meshward_crdt::Digest)> {
