@@ -23,11 +23,26 @@
 //!   node. One request is in flight at a time; the next carries the digest the previous answer
 //!   updated, so a node that reconnects to several peers holding the same data fetches it once.
 //! - **Redial.** A roster peer that disconnects is redialled with exponential backoff.
+//!
+//! # Mastered records
+//! The core also replicates the leader-signed mastered chain ([`Chain`]). A record the leader
+//! wrote here ([`Input::Mastered`], already durable) is published as a [`Gossip::Mastered`];
+//! a received record is verified against our chain before it is persisted
+//! ([`Output::PersistMastered`]), applied and forwarded. A record ahead of our chain is a gap:
+//! we sync with the sender. Sync requests carry our chain's last version and answers carry
+//! the records after it, so a node that missed records (or was down) catches up with the
+//! shared tables. A record at a version we already hold that differs from ours comes from a
+//! competing leader: it is not applied and is counted (`mastered_forks`); choosing between
+//! forks is the HA layer's job. When a record changes the roster the core admits the new
+//! roster and says so with [`Output::Roster`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use meshward_crdt::mastered::{
+    Chain, RebuildError, RecordKind, SignedRecord, TrustAnchor, Verified,
+};
 use meshward_crdt::{
     ApplyError, CommitError, Digest, Effects, Op, Replica, RowChange, SyncItem, SyncMessage,
     WriterId,
@@ -60,6 +75,9 @@ pub struct CoreConfig {
     /// Longest redial delay. 2 s: a partition that heals is noticed within 2 s, and a
     /// redial to each of at most a few dozen peers every 2 s costs a QUIC handshake.
     pub redial_max: Duration,
+    /// Encoded mastered-record bytes per sync answer before it says "more" (at least one
+    /// record always goes). 4 MiB: four records of the largest payload.
+    pub mastered_budget: usize,
 }
 
 impl Default for CoreConfig {
@@ -71,6 +89,7 @@ impl Default for CoreConfig {
             sync_timeout: Duration::from_secs(30),
             redial_min: Duration::from_millis(250),
             redial_max: Duration::from_secs(2),
+            mastered_budget: 4 * 1024 * 1024,
         }
     }
 }
@@ -136,6 +155,11 @@ pub enum Input {
         /// Our request token.
         request: u64,
     },
+    /// This node, as leader, signed and durably stored `record`: apply and announce it.
+    Mastered {
+        /// The record.
+        record: SignedRecord,
+    },
 }
 
 /// What the core asks its driver to do, in order.
@@ -143,6 +167,10 @@ pub enum Input {
 pub enum Output {
     /// Make these effects durable before executing any later output.
     Persist(Effects),
+    /// Store this verified mastered record durably before executing any later output.
+    PersistMastered(Box<Verified<SignedRecord>>),
+    /// The verified roster changed: admit exactly these peers.
+    Roster(BTreeSet<WriterId>),
     /// Publish on gossip.
     Publish(Vec<u8>),
     /// Verdict on a received gossip message.
@@ -223,6 +251,13 @@ pub enum Gossip {
         fingerprint: [u8; 32],
         /// Changes it holds in all tables.
         changes: u64,
+        /// Last mastered version it holds.
+        mastered: u64,
+    },
+    /// A mastered record (`SignedRecord::encode` output), signed by the leader of its epoch.
+    Mastered {
+        /// The encoded record.
+        record: Vec<u8>,
     },
 }
 
@@ -288,6 +323,32 @@ pub struct CoreCounters {
     /// Payload bytes received: gossip messages and sync answers (without QUIC and gossipsub
     /// framing).
     pub bytes_received: u64,
+    /// Mastered records verified and applied from peers.
+    pub mastered_applied: u64,
+    /// Mastered records refused (bad signature, stale epoch, unknown signer, ...).
+    pub mastered_rejected: u64,
+    /// Mastered records at a version we hold with different contents (a competing leader).
+    pub mastered_forks: u64,
+}
+
+/// The verified mastered chain and its records (kept to serve peers that lack them).
+#[derive(Debug)]
+struct Mastered {
+    chain: Chain,
+    records: Vec<SignedRecord>,
+}
+
+/// What a received mastered record did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Taken {
+    /// Verified and applied.
+    Applied,
+    /// Already held, or not applicable here (no chain, a fork): nothing changed.
+    Held,
+    /// Ahead of our chain: something is missing first.
+    Gap,
+    /// Refused.
+    Refused,
 }
 
 /// The node core.
@@ -305,6 +366,7 @@ pub struct Core {
     /// Peers to sync with next, in order.
     wanted: BTreeSet<WriterId>,
     counters: CoreCounters,
+    mastered: Option<Mastered>,
     outbox: Vec<Output>,
 }
 
@@ -329,6 +391,7 @@ impl Core {
             syncing: None,
             wanted: BTreeSet::new(),
             counters: CoreCounters::default(),
+            mastered: None,
             outbox: Vec::new(),
         };
         for (peer, addr) in known {
@@ -359,6 +422,26 @@ impl Core {
     /// Counters.
     pub fn counters(&self) -> &CoreCounters {
         &self.counters
+    }
+
+    /// The verified mastered chain, once loaded.
+    pub fn chain(&self) -> Option<&Chain> {
+        self.mastered.as_ref().map(|m| &m.chain)
+    }
+
+    /// Loads the stored mastered chain (records in version order, as stored), re-verifying it
+    /// from `anchor`, and admits its roster. Peers of the roster whose address is a socket
+    /// address are dialled.
+    pub fn load_mastered(
+        &mut self,
+        now: Millis,
+        anchor: TrustAnchor,
+        records: Vec<SignedRecord>,
+    ) -> Result<(), RebuildError> {
+        let chain = Chain::rebuild(anchor, &records)?;
+        self.mastered = Some(Mastered { chain, records });
+        self.roster_from_chain(now);
+        Ok(())
     }
 
     /// Replaces the admitted peers; peers no longer admitted are forgotten (the transport
@@ -427,6 +510,12 @@ impl Core {
                 request,
                 data,
             } => self.answer(now, peer, request, &data),
+            Input::Mastered { record } => {
+                let encoded = record.encode();
+                if self.take_mastered(now, record, self.me()) == Taken::Applied {
+                    self.publish_mastered(encoded);
+                }
+            }
             Input::SyncFailed { peer, request } => {
                 if self
                     .syncing
@@ -524,6 +613,7 @@ impl Core {
             origin: self.me(),
             fingerprint: digest.fingerprint(),
             changes: total_changes(&digest),
+            mastered: self.mastered_version(),
         };
         self.outbox.push(Output::Publish(advert.encode()));
     }
@@ -545,11 +635,13 @@ impl Core {
                 origin,
                 fingerprint,
                 changes,
+                mastered,
             } => {
                 if let Some(p) = self.peers.get_mut(&origin) {
                     p.status.changes = Some(changes);
                 }
-                let differs = fingerprint != self.replica.digest().fingerprint();
+                let differs = fingerprint != self.replica.digest().fingerprint()
+                    || mastered > self.mastered_version();
                 self.outbox.push(Output::Validate {
                     id,
                     verdict: Verdict::Accept,
@@ -585,7 +677,118 @@ impl Core {
                     self.request_sync(now, target);
                 }
             }
+            Gossip::Mastered { record } => {
+                let verdict = match SignedRecord::decode(&record) {
+                    Err(_) => {
+                        self.counters.malformed += 1;
+                        Verdict::Reject
+                    }
+                    Ok(r) => match self.take_mastered(now, r, source) {
+                        Taken::Applied => Verdict::Accept,
+                        Taken::Held => Verdict::Ignore,
+                        Taken::Gap => {
+                            self.request_sync(now, source);
+                            Verdict::Ignore
+                        }
+                        Taken::Refused => Verdict::Reject,
+                    },
+                };
+                self.outbox.push(Output::Validate { id, verdict });
+            }
         }
+    }
+
+    fn mastered_version(&self) -> u64 {
+        self.mastered.as_ref().map_or(0, |m| m.chain.last_version())
+    }
+
+    /// Verifies a mastered record against our chain; if it is the next one, persists and
+    /// applies it (and admits a changed roster).
+    fn take_mastered(&mut self, now: Millis, record: SignedRecord, from: WriterId) -> Taken {
+        let local = from == self.me();
+        let Some(m) = self.mastered.as_mut() else {
+            return Taken::Held;
+        };
+        let version = record.record.version;
+        let last = m.chain.last_version();
+        if version == 0 {
+            self.counters.mastered_rejected += 1;
+            return Taken::Refused;
+        }
+        if version <= last {
+            if m.records.get(version as usize - 1) != Some(&record) {
+                self.counters.mastered_forks += 1;
+                warn!(peer = %from, version, "mastered record differs from ours (competing leader)");
+            }
+            return Taken::Held;
+        }
+        if version > last + 1 {
+            return Taken::Gap;
+        }
+        let verified = match m.chain.verify(&record) {
+            Ok(v) => v,
+            Err(e) => {
+                self.counters.mastered_rejected += 1;
+                warn!(peer = %from, error = %e, "refused mastered record");
+                return Taken::Refused;
+            }
+        };
+        let roster_changed = matches!(
+            verified.record.kind,
+            RecordKind::Genesis | RecordKind::Roster
+        );
+        if !local {
+            // Verified twice: the store gets one proof, the chain the other; one signature
+            // check against the same state always agrees with itself.
+            self.outbox
+                .push(Output::PersistMastered(Box::new(verified)));
+            self.counters.mastered_applied += 1;
+        }
+        match m.chain.verify(&record).map(|v| m.chain.apply(v)) {
+            Ok(Ok(())) => {}
+            _ => return Taken::Refused,
+        }
+        m.records.push(record);
+        if roster_changed {
+            self.roster_from_chain(now);
+        }
+        Taken::Applied
+    }
+
+    fn publish_mastered(&mut self, record: Vec<u8>) {
+        let gossip = Gossip::Mastered { record }.encode();
+        if gossip.len() <= self.config.max_gossip_bytes {
+            self.outbox.push(Output::Publish(gossip));
+        } else {
+            self.advertise();
+        }
+    }
+
+    /// Admits the chain's roster, dials members we know no address for if their roster
+    /// address is a socket address, and tells the driver.
+    fn roster_from_chain(&mut self, now: Millis) {
+        let Some(m) = &self.mastered else { return };
+        let members: Vec<(WriterId, Option<SocketAddr>)> = m
+            .chain
+            .roster()
+            .members
+            .iter()
+            .map(|member| (WriterId(member.key), member.address.parse().ok()))
+            .collect();
+        let roster: BTreeSet<WriterId> = members.iter().map(|(k, _)| *k).collect();
+        self.set_roster(roster.clone());
+        let me = self.me();
+        for (peer, addr) in members {
+            if peer == me {
+                continue;
+            }
+            let p = self.peers.entry(peer).or_default();
+            if p.status.addr.is_none() && addr.is_some() {
+                p.status.addr = addr;
+                p.redial_at = Some(now);
+            }
+        }
+        self.outbox.push(Output::Roster(roster));
     }
 
     /// Applies items, persisting what changed. Accept if all applied (or already held),
@@ -618,7 +821,8 @@ impl Core {
 
     fn serve(&mut self, now: Millis, peer: WriterId, channel: u64, data: &[u8]) {
         self.seen(now, peer);
-        let Ok(theirs) = Digest::decode(data) else {
+        let ask = SyncAsk::decode(data);
+        let Some(Ok(theirs)) = ask.as_ref().map(|a| Digest::decode(&a.digest)) else {
             self.counters.malformed += 1;
             debug!(peer = %peer, "malformed sync request");
             self.outbox.push(Output::Respond {
@@ -627,16 +831,30 @@ impl Core {
             });
             return;
         };
-        let answer = match self.replica.missing_for(&theirs, self.config.sync_budget) {
+        let their_mastered = ask.map_or(0, |a| a.mastered);
+        let mut answer = match self.replica.missing_for(&theirs, self.config.sync_budget) {
             Ok((items, more)) => SyncAnswer {
                 more,
                 message: SyncMessage { items }.encode(),
+                records: Vec::new(),
             },
             Err(e) => {
                 warn!(error = %e, "cannot read own segment for a sync answer");
                 SyncAnswer::default()
             }
         };
+        if let Some(m) = &self.mastered {
+            let mut bytes = 0;
+            for record in m.records.iter().skip(their_mastered as usize) {
+                if bytes > 0 && bytes >= self.config.mastered_budget {
+                    answer.more = true;
+                    break;
+                }
+                let encoded = record.encode();
+                bytes += encoded.len();
+                answer.records.push(encoded);
+            }
+        }
         self.counters.sync_served += 1;
         self.outbox.push(Output::Respond {
             channel,
@@ -651,7 +869,7 @@ impl Core {
             p.status.changes = Some(total_changes(&theirs));
             p.status.behind = Some(behind(&ours, &theirs));
         }
-        if they_have_more {
+        if they_have_more || their_mastered > self.mastered_version() {
             self.request_sync(now, peer);
         }
     }
@@ -665,13 +883,28 @@ impl Core {
         if current {
             self.syncing = None;
         }
-        let decoded = SyncAnswer::decode(data)
-            .and_then(|a| SyncMessage::decode(&a.message).ok().map(|m| (a.more, m)));
+        let decoded = SyncAnswer::decode(data).and_then(|a| {
+            SyncMessage::decode(&a.message)
+                .ok()
+                .map(|m| (a.more, a.records, m))
+        });
         match decoded {
             None => self.counters.malformed += 1,
-            Some((more, msg)) => {
+            Some((more, records, msg)) => {
+                let mut refused = false;
+                for raw in records {
+                    let taken = match SignedRecord::decode(&raw) {
+                        Ok(record) => self.take_mastered(now, record, peer),
+                        Err(_) => Taken::Refused,
+                    };
+                    if matches!(taken, Taken::Refused | Taken::Gap) {
+                        refused = true;
+                        break;
+                    }
+                }
                 match self.apply_items(msg.items, peer) {
                     Verdict::Reject => self.counters.sync_rejected += 1,
+                    _ if refused => self.counters.sync_rejected += 1,
                     _ => self.counters.sync_rounds += 1,
                 }
                 if more {
@@ -710,10 +943,14 @@ impl Core {
             let request = self.next_request;
             self.next_request += 1;
             self.syncing = Some((peer, request, now));
+            let ask = SyncAsk {
+                mastered: self.mastered_version(),
+                digest: self.replica.digest().encode(),
+            };
             self.outbox.push(Output::Request {
                 peer,
                 request,
-                data: self.replica.digest().encode(),
+                data: ask.encode(),
             });
         }
     }
@@ -732,13 +969,39 @@ impl Core {
     }
 }
 
-/// A sync answer: items and whether more remains.
+/// A sync request: what the requester holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncAsk {
+    /// The last mastered version it holds (0: none).
+    pub mastered: u64,
+    /// Its encoded [`Digest`].
+    pub digest: Vec<u8>,
+}
+
+impl SyncAsk {
+    /// Encodes the request.
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).unwrap_or_default()
+    }
+
+    /// Decodes a request, refusing oversize or malformed bytes.
+    pub fn decode(bytes: &[u8]) -> Option<SyncAsk> {
+        if bytes.len() > meshward_crdt::MAX_DIGEST + 16 {
+            return None;
+        }
+        postcard::from_bytes(bytes).ok()
+    }
+}
+
+/// A sync answer: items, mastered records, and whether more remains.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncAnswer {
-    /// More remains after these items.
+    /// More remains after these items or records.
     pub more: bool,
     /// `SyncMessage::encode` output.
     pub message: Vec<u8>,
+    /// Mastered records after the requester's version, in order (`SignedRecord::encode`).
+    pub records: Vec<Vec<u8>>,
 }
 
 impl SyncAnswer {
@@ -961,6 +1224,162 @@ mod tests {
         net.cores.iter().all(|c| c.replica().digest() == d)
     }
 
+    fn leader_key() -> SigningKey {
+        SigningKey::from_bytes(&[1; 32])
+    }
+
+    /// Gives every core of `net` the same genesis chain (roster: all cores; leader: core 0)
+    /// and returns the chain state and records, for signing more.
+    fn with_chain(net: &mut Net) -> (Chain, Vec<SignedRecord>) {
+        use meshward_crdt::mastered::{Member, Roster};
+        let anchor = TrustAnchor {
+            cluster: ClusterId([1; 16]),
+            genesis_leader: leader_key().verifying_key().to_bytes(),
+        };
+        let roster = Roster {
+            members: (0..net.cores.len())
+                .map(|i| Member {
+                    key: net.cores[i].me().0,
+                    address: addr(i).to_string(),
+                })
+                .collect(),
+        };
+        let mut chain = Chain::new(anchor);
+        let genesis = chain.sign_next(&leader_key(), RecordKind::Genesis, roster.encode());
+        chain.apply(chain.verify(&genesis).unwrap()).unwrap();
+        for core in &mut net.cores {
+            core.load_mastered(0, anchor, vec![genesis.clone()])
+                .unwrap();
+            core.drain();
+        }
+        (chain, vec![genesis])
+    }
+
+    fn versions(net: &Net) -> Vec<u64> {
+        net.cores
+            .iter()
+            .map(|c| c.chain().unwrap().last_version())
+            .collect()
+    }
+
+    #[test]
+    fn a_leaders_mastered_record_reaches_every_node_and_a_missed_one_is_synced() {
+        let mut net = Net::new(3);
+        let (mut chain, _) = with_chain(&mut net);
+        let record = chain.sign_next(&leader_key(), RecordKind::Config, b"a=1".to_vec());
+        chain.apply(chain.verify(&record).unwrap()).unwrap();
+        net.input(0, Input::Mastered { record });
+        assert_eq!(versions(&net), [2, 2, 2]);
+        assert_eq!(net.cores[1].counters().mastered_applied, 1);
+
+        // Gossip lost: the adverts say a version is missing, and sync fetches it.
+        net.drop_gossip = true;
+        let record = chain.sign_next(&leader_key(), RecordKind::Config, b"a=2".to_vec());
+        net.input(0, Input::Mastered { record });
+        assert_eq!(versions(&net), [3, 2, 2]);
+        net.drop_gossip = false;
+        for _ in 0..3 {
+            net.tick_all(1000);
+        }
+        assert_eq!(versions(&net), [3, 3, 3]);
+        assert_eq!(net.cores[2].chain(), net.cores[0].chain());
+    }
+
+    #[test]
+    fn forged_and_competing_mastered_records_are_refused_and_counted() {
+        let mut net = Net::new(3);
+        let (chain, _) = with_chain(&mut net);
+        let follower = SigningKey::from_bytes(&[2; 32]);
+        let gossip = |record: &SignedRecord| {
+            Gossip::Mastered {
+                record: record.encode(),
+            }
+            .encode()
+        };
+        // Signed by a follower: not the epoch's leader.
+        let forged = chain.sign_next(&follower, RecordKind::Config, b"x".to_vec());
+        let source = net.cores[1].me();
+        net.input(
+            2,
+            Input::Gossip {
+                source,
+                id: 1,
+                data: gossip(&forged),
+            },
+        );
+        assert_eq!(net.cores[2].counters().mastered_rejected, 1);
+        assert_eq!(versions(&net), [1, 1, 1]);
+        // A different genesis at version 1: a competing chain, held back and counted.
+        let other = Chain::new(TrustAnchor {
+            cluster: chain.cluster(),
+            genesis_leader: leader_key().verifying_key().to_bytes(),
+        });
+        let fork = other.sign_next(&leader_key(), RecordKind::Genesis, Vec::new());
+        net.input(
+            2,
+            Input::Gossip {
+                source,
+                id: 2,
+                data: gossip(&fork),
+            },
+        );
+        assert_eq!(net.cores[2].counters().mastered_forks, 1);
+        // Garbage.
+        net.input(
+            2,
+            Input::Gossip {
+                source,
+                id: 3,
+                data: Gossip::Mastered {
+                    record: vec![1, 2, 3],
+                }
+                .encode(),
+            },
+        );
+        assert_eq!(net.cores[2].counters().malformed, 1);
+        assert_eq!(versions(&net), [1, 1, 1]);
+    }
+
+    #[test]
+    fn a_roster_record_changes_who_is_admitted() {
+        use meshward_crdt::mastered::Roster;
+        let mut net = Net::new(3);
+        let (mut chain, _) = with_chain(&mut net);
+        let mut roster = chain.roster().clone();
+        let removed = roster.members.pop().unwrap();
+        let record = chain.sign_next(&leader_key(), RecordKind::Roster, Roster::encode(&roster));
+        chain.apply(chain.verify(&record).unwrap()).unwrap();
+        let source = net.cores[0].me();
+        net.cores[1].handle(
+            0,
+            Input::Gossip {
+                source,
+                id: 1,
+                data: Gossip::Mastered {
+                    record: record.encode(),
+                }
+                .encode(),
+            },
+        );
+        let outputs = net.cores[1].drain();
+        assert!(
+            matches!(outputs[0], Output::PersistMastered(_)),
+            "persist first: {outputs:?}"
+        );
+        let admitted = outputs.iter().find_map(|o| match o {
+            Output::Roster(r) => Some(r.clone()),
+            _ => None,
+        });
+        let admitted = admitted.expect("roster output");
+        assert_eq!(admitted.len(), 2);
+        assert!(!admitted.contains(&WriterId(removed.key)));
+        assert!(
+            net.cores[1]
+                .peers()
+                .all(|(k, _)| *k != WriterId(removed.key))
+        );
+    }
+
     #[test]
     fn a_commit_is_pushed_to_every_peer_at_once() {
         let mut net = Net::new(3);
@@ -1145,6 +1564,7 @@ mod tests {
         let full = SyncAnswer {
             more: false,
             message: SyncMessage { items }.encode(),
+            records: Vec::new(),
         }
         .encode()
         .len();

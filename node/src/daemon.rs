@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::Parser as _;
+use meshward_crdt::mastered::RecordKind;
 use meshward_crdt::{CommitError, Op, ReplicaConfig, RowChange, WriterId};
 use meshward_transport::{Event, Handle, MessageId, RequestId, ResponseId, Transport};
 use serde_json::json;
@@ -160,6 +161,17 @@ fn now_us() -> u64 {
 }
 
 impl Node {
+    /// (Re)loads the stored mastered chain into the core, which admits its roster.
+    fn load_mastered(&mut self) -> anyhow::Result<()> {
+        if let Some(anchor) = self.store.anchor()? {
+            let records = self.store.mastered_records()?;
+            self.core
+                .load_mastered(now_ms() as u64, anchor, records)
+                .context("the stored mastered chain no longer verifies")?;
+        }
+        Ok(())
+    }
+
     fn feed(&mut self, input: Input) -> anyhow::Result<()> {
         self.feed_batch(vec![input])
     }
@@ -201,6 +213,14 @@ impl Node {
                 .store
                 .persist(&effects)
                 .context("persisting replicated data; the node cannot go on")?,
+            Output::PersistMastered(record) => self
+                .store
+                .append_mastered(&record)
+                .context("persisting a mastered record; the node cannot go on")?,
+            Output::Roster(roster) => {
+                info!(members = roster.len(), "roster changed");
+                self.handle.set_roster(roster)?;
+            }
             Output::Publish(data) => {
                 if let Err(e) = self.handle.publish(data) {
                     debug!(error = %e, "gossip publish dropped");
@@ -395,10 +415,15 @@ impl Backend for DaemonBackend<'_> {
     }
 
     fn roster_changed(&mut self) -> anyhow::Result<()> {
-        let admitted = crate::roster::admitted(&self.node.store)?;
-        self.node.handle.set_roster(admitted.clone())?;
-        self.node.core.set_roster(admitted);
-        Ok(())
+        self.node.load_mastered()?;
+        self.node.feed_batch(Vec::new())
+    }
+
+    fn master(&mut self, kind: RecordKind, payload: Vec<u8>) -> anyhow::Result<u64> {
+        let record = crate::roster::write(&self.node.store, kind, payload)?;
+        let version = record.record.version;
+        self.node.feed(Input::Mastered { record })?;
+        Ok(version)
     }
 
     #[cfg(feature = "fault-injection")]
@@ -522,6 +547,7 @@ async fn serve(data: PathBuf, listen: SocketAddr, dial: Vec<SocketAddr>) -> anyh
         committed: None,
         lag: Lag::default(),
     };
+    node.load_mastered()?;
     for addr in dial {
         let _ = node.handle.dial(addr);
     }

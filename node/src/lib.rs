@@ -8,6 +8,7 @@
 
 pub mod audit;
 pub mod cli;
+pub mod cluster_config;
 pub mod control;
 pub mod core;
 pub mod daemon;

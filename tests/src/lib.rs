@@ -200,9 +200,9 @@ pub fn wait_for(
     }
 }
 
-/// Creates `n` node stores under `root` and gives each the same roster, signed by a leader key
-/// (real ed25519 signatures, verified by each node on import). Returns the data directories
-/// and the nodes' writer ids (hex).
+/// Creates `n` node stores under `root` and gives each the same roster, signed with node 0's
+/// key, so node 0 leads epoch 1 (real ed25519 signatures, verified by each node on import).
+/// Returns the data directories and the nodes' writer ids (hex).
 pub fn cluster(root: &Path, n: usize) -> anyhow::Result<Vec<(PathBuf, String)>> {
     use meshward_crdt::mastered::Member;
     let mut nodes = Vec::new();
@@ -212,7 +212,9 @@ pub fn cluster(root: &Path, n: usize) -> anyhow::Result<Vec<(PathBuf, String)>> 
         let writer = status["writer"].as_str().context("no writer")?.to_string();
         nodes.push((data, writer));
     }
-    let leader = ed25519_dalek::SigningKey::from_bytes(&[0x4c; 32]);
+    let leader = meshward_node::store::Store::open(&nodes[0].0)?
+        .identity()?
+        .key;
     let members = nodes
         .iter()
         .enumerate()

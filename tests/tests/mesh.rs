@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use meshward_tests::{Daemon, cli, cluster, wait_for};
 
 const CONVERGE: Duration = Duration::from_secs(90);
@@ -96,7 +97,64 @@ fn events_and_fingerprints_written_on_every_node_converge_on_three_and_seven_nod
                     .all(|d| count(&d.data, "fingerprint").unwrap_or(0) == n))
         })
         .unwrap_or_else(|e| panic!("{n} nodes did not converge: {e:#}"));
+        if n == 3 {
+            mastered_config_flows_from_the_leader_only(&daemons).unwrap();
+        }
     }
+}
+
+/// Node 0 leads: its mastered writes reach every follower over the mesh; a follower's write
+/// is refused with the leader's address and changes nothing.
+fn mastered_config_flows_from_the_leader_only(daemons: &[Daemon]) -> anyhow::Result<()> {
+    let get = |d: &Daemon, key: &str| -> anyhow::Result<serde_json::Value> {
+        let out = cli(&d.data, &["config", "get", key, "--json"])?;
+        Ok(serde_json::from_str::<serde_json::Value>(&out)?["value"].clone())
+    };
+    cli(
+        &daemons[0].data,
+        &["config", "set", "password.min-length", "16"],
+    )?;
+    cli(
+        &daemons[0].data,
+        &[
+            "fingerprint",
+            "approve",
+            "--host",
+            "db-1",
+            "--key-type",
+            "ssh-ed25519",
+            "--fingerprint",
+            "SHA256:x",
+        ],
+    )?;
+    wait_for(CONVERGE, || {
+        Ok(daemons.iter().all(|d| {
+            get(d, "password.min-length").is_ok_and(|v| v == "16")
+                && d.status().is_ok_and(|s| s["mastered"]["version"] == 3)
+        }))
+    })
+    .map_err(|e| e.context("followers apply the leader's config"))?;
+    let listed = cli(&daemons[2].data, &["fingerprint", "list", "--json"])?;
+    let listed: serde_json::Value = serde_json::from_str(&listed)?;
+    let approved: Vec<&serde_json::Value> = listed
+        .as_array()
+        .context("a list")?
+        .iter()
+        .filter(|f| f["host"] == "db-1")
+        .map(|f| &f["approved"])
+        .collect();
+    anyhow::ensure!(approved == [true], "approvals of db-1: {approved:?}");
+    let Err(err) = cli(
+        &daemons[1].data,
+        &["config", "set", "password.min-length", "20"],
+    ) else {
+        anyhow::bail!("a follower wrote mastered config");
+    };
+    anyhow::ensure!(format!("{err:#}").contains("node0.test"), "{err:#}");
+    anyhow::ensure!(get(&daemons[1], "password.min-length")? == "16");
+    anyhow::ensure!(daemons[1].status()?["role"] == "follower");
+    anyhow::ensure!(daemons[0].status()?["role"] == "leader");
+    Ok(())
 }
 
 #[test]
