@@ -72,6 +72,12 @@ pub enum Command {
     /// Cluster settings (mastered: the leader writes, every node applies).
     #[command(subcommand)]
     Config(ConfigCmd),
+    /// Leadership and HA: demote, failback, failover, superseded, make-standalone.
+    #[command(subcommand)]
+    Ha(crate::ha::HaCmd),
+    /// Local users' passwords (set by the leader under its policy).
+    #[command(subcommand)]
+    Password(crate::ha::PasswordCmd),
     /// The node's identity, what its store holds and, with a running daemon, its mesh.
     Status,
     /// Run the node: join the mesh and serve the other commands over a local socket.
@@ -599,6 +605,13 @@ pub fn run(cli: Cli, backend: &mut dyn Backend, out: &mut dyn Write) -> anyhow::
             )?;
         }
         Command::Config(cmd) => run_config(g, cmd, backend, out)?,
+        Command::Ha(cmd) => crate::ha::run_ha(g, cmd, backend, out)?,
+        Command::Password(crate::ha::PasswordCmd::List) => {
+            crate::ha::run_password_list(g, backend, out)?;
+        }
+        Command::Password(crate::ha::PasswordCmd::Change { .. }) => {
+            bail!("password changes talk to the leader: start the node with `meshward run` first")
+        }
         Command::Exception(ExceptionCmd::Set { user, field, value }) => {
             let x = UserDataException {
                 user,
@@ -757,11 +770,9 @@ pub fn run(cli: Cli, backend: &mut dyn Backend, out: &mut dyn Write) -> anyhow::
             let identity = store.identity()?;
             let audit = AuditLog::head(store.db())?;
             let chain = crate::roster::chain(store)?;
-            let role = match &chain {
-                None => "none",
-                Some(c) if c.leader() == identity.writer().0 => "leader",
-                Some(_) => "follower",
-            };
+            let primary = store.anchor()?.map(|a| a.genesis_leader);
+            let ha = crate::ha::status(chain.as_ref(), primary, identity.writer(), mesh.as_ref());
+            let role = ha["role"].as_str().unwrap_or("standalone").to_string();
             let mastered = chain.as_ref().map(|c| {
                 json!({
                     "epoch": c.epoch(), "version": c.last_version(),
@@ -796,12 +807,14 @@ pub fn run(cli: Cli, backend: &mut dyn Backend, out: &mut dyn Write) -> anyhow::
                     }))).collect::<serde_json::Map<_, _>>(),
                     "audit_records": audit.map_or(0, |h| h.seq),
                     "role": role,
+                    "ha": ha,
                     "mastered": mastered,
                     "mesh": mesh,
                 }),
                 &format!(
-                    "writer {}\nrole {role}{}\ncluster {}\nrows {}\nsegments {} ({} live, {} sealed bytes)\naudit records {}",
+                    "writer {}\nrole {role}, HA state {}{}\ncluster {}\nrows {}\nsegments {} ({} live, {} sealed bytes)\naudit records {}",
                     identity.writer().to_hex(),
+                    ha["state"].as_str().unwrap_or("inactive"),
                     chain.as_ref().map_or(String::new(), |c| format!(
                         " (epoch {}, leader {}, mastered version {})",
                         c.epoch(),
@@ -954,7 +967,8 @@ fn list_rows(
     Ok(())
 }
 
-fn emit(
+/// Prints `value` as JSON with `--json`, else `text`.
+pub(crate) fn emit(
     g: &Global,
     out: &mut dyn Write,
     value: serde_json::Value,

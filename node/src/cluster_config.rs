@@ -60,6 +60,22 @@ pub struct Approval {
     pub approved: bool,
 }
 
+/// Payload of a `Password` record: a local user's new password, as an Argon2id PHC string.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PasswordSet {
+    /// The user.
+    pub user: String,
+    /// `$argon2id$…` (salted hash; the password itself never leaves the leader).
+    pub hash: String,
+}
+
+impl PasswordSet {
+    /// Encodes the payload.
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).unwrap_or_default()
+    }
+}
+
 /// Why a setting was refused. Nothing was written.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
@@ -121,6 +137,8 @@ pub struct ClusterConfig {
     pub settings: BTreeMap<String, String>,
     /// Fingerprint approvals by (host, key type, fingerprint).
     pub approvals: BTreeMap<(String, KeyType, String), bool>,
+    /// Local users whose password the leader set: the mastered version of the last change.
+    pub passwords: BTreeMap<String, u64>,
 }
 
 impl ConfigChange {
@@ -211,6 +229,12 @@ impl ClusterConfig {
                         Err(_) => warn!(version = r.record.version, "approval not understood"),
                     }
                 }
+                RecordKind::Password => match postcard::from_bytes::<PasswordSet>(payload) {
+                    Ok(p) => {
+                        config.passwords.insert(p.user, r.record.version);
+                    }
+                    Err(_) => warn!(version = r.record.version, "password record not understood"),
+                },
                 _ => {}
             }
         }

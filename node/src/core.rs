@@ -26,7 +26,7 @@
 //!
 //! # Mastered records
 //! The core also replicates the leader-signed mastered chain ([`Chain`]). A record the leader
-//! wrote here ([`Input::Mastered`], already durable) is published as a [`Gossip::Mastered`];
+//! writes ([`Input::Master`]) is persisted, applied and published as a [`Gossip::Mastered`];
 //! a received record is verified against our chain before it is persisted
 //! ([`Output::PersistMastered`]), applied and forwarded. A record ahead of our chain is a gap:
 //! we sync with the sender. Sync requests carry our chain's last version and answers carry
@@ -41,7 +41,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use meshward_crdt::mastered::{
-    Chain, RebuildError, RecordKind, SignedRecord, TrustAnchor, Verified,
+    Chain, Endorsement, RebuildError, RecordKind, SignedRecord, TrustAnchor, Verified,
 };
 use meshward_crdt::{
     ApplyError, CommitError, Digest, Effects, Op, Replica, RowChange, SyncItem, SyncMessage,
@@ -51,6 +51,10 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use tracing::{debug, warn};
+
+mod ha;
+
+pub use ha::{MAX_PASSWORD, MAX_USER};
 
 /// Time in milliseconds on the caller's clock (wall clock in the daemon, virtual in the
 /// simulator).
@@ -78,6 +82,12 @@ pub struct CoreConfig {
     /// Encoded mastered-record bytes per sync answer before it says "more" (at least one
     /// record always goes). 4 MiB: four records of the largest payload.
     pub mastered_budget: usize,
+    /// A leader silent for this long counts as gone: followers then endorse a failover
+    /// candidate. 3 s: three missed adverts (one per `sync_interval`).
+    pub leader_timeout: Duration,
+    /// How long a failover collects endorsements, and a delegated request waits for the
+    /// leader, before the caller gets an error. 5 s: "a clear error within a few seconds".
+    pub ask_timeout: Duration,
 }
 
 impl Default for CoreConfig {
@@ -90,6 +100,8 @@ impl Default for CoreConfig {
             redial_min: Duration::from_millis(250),
             redial_max: Duration::from_secs(2),
             mastered_budget: 4 * 1024 * 1024,
+            leader_timeout: Duration::from_secs(3),
+            ask_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -155,10 +167,40 @@ pub enum Input {
         /// Our request token.
         request: u64,
     },
-    /// This node, as leader, signed and durably stored `record`: apply and announce it.
-    Mastered {
-        /// The record.
-        record: SignedRecord,
+    /// Write a mastered record as the leader; answered by [`Output::Done`].
+    Master {
+        /// Caller's token.
+        token: u64,
+        /// What the record is about.
+        kind: RecordKind,
+        /// Its payload.
+        payload: Vec<u8>,
+    },
+    /// `ha failover [--force]`: become leader of the next epoch; answered by
+    /// [`Output::Done`].
+    Failover {
+        /// Caller's token.
+        token: u64,
+        /// Break-glass for a two-node pair: take over without the other node.
+        force: bool,
+    },
+    /// `ha make-standalone`: on a follower, ask the leader to remove this node; on the leader
+    /// with `node`, remove that node. Answered by [`Output::Done`].
+    Leave {
+        /// Caller's token.
+        token: u64,
+        /// The node to remove (leader only); `None`: this node.
+        node: Option<WriterId>,
+    },
+    /// `password change`: set a local user's password under the leader's policy (delegated
+    /// to the leader from a follower). Answered by [`Output::Done`].
+    Password {
+        /// Caller's token.
+        token: u64,
+        /// The user.
+        user: String,
+        /// The new password.
+        password: Secret,
     },
 }
 
@@ -171,6 +213,34 @@ pub enum Output {
     PersistMastered(Box<Verified<SignedRecord>>),
     /// The verified roster changed: admit exactly these peers.
     Roster(BTreeSet<WriterId>),
+    /// Store durably, before any later output, that this node endorsed `candidate` for
+    /// `epoch` (it must never endorse another for the same epoch, even after a restart).
+    PersistVote {
+        /// The epoch.
+        epoch: u64,
+        /// The endorsed candidate.
+        candidate: WriterId,
+    },
+    /// Our chain lost to a competing one (higher epoch and leader): durably replace our
+    /// records from version `from` on by `records`, and keep ours from there as superseded.
+    AdoptChain {
+        /// First replaced version.
+        from: u64,
+        /// The winning chain's records from `from` on.
+        records: Vec<SignedRecord>,
+        /// Our records from `from` on, now superseded.
+        superseded: Vec<SignedRecord>,
+    },
+    /// Records of a competing chain that lost to ours: keep them for review.
+    Superseded(Vec<SignedRecord>),
+    /// The result of an [`Input::Master`], [`Input::Failover`], [`Input::Leave`] or
+    /// [`Input::Password`]: the mastered version written, or why not.
+    Done {
+        /// The caller's token.
+        token: u64,
+        /// The version, or a message for the operator.
+        result: Result<u64, String>,
+    },
     /// Publish on gossip.
     Publish(Vec<u8>),
     /// Verdict on a received gossip message.
@@ -253,6 +323,8 @@ pub enum Gossip {
         changes: u64,
         /// Last mastered version it holds.
         mastered: u64,
+        /// Hash of that record (zero when none), to notice a competing chain.
+        mastered_hash: [u8; 32],
     },
     /// A mastered record (`SignedRecord::encode` output), signed by the leader of its epoch.
     Mastered {
@@ -329,11 +401,18 @@ pub struct CoreCounters {
     pub mastered_rejected: u64,
     /// Mastered records at a version we hold with different contents (a competing leader).
     pub mastered_forks: u64,
+    /// Times our mastered chain was replaced by a winning competing chain.
+    pub chain_switches: u64,
+    /// Endorsements given to failover candidates.
+    pub endorsements_given: u64,
+    /// Endorsement requests refused.
+    pub endorsements_refused: u64,
 }
 
 /// The verified mastered chain and its records (kept to serve peers that lack them).
 #[derive(Debug)]
 struct Mastered {
+    anchor: TrustAnchor,
     chain: Chain,
     records: Vec<SignedRecord>,
 }
@@ -367,6 +446,14 @@ pub struct Core {
     wanted: BTreeSet<WriterId>,
     counters: CoreCounters,
     mastered: Option<Mastered>,
+    /// Our HA requests in flight, by request token.
+    asks: BTreeMap<u64, ha::Pending>,
+    /// The endorsement this node gave last: (epoch, candidate), durable.
+    vote: Option<(u64, WriterId)>,
+    /// A failover this node runs as candidate.
+    failover: Option<ha::Failover>,
+    /// Whether a chain fetch (fork resolution) is in flight.
+    chain_fetch: Option<Millis>,
     outbox: Vec<Output>,
 }
 
@@ -392,6 +479,10 @@ impl Core {
             wanted: BTreeSet::new(),
             counters: CoreCounters::default(),
             mastered: None,
+            asks: BTreeMap::new(),
+            vote: None,
+            failover: None,
+            chain_fetch: None,
             outbox: Vec::new(),
         };
         for (peer, addr) in known {
@@ -439,7 +530,11 @@ impl Core {
         records: Vec<SignedRecord>,
     ) -> Result<(), RebuildError> {
         let chain = Chain::rebuild(anchor, &records)?;
-        self.mastered = Some(Mastered { chain, records });
+        self.mastered = Some(Mastered {
+            anchor,
+            chain,
+            records,
+        });
         self.roster_from_chain(now);
         Ok(())
     }
@@ -504,19 +599,31 @@ impl Core {
                 peer,
                 channel,
                 data,
-            } => self.serve(now, peer, channel, &data),
+            } => self.request(now, peer, channel, &data),
             Input::SyncResponse {
                 peer,
                 request,
                 data,
-            } => self.answer(now, peer, request, &data),
-            Input::Mastered { record } => {
-                let encoded = record.encode();
-                if self.take_mastered(now, record, self.me()) == Taken::Applied {
-                    self.publish_mastered(encoded);
-                }
+            } => self.reply(now, peer, request, &data),
+            Input::Master {
+                token,
+                kind,
+                payload,
+            } => {
+                let result = self.write_mastered(now, kind, payload);
+                self.outbox.push(Output::Done { token, result });
             }
+            Input::Failover { token, force } => self.failover(now, token, force),
+            Input::Leave { token, node } => self.leave(now, token, node),
+            Input::Password {
+                token,
+                user,
+                password,
+            } => self.password(now, token, user, password),
             Input::SyncFailed { peer, request } => {
+                if let Some(pending) = self.asks.remove(&request) {
+                    self.ha_reply(now, peer, pending, None);
+                }
                 if self
                     .syncing
                     .is_some_and(|(p, r, _)| p == peer && r == request)
@@ -529,6 +636,7 @@ impl Core {
     }
 
     fn tick(&mut self, now: Millis) {
+        self.ha_tick(now);
         // Redials that are due.
         for (peer, p) in &mut self.peers {
             if let (Some(at), Some(addr), false) = (p.redial_at, p.status.addr, p.status.connected)
@@ -614,6 +722,10 @@ impl Core {
             fingerprint: digest.fingerprint(),
             changes: total_changes(&digest),
             mastered: self.mastered_version(),
+            mastered_hash: self
+                .mastered
+                .as_ref()
+                .map_or([0; 32], |m| m.chain.last_hash().0),
         };
         self.outbox.push(Output::Publish(advert.encode()));
     }
@@ -636,9 +748,15 @@ impl Core {
                 fingerprint,
                 changes,
                 mastered,
+                mastered_hash,
             } => {
+                self.seen(now, origin);
                 if let Some(p) = self.peers.get_mut(&origin) {
                     p.status.changes = Some(changes);
+                }
+                if self.head_conflicts(mastered, mastered_hash) {
+                    self.counters.mastered_forks += 1;
+                    self.fetch_chain(now, origin);
                 }
                 let differs = fingerprint != self.replica.digest().fingerprint()
                     || mastered > self.mastered_version();
@@ -705,8 +823,7 @@ impl Core {
     /// Verifies a mastered record against our chain; if it is the next one, persists and
     /// applies it (and admits a changed roster).
     fn take_mastered(&mut self, now: Millis, record: SignedRecord, from: WriterId) -> Taken {
-        let local = from == self.me();
-        let Some(m) = self.mastered.as_mut() else {
+        let Some(m) = self.mastered.as_ref() else {
             return Taken::Held;
         };
         let version = record.record.version;
@@ -719,6 +836,7 @@ impl Core {
             if m.records.get(version as usize - 1) != Some(&record) {
                 self.counters.mastered_forks += 1;
                 warn!(peer = %from, version, "mastered record differs from ours (competing leader)");
+                self.fetch_chain(now, from);
             }
             return Taken::Held;
         }
@@ -727,6 +845,12 @@ impl Core {
         }
         let verified = match m.chain.verify(&record) {
             Ok(v) => v,
+            Err(e) if self.is_fork_signal(&e) => {
+                self.counters.mastered_forks += 1;
+                warn!(peer = %from, error = %e, "mastered record from a competing chain");
+                self.fetch_chain(now, from);
+                return Taken::Held;
+            }
             Err(e) => {
                 self.counters.mastered_rejected += 1;
                 warn!(peer = %from, error = %e, "refused mastered record");
@@ -737,13 +861,16 @@ impl Core {
             verified.record.kind,
             RecordKind::Genesis | RecordKind::Roster
         );
-        if !local {
-            // Verified twice: the store gets one proof, the chain the other; one signature
-            // check against the same state always agrees with itself.
-            self.outbox
-                .push(Output::PersistMastered(Box::new(verified)));
+        if from != self.me() {
             self.counters.mastered_applied += 1;
         }
+        // Verified twice: the store gets one proof, the chain the other; one signature check
+        // against the same state always agrees with itself.
+        self.outbox
+            .push(Output::PersistMastered(Box::new(verified)));
+        let Some(m) = self.mastered.as_mut() else {
+            return Taken::Held;
+        };
         match m.chain.verify(&record).map(|v| m.chain.apply(v)) {
             Ok(Ok(())) => {}
             _ => return Taken::Refused,
@@ -775,11 +902,16 @@ impl Core {
             .iter()
             .map(|member| (WriterId(member.key), member.address.parse().ok()))
             .collect();
-        let roster: BTreeSet<WriterId> = members.iter().map(|(k, _)| *k).collect();
-        self.set_roster(roster.clone());
         let me = self.me();
+        // A node removed from the roster admits no one: it runs standalone.
+        let roster: BTreeSet<WriterId> = if members.iter().any(|(k, _)| *k == me) {
+            members.iter().map(|(k, _)| *k).collect()
+        } else {
+            BTreeSet::new()
+        };
+        self.set_roster(roster.clone());
         for (peer, addr) in members {
-            if peer == me {
+            if peer == me || !roster.contains(&peer) {
                 continue;
             }
             let p = self.peers.entry(peer).or_default();
@@ -819,19 +951,35 @@ impl Core {
         verdict
     }
 
-    fn serve(&mut self, now: Millis, peer: WriterId, channel: u64, data: &[u8]) {
+    /// A request from a peer: sync, or one of the HA requests ([`ha`]).
+    fn request(&mut self, now: Millis, peer: WriterId, channel: u64, data: &[u8]) {
         self.seen(now, peer);
-        let ask = SyncAsk::decode(data);
-        let Some(Ok(theirs)) = ask.as_ref().map(|a| Digest::decode(&a.digest)) else {
+        match Ask::decode(data) {
+            Some(Ask::Sync(ask)) => self.serve(now, peer, channel, ask),
+            Some(other) => self.serve_ha(now, peer, channel, other),
+            None => {
+                self.counters.malformed += 1;
+                debug!(peer = %peer, "malformed request");
+                self.respond(channel, Reply::Sync(SyncAnswer::default()));
+            }
+        }
+    }
+
+    fn respond(&mut self, channel: u64, reply: Reply) {
+        self.outbox.push(Output::Respond {
+            channel,
+            data: reply.encode(),
+        });
+    }
+
+    fn serve(&mut self, now: Millis, peer: WriterId, channel: u64, ask: SyncAsk) {
+        let Ok(theirs) = Digest::decode(&ask.digest) else {
             self.counters.malformed += 1;
             debug!(peer = %peer, "malformed sync request");
-            self.outbox.push(Output::Respond {
-                channel,
-                data: SyncAnswer::default().encode(),
-            });
+            self.respond(channel, Reply::Sync(SyncAnswer::default()));
             return;
         };
-        let their_mastered = ask.map_or(0, |a| a.mastered);
+        let their_mastered = ask.mastered;
         let mut answer = match self.replica.missing_for(&theirs, self.config.sync_budget) {
             Ok((items, more)) => SyncAnswer {
                 more,
@@ -856,10 +1004,7 @@ impl Core {
             }
         }
         self.counters.sync_served += 1;
-        self.outbox.push(Output::Respond {
-            channel,
-            data: answer.encode(),
-        });
+        self.respond(channel, Reply::Sync(answer));
         let ours = self.replica.digest();
         let they_have_more = theirs
             .segments
@@ -874,16 +1019,26 @@ impl Core {
         }
     }
 
-    fn answer(&mut self, now: Millis, peer: WriterId, request: u64, data: &[u8]) {
+    /// A reply to one of our requests: a sync answer, or an HA reply ([`ha`]).
+    fn reply(&mut self, now: Millis, peer: WriterId, request: u64, data: &[u8]) {
         self.seen(now, peer);
         self.counters.bytes_received += data.len() as u64;
+        if let Some(pending) = self.asks.remove(&request) {
+            self.ha_reply(now, peer, pending, Reply::decode(data));
+        } else {
+            self.answer(now, peer, request, data);
+        }
+    }
+
+    fn answer(&mut self, now: Millis, peer: WriterId, request: u64, data: &[u8]) {
         let current = self
             .syncing
             .is_some_and(|(p, r, _)| p == peer && r == request);
         if current {
             self.syncing = None;
         }
-        let decoded = SyncAnswer::decode(data).and_then(|a| {
+        let decoded = Reply::decode(data).and_then(|r| {
+            let Reply::Sync(a) = r else { return None };
             SyncMessage::decode(&a.message)
                 .ok()
                 .map(|m| (a.more, a.records, m))
@@ -950,7 +1105,7 @@ impl Core {
             self.outbox.push(Output::Request {
                 peer,
                 request,
-                data: ask.encode(),
+                data: Ask::Sync(ask).encode(),
             });
         }
     }
@@ -978,15 +1133,94 @@ pub struct SyncAsk {
     pub digest: Vec<u8>,
 }
 
-impl SyncAsk {
+/// What travels on the request protocol, from the asker.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Ask {
+    /// What do I lack?
+    Sync(SyncAsk),
+    /// Endorse me as leader of `next_epoch`, at this chain position.
+    Endorse {
+        /// The epoch the asker would lead.
+        next_epoch: u64,
+        /// The asker's last mastered version.
+        prev_version: u64,
+        /// The hash of that record.
+        prev_hash: [u8; 32],
+    },
+    /// Send me your whole mastered chain (our chains forked).
+    Chain,
+    /// (To the leader) remove me from the roster; I hold records up to `have`.
+    Leave {
+        /// The asker's last mastered version.
+        have: u64,
+    },
+    /// (To the leader) set this local user's password under your policy.
+    Password {
+        /// The asker's last mastered version.
+        have: u64,
+        /// The user.
+        user: String,
+        /// The new password.
+        password: Secret,
+    },
+}
+
+/// What travels back on the request protocol.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    /// The answer to [`Ask::Sync`].
+    Sync(SyncAnswer),
+    /// An endorsement, or why not.
+    Endorsed(Result<Endorsement, String>),
+    /// Every mastered record, encoded, in order.
+    Chain(Vec<Vec<u8>>),
+    /// The leader did it: the mastered records after the asker's `have`, encoded; or why not.
+    Done(Result<Vec<Vec<u8>>, String>),
+}
+
+/// A secret string (a password): never shown by `Debug`, zeroed when dropped.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
+
+/// Largest request accepted for decoding.
+pub const MAX_ASK: usize = meshward_crdt::MAX_DIGEST + 64 * 1024;
+
+impl Ask {
     /// Encodes the request.
     pub fn encode(&self) -> Vec<u8> {
         postcard::to_allocvec(self).unwrap_or_default()
     }
 
     /// Decodes a request, refusing oversize or malformed bytes.
-    pub fn decode(bytes: &[u8]) -> Option<SyncAsk> {
-        if bytes.len() > meshward_crdt::MAX_DIGEST + 16 {
+    pub fn decode(bytes: &[u8]) -> Option<Ask> {
+        if bytes.len() > MAX_ASK {
+            return None;
+        }
+        postcard::from_bytes(bytes).ok()
+    }
+}
+
+impl Reply {
+    /// Encodes the reply.
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).unwrap_or_default()
+    }
+
+    /// Decodes a reply, refusing oversize or malformed bytes.
+    pub fn decode(bytes: &[u8]) -> Option<Reply> {
+        if bytes.len() > meshward_crdt::MAX_WIRE {
             return None;
         }
         postcard::from_bytes(bytes).ok()
@@ -1002,21 +1236,6 @@ pub struct SyncAnswer {
     pub message: Vec<u8>,
     /// Mastered records after the requester's version, in order (`SignedRecord::encode`).
     pub records: Vec<Vec<u8>>,
-}
-
-impl SyncAnswer {
-    /// Encodes the answer.
-    pub fn encode(&self) -> Vec<u8> {
-        postcard::to_allocvec(self).unwrap_or_default()
-    }
-
-    /// Decodes an answer, refusing oversize or malformed bytes.
-    pub fn decode(bytes: &[u8]) -> Option<SyncAnswer> {
-        if bytes.len() > meshward_crdt::MAX_WIRE + 16 {
-            return None;
-        }
-        postcard::from_bytes(bytes).ok()
-    }
 }
 
 fn total_changes(d: &Digest) -> u64 {
@@ -1054,6 +1273,10 @@ mod tests {
         queue: VecDeque<(usize, Input)>,
         next_id: u64,
         channels: BTreeMap<u64, (usize, usize, u64)>,
+        /// Every `Output::Done`: (core, token, result).
+        done: Vec<(usize, u64, Result<u64, String>)>,
+        /// Every `Output::Superseded` and `AdoptChain` superseded list, by core.
+        superseded: Vec<(usize, Vec<SignedRecord>)>,
     }
 
     impl Net {
@@ -1088,6 +1311,8 @@ mod tests {
                 queue: VecDeque::new(),
                 next_id: 1,
                 channels: BTreeMap::new(),
+                done: Vec::new(),
+                superseded: Vec::new(),
             };
             for a in 0..n {
                 for b in 0..n {
@@ -1188,8 +1413,61 @@ mod tests {
                         },
                     ));
                 }
+                Output::Done { token, result } => self.done.push((from, token, result)),
+                Output::Superseded(records)
+                | Output::AdoptChain {
+                    superseded: records,
+                    ..
+                } => self.superseded.push((from, records)),
                 _ => {}
             }
+        }
+
+        /// Cuts every link of `i` (both sides see a disconnection).
+        fn isolate(&mut self, i: usize) {
+            for j in 0..self.cores.len() {
+                if j != i {
+                    self.cut.insert((i.min(j), i.max(j)));
+                    let (pi, pj) = (self.cores[i].me(), self.cores[j].me());
+                    self.queue.push_back((i, Input::Disconnected { peer: pj }));
+                    self.queue.push_back((j, Input::Disconnected { peer: pi }));
+                }
+            }
+            self.run();
+        }
+
+        /// Restores every link of `i`.
+        fn rejoin(&mut self, i: usize) {
+            for j in 0..self.cores.len() {
+                if j != i {
+                    self.cut.remove(&(i.min(j), i.max(j)));
+                    let (pi, pj) = (self.cores[i].me(), self.cores[j].me());
+                    self.queue.push_back((
+                        i,
+                        Input::Connected {
+                            peer: pj,
+                            addr: addr(j),
+                        },
+                    ));
+                    self.queue.push_back((
+                        j,
+                        Input::Connected {
+                            peer: pi,
+                            addr: addr(i),
+                        },
+                    ));
+                }
+            }
+            self.run();
+        }
+
+        fn last_done(&self, core: usize) -> Result<u64, String> {
+            self.done
+                .iter()
+                .rev()
+                .find(|(c, _, _)| *c == core)
+                .map(|(_, _, r)| r.clone())
+                .expect("an answer")
         }
 
         fn tick_all(&mut self, ms: u64) {
@@ -1268,14 +1546,28 @@ mod tests {
         let (mut chain, _) = with_chain(&mut net);
         let record = chain.sign_next(&leader_key(), RecordKind::Config, b"a=1".to_vec());
         chain.apply(chain.verify(&record).unwrap()).unwrap();
-        net.input(0, Input::Mastered { record });
+        net.input(
+            0,
+            Input::Master {
+                token: 1,
+                kind: record.record.kind,
+                payload: record.record.payload.clone(),
+            },
+        );
         assert_eq!(versions(&net), [2, 2, 2]);
         assert_eq!(net.cores[1].counters().mastered_applied, 1);
 
         // Gossip lost: the adverts say a version is missing, and sync fetches it.
         net.drop_gossip = true;
         let record = chain.sign_next(&leader_key(), RecordKind::Config, b"a=2".to_vec());
-        net.input(0, Input::Mastered { record });
+        net.input(
+            0,
+            Input::Master {
+                token: 1,
+                kind: record.record.kind,
+                payload: record.record.payload.clone(),
+            },
+        );
         assert_eq!(versions(&net), [3, 2, 2]);
         net.drop_gossip = false;
         for _ in 0..3 {
@@ -1378,6 +1670,187 @@ mod tests {
                 .peers()
                 .all(|(k, _)| *k != WriterId(removed.key))
         );
+    }
+
+    fn epochs(net: &Net) -> Vec<u64> {
+        net.cores
+            .iter()
+            .map(|c| c.chain().unwrap().epoch())
+            .collect()
+    }
+
+    #[test]
+    fn a_majority_elects_a_new_leader_when_the_old_one_is_gone() {
+        let mut net = Net::new(3);
+        with_chain(&mut net);
+        // While the leader is heard, nobody may take over.
+        net.tick_all(1000);
+        net.input(
+            1,
+            Input::Failover {
+                token: 1,
+                force: false,
+            },
+        );
+        let err = net.last_done(1).unwrap_err();
+        assert!(err.contains("is alive"), "{err}");
+        net.isolate(0);
+        net.tick_all(4000);
+        net.input(
+            1,
+            Input::Failover {
+                token: 2,
+                force: false,
+            },
+        );
+        assert_eq!(net.last_done(1), Ok(2));
+        assert_eq!(&epochs(&net)[1..], [2, 2]);
+        let leader = net.cores[1].me().0;
+        assert_eq!(net.cores[2].chain().unwrap().leader(), leader);
+        assert_eq!(net.cores[2].counters().endorsements_given, 1);
+        // Node 2 endorsed node 1 for epoch 2: it cannot stand for epoch 2 itself.
+        assert_eq!(net.cores[2].vote, Some((2, net.cores[1].me())));
+        // The old leader comes back: it follows the new epoch.
+        net.rejoin(0);
+        for _ in 0..3 {
+            net.tick_all(1000);
+        }
+        assert_eq!(epochs(&net), [2, 2, 2]);
+        assert_eq!(net.cores[0].chain(), net.cores[1].chain());
+    }
+
+    #[test]
+    fn a_minority_side_cannot_elect_a_leader() {
+        let mut net = Net::new(3);
+        with_chain(&mut net);
+        net.isolate(2);
+        net.tick_all(4000);
+        net.input(
+            2,
+            Input::Failover {
+                token: 1,
+                force: false,
+            },
+        );
+        let err = net.last_done(2).unwrap_err();
+        assert!(err.contains("minority"), "{err}");
+        net.input(
+            2,
+            Input::Failover {
+                token: 2,
+                force: true,
+            },
+        );
+        let err = net.last_done(2).unwrap_err();
+        assert!(err.contains("two-node pair"), "{err}");
+        assert_eq!(epochs(&net), [1, 1, 1]);
+    }
+
+    #[test]
+    fn a_forced_failover_in_a_pair_wins_when_they_meet_and_the_loser_keeps_its_writes() {
+        let mut net = Net::new(2);
+        with_chain(&mut net);
+        net.isolate(1);
+        net.tick_all(4000);
+        // Both sides write mastered config during the split.
+        let config = |v: &str| crate::cluster_config::ConfigChange::Set {
+            key: "managed.site".into(),
+            value: v.into(),
+        };
+        let master = |token, v: &str| Input::Master {
+            token,
+            kind: RecordKind::Config,
+            payload: config(v).encode(),
+        };
+        net.input(0, master(1, "old-leader"));
+        assert_eq!(net.last_done(0), Ok(2));
+        net.input(
+            1,
+            Input::Failover {
+                token: 2,
+                force: true,
+            },
+        );
+        assert_eq!(net.last_done(1), Ok(2));
+        net.input(1, master(3, "new-leader"));
+        assert_eq!(net.last_done(1), Ok(3));
+        assert_eq!(epochs(&net), [1, 2]);
+        net.rejoin(1);
+        for _ in 0..3 {
+            net.tick_all(1000);
+        }
+        assert_eq!(epochs(&net), [2, 2]);
+        assert_eq!(net.cores[0].chain(), net.cores[1].chain());
+        assert_eq!(net.cores[0].counters().chain_switches, 1);
+        // The old leader's write during the split is kept as superseded, not dropped.
+        let kept: Vec<u64> = net
+            .superseded
+            .iter()
+            .filter(|(core, _)| *core == 0)
+            .flat_map(|(_, records)| records.iter().map(|r| r.record.epoch))
+            .collect();
+        assert_eq!(kept, [1]);
+    }
+
+    #[test]
+    fn a_password_change_on_a_follower_is_decided_by_the_leader() {
+        let mut net = Net::new(3);
+        with_chain(&mut net);
+        let change = |token, password: &str| Input::Password {
+            token,
+            user: "alice".into(),
+            password: Secret(password.into()),
+        };
+        net.input(2, change(1, "short"));
+        let err = net.last_done(2).unwrap_err();
+        assert!(
+            err.contains("leader refused") && err.contains("at least 12"),
+            "{err}"
+        );
+        net.input(2, change(2, "Correct-horse-battery-9"));
+        assert_eq!(net.last_done(2), Ok(2));
+        assert_eq!(versions(&net), [2, 2, 2]);
+        let record = &net.cores[1].mastered.as_ref().unwrap().records[1];
+        assert_eq!(record.record.kind, RecordKind::Password);
+        assert_eq!(record.signer, net.cores[0].me().0);
+        // The leader unreachable: a clear error at once, nothing queued.
+        net.isolate(0);
+        net.input(2, change(3, "Correct-horse-battery-10"));
+        let err = net.last_done(2).unwrap_err();
+        assert!(err.contains("not connected"), "{err}");
+        net.tick_all(10_000);
+        assert_eq!(versions(&net), [2, 2, 2]);
+    }
+
+    #[test]
+    fn a_follower_that_leaves_is_removed_and_admits_no_one() {
+        let mut net = Net::new(3);
+        with_chain(&mut net);
+        net.input(
+            0,
+            Input::Leave {
+                token: 1,
+                node: None,
+            },
+        );
+        assert!(
+            net.last_done(0)
+                .unwrap_err()
+                .contains("cannot leave while it leads")
+        );
+        net.input(
+            2,
+            Input::Leave {
+                token: 2,
+                node: None,
+            },
+        );
+        assert_eq!(net.last_done(2), Ok(2));
+        let me = net.cores[2].me();
+        assert!(!net.cores[0].chain().unwrap().roster().contains(&me.0));
+        assert!(!net.cores[2].chain().unwrap().roster().contains(&me.0));
+        assert!(net.cores[2].roster.is_empty());
+        assert!(!net.cores[0].roster.contains(&me));
     }
 
     #[test]
@@ -1561,11 +2034,11 @@ mod tests {
             .replica()
             .missing_for(&Digest::default(), usize::MAX)
             .unwrap();
-        let full = SyncAnswer {
+        let full = Reply::Sync(SyncAnswer {
             more: false,
             message: SyncMessage { items }.encode(),
             records: Vec::new(),
-        }
+        })
         .encode()
         .len();
         let received = net.cores[0].counters().bytes_received;

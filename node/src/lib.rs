@@ -12,6 +12,7 @@ pub mod cluster_config;
 pub mod control;
 pub mod core;
 pub mod daemon;
+pub mod ha;
 pub mod mek;
 pub mod roster;
 pub mod store;
