@@ -120,6 +120,13 @@ impl Daemon {
         Ok(daemon)
     }
 
+    /// The last `n` lines of its log, for failure messages.
+    pub fn log_tail(&self, n: usize) -> String {
+        let log = std::fs::read_to_string(self.data.join("daemon.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
     /// Its process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
