@@ -177,6 +177,9 @@ pub enum RecordKind {
     Config,
     /// Moves leadership to the next epoch; payload is a [`Handover`].
     Handover,
+    /// A named cluster secret sealed under a key derived from the MEK, with its public part
+    /// (e.g. the cluster CA's certificate and sealed private key); opaque payload here.
+    SealedSecret,
 }
 
 /// A mastered record before signing.
@@ -639,7 +642,7 @@ impl fmt::Debug for RecordHash {
 
 impl RecordKind {
     /// Every kind, in wire-code order.
-    pub const ALL: [RecordKind; 10] = [
+    pub const ALL: [RecordKind; 11] = [
         RecordKind::Genesis,
         RecordKind::Roster,
         RecordKind::Revocation,
@@ -650,6 +653,7 @@ impl RecordKind {
         RecordKind::Grant,
         RecordKind::Config,
         RecordKind::Handover,
+        RecordKind::SealedSecret,
     ];
 
     /// Stable name, as in serde and logs.
@@ -665,10 +669,12 @@ impl RecordKind {
             RecordKind::Grant => "grant",
             RecordKind::Config => "config",
             RecordKind::Handover => "handover",
+            RecordKind::SealedSecret => "sealed-secret",
         }
     }
 
-    /// Stable wire byte: the position in [`RecordKind::ALL`] (`Genesis` = 0 … `Handover` = 9).
+    /// Stable wire byte: the position in [`RecordKind::ALL`] (`Genesis` = 0 … `Handover` = 9,
+    /// `SealedSecret` = 10).
     pub fn code(self) -> u8 {
         match self {
             RecordKind::Genesis => 0,
@@ -681,6 +687,7 @@ impl RecordKind {
             RecordKind::Grant => 7,
             RecordKind::Config => 8,
             RecordKind::Handover => 9,
+            RecordKind::SealedSecret => 10,
         }
     }
 
@@ -2093,7 +2100,8 @@ mod tests {
             assert_eq!(kind.as_str().parse::<RecordKind>(), Ok(kind));
             assert_eq!(kind.to_string(), kind.as_str());
         }
-        assert_eq!(RecordKind::from_code(10), None);
+        assert_eq!(RecordKind::from_code(11), None);
+        assert_eq!(RecordKind::SealedSecret.code(), 10);
         assert!("Genesis".parse::<RecordKind>().is_err());
         assert_eq!(RecordKind::PasswordPolicy.as_str(), "password-policy");
     }
