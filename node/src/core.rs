@@ -454,6 +454,8 @@ pub struct Core {
     failover: Option<ha::Failover>,
     /// Whether a chain fetch (fork resolution) is in flight.
     chain_fetch: Option<Millis>,
+    /// When the transport stops admitting a node that just left (see [`ha`]).
+    release_at: Option<Millis>,
     outbox: Vec<Output>,
 }
 
@@ -483,6 +485,7 @@ impl Core {
             vote: None,
             failover: None,
             chain_fetch: None,
+            release_at: None,
             outbox: Vec::new(),
         };
         for (peer, addr) in known {

@@ -179,6 +179,32 @@ pub fn cli(data: &Path, args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8(out.stdout)?)
 }
 
+/// Like [`cli`], writing `input` to the command's stdin.
+pub fn cli_stdin(data: &Path, args: &[&str], input: &str) -> anyhow::Result<String> {
+    use std::io::Write as _;
+    let mut child = Command::new(meshward_bin())
+        .arg("--data")
+        .arg(data)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("running meshward")?;
+    child
+        .stdin
+        .take()
+        .context("stdin")?
+        .write_all(input.as_bytes())?;
+    let out = child.wait_with_output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "meshward {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8(out.stdout)?)
+}
+
 /// Polls `check` every 100 ms until it returns true or `limit` passes (bounded loop).
 pub fn wait_for(
     limit: std::time::Duration,

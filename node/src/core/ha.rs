@@ -73,6 +73,9 @@ pub(super) struct Failover {
 const NO_CLUSTER: &str =
     "this node is not part of a cluster; run `meshward init` or `meshward join` first";
 
+/// How long the leader keeps admitting a node that left, so its answer reaches it.
+const LEAVE_GRACE_MS: Millis = 2_000;
+
 /// Longest user name a password change accepts.
 pub const MAX_USER: usize = 128;
 
@@ -304,7 +307,8 @@ impl Core {
             };
             Err(format!(
                 "failover refused: {} of the {} members endorsed this node and a majority needs \
-                 {}{why}",
+                 {}: this side of the cluster is a minority, or the others still hear a \
+                 leader{why}",
                 f.endorsements.len(),
                 f.members,
                 f.need
@@ -541,10 +545,16 @@ impl Core {
                 } else {
                     Err("I am not the leader".into())
                 };
-                // Answer before the transport stops admitting the node that left.
-                let roster = self.take_roster_output();
+                // Keep admitting the node that left for a moment, so the answer reaches it.
+                let mut admitted = self.take_roster_output();
+                if result.is_ok() {
+                    let mut grace = self.roster.clone();
+                    grace.insert(peer);
+                    admitted = vec![Output::Roster(grace)];
+                    self.release_at = Some(now + LEAVE_GRACE_MS);
+                }
+                self.outbox.extend(admitted);
                 self.respond(channel, Reply::Done(result));
-                self.outbox.extend(roster);
                 return;
             }
             Ask::Password {
@@ -565,6 +575,7 @@ impl Core {
         self.respond(channel, reply);
     }
 
+    /// Takes the roster outputs queued so far.
     fn take_roster_output(&mut self) -> Vec<Output> {
         let (roster, rest): (Vec<Output>, Vec<Output>) = std::mem::take(&mut self.outbox)
             .into_iter()
@@ -643,6 +654,10 @@ impl Core {
     /// Timers: failover and delegation deadlines.
     pub(super) fn ha_tick(&mut self, now: Millis) {
         self.check_failover(now);
+        if self.release_at.is_some_and(|at| now >= at) {
+            self.release_at = None;
+            self.outbox.push(Output::Roster(self.roster.clone()));
+        }
         let expired: Vec<u64> = self
             .asks
             .iter()
