@@ -211,7 +211,7 @@ fn start(exe: &Path, data: &Path, peers: &[&String]) -> anyhow::Result<Child> {
     while Instant::now() < deadline {
         if data.join(crate::control::SOCKET).exists()
             && let Ok(Some(reply)) =
-                crate::control::forward(data, vec!["status".into(), "--json".into()])
+                crate::control::forward(data, vec!["status".into(), "--json".into()], None)
             && serde_json::from_str::<serde_json::Value>(&reply.stdout)
                 .is_ok_and(|s| s["mesh"]["setup"].is_string())
         {

@@ -223,11 +223,18 @@ pub fn write(
     Ok(record)
 }
 
-/// The peers the mesh admits: the members of the verified roster (empty when standalone).
+/// The peers the mesh admits: the members of the verified roster; none when this node is
+/// standalone (no cluster, or removed from the roster).
 pub fn admitted(store: &Store) -> Result<BTreeSet<WriterId>, ImportError> {
-    Ok(chain(store)?
+    let me = store.identity()?.writer();
+    let members: BTreeSet<WriterId> = chain(store)?
         .map(|c| c.roster().members.iter().map(|m| WriterId(m.key)).collect())
-        .unwrap_or_default())
+        .unwrap_or_default();
+    Ok(if members.contains(&me) {
+        members
+    } else {
+        BTreeSet::new()
+    })
 }
 
 #[cfg(test)]
