@@ -260,13 +260,18 @@ mod tests {
     #[test]
     fn an_imported_roster_decides_admission_and_survives_reimport() {
         let store = Store::in_memory().unwrap();
+        let me = store.identity().unwrap().writer();
         let leader = SigningKey::from_bytes(&[1; 32]);
-        let b = bundle(&leader, &[key(1), key(2)]);
+        let b = bundle(&leader, &[key(1), me.0]);
         assert_eq!(import(&store, &b.encode()).unwrap(), 1);
         assert_eq!(import(&store, &b.encode()).unwrap(), 0, "idempotent");
         let admitted = admitted(&store).unwrap();
-        assert_eq!(admitted, [WriterId(key(1)), WriterId(key(2))].into());
+        assert_eq!(admitted, [WriterId(key(1)), me].into());
         assert_eq!(store.identity().unwrap().cluster.0, [3; 16]);
+        // A node outside the roster admits no one.
+        let outsider = Store::in_memory().unwrap();
+        import(&outsider, &b.encode()).unwrap();
+        assert!(super::admitted(&outsider).unwrap().is_empty());
     }
 
     #[test]
