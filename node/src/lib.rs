@@ -8,11 +8,17 @@
 
 pub mod audit;
 pub mod cli;
+pub mod cluster;
 pub mod cluster_config;
+pub mod config;
 pub mod control;
 pub mod core;
 pub mod daemon;
+pub mod demo;
 pub mod ha;
+pub mod join;
+pub mod licence;
 pub mod mek;
+pub mod pki;
 pub mod roster;
 pub mod store;
