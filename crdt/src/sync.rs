@@ -259,7 +259,21 @@ impl SyncMessage {
                 max: MAX_WIRE,
             });
         }
-        let plain = zstd::bulk::decompress(bytes, MAX_DECODED).map_err(|_| WireError::Malformed)?;
+        // Our frames always state their decompressed size; it sizes the buffer exactly (a
+        // buffer of MAX_DECODED per message would cost a 128 MiB map and unmap per push), and
+        // a frame that understates it fails to decompress.
+        let size = zstd::zstd_safe::get_frame_content_size(bytes)
+            .ok()
+            .flatten()
+            .ok_or(WireError::Malformed)?;
+        let size = usize::try_from(size)
+            .ok()
+            .filter(|&n| n <= MAX_DECODED)
+            .ok_or(WireError::TooLarge {
+                len: usize::try_from(size).unwrap_or(usize::MAX),
+                max: MAX_DECODED,
+            })?;
+        let plain = zstd::bulk::decompress(bytes, size).map_err(|_| WireError::Malformed)?;
         postcard::from_bytes(&plain).map_err(|_| WireError::Malformed)
     }
 }
@@ -314,7 +328,21 @@ mod tests {
             Err(WireError::TooLarge { .. })
         ));
         let bomb = zstd::bulk::compress(&vec![0u8; MAX_DECODED + 1], 3).unwrap_or_default();
-        assert_eq!(SyncMessage::decode(&bomb), Err(WireError::Malformed));
+        assert!(matches!(
+            SyncMessage::decode(&bomb),
+            Err(WireError::TooLarge { .. })
+        ));
+        // A frame that does not state its decompressed size is refused.
+        let unsized_frame = {
+            let mut c = zstd::bulk::Compressor::new(3).expect("zstd");
+            c.include_contentsize(false).expect("zstd");
+            c.compress(&postcard::to_allocvec(&SyncMessage::default()).expect("encode"))
+                .expect("zstd")
+        };
+        assert_eq!(
+            SyncMessage::decode(&unsized_frame),
+            Err(WireError::Malformed)
+        );
         assert!(Digest::decode(&[0xff; 10]).is_err());
     }
 

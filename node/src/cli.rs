@@ -141,10 +141,12 @@ pub enum FaultCmd {
     /// Restore every link.
     Heal,
     /// Misbehave towards every peer, to show they refuse and count it: `garbage` publishes
-    /// and requests junk bytes; `foreign` publishes another writer's rows re-signed as ours.
+    /// and requests junk bytes and answers the next sync requests with junk; `oversize`
+    /// does the same with messages one byte over the peers' limits; `foreign` publishes
+    /// another writer's rows re-signed as ours.
     Misbehave {
-        /// garbage or foreign.
-        #[arg(long, value_parser = ["garbage", "foreign"])]
+        /// garbage, oversize or foreign.
+        #[arg(long, value_parser = ["garbage", "oversize", "foreign"])]
         kind: String,
     },
 }

@@ -612,6 +612,7 @@ impl Backend for DaemonBackend<'_> {
     #[cfg(feature = "fault-injection")]
     fn misbehave(&mut self, kind: &str) -> anyhow::Result<u64> {
         use meshward_crdt::{Digest, Head, SegmentKey, SyncItem, SyncMessage, TableId};
+        use meshward_transport::Misbehaviour;
 
         use crate::core::Gossip;
         let node = &mut *self.node;
@@ -626,10 +627,23 @@ impl Backend for DaemonBackend<'_> {
             "garbage" => {
                 node.handle.publish(vec![0xab; 1000])?;
                 sent += 1;
-                for peer in peers {
+                for &peer in &peers {
                     node.handle.request(peer, vec![0xcd; 500])?;
                     sent += 1;
                 }
+                // Answers to the next sync requests (not counted: not sent yet).
+                node.handle
+                    .misbehave(Misbehaviour::GarbageResponses(peers.len()))?;
+            }
+            "oversize" => {
+                node.handle.misbehave(Misbehaviour::OversizeGossip)?;
+                sent += 1;
+                for &peer in &peers {
+                    node.handle.misbehave(Misbehaviour::OversizeRequest(peer))?;
+                    sent += 1;
+                }
+                node.handle
+                    .misbehave(Misbehaviour::OversizeResponses(peers.len()))?;
             }
             _ => {
                 // Another writer's event segment, re-signed as if we had written it: the

@@ -195,11 +195,34 @@ fn heal(seconds: u64) {
             .unwrap_or(0)
     };
     let before: u64 = daemons.iter().map(received).sum();
+    let core = |field: &str| -> u64 {
+        daemons
+            .iter()
+            .map(|d| {
+                d.status().unwrap()["mesh"]["core"][field]
+                    .as_u64()
+                    .unwrap_or(0)
+            })
+            .sum()
+    };
+    const BREAKDOWN: [&str; 4] = [
+        "pushes_applied",
+        "pushes_ignored",
+        "sync_rounds",
+        "items_applied",
+    ];
+    let counts_before: Vec<u64> = BREAKDOWN.iter().map(|f| core(f)).collect();
     for d in &daemons {
         cli(&d.data, &["fault", "heal"]).unwrap();
     }
     let took = converge(&daemons, written, Duration::from_secs(300));
     let wire = daemons.iter().map(received).sum::<u64>() - before;
+    let breakdown: Vec<String> = BREAKDOWN
+        .iter()
+        .zip(&counts_before)
+        .map(|(f, b)| format!("{f} {}", core(f) - b))
+        .collect();
+    println!("heal, all 7 nodes: {}", breakdown.join(", "));
     // What each node lacked: the other side's rows, encoded as stored and zstd-compressed.
     let side = |w: &str| -> usize {
         let out = cli(

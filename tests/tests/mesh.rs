@@ -247,7 +247,8 @@ fn a_peer_outside_the_roster_is_refused_and_the_node_keeps_serving() {
 }
 
 #[test]
-fn garbage_and_rows_of_another_writer_are_refused_and_counted_and_the_peers_keep_serving() {
+fn garbage_oversize_messages_and_rows_of_another_writer_are_refused_and_counted_and_the_peers_keep_serving()
+ {
     let _serial = serial();
     let root = tempfile::tempdir().unwrap();
     let nodes = cluster(root.path(), 3).unwrap();
@@ -256,28 +257,61 @@ fn garbage_and_rows_of_another_writer_are_refused_and_counted_and_the_peers_keep
         append(&d.data, &format!("user{i}"), 2);
     }
     wait_for(CONVERGE, || all_converged(&daemons, 6)).unwrap();
+    let counter = |d: &Daemon, group: &str, field: &str| -> u64 {
+        d.status()
+            .map_or(0, |s| s["mesh"][group][field].as_u64().unwrap_or(0))
+    };
+    let total = |group: &str, field: &str| -> u64 {
+        daemons[1..].iter().map(|d| counter(d, group, field)).sum()
+    };
+
+    // Garbage: a gossip message and a sync request to each peer, then junk answers to the
+    // next two sync requests the peers send (they ask a random peer every second).
     cli(
         &daemons[0].data,
         &["fault", "misbehave", "--kind", "garbage"],
     )
     .unwrap();
+    wait_for(CONVERGE, || {
+        Ok(daemons[1..]
+            .iter()
+            .all(|d| counter(d, "core", "malformed") >= 2)
+            && total("core", "malformed") >= 2 * 2 + 2)
+    })
+    .expect("both peers refused and counted the garbage gossip, requests and answers");
+
+    // Oversize: one byte over the limits, for gossip, a request to each peer, and the answers
+    // to the next two sync requests.
+    cli(
+        &daemons[0].data,
+        &["fault", "misbehave", "--kind", "oversize"],
+    )
+    .unwrap();
+    wait_for(CONVERGE, || {
+        Ok(daemons[1..].iter().all(|d| {
+            counter(d, "transport", "gossip_oversize") >= 1
+                && counter(d, "transport", "requests_oversize") >= 1
+        }) && total("transport", "responses_oversize") >= 2)
+    })
+    .expect("both peers refused and counted the oversize gossip, requests and answers");
+
     cli(
         &daemons[0].data,
         &["fault", "misbehave", "--kind", "foreign"],
     )
     .unwrap();
-    let core = |d: &Daemon, field: &str| -> anyhow::Result<u64> {
-        Ok(d.status()?["mesh"]["core"][field].as_u64().unwrap_or(0))
-    };
     wait_for(CONVERGE, || {
-        Ok(daemons[1..].iter().all(|d| {
-            core(d, "malformed").unwrap_or(0) >= 2 && core(d, "pushes_rejected").unwrap_or(0) >= 1
-        }))
+        Ok(daemons[1..]
+            .iter()
+            .all(|d| counter(d, "core", "pushes_rejected") >= 1))
     })
-    .expect("both peers refused and counted the garbage and the foreign rows");
-    // They keep serving, and hold no row under the misbehaving node's name that it did not write.
+    .expect("both peers refused and counted the foreign rows");
+
+    // They keep serving and replicating, also with the misbehaving node, and hold no row
+    // under its name that it did not write.
     append(&daemons[1].data, "after", 3);
-    wait_for(CONVERGE, || all_converged(&daemons, 9)).expect("the mesh keeps converging");
+    append(&daemons[0].data, "after", 2);
+    wait_for(CONVERGE, || all_converged(&daemons, 11)).expect("the mesh keeps converging");
     for d in &daemons[1..] {
         assert_eq!(
             d.status().unwrap()["segments"].as_u64(),

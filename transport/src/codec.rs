@@ -5,9 +5,14 @@
 //! before anything is read or allocated; the buffer grows only as bytes actually arrive.
 
 use std::io;
+use std::sync::Arc;
+#[cfg(feature = "fault-injection")]
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::prelude::*;
 use libp2p::StreamProtocol;
+
+use crate::metrics::{self, Counters};
 
 /// Protocol name of sync requests.
 pub(crate) const SYNC_PROTOCOL: StreamProtocol = StreamProtocol::new("/meshward/sync/1");
@@ -15,20 +20,57 @@ pub(crate) const SYNC_PROTOCOL: StreamProtocol = StreamProtocol::new("/meshward/
 /// Initial buffer size; the buffer grows with the data actually received.
 const READ_CHUNK: usize = 64 * 1024;
 
-/// Length-bounded raw-bytes codec.
+/// Length-bounded raw-bytes codec. A frame refused for its size on reading is counted in
+/// [`Counters::requests_oversize`] or [`Counters::responses_oversize`].
 #[derive(Clone, Debug)]
 pub(crate) struct Codec {
     max_request: usize,
     max_response: usize,
+    counters: Arc<Counters>,
+    /// Fault hook: write frames of any size (a misbehaving peer); reading stays bounded.
+    #[cfg(feature = "fault-injection")]
+    unbounded_writes: Arc<AtomicBool>,
 }
 
 impl Codec {
-    pub(crate) fn new(max_request: usize, max_response: usize) -> Self {
+    pub(crate) fn new(max_request: usize, max_response: usize, counters: Arc<Counters>) -> Self {
         Self {
             max_request,
             max_response,
+            counters,
+            #[cfg(feature = "fault-injection")]
+            unbounded_writes: Arc::default(),
         }
     }
+
+    /// Fault hook: from now on this codec (and its clones) writes frames over the limits.
+    #[cfg(feature = "fault-injection")]
+    pub(crate) fn unbounded_writes(&self) -> Arc<AtomicBool> {
+        self.unbounded_writes.clone()
+    }
+
+    /// The limit for writing a frame whose peer reads it with `max`.
+    fn write_limit(&self, max: usize) -> usize {
+        #[cfg(feature = "fault-injection")]
+        if self.unbounded_writes.load(Ordering::Relaxed) {
+            return u32::MAX as usize;
+        }
+        max
+    }
+}
+
+/// Counts a frame refused for its size (the only `InvalidData` error of [`read_frame`]).
+fn count_oversize<T>(
+    result: io::Result<T>,
+    counter: &std::sync::atomic::AtomicU64,
+) -> io::Result<T> {
+    if result
+        .as_ref()
+        .is_err_and(|e| e.kind() == io::ErrorKind::InvalidData)
+    {
+        metrics::inc(counter);
+    }
+    result
 }
 
 /// Reads one frame of at most `max` bytes.
@@ -88,14 +130,20 @@ impl libp2p::request_response::Codec for Codec {
     where
         T: AsyncRead + Unpin + Send,
     {
-        read_frame(io, self.max_request).await
+        count_oversize(
+            read_frame(io, self.max_request).await,
+            &self.counters.requests_oversize,
+        )
     }
 
     async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Vec<u8>>
     where
         T: AsyncRead + Unpin + Send,
     {
-        read_frame(io, self.max_response).await
+        count_oversize(
+            read_frame(io, self.max_response).await,
+            &self.counters.responses_oversize,
+        )
     }
 
     async fn write_request<T>(
@@ -107,7 +155,7 @@ impl libp2p::request_response::Codec for Codec {
     where
         T: AsyncWrite + Unpin + Send,
     {
-        write_frame(io, &req, self.max_request).await
+        write_frame(io, &req, self.write_limit(self.max_request)).await
     }
 
     async fn write_response<T>(
@@ -119,7 +167,7 @@ impl libp2p::request_response::Codec for Codec {
     where
         T: AsyncWrite + Unpin + Send,
     {
-        write_frame(io, &res, self.max_response).await
+        write_frame(io, &res, self.write_limit(self.max_response)).await
     }
 }
 

@@ -21,12 +21,17 @@
 //!   signatures, checked by the node. The message id is the SHA-256 of the payload, so the
 //!   same bytes from two sources are one message, and republishing identical bytes is a
 //!   counted no-op. Every received message waits for the node's verdict ([`Handle::report`]):
-//!   only accepted messages are forwarded; rejected and unreported ones die here. Gossip is
-//!   best effort: when a queue is full it is dropped and counted, and anti-entropy repairs.
+//!   only accepted messages are forwarded; rejected and unreported ones die here. A payload
+//!   over [`Config::max_gossip_bytes`] is rejected by the transport itself and counted
+//!   ([`Metrics::gossip_oversize`]); gossipsub's frame limit is twice that, so a peer that
+//!   oversteps the payload bound is seen and counted, not silently cut off by the frame codec.
+//!   Gossip is best effort: when a queue is full it is dropped and counted, and anti-entropy
+//!   repairs.
 //! - **Sync (pull).** Request-response on `/meshward/sync/1`: one request and one response per
 //!   stream, each a 4-byte big-endian length and that many bytes, bounded by
 //!   [`Config::max_request_bytes`] and [`Config::max_response_bytes`]; an oversize frame is
-//!   an error before anything is allocated.
+//!   an error before anything is allocated, counted in [`Metrics::requests_oversize`] or
+//!   [`Metrics::responses_oversize`].
 //! - **Identify** (`/ipfs/id/1.0.0`, protocol version `/meshward/1`) tells each side the
 //!   other's listen addresses and protocols.
 //!
@@ -228,6 +233,24 @@ pub enum CommandError {
 #[derive(Debug)]
 pub struct Transport;
 
+/// Fault hook: ways a misbehaving peer breaks the protocol, so tests can show that its peers
+/// refuse and count it. Sizes come from this node's [`Config`] (peers run the same limits).
+#[cfg(feature = "fault-injection")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Misbehaviour {
+    /// Publish one gossip payload of [`Config::max_gossip_bytes`] + 1 bytes, skipping our own
+    /// check (gossipsub's frame limit is twice that, so it goes out).
+    OversizeGossip,
+    /// Send `peer` one sync request of [`Config::max_request_bytes`] + 1 bytes.
+    OversizeRequest(WriterId),
+    /// Answer the next `n` sync requests with [`Config::max_response_bytes`] + 1 bytes instead
+    /// of the node's answer.
+    OversizeResponses(usize),
+    /// Answer the next `n` sync requests with garbage bytes (within the size bound) instead of
+    /// the node's answer.
+    GarbageResponses(usize),
+}
+
 /// The node's verdict on a received gossip message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -361,6 +384,12 @@ impl Handle {
     #[cfg(feature = "fault-injection")]
     pub fn set_blocked(&self, peers: BTreeSet<WriterId>) -> Result<(), CommandError> {
         self.send(Command::SetBlocked(peers))
+    }
+
+    /// Fault hook: misbehave towards peers (see [`Misbehaviour`]).
+    #[cfg(feature = "fault-injection")]
+    pub fn misbehave(&self, how: Misbehaviour) -> Result<(), CommandError> {
+        self.send(Command::Misbehave(how))
     }
 
     fn send(&self, command: Command) -> Result<(), CommandError> {

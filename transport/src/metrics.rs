@@ -12,6 +12,10 @@ pub struct Metrics {
     pub refused_connections: u64,
     /// Counter: gossip messages received from the mesh (before validation).
     pub gossip_received: u64,
+    /// Counter: received gossip payloads over [`Config::max_gossip_bytes`](crate::Config::max_gossip_bytes)
+    /// (but within gossipsub's frame limit, twice that): rejected, not forwarded, never
+    /// handed to the node.
+    pub gossip_oversize: u64,
     /// Counter: received gossip dropped because the event queue was full (reported to
     /// gossipsub as ignored, so it is not forwarded).
     pub gossip_dropped: u64,
@@ -34,12 +38,18 @@ pub struct Metrics {
     pub requests_sent: u64,
     /// Counter: sync requests received and handed to the node.
     pub requests_received: u64,
+    /// Counter: inbound sync requests refused because their length prefix exceeds
+    /// [`Config::max_request_bytes`](crate::Config::max_request_bytes); refused before the body is read.
+    pub requests_oversize: u64,
     /// Counter: inbound requests dropped because the event queue was full.
     pub requests_dropped: u64,
     /// Counter: our outbound requests that failed (timeout, oversize, connection closed, ...).
     pub requests_failed: u64,
     /// Counter: responses received for our requests.
     pub responses_received: u64,
+    /// Counter: responses to our requests refused because their length prefix exceeds
+    /// [`Config::max_response_bytes`](crate::Config::max_response_bytes); the request fails.
+    pub responses_oversize: u64,
     /// Counter: responses we sent successfully.
     pub responses_sent: u64,
     /// Counter: our responses that could not be delivered (requester gone, timeout, ...).
@@ -62,6 +72,7 @@ pub(crate) struct Counters {
     pub(crate) connected_peers: AtomicU64,
     pub(crate) refused_connections: AtomicU64,
     pub(crate) gossip_received: AtomicU64,
+    pub(crate) gossip_oversize: AtomicU64,
     pub(crate) gossip_dropped: AtomicU64,
     pub(crate) gossip_published: AtomicU64,
     pub(crate) publish_no_peers: AtomicU64,
@@ -72,9 +83,11 @@ pub(crate) struct Counters {
     pub(crate) reports_expired: AtomicU64,
     pub(crate) requests_sent: AtomicU64,
     pub(crate) requests_received: AtomicU64,
+    pub(crate) requests_oversize: AtomicU64,
     pub(crate) requests_dropped: AtomicU64,
     pub(crate) requests_failed: AtomicU64,
     pub(crate) responses_received: AtomicU64,
+    pub(crate) responses_oversize: AtomicU64,
     pub(crate) responses_sent: AtomicU64,
     pub(crate) responses_failed: AtomicU64,
     pub(crate) responses_evicted: AtomicU64,
@@ -105,6 +118,7 @@ impl Counters {
             connected_peers: get(&self.connected_peers),
             refused_connections: get(&self.refused_connections),
             gossip_received: get(&self.gossip_received),
+            gossip_oversize: get(&self.gossip_oversize),
             gossip_dropped: get(&self.gossip_dropped),
             gossip_published: get(&self.gossip_published),
             publish_no_peers: get(&self.publish_no_peers),
@@ -115,9 +129,11 @@ impl Counters {
             reports_expired: get(&self.reports_expired),
             requests_sent: get(&self.requests_sent),
             requests_received: get(&self.requests_received),
+            requests_oversize: get(&self.requests_oversize),
             requests_dropped: get(&self.requests_dropped),
             requests_failed: get(&self.requests_failed),
             responses_received: get(&self.responses_received),
+            responses_oversize: get(&self.responses_oversize),
             responses_sent: get(&self.responses_sent),
             responses_failed: get(&self.responses_failed),
             responses_evicted: get(&self.responses_evicted),

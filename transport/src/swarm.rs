@@ -28,9 +28,10 @@ use crate::{
     TransportError, WriterId,
 };
 
-/// Room for the gossipsub RPC framing around a payload (topic, field tags, lengths): the
-/// gossipsub transmit limit is `max_gossip_bytes` plus this, so a payload at the limit is not
-/// refused by the receiver's frame check.
+/// Room for the gossipsub RPC framing around a payload (topic, field tags, lengths). The
+/// gossipsub transmit limit is twice `max_gossip_bytes` plus this: a payload at the limit is
+/// never refused by the receiver's frame check, and one over it (up to twice) reaches
+/// [`Task::on_gossip`], which rejects and counts it, instead of vanishing in the frame codec.
 const RPC_OVERHEAD: usize = 1024;
 
 /// Identify protocol version; peers with another version still connect (admission decides).
@@ -57,6 +58,16 @@ pub(crate) enum Command {
     },
     #[cfg(feature = "fault-injection")]
     SetBlocked(BTreeSet<WriterId>),
+    #[cfg(feature = "fault-injection")]
+    Misbehave(crate::Misbehaviour),
+}
+
+/// Fault hook: what replaces the node's next sync answers.
+#[cfg(feature = "fault-injection")]
+#[derive(Clone, Copy, Debug)]
+enum BadResponse {
+    Oversize,
+    Garbage,
 }
 
 /// An inbound request waiting for the node's response.
@@ -105,7 +116,15 @@ pub(crate) fn spawn(
     let local = writer_id(&keypair.public().to_peer_id())
         .ok_or_else(|| TransportError::InvalidKey("not an ed25519 key".into()))?;
 
-    let behaviour = behaviour(&keypair, &roster, &config)?;
+    let counters = Arc::new(Counters::default());
+    let codec = Codec::new(
+        config.max_request_bytes,
+        config.max_response_bytes,
+        counters.clone(),
+    );
+    #[cfg(feature = "fault-injection")]
+    let unbounded_writes = codec.unbounded_writes();
+    let behaviour = behaviour(&keypair, &roster, &config, codec)?;
     let idle_timeout = config.idle_timeout;
     let mut swarm = SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
@@ -123,7 +142,6 @@ pub(crate) fn spawn(
             reason: err.to_string(),
         })?;
 
-    let counters = Arc::new(Counters::default());
     let pending = Arc::new(PendingResponses {
         capacity: config.max_pending_responses.get(),
         counters: counters.clone(),
@@ -131,6 +149,7 @@ pub(crate) fn spawn(
     });
     let (command_tx, command_rx) = mpsc::channel(config.command_queue.get());
     let (event_tx, event_rx) = mpsc::channel(config.event_queue.get());
+    let config = Arc::new(config);
     let handle = Handle {
         local,
         commands: command_tx,
@@ -138,7 +157,7 @@ pub(crate) fn spawn(
         counters: counters.clone(),
         next_request: Arc::new(AtomicU64::new(0)),
         pending: pending.clone(),
-        config: Arc::new(config),
+        config: config.clone(),
     };
     let task = Task {
         swarm,
@@ -149,6 +168,11 @@ pub(crate) fn spawn(
         topic: gossipsub::IdentTopic::new(TOPIC).hash(),
         requests: HashMap::new(),
         stopped: false,
+        config,
+        #[cfg(feature = "fault-injection")]
+        unbounded_writes,
+        #[cfg(feature = "fault-injection")]
+        bad_responses: std::collections::VecDeque::new(),
     };
     runtime.spawn(task.run());
     debug!(local = %local, "transport started");
@@ -193,6 +217,7 @@ fn behaviour(
     keypair: &Keypair,
     roster: &BTreeSet<WriterId>,
     config: &Config,
+    codec: Codec,
 ) -> Result<Behaviour, TransportError> {
     let g = &config.gossip;
     let gossip_config = gossipsub::ConfigBuilder::default()
@@ -204,7 +229,7 @@ fn behaviour(
         .heartbeat_interval(g.heartbeat_interval)
         // Default 5 s; the first mesh should form as soon as peers connect.
         .heartbeat_initial_delay(g.heartbeat_interval)
-        .max_transmit_size(config.max_gossip_bytes + RPC_OVERHEAD)
+        .max_transmit_size(2 * config.max_gossip_bytes + RPC_OVERHEAD)
         .validation_mode(ValidationMode::Anonymous)
         .validate_messages()
         .message_id_fn(|message| gossipsub::MessageId::new(&Sha256::digest(&message.data)))
@@ -217,7 +242,7 @@ fn behaviour(
         .map_err(|err| TransportError::Build(format!("gossipsub subscribe: {err}")))?;
 
     let sync = request_response::Behaviour::with_codec(
-        Codec::new(config.max_request_bytes, config.max_response_bytes),
+        codec,
         [(SYNC_PROTOCOL, ProtocolSupport::Full)],
         request_response::Config::default().with_request_timeout(config.request_timeout),
     );
@@ -244,6 +269,13 @@ struct Task {
     requests: HashMap<OutboundRequestId, (RequestId, WriterId)>,
     /// The node dropped its event receiver.
     stopped: bool,
+    config: Arc<Config>,
+    /// Fault hook: set once this node misbehaves with oversize sync frames.
+    #[cfg(feature = "fault-injection")]
+    unbounded_writes: Arc<std::sync::atomic::AtomicBool>,
+    /// Fault hook: answers that replace the node's next ones.
+    #[cfg(feature = "fault-injection")]
+    bad_responses: std::collections::VecDeque<BadResponse>,
 }
 
 impl Task {
@@ -322,7 +354,15 @@ impl Task {
                 self.requests.insert(outbound, (id, peer));
                 metrics::inc(&self.counters.requests_sent);
             }
+            #[cfg(feature = "fault-injection")]
+            Command::Misbehave(how) => self.misbehave(how),
             Command::Respond { pending, data } => {
+                #[cfg(feature = "fault-injection")]
+                let data = match self.bad_responses.pop_front() {
+                    None => data,
+                    Some(BadResponse::Garbage) => vec![0xcd; 500],
+                    Some(BadResponse::Oversize) => vec![0; self.config.max_response_bytes + 1],
+                };
                 let peer = pending.peer;
                 if self
                     .swarm
@@ -335,6 +375,35 @@ impl Task {
                     debug!(peer = %peer, "response channel closed before the response");
                 }
             }
+        }
+    }
+
+    /// Fault hook: breaks the protocol on purpose (see [`crate::Misbehaviour`]).
+    #[cfg(feature = "fault-injection")]
+    fn misbehave(&mut self, how: crate::Misbehaviour) {
+        use crate::Misbehaviour as M;
+        match how {
+            M::OversizeGossip => self.publish(vec![0x5a; self.config.max_gossip_bytes + 1]),
+            M::OversizeRequest(peer) => {
+                let Some(target) = peer_id(&peer).filter(|p| self.swarm.is_connected(p)) else {
+                    return;
+                };
+                self.unbounded_writes
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                let data = vec![0; self.config.max_request_bytes + 1];
+                // Not tracked in `requests`: its failure is counted, and the node never asked.
+                self.swarm.behaviour_mut().sync.send_request(&target, data);
+                metrics::inc(&self.counters.requests_sent);
+            }
+            M::OversizeResponses(n) => {
+                self.unbounded_writes
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                self.bad_responses
+                    .extend(std::iter::repeat_n(BadResponse::Oversize, n));
+            }
+            M::GarbageResponses(n) => self
+                .bad_responses
+                .extend(std::iter::repeat_n(BadResponse::Garbage, n)),
         }
     }
 
@@ -474,6 +543,19 @@ impl Task {
                     self.ignore(&message_id, &propagation_source);
                     return;
                 };
+                if message.data.len() > self.config.max_gossip_bytes {
+                    metrics::inc(&self.counters.gossip_oversize);
+                    warn!(peer = %source, len = message.data.len(), "oversize gossip rejected");
+                    self.swarm
+                        .behaviour_mut()
+                        .gossipsub
+                        .report_message_validation_result(
+                            &message_id,
+                            &propagation_source,
+                            MessageAcceptance::Reject,
+                        );
+                    return;
+                }
                 let event = Event::Gossip {
                     source,
                     id: MessageId { hash, source },

@@ -289,6 +289,77 @@ async fn requests_round_trip_and_oversize_responses_fail_the_request() {
     let metrics = a.handle.metrics();
     assert_eq!((metrics.requests_sent, metrics.requests_failed), (3, 1));
     assert_eq!(metrics.responses_received, 2);
+    assert_eq!(
+        metrics.responses_oversize, 1,
+        "the refused response is counted"
+    );
+}
+
+#[cfg(feature = "fault-injection")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversize_gossip_and_requests_from_a_misbehaving_peer_are_refused_and_counted() {
+    use meshward_transport::Misbehaviour;
+
+    let mut a = start(1, &[1, 2], Config::localhost()).await;
+    let mut b = start(2, &[1, 2], Config::localhost()).await;
+    connect(&mut a, &mut b).await;
+    warm_up(&a, &mut [], &mut b).await;
+
+    a.handle
+        .misbehave(Misbehaviour::OversizeGossip)
+        .expect("queued");
+    a.handle
+        .misbehave(Misbehaviour::OversizeRequest(b.id))
+        .expect("queued");
+    let metrics = metrics_until(&b.handle, |m| {
+        m.gossip_oversize == 1 && m.requests_oversize == 1
+    })
+    .await;
+    assert_eq!(
+        metrics.requests_received, 0,
+        "the oversize request never reached the node"
+    );
+
+    // b keeps serving: a normal request and a normal gossip still go through, and nothing
+    // oversize was handed to the node.
+    let ping = a.handle.request(b.id, b"ping".to_vec()).expect("queued");
+    let channel = next(&mut b.events, |e| match e {
+        Event::Gossip { data, .. } => {
+            assert!(
+                data.len() <= MAX_GOSSIP_BYTES,
+                "oversize gossip reached the node"
+            );
+            None
+        }
+        Event::Request { channel, data, .. } if data == b"ping" => Some(*channel),
+        _ => None,
+    })
+    .await;
+    b.handle.respond(channel, b"pong".to_vec()).expect("queued");
+    next(&mut a.events, |e| match e {
+        Event::Response { request, .. } if *request == ping => Some(()),
+        _ => None,
+    })
+    .await;
+
+    // Answers replaced by oversize ones fail the requester's request, counted there.
+    b.handle
+        .misbehave(Misbehaviour::OversizeResponses(1))
+        .expect("queued");
+    let big = a.handle.request(b.id, b"big".to_vec()).expect("queued");
+    let channel = next(&mut b.events, |e| match e {
+        Event::Request { channel, data, .. } if data == b"big" => Some(*channel),
+        _ => None,
+    })
+    .await;
+    b.handle.respond(channel, b"fine".to_vec()).expect("queued");
+    next(&mut a.events, |e| match e {
+        Event::RequestFailed { request, .. } if *request == big => Some(()),
+        Event::Response { request, .. } if *request == big => panic!("oversize answer accepted"),
+        _ => None,
+    })
+    .await;
+    assert_eq!(a.handle.metrics().responses_oversize, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
