@@ -152,7 +152,7 @@ pub fn emulate(
                 }
                 steps.push((f.at, Step::Partition(label)));
             }
-            FaultKind::Heal => steps.push((f.at, Step::Heal)),
+            FaultKind::Heal {} => steps.push((f.at, Step::Heal)),
             FaultKind::Skew { .. } => unsupported.push("skew"),
         }
     }

@@ -82,7 +82,9 @@ pub struct Metrics {
     pub advert_duplicates: u64,
     /// Publishes dropped because the same bytes were published within the seen TTL.
     pub publish_duplicates: u64,
-    /// Gossip messages the core ignored (a gap) or rejected.
+    /// Publishes refused because the node had no peer to send to.
+    pub publish_no_peers: u64,
+    /// Gossip messages the core ignored (a gap).
     pub gossip_ignored: u64,
     /// Gossip messages the core rejected.
     pub gossip_rejected: u64,
@@ -117,7 +119,8 @@ pub struct Metrics {
     pub converged_at: Option<Micros>,
     /// Heal times (partition heal, end of each flap cut).
     pub heals: Vec<Micros>,
-    /// (heal or restart time, time until every live node converged).
+    /// (heal or restart time, time until every live node held what the live nodes held at
+    /// that time), at the 100 ms resolution of the convergence sample.
     pub heal_convergence: Vec<(Micros, Micros)>,
     /// Live nodes at the end.
     pub live_nodes: u64,
@@ -240,6 +243,7 @@ impl Metrics {
                 "push_duplicates": self.push_duplicates,
                 "advert_duplicates": self.advert_duplicates,
                 "publish_duplicates_dropped": self.publish_duplicates,
+                "publish_without_peers": self.publish_no_peers,
                 "ignored": self.gossip_ignored,
                 "rejected": self.gossip_rejected,
             },

@@ -262,17 +262,35 @@ pub struct Writes {
     pub nodes: Nodes,
 }
 
-/// A scheduled fault. (Unknown keys are refused by [`FaultKind`]; serde cannot refuse them
-/// here because of the flattening.)
+/// A scheduled fault.
 #[derive(Clone, Debug, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(try_from = "RawFault")]
 pub struct Fault {
     /// When.
-    #[serde(with = "humantime_serde")]
     pub at: Duration,
     /// What.
-    #[serde(flatten)]
     pub kind: FaultKind,
+}
+
+/// A fault as written: `at`, and the kind's keys (parsed strictly by [`FaultKind`]; serde's
+/// `flatten` would let unknown keys through).
+#[derive(Deserialize)]
+struct RawFault {
+    #[serde(with = "humantime_serde")]
+    at: Duration,
+    #[serde(flatten)]
+    rest: toml::Table,
+}
+
+impl TryFrom<RawFault> for Fault {
+    type Error = toml::de::Error;
+
+    fn try_from(raw: RawFault) -> Result<Self, Self::Error> {
+        Ok(Fault {
+            at: raw.at,
+            kind: raw.rest.try_into()?,
+        })
+    }
 }
 
 /// The kinds of faults.
@@ -291,7 +309,7 @@ pub enum FaultKind {
         groups: Vec<Nodes>,
     },
     /// End every partition and flapping cut.
-    Heal,
+    Heal {},
     /// Cut the links between `a` and `b` for `down`, then restore them for `up`, `count`
     /// times; other links are untouched.
     Flap {
@@ -344,7 +362,7 @@ impl FaultKind {
     pub fn name(&self) -> &'static str {
         match self {
             FaultKind::Partition { .. } => "partition",
-            FaultKind::Heal => "heal",
+            FaultKind::Heal {} => "heal",
             FaultKind::Flap { .. } => "flap",
             FaultKind::Crash { .. } => "crash",
             FaultKind::Restart { .. } => "restart",
@@ -430,7 +448,7 @@ impl Scenario {
                         g.resolve(n)?;
                     }
                 }
-                FaultKind::Heal => {}
+                FaultKind::Heal {} => {}
                 FaultKind::Flap { a, b, count, .. } => {
                     a.resolve(n)?;
                     b.resolve(n)?;

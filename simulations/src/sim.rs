@@ -85,8 +85,9 @@ pub struct Sim {
     by_head: BTreeMap<(SegmentKey, u64), usize>,
     /// Fault steps still to fire (flap steps, rolling restart steps).
     pending_faults: u64,
-    /// Time of the last heal (partition, flap end, restart) whose convergence is not yet seen.
-    awaiting_convergence: Option<Micros>,
+    /// Heals (partition heal, flap end, restart) whose convergence is not yet seen: when,
+    /// and what the live nodes held then (every live node must come to hold it).
+    awaiting_convergence: Vec<(Micros, BTreeMap<SegmentKey, u64>)>,
     /// Collected measurements.
     pub metrics: Metrics,
     quiet: bool,
@@ -257,7 +258,7 @@ impl Sim {
             last_scheduled: 0,
             by_head: BTreeMap::new(),
             pending_faults: 0,
-            awaiting_convergence: None,
+            awaiting_convergence: Vec::new(),
             quiet,
             rng: ChaCha8Rng::seed_from_u64(rng.r#gen()),
             sc,
@@ -476,14 +477,7 @@ impl Sim {
             Ev::Flap { fault, cut, left } => self.flap(fault, cut, left)?,
             Ev::Start(node) => {
                 self.start_node(node)?;
-                let peers: Vec<u32> = self.edges[node as usize]
-                    .iter()
-                    .copied()
-                    .filter(|&b| self.nodes[b as usize].core.is_some())
-                    .collect();
-                for b in peers {
-                    self.dial(node, b);
-                }
+                self.dial_edges(node);
                 self.push(self.now, Ev::Tick { node, inc: 0 });
             }
             Ev::CrashOne(n) => {
@@ -559,6 +553,19 @@ impl Sim {
         Ok(())
     }
 
+    /// Dials the node's topology peers that are up (its `--peer` list, given again at
+    /// every start).
+    fn dial_edges(&mut self, node: u32) {
+        let peers: Vec<u32> = self.edges[node as usize]
+            .iter()
+            .copied()
+            .filter(|&b| self.nodes[b as usize].core.is_some())
+            .collect();
+        for b in peers {
+            self.dial(node, b);
+        }
+    }
+
     fn crash(&mut self, node: u32) {
         let n = &mut self.nodes[node as usize];
         if n.core.is_none() {
@@ -597,9 +604,10 @@ impl Sim {
             .entry("restart".to_string())
             .or_default() += 1;
         self.start_node(node)?;
+        self.dial_edges(node);
         let inc = self.nodes[node as usize].incarnation;
         self.push(self.now, Ev::Tick { node, inc });
-        self.awaiting_convergence.get_or_insert(self.now);
+        self.await_convergence();
         self.metrics.converged_at = None;
         Ok(())
     }
@@ -826,10 +834,30 @@ impl Sim {
 
     fn publish(&mut self, node: u32, data: Vec<u8>) {
         let id: [u8; 32] = Sha256::digest(&data).into();
-        if !self.remember(node, id) {
+        let n = &self.nodes[node as usize];
+        let targets: Vec<u32> = if self.sc.gossip.flood_publish {
+            n.links.iter().copied().collect()
+        } else if n.mesh.is_empty() {
+            // Fanout: no mesh yet, send to up to D connected peers.
+            n.links
+                .iter()
+                .copied()
+                .take(self.sc.gossip.mesh_n)
+                .collect()
+        } else {
+            n.mesh.iter().copied().collect()
+        };
+        // As gossipsub: a duplicate is refused first; a message with no peer to go to is
+        // refused without entering the seen-cache.
+        if n.seen.contains_key(&id) {
             self.metrics.publish_duplicates += 1;
             return;
         }
+        if targets.is_empty() {
+            self.metrics.publish_no_peers += 1;
+            return;
+        }
+        self.remember(node, id);
         let push = matches!(
             meshward_node::core::Gossip::decode(&data),
             Some(meshward_node::core::Gossip::Push { .. })
@@ -845,19 +873,6 @@ impl Sim {
             push,
             hops: 1,
         });
-        let n = &self.nodes[node as usize];
-        let targets: Vec<u32> = if self.sc.gossip.flood_publish {
-            n.links.iter().copied().collect()
-        } else if n.mesh.is_empty() {
-            // Fanout: no mesh yet, send to up to D connected peers.
-            n.links
-                .iter()
-                .copied()
-                .take(self.sc.gossip.mesh_n)
-                .collect()
-        } else {
-            n.mesh.iter().copied().collect()
-        };
         for to in targets {
             self.send_gossip(node, to, &env);
         }
@@ -1078,7 +1093,9 @@ impl Sim {
         self.metrics.connections += 1;
         for (a, b) in [(from, to), (to, from)] {
             self.nodes[a as usize].links.insert(b);
-            if self.nodes[a as usize].mesh.len() < self.sc.gossip.mesh_n {
+            if self.nodes[a as usize].mesh.len() < self.sc.gossip.mesh_n
+                && self.nodes[b as usize].mesh.len() < self.sc.gossip.mesh_n_high
+            {
                 self.graft(a, b);
             }
             let peer = self.ids[b as usize];
@@ -1239,12 +1256,12 @@ impl Sim {
                 self.metrics.converged_at = None;
                 self.links_changed();
             }
-            FaultKind::Heal => {
+            FaultKind::Heal {} => {
                 self.partition = vec![0; n];
                 self.flaps.clear();
                 self.fired("heal");
                 self.metrics.heals.push(self.now);
-                self.awaiting_convergence = Some(self.now);
+                self.await_convergence();
                 self.metrics.converged_at = None;
                 self.links_changed();
             }
@@ -1320,7 +1337,7 @@ impl Sim {
             self.flaps.remove(&f);
             self.fired("flap-heal");
             self.metrics.heals.push(self.now);
-            self.awaiting_convergence = Some(self.now);
+            self.await_convergence();
             if left > 1 {
                 self.push(
                     self.now + up.as_micros() as u64,
@@ -1341,17 +1358,29 @@ impl Sim {
 
     // ---- measurements and oracles ------------------------------------------------------
 
-    /// Share of live nodes holding everything any live node holds.
-    fn sample(&mut self) {
+    /// What every live node holds between them.
+    fn live_union(&self) -> BTreeMap<SegmentKey, u64> {
         let mut union: BTreeMap<SegmentKey, u64> = BTreeMap::new();
-        let mut live = 0;
         for n in self.nodes.iter().filter(|n| n.core.is_some()) {
-            live += 1;
             for (k, &s) in &n.held {
                 let e = union.entry(*k).or_insert(0);
                 *e = (*e).max(s);
             }
         }
+        union
+    }
+
+    /// Starts timing a heal: done when every live node holds what the live nodes held now
+    /// (well defined while writes go on).
+    fn await_convergence(&mut self) {
+        let target = self.live_union();
+        self.awaiting_convergence.push((self.now, target));
+    }
+
+    /// Share of live nodes holding everything any live node holds; heals that completed.
+    fn sample(&mut self) {
+        let union = self.live_union();
+        let live = self.nodes.iter().filter(|n| n.core.is_some()).count();
         let converged = self
             .nodes
             .iter()
@@ -1367,14 +1396,23 @@ impl Sim {
             if self.metrics.converged_at.is_none() {
                 self.metrics.converged_at = Some(self.now);
             }
-            if let Some(since) = self.awaiting_convergence.take() {
-                self.metrics
-                    .heal_convergence
-                    .push((since, self.now - since));
-            }
         } else {
             self.metrics.converged_at = None;
         }
+        let nodes = &self.nodes;
+        let now = self.now;
+        let done = &mut self.metrics.heal_convergence;
+        self.awaiting_convergence.retain(|(since, target)| {
+            let all = nodes.iter().filter(|n| n.core.is_some()).all(|n| {
+                target
+                    .iter()
+                    .all(|(k, s)| n.held.get(k).is_some_and(|h| h >= s))
+            });
+            if all {
+                done.push((*since, now - since));
+            }
+            !all
+        });
     }
 
     /// The oracles: identical tables on every live node (real digests and rows), no
