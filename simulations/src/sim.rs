@@ -68,6 +68,8 @@ pub struct Sim {
     roster: BTreeSet<WriterId>,
     cluster: ClusterId,
     site: Vec<usize>,
+    /// One-way latency range (µs) per site pair, `sites × sites`.
+    latencies: Vec<(Micros, Micros)>,
     /// The topology: who dials whom at first start (the daemon's `--peer` list).
     edges: Vec<BTreeSet<u32>>,
     conns: BTreeMap<(u32, u32), Conn>,
@@ -202,6 +204,13 @@ impl Sim {
     pub fn new(sc: Scenario, seed: u64, quiet: bool) -> anyhow::Result<Sim> {
         let n = sc.nodes;
         let site = sc.site_of()?;
+        let sites = sc.network.sites.len().max(1);
+        let latencies = (0..sites * sites)
+            .map(|k| match sc.latency_between(k / sites, k % sites) {
+                Latency::Fixed(d) => (d.as_micros() as u64, d.as_micros() as u64),
+                Latency::Uniform(lo, hi) => (lo.as_micros() as u64, hi.as_micros() as u64),
+            })
+            .collect();
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let cluster = ClusterId(derive(seed, b"cluster", 0)[..16].try_into()?);
         let keys: Vec<SigningKey> = (0..n)
@@ -247,6 +256,7 @@ impl Sim {
             roster,
             cluster,
             site,
+            latencies,
             edges: Vec::new(),
             conns: BTreeMap::new(),
             next_gen: 0,
@@ -1043,15 +1053,12 @@ impl Sim {
     }
 
     fn latency(&mut self, a: u32, b: u32) -> Micros {
-        let l = self
-            .sc
-            .latency_between(self.site[a as usize], self.site[b as usize])
-            .clone();
-        match l {
-            Latency::Fixed(d) => d.as_micros() as u64,
-            Latency::Uniform(lo, hi) => self
-                .rng
-                .gen_range(lo.as_micros() as u64..=hi.as_micros() as u64),
+        let sites = self.sc.network.sites.len().max(1);
+        let (lo, hi) = self.latencies[self.site[a as usize] * sites + self.site[b as usize]];
+        if lo == hi {
+            lo
+        } else {
+            self.rng.gen_range(lo..=hi)
         }
     }
 
