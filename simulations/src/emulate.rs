@@ -32,7 +32,7 @@ const PORT: u16 = 7946;
 
 /// Why emulation cannot run here, if it cannot.
 pub fn unavailable() -> Option<String> {
-    if !nix_is_root() {
+    if !is_root() {
         return Some("emulation needs root (network namespaces, iptables, tc)".into());
     }
     for tool in ["ip", "iptables", "tc"] {
@@ -50,7 +50,7 @@ pub fn unavailable() -> Option<String> {
     None
 }
 
-fn nix_is_root() -> bool {
+fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
         s.lines()
             .find(|l| l.starts_with("Uid:"))

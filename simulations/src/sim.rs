@@ -66,7 +66,6 @@ pub struct Sim {
     ids: Vec<WriterId>,
     index: BTreeMap<WriterId, u32>,
     roster: BTreeSet<WriterId>,
-    cluster: ClusterId,
     site: Vec<usize>,
     /// One-way latency range (µs) per site pair, `sites × sites`.
     latencies: Vec<(Micros, Micros)>,
@@ -254,7 +253,6 @@ impl Sim {
             ids,
             index,
             roster,
-            cluster,
             site,
             latencies,
             edges: Vec::new(),
@@ -1517,21 +1515,6 @@ impl Sim {
             .append(&mut self.metrics.errors);
         self.metrics.live_nodes = live.len() as u64;
         Ok(())
-    }
-
-    /// The scenario.
-    pub fn scenario(&self) -> &Scenario {
-        &self.sc
-    }
-
-    /// The seed.
-    pub fn seed(&self) -> u64 {
-        self.seed
-    }
-
-    /// The cluster id (derived from the seed).
-    pub fn cluster(&self) -> ClusterId {
-        self.cluster
     }
 }
 
