@@ -17,10 +17,11 @@
 //!   which fails the sync requests in flight on it.
 //!
 //! # Determinism
-//! One seeded RNG draws every network decision, in event order; events are ordered by (time,
-//! sequence number); every map whose order reaches an event is a `BTreeMap`; no wall clock
-//! reaches the simulation (only the progress line and the reported run time read one). So a
-//! seed and a scenario give the same trace and report, bit for bit.
+//! One seeded RNG draws every network decision, in event order; events run in (time, order
+//! scheduled) order; every map whose order reaches an event is a `BTreeMap` (the seen-cache
+//! `HashMap` is only looked up); no wall clock reaches the simulation (only the progress line
+//! and `wall_ms` in the summary read one). So a seed and a scenario give the same trace and
+//! report, bit for bit, apart from `wall_ms`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
