@@ -8,7 +8,7 @@
 //!   a real redb store in memory) on a virtual clock with a seeded RNG and a model network:
 //!   latency (fixed, uniform or per site pair), loss, duplication, reordering, a bandwidth
 //!   cap, partitions, flapping links, crashes and restarts, clock skew. Same seed, same
-//!   scenario: the same trace and report, bit for bit.
+//!   scenario: the same trace and report, bit for bit (apart from the `wall_ms` run time).
 //! - **emulate** ([`emulate`]): real `meshward` daemons, each in its own network namespace,
 //!   with partitions and loss from iptables and a bandwidth cap from `tc tbf`. Needs root.
 //!
