@@ -8,8 +8,11 @@
 
 pub mod audit;
 pub mod cli;
+pub mod cluster_config;
 pub mod control;
 pub mod core;
 pub mod daemon;
+pub mod ha;
+pub mod mek;
 pub mod roster;
 pub mod store;

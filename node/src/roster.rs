@@ -160,11 +160,81 @@ pub fn chain(store: &Store) -> Result<Option<Chain>, ImportError> {
         })
 }
 
-/// The peers the mesh admits: the members of the verified roster (empty when standalone).
+/// Why a mastered write was refused. Nothing was stored.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// The node belongs to no cluster yet.
+    #[error("this node is not part of a cluster; run `meshward init` or `meshward join` first")]
+    NoCluster,
+    /// Only the leader writes mastered records.
+    #[error(
+        "only the leader writes mastered config; the leader is {leader} (epoch {epoch}): run this on it"
+    )]
+    NotLeader {
+        /// The leader's address from the roster, or its key when it has none.
+        leader: String,
+        /// The current epoch.
+        epoch: u64,
+    },
+    /// The stored chain does not verify or the store refused.
+    #[error(transparent)]
+    Store(#[from] ImportError),
+}
+
+impl From<StoreError> for WriteError {
+    fn from(e: StoreError) -> Self {
+        WriteError::Store(e.into())
+    }
+}
+
+/// The leader's address as the roster names it (its key in hex if absent from the roster).
+pub fn leader_address(chain: &Chain) -> String {
+    let leader = chain.leader();
+    chain
+        .roster()
+        .members
+        .iter()
+        .find(|m| m.key == leader)
+        .map(|m| m.address.clone())
+        .unwrap_or_else(|| hex::encode(leader))
+}
+
+/// Signs the next mastered record with this node's key, if it is the current leader, verifies
+/// it against the stored chain and stores it durably. Returns the stored record, to announce.
+pub fn write(
+    store: &Store,
+    kind: RecordKind,
+    payload: Vec<u8>,
+) -> Result<SignedRecord, WriteError> {
+    let chain = chain(store)?.ok_or(WriteError::NoCluster)?;
+    let key = store.identity()?.key;
+    if key.verifying_key().to_bytes() != chain.leader() {
+        return Err(WriteError::NotLeader {
+            leader: leader_address(&chain),
+            epoch: chain.epoch(),
+        });
+    }
+    let record = chain.sign_next(&key, kind, payload);
+    let verified = chain.verify(&record).map_err(|e| ImportError::Refused {
+        index: 0,
+        reason: e.to_string(),
+    })?;
+    store.append_mastered(&verified)?;
+    Ok(record)
+}
+
+/// The peers the mesh admits: the members of the verified roster; none when this node is
+/// standalone (no cluster, or removed from the roster).
 pub fn admitted(store: &Store) -> Result<BTreeSet<WriterId>, ImportError> {
-    Ok(chain(store)?
+    let me = store.identity()?.writer();
+    let members: BTreeSet<WriterId> = chain(store)?
         .map(|c| c.roster().members.iter().map(|m| WriterId(m.key)).collect())
-        .unwrap_or_default())
+        .unwrap_or_default();
+    Ok(if members.contains(&me) {
+        members
+    } else {
+        BTreeSet::new()
+    })
 }
 
 #[cfg(test)]
@@ -190,13 +260,45 @@ mod tests {
     #[test]
     fn an_imported_roster_decides_admission_and_survives_reimport() {
         let store = Store::in_memory().unwrap();
+        let me = store.identity().unwrap().writer();
         let leader = SigningKey::from_bytes(&[1; 32]);
-        let b = bundle(&leader, &[key(1), key(2)]);
+        let b = bundle(&leader, &[key(1), me.0]);
         assert_eq!(import(&store, &b.encode()).unwrap(), 1);
         assert_eq!(import(&store, &b.encode()).unwrap(), 0, "idempotent");
         let admitted = admitted(&store).unwrap();
-        assert_eq!(admitted, [WriterId(key(1)), WriterId(key(2))].into());
+        assert_eq!(admitted, [WriterId(key(1)), me].into());
         assert_eq!(store.identity().unwrap().cluster.0, [3; 16]);
+        // A node outside the roster admits no one.
+        let outsider = Store::in_memory().unwrap();
+        import(&outsider, &b.encode()).unwrap();
+        assert!(super::admitted(&outsider).unwrap().is_empty());
+    }
+
+    #[test]
+    fn only_the_leader_writes_and_a_follower_is_told_who_leads() {
+        let leader_store = Store::in_memory().unwrap();
+        let leader = leader_store.identity().unwrap().key;
+        let follower_store = Store::in_memory().unwrap();
+        let follower = follower_store.identity().unwrap().key;
+        assert!(matches!(
+            write(&leader_store, RecordKind::Config, vec![1]),
+            Err(WriteError::NoCluster)
+        ));
+        let b = bundle(
+            &leader,
+            &[
+                leader.verifying_key().to_bytes(),
+                follower.verifying_key().to_bytes(),
+            ],
+        );
+        import(&leader_store, &b.encode()).unwrap();
+        import(&follower_store, &b.encode()).unwrap();
+        let record = write(&leader_store, RecordKind::Config, vec![1]).unwrap();
+        assert_eq!(record.record.version, 2);
+        assert_eq!(leader_store.mastered_records().unwrap().len(), 2);
+        let err = write(&follower_store, RecordKind::Config, vec![1]).unwrap_err();
+        assert!(err.to_string().contains("127.0.0.1:5000"), "{err}");
+        assert_eq!(follower_store.mastered_records().unwrap().len(), 1);
     }
 
     #[test]

@@ -734,6 +734,28 @@ impl Sim {
                 let to = self.index[&peer];
                 self.dial(node, to);
             }
+            Output::PersistMastered(record) => self.nodes[node as usize]
+                .store
+                .append_mastered(&record)
+                .context("persisting a mastered record")?,
+            Output::PersistVote { epoch, candidate } => self.nodes[node as usize]
+                .store
+                .set_vote(epoch, &candidate)
+                .context("persisting a vote")?,
+            Output::AdoptChain {
+                from,
+                records,
+                superseded,
+            } => self.nodes[node as usize]
+                .store
+                .replace_mastered(from, &records, &superseded)
+                .context("replacing the mastered chain")?,
+            Output::Superseded(records) => self.nodes[node as usize]
+                .store
+                .add_superseded(&records)
+                .context("keeping superseded records")?,
+            // The model network admits every simulated node; HA answers have no caller here.
+            Output::Roster(_) | Output::Done { .. } => {}
             Output::Applied { .. } | Output::Committed { .. } => {}
         }
         Ok(())
