@@ -1,0 +1,597 @@
+//! Mode 2: real `meshward` daemons, each in its own network namespace.
+//!
+//! The harness creates a hub namespace holding a bridge, and per node a namespace joined to
+//! it by a veth pair, with the node's address (10.77.0.N/24) only inside its namespace: the
+//! host's namespace is never touched. Nodes get a genesis roster signed by a real leader key
+//! (as the end-to-end tests do) and run `meshward run --listen 10.77.0.N:7946 --peer …`.
+//!
+//! Faults: a partition or a flap cut is an iptables DROP of the peers' addresses in each
+//! node's namespace; `loss` is an iptables `statistic` drop of every incoming packet (QUIC
+//! then retransmits, so it slows both gossip and sync, unlike the simulator, which drops only
+//! gossip); `bandwidth` is a `tc tbf` on each node's veth; a crash is SIGKILL by pid and a
+//! restart starts the daemon again on its data directory.
+//!
+//! Not emulated (reported in the summary): latency (this kernel has no netem and the
+//! transport has no latency fault layer yet), duplication, reordering and clock skew.
+//!
+//! Everything started is stopped by pid and every namespace is deleted (which removes its
+//! veths and the bridge), also on error: [`Lab`] does it on drop.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail, ensure};
+use serde_json::json;
+
+use crate::scenario::{FaultKind, Scenario};
+
+/// Most nodes this machine runs as real daemons.
+pub const MAX_NODES: usize = 25;
+const PORT: u16 = 7946;
+
+/// Why emulation cannot run here, if it cannot.
+pub fn unavailable() -> Option<String> {
+    if !is_root() {
+        return Some("emulation needs root (network namespaces, iptables, tc)".into());
+    }
+    for tool in ["ip", "iptables", "tc"] {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !found {
+            return Some(format!(
+                "emulation needs `{tool}`; install it (apt-get install -y iproute2 iptables)"
+            ));
+        }
+    }
+    None
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .find(|l| l.starts_with("Uid:"))
+            .and_then(|l| l.split_whitespace().nth(2))
+            == Some("0")
+    })
+}
+
+/// Runs `scenario` on real daemons; returns the summary and the oracle failures.
+pub fn emulate(
+    scenario: &Scenario,
+    seed: u64,
+    meshward: &Path,
+    work: &Path,
+) -> anyhow::Result<(serde_json::Value, Vec<String>)> {
+    let n = scenario.nodes;
+    ensure!(
+        n <= MAX_NODES,
+        "emulation runs at most {MAX_NODES} nodes on this machine; the scenario has {n}"
+    );
+    let mut unsupported = Vec::new();
+    let net = &scenario.network;
+    if net.latency.max() > Duration::from_millis(1) || !net.wans.is_empty() {
+        unsupported.push("latency (no netem in this kernel; no transport fault layer yet)");
+    }
+    if net.duplicate > 0.0 {
+        unsupported.push("duplicate");
+    }
+    if net.reorder > 0.0 {
+        unsupported.push("reorder");
+    }
+    let mut lab = Lab::new(std::process::id() % 100_000, n, meshward, work)?;
+    lab.setup_network(scenario)?;
+    lab.init_cluster()?;
+    let edges = topology(scenario, seed);
+    for (i, peers) in edges.iter().enumerate() {
+        lab.start(i, peers)?;
+    }
+    // The timeline: (time, step), in order.
+    let mut steps: Vec<(Duration, Step)> = Vec::new();
+    for (s, w) in scenario.writes.iter().enumerate() {
+        let nodes = w.nodes.resolve(n)?;
+        for k in 0..w.count {
+            let node = nodes[(k % nodes.len() as u64) as usize];
+            steps.push((
+                w.at + w.every * k as u32,
+                Step::Write {
+                    node,
+                    tag: format!("n{node}-s{s}-w{k}"),
+                    rows: w.rows,
+                },
+            ));
+        }
+    }
+    let mut requested = std::collections::BTreeMap::<String, u64>::new();
+    for f in &scenario.faults {
+        *requested.entry(f.kind.name().to_string()).or_default() += 1;
+        match &f.kind {
+            FaultKind::Flap {
+                a,
+                b,
+                down,
+                up,
+                count,
+            } => {
+                let (a, b) = (a.resolve(n)?, b.resolve(n)?);
+                for c in 0..*count as u32 {
+                    let at = f.at + (*down + *up) * c;
+                    steps.push((at, Step::Flap(Some((a.clone(), b.clone())))));
+                    steps.push((at + *down, Step::Flap(None)));
+                }
+                steps.push((f.at + (*down + *up) * *count as u32, Step::Fired("flap")));
+            }
+            FaultKind::RollingRestart {
+                nodes, down, every, ..
+            } => {
+                for (k, i) in nodes.resolve(n)?.into_iter().enumerate() {
+                    steps.push((f.at + *every * k as u32, Step::Crash(i)));
+                    steps.push((f.at + *every * k as u32 + *down, Step::Restart(i)));
+                }
+                steps.push((f.at, Step::Fired("rolling-restart")));
+            }
+            FaultKind::Crash { nodes } => {
+                for i in nodes.resolve(n)? {
+                    steps.push((f.at, Step::Crash(i)));
+                }
+            }
+            FaultKind::Restart { nodes } => {
+                for i in nodes.resolve(n)? {
+                    steps.push((f.at, Step::Restart(i)));
+                }
+            }
+            FaultKind::Partition { groups } => {
+                let mut label = vec![groups.len() + 1; n];
+                for (g, nodes) in groups.iter().enumerate() {
+                    for i in nodes.resolve(n)? {
+                        label[i] = g + 1;
+                    }
+                }
+                steps.push((f.at, Step::Partition(label)));
+            }
+            FaultKind::Heal {} => steps.push((f.at, Step::Heal)),
+            FaultKind::Skew { .. } => unsupported.push("skew"),
+        }
+    }
+    // Skew is not emulated (reported under not_emulated), so it is not a fault that must fire.
+    requested.remove("skew");
+    steps.sort_by_key(|(at, _)| *at);
+    let mut fired = std::collections::BTreeMap::<String, u64>::new();
+    let mut writes = (0u64, 0u64);
+    let mut last_heal = None;
+    let start = Instant::now();
+    for (k, (at, step)) in steps.into_iter().enumerate() {
+        if let Some(wait) = at.checked_sub(start.elapsed()) {
+            std::thread::sleep(wait);
+        }
+        eprint!(
+            "\r[meshward-sim emulate] {}: t={:.1}s step {k} live={}/{n}   ",
+            scenario.name,
+            start.elapsed().as_secs_f64(),
+            lab.live()
+        );
+        let name = step.name();
+        let ok = match step {
+            Step::Write { node, tag, rows } => {
+                if lab.write(node, &tag, rows).is_ok() {
+                    writes.0 += rows;
+                } else {
+                    writes.1 += 1;
+                }
+                continue;
+            }
+            Step::Partition(label) => lab.cut("MWCUT", |a, b| label[a] != label[b]).is_ok(),
+            Step::Heal => {
+                last_heal = Some(start.elapsed());
+                lab.flush("MWCUT").is_ok() && lab.flush("MWFLAP").is_ok()
+            }
+            Step::Flap(Some((a, b))) => lab
+                .cut("MWFLAP", |x, y| {
+                    (a.contains(&x) && b.contains(&y)) || (a.contains(&y) && b.contains(&x))
+                })
+                .is_ok(),
+            Step::Flap(None) => {
+                last_heal = Some(start.elapsed());
+                lab.flush("MWFLAP").is_ok()
+            }
+            Step::Crash(i) => lab.crash(i),
+            Step::Restart(i) => lab.start(i, &edges[i]).is_ok(),
+            Step::Fired(_) => true,
+        };
+        if ok {
+            *fired.entry(name.to_string()).or_default() += 1;
+        }
+    }
+    let until = start.elapsed().max(scenario.duration);
+    if let Some(wait) = until.checked_sub(start.elapsed()) {
+        std::thread::sleep(wait);
+    }
+    // Converged: every live node shows the same digest.
+    let settle_start = Instant::now();
+    let mut converged_after = None;
+    let mut last = Vec::new();
+    while settle_start.elapsed() < scenario.settle {
+        last = lab.digests();
+        let first = last.first().map(|d| d.0.clone());
+        if !last.is_empty() && last.iter().all(|d| Some(&d.0) == first.as_ref()) {
+            converged_after = Some(settle_start.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    eprintln!();
+    let mut failures = Vec::new();
+    if converged_after.is_none() {
+        failures.push(format!(
+            "the live nodes had not converged {:?} after the scenario's end: {last:?}",
+            scenario.settle
+        ));
+    }
+    let rows = last.first().map_or(0, |d| d.1);
+    if converged_after.is_some() && lab.live() == n && rows != writes.0 {
+        failures.push(format!("{} event rows written, {rows} held", writes.0));
+    }
+    for (kind, asked) in &requested {
+        let got = fired.get(kind).copied().unwrap_or(0);
+        if got < *asked {
+            failures.push(format!("fault {kind}: asked for {asked}, fired {got}"));
+        }
+    }
+    let summary = json!({
+        "scenario": scenario.name,
+        "mode": "emulate",
+        "seed": seed,
+        "nodes": n,
+        "live_nodes_at_end": lab.live(),
+        "passed": failures.is_empty(),
+        "wall_ms": start.elapsed().as_millis() as u64,
+        "writes": { "rows_committed": writes.0, "failed": writes.1 },
+        "oracles": {
+            "distinct_digests": last.iter().map(|d| &d.0).collect::<std::collections::BTreeSet<_>>().len(),
+            "event_rows": rows,
+            "failures": failures,
+        },
+        "convergence": {
+            "after_end_ms": converged_after.map(|d| d.as_millis() as u64),
+            "last_heal_at_ms": last_heal.map(|d: Duration| d.as_millis() as u64),
+        },
+        "faults": { "requested": requested, "fired": fired },
+        "not_emulated": unsupported,
+    });
+    Ok((summary, failures))
+}
+
+#[derive(Debug)]
+enum Step {
+    Write { node: usize, tag: String, rows: u64 },
+    Partition(Vec<usize>),
+    Heal,
+    Flap(Option<(Vec<usize>, Vec<usize>)>),
+    Crash(usize),
+    Restart(usize),
+    Fired(&'static str),
+}
+
+impl Step {
+    fn name(&self) -> &'static str {
+        match self {
+            Step::Write { .. } => "write",
+            Step::Partition(_) => "partition",
+            Step::Heal => "heal",
+            Step::Flap(Some(_)) => "flap-cut",
+            Step::Flap(None) => "flap-heal",
+            Step::Crash(_) => "crash",
+            Step::Restart(_) => "restart",
+            Step::Fired(name) => name,
+        }
+    }
+}
+
+/// Who dials whom: as in the simulator, everyone or `degree` random peers.
+fn topology(scenario: &Scenario, seed: u64) -> Vec<Vec<usize>> {
+    use rand::{Rng as _, SeedableRng as _};
+    let n = scenario.nodes;
+    let degree = scenario.topology.degree;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    (0..n)
+        .map(|a| {
+            if degree == 0 || degree + 1 >= n {
+                (0..n).filter(|&b| b != a).collect()
+            } else {
+                let mut chosen = std::collections::BTreeSet::new();
+                while chosen.len() < degree {
+                    let b = rng.gen_range(0..n);
+                    if b != a {
+                        chosen.insert(b);
+                    }
+                }
+                chosen.into_iter().collect()
+            }
+        })
+        .collect()
+}
+
+/// The namespaces, the daemons and their data; torn down on drop.
+#[derive(Debug)]
+struct Lab {
+    id: u32,
+    meshward: PathBuf,
+    work: PathBuf,
+    namespaces: Vec<String>,
+    daemons: Vec<Option<Child>>,
+}
+
+impl Lab {
+    fn new(id: u32, n: usize, meshward: &Path, work: &Path) -> anyhow::Result<Lab> {
+        std::fs::create_dir_all(work)?;
+        Ok(Lab {
+            id,
+            meshward: meshward.to_path_buf(),
+            work: work.to_path_buf(),
+            namespaces: Vec::new(),
+            daemons: (0..n).map(|_| None).collect(),
+        })
+    }
+
+    fn ns(&self, i: usize) -> String {
+        format!("mw{}-{i}", self.id)
+    }
+
+    fn hub(&self) -> String {
+        format!("mw{}-hub", self.id)
+    }
+
+    fn addr(i: usize) -> String {
+        format!("10.77.0.{}", i + 1)
+    }
+
+    fn data(&self, i: usize) -> PathBuf {
+        self.work.join(format!("node{i}"))
+    }
+
+    fn setup_network(&mut self, scenario: &Scenario) -> anyhow::Result<()> {
+        let hub = self.hub();
+        run("ip", &["netns", "add", &hub])?;
+        self.namespaces.push(hub.clone());
+        run("ip", &["-n", &hub, "link", "add", "br0", "type", "bridge"])?;
+        run("ip", &["-n", &hub, "link", "set", "br0", "up"])?;
+        for i in 0..self.daemons.len() {
+            let ns = self.ns(i);
+            run("ip", &["netns", "add", &ns])?;
+            self.namespaces.push(ns.clone());
+            let port = format!("p{i}");
+            run(
+                "ip",
+                &[
+                    "-n", &ns, "link", "add", "eth0", "type", "veth", "peer", "name", &port,
+                    "netns", &hub,
+                ],
+            )?;
+            run("ip", &["-n", &hub, "link", "set", &port, "master", "br0"])?;
+            run("ip", &["-n", &hub, "link", "set", &port, "up"])?;
+            let cidr = format!("{}/24", Lab::addr(i));
+            run("ip", &["-n", &ns, "addr", "add", &cidr, "dev", "eth0"])?;
+            run("ip", &["-n", &ns, "link", "set", "eth0", "up"])?;
+            run("ip", &["-n", &ns, "link", "set", "lo", "up"])?;
+            for chain in ["MWCUT", "MWFLAP"] {
+                ipt(&ns, &["-N", chain])?;
+                ipt(&ns, &["-A", "INPUT", "-j", chain])?;
+            }
+            let loss = scenario.network.loss;
+            if loss > 0.0 {
+                ipt(
+                    &ns,
+                    &[
+                        "-A",
+                        "INPUT",
+                        "-m",
+                        "statistic",
+                        "--mode",
+                        "random",
+                        "--probability",
+                        &loss.to_string(),
+                        "-j",
+                        "DROP",
+                    ],
+                )?;
+            }
+            if let Some(bw) = scenario.network.bandwidth {
+                let rate = format!("{}bit", bw * 8);
+                run(
+                    "ip",
+                    &[
+                        "netns", "exec", &ns, "tc", "qdisc", "add", "dev", "eth0", "root", "tbf",
+                        "rate", &rate, "burst", "32kbit", "latency", "400ms",
+                    ],
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates the stores and gives them one genesis roster signed by a leader key.
+    fn init_cluster(&mut self) -> anyhow::Result<()> {
+        use meshward_crdt::mastered::Member;
+        let mut members = Vec::new();
+        for i in 0..self.daemons.len() {
+            let out = self.cli(i, &["status", "--json"])?;
+            let status: serde_json::Value = serde_json::from_str(&out)?;
+            let writer: meshward_crdt::WriterId = status["writer"]
+                .as_str()
+                .context("status without writer")?
+                .parse()
+                .map_err(anyhow::Error::msg)?;
+            members.push(Member {
+                key: writer.0,
+                address: Lab::addr(i),
+            });
+        }
+        let leader = ed25519_dalek::SigningKey::from_bytes(&[0x4c; 32]);
+        let bundle = meshward_node::roster::MasteredBundle::genesis(
+            &leader,
+            meshward_crdt::ClusterId([0x6d; 16]),
+            members,
+        );
+        let file = self.work.join("roster.bundle");
+        std::fs::write(&file, bundle.encode())?;
+        let file = file.to_str().context("non-UTF-8 path")?.to_string();
+        for i in 0..self.daemons.len() {
+            self.cli(i, &["mastered", "import", &file])?;
+        }
+        Ok(())
+    }
+
+    fn cli(&self, i: usize, args: &[&str]) -> anyhow::Result<String> {
+        let out = Command::new(&self.meshward)
+            .arg("--data")
+            .arg(self.data(i))
+            .args(args)
+            .output()
+            .context("running meshward")?;
+        ensure!(
+            out.status.success(),
+            "meshward {args:?} on node {i}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8(out.stdout)?)
+    }
+
+    fn start(&mut self, i: usize, peers: &[usize]) -> anyhow::Result<()> {
+        if self.daemons[i].is_some() {
+            return Ok(());
+        }
+        let data = self.data(i);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(data.join("daemon.log"))?;
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.ns(i)])
+            .arg(&self.meshward)
+            .arg("--data")
+            .arg(&data)
+            .args(["run", "--listen", &format!("{}:{PORT}", Lab::addr(i))]);
+        for p in peers {
+            cmd.arg("--peer").arg(format!("{}:{PORT}", Lab::addr(*p)));
+        }
+        cmd.env("MESHWARD_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log);
+        // `ip netns exec` execs the daemon, so the child's pid is the daemon's.
+        self.daemons[i] = Some(cmd.spawn().context("starting meshward run")?);
+        let socket = data.join("meshward.sock");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !socket.exists() {
+            if Instant::now() > deadline {
+                bail!(
+                    "node {i} did not open its control socket; see {}",
+                    data.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    fn crash(&mut self, i: usize) -> bool {
+        match self.daemons[i].take() {
+            Some(mut child) => {
+                // Our own child's pid.
+                let _ = child.kill();
+                let _ = child.wait();
+                let _ = std::fs::remove_file(self.data(i).join("meshward.sock"));
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn live(&self) -> usize {
+        self.daemons.iter().filter(|d| d.is_some()).count()
+    }
+
+    fn write(&self, i: usize, tag: &str, rows: u64) -> anyhow::Result<()> {
+        ensure!(self.daemons[i].is_some(), "node {i} is down");
+        let count = rows.to_string();
+        self.cli(
+            i,
+            &[
+                "event", "append", "--kind", "login", "--user", "sim", "--target", tag, "--count",
+                &count,
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Drops, in every node's namespace, packets from the nodes `cut(a, b)` separates it from.
+    fn cut(&self, chain: &str, cut: impl Fn(usize, usize) -> bool) -> anyhow::Result<()> {
+        self.flush(chain)?;
+        let n = self.daemons.len();
+        for a in 0..n {
+            for b in (0..n).filter(|&b| b != a && cut(a, b)) {
+                ipt(
+                    &self.ns(a),
+                    &["-A", chain, "-s", &Lab::addr(b), "-j", "DROP"],
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&self, chain: &str) -> anyhow::Result<()> {
+        for a in 0..self.daemons.len() {
+            ipt(&self.ns(a), &["-F", chain])?;
+        }
+        Ok(())
+    }
+
+    /// (digest, event rows) of every live node.
+    fn digests(&self) -> Vec<(String, u64)> {
+        (0..self.daemons.len())
+            .filter(|&i| self.daemons[i].is_some())
+            .filter_map(|i| {
+                let out = self.cli(i, &["status", "--json"]).ok()?;
+                let v: serde_json::Value = serde_json::from_str(&out).ok()?;
+                Some((
+                    v["digest"].as_str()?.to_string(),
+                    v["rows"]["events"].as_u64()?,
+                ))
+            })
+            .collect()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for i in 0..self.daemons.len() {
+            self.crash(i);
+        }
+        // Deleting a namespace removes its veth end and, for the hub, the bridge.
+        for ns in self.namespaces.drain(..).rev() {
+            let _ = run("ip", &["netns", "del", &ns]);
+        }
+    }
+}
+
+fn run(program: &str, args: &[&str]) -> anyhow::Result<()> {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .with_context(|| format!("running {program}"))?;
+    ensure!(
+        out.status.success(),
+        "{program} {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(())
+}
+
+fn ipt(ns: &str, args: &[&str]) -> anyhow::Result<()> {
+    let mut full = vec!["netns", "exec", ns, "iptables", "-w"];
+    full.extend_from_slice(args);
+    run("ip", &full)
+}

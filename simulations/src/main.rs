@@ -1,0 +1,177 @@
+//! `meshward-sim`: runs a scenario in the simulator or the emulator and writes a report.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use meshward_simulations::{Scenario, emulate, simulate};
+use serde_json::json;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "meshward-sim",
+    version,
+    about = "Network simulation and emulation for meshward"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Runs a scenario and writes summary.json and SVG plots.
+    Run {
+        /// The scenario file (TOML).
+        scenario: PathBuf,
+        /// Seed (default: the scenario's).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// sim: real node cores on a virtual clock; emulate: real daemons in network
+        /// namespaces (needs root).
+        #[arg(long, value_enum, default_value_t = Mode::Sim)]
+        mode: Mode,
+        /// Directory for the report.
+        #[arg(long)]
+        report: PathBuf,
+        /// No progress line.
+        #[arg(long)]
+        quiet: bool,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    Sim,
+    Emulate,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("meshward-sim: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let Cmd::Run {
+        scenario: path,
+        seed,
+        mode,
+        report,
+        quiet,
+    } = cli.command;
+    let scenario = Scenario::load(&path)?;
+    let seed = seed.unwrap_or(scenario.seed);
+    match mode {
+        Mode::Sim => {
+            let outcome = simulate(&path, scenario, seed, Some(&report), quiet)?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&outcome.summary["messages"])?
+            );
+            if outcome.failures.is_empty() {
+                println!("passed; report in {}", report.display());
+                Ok(ExitCode::SUCCESS)
+            } else {
+                for f in &outcome.failures {
+                    eprintln!("FAILED: {f}");
+                }
+                eprintln!("seed {seed}; replay with:\n  {}", outcome.replay);
+                Ok(ExitCode::FAILURE)
+            }
+        }
+        Mode::Emulate => {
+            if let Some(why) = emulate::unavailable() {
+                println!("emulation skipped: {why}");
+                return Ok(ExitCode::SUCCESS);
+            }
+            let meshward = meshward_bin()?;
+            let work = report.join("nodes");
+            let _ = std::fs::remove_dir_all(&work);
+            let (mut summary, failures) = emulate::emulate(&scenario, seed, &meshward, &work)?;
+            // The same scenario and seed in the simulator, side by side.
+            let sim = simulate(&path, scenario, seed, Some(&report.join("sim")), true)?;
+            summary["comparison"] = compare(&summary, &sim.summary);
+            std::fs::write(
+                report.join("summary.json"),
+                serde_json::to_string_pretty(&summary)? + "\n",
+            )?;
+            println!("{}", serde_json::to_string_pretty(&summary["comparison"])?);
+            if failures.is_empty() {
+                println!("passed; report in {}", report.display());
+                Ok(ExitCode::SUCCESS)
+            } else {
+                for f in &failures {
+                    eprintln!("FAILED: {f}");
+                }
+                Ok(ExitCode::FAILURE)
+            }
+        }
+    }
+}
+
+/// The figures both modes measure, side by side.
+fn compare(emulated: &serde_json::Value, simulated: &serde_json::Value) -> serde_json::Value {
+    json!({
+        "passed": { "emulate": emulated["passed"], "sim": simulated["passed"] },
+        "event_rows": {
+            "emulate": emulated["oracles"]["event_rows"],
+            "sim": simulated["oracles"]["event_rows"],
+        },
+        "distinct_digests": {
+            "emulate": emulated["oracles"]["distinct_digests"],
+            "sim": simulated["oracles"]["distinct_digests"],
+        },
+        "faults_fired": { "emulate": emulated["faults"]["fired"], "sim": simulated["faults"]["fired"] },
+        "convergence_after_end_ms": {
+            "emulate": emulated["convergence"]["after_end_ms"],
+            "sim_converged_at_ms": simulated["convergence"]["converged_at_ms"],
+            "sim_after_heals_ms": simulated["convergence"]["after_heals_ms"],
+        },
+        "not_emulated": emulated["not_emulated"],
+    })
+}
+
+/// The `meshward` binary: `$MESHWARD_BIN`, or built now in release.
+fn meshward_bin() -> anyhow::Result<PathBuf> {
+    if let Some(bin) = std::env::var_os("MESHWARD_BIN") {
+        return Ok(PathBuf::from(bin));
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let output = std::process::Command::new(cargo)
+        .args([
+            "build",
+            "--quiet",
+            "--release",
+            "-p",
+            "meshward-node",
+            "--bin",
+            "meshward",
+            "--message-format=json",
+        ])
+        .output()
+        .context("running cargo build for the meshward binary; or set MESHWARD_BIN")?;
+    anyhow::ensure!(
+        output.status.success(),
+        "cargo build failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for line in String::from_utf8(output.stdout)?.lines() {
+        let Ok(m) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if m["reason"] == "compiler-artifact"
+            && m["target"]["name"] == "meshward"
+            && let Some(exe) = m["executable"].as_str()
+        {
+            return Ok(PathBuf::from(exe));
+        }
+    }
+    anyhow::bail!("cargo build reported no meshward executable; set MESHWARD_BIN")
+}

@@ -1,0 +1,489 @@
+//! Measurements of a run, the JSON summary, and the SVG plots.
+//!
+//! A **message** is one local commit (one automerge change of one segment). A node is
+//! **reached** by it when the change is durable in its store, whether a gossip push or a sync
+//! answer brought it; hops count gossip relays (1 = straight from the origin).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::Context as _;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::sim::Micros;
+
+/// A node reached by a message.
+#[derive(Clone, Copy, Debug)]
+pub struct Reach {
+    /// The node.
+    pub node: u32,
+    /// When (virtual µs).
+    pub at: Micros,
+    /// Gossip hops, or `None` when a sync answer brought it.
+    pub hops: Option<u32>,
+}
+
+/// One message.
+#[derive(Clone, Debug)]
+pub struct Message {
+    /// The node that committed it.
+    pub origin: u32,
+    /// When.
+    pub at: Micros,
+    /// Every other node it reached, in time order.
+    pub reached: Vec<Reach>,
+}
+
+/// What the oracles found.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Oracles {
+    /// Distinct replica digests among live nodes at the end (1 = converged).
+    pub distinct_digests: u64,
+    /// Event rows every live node holds at the end.
+    pub event_rows: u64,
+    /// Commits of live nodes that some live node lacks at the end.
+    pub commits_missing_on_live_nodes: u64,
+    /// Commits held only by nodes that are down at the end (durable in their stores).
+    pub commits_only_on_down_nodes: u64,
+    /// Leader epochs seen in the nodes' verified mastered records.
+    pub epochs_seen: u64,
+    /// Everything that failed; empty on success.
+    pub failures: Vec<String>,
+}
+
+/// Everything measured during a run.
+#[derive(Clone, Debug, Default)]
+pub struct Metrics {
+    /// Messages in commit order.
+    pub messages: Vec<Message>,
+    /// Bytes sent per node (gossip, sync requests and answers; payload only).
+    pub bytes_sent: Vec<u64>,
+    /// Bytes received per node.
+    pub bytes_received: Vec<u64>,
+    /// Events processed.
+    pub events: u64,
+    /// Wall-clock run time, ms (not part of the deterministic trace).
+    pub wall_ms: u64,
+    /// Virtual time at the end.
+    pub end_us: Micros,
+    /// Commits made.
+    pub writes: u64,
+    /// Writes scheduled on a node that was down.
+    pub writes_skipped: u64,
+    /// Pushes published.
+    pub pushes: u64,
+    /// Adverts published.
+    pub adverts: u64,
+    /// Push copies received again after the first (dropped by the seen-cache).
+    pub push_duplicates: u64,
+    /// Advert copies received again.
+    pub advert_duplicates: u64,
+    /// Publishes dropped because the same bytes were published within the seen TTL.
+    pub publish_duplicates: u64,
+    /// Publishes refused because the node had no peer to send to.
+    pub publish_no_peers: u64,
+    /// Gossip messages the core ignored (a gap).
+    pub gossip_ignored: u64,
+    /// Gossip messages the core rejected.
+    pub gossip_rejected: u64,
+    /// Sync requests sent.
+    pub sync_requests: u64,
+    /// Gossip messages lost by the network model.
+    pub lost: u64,
+    /// Messages on a reliable stream that needed a retransmission.
+    pub retransmitted: u64,
+    /// Gossip messages the network delivered twice.
+    pub network_duplicated: u64,
+    /// Messages delayed to reorder them.
+    pub reordered: u64,
+    /// Messages that waited on a cut link.
+    pub held_by_cut: u64,
+    /// Messages dropped because their connection closed.
+    pub dropped_closed: u64,
+    /// Connections set up.
+    pub connections: u64,
+    /// Connections closed (idle timeout on a cut link or a dead peer).
+    pub disconnects: u64,
+    /// Dials that could not reach their peer.
+    pub dials_failed: u64,
+    /// Faults asked for, by kind.
+    pub faults_requested: BTreeMap<String, u64>,
+    /// Faults fired, by kind (crash and restart count nodes; flap counts finished series,
+    /// flap-cut and flap-heal each step).
+    pub faults_fired: BTreeMap<String, u64>,
+    /// (time, share of live nodes holding everything any live node holds).
+    pub convergence: Vec<(Micros, f64)>,
+    /// When the live nodes last became converged (None while they are not).
+    pub converged_at: Option<Micros>,
+    /// Heal times (partition heal, end of each flap cut).
+    pub heals: Vec<Micros>,
+    /// (heal or restart time, time until every live node held what the live nodes held at
+    /// that time), at the 100 ms resolution of the convergence sample.
+    pub heal_convergence: Vec<(Micros, Micros)>,
+    /// Live nodes at the end.
+    pub live_nodes: u64,
+    /// Oracle results.
+    pub oracles: Oracles,
+    /// Errors from inside the run.
+    pub errors: Vec<String>,
+}
+
+impl Metrics {
+    /// Metrics for `n` nodes.
+    pub fn new(n: usize) -> Metrics {
+        Metrics {
+            bytes_sent: vec![0; n],
+            bytes_received: vec![0; n],
+            ..Metrics::default()
+        }
+    }
+
+    /// Registers a commit; returns its index.
+    pub fn new_message(&mut self, origin: u32, at: Micros) -> usize {
+        self.messages.push(Message {
+            origin,
+            at,
+            reached: Vec::new(),
+        });
+        self.messages.len() - 1
+    }
+
+    /// Records that a message reached a node.
+    pub fn reached(&mut self, m: usize, r: Reach) {
+        self.messages[m].reached.push(r);
+    }
+
+    /// The JSON summary.
+    pub fn summary(
+        &self,
+        scenario: &str,
+        mode: &str,
+        seed: u64,
+        nodes: usize,
+        replay: &str,
+    ) -> serde_json::Value {
+        let live = self.live_nodes.max(1) as usize;
+        let mut t99 = Vec::new();
+        let mut t999 = Vec::new();
+        let mut t100 = Vec::new();
+        let mut hops: BTreeMap<u32, u64> = BTreeMap::new();
+        let mut via_sync = 0u64;
+        let mut delivered = 0u64;
+        for m in &self.messages {
+            // The origin holds it at once.
+            let mut times: Vec<Micros> = vec![0];
+            times.extend(m.reached.iter().map(|r| r.at - m.at));
+            delivered += times.len().min(live) as u64;
+            for r in &m.reached {
+                match r.hops {
+                    Some(h) => *hops.entry(h).or_default() += 1,
+                    None => via_sync += 1,
+                }
+            }
+            let at = |f: f64| {
+                let k = ((f * live as f64).ceil() as usize).max(1);
+                times.get(k - 1).copied()
+            };
+            t99.push(at(0.99));
+            t999.push(at(0.999));
+            t100.push(at(1.0));
+        }
+        let by_gossip: u64 = hops.values().sum();
+        let reached_total = by_gossip + via_sync;
+        let mean_hops = if by_gossip == 0 {
+            0.0
+        } else {
+            hops.iter().map(|(h, c)| *h as f64 * *c as f64).sum::<f64>() / by_gossip as f64
+        };
+        let n_msgs = self.messages.len().max(1) as f64;
+        let bytes: Vec<u64> = self
+            .bytes_sent
+            .iter()
+            .zip(&self.bytes_received)
+            .map(|(s, r)| s + r)
+            .collect();
+        let secs = self.end_us.max(1) as f64 / 1e6;
+        json!({
+            "scenario": scenario,
+            "mode": mode,
+            "seed": seed,
+            "nodes": nodes,
+            "live_nodes_at_end": self.live_nodes,
+            "replay": replay,
+            "passed": self.oracles.failures.is_empty(),
+            "virtual_seconds": secs,
+            "wall_ms": self.wall_ms,
+            "events": self.events,
+            "messages": {
+                "count": self.messages.len(),
+                "delivery_percent": 100.0 * delivered as f64 / (n_msgs * live as f64),
+                "reached_by_gossip_percent": if reached_total == 0 { 100.0 } else { 100.0 * by_gossip as f64 / reached_total as f64 },
+                "push_duplicates_per_message": self.push_duplicates as f64 / n_msgs,
+                "hops_mean": mean_hops,
+                "hops_max": hops.keys().next_back(),
+                "hops_histogram": hops,
+                "time_to_99_percent_ms": stats_ms(&t99),
+                "time_to_99_9_percent_ms": stats_ms(&t999),
+                "time_to_100_percent_ms": stats_ms(&t100),
+            },
+            "convergence": {
+                "after_heals_ms": self.heal_convergence.iter().map(|(at, d)| json!({"at_ms": at / 1000, "took_ms": d / 1000})).collect::<Vec<_>>(),
+                "converged_at_ms": self.converged_at.map(|t| t / 1000),
+            },
+            "bytes_per_node": {
+                "mean": bytes.iter().sum::<u64>() as f64 / bytes.len().max(1) as f64,
+                "max": bytes.iter().max(),
+                "mean_per_second": bytes.iter().sum::<u64>() as f64 / bytes.len().max(1) as f64 / secs,
+            },
+            "gossip": {
+                "pushes": self.pushes,
+                "adverts": self.adverts,
+                "push_duplicates": self.push_duplicates,
+                "advert_duplicates": self.advert_duplicates,
+                "publish_duplicates_dropped": self.publish_duplicates,
+                "publish_without_peers": self.publish_no_peers,
+                "ignored": self.gossip_ignored,
+                "rejected": self.gossip_rejected,
+            },
+            "sync_requests": self.sync_requests,
+            "writes": { "committed": self.writes, "skipped_on_down_nodes": self.writes_skipped },
+            "network": {
+                "lost": self.lost, "retransmitted": self.retransmitted,
+                "duplicated": self.network_duplicated, "reordered": self.reordered,
+                "held_by_cut": self.held_by_cut, "dropped_on_closed_connection": self.dropped_closed,
+                "connections": self.connections, "disconnects": self.disconnects,
+                "dials_failed": self.dials_failed,
+            },
+            "faults": { "requested": self.faults_requested, "fired": self.faults_fired },
+            "oracles": self.oracles,
+        })
+    }
+
+    /// Writes `summary.json` and the plots into `dir`.
+    pub fn write(&self, dir: &Path, summary: &serde_json::Value) -> anyhow::Result<()> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let mut text = serde_json::to_string_pretty(summary)?;
+        text.push('\n');
+        std::fs::write(dir.join("summary.json"), text)?;
+        std::fs::write(dir.join("reach.svg"), self.reach_svg())?;
+        std::fs::write(dir.join("convergence.svg"), self.convergence_svg())?;
+        std::fs::write(dir.join("lag.svg"), self.lag_svg())?;
+        Ok(())
+    }
+
+    /// Nodes reached over time since commit, one line per message (at most 50).
+    fn reach_svg(&self) -> String {
+        let live = self.live_nodes.max(1) as f64;
+        let step = self.messages.len().div_ceil(50).max(1);
+        let series: Vec<Vec<(f64, f64)>> = self
+            .messages
+            .iter()
+            .step_by(step)
+            .map(|m| {
+                // At most ~200 points per line, always the last.
+                let every = m.reached.len().div_ceil(200).max(1);
+                let mut pts = vec![(0.0, 1.0 / live)];
+                for (k, r) in m.reached.iter().enumerate() {
+                    if k % every == 0 || k + 1 == m.reached.len() {
+                        pts.push(((r.at - m.at) as f64 / 1000.0, (k + 2) as f64 / live));
+                    }
+                }
+                pts
+            })
+            .collect();
+        Plot {
+            title: "nodes reached after a commit (one line per message)",
+            x_label: "ms since commit",
+            y_label: "share of live nodes",
+            y_max: Some(1.0),
+            marks: Vec::new(),
+        }
+        .svg(&series)
+    }
+
+    /// Share of converged live nodes over the run, heals marked.
+    fn convergence_svg(&self) -> String {
+        let pts: Vec<(f64, f64)> = self
+            .convergence
+            .iter()
+            .map(|(t, f)| (*t as f64 / 1e6, *f))
+            .collect();
+        Plot {
+            title: "live nodes holding everything (heals dashed)",
+            x_label: "s",
+            y_label: "share converged",
+            y_max: Some(1.0),
+            marks: self.heals.iter().map(|t| *t as f64 / 1e6).collect(),
+        }
+        .svg(&[pts])
+    }
+
+    /// Mean lag (commit → durable) per node, sorted.
+    fn lag_svg(&self) -> String {
+        let n = self.bytes_sent.len();
+        let mut sum = vec![0f64; n];
+        let mut count = vec![0u64; n];
+        for m in &self.messages {
+            for r in &m.reached {
+                sum[r.node as usize] += (r.at - m.at) as f64 / 1000.0;
+                count[r.node as usize] += 1;
+            }
+        }
+        let mut lags: Vec<f64> = sum
+            .iter()
+            .zip(&count)
+            .filter(|(_, c)| **c > 0)
+            .map(|(s, c)| s / *c as f64)
+            .collect();
+        lags.sort_by(f64::total_cmp);
+        let pts = lags
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (i as f64, *l))
+            .collect();
+        Plot {
+            title: "mean replication lag per node (sorted)",
+            x_label: "node rank",
+            y_label: "ms",
+            y_max: None,
+            marks: Vec::new(),
+        }
+        .svg(&[pts])
+    }
+}
+
+fn stats_ms(v: &[Option<Micros>]) -> serde_json::Value {
+    let reached: Vec<u64> = v.iter().flatten().copied().collect();
+    let mut sorted = reached.clone();
+    sorted.sort_unstable();
+    let pct = |p: f64| {
+        sorted
+            .get(((sorted.len() as f64 - 1.0) * p).round() as usize)
+            .map(|u| *u as f64 / 1000.0)
+    };
+    json!({
+        "messages_that_got_there": reached.len(),
+        "of": v.len(),
+        "p50": pct(0.5),
+        "max": pct(1.0),
+    })
+}
+
+/// A minimal line chart in SVG.
+struct Plot {
+    title: &'static str,
+    x_label: &'static str,
+    y_label: &'static str,
+    y_max: Option<f64>,
+    marks: Vec<f64>,
+}
+
+const W: f64 = 640.0;
+const H: f64 = 360.0;
+const L: f64 = 60.0;
+const R: f64 = 20.0;
+const T: f64 = 30.0;
+const B: f64 = 45.0;
+const COLORS: [&str; 6] = [
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
+];
+
+impl Plot {
+    fn svg(&self, series: &[Vec<(f64, f64)>]) -> String {
+        let all = series.iter().flatten();
+        let x_max = all.clone().map(|p| p.0).fold(0.0, f64::max).max(1e-9);
+        let y_max = self
+            .y_max
+            .unwrap_or_else(|| all.map(|p| p.1).fold(0.0, f64::max))
+            .max(1e-9);
+        let sx = |x: f64| L + x / x_max * (W - L - R);
+        let sy = |y: f64| H - B - y / y_max * (H - T - B);
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="11">"#
+        );
+        let _ = writeln!(s, r#"<rect width="{W}" height="{H}" fill="white"/>"#);
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="18" text-anchor="middle" font-size="13">{}</text>"#,
+            W / 2.0,
+            self.title
+        );
+        let _ = writeln!(
+            s,
+            r#"<path d="M{L} {T} V{} H{}" fill="none" stroke="black"/>"#,
+            H - B,
+            W - R
+        );
+        for i in 0..=4 {
+            let f = i as f64 / 4.0;
+            let _ = writeln!(
+                s,
+                r##"<text x="{}" y="{}" text-anchor="middle">{}</text><text x="{}" y="{}" text-anchor="end">{}</text><path d="M{L} {} H{}" stroke="#ddd"/>"##,
+                sx(f * x_max),
+                H - B + 15.0,
+                short(f * x_max),
+                L - 5.0,
+                sy(f * y_max) + 4.0,
+                short(f * y_max),
+                sy(f * y_max),
+                W - R
+            );
+        }
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="{}" text-anchor="middle">{}</text>"#,
+            (L + W - R) / 2.0,
+            H - 10.0,
+            self.x_label
+        );
+        let _ = writeln!(
+            s,
+            r#"<text x="14" y="{}" text-anchor="middle" transform="rotate(-90 14 {})">{}</text>"#,
+            H / 2.0,
+            H / 2.0,
+            self.y_label
+        );
+        for m in &self.marks {
+            let _ = writeln!(
+                s,
+                r##"<path d="M{x} {T} V{}" stroke="#888" stroke-dasharray="4 3"/>"##,
+                H - B,
+                x = sx(*m)
+            );
+        }
+        for (i, pts) in series.iter().enumerate() {
+            let mut d = String::new();
+            for (k, (x, y)) in pts.iter().enumerate() {
+                let _ = write!(
+                    d,
+                    "{}{:.1} {:.1} ",
+                    if k == 0 { "M" } else { "L" },
+                    sx(*x),
+                    sy(*y)
+                );
+            }
+            let _ = writeln!(
+                s,
+                r#"<path d="{}" fill="none" stroke="{}" stroke-width="1.2" opacity="0.8"/>"#,
+                d.trim_end(),
+                COLORS[i % COLORS.len()]
+            );
+        }
+        s.push_str("</svg>\n");
+        s
+    }
+}
+
+fn short(v: f64) -> String {
+    if v >= 100.0 || v == v.round() {
+        format!("{v:.0}")
+    } else if v >= 1.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}

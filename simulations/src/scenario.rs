@@ -1,0 +1,599 @@
+//! Scenario files: TOML with kebab-case keys and human durations (`"500ms"`, `"10m"`).
+//!
+//! The same file drives both modes. See `simulations/README.md` for the format with an
+//! example of every key; [`Scenario::parse`] refuses unknown keys, so a typo is an error, not
+//! a silently ignored setting.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail, ensure};
+use serde::Deserialize;
+
+/// A scenario: nodes, network, writes and faults.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Scenario {
+    /// Short name, used in reports.
+    pub name: String,
+    /// What the scenario shows.
+    #[serde(default)]
+    pub description: String,
+    /// Number of nodes.
+    pub nodes: usize,
+    /// Default seed (`--seed` overrides it).
+    #[serde(default)]
+    pub seed: u64,
+    /// Virtual time during which writes and faults are scheduled.
+    #[serde(with = "humantime_serde")]
+    pub duration: Duration,
+    /// After `duration`, how long the run may go on for the live nodes to converge before the
+    /// convergence oracle fails. Default 60 s.
+    #[serde(default = "default_settle", with = "humantime_serde")]
+    pub settle: Duration,
+    /// Nodes start at random times within this span, as independently started daemons do
+    /// (their sync timers are then not in step). Default 1 s.
+    #[serde(default = "default_start_spread", with = "humantime_serde")]
+    pub start_spread: Duration,
+    /// The node tick (timers resolve to it). Default 50 ms, as the daemon's.
+    #[serde(default = "default_tick", with = "humantime_serde")]
+    pub tick: Duration,
+    /// Which nodes connect to which.
+    #[serde(default)]
+    pub topology: Topology,
+    /// The gossip model.
+    #[serde(default)]
+    pub gossip: GossipModel,
+    /// The network model.
+    #[serde(default)]
+    pub network: Network,
+    /// Scheduled local writes.
+    #[serde(default, rename = "write")]
+    pub writes: Vec<Writes>,
+    /// Scheduled faults.
+    #[serde(default, rename = "fault")]
+    pub faults: Vec<Fault>,
+}
+
+/// Which nodes hold a connection to which.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Topology {
+    /// Each node dials this many random other nodes (so it has at least that many
+    /// connections); 0 means every node dials every other (a full mesh, as the daemon does
+    /// with a small roster). Default 0.
+    #[serde(default)]
+    pub degree: usize,
+}
+
+/// The gossip layer: a gossipsub-like relay over the connections.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct GossipModel {
+    /// Mesh peers per node (gossipsub `D`). Default 6, the transport's `large_mesh` preset.
+    pub mesh_n: usize,
+    /// Below this the heartbeat grafts more (`D_low`). Default 5.
+    pub mesh_n_low: usize,
+    /// Above this the heartbeat prunes (`D_high`). Default 12.
+    pub mesh_n_high: usize,
+    /// Publish own messages to every connected peer, not only the mesh. Default false.
+    pub flood_publish: bool,
+    /// Mesh maintenance interval. Default 1 s.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat: Duration,
+    /// How long a message id is remembered to drop duplicates (gossipsub
+    /// `duplicate_cache_time`). Default 60 s.
+    #[serde(with = "humantime_serde")]
+    pub seen_ttl: Duration,
+}
+
+impl Default for GossipModel {
+    fn default() -> Self {
+        GossipModel {
+            mesh_n: 6,
+            mesh_n_low: 5,
+            mesh_n_high: 12,
+            flood_publish: false,
+            heartbeat: Duration::from_secs(1),
+            seen_ttl: Duration::from_secs(60),
+        }
+    }
+}
+
+/// One-way latency: a fixed duration (`"20ms"`) or a uniform range (`["10ms", "50ms"]`).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum Latency {
+    /// Always this.
+    Fixed(#[serde(with = "humantime_serde")] Duration),
+    /// Uniform in `[lo, hi]`, drawn per message.
+    Uniform(
+        #[serde(with = "humantime_serde")] Duration,
+        #[serde(with = "humantime_serde")] Duration,
+    ),
+}
+
+impl Latency {
+    /// The largest value.
+    pub fn max(&self) -> Duration {
+        match self {
+            Latency::Fixed(d) => *d,
+            Latency::Uniform(_, hi) => *hi,
+        }
+    }
+}
+
+impl Default for Latency {
+    fn default() -> Self {
+        Latency::Fixed(Duration::from_millis(1))
+    }
+}
+
+/// The network model.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Network {
+    /// Latency between nodes of the same site (or all nodes without sites). Default 1 ms.
+    #[serde(default)]
+    pub latency: Latency,
+    /// Share of gossip messages lost (dropped). On sync requests and answers, which travel on
+    /// a reliable stream, a loss costs one retransmission timeout instead. Default 0.
+    #[serde(default)]
+    pub loss: f64,
+    /// Share of gossip messages delivered twice. Default 0.
+    #[serde(default)]
+    pub duplicate: f64,
+    /// Share of messages held back by an extra delay up to `reorder-delay`, so later ones
+    /// overtake them. Default 0.
+    #[serde(default)]
+    pub reorder: f64,
+    /// Largest extra delay of a reordered message. Default 50 ms.
+    #[serde(default = "default_reorder_delay", with = "humantime_serde")]
+    pub reorder_delay: Duration,
+    /// Upload cap per node in bytes per second (each node's sends queue behind each other).
+    /// Default: none.
+    #[serde(default)]
+    pub bandwidth: Option<u64>,
+    /// How long a connection whose packets do not get through (a cut link, a crashed peer)
+    /// stays up before both ends see it closed: the QUIC idle timeout. Default 10 s.
+    #[serde(default = "default_idle", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Sites: named groups of nodes. Nodes in no site are in the first one.
+    #[serde(default, rename = "site")]
+    pub sites: Vec<Site>,
+    /// Latency between sites (both directions); pairs not listed use `latency`.
+    #[serde(default, rename = "wan")]
+    pub wans: Vec<Wan>,
+}
+
+impl Default for Network {
+    fn default() -> Self {
+        Network {
+            latency: Latency::default(),
+            loss: 0.0,
+            duplicate: 0.0,
+            reorder: 0.0,
+            reorder_delay: default_reorder_delay(),
+            bandwidth: None,
+            idle_timeout: default_idle(),
+            sites: Vec::new(),
+            wans: Vec::new(),
+        }
+    }
+}
+
+/// A site.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Site {
+    /// Its name.
+    pub name: String,
+    /// Its nodes.
+    pub nodes: Nodes,
+}
+
+/// The latency between two sites.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Wan {
+    /// The two sites, by name.
+    pub between: [String; 2],
+    /// One-way latency.
+    pub latency: Latency,
+}
+
+/// A set of nodes: `"all"`, a list of indices `[0, 1, 2]`, or a range `"3..5"` (end excluded).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum Nodes {
+    /// Indices.
+    List(Vec<usize>),
+    /// `"all"` or `"A..B"`.
+    Named(String),
+}
+
+impl Nodes {
+    /// The indices, checked against `n` nodes.
+    pub fn resolve(&self, n: usize) -> anyhow::Result<Vec<usize>> {
+        let out = match self {
+            Nodes::List(v) => v.clone(),
+            Nodes::Named(s) if s == "all" => (0..n).collect(),
+            Nodes::Named(s) => {
+                let (a, b) = s.split_once("..").with_context(|| {
+                    format!("node set {s:?}: write \"all\", \"A..B\" or a list")
+                })?;
+                let a: usize = a
+                    .trim()
+                    .parse()
+                    .with_context(|| format!("node set {s:?}"))?;
+                let b: usize = b
+                    .trim()
+                    .parse()
+                    .with_context(|| format!("node set {s:?}"))?;
+                (a..b).collect()
+            }
+        };
+        if let Some(bad) = out.iter().find(|&&i| i >= n) {
+            bail!("node {bad} does not exist; the scenario has {n} nodes (0..{n})");
+        }
+        Ok(out)
+    }
+}
+
+/// A series of local writes: `count` commits, one every `every` from `at`, each of `rows`
+/// events, on `nodes` (each commit on the next node of the set, round robin).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Writes {
+    /// First commit.
+    #[serde(with = "humantime_serde")]
+    pub at: Duration,
+    /// Interval between commits. Default 100 ms.
+    #[serde(default = "default_every", with = "humantime_serde")]
+    pub every: Duration,
+    /// Commits.
+    pub count: u64,
+    /// Events per commit. Default 1.
+    #[serde(default = "one")]
+    pub rows: u64,
+    /// Writing nodes. Default all.
+    #[serde(default = "all")]
+    pub nodes: Nodes,
+}
+
+/// A scheduled fault.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(try_from = "RawFault")]
+pub struct Fault {
+    /// When.
+    pub at: Duration,
+    /// What.
+    pub kind: FaultKind,
+}
+
+/// A fault as written: `at`, and the kind's keys (parsed strictly by [`FaultKind`]; serde's
+/// `flatten` would let unknown keys through).
+#[derive(Deserialize)]
+struct RawFault {
+    #[serde(with = "humantime_serde")]
+    at: Duration,
+    #[serde(flatten)]
+    rest: toml::Table,
+}
+
+impl TryFrom<RawFault> for Fault {
+    type Error = toml::de::Error;
+
+    fn try_from(raw: RawFault) -> Result<Self, Self::Error> {
+        Ok(Fault {
+            at: raw.at,
+            kind: raw.rest.try_into()?,
+        })
+    }
+}
+
+/// The kinds of faults.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(
+    tag = "kind",
+    rename_all = "kebab-case",
+    rename_all_fields = "kebab-case",
+    deny_unknown_fields
+)]
+pub enum FaultKind {
+    /// Split the nodes into groups that cannot reach each other; nodes in no group form one
+    /// more group. Replaces any earlier partition.
+    Partition {
+        /// The groups.
+        groups: Vec<Nodes>,
+    },
+    /// End every partition and flapping cut.
+    Heal {},
+    /// Cut the links between `a` and `b` for `down`, then restore them for `up`, `count`
+    /// times; other links are untouched.
+    Flap {
+        /// One side.
+        a: Nodes,
+        /// The other side.
+        b: Nodes,
+        /// How long each cut lasts.
+        #[serde(with = "humantime_serde")]
+        down: Duration,
+        /// How long the link is up between cuts.
+        #[serde(with = "humantime_serde")]
+        up: Duration,
+        /// Number of cuts.
+        count: u64,
+    },
+    /// Stop nodes abruptly; their stores are kept.
+    Crash {
+        /// Which.
+        nodes: Nodes,
+    },
+    /// Start crashed nodes again from their stores.
+    Restart {
+        /// Which.
+        nodes: Nodes,
+    },
+    /// Restart nodes one at a time: each is down for `down`, the next goes down `every`
+    /// after the previous one did.
+    RollingRestart {
+        /// Which, in order.
+        nodes: Nodes,
+        /// Downtime of each.
+        #[serde(with = "humantime_serde")]
+        down: Duration,
+        /// Interval between two nodes going down.
+        #[serde(with = "humantime_serde")]
+        every: Duration,
+    },
+    /// Set the clock offset of nodes (from now on they read virtual time + `offset-ms`).
+    Skew {
+        /// Which.
+        nodes: Nodes,
+        /// Offset in milliseconds, may be negative.
+        offset_ms: i64,
+    },
+}
+
+impl FaultKind {
+    /// Short name, used to count fired faults.
+    pub fn name(&self) -> &'static str {
+        match self {
+            FaultKind::Partition { .. } => "partition",
+            FaultKind::Heal {} => "heal",
+            FaultKind::Flap { .. } => "flap",
+            FaultKind::Crash { .. } => "crash",
+            FaultKind::Restart { .. } => "restart",
+            FaultKind::RollingRestart { .. } => "rolling-restart",
+            FaultKind::Skew { .. } => "skew",
+        }
+    }
+}
+
+impl Scenario {
+    /// Parses and checks a scenario.
+    pub fn parse(text: &str) -> anyhow::Result<Scenario> {
+        let s: Scenario = toml::from_str(text).context("parsing the scenario")?;
+        s.check()?;
+        Ok(s)
+    }
+
+    /// Reads and parses a scenario file.
+    pub fn load(path: &Path) -> anyhow::Result<Scenario> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading scenario {}", path.display()))?;
+        Scenario::parse(&text).with_context(|| format!("in scenario {}", path.display()))
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        let n = self.nodes;
+        ensure!(n >= 1, "a scenario needs at least one node");
+        ensure!(
+            n <= u32::MAX as usize / 2,
+            "{n} nodes are more than the simulator supports"
+        );
+        ensure!(!self.tick.is_zero(), "tick must be more than 0");
+        let g = &self.gossip;
+        ensure!(
+            g.mesh_n_low <= g.mesh_n && g.mesh_n <= g.mesh_n_high && g.mesh_n > 0,
+            "gossip needs 0 < mesh-n-low <= mesh-n <= mesh-n-high"
+        );
+        let net = &self.network;
+        for (name, p) in [
+            ("loss", net.loss),
+            ("duplicate", net.duplicate),
+            ("reorder", net.reorder),
+        ] {
+            ensure!(
+                (0.0..=1.0).contains(&p),
+                "network.{name} is a share between 0 and 1, not {p}"
+            );
+        }
+        ensure!(
+            net.bandwidth != Some(0),
+            "network.bandwidth must be more than 0"
+        );
+        for l in std::iter::once(&net.latency).chain(net.wans.iter().map(|w| &w.latency)) {
+            if let Latency::Uniform(lo, hi) = l {
+                ensure!(lo <= hi, "latency range [{lo:?}, {hi:?}] is empty");
+            }
+        }
+        let mut names = BTreeMap::new();
+        for s in &net.sites {
+            s.nodes.resolve(n)?;
+            ensure!(
+                names.insert(s.name.clone(), ()).is_none(),
+                "site {:?} is defined twice",
+                s.name
+            );
+        }
+        for w in &net.wans {
+            for site in &w.between {
+                ensure!(names.contains_key(site), "wan names unknown site {site:?}");
+            }
+        }
+        for w in &self.writes {
+            ensure!(
+                !w.nodes.resolve(n)?.is_empty(),
+                "a write series needs nodes"
+            );
+            ensure!(w.rows >= 1, "a write needs at least one row");
+        }
+        for f in &self.faults {
+            match &f.kind {
+                FaultKind::Partition { groups } => {
+                    for g in groups {
+                        g.resolve(n)?;
+                    }
+                }
+                FaultKind::Heal {} => {}
+                FaultKind::Flap { a, b, count, .. } => {
+                    a.resolve(n)?;
+                    b.resolve(n)?;
+                    ensure!(*count >= 1, "a flap needs count >= 1");
+                }
+                FaultKind::Crash { nodes }
+                | FaultKind::Restart { nodes }
+                | FaultKind::RollingRestart { nodes, .. }
+                | FaultKind::Skew { nodes, .. } => {
+                    nodes.resolve(n)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The site index of every node (0 without sites).
+    pub fn site_of(&self) -> anyhow::Result<Vec<usize>> {
+        let mut site = vec![0; self.nodes];
+        for (i, s) in self.network.sites.iter().enumerate() {
+            for n in s.nodes.resolve(self.nodes)? {
+                site[n] = i;
+            }
+        }
+        Ok(site)
+    }
+
+    /// Latency between sites `a` and `b`.
+    pub fn latency_between(&self, a: usize, b: usize) -> &Latency {
+        if a == b {
+            return &self.network.latency;
+        }
+        let (na, nb) = (&self.network.sites[a].name, &self.network.sites[b].name);
+        self.network
+            .wans
+            .iter()
+            .find(|w| {
+                (&w.between[0] == na && &w.between[1] == nb)
+                    || (&w.between[0] == nb && &w.between[1] == na)
+            })
+            .map_or(&self.network.latency, |w| &w.latency)
+    }
+}
+
+fn default_settle() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_start_spread() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_tick() -> Duration {
+    Duration::from_millis(50)
+}
+fn default_reorder_delay() -> Duration {
+    Duration::from_millis(50)
+}
+fn default_idle() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_every() -> Duration {
+    Duration::from_millis(100)
+}
+fn one() -> u64 {
+    1
+}
+fn all() -> Nodes {
+    Nodes::Named("all".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_kind_of_key() {
+        let s = Scenario::parse(
+            r#"
+            name = "x"
+            nodes = 5
+            duration = "10s"
+            [topology]
+            degree = 3
+            [network]
+            latency = ["10ms", "50ms"]
+            loss = 0.1
+            bandwidth = 1000000
+            [[network.site]]
+            name = "a"
+            nodes = "0..3"
+            [[network.site]]
+            name = "b"
+            nodes = [3, 4]
+            [[network.wan]]
+            between = ["a", "b"]
+            latency = "100ms"
+            [[write]]
+            at = "1s"
+            count = 10
+            nodes = [0]
+            [[fault]]
+            at = "2s"
+            kind = "partition"
+            groups = ["0..3"]
+            [[fault]]
+            at = "3s"
+            kind = "flap"
+            a = [0]
+            b = [1]
+            down = "1s"
+            up = "1s"
+            count = 2
+            [[fault]]
+            at = "4s"
+            kind = "skew"
+            nodes = [2]
+            offset-ms = -500
+            [[fault]]
+            at = "5s"
+            kind = "heal"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(s.faults.len(), 4);
+        assert_eq!(s.site_of().unwrap(), vec![0, 0, 0, 1, 1]);
+        assert_eq!(
+            s.latency_between(0, 1),
+            &Latency::Fixed(Duration::from_millis(100))
+        );
+    }
+
+    #[test]
+    fn refuses_unknown_keys_and_nodes_out_of_range() {
+        let base = "name = \"x\"\nnodes = 2\nduration = \"1s\"\n";
+        assert!(Scenario::parse(&format!("{base}lossy = 1\n")).is_err());
+        assert!(
+            Scenario::parse(&format!(
+                "{base}[[fault]]\nat = \"0s\"\nkind = \"crash\"\nnodes = [2]\n"
+            ))
+            .is_err()
+        );
+        assert!(
+            Scenario::parse(&format!(
+                "{base}[[fault]]\nat = \"0s\"\nkind = \"heal\"\ngroups = []\n"
+            ))
+            .is_err()
+        );
+    }
+}
