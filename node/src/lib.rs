@@ -11,6 +11,7 @@ pub mod cli;
 pub mod control;
 pub mod core;
 pub mod daemon;
+pub mod grants;
 pub mod mek;
 pub mod roster;
 pub mod store;
