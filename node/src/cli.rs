@@ -75,6 +75,13 @@ pub enum Command {
     /// Leader-signed mastered records (until `init`/`join` exist: import a signed bundle).
     #[command(subcommand)]
     Mastered(MasteredCmd),
+    /// Admin users and their grants (mastered; written on the leader).
+    #[command(subcommand)]
+    User(crate::cli_admin::UserCmd),
+    /// Write a sealed backup of the node's store (consistent while a daemon runs).
+    Backup(crate::cli_admin::BackupArgs),
+    /// Restore a sealed backup into --data (a new directory, or --force).
+    Restore(crate::cli_admin::RestoreArgs),
     /// Fault hooks for tests and simulations (only in builds with `fault-injection`).
     #[command(subcommand, hide = true)]
     Fault(FaultCmd),
@@ -143,6 +150,8 @@ pub trait Backend {
         self.roster_changed()?;
         Ok(record.record.version)
     }
+    /// The node's data directory.
+    fn data_dir(&mut self) -> anyhow::Result<PathBuf>;
     /// The replica's counts and digest.
     fn replica_state(&mut self) -> anyhow::Result<(meshward_crdt::Stats, meshward_crdt::Digest)> {
         let store = self.store()?;
@@ -181,6 +190,10 @@ impl Backend for LocalBackend {
             self.store = Some(store);
         }
         self.store.as_ref().context("store not open")
+    }
+
+    fn data_dir(&mut self) -> anyhow::Result<PathBuf> {
+        Ok(self.data.clone())
     }
 
     fn commit(&mut self, ops: Vec<Op>) -> anyhow::Result<Vec<RowChange>> {
@@ -705,6 +718,9 @@ pub fn run(cli: Cli, backend: &mut dyn Backend, out: &mut dyn Write) -> anyhow::
                 ),
             )?;
         }
+        Command::User(cmd) => crate::cli_admin::user(g, cmd, backend, out)?,
+        Command::Backup(args) => crate::cli_admin::backup(g, args, backend, out)?,
+        Command::Restore(args) => crate::cli_admin::restore(g, args, backend, out)?,
         Command::Run(_) => bail!("`meshward run` is started by the binary, not through a backend"),
         Command::Mastered(MasteredCmd::Import { file }) => {
             let bytes = read_bounded(&file, crate::roster::MAX_BUNDLE)?;

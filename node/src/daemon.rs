@@ -357,6 +357,10 @@ impl Backend for DaemonBackend<'_> {
         Ok(&self.node.store)
     }
 
+    fn data_dir(&mut self) -> anyhow::Result<PathBuf> {
+        Ok(self.node.data.clone())
+    }
+
     fn commit(&mut self, ops: Vec<Op>) -> anyhow::Result<Vec<RowChange>> {
         self.node.next_token += 1;
         let token = self.node.next_token;

@@ -9,6 +9,7 @@
 pub mod audit;
 pub mod backup;
 pub mod cli;
+pub mod cli_admin;
 pub mod control;
 pub mod core;
 pub mod daemon;
