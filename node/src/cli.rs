@@ -82,6 +82,8 @@ pub enum Command {
     Backup(crate::cli_admin::BackupArgs),
     /// Restore a sealed backup into --data (a new directory, or --force).
     Restore(crate::cli_admin::RestoreArgs),
+    /// Install the MEK of a sealed node (one whose DATA/mek.key is missing).
+    Unseal(crate::sealed::UnsealArgs),
     /// Fault hooks for tests and simulations (only in builds with `fault-injection`).
     #[command(subcommand, hide = true)]
     Fault(FaultCmd),
@@ -721,6 +723,13 @@ pub fn run(cli: Cli, backend: &mut dyn Backend, out: &mut dyn Write) -> anyhow::
         Command::User(cmd) => crate::cli_admin::user(g, cmd, backend, out)?,
         Command::Backup(args) => crate::cli_admin::backup(g, args, backend, out)?,
         Command::Restore(args) => crate::cli_admin::restore(g, args, backend, out)?,
+        Command::Unseal(args) => {
+            if backend.mesh().is_some() {
+                bail!("the node is not sealed: its daemon runs");
+            }
+            crate::sealed::unseal(&backend.data_dir()?, &args.mek)?;
+            emit(g, out, json!({"unsealed": true}), "unsealed")?;
+        }
         Command::Run(_) => bail!("`meshward run` is started by the binary, not through a backend"),
         Command::Mastered(MasteredCmd::Import { file }) => {
             let bytes = read_bounded(&file, crate::roster::MAX_BUNDLE)?;

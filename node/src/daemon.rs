@@ -482,7 +482,12 @@ impl Backend for DaemonBackend<'_> {
 }
 
 async fn serve(data: PathBuf, listen: SocketAddr, dial: Vec<SocketAddr>) -> anyhow::Result<()> {
-    let store = open_waiting(&data).await?;
+    let mut store = open_waiting(&data).await?;
+    if crate::sealed::is_sealed(&data, &store)? {
+        drop(store);
+        crate::sealed::serve(&data).await?;
+        store = open_waiting(&data).await?;
+    }
     let identity = store.identity()?;
     let replica = store.load_replica(&identity, ReplicaConfig::default())?;
     let roster: BTreeSet<WriterId> = crate::roster::admitted(&store)?;

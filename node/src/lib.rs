@@ -16,4 +16,5 @@ pub mod daemon;
 pub mod grants;
 pub mod mek;
 pub mod roster;
+pub mod sealed;
 pub mod store;
