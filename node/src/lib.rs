@@ -13,6 +13,8 @@ pub mod cli_admin;
 pub mod control;
 pub mod core;
 pub mod daemon;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod grants;
 pub mod mek;
 pub mod roster;
