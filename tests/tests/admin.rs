@@ -353,3 +353,62 @@ fn a_full_disk_refuses_writes_clearly_and_corrupts_nothing() {
         serde_json::from_str(&ok(&data, &["event", "list", "--json"])).unwrap();
     assert_eq!(listed.as_array().unwrap().len(), before + 1);
 }
+
+#[test]
+fn a_member_without_its_mek_runs_sealed_until_unsealed() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = dir.path().join("node");
+    cluster_led_by(dir.path(), &node, &[]);
+    let vault = dir.path().join("vault.key");
+    write_mek(&vault);
+    let mut child = Command::new(meshward_bin())
+        .arg("--data")
+        .arg(&node)
+        .args(["run", "--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let socket = node.join("meshward.sock");
+    meshward_tests::wait_for(std::time::Duration::from_secs(30), || Ok(socket.exists())).unwrap();
+
+    let status: serde_json::Value =
+        serde_json::from_str(&ok(&node, &["status", "--json"])).unwrap();
+    assert_eq!(status["sealed"], true, "{status}");
+    let err = fails(
+        &node,
+        &[
+            "event", "append", "--kind", "login", "--user", "u", "--target", "t",
+        ],
+    );
+    assert!(err.contains("sealed"), "{err}");
+    let err = fails(&node, &["unseal", "--mek", "vault.key"]);
+    assert!(err.contains("absolute"), "{err}");
+    let garbage = dir.path().join("garbage.key");
+    std::fs::write(&garbage, "not a key\n").unwrap();
+    let err = fails(&node, &["unseal", "--mek", garbage.to_str().unwrap()]);
+    assert!(err.contains("not a meshward MEK"), "{err}");
+    assert!(!node.join(MEK_FILE).exists());
+
+    ok(&node, &["unseal", "--mek", vault.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read(node.join(MEK_FILE)).unwrap(),
+        std::fs::read(&vault).unwrap()
+    );
+    // The daemon goes on starting: it joins the mesh and takes writes.
+    meshward_tests::wait_for(std::time::Duration::from_secs(30), || {
+        let status: serde_json::Value = serde_json::from_str(&cli(&node, &["status", "--json"])?)?;
+        Ok(status["mesh"]["listen"].is_string())
+    })
+    .unwrap();
+    ok(
+        &node,
+        &[
+            "event", "append", "--kind", "login", "--user", "u", "--target", "t",
+        ],
+    );
+    let err = fails(&node, &["unseal", "--mek", vault.to_str().unwrap()]);
+    assert!(err.contains("not sealed"), "{err}");
+    child.kill().unwrap(); // our own child, by its handle
+    child.wait().unwrap();
+}
