@@ -177,6 +177,9 @@ pub enum RecordKind {
     Config,
     /// Moves leadership to the next epoch; payload is a [`Handover`].
     Handover,
+    /// A local user's new password hash, set by the leader under its password policy
+    /// (opaque payload here).
+    Password,
 }
 
 /// A mastered record before signing.
@@ -248,6 +251,11 @@ pub struct Handover {
     /// Endorsements of the candidacy; empty for a planned hand-over, a strict majority of the
     /// roster for a failover.
     pub endorsements: Vec<Endorsement>,
+    /// A forced failover (`ha failover --force`): the break-glass for a two-node pair whose
+    /// other node is gone, accepted only when the roster has exactly two members and carrying
+    /// only the candidate's own endorsement. When the pair meets again, this higher epoch
+    /// wins and the other side's later records become superseded.
+    pub forced: bool,
 }
 
 /// A roster member's signature supporting a [`Candidacy`].
@@ -639,7 +647,7 @@ impl fmt::Debug for RecordHash {
 
 impl RecordKind {
     /// Every kind, in wire-code order.
-    pub const ALL: [RecordKind; 10] = [
+    pub const ALL: [RecordKind; 11] = [
         RecordKind::Genesis,
         RecordKind::Roster,
         RecordKind::Revocation,
@@ -650,6 +658,7 @@ impl RecordKind {
         RecordKind::Grant,
         RecordKind::Config,
         RecordKind::Handover,
+        RecordKind::Password,
     ];
 
     /// Stable name, as in serde and logs.
@@ -665,10 +674,11 @@ impl RecordKind {
             RecordKind::Grant => "grant",
             RecordKind::Config => "config",
             RecordKind::Handover => "handover",
+            RecordKind::Password => "password",
         }
     }
 
-    /// Stable wire byte: the position in [`RecordKind::ALL`] (`Genesis` = 0 … `Handover` = 9).
+    /// Stable wire byte: the position in [`RecordKind::ALL`] (`Genesis` = 0 … `Password` = 10).
     pub fn code(self) -> u8 {
         match self {
             RecordKind::Genesis => 0,
@@ -681,6 +691,7 @@ impl RecordKind {
             RecordKind::Grant => 7,
             RecordKind::Config => 8,
             RecordKind::Handover => 9,
+            RecordKind::Password => 10,
         }
     }
 
@@ -1239,7 +1250,11 @@ impl Chain {
                 return Err(bad("endorser appears twice"));
             }
         }
-        if !planned && endorsers.len() < self.roster.majority() {
+        let forced_pair = handover.forced
+            && self.roster.members.len() == 2
+            && endorsers.len() == 1
+            && endorsers.contains(&signer);
+        if !planned && !forced_pair && endorsers.len() < self.roster.majority() {
             return Err(VerifyError::NoMajority {
                 got: endorsers.len(),
                 need: self.roster.majority(),
@@ -1441,6 +1456,7 @@ mod tests {
             next_epoch,
             next_leader: pk(next_leader),
             endorsements,
+            forced: false,
         }
         .encode()
     }
@@ -1762,6 +1778,7 @@ mod tests {
                 Endorsement::sign(&key(1), &chain.candidacy(pk(2)));
                 MAX_ROSTER_MEMBERS + 1
             ],
+            forced: false,
         };
         let record = chain.sign_next(&key(1), RecordKind::Handover, many.encode());
         assert_eq!(
@@ -1910,6 +1927,33 @@ mod tests {
     }
 
     #[test]
+    fn a_forced_failover_is_accepted_only_in_a_two_node_pair() {
+        let forced = |chain: &Chain, candidate: u8| {
+            let payload = Handover {
+                next_epoch: chain.epoch() + 1,
+                next_leader: pk(candidate),
+                endorsements: endorse(chain, candidate, [candidate]),
+                forced: true,
+            }
+            .encode();
+            chain.sign_next(&key(candidate), RecordKind::Handover, payload)
+        };
+        // Five members: forcing is no way around the majority.
+        let (five, _) = started();
+        assert_eq!(
+            refuse(&five, &forced(&five, 3)),
+            VerifyError::NoMajority { got: 1, need: 3 }
+        );
+        // A pair whose leader is gone: the other node may take over alone.
+        let mut pair = Chain::new(anchor());
+        let genesis = pair.sign_next(&key(1), RecordKind::Genesis, roster(1..=2).encode());
+        accept(&mut pair, &genesis);
+        let takeover = forced(&pair, 2);
+        accept(&mut pair, &takeover);
+        assert_eq!((pair.epoch(), pair.leader()), (2, pk(2)));
+    }
+
+    #[test]
     fn refuses_handover_signed_by_neither_the_leader_nor_the_candidate() {
         let (chain, _) = started();
         let endorsements = endorse(&chain, 3, [2, 3, 4]);
@@ -2029,10 +2073,11 @@ mod tests {
             Err(DecodeError::UnknownFormat { got: 2 })
         );
         let mut kind = bytes.clone();
-        kind[1 + 64] = 10;
+        let unknown = RecordKind::ALL.len() as u8;
+        kind[1 + 64] = unknown;
         assert_eq!(
             SignedRecord::decode(&kind),
-            Err(DecodeError::UnknownKind { code: 10 })
+            Err(DecodeError::UnknownKind { code: unknown })
         );
         let mut long = bytes.clone();
         long[1 + 65..1 + 69].copy_from_slice(&u32::MAX.to_be_bytes());
@@ -2093,7 +2138,7 @@ mod tests {
             assert_eq!(kind.as_str().parse::<RecordKind>(), Ok(kind));
             assert_eq!(kind.to_string(), kind.as_str());
         }
-        assert_eq!(RecordKind::from_code(10), None);
+        assert_eq!(RecordKind::from_code(RecordKind::ALL.len() as u8), None);
         assert!("Genesis".parse::<RecordKind>().is_err());
         assert_eq!(RecordKind::PasswordPolicy.as_str(), "password-policy");
     }

@@ -241,6 +241,12 @@ impl Replica {
         self.me
     }
 
+    /// This node's signing key (it also signs the leader's mastered records and
+    /// endorsements).
+    pub fn signing_key(&self) -> &SigningKey {
+        &self.key
+    }
+
     /// The cluster.
     pub fn cluster(&self) -> ClusterId {
         self.cluster

@@ -20,6 +20,7 @@ use meshward_crdt::{
 use serde_json::json;
 
 use crate::audit::{AuditLog, ChainBreak, NewAuditRecord};
+use crate::cluster_config::{self, Approval, ClusterConfig, ConfigChange};
 use crate::store::{EventFilter, Store};
 
 /// meshward: a gossip-mesh node for clusters of privileged-access-management servers.
@@ -68,6 +69,15 @@ pub enum Command {
     /// Node-only settings (never replicated).
     #[command(subcommand)]
     Local(LocalCmd),
+    /// Cluster settings (mastered: the leader writes, every node applies).
+    #[command(subcommand)]
+    Config(ConfigCmd),
+    /// Leadership and HA: demote, failback, failover, superseded, make-standalone.
+    #[command(subcommand)]
+    Ha(crate::ha::HaCmd),
+    /// Local users' passwords (set by the leader under its policy).
+    #[command(subcommand)]
+    Password(crate::ha::PasswordCmd),
     /// The node's identity, what its store holds and, with a running daemon, its mesh.
     Status,
     /// Run the node: join the mesh and serve the other commands over a local socket.
@@ -271,7 +281,46 @@ pub enum FingerprintCmd {
         #[arg(long)]
         at: Option<i64>,
     },
-    /// List fingerprints observed by every node.
+    /// List fingerprints observed by every node, with the leader's approval.
+    List,
+    /// Approve a host key for the whole cluster (mastered: leader only).
+    Approve {
+        /// The host that presents the key.
+        #[arg(long)]
+        host: String,
+        /// ssh-ed25519, ssh-rsa, ecdsa-sha2-nistp256/384/521 or x509.
+        #[arg(long)]
+        key_type: String,
+        /// The fingerprint, e.g. SHA256:….
+        #[arg(long)]
+        fingerprint: String,
+        /// Withdraw the approval instead.
+        #[arg(long)]
+        withdraw: bool,
+    },
+}
+
+/// `meshward config …`: mastered cluster settings (see [`crate::cluster_config`]).
+#[derive(Debug, Subcommand)]
+pub enum ConfigCmd {
+    /// Set a cluster setting (leader only).
+    Set {
+        /// The setting, e.g. password.min-length or managed.NAME.
+        key: String,
+        /// Its value.
+        value: String,
+    },
+    /// Return a cluster setting to its default (leader only).
+    Unset {
+        /// The setting.
+        key: String,
+    },
+    /// Show one setting as this node holds it.
+    Get {
+        /// The setting.
+        key: String,
+    },
+    /// Show every setting as this node holds it.
     List,
 }
 
@@ -509,16 +558,74 @@ pub fn run(cli: Cli, backend: &mut dyn Backend, out: &mut dyn Write) -> anyhow::
         }
         Command::Fingerprint(FingerprintCmd::List) => {
             let rows = backend.store()?.map_rows(TableId::Fingerprints)?;
+            let config = ClusterConfig::from_records(&backend.store()?.mastered_records()?);
             list_rows(g, out, rows, |w, row| match row {
-                Row::Fingerprint(f) => (
-                    fingerprint_json(w, f),
-                    format!(
-                        "{w} {} {} {} {} {}",
-                        f.host, f.key_type, f.fingerprint, f.first_seen_ms, f.last_seen_ms
-                    ),
-                ),
+                Row::Fingerprint(f) => {
+                    let approved = config.approved(&f.host, f.key_type, &f.fingerprint);
+                    let mut json = fingerprint_json(w, f);
+                    json["approved"] = json!(approved);
+                    let text = format!(
+                        "{w} {} {} {} {} {}{}",
+                        f.host,
+                        f.key_type,
+                        f.fingerprint,
+                        f.first_seen_ms,
+                        f.last_seen_ms,
+                        if approved { " approved" } else { "" }
+                    );
+                    (json, text)
+                }
                 _ => (json!(null), String::new()),
             })?;
+        }
+        Command::Fingerprint(FingerprintCmd::Approve {
+            host,
+            key_type,
+            fingerprint,
+            withdraw,
+        }) => {
+            let key_type: KeyType = key_type.parse()?;
+            Row::Fingerprint(meshward_crdt::Fingerprint {
+                host: host.clone(),
+                key_type,
+                fingerprint: fingerprint.clone(),
+                first_seen_ms: 0,
+                last_seen_ms: 0,
+            })
+            .validate()?;
+            let approval = Approval {
+                host,
+                key_type,
+                fingerprint,
+                approved: !withdraw,
+            };
+            let version = backend.master(RecordKind::FingerprintApproval, approval.encode())?;
+            emit(
+                g,
+                out,
+                json!({"host": approval.host, "key_type": key_type.as_str(),
+                       "fingerprint": approval.fingerprint, "approved": approval.approved,
+                       "version": version}),
+                &format!(
+                    "{} {} {} {} (mastered version {version})",
+                    approval.host,
+                    key_type,
+                    approval.fingerprint,
+                    if approval.approved {
+                        "approved"
+                    } else {
+                        "approval withdrawn"
+                    }
+                ),
+            )?;
+        }
+        Command::Config(cmd) => run_config(g, cmd, backend, out)?,
+        Command::Ha(cmd) => crate::ha::run_ha(g, cmd, backend, out)?,
+        Command::Password(crate::ha::PasswordCmd::List) => {
+            crate::ha::run_password_list(g, backend, out)?;
+        }
+        Command::Password(crate::ha::PasswordCmd::Change { .. }) => {
+            bail!("password changes talk to the leader: start the node with `meshward run` first")
         }
         Command::Exception(ExceptionCmd::Set { user, field, value }) => {
             let x = UserDataException {
@@ -677,6 +784,18 @@ pub fn run(cli: Cli, backend: &mut dyn Backend, out: &mut dyn Write) -> anyhow::
             let store = backend.store()?;
             let identity = store.identity()?;
             let audit = AuditLog::head(store.db())?;
+            let chain = crate::roster::chain(store)?;
+            let primary = store.anchor()?.map(|a| a.genesis_leader);
+            let ha = crate::ha::status(chain.as_ref(), primary, identity.writer(), mesh.as_ref());
+            let role = ha["role"].as_str().unwrap_or("standalone").to_string();
+            let mastered = chain.as_ref().map(|c| {
+                json!({
+                    "epoch": c.epoch(), "version": c.last_version(),
+                    "leader": hex::encode(c.leader()),
+                    "leader_address": crate::roster::leader_address(c),
+                    "members": c.roster().members.len(),
+                })
+            });
             let rows: serde_json::Map<_, _> = TableId::ALL
                 .iter()
                 .map(|t| {
@@ -702,11 +821,21 @@ pub fn run(cli: Cli, backend: &mut dyn Backend, out: &mut dyn Write) -> anyhow::
                             .map(|s| s.key.writer).collect::<BTreeSet<_>>().len(),
                     }))).collect::<serde_json::Map<_, _>>(),
                     "audit_records": audit.map_or(0, |h| h.seq),
+                    "role": role,
+                    "ha": ha,
+                    "mastered": mastered,
                     "mesh": mesh,
                 }),
                 &format!(
-                    "writer {}\ncluster {}\nrows {}\nsegments {} ({} live, {} sealed bytes)\naudit records {}",
+                    "writer {}\nrole {role}, HA state {}{}\ncluster {}\nrows {}\nsegments {} ({} live, {} sealed bytes)\naudit records {}",
                     identity.writer().to_hex(),
+                    ha["state"].as_str().unwrap_or("inactive"),
+                    chain.as_ref().map_or(String::new(), |c| format!(
+                        " (epoch {}, leader {}, mastered version {})",
+                        c.epoch(),
+                        crate::roster::leader_address(c),
+                        c.last_version()
+                    )),
                     identity.cluster.to_hex(),
                     TableId::ALL
                         .iter()
@@ -784,6 +913,60 @@ fn read_bounded(path: &std::path::Path, max: usize) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("reading {}", path.display()))
 }
 
+/// `meshward config …`
+fn run_config(
+    g: &Global,
+    cmd: ConfigCmd,
+    backend: &mut dyn Backend,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let (key, change) = match cmd {
+        ConfigCmd::Set { key, value } => {
+            cluster_config::validate(&key, &value)?;
+            (key.clone(), ConfigChange::Set { key, value })
+        }
+        ConfigCmd::Unset { key } => {
+            cluster_config::validate_key(&key)?;
+            (key.clone(), ConfigChange::Unset { key })
+        }
+        ConfigCmd::Get { key } => {
+            cluster_config::validate_key(&key)?;
+            let config = ClusterConfig::from_records(&backend.store()?.mastered_records()?);
+            let value = config.get(&key);
+            return emit(
+                g,
+                out,
+                json!({"key": key, "value": value}),
+                &format!("{key} = {}", value.as_deref().unwrap_or("(unset)")),
+            );
+        }
+        ConfigCmd::List => {
+            let config = ClusterConfig::from_records(&backend.store()?.mastered_records()?);
+            let all = config.list();
+            let text = all
+                .iter()
+                .map(|(k, v)| format!("{k} = {v}"))
+                .collect::<Vec<_>>()
+                .join("\n");
+            return emit(g, out, json!(all), &text);
+        }
+    };
+    let version = backend.master(RecordKind::Config, change.encode())?;
+    let value = match &change {
+        ConfigChange::Set { value, .. } => Some(value.clone()),
+        ConfigChange::Unset { .. } => None,
+    };
+    emit(
+        g,
+        out,
+        json!({"key": key, "value": value, "version": version}),
+        &format!(
+            "{key} = {} (mastered version {version})",
+            value.as_deref().unwrap_or("(default)")
+        ),
+    )
+}
+
 fn fingerprint_json(w: &WriterId, f: &meshward_crdt::Fingerprint) -> serde_json::Value {
     json!({
         "seen_by": w.to_hex(), "host": f.host, "key_type": f.key_type.as_str(),
@@ -809,7 +992,8 @@ fn list_rows(
     Ok(())
 }
 
-fn emit(
+/// Prints `value` as JSON with `--json`, else `text`.
+pub(crate) fn emit(
     g: &Global,
     out: &mut dyn Write,
     value: serde_json::Value,

@@ -28,6 +28,9 @@ pub const REPLY_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct ControlRequest {
     /// The command line, without the program name.
     pub args: Vec<String>,
+    /// A secret the command reads from stdin (a new password), never on the command line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
 }
 
 /// The daemon's answer.
@@ -41,12 +44,16 @@ pub struct ControlReply {
 
 /// Sends a command line to the daemon holding `data`, if one is running. `Ok(None)` means no
 /// daemon answers on the socket, and the caller should use the store directly.
-pub fn forward(data: &Path, args: Vec<String>) -> anyhow::Result<Option<ControlReply>> {
+pub fn forward(
+    data: &Path,
+    args: Vec<String>,
+    secret: Option<String>,
+) -> anyhow::Result<Option<ControlReply>> {
     let Ok(mut stream) = UnixStream::connect(data.join(SOCKET)) else {
         return Ok(None);
     };
     stream.set_read_timeout(Some(REPLY_TIMEOUT))?;
-    let mut line = serde_json::to_vec(&ControlRequest { args })?;
+    let mut line = serde_json::to_vec(&ControlRequest { args, secret })?;
     anyhow::ensure!(
         line.len() < MAX_REQUEST,
         "command line too long for the daemon"

@@ -23,11 +23,26 @@
 //!   node. One request is in flight at a time; the next carries the digest the previous answer
 //!   updated, so a node that reconnects to several peers holding the same data fetches it once.
 //! - **Redial.** A roster peer that disconnects is redialled with exponential backoff.
+//!
+//! # Mastered records
+//! The core also replicates the leader-signed mastered chain ([`Chain`]). A record the leader
+//! writes ([`Input::Master`]) is persisted, applied and published as a [`Gossip::Mastered`];
+//! a received record is verified against our chain before it is persisted
+//! ([`Output::PersistMastered`]), applied and forwarded. A record ahead of our chain is a gap:
+//! we sync with the sender. Sync requests carry our chain's last version and answers carry
+//! the records after it, so a node that missed records (or was down) catches up with the
+//! shared tables. A record at a version we already hold that differs from ours comes from a
+//! competing leader: it is not applied and is counted (`mastered_forks`); choosing between
+//! forks is the HA layer's job. When a record changes the roster the core admits the new
+//! roster and says so with [`Output::Roster`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use meshward_crdt::mastered::{
+    Chain, Endorsement, RebuildError, RecordKind, SignedRecord, TrustAnchor, Verified,
+};
 use meshward_crdt::{
     ApplyError, CommitError, Digest, Effects, Op, Replica, RowChange, SyncItem, SyncMessage,
     WriterId,
@@ -36,6 +51,10 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use tracing::{debug, warn};
+
+mod ha;
+
+pub use ha::{MAX_PASSWORD, MAX_USER};
 
 /// Time in milliseconds on the caller's clock (wall clock in the daemon, virtual in the
 /// simulator).
@@ -60,6 +79,15 @@ pub struct CoreConfig {
     /// Longest redial delay. 2 s: a partition that heals is noticed within 2 s, and a
     /// redial to each of at most a few dozen peers every 2 s costs a QUIC handshake.
     pub redial_max: Duration,
+    /// Encoded mastered-record bytes per sync answer before it says "more" (at least one
+    /// record always goes). 4 MiB: four records of the largest payload.
+    pub mastered_budget: usize,
+    /// A leader silent for this long counts as gone: followers then endorse a failover
+    /// candidate. 3 s: three missed adverts (one per `sync_interval`).
+    pub leader_timeout: Duration,
+    /// How long a failover collects endorsements, and a delegated request waits for the
+    /// leader, before the caller gets an error. 5 s: "a clear error within a few seconds".
+    pub ask_timeout: Duration,
 }
 
 impl Default for CoreConfig {
@@ -71,6 +99,9 @@ impl Default for CoreConfig {
             sync_timeout: Duration::from_secs(30),
             redial_min: Duration::from_millis(250),
             redial_max: Duration::from_secs(2),
+            mastered_budget: 4 * 1024 * 1024,
+            leader_timeout: Duration::from_secs(3),
+            ask_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -136,6 +167,41 @@ pub enum Input {
         /// Our request token.
         request: u64,
     },
+    /// Write a mastered record as the leader; answered by [`Output::Done`].
+    Master {
+        /// Caller's token.
+        token: u64,
+        /// What the record is about.
+        kind: RecordKind,
+        /// Its payload.
+        payload: Vec<u8>,
+    },
+    /// `ha failover [--force]`: become leader of the next epoch; answered by
+    /// [`Output::Done`].
+    Failover {
+        /// Caller's token.
+        token: u64,
+        /// Break-glass for a two-node pair: take over without the other node.
+        force: bool,
+    },
+    /// `ha make-standalone`: on a follower, ask the leader to remove this node; on the leader
+    /// with `node`, remove that node. Answered by [`Output::Done`].
+    Leave {
+        /// Caller's token.
+        token: u64,
+        /// The node to remove (leader only); `None`: this node.
+        node: Option<WriterId>,
+    },
+    /// `password change`: set a local user's password under the leader's policy (delegated
+    /// to the leader from a follower). Answered by [`Output::Done`].
+    Password {
+        /// Caller's token.
+        token: u64,
+        /// The user.
+        user: String,
+        /// The new password.
+        password: Secret,
+    },
 }
 
 /// What the core asks its driver to do, in order.
@@ -143,6 +209,38 @@ pub enum Input {
 pub enum Output {
     /// Make these effects durable before executing any later output.
     Persist(Effects),
+    /// Store this verified mastered record durably before executing any later output.
+    PersistMastered(Box<Verified<SignedRecord>>),
+    /// The verified roster changed: admit exactly these peers.
+    Roster(BTreeSet<WriterId>),
+    /// Store durably, before any later output, that this node endorsed `candidate` for
+    /// `epoch` (it must never endorse another for the same epoch, even after a restart).
+    PersistVote {
+        /// The epoch.
+        epoch: u64,
+        /// The endorsed candidate.
+        candidate: WriterId,
+    },
+    /// Our chain lost to a competing one (higher epoch and leader): durably replace our
+    /// records from version `from` on by `records`, and keep ours from there as superseded.
+    AdoptChain {
+        /// First replaced version.
+        from: u64,
+        /// The winning chain's records from `from` on.
+        records: Vec<SignedRecord>,
+        /// Our records from `from` on, now superseded.
+        superseded: Vec<SignedRecord>,
+    },
+    /// Records of a competing chain that lost to ours: keep them for review.
+    Superseded(Vec<SignedRecord>),
+    /// The result of an [`Input::Master`], [`Input::Failover`], [`Input::Leave`] or
+    /// [`Input::Password`]: the mastered version written, or why not.
+    Done {
+        /// The caller's token.
+        token: u64,
+        /// The version, or a message for the operator.
+        result: Result<u64, String>,
+    },
     /// Publish on gossip.
     Publish(Vec<u8>),
     /// Verdict on a received gossip message.
@@ -223,6 +321,15 @@ pub enum Gossip {
         fingerprint: [u8; 32],
         /// Changes it holds in all tables.
         changes: u64,
+        /// Last mastered version it holds.
+        mastered: u64,
+        /// Hash of that record (zero when none), to notice a competing chain.
+        mastered_hash: [u8; 32],
+    },
+    /// A mastered record (`SignedRecord::encode` output), signed by the leader of its epoch.
+    Mastered {
+        /// The encoded record.
+        record: Vec<u8>,
     },
 }
 
@@ -288,6 +395,39 @@ pub struct CoreCounters {
     /// Payload bytes received: gossip messages and sync answers (without QUIC and gossipsub
     /// framing).
     pub bytes_received: u64,
+    /// Mastered records verified and applied from peers.
+    pub mastered_applied: u64,
+    /// Mastered records refused (bad signature, stale epoch, unknown signer, ...).
+    pub mastered_rejected: u64,
+    /// Mastered records at a version we hold with different contents (a competing leader).
+    pub mastered_forks: u64,
+    /// Times our mastered chain was replaced by a winning competing chain.
+    pub chain_switches: u64,
+    /// Endorsements given to failover candidates.
+    pub endorsements_given: u64,
+    /// Endorsement requests refused.
+    pub endorsements_refused: u64,
+}
+
+/// The verified mastered chain and its records (kept to serve peers that lack them).
+#[derive(Debug)]
+struct Mastered {
+    anchor: TrustAnchor,
+    chain: Chain,
+    records: Vec<SignedRecord>,
+}
+
+/// What a received mastered record did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Taken {
+    /// Verified and applied.
+    Applied,
+    /// Already held, or not applicable here (no chain, a fork): nothing changed.
+    Held,
+    /// Ahead of our chain: something is missing first.
+    Gap,
+    /// Refused.
+    Refused,
 }
 
 /// The node core.
@@ -305,6 +445,17 @@ pub struct Core {
     /// Peers to sync with next, in order.
     wanted: BTreeSet<WriterId>,
     counters: CoreCounters,
+    mastered: Option<Mastered>,
+    /// Our HA requests in flight, by request token.
+    asks: BTreeMap<u64, ha::Pending>,
+    /// The endorsement this node gave last: (epoch, candidate), durable.
+    vote: Option<(u64, WriterId)>,
+    /// A failover this node runs as candidate.
+    failover: Option<ha::Failover>,
+    /// Whether a chain fetch (fork resolution) is in flight.
+    chain_fetch: Option<Millis>,
+    /// When the transport stops admitting a node that just left (see [`ha`]).
+    release_at: Option<Millis>,
     outbox: Vec<Output>,
 }
 
@@ -329,6 +480,12 @@ impl Core {
             syncing: None,
             wanted: BTreeSet::new(),
             counters: CoreCounters::default(),
+            mastered: None,
+            asks: BTreeMap::new(),
+            vote: None,
+            failover: None,
+            chain_fetch: None,
+            release_at: None,
             outbox: Vec::new(),
         };
         for (peer, addr) in known {
@@ -359,6 +516,30 @@ impl Core {
     /// Counters.
     pub fn counters(&self) -> &CoreCounters {
         &self.counters
+    }
+
+    /// The verified mastered chain, once loaded.
+    pub fn chain(&self) -> Option<&Chain> {
+        self.mastered.as_ref().map(|m| &m.chain)
+    }
+
+    /// Loads the stored mastered chain (records in version order, as stored), re-verifying it
+    /// from `anchor`, and admits its roster. Peers of the roster whose address is a socket
+    /// address are dialled.
+    pub fn load_mastered(
+        &mut self,
+        now: Millis,
+        anchor: TrustAnchor,
+        records: Vec<SignedRecord>,
+    ) -> Result<(), RebuildError> {
+        let chain = Chain::rebuild(anchor, &records)?;
+        self.mastered = Some(Mastered {
+            anchor,
+            chain,
+            records,
+        });
+        self.roster_from_chain(now);
+        Ok(())
     }
 
     /// Replaces the admitted peers; peers no longer admitted are forgotten (the transport
@@ -421,13 +602,31 @@ impl Core {
                 peer,
                 channel,
                 data,
-            } => self.serve(now, peer, channel, &data),
+            } => self.request(now, peer, channel, &data),
             Input::SyncResponse {
                 peer,
                 request,
                 data,
-            } => self.answer(now, peer, request, &data),
+            } => self.reply(now, peer, request, &data),
+            Input::Master {
+                token,
+                kind,
+                payload,
+            } => {
+                let result = self.write_mastered(now, kind, payload);
+                self.outbox.push(Output::Done { token, result });
+            }
+            Input::Failover { token, force } => self.failover(now, token, force),
+            Input::Leave { token, node } => self.leave(now, token, node),
+            Input::Password {
+                token,
+                user,
+                password,
+            } => self.password(now, token, user, password),
             Input::SyncFailed { peer, request } => {
+                if let Some(pending) = self.asks.remove(&request) {
+                    self.ha_reply(now, peer, pending, None);
+                }
                 if self
                     .syncing
                     .is_some_and(|(p, r, _)| p == peer && r == request)
@@ -440,6 +639,7 @@ impl Core {
     }
 
     fn tick(&mut self, now: Millis) {
+        self.ha_tick(now);
         // Redials that are due.
         for (peer, p) in &mut self.peers {
             if let (Some(at), Some(addr), false) = (p.redial_at, p.status.addr, p.status.connected)
@@ -524,6 +724,11 @@ impl Core {
             origin: self.me(),
             fingerprint: digest.fingerprint(),
             changes: total_changes(&digest),
+            mastered: self.mastered_version(),
+            mastered_hash: self
+                .mastered
+                .as_ref()
+                .map_or([0; 32], |m| m.chain.last_hash().0),
         };
         self.outbox.push(Output::Publish(advert.encode()));
     }
@@ -545,11 +750,19 @@ impl Core {
                 origin,
                 fingerprint,
                 changes,
+                mastered,
+                mastered_hash,
             } => {
+                self.seen(now, origin);
                 if let Some(p) = self.peers.get_mut(&origin) {
                     p.status.changes = Some(changes);
                 }
-                let differs = fingerprint != self.replica.digest().fingerprint();
+                if self.head_conflicts(mastered, mastered_hash) {
+                    self.counters.mastered_forks += 1;
+                    self.fetch_chain(now, origin);
+                }
+                let differs = fingerprint != self.replica.digest().fingerprint()
+                    || mastered > self.mastered_version();
                 self.outbox.push(Output::Validate {
                     id,
                     verdict: Verdict::Accept,
@@ -585,7 +798,132 @@ impl Core {
                     self.request_sync(now, target);
                 }
             }
+            Gossip::Mastered { record } => {
+                let verdict = match SignedRecord::decode(&record) {
+                    Err(_) => {
+                        self.counters.malformed += 1;
+                        Verdict::Reject
+                    }
+                    Ok(r) => match self.take_mastered(now, r, source) {
+                        Taken::Applied => Verdict::Accept,
+                        Taken::Held => Verdict::Ignore,
+                        Taken::Gap => {
+                            self.request_sync(now, source);
+                            Verdict::Ignore
+                        }
+                        Taken::Refused => Verdict::Reject,
+                    },
+                };
+                self.outbox.push(Output::Validate { id, verdict });
+            }
         }
+    }
+
+    fn mastered_version(&self) -> u64 {
+        self.mastered.as_ref().map_or(0, |m| m.chain.last_version())
+    }
+
+    /// Verifies a mastered record against our chain; if it is the next one, persists and
+    /// applies it (and admits a changed roster).
+    fn take_mastered(&mut self, now: Millis, record: SignedRecord, from: WriterId) -> Taken {
+        let Some(m) = self.mastered.as_ref() else {
+            return Taken::Held;
+        };
+        let version = record.record.version;
+        let last = m.chain.last_version();
+        if version == 0 {
+            self.counters.mastered_rejected += 1;
+            return Taken::Refused;
+        }
+        if version <= last {
+            if m.records.get(version as usize - 1) != Some(&record) {
+                self.counters.mastered_forks += 1;
+                warn!(peer = %from, version, "mastered record differs from ours (competing leader)");
+                self.fetch_chain(now, from);
+            }
+            return Taken::Held;
+        }
+        if version > last + 1 {
+            return Taken::Gap;
+        }
+        let verified = match m.chain.verify(&record) {
+            Ok(v) => v,
+            Err(e) if self.is_fork_signal(&e) => {
+                self.counters.mastered_forks += 1;
+                warn!(peer = %from, error = %e, "mastered record from a competing chain");
+                self.fetch_chain(now, from);
+                return Taken::Held;
+            }
+            Err(e) => {
+                self.counters.mastered_rejected += 1;
+                warn!(peer = %from, error = %e, "refused mastered record");
+                return Taken::Refused;
+            }
+        };
+        let roster_changed = matches!(
+            verified.record.kind,
+            RecordKind::Genesis | RecordKind::Roster
+        );
+        if from != self.me() {
+            self.counters.mastered_applied += 1;
+        }
+        // Verified twice: the store gets one proof, the chain the other; one signature check
+        // against the same state always agrees with itself.
+        self.outbox
+            .push(Output::PersistMastered(Box::new(verified)));
+        let Some(m) = self.mastered.as_mut() else {
+            return Taken::Held;
+        };
+        match m.chain.verify(&record).map(|v| m.chain.apply(v)) {
+            Ok(Ok(())) => {}
+            _ => return Taken::Refused,
+        }
+        m.records.push(record);
+        if roster_changed {
+            self.roster_from_chain(now);
+        }
+        Taken::Applied
+    }
+
+    fn publish_mastered(&mut self, record: Vec<u8>) {
+        let gossip = Gossip::Mastered { record }.encode();
+        if gossip.len() <= self.config.max_gossip_bytes {
+            self.outbox.push(Output::Publish(gossip));
+        } else {
+            self.advertise();
+        }
+    }
+
+    /// Admits the chain's roster, dials members we know no address for if their roster
+    /// address is a socket address, and tells the driver.
+    fn roster_from_chain(&mut self, now: Millis) {
+        let Some(m) = &self.mastered else { return };
+        let members: Vec<(WriterId, Option<SocketAddr>)> = m
+            .chain
+            .roster()
+            .members
+            .iter()
+            .map(|member| (WriterId(member.key), member.address.parse().ok()))
+            .collect();
+        let me = self.me();
+        // A node removed from the roster admits no one: it runs standalone.
+        let roster: BTreeSet<WriterId> = if members.iter().any(|(k, _)| *k == me) {
+            members.iter().map(|(k, _)| *k).collect()
+        } else {
+            BTreeSet::new()
+        };
+        self.set_roster(roster.clone());
+        for (peer, addr) in members {
+            if peer == me || !roster.contains(&peer) {
+                continue;
+            }
+            let p = self.peers.entry(peer).or_default();
+            if p.status.addr.is_none() && addr.is_some() {
+                p.status.addr = addr;
+                p.redial_at = Some(now);
+            }
+        }
+        self.outbox.push(Output::Roster(roster));
     }
 
     /// Applies items, persisting what changed. Accept if all applied (or already held),
@@ -616,32 +954,60 @@ impl Core {
         verdict
     }
 
-    fn serve(&mut self, now: Millis, peer: WriterId, channel: u64, data: &[u8]) {
+    /// A request from a peer: sync, or one of the HA requests ([`ha`]).
+    fn request(&mut self, now: Millis, peer: WriterId, channel: u64, data: &[u8]) {
         self.seen(now, peer);
-        let Ok(theirs) = Digest::decode(data) else {
+        match Ask::decode(data) {
+            Some(Ask::Sync(ask)) => self.serve(now, peer, channel, ask),
+            Some(other) => self.serve_ha(now, peer, channel, other),
+            None => {
+                self.counters.malformed += 1;
+                debug!(peer = %peer, "malformed request");
+                self.respond(channel, Reply::Sync(SyncAnswer::default()));
+            }
+        }
+    }
+
+    fn respond(&mut self, channel: u64, reply: Reply) {
+        self.outbox.push(Output::Respond {
+            channel,
+            data: reply.encode(),
+        });
+    }
+
+    fn serve(&mut self, now: Millis, peer: WriterId, channel: u64, ask: SyncAsk) {
+        let Ok(theirs) = Digest::decode(&ask.digest) else {
             self.counters.malformed += 1;
             debug!(peer = %peer, "malformed sync request");
-            self.outbox.push(Output::Respond {
-                channel,
-                data: SyncAnswer::default().encode(),
-            });
+            self.respond(channel, Reply::Sync(SyncAnswer::default()));
             return;
         };
-        let answer = match self.replica.missing_for(&theirs, self.config.sync_budget) {
+        let their_mastered = ask.mastered;
+        let mut answer = match self.replica.missing_for(&theirs, self.config.sync_budget) {
             Ok((items, more)) => SyncAnswer {
                 more,
                 message: SyncMessage { items }.encode(),
+                records: Vec::new(),
             },
             Err(e) => {
                 warn!(error = %e, "cannot read own segment for a sync answer");
                 SyncAnswer::default()
             }
         };
+        if let Some(m) = &self.mastered {
+            let mut bytes = 0;
+            for record in m.records.iter().skip(their_mastered as usize) {
+                if bytes > 0 && bytes >= self.config.mastered_budget {
+                    answer.more = true;
+                    break;
+                }
+                let encoded = record.encode();
+                bytes += encoded.len();
+                answer.records.push(encoded);
+            }
+        }
         self.counters.sync_served += 1;
-        self.outbox.push(Output::Respond {
-            channel,
-            data: answer.encode(),
-        });
+        self.respond(channel, Reply::Sync(answer));
         let ours = self.replica.digest();
         let they_have_more = theirs
             .segments
@@ -651,27 +1017,52 @@ impl Core {
             p.status.changes = Some(total_changes(&theirs));
             p.status.behind = Some(behind(&ours, &theirs));
         }
-        if they_have_more {
+        if they_have_more || their_mastered > self.mastered_version() {
             self.request_sync(now, peer);
         }
     }
 
-    fn answer(&mut self, now: Millis, peer: WriterId, request: u64, data: &[u8]) {
+    /// A reply to one of our requests: a sync answer, or an HA reply ([`ha`]).
+    fn reply(&mut self, now: Millis, peer: WriterId, request: u64, data: &[u8]) {
         self.seen(now, peer);
         self.counters.bytes_received += data.len() as u64;
+        if let Some(pending) = self.asks.remove(&request) {
+            self.ha_reply(now, peer, pending, Reply::decode(data));
+        } else {
+            self.answer(now, peer, request, data);
+        }
+    }
+
+    fn answer(&mut self, now: Millis, peer: WriterId, request: u64, data: &[u8]) {
         let current = self
             .syncing
             .is_some_and(|(p, r, _)| p == peer && r == request);
         if current {
             self.syncing = None;
         }
-        let decoded = SyncAnswer::decode(data)
-            .and_then(|a| SyncMessage::decode(&a.message).ok().map(|m| (a.more, m)));
+        let decoded = Reply::decode(data).and_then(|r| {
+            let Reply::Sync(a) = r else { return None };
+            SyncMessage::decode(&a.message)
+                .ok()
+                .map(|m| (a.more, a.records, m))
+        });
         match decoded {
             None => self.counters.malformed += 1,
-            Some((more, msg)) => {
+            Some((more, records, msg)) => {
+                let mut refused = false;
+                for raw in records {
+                    let taken = match SignedRecord::decode(&raw) {
+                        Ok(record) => self.take_mastered(now, record, peer),
+                        Err(_) => Taken::Refused,
+                    };
+                    if matches!(taken, Taken::Refused | Taken::Gap) {
+                        refused = true;
+                        break;
+                    }
+                }
                 match self.apply_items(msg.items, peer) {
                     Verdict::Reject => self.counters.sync_rejected += 1,
+                    _ if refused => self.counters.sync_rejected += 1,
                     _ => self.counters.sync_rounds += 1,
                 }
                 if more {
@@ -710,10 +1101,14 @@ impl Core {
             let request = self.next_request;
             self.next_request += 1;
             self.syncing = Some((peer, request, now));
+            let ask = SyncAsk {
+                mastered: self.mastered_version(),
+                digest: self.replica.digest().encode(),
+            };
             self.outbox.push(Output::Request {
                 peer,
                 request,
-                data: self.replica.digest().encode(),
+                data: Ask::Sync(ask).encode(),
             });
         }
     }
@@ -732,28 +1127,118 @@ impl Core {
     }
 }
 
-/// A sync answer: items and whether more remains.
+/// A sync request: what the requester holds.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SyncAnswer {
-    /// More remains after these items.
-    pub more: bool,
-    /// `SyncMessage::encode` output.
-    pub message: Vec<u8>,
+pub struct SyncAsk {
+    /// The last mastered version it holds (0: none).
+    pub mastered: u64,
+    /// Its encoded [`Digest`].
+    pub digest: Vec<u8>,
 }
 
-impl SyncAnswer {
-    /// Encodes the answer.
+/// What travels on the request protocol, from the asker.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Ask {
+    /// What do I lack?
+    Sync(SyncAsk),
+    /// Endorse me as leader of `next_epoch`, at this chain position.
+    Endorse {
+        /// The epoch the asker would lead.
+        next_epoch: u64,
+        /// The asker's last mastered version.
+        prev_version: u64,
+        /// The hash of that record.
+        prev_hash: [u8; 32],
+    },
+    /// Send me your whole mastered chain (our chains forked).
+    Chain,
+    /// (To the leader) remove me from the roster; I hold records up to `have`.
+    Leave {
+        /// The asker's last mastered version.
+        have: u64,
+    },
+    /// (To the leader) set this local user's password under your policy.
+    Password {
+        /// The asker's last mastered version.
+        have: u64,
+        /// The user.
+        user: String,
+        /// The new password.
+        password: Secret,
+    },
+}
+
+/// What travels back on the request protocol.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    /// The answer to [`Ask::Sync`].
+    Sync(SyncAnswer),
+    /// An endorsement, or why not.
+    Endorsed(Result<Endorsement, String>),
+    /// Every mastered record, encoded, in order.
+    Chain(Vec<Vec<u8>>),
+    /// The leader did it: the mastered records after the asker's `have`, encoded; or why not.
+    Done(Result<Vec<Vec<u8>>, String>),
+}
+
+/// A secret string (a password): never shown by `Debug`, zeroed when dropped.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
+
+/// Largest request accepted for decoding.
+pub const MAX_ASK: usize = meshward_crdt::MAX_DIGEST + 64 * 1024;
+
+impl Ask {
+    /// Encodes the request.
     pub fn encode(&self) -> Vec<u8> {
         postcard::to_allocvec(self).unwrap_or_default()
     }
 
-    /// Decodes an answer, refusing oversize or malformed bytes.
-    pub fn decode(bytes: &[u8]) -> Option<SyncAnswer> {
-        if bytes.len() > meshward_crdt::MAX_WIRE + 16 {
+    /// Decodes a request, refusing oversize or malformed bytes.
+    pub fn decode(bytes: &[u8]) -> Option<Ask> {
+        if bytes.len() > MAX_ASK {
             return None;
         }
         postcard::from_bytes(bytes).ok()
     }
+}
+
+impl Reply {
+    /// Encodes the reply.
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).unwrap_or_default()
+    }
+
+    /// Decodes a reply, refusing oversize or malformed bytes.
+    pub fn decode(bytes: &[u8]) -> Option<Reply> {
+        if bytes.len() > meshward_crdt::MAX_WIRE {
+            return None;
+        }
+        postcard::from_bytes(bytes).ok()
+    }
+}
+
+/// A sync answer: items, mastered records, and whether more remains.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncAnswer {
+    /// More remains after these items or records.
+    pub more: bool,
+    /// `SyncMessage::encode` output.
+    pub message: Vec<u8>,
+    /// Mastered records after the requester's version, in order (`SignedRecord::encode`).
+    pub records: Vec<Vec<u8>>,
 }
 
 fn total_changes(d: &Digest) -> u64 {
@@ -791,6 +1276,10 @@ mod tests {
         queue: VecDeque<(usize, Input)>,
         next_id: u64,
         channels: BTreeMap<u64, (usize, usize, u64)>,
+        /// Every `Output::Done`: (core, token, result).
+        done: Vec<(usize, u64, Result<u64, String>)>,
+        /// Every `Output::Superseded` and `AdoptChain` superseded list, by core.
+        superseded: Vec<(usize, Vec<SignedRecord>)>,
     }
 
     impl Net {
@@ -825,6 +1314,8 @@ mod tests {
                 queue: VecDeque::new(),
                 next_id: 1,
                 channels: BTreeMap::new(),
+                done: Vec::new(),
+                superseded: Vec::new(),
             };
             for a in 0..n {
                 for b in 0..n {
@@ -925,8 +1416,61 @@ mod tests {
                         },
                     ));
                 }
+                Output::Done { token, result } => self.done.push((from, token, result)),
+                Output::Superseded(records)
+                | Output::AdoptChain {
+                    superseded: records,
+                    ..
+                } => self.superseded.push((from, records)),
                 _ => {}
             }
+        }
+
+        /// Cuts every link of `i` (both sides see a disconnection).
+        fn isolate(&mut self, i: usize) {
+            for j in 0..self.cores.len() {
+                if j != i {
+                    self.cut.insert((i.min(j), i.max(j)));
+                    let (pi, pj) = (self.cores[i].me(), self.cores[j].me());
+                    self.queue.push_back((i, Input::Disconnected { peer: pj }));
+                    self.queue.push_back((j, Input::Disconnected { peer: pi }));
+                }
+            }
+            self.run();
+        }
+
+        /// Restores every link of `i`.
+        fn rejoin(&mut self, i: usize) {
+            for j in 0..self.cores.len() {
+                if j != i {
+                    self.cut.remove(&(i.min(j), i.max(j)));
+                    let (pi, pj) = (self.cores[i].me(), self.cores[j].me());
+                    self.queue.push_back((
+                        i,
+                        Input::Connected {
+                            peer: pj,
+                            addr: addr(j),
+                        },
+                    ));
+                    self.queue.push_back((
+                        j,
+                        Input::Connected {
+                            peer: pi,
+                            addr: addr(i),
+                        },
+                    ));
+                }
+            }
+            self.run();
+        }
+
+        fn last_done(&self, core: usize) -> Result<u64, String> {
+            self.done
+                .iter()
+                .rev()
+                .find(|(c, _, _)| *c == core)
+                .map(|(_, _, r)| r.clone())
+                .expect("an answer")
         }
 
         fn tick_all(&mut self, ms: u64) {
@@ -959,6 +1503,357 @@ mod tests {
     fn converged(net: &Net) -> bool {
         let d = net.cores[0].replica().digest();
         net.cores.iter().all(|c| c.replica().digest() == d)
+    }
+
+    fn leader_key() -> SigningKey {
+        SigningKey::from_bytes(&[1; 32])
+    }
+
+    /// Gives every core of `net` the same genesis chain (roster: all cores; leader: core 0)
+    /// and returns the chain state and records, for signing more.
+    fn with_chain(net: &mut Net) -> (Chain, Vec<SignedRecord>) {
+        use meshward_crdt::mastered::{Member, Roster};
+        let anchor = TrustAnchor {
+            cluster: ClusterId([1; 16]),
+            genesis_leader: leader_key().verifying_key().to_bytes(),
+        };
+        let roster = Roster {
+            members: (0..net.cores.len())
+                .map(|i| Member {
+                    key: net.cores[i].me().0,
+                    address: addr(i).to_string(),
+                })
+                .collect(),
+        };
+        let mut chain = Chain::new(anchor);
+        let genesis = chain.sign_next(&leader_key(), RecordKind::Genesis, roster.encode());
+        chain.apply(chain.verify(&genesis).unwrap()).unwrap();
+        for core in &mut net.cores {
+            core.load_mastered(0, anchor, vec![genesis.clone()])
+                .unwrap();
+            core.drain();
+        }
+        (chain, vec![genesis])
+    }
+
+    fn versions(net: &Net) -> Vec<u64> {
+        net.cores
+            .iter()
+            .map(|c| c.chain().unwrap().last_version())
+            .collect()
+    }
+
+    #[test]
+    fn a_leaders_mastered_record_reaches_every_node_and_a_missed_one_is_synced() {
+        let mut net = Net::new(3);
+        let (mut chain, _) = with_chain(&mut net);
+        let record = chain.sign_next(&leader_key(), RecordKind::Config, b"a=1".to_vec());
+        chain.apply(chain.verify(&record).unwrap()).unwrap();
+        net.input(
+            0,
+            Input::Master {
+                token: 1,
+                kind: record.record.kind,
+                payload: record.record.payload.clone(),
+            },
+        );
+        assert_eq!(versions(&net), [2, 2, 2]);
+        assert_eq!(net.cores[1].counters().mastered_applied, 1);
+
+        // Gossip lost: the adverts say a version is missing, and sync fetches it.
+        net.drop_gossip = true;
+        let record = chain.sign_next(&leader_key(), RecordKind::Config, b"a=2".to_vec());
+        net.input(
+            0,
+            Input::Master {
+                token: 1,
+                kind: record.record.kind,
+                payload: record.record.payload.clone(),
+            },
+        );
+        assert_eq!(versions(&net), [3, 2, 2]);
+        net.drop_gossip = false;
+        for _ in 0..3 {
+            net.tick_all(1000);
+        }
+        assert_eq!(versions(&net), [3, 3, 3]);
+        assert_eq!(net.cores[2].chain(), net.cores[0].chain());
+    }
+
+    #[test]
+    fn forged_and_competing_mastered_records_are_refused_and_counted() {
+        let mut net = Net::new(3);
+        let (chain, _) = with_chain(&mut net);
+        let follower = SigningKey::from_bytes(&[2; 32]);
+        let gossip = |record: &SignedRecord| {
+            Gossip::Mastered {
+                record: record.encode(),
+            }
+            .encode()
+        };
+        // Signed by a follower: not the epoch's leader.
+        let forged = chain.sign_next(&follower, RecordKind::Config, b"x".to_vec());
+        let source = net.cores[1].me();
+        net.input(
+            2,
+            Input::Gossip {
+                source,
+                id: 1,
+                data: gossip(&forged),
+            },
+        );
+        assert_eq!(net.cores[2].counters().mastered_rejected, 1);
+        assert_eq!(versions(&net), [1, 1, 1]);
+        // A different genesis at version 1: a competing chain, held back and counted.
+        let other = Chain::new(TrustAnchor {
+            cluster: chain.cluster(),
+            genesis_leader: leader_key().verifying_key().to_bytes(),
+        });
+        let fork = other.sign_next(&leader_key(), RecordKind::Genesis, Vec::new());
+        net.input(
+            2,
+            Input::Gossip {
+                source,
+                id: 2,
+                data: gossip(&fork),
+            },
+        );
+        assert_eq!(net.cores[2].counters().mastered_forks, 1);
+        // Garbage.
+        net.input(
+            2,
+            Input::Gossip {
+                source,
+                id: 3,
+                data: Gossip::Mastered {
+                    record: vec![1, 2, 3],
+                }
+                .encode(),
+            },
+        );
+        assert_eq!(net.cores[2].counters().malformed, 1);
+        assert_eq!(versions(&net), [1, 1, 1]);
+    }
+
+    #[test]
+    fn a_roster_record_changes_who_is_admitted() {
+        use meshward_crdt::mastered::Roster;
+        let mut net = Net::new(3);
+        let (mut chain, _) = with_chain(&mut net);
+        let mut roster = chain.roster().clone();
+        let removed = roster.members.pop().unwrap();
+        let record = chain.sign_next(&leader_key(), RecordKind::Roster, Roster::encode(&roster));
+        chain.apply(chain.verify(&record).unwrap()).unwrap();
+        let source = net.cores[0].me();
+        net.cores[1].handle(
+            0,
+            Input::Gossip {
+                source,
+                id: 1,
+                data: Gossip::Mastered {
+                    record: record.encode(),
+                }
+                .encode(),
+            },
+        );
+        let outputs = net.cores[1].drain();
+        assert!(
+            matches!(outputs[0], Output::PersistMastered(_)),
+            "persist first: {outputs:?}"
+        );
+        let admitted = outputs.iter().find_map(|o| match o {
+            Output::Roster(r) => Some(r.clone()),
+            _ => None,
+        });
+        let admitted = admitted.expect("roster output");
+        assert_eq!(admitted.len(), 2);
+        assert!(!admitted.contains(&WriterId(removed.key)));
+        assert!(
+            net.cores[1]
+                .peers()
+                .all(|(k, _)| *k != WriterId(removed.key))
+        );
+    }
+
+    fn epochs(net: &Net) -> Vec<u64> {
+        net.cores
+            .iter()
+            .map(|c| c.chain().unwrap().epoch())
+            .collect()
+    }
+
+    #[test]
+    fn a_majority_elects_a_new_leader_when_the_old_one_is_gone() {
+        let mut net = Net::new(3);
+        with_chain(&mut net);
+        // While the leader is heard, nobody may take over.
+        net.tick_all(1000);
+        net.input(
+            1,
+            Input::Failover {
+                token: 1,
+                force: false,
+            },
+        );
+        let err = net.last_done(1).unwrap_err();
+        assert!(err.contains("is alive"), "{err}");
+        net.isolate(0);
+        net.tick_all(4000);
+        net.input(
+            1,
+            Input::Failover {
+                token: 2,
+                force: false,
+            },
+        );
+        assert_eq!(net.last_done(1), Ok(2));
+        assert_eq!(&epochs(&net)[1..], [2, 2]);
+        let leader = net.cores[1].me().0;
+        assert_eq!(net.cores[2].chain().unwrap().leader(), leader);
+        assert_eq!(net.cores[2].counters().endorsements_given, 1);
+        // Node 2 endorsed node 1 for epoch 2: it cannot stand for epoch 2 itself.
+        assert_eq!(net.cores[2].vote, Some((2, net.cores[1].me())));
+        // The old leader comes back: it follows the new epoch.
+        net.rejoin(0);
+        for _ in 0..3 {
+            net.tick_all(1000);
+        }
+        assert_eq!(epochs(&net), [2, 2, 2]);
+        assert_eq!(net.cores[0].chain(), net.cores[1].chain());
+    }
+
+    #[test]
+    fn a_minority_side_cannot_elect_a_leader() {
+        let mut net = Net::new(3);
+        with_chain(&mut net);
+        net.isolate(2);
+        net.tick_all(4000);
+        net.input(
+            2,
+            Input::Failover {
+                token: 1,
+                force: false,
+            },
+        );
+        let err = net.last_done(2).unwrap_err();
+        assert!(err.contains("minority"), "{err}");
+        net.input(
+            2,
+            Input::Failover {
+                token: 2,
+                force: true,
+            },
+        );
+        let err = net.last_done(2).unwrap_err();
+        assert!(err.contains("two-node pair"), "{err}");
+        assert_eq!(epochs(&net), [1, 1, 1]);
+    }
+
+    #[test]
+    fn a_forced_failover_in_a_pair_wins_when_they_meet_and_the_loser_keeps_its_writes() {
+        let mut net = Net::new(2);
+        with_chain(&mut net);
+        net.isolate(1);
+        net.tick_all(4000);
+        // Both sides write mastered config during the split.
+        let config = |v: &str| crate::cluster_config::ConfigChange::Set {
+            key: "managed.site".into(),
+            value: v.into(),
+        };
+        let master = |token, v: &str| Input::Master {
+            token,
+            kind: RecordKind::Config,
+            payload: config(v).encode(),
+        };
+        net.input(0, master(1, "old-leader"));
+        assert_eq!(net.last_done(0), Ok(2));
+        net.input(
+            1,
+            Input::Failover {
+                token: 2,
+                force: true,
+            },
+        );
+        assert_eq!(net.last_done(1), Ok(2));
+        net.input(1, master(3, "new-leader"));
+        assert_eq!(net.last_done(1), Ok(3));
+        assert_eq!(epochs(&net), [1, 2]);
+        net.rejoin(1);
+        for _ in 0..3 {
+            net.tick_all(1000);
+        }
+        assert_eq!(epochs(&net), [2, 2]);
+        assert_eq!(net.cores[0].chain(), net.cores[1].chain());
+        assert_eq!(net.cores[0].counters().chain_switches, 1);
+        // The old leader's write during the split is kept as superseded, not dropped.
+        let kept: Vec<u64> = net
+            .superseded
+            .iter()
+            .filter(|(core, _)| *core == 0)
+            .flat_map(|(_, records)| records.iter().map(|r| r.record.epoch))
+            .collect();
+        assert_eq!(kept, [1]);
+    }
+
+    #[test]
+    fn a_password_change_on_a_follower_is_decided_by_the_leader() {
+        let mut net = Net::new(3);
+        with_chain(&mut net);
+        let change = |token, password: &str| Input::Password {
+            token,
+            user: "alice".into(),
+            password: Secret(password.into()),
+        };
+        net.input(2, change(1, "short"));
+        let err = net.last_done(2).unwrap_err();
+        assert!(
+            err.contains("leader refused") && err.contains("at least 12"),
+            "{err}"
+        );
+        net.input(2, change(2, "Correct-horse-battery-9"));
+        assert_eq!(net.last_done(2), Ok(2));
+        assert_eq!(versions(&net), [2, 2, 2]);
+        let record = &net.cores[1].mastered.as_ref().unwrap().records[1];
+        assert_eq!(record.record.kind, RecordKind::Password);
+        assert_eq!(record.signer, net.cores[0].me().0);
+        // The leader unreachable: a clear error at once, nothing queued.
+        net.isolate(0);
+        net.input(2, change(3, "Correct-horse-battery-10"));
+        let err = net.last_done(2).unwrap_err();
+        assert!(err.contains("not connected"), "{err}");
+        net.tick_all(10_000);
+        assert_eq!(versions(&net), [2, 2, 2]);
+    }
+
+    #[test]
+    fn a_follower_that_leaves_is_removed_and_admits_no_one() {
+        let mut net = Net::new(3);
+        with_chain(&mut net);
+        net.input(
+            0,
+            Input::Leave {
+                token: 1,
+                node: None,
+            },
+        );
+        assert!(
+            net.last_done(0)
+                .unwrap_err()
+                .contains("cannot leave while it leads")
+        );
+        net.input(
+            2,
+            Input::Leave {
+                token: 2,
+                node: None,
+            },
+        );
+        assert_eq!(net.last_done(2), Ok(2));
+        let me = net.cores[2].me();
+        assert!(!net.cores[0].chain().unwrap().roster().contains(&me.0));
+        assert!(!net.cores[2].chain().unwrap().roster().contains(&me.0));
+        assert!(net.cores[2].roster.is_empty());
+        assert!(!net.cores[0].roster.contains(&me));
     }
 
     #[test]
@@ -1142,10 +2037,11 @@ mod tests {
             .replica()
             .missing_for(&Digest::default(), usize::MAX)
             .unwrap();
-        let full = SyncAnswer {
+        let full = Reply::Sync(SyncAnswer {
             more: false,
             message: SyncMessage { items }.encode(),
-        }
+            records: Vec::new(),
+        })
         .encode()
         .len();
         let received = net.cores[0].counters().bytes_received;

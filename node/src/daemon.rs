@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::Parser as _;
+use meshward_crdt::mastered::RecordKind;
 use meshward_crdt::{CommitError, Op, ReplicaConfig, RowChange, WriterId};
 use meshward_transport::{Event, Handle, MessageId, RequestId, ResponseId, Transport};
 use serde_json::json;
@@ -24,7 +25,7 @@ use tracing::{debug, info, warn};
 
 use crate::cli::{Backend, Cli, Command, RunArgs, now_ms, run as run_command};
 use crate::control::{ControlReply, ControlRequest, MAX_REQUEST, SOCKET};
-use crate::core::{Core, CoreConfig, Input, Output, Verdict};
+use crate::core::{Core, CoreConfig, Input, Output, Secret, Verdict};
 use crate::store::{PeerEntry, Store};
 
 /// Tick period: timers (redial, periodic sync, adverts) resolve to this. 50 ms.
@@ -115,7 +116,20 @@ struct Node {
     next_id: u64,
     next_token: u64,
     committed: Option<(u64, Result<Vec<RowChange>, CommitError>)>,
+    /// The last [`Output::Done`] nobody waited for (a leader write answered at once).
+    done: Option<(u64, Result<u64, String>)>,
+    /// Control clients waiting for other nodes (failover, delegation), by core token.
+    waiters: BTreeMap<u64, Waiter>,
     lag: Lag,
+}
+
+/// A control client waiting for an [`Output::Done`].
+#[derive(Debug)]
+struct Waiter {
+    reply: oneshot::Sender<ControlReply>,
+    json: bool,
+    /// The command line, for the HA log.
+    command: String,
 }
 
 /// Replication lag of applied pushes (commit on the origin → durable here), over the last
@@ -160,6 +174,18 @@ fn now_us() -> u64 {
 }
 
 impl Node {
+    /// (Re)loads the stored mastered chain into the core, which admits its roster.
+    fn load_mastered(&mut self) -> anyhow::Result<()> {
+        self.core.set_vote(self.store.vote()?);
+        if let Some(anchor) = self.store.anchor()? {
+            let records = self.store.mastered_records()?;
+            self.core
+                .load_mastered(now_ms() as u64, anchor, records)
+                .context("the stored mastered chain no longer verifies")?;
+        }
+        Ok(())
+    }
+
     fn feed(&mut self, input: Input) -> anyhow::Result<()> {
         self.feed_batch(vec![input])
     }
@@ -201,6 +227,34 @@ impl Node {
                 .store
                 .persist(&effects)
                 .context("persisting replicated data; the node cannot go on")?,
+            Output::PersistMastered(record) => self
+                .store
+                .append_mastered(&record)
+                .context("persisting a mastered record; the node cannot go on")?,
+            Output::PersistVote { epoch, candidate } => self
+                .store
+                .set_vote(epoch, &candidate)
+                .context("persisting an endorsement; the node cannot go on")?,
+            Output::AdoptChain {
+                from,
+                records,
+                superseded,
+            } => self
+                .store
+                .replace_mastered(from, &records, &superseded)
+                .context("replacing the mastered chain; the node cannot go on")?,
+            Output::Superseded(records) => self
+                .store
+                .add_superseded(&records)
+                .context("keeping superseded records; the node cannot go on")?,
+            Output::Done { token, result } => match self.waiters.remove(&token) {
+                Some(waiter) => self.finish(waiter, result),
+                None => self.done = Some((token, result)),
+            },
+            Output::Roster(roster) => {
+                info!(members = roster.len(), "roster changed");
+                self.handle.set_roster(roster)?;
+            }
             Output::Publish(data) => {
                 if let Err(e) = self.handle.publish(data) {
                     debug!(error = %e, "gossip publish dropped");
@@ -321,17 +375,123 @@ impl Node {
         Some(input)
     }
 
-    /// Runs a forwarded command line on the live node.
-    fn control(&mut self, args: Vec<String>) -> ControlReply {
-        let cli = match Cli::try_parse_from(std::iter::once("meshward".to_string()).chain(args)) {
+    /// Runs a forwarded command on the live node; commands that wait for other nodes answer
+    /// later, when the core is done.
+    fn control_job(&mut self, request: ControlRequest, reply: oneshot::Sender<ControlReply>) {
+        let args = std::iter::once("meshward".to_string()).chain(request.args);
+        let cli = match Cli::try_parse_from(args) {
             Ok(cli) => cli,
             Err(e) => {
-                return ControlReply {
+                let _ = reply.send(ControlReply {
                     stdout: String::new(),
                     error: Some(e.to_string()),
-                };
+                });
+                return;
             }
         };
+        if !crate::ha::is_async(&cli.command) {
+            let _ = reply.send(self.control(cli));
+            return;
+        }
+        let command = crate::ha::describe(&cli.command);
+        self.next_token += 1;
+        let token = self.next_token;
+        let input = match self.async_input(token, cli.command, request.secret) {
+            Ok(input) => input,
+            Err(e) => {
+                let waiter = Waiter {
+                    reply,
+                    json: cli.global.json,
+                    command,
+                };
+                self.finish(waiter, Err(format!("{e:#}")));
+                return;
+            }
+        };
+        self.waiters.insert(
+            token,
+            Waiter {
+                reply,
+                json: cli.global.json,
+                command,
+            },
+        );
+        if let Err(e) = self.feed(input) {
+            warn!(error = %e, "a control command failed");
+        }
+    }
+
+    fn async_input(
+        &self,
+        token: u64,
+        command: Command,
+        secret: Option<String>,
+    ) -> anyhow::Result<Input> {
+        use crate::ha::{HaCmd, PasswordCmd};
+        Ok(match command {
+            Command::Ha(HaCmd::Failover { force }) => Input::Failover { token, force },
+            Command::Ha(HaCmd::MakeStandalone { node }) => {
+                let node = match node {
+                    None => None,
+                    Some(name) => {
+                        let chain = self.core.chain().context("this node is not in a cluster")?;
+                        Some(WriterId(crate::ha::resolve_member(chain, &name)?))
+                    }
+                };
+                Input::Leave { token, node }
+            }
+            Command::Password(PasswordCmd::Change { user }) => Input::Password {
+                token,
+                user,
+                password: Secret(secret.context("give the new password on stdin")?),
+            },
+            _ => bail!("not a command that waits for other nodes"),
+        })
+    }
+
+    /// Answers a waiting control client and logs the HA command.
+    fn finish(&mut self, waiter: Waiter, result: Result<u64, String>) {
+        let epoch = self.core.chain().map_or(0, |c| c.epoch());
+        let leader = self
+            .core
+            .chain()
+            .map(crate::roster::leader_address)
+            .unwrap_or_default();
+        let message = result
+            .as_ref()
+            .map(|version| {
+                format!("done at mastered version {version}; epoch {epoch}, leader {leader}")
+            })
+            .map_err(Clone::clone);
+        if !waiter.command.is_empty() {
+            crate::ha::log(
+                &self.data,
+                &waiter.command,
+                message.as_deref().map_err(Clone::clone),
+            );
+        }
+        let reply = match message {
+            Ok(text) => ControlReply {
+                stdout: if waiter.json {
+                    format!(
+                        "{}\n",
+                        json!({"version": result.unwrap_or(0), "epoch": epoch, "leader": leader})
+                    )
+                } else {
+                    format!("{text}\n")
+                },
+                error: None,
+            },
+            Err(error) => ControlReply {
+                stdout: String::new(),
+                error: Some(error),
+            },
+        };
+        let _ = waiter.reply.send(reply);
+    }
+
+    /// Runs a parsed command line on the live node.
+    fn control(&mut self, cli: Cli) -> ControlReply {
         if matches!(cli.command, Command::Run(_)) {
             return ControlReply {
                 stdout: String::new(),
@@ -399,10 +559,22 @@ impl Backend for DaemonBackend<'_> {
     }
 
     fn roster_changed(&mut self) -> anyhow::Result<()> {
-        let admitted = crate::roster::admitted(&self.node.store)?;
-        self.node.handle.set_roster(admitted.clone())?;
-        self.node.core.set_roster(admitted);
-        Ok(())
+        self.node.load_mastered()?;
+        self.node.feed_batch(Vec::new())
+    }
+
+    fn master(&mut self, kind: RecordKind, payload: Vec<u8>) -> anyhow::Result<u64> {
+        self.node.next_token += 1;
+        let token = self.node.next_token;
+        self.node.feed(Input::Master {
+            token,
+            kind,
+            payload,
+        })?;
+        match self.node.done.take() {
+            Some((t, result)) if t == token => result.map_err(anyhow::Error::msg),
+            _ => bail!("the core did not answer the write"),
+        }
     }
 
     #[cfg(feature = "fault-injection")]
@@ -529,8 +701,11 @@ async fn serve(data: PathBuf, listen: SocketAddr, dial: Vec<SocketAddr>) -> anyh
         next_id: 0,
         next_token: 0,
         committed: None,
+        done: None,
+        waiters: BTreeMap::new(),
         lag: Lag::default(),
     };
+    node.load_mastered()?;
     for addr in dial {
         let _ = node.handle.dial(addr);
     }
@@ -551,10 +726,7 @@ async fn serve(data: PathBuf, listen: SocketAddr, dial: Vec<SocketAddr>) -> anyh
             biased;
             _ = term.recv() => break Ok(()),
             _ = int.recv() => break Ok(()),
-            Some((args, reply)) = control_rx.recv() => {
-                let answer = node.control(args);
-                let _ = reply.send(answer);
-            }
+            Some((request, reply)) = control_rx.recv() => node.control_job(request, reply),
             event = events.recv() => {
                 let Some(event) = event else {
                     break Err(anyhow::anyhow!("the mesh transport stopped"));
@@ -594,7 +766,7 @@ async fn open_waiting(data: &Path) -> anyhow::Result<Store> {
     }
 }
 
-type ControlJob = (Vec<String>, oneshot::Sender<ControlReply>);
+type ControlJob = (ControlRequest, oneshot::Sender<ControlReply>);
 
 /// Accepts control connections; each reads one bounded request and waits for the actor.
 async fn accept(listener: UnixListener, jobs: mpsc::Sender<ControlJob>) {
@@ -631,9 +803,7 @@ async fn answer(stream: UnixStream, jobs: mpsc::Sender<ControlJob>) -> anyhow::R
         },
         Ok(request) => {
             let (tx, rx) = oneshot::channel();
-            jobs.send((request.args, tx))
-                .await
-                .context("the node stopped")?;
+            jobs.send((request, tx)).await.context("the node stopped")?;
             rx.await.context("the node stopped")?
         }
     };

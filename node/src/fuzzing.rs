@@ -14,7 +14,7 @@ use redb::{ReadableDatabase, TableDefinition};
 
 use crate::audit::AuditLog;
 use crate::backup::{ArchiveReader, read_snapshot};
-use crate::core::{Core, CoreConfig, Gossip, Input, SyncAnswer};
+use crate::core::{Ask, Core, CoreConfig, Gossip, Input, Reply};
 use crate::grants::{Grant, UserChange, UserName};
 use crate::mek::Mek;
 use crate::roster::MasteredBundle;
@@ -81,11 +81,12 @@ pub fn mastered_bundle(data: &[u8]) {
     }
 }
 
-/// The node core's wire inputs: a gossip envelope, a sync request (a digest) and a sync
-/// answer from an admitted peer, fed to a core.
+/// The node core's wire inputs: a gossip envelope, a request (an ask) and a reply from an
+/// admitted peer, decoded and fed to a core.
 pub fn core_inputs(data: &[u8]) {
     let _ = Gossip::decode(data);
-    let _ = SyncAnswer::decode(data);
+    let _ = Ask::decode(data);
+    let _ = Reply::decode(data);
     let peer = WriterId::from_key(&key(3).verifying_key());
     let replica = Replica::new(CLUSTER, key(2), ReplicaConfig::default());
     let mut core = Core::new(

@@ -10,12 +10,14 @@ pub mod audit;
 pub mod backup;
 pub mod cli;
 pub mod cli_admin;
+pub mod cluster_config;
 pub mod control;
 pub mod core;
 pub mod daemon;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod grants;
+pub mod ha;
 pub mod mek;
 pub mod roster;
 pub mod sealed;

@@ -6,6 +6,28 @@ use clap::Parser as _;
 use meshward_node::cli::{Cli, Command, LocalBackend, run};
 use meshward_node::{control, daemon};
 
+/// The new password of `password change`, read from stdin (one line, bounded).
+fn read_secret(command: &Command) -> anyhow::Result<Option<String>> {
+    use std::io::{BufRead as _, Read as _};
+    if !matches!(
+        command,
+        Command::Password(meshward_node::ha::PasswordCmd::Change { .. })
+    ) {
+        return Ok(None);
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .take(meshward_node::core::MAX_PASSWORD as u64 + 2)
+        .read_line(&mut line)?;
+    let password = line.trim_end_matches(['\r', '\n']).to_string();
+    anyhow::ensure!(
+        !password.is_empty(),
+        "give the new password on stdin (one line)"
+    );
+    Ok(Some(password))
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_env("MESHWARD_LOG"))
@@ -14,7 +36,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Run(args) => daemon::run(&cli.global.data, args),
-        _ => match control::forward(&cli.global.data, std::env::args().skip(1).collect()) {
+        _ => match read_secret(&cli.command).and_then(|secret| {
+            control::forward(&cli.global.data, std::env::args().skip(1).collect(), secret)
+        }) {
             // A daemon holds the store: it ran the command.
             Ok(Some(reply)) => {
                 print!("{}", reply.stdout);

@@ -223,11 +223,18 @@ pub fn write(
     Ok(record)
 }
 
-/// The peers the mesh admits: the members of the verified roster (empty when standalone).
+/// The peers the mesh admits: the members of the verified roster; none when this node is
+/// standalone (no cluster, or removed from the roster).
 pub fn admitted(store: &Store) -> Result<BTreeSet<WriterId>, ImportError> {
-    Ok(chain(store)?
+    let me = store.identity()?.writer();
+    let members: BTreeSet<WriterId> = chain(store)?
         .map(|c| c.roster().members.iter().map(|m| WriterId(m.key)).collect())
-        .unwrap_or_default())
+        .unwrap_or_default();
+    Ok(if members.contains(&me) {
+        members
+    } else {
+        BTreeSet::new()
+    })
 }
 
 #[cfg(test)]
@@ -253,13 +260,18 @@ mod tests {
     #[test]
     fn an_imported_roster_decides_admission_and_survives_reimport() {
         let store = Store::in_memory().unwrap();
+        let me = store.identity().unwrap().writer();
         let leader = SigningKey::from_bytes(&[1; 32]);
-        let b = bundle(&leader, &[key(1), key(2)]);
+        let b = bundle(&leader, &[key(1), me.0]);
         assert_eq!(import(&store, &b.encode()).unwrap(), 1);
         assert_eq!(import(&store, &b.encode()).unwrap(), 0, "idempotent");
         let admitted = admitted(&store).unwrap();
-        assert_eq!(admitted, [WriterId(key(1)), WriterId(key(2))].into());
+        assert_eq!(admitted, [WriterId(key(1)), me].into());
         assert_eq!(store.identity().unwrap().cluster.0, [3; 16]);
+        // A node outside the roster admits no one.
+        let outsider = Store::in_memory().unwrap();
+        import(&outsider, &b.encode()).unwrap();
+        assert!(super::admitted(&outsider).unwrap().is_empty());
     }
 
     #[test]

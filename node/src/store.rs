@@ -24,7 +24,7 @@ use std::ops::Bound;
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::SigningKey;
-use meshward_crdt::mastered::{RecordHash, SignedRecord, TrustAnchor, Verified};
+use meshward_crdt::mastered::{Chain, RecordHash, SignedRecord, TrustAnchor, Verified};
 use meshward_crdt::{
     ClusterId, Effects, Event, Persist, Replica, ReplicaConfig, Row, RowChange, SegmentKey,
     SignedHead, StoredSegment, TableId, WriterId,
@@ -46,6 +46,8 @@ const MAP_VIEW: TableDefinition<&[u8], &[u8]> = TableDefinition::new("map_view")
 const MASTERED: TableDefinition<u64, &[u8]> = TableDefinition::new("mastered_records");
 const SETTINGS: TableDefinition<&str, &str> = TableDefinition::new("settings");
 const PEERS: TableDefinition<&str, &[u8]> = TableDefinition::new("peers");
+/// Mastered records of a chain that lost to ours (or that ours lost to), by record hash.
+const SUPERSEDED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("superseded_records");
 
 /// Longest local setting name and value.
 pub const MAX_SETTING: usize = 4096;
@@ -286,6 +288,7 @@ impl Store {
             tx.open_table(MASTERED)?;
             tx.open_table(SETTINGS)?;
             tx.open_table(PEERS)?;
+            tx.open_table(SUPERSEDED)?;
         }
         tx.commit()?;
         Ok(())
@@ -588,6 +591,123 @@ impl Store {
     pub fn mastered_high_water(&self) -> Result<Option<HighWater>, StoreError> {
         let tx = self.db.begin_read()?;
         read_high_water(&tx.open_table(META)?)
+    }
+
+    /// Replaces the stored mastered records from version `from` on by `records` (the winning
+    /// chain after a fork) and keeps `superseded` (ours from there) for review, in one durable
+    /// transaction. The resulting chain is verified from the stored trust anchor first; if it
+    /// does not verify, nothing changes.
+    pub fn replace_mastered(
+        &self,
+        from: u64,
+        records: &[SignedRecord],
+        superseded: &[SignedRecord],
+    ) -> Result<(), StoreError> {
+        let anchor = self
+            .anchor()?
+            .ok_or(StoreError::MasteredOrder { got: from, last: 0 })?;
+        let mut chain: Vec<SignedRecord> = self
+            .mastered_records()?
+            .into_iter()
+            .take(from.saturating_sub(1) as usize)
+            .collect();
+        if chain.len() as u64 + 1 != from {
+            return Err(StoreError::MasteredOrder {
+                got: from,
+                last: chain.len() as u64,
+            });
+        }
+        chain.extend(records.iter().cloned());
+        let rebuilt = Chain::rebuild(anchor, &chain).map_err(|_| StoreError::Decode {
+            what: "replacement mastered chain (it does not verify)",
+        })?;
+        let tx = self.db.begin_write()?;
+        {
+            let mut table = tx.open_table(MASTERED)?;
+            let stale: Vec<u64> = table
+                .range(from..)?
+                .map(|e| e.map(|(k, _)| k.value()))
+                .collect::<Result<_, _>>()?;
+            for version in stale {
+                table.remove(version)?;
+            }
+            for r in records {
+                table.insert(r.record.version, r.encode().as_slice())?;
+            }
+            let mut hw = Vec::with_capacity(48);
+            hw.extend(rebuilt.epoch().to_be_bytes());
+            hw.extend(rebuilt.last_version().to_be_bytes());
+            hw.extend(rebuilt.last_hash().0);
+            tx.open_table(META)?
+                .insert("mastered_high_water", hw.as_slice())?;
+            let mut kept = tx.open_table(SUPERSEDED)?;
+            for r in superseded {
+                kept.insert(r.hash().0.as_slice(), r.encode().as_slice())?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Keeps records of a losing competing chain for review.
+    pub fn add_superseded(&self, records: &[SignedRecord]) -> Result<(), StoreError> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut kept = tx.open_table(SUPERSEDED)?;
+            for r in records {
+                kept.insert(r.hash().0.as_slice(), r.encode().as_slice())?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Superseded mastered records, by version.
+    pub fn superseded(&self) -> Result<Vec<SignedRecord>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let table = match tx.open_table(SUPERSEDED) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (_, v) = entry?;
+            out.push(
+                SignedRecord::decode(v.value()).map_err(|_| StoreError::Decode {
+                    what: "superseded record",
+                })?,
+            );
+        }
+        out.sort_by_key(|r| (r.record.version, r.record.epoch));
+        Ok(out)
+    }
+
+    /// Records durably that this node endorsed `candidate` for `epoch`.
+    pub fn set_vote(&self, epoch: u64, candidate: &WriterId) -> Result<(), StoreError> {
+        let mut v = epoch.to_be_bytes().to_vec();
+        v.extend(candidate.0);
+        let tx = self.db.begin_write()?;
+        tx.open_table(META)?.insert("ha_vote", v.as_slice())?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The last endorsement this node gave, if any.
+    pub fn vote(&self) -> Result<Option<(u64, WriterId)>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let meta = tx.open_table(META)?;
+        let Some(v) = meta.get("ha_vote")? else {
+            return Ok(None);
+        };
+        let v = v.value();
+        let bad = || StoreError::Decode { what: "HA vote" };
+        if v.len() != 40 {
+            return Err(bad());
+        }
+        let epoch = u64::from_be_bytes(v[..8].try_into().map_err(|_| bad())?);
+        let key: [u8; 32] = v[8..].try_into().map_err(|_| bad())?;
+        Ok(Some((epoch, WriterId(key))))
     }
 
     /// Sets a node-only setting (never replicated).

@@ -73,7 +73,7 @@ fn append(data: &Path, count: u32, seq: u64) {
         "--count".into(),
         count.to_string(),
     ];
-    let reply = forward(data, args.to_vec())
+    let reply = forward(data, args.to_vec(), None)
         .expect("control")
         .expect("daemon answers");
     assert!(reply.error.is_none(), "{:?}", reply.error);

@@ -179,6 +179,32 @@ pub fn cli(data: &Path, args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8(out.stdout)?)
 }
 
+/// Like [`cli`], writing `input` to the command's stdin.
+pub fn cli_stdin(data: &Path, args: &[&str], input: &str) -> anyhow::Result<String> {
+    use std::io::Write as _;
+    let mut child = Command::new(meshward_bin())
+        .arg("--data")
+        .arg(data)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("running meshward")?;
+    child
+        .stdin
+        .take()
+        .context("stdin")?
+        .write_all(input.as_bytes())?;
+    let out = child.wait_with_output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "meshward {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8(out.stdout)?)
+}
+
 /// Polls `check` every 100 ms until it returns true or `limit` passes (bounded loop).
 pub fn wait_for(
     limit: std::time::Duration,
@@ -200,9 +226,9 @@ pub fn wait_for(
     }
 }
 
-/// Creates `n` node stores under `root` and gives each the same roster, signed by a leader key
-/// (real ed25519 signatures, verified by each node on import). Returns the data directories
-/// and the nodes' writer ids (hex).
+/// Creates `n` node stores under `root` and gives each the same roster, signed with node 0's
+/// key, so node 0 leads epoch 1 (real ed25519 signatures, verified by each node on import).
+/// Returns the data directories and the nodes' writer ids (hex).
 pub fn cluster(root: &Path, n: usize) -> anyhow::Result<Vec<(PathBuf, String)>> {
     use meshward_crdt::mastered::Member;
     let mut nodes = Vec::new();
@@ -212,7 +238,9 @@ pub fn cluster(root: &Path, n: usize) -> anyhow::Result<Vec<(PathBuf, String)>> 
         let writer = status["writer"].as_str().context("no writer")?.to_string();
         nodes.push((data, writer));
     }
-    let leader = ed25519_dalek::SigningKey::from_bytes(&[0x4c; 32]);
+    let leader = meshward_node::store::Store::open(&nodes[0].0)?
+        .identity()?
+        .key;
     let members = nodes
         .iter()
         .enumerate()

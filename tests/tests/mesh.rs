@@ -4,7 +4,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use meshward_tests::{Daemon, cli, cluster, wait_for};
+use anyhow::Context as _;
+use meshward_tests::{Daemon, cli, cli_stdin, cluster, wait_for};
 
 const CONVERGE: Duration = Duration::from_secs(90);
 
@@ -96,7 +97,64 @@ fn events_and_fingerprints_written_on_every_node_converge_on_three_and_seven_nod
                     .all(|d| count(&d.data, "fingerprint").unwrap_or(0) == n))
         })
         .unwrap_or_else(|e| panic!("{n} nodes did not converge: {e:#}"));
+        if n == 3 {
+            mastered_config_flows_from_the_leader_only(&daemons).unwrap();
+        }
     }
+}
+
+/// Node 0 leads: its mastered writes reach every follower over the mesh; a follower's write
+/// is refused with the leader's address and changes nothing.
+fn mastered_config_flows_from_the_leader_only(daemons: &[Daemon]) -> anyhow::Result<()> {
+    let get = |d: &Daemon, key: &str| -> anyhow::Result<serde_json::Value> {
+        let out = cli(&d.data, &["config", "get", key, "--json"])?;
+        Ok(serde_json::from_str::<serde_json::Value>(&out)?["value"].clone())
+    };
+    cli(
+        &daemons[0].data,
+        &["config", "set", "password.min-length", "16"],
+    )?;
+    cli(
+        &daemons[0].data,
+        &[
+            "fingerprint",
+            "approve",
+            "--host",
+            "db-1",
+            "--key-type",
+            "ssh-ed25519",
+            "--fingerprint",
+            "SHA256:x",
+        ],
+    )?;
+    wait_for(CONVERGE, || {
+        Ok(daemons.iter().all(|d| {
+            get(d, "password.min-length").is_ok_and(|v| v == "16")
+                && d.status().is_ok_and(|s| s["mastered"]["version"] == 3)
+        }))
+    })
+    .map_err(|e| e.context("followers apply the leader's config"))?;
+    let listed = cli(&daemons[2].data, &["fingerprint", "list", "--json"])?;
+    let listed: serde_json::Value = serde_json::from_str(&listed)?;
+    let approved: Vec<&serde_json::Value> = listed
+        .as_array()
+        .context("a list")?
+        .iter()
+        .filter(|f| f["host"] == "db-1")
+        .map(|f| &f["approved"])
+        .collect();
+    anyhow::ensure!(approved == [true], "approvals of db-1: {approved:?}");
+    let Err(err) = cli(
+        &daemons[1].data,
+        &["config", "set", "password.min-length", "20"],
+    ) else {
+        anyhow::bail!("a follower wrote mastered config");
+    };
+    anyhow::ensure!(format!("{err:#}").contains("node0.test"), "{err:#}");
+    anyhow::ensure!(get(&daemons[1], "password.min-length")? == "16");
+    anyhow::ensure!(daemons[1].status()?["role"] == "follower");
+    anyhow::ensure!(daemons[0].status()?["role"] == "leader");
+    Ok(())
 }
 
 #[test]
@@ -227,4 +285,168 @@ fn garbage_and_rows_of_another_writer_are_refused_and_counted_and_the_peers_keep
             "no forged segment stored"
         );
     }
+}
+
+/// (epoch, leader address) as a node's status shows them.
+fn leadership(d: &Daemon) -> anyhow::Result<(u64, String)> {
+    let ha = d.status()?["ha"].clone();
+    Ok((
+        ha["epoch"].as_u64().unwrap_or(0),
+        ha["leader"].as_str().unwrap_or_default().to_string(),
+    ))
+}
+
+fn all_led_by(daemons: &[&Daemon], epoch: u64, leader: &str) -> anyhow::Result<bool> {
+    for d in daemons {
+        if leadership(d)? != (epoch, leader.to_string()) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+#[test]
+fn leadership_moves_by_hand_over_and_majority_failover_never_on_a_minority_and_a_node_can_leave() {
+    let _serial = serial();
+    let root = tempfile::tempdir().unwrap();
+    let nodes = cluster(root.path(), 3).unwrap();
+    let mut daemons = start(&nodes);
+    let writer = |i: usize| nodes[i].1.as_str();
+
+    // Planned hand-over, then failback to the primary.
+    cli(&daemons[0].data, &["ha", "demote", "--to", "node1.test"]).unwrap();
+    wait_for(CONVERGE, || {
+        all_led_by(&daemons.iter().collect::<Vec<_>>(), 2, "node1.test")
+    })
+    .expect("every node follows the planned hand-over");
+    assert_eq!(daemons[0].status().unwrap()["ha"]["state"], "demoted");
+    let err = cli(&daemons[0].data, &["config", "set", "managed.x", "1"]).unwrap_err();
+    assert!(format!("{err:#}").contains("node1.test"), "{err:#}");
+    cli(&daemons[1].data, &["ha", "failback"]).unwrap();
+    wait_for(CONVERGE, || {
+        all_led_by(&daemons.iter().collect::<Vec<_>>(), 3, "node0.test")
+    })
+    .expect("every node follows the failback");
+
+    // A follower's password change is decided by the leader's policy.
+    let err = cli_stdin(
+        &daemons[2].data,
+        &["password", "change", "alice"],
+        "short\n",
+    )
+    .unwrap_err();
+    assert!(format!("{err:#}").contains("at least 12"), "{err:#}");
+    cli_stdin(
+        &daemons[2].data,
+        &["password", "change", "alice"],
+        "Correct-horse-battery-9\n",
+    )
+    .unwrap();
+    let listed = cli(&daemons[0].data, &["password", "list", "--json"]).unwrap();
+    assert!(listed.contains("alice"), "{listed}");
+
+    // The leader dies: a follower gathers a majority (itself and node 2) for epoch 4.
+    daemons.remove(0).kill(libc::SIGKILL);
+    wait_for(CONVERGE, || {
+        Ok(cli(&daemons[0].data, &["ha", "failover"]).is_ok())
+    })
+    .expect("failover with a majority");
+    wait_for(CONVERGE, || {
+        all_led_by(&daemons.iter().collect::<Vec<_>>(), 4, "node1.test")
+    })
+    .expect("node 2 follows the new leader");
+
+    // Cut node 2 off: alone it is a minority and cannot lead.
+    cli(&daemons[1].data, &["fault", "block", "--peer", writer(1)]).unwrap();
+    cli(&daemons[0].data, &["fault", "block", "--peer", writer(2)]).unwrap();
+    wait_for(CONVERGE, || {
+        let err = cli(&daemons[1].data, &["ha", "failover"]).unwrap_err();
+        Ok(format!("{err:#}").contains("minority"))
+    })
+    .expect("a minority failover is refused");
+    assert_eq!(leadership(&daemons[1]).unwrap(), (4, "node1.test".into()));
+    cli(&daemons[1].data, &["fault", "heal"]).unwrap();
+    cli(&daemons[0].data, &["fault", "heal"]).unwrap();
+
+    // Node 2 leaves the cluster; the leader no longer admits it.
+    wait_for(CONVERGE, || {
+        cli(&daemons[1].data, &["ha", "make-standalone"]).map(|_| true)
+    })
+    .expect("node 2 leaves");
+    assert_eq!(daemons[1].status().unwrap()["ha"]["state"], "inactive");
+    wait_for(CONVERGE, || {
+        Ok(daemons[0].status()?["mastered"]["members"] == 2)
+    })
+    .unwrap();
+    let leaver = daemons.pop().unwrap().kill(libc::SIGTERM);
+    let addr = daemons[0].listen_addr().unwrap().unwrap();
+    let refused = |d: &Daemon| -> anyhow::Result<u64> {
+        Ok(d.status()?["mesh"]["transport"]["refused_connections"]
+            .as_u64()
+            .unwrap_or(0))
+    };
+    let refused_before = refused(&daemons[0]).unwrap();
+    let leaver = Daemon::start(&leaver, &[addr]).unwrap();
+    append(&daemons[0].data, "after-leave", 2);
+    // The connection is refused at set-up, on whichever side decides first.
+    wait_for(CONVERGE, || {
+        Ok(refused(&daemons[0])? > refused_before || refused(&leaver)? > 0)
+    })
+    .unwrap_or_else(|e| {
+        let log = std::fs::read_to_string(leaver.data.join("daemon.log")).unwrap_or_default();
+        let leader_log =
+            std::fs::read_to_string(daemons[0].data.join("daemon.log")).unwrap_or_default();
+        panic!(
+            "the removed node is not refused: {e:#}\nleaver status {}\nleaver log:\n{log}\nleader log tail:\n{}",
+            leaver.status().unwrap(),
+            leader_log.lines().rev().take(30).collect::<Vec<_>>().join("\n")
+        )
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let events: String = cli(&leaver.data, &["event", "list"]).unwrap();
+    assert!(
+        !events.contains("after-leave"),
+        "the removed node got new data"
+    );
+
+    let log = std::fs::read_to_string(daemons[0].data.join("ha-commands.log")).unwrap();
+    assert!(log.contains("ha failover\tok"), "{log}");
+}
+
+#[test]
+fn a_forced_failover_in_a_pair_wins_when_the_pair_meets_and_the_losers_writes_are_superseded() {
+    let _serial = serial();
+    let root = tempfile::tempdir().unwrap();
+    let nodes = cluster(root.path(), 2).unwrap();
+    let daemons = start(&nodes);
+    cli(&daemons[0].data, &["fault", "block", "--peer", &nodes[1].1]).unwrap();
+    cli(&daemons[1].data, &["fault", "block", "--peer", &nodes[0].1]).unwrap();
+    let err = cli(&daemons[1].data, &["ha", "failover"]).unwrap_err();
+    assert!(format!("{err:#}").contains("majority"), "{err:#}");
+    cli(&daemons[1].data, &["ha", "failover", "--force"]).unwrap();
+    cli(
+        &daemons[0].data,
+        &["config", "set", "managed.site", "old-primary"],
+    )
+    .unwrap();
+    cli(
+        &daemons[1].data,
+        &["config", "set", "managed.site", "new-leader"],
+    )
+    .unwrap();
+    for d in &daemons {
+        cli(&d.data, &["fault", "heal"]).unwrap();
+    }
+    wait_for(CONVERGE, || {
+        all_led_by(&daemons.iter().collect::<Vec<_>>(), 2, "node1.test")
+    })
+    .expect("the higher epoch wins");
+    let get = |d: &Daemon| cli(&d.data, &["config", "get", "managed.site"]).unwrap();
+    assert!(get(&daemons[0]).contains("new-leader"));
+    let superseded = cli(&daemons[0].data, &["ha", "superseded", "--json"]).unwrap();
+    let superseded: serde_json::Value = serde_json::from_str(&superseded).unwrap();
+    assert_eq!(superseded.as_array().map(Vec::len), Some(1), "{superseded}");
+    assert_eq!(superseded[0]["kind"], "config");
+    let log = std::fs::read_to_string(daemons[1].data.join("ha-commands.log")).unwrap();
+    assert!(log.contains("FORCED FAILOVER"), "{log}");
 }
