@@ -289,11 +289,6 @@ impl<'k, R: Read> ArchiveReader<'k, R> {
         })
     }
 
-    /// The archive's header.
-    pub fn header(&self) -> &Header {
-        &self.header
-    }
-
     /// Reads and opens the next chunk; `false` at the end of a complete archive.
     fn next_chunk(&mut self) -> Result<bool, BackupError> {
         if self.done {
