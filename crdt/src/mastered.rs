@@ -180,6 +180,9 @@ pub enum RecordKind {
     /// A local user's new password hash, set by the leader under its password policy
     /// (opaque payload here).
     Password,
+    /// A named cluster secret sealed under a key derived from the MEK, with its public part
+    /// (e.g. the cluster CA's certificate and sealed private key); opaque payload here.
+    SealedSecret,
 }
 
 /// A mastered record before signing.
@@ -647,7 +650,7 @@ impl fmt::Debug for RecordHash {
 
 impl RecordKind {
     /// Every kind, in wire-code order.
-    pub const ALL: [RecordKind; 11] = [
+    pub const ALL: [RecordKind; 12] = [
         RecordKind::Genesis,
         RecordKind::Roster,
         RecordKind::Revocation,
@@ -659,6 +662,7 @@ impl RecordKind {
         RecordKind::Config,
         RecordKind::Handover,
         RecordKind::Password,
+        RecordKind::SealedSecret,
     ];
 
     /// Stable name, as in serde and logs.
@@ -675,10 +679,12 @@ impl RecordKind {
             RecordKind::Config => "config",
             RecordKind::Handover => "handover",
             RecordKind::Password => "password",
+            RecordKind::SealedSecret => "sealed-secret",
         }
     }
 
-    /// Stable wire byte: the position in [`RecordKind::ALL`] (`Genesis` = 0 … `Password` = 10).
+    /// Stable wire byte: the position in [`RecordKind::ALL`] (`Genesis` = 0 … `Password` = 10,
+    /// `SealedSecret` = 11).
     pub fn code(self) -> u8 {
         match self {
             RecordKind::Genesis => 0,
@@ -692,6 +698,7 @@ impl RecordKind {
             RecordKind::Config => 8,
             RecordKind::Handover => 9,
             RecordKind::Password => 10,
+            RecordKind::SealedSecret => 11,
         }
     }
 
@@ -2139,6 +2146,7 @@ mod tests {
             assert_eq!(kind.to_string(), kind.as_str());
         }
         assert_eq!(RecordKind::from_code(RecordKind::ALL.len() as u8), None);
+        assert_eq!(RecordKind::SealedSecret.code(), 11);
         assert!("Genesis".parse::<RecordKind>().is_err());
         assert_eq!(RecordKind::PasswordPolicy.as_str(), "password-policy");
     }

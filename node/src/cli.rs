@@ -92,19 +92,36 @@ pub enum Command {
     Backup(crate::cli_admin::BackupArgs),
     /// Restore a sealed backup into --data (a new directory, or --force).
     Restore(crate::cli_admin::RestoreArgs),
-    /// Install the MEK of a sealed node (one whose DATA/mek.key is missing).
+    /// Install the MEK of a sealed node (one whose DATA/mek is missing).
     Unseal(crate::sealed::UnsealArgs),
     /// Fault hooks for tests and simulations (only in builds with `fault-injection`).
     #[command(subcommand, hide = true)]
     Fault(FaultCmd),
+    /// Create a new cluster with this node as its leader (epoch 1); prints the MEK once.
+    Init(crate::cluster::InitArgs),
+    /// Join a cluster with a joining bundle and the cluster's MEK.
+    Join(crate::cluster::JoinArgs),
+    /// Joining bundles (leader only).
+    #[command(subcommand)]
+    Bundle(crate::cluster::BundleCmd),
+    /// The cluster licence.
+    #[command(subcommand)]
+    Licence(crate::cluster::LicenceCmd),
+    /// Start a local 3-node demo cluster on 127.0.0.1 (Ctrl-C stops it).
+    Demo(crate::demo::DemoArgs),
 }
 
 /// `meshward run`
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// UDP address for the mesh (QUIC), e.g. 127.0.0.1:7400 (port 0: any free port).
-    #[arg(long, default_value = "127.0.0.1:7400")]
-    pub listen: SocketAddr,
+    /// Default: the address given to `init`/`join`, else 127.0.0.1:7400.
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// UDP address of the setup endpoint (joins). Default: the mesh address with the next
+    /// port (any free port when the mesh port is 0).
+    #[arg(long)]
+    pub setup_listen: Option<SocketAddr>,
     /// Peers to dial at start, as IP:PORT or HOST:PORT (names are resolved at start); known
     /// peers are redialled anyway.
     #[arg(long = "peer")]
@@ -164,6 +181,10 @@ pub trait Backend {
     }
     /// The node's data directory.
     fn data_dir(&mut self) -> anyhow::Result<PathBuf>;
+    /// The address the running setup endpoint listens on, when a daemon runs one.
+    fn setup_addr(&mut self) -> Option<SocketAddr> {
+        None
+    }
     /// The replica's counts and digest.
     fn replica_state(&mut self) -> anyhow::Result<(meshward_crdt::Stats, meshward_crdt::Digest)> {
         let store = self.store()?;
@@ -859,7 +880,11 @@ pub fn run(cli: Cli, backend: &mut dyn Backend, out: &mut dyn Write) -> anyhow::
             crate::sealed::unseal(&backend.data_dir()?, &args.mek)?;
             emit(g, out, json!({"unsealed": true}), "unsealed")?;
         }
-        Command::Run(_) => bail!("`meshward run` is started by the binary, not through a backend"),
+        Command::Run(_) | Command::Init(_) | Command::Join(_) | Command::Demo(_) => {
+            bail!("this command is run by the binary on its own, not through a running node")
+        }
+        Command::Bundle(cmd) => crate::cluster::run_bundle(cmd, g, backend, out)?,
+        Command::Licence(cmd) => crate::cluster::run_licence(cmd, g, backend, out)?,
         Command::Mastered(MasteredCmd::Import { file }) => {
             let bytes = read_bounded(&file, crate::roster::MAX_BUNDLE)?;
             let added = crate::roster::import(backend.store()?, &bytes)?;
@@ -903,7 +928,7 @@ pub fn run(cli: Cli, backend: &mut dyn Backend, out: &mut dyn Write) -> anyhow::
 }
 
 /// Reads a file, refusing one larger than `max` before reading it.
-fn read_bounded(path: &std::path::Path, max: usize) -> anyhow::Result<Vec<u8>> {
+pub(crate) fn read_bounded(path: &std::path::Path, max: usize) -> anyhow::Result<Vec<u8>> {
     let len = std::fs::metadata(path)
         .with_context(|| format!("reading {}", path.display()))?
         .len();

@@ -48,7 +48,7 @@ pub struct BackupArgs {
     /// The archive to write (must not exist).
     #[arg(long)]
     pub out: PathBuf,
-    /// The MEK file (default: the node's, DATA/mek.key).
+    /// The MEK file (default: the node's, DATA/mek).
     #[arg(long)]
     pub mek: Option<PathBuf>,
 }

@@ -16,6 +16,7 @@ use anyhow::{Context as _, bail};
 use clap::Parser as _;
 use meshward_crdt::mastered::RecordKind;
 use meshward_crdt::{CommitError, Op, ReplicaConfig, RowChange, WriterId};
+use meshward_transport::setup::{Incoming, SetupServer};
 use meshward_transport::{Event, Handle, MessageId, RequestId, ResponseId, Transport};
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
@@ -26,6 +27,7 @@ use tracing::{debug, info, warn};
 use crate::cli::{Backend, Cli, Command, RunArgs, now_ms, run as run_command};
 use crate::control::{ControlReply, ControlRequest, MAX_REQUEST, SOCKET};
 use crate::core::{Core, CoreConfig, Input, Output, Secret, Verdict};
+use crate::join::Admission;
 use crate::store::{PeerEntry, Store};
 
 /// Tick period: timers (redial, periodic sync, adverts) resolve to this. 50 ms.
@@ -38,6 +40,8 @@ const CONTROL_QUEUE: usize = 64;
 const MAX_PENDING: usize = 4096;
 /// How long the daemon waits at start for a command that holds the store to finish.
 const BUSY_WAIT: Duration = Duration::from_secs(5);
+/// How long resolving a roster member's name may take at start.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a control connection may take to send its request.
 const CONTROL_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -61,7 +65,7 @@ pub fn run(data: &Path, args: &RunArgs) -> anyhow::Result<()> {
         );
         peers.extend(addrs);
     }
-    runtime.block_on(serve(data.to_path_buf(), args.listen, peers))
+    runtime.block_on(serve(data.to_path_buf(), args, peers))
 }
 
 /// A map of ids awaiting an answer, bounded: inserting into a full map evicts the oldest.
@@ -121,6 +125,10 @@ struct Node {
     /// Control clients waiting for other nodes (failover, delegation), by core token.
     waiters: BTreeMap<u64, Waiter>,
     lag: Lag,
+    /// The setup endpoint, when the node was initialised or joined (it has a certificate).
+    setup: Option<SetupServer>,
+    /// Pending join challenges (leader side).
+    admission: Admission,
 }
 
 /// A control client waiting for an [`Output::Done`].
@@ -375,6 +383,28 @@ impl Node {
         Some(input)
     }
 
+    /// Answers one request of the setup endpoint.
+    fn setup_request(&mut self, incoming: Incoming) {
+        let data = self.data.clone();
+        let Incoming {
+            connection,
+            client_cert,
+            request,
+            reply,
+        } = incoming;
+        let mut admission = std::mem::replace(&mut self.admission, Admission::new([0; 32]));
+        let response = crate::cluster::serve_setup(
+            &mut DaemonBackend { node: self },
+            &mut admission,
+            &data,
+            connection,
+            client_cert,
+            request,
+        );
+        self.admission = admission;
+        let _ = reply.send(response);
+    }
+
     /// Runs a forwarded command on the live node; commands that wait for other nodes answer
     /// later, when the core is done.
     fn control_job(&mut self, request: ControlRequest, reply: oneshot::Sender<ControlReply>) {
@@ -550,7 +580,13 @@ impl Backend for DaemonBackend<'_> {
             "transport": m,
             "lag": node.lag.summary(),
             "pending_evicted": node.gossip.evicted + node.channels.evicted + node.requests.evicted,
+            "setup": node.setup.as_ref().map(|s| s.local_addr().to_string()),
+            "setup_metrics": node.setup.as_ref().map(SetupServer::metrics),
         }))
+    }
+
+    fn setup_addr(&mut self) -> Option<SocketAddr> {
+        self.node.setup.as_ref().map(SetupServer::local_addr)
     }
 
     fn replica_state(&mut self) -> anyhow::Result<(meshward_crdt::Stats, meshward_crdt::Digest)> {
@@ -653,7 +689,7 @@ impl Backend for DaemonBackend<'_> {
     }
 }
 
-async fn serve(data: PathBuf, listen: SocketAddr, dial: Vec<SocketAddr>) -> anyhow::Result<()> {
+async fn serve(data: PathBuf, args: &RunArgs, mut dial: Vec<SocketAddr>) -> anyhow::Result<()> {
     let mut store = open_waiting(&data).await?;
     if crate::sealed::is_sealed(&data, &store)? {
         drop(store);
@@ -661,6 +697,14 @@ async fn serve(data: PathBuf, listen: SocketAddr, dial: Vec<SocketAddr>) -> anyh
         store = open_waiting(&data).await?;
     }
     let identity = store.identity()?;
+    let listen = match args.listen {
+        Some(listen) => listen,
+        None => store
+            .setting(crate::cluster::LISTEN_SETTING)?
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(crate::cluster::default_listen),
+    };
+    dial.extend(roster_addresses(&store, &identity).await?);
     let replica = store.load_replica(&identity, ReplicaConfig::default())?;
     let roster: BTreeSet<WriterId> = crate::roster::admitted(&store)?;
     if roster.is_empty() {
@@ -689,6 +733,19 @@ async fn serve(data: PathBuf, listen: SocketAddr, dial: Vec<SocketAddr>) -> anyh
         known,
         now_ms() as u64,
     );
+    let (setup, mut setup_rx) = match crate::cluster::tls_identity(&store)? {
+        Some(tls) => {
+            let bind = args
+                .setup_listen
+                .unwrap_or_else(|| crate::cluster::setup_listen(listen));
+            let (server, rx) = SetupServer::listen(bind, &tls).with_context(|| {
+                format!("starting the setup endpoint on {bind}; give another --setup-listen")
+            })?;
+            info!(addr = %server.local_addr(), "setup endpoint listening");
+            (Some(server), Some(rx))
+        }
+        None => (None, None),
+    };
     let mut node = Node {
         data: data.clone(),
         store,
@@ -704,6 +761,8 @@ async fn serve(data: PathBuf, listen: SocketAddr, dial: Vec<SocketAddr>) -> anyh
         done: None,
         waiters: BTreeMap::new(),
         lag: Lag::default(),
+        setup,
+        admission: Admission::new(rand::random()),
     };
     node.load_mastered()?;
     for addr in dial {
@@ -727,6 +786,7 @@ async fn serve(data: PathBuf, listen: SocketAddr, dial: Vec<SocketAddr>) -> anyh
             _ = term.recv() => break Ok(()),
             _ = int.recv() => break Ok(()),
             Some((request, reply)) = control_rx.recv() => node.control_job(request, reply),
+            Some(incoming) = next_setup(&mut setup_rx) => node.setup_request(incoming),
             event = events.recv() => {
                 let Some(event) = event else {
                     break Err(anyhow::anyhow!("the mesh transport stopped"));
@@ -747,6 +807,39 @@ async fn serve(data: PathBuf, listen: SocketAddr, dial: Vec<SocketAddr>) -> anyh
     let _ = std::fs::remove_file(&socket);
     info!("node stopped");
     result
+}
+
+/// The next setup request; never ready when the node runs no setup endpoint.
+async fn next_setup(rx: &mut Option<mpsc::Receiver<Incoming>>) -> Option<Incoming> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The mesh addresses of the other roster members whose address carries a port (names are
+/// resolved, each within [`RESOLVE_TIMEOUT`]); dialled at start.
+async fn roster_addresses(
+    store: &Store,
+    identity: &crate::store::Identity,
+) -> anyhow::Result<Vec<SocketAddr>> {
+    let me = identity.key.verifying_key().to_bytes();
+    let mut out = Vec::new();
+    let Some(chain) = crate::roster::chain(store)? else {
+        return Ok(out);
+    };
+    for member in chain.roster().members.iter().filter(|m| m.key != me) {
+        if let Ok(addr) = member.address.parse::<SocketAddr>() {
+            out.push(addr);
+        } else if crate::cluster::address_host(&member.address) != member.address
+            && let Ok(Ok(addrs)) =
+                tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host(&member.address))
+                    .await
+        {
+            out.extend(addrs);
+        }
+    }
+    Ok(out)
 }
 
 /// Opens the store, waiting up to [`BUSY_WAIT`] while a one-shot command holds it.

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 use meshward_node::cli::{Cli, Command, LocalBackend, run};
-use meshward_node::{control, daemon};
+use meshward_node::{cluster, control, daemon, demo};
 
 /// The new password of `password change`, read from stdin (one line, bounded).
 fn read_secret(command: &Command) -> anyhow::Result<Option<String>> {
@@ -36,6 +36,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Run(args) => daemon::run(&cli.global.data, args),
+        Command::Init(args) => cluster::init(&cli.global.data, args, &mut std::io::stdout().lock()),
+        Command::Join(args) => cluster::join(&cli.global.data, args, &mut std::io::stdout().lock()),
+        Command::Demo(args) => demo::run(args),
         _ => match read_secret(&cli.command).and_then(|secret| {
             control::forward(&cli.global.data, std::env::args().skip(1).collect(), secret)
         }) {

@@ -25,9 +25,9 @@ use rand::RngCore;
 use sha2::Sha256;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
-/// File name of a node's MEK inside its data directory (`DATA/mek.key`, mode 0600). A node
+/// File name of a node's MEK inside its data directory (`DATA/mek`, mode 0600). A node
 /// without it starts sealed.
-pub const MEK_FILE: &str = "mek.key";
+pub const MEK_FILE: &str = "mek";
 
 /// Largest MEK file accepted.
 pub const MAX_MEK_FILE: u64 = 4096;

@@ -1,9 +1,9 @@
-//! A sealed node: one that belongs to a cluster but whose MEK file (`DATA/mek.key`, see
+//! A sealed node: one that belongs to a cluster but whose MEK file (`DATA/mek`, see
 //! [`crate::mek::MEK_FILE`]) is missing, e.g. after the operator moved it to a vault.
 //!
 //! `meshward run` on a sealed node does not open the mesh. It serves the control socket with
 //! two commands only: `status` (which says the node is sealed) and `unseal --mek FILE`, which
-//! checks that FILE holds a MEK, installs it as `DATA/mek.key` (0600) and lets the daemon go on
+//! checks that FILE holds a MEK, installs it as `DATA/mek` (0600) and lets the daemon go on
 //! starting. Every other command is refused with a message saying how to unseal. A standalone
 //! node (no cluster yet) has no MEK and is not sealed.
 //!

@@ -46,6 +46,9 @@ const MAP_VIEW: TableDefinition<&[u8], &[u8]> = TableDefinition::new("map_view")
 const MASTERED: TableDefinition<u64, &[u8]> = TableDefinition::new("mastered_records");
 const SETTINGS: TableDefinition<&str, &str> = TableDefinition::new("settings");
 const PEERS: TableDefinition<&str, &[u8]> = TableDefinition::new("peers");
+/// Node-local durable values the node itself manages (TLS identity, current joining bundle),
+/// unlike the operator's settings. Created on first write.
+const BLOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("local_blobs");
 /// Mastered records of a chain that lost to ours (or that ours lost to), by record hash.
 const SUPERSEDED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("superseded_records");
 
@@ -746,6 +749,52 @@ impl Store {
             .map(|v| v.value().to_string()))
     }
 
+    /// A node-managed local value (never replicated), if set.
+    pub fn blob(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let table = match tx.open_table(BLOBS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(table.get(name)?.map(|v| v.value().to_vec()))
+    }
+
+    /// Sets node-managed local values, all in one durable transaction.
+    pub fn set_blobs(&self, values: &[(&str, &[u8])]) -> Result<(), StoreError> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut table = tx.open_table(BLOBS)?;
+            for (name, value) in values {
+                table.insert(*name, *value)?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Replaces a node-managed value with `new` only if it still equals `expected`, in one
+    /// durable transaction (compare-and-set). Returns whether it was replaced.
+    pub fn swap_blob(&self, name: &str, expected: &[u8], new: &[u8]) -> Result<bool, StoreError> {
+        let tx = self.db.begin_write()?;
+        let swapped = {
+            let mut table = tx.open_table(BLOBS)?;
+            let current = table.get(name)?.map(|v| v.value().to_vec());
+            if current.as_deref() == Some(expected) {
+                table.insert(name, new)?;
+                true
+            } else {
+                false
+            }
+        };
+        if swapped {
+            tx.commit()?;
+        } else {
+            tx.abort()?;
+        }
+        Ok(swapped)
+    }
+
     /// Records a peer's addresses and the time it was seen.
     pub fn remember_peer(&self, peer: &str, entry: &PeerEntry) -> Result<(), StoreError> {
         let tx = self.db.begin_write()?;
@@ -863,6 +912,17 @@ pub fn create_private_file(path: &Path) -> std::io::Result<fs::File> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn blobs_swap_only_from_the_expected_value() {
+        let store = Store::in_memory().unwrap();
+        assert_eq!(store.blob("b").unwrap(), None);
+        assert!(!store.swap_blob("b", b"x", b"y").unwrap());
+        store.set_blobs(&[("b", b"x")]).unwrap();
+        assert!(store.swap_blob("b", b"x", b"y").unwrap());
+        assert!(!store.swap_blob("b", b"x", b"z").unwrap());
+        assert_eq!(store.blob("b").unwrap().as_deref(), Some(&b"y"[..]));
+    }
     use meshward_crdt::{EventKind, KeyType, Op};
 
     fn event(i: i64) -> Op {

@@ -88,13 +88,19 @@ impl Daemon {
 
     /// Like [`Daemon::start`], with peers given as `HOST:PORT` or `IP:PORT`.
     pub fn start_named(data: &Path, peers: &[String]) -> anyhow::Result<Daemon> {
-        let mut cmd = Command::new(meshward_bin());
-        cmd.arg("--data")
-            .arg(data)
-            .args(["run", "--listen", "127.0.0.1:0"]);
+        let mut args = vec!["--listen".to_string(), "127.0.0.1:0".to_string()];
         for p in peers {
-            cmd.arg("--peer").arg(p);
+            args.push("--peer".into());
+            args.push(p.clone());
         }
+        Daemon::start_with(data, &args)
+    }
+
+    /// Starts `meshward run ARGS` on `data` (e.g. no args: the listen address stored by
+    /// `init`/`join`) and waits until its control socket answers and it listens.
+    pub fn start_with(data: &Path, args: &[String]) -> anyhow::Result<Daemon> {
+        let mut cmd = Command::new(meshward_bin());
+        cmd.arg("--data").arg(data).arg("run").args(args);
         let log = std::fs::File::create(data.join("daemon.log"))?;
         cmd.stdout(std::process::Stdio::null()).stderr(log);
         cmd.env("MESHWARD_LOG", "info");
@@ -118,6 +124,13 @@ impl Daemon {
             );
         }
         Ok(daemon)
+    }
+
+    /// The last `n` lines of its log, for failure messages.
+    pub fn log_tail(&self, n: usize) -> String {
+        let log = std::fs::read_to_string(self.data.join("daemon.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
     }
 
     /// Its process id.
@@ -161,6 +174,35 @@ impl Drop for Daemon {
             self.stop(libc::SIGKILL);
         }
     }
+}
+
+/// Runs a `meshward` command on `data` that must fail, and returns its stderr.
+pub fn cli_fails(data: &Path, args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new(meshward_bin())
+        .arg("--data")
+        .arg(data)
+        .args(args)
+        .output()
+        .context("running meshward")?;
+    anyhow::ensure!(
+        !out.status.success(),
+        "meshward {args:?} succeeded but should have failed: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    Ok(String::from_utf8(out.stderr)?)
+}
+
+/// A UDP port `p` of 127.0.0.1 such that `p` and `p + 1` (mesh and setup endpoint) were both
+/// free when probed. Bounded: gives up after 200 tries.
+pub fn free_port_pair() -> anyhow::Result<u16> {
+    for _ in 0..200 {
+        let first = std::net::UdpSocket::bind("127.0.0.1:0")?;
+        let port = first.local_addr()?.port();
+        if port < u16::MAX && std::net::UdpSocket::bind(("127.0.0.1", port + 1)).is_ok() {
+            return Ok(port);
+        }
+    }
+    anyhow::bail!("no two consecutive free UDP ports found on 127.0.0.1")
 }
 
 /// Runs a `meshward` command on `data` and returns its stdout; an error carries its stderr.

@@ -440,7 +440,21 @@ fn a_forced_failover_in_a_pair_wins_when_the_pair_meets_and_the_losers_writes_ar
     wait_for(CONVERGE, || {
         all_led_by(&daemons.iter().collect::<Vec<_>>(), 2, "node1.test")
     })
-    .expect("the higher epoch wins");
+    .unwrap_or_else(|e| {
+        panic!(
+            "the higher epoch did not win: {e:#}\nnode 0: {}\n{}\nnode 1: {}\n{}",
+            daemons[0]
+                .status()
+                .map(|s| s["ha"].clone())
+                .unwrap_or_default(),
+            daemons[0].log_tail(40),
+            daemons[1]
+                .status()
+                .map(|s| s["ha"].clone())
+                .unwrap_or_default(),
+            daemons[1].log_tail(40)
+        )
+    });
     let get = |d: &Daemon| cli(&d.data, &["config", "get", "managed.site"]).unwrap();
     assert!(get(&daemons[0]).contains("new-leader"));
     let superseded = cli(&daemons[0].data, &["ha", "superseded", "--json"]).unwrap();

@@ -1,6 +1,6 @@
 //! The meshward mesh: libp2p over QUIC, gossip push, sync requests, admission.
 //!
-//! This is the only crate that names libp2p. It runs one swarm on one UDP port (QUIC) in a
+//! This is the only crate that names libp2p or quinn. It runs one swarm on one UDP port (QUIC) in a
 //! tokio task and gives the node a libp2p-free [`Handle`] for commands and a bounded channel of
 //! [`Event`]s. Peers are named by [`WriterId`], the node's ed25519 public key; the libp2p
 //! `PeerId` of a node is derived from the same key, so the two map one-to-one without state.
@@ -44,12 +44,17 @@
 //! never block: a full command queue is [`CommandError::QueueFull`]. Gossip, request and
 //! response events are dropped when the node is slow; connection events wait for room.
 
+//!
+//! The [`setup`] module is the second endpoint: quinn with TLS from the cluster CA, where
+//! strangers holding a joining bundle join (its own UDP port, by default the mesh port + 1).
+
 #![deny(missing_docs)]
 
 mod admission;
 mod codec;
 mod config;
 mod metrics;
+pub mod setup;
 mod swarm;
 
 use std::collections::BTreeSet;

@@ -1,0 +1,346 @@
+//! Creating and growing a cluster end to end: `init`, `licence install`, `bundle create` and
+//! `join` with real processes on 127.0.0.1, and every refusal with its cause. Every daemon is
+//! killed by its own pid when its test ends.
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ed25519_dalek::SigningKey;
+use meshward_node::licence::LicenceTerms;
+use meshward_tests::{Daemon, cli, cli_fails, free_port_pair, meshward_bin, wait_for};
+
+const CONVERGE: Duration = Duration::from_secs(90);
+
+/// These tests start several daemons each; run them one at a time on small machines.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn issuer() -> SigningKey {
+    SigningKey::from_bytes(&[0x11; 32])
+}
+
+struct Node {
+    data: PathBuf,
+    addr: String,
+}
+
+impl Node {
+    fn new(root: &Path, name: &str) -> Node {
+        let port = free_port_pair().expect("free ports");
+        Node {
+            data: root.join(name),
+            addr: format!("127.0.0.1:{port}"),
+        }
+    }
+
+    fn start(&self) -> Daemon {
+        Daemon::start_with(&self.data, &[]).expect("start daemon")
+    }
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().expect("utf-8 path")
+}
+
+/// `init` on a new leader, with the test issuer configured and a licence for `max` nodes.
+fn leader(root: &Path, max: u32) -> Node {
+    let node = Node::new(root, "leader");
+    std::fs::create_dir_all(&node.data).expect("test setup");
+    std::fs::write(
+        node.data.join("meshward.toml"),
+        format!(
+            "licence-issuer = \"{}\"\n",
+            hex(&issuer().verifying_key().to_bytes())
+        ),
+    )
+    .expect("test setup");
+    cli(
+        &node.data,
+        &["init", "--address", &node.addr, "--listen", &node.addr],
+    )
+    .expect("test setup");
+    let licence = licence_file(root, max);
+    cli(&node.data, &["licence", "install", p(&licence)]).expect("test setup");
+    node
+}
+
+fn licence_file(root: &Path, max: u32) -> PathBuf {
+    let file = root.join(format!("licence-{max}.json"));
+    let licence = LicenceTerms {
+        customer: "acme".into(),
+        max_nodes: max,
+        expires_at_ms: 4_000_000_000_000,
+    }
+    .sign(&issuer());
+    std::fs::write(&file, licence.to_file()).expect("test setup");
+    file
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn bundle(leader: &Node, root: &Path, name: &str, ttl: &str) -> PathBuf {
+    let file = root.join(name);
+    cli(
+        &leader.data,
+        &["bundle", "create", "--ttl", ttl, "--out", p(&file)],
+    )
+    .expect("test setup");
+    file
+}
+
+fn join_args<'a>(node: &'a Node, bundle: &'a Path, mek: &'a Path) -> Vec<&'a str> {
+    vec![
+        "join",
+        "--bundle",
+        p(bundle),
+        "--mek",
+        p(mek),
+        "--address",
+        &node.addr,
+        "--listen",
+        &node.addr,
+    ]
+}
+
+fn events(data: &Path) -> anyhow::Result<usize> {
+    let out = cli(data, &["event", "list", "--json"])?;
+    let v: serde_json::Value = serde_json::from_str(&out)?;
+    Ok(v.as_array().map_or(0, Vec::len))
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path)
+        .expect("test setup")
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+#[test]
+fn init_and_two_joins_make_a_cluster_that_replicates_shared_tables() {
+    let _serial = serial();
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let leader = Node::new(root, "leader");
+    let out = cli(
+        &leader.data,
+        &["init", "--address", &leader.addr, "--listen", &leader.addr],
+    )
+    .unwrap();
+    let mek = leader.data.join("mek");
+    assert_eq!(mode(&mek), 0o600);
+    let mek_hex = std::fs::read_to_string(&mek).unwrap();
+    let mek_hex = mek_hex.lines().find(|l| !l.starts_with('#')).unwrap();
+    assert!(out.contains(mek_hex) && out.contains("vault"), "{out}");
+    // A second init changes nothing.
+    let before = std::fs::read(&mek).unwrap();
+    let err = cli_fails(&leader.data, &["init", "--address", &leader.addr]).unwrap();
+    assert!(err.contains("initialised"), "{err}");
+    assert_eq!(std::fs::read(&mek).unwrap(), before);
+    // Without a licence the cluster is standalone: no bundle.
+    let err = cli_fails(
+        &leader.data,
+        &["bundle", "create", "--out", p(&root.join("b0"))],
+    )
+    .unwrap();
+    assert!(err.contains("no licence"), "{err}");
+    assert!(!root.join("b0").exists());
+    // A licence needs a configured issuer, and must verify.
+    let licence = licence_file(root, 3);
+    let err = cli_fails(&leader.data, &["licence", "install", p(&licence)]).unwrap();
+    assert!(err.contains("licence issuer"), "{err}");
+    std::fs::write(
+        leader.data.join("meshward.toml"),
+        format!(
+            "licence-issuer = \"{}\"\n",
+            hex(&issuer().verifying_key().to_bytes())
+        ),
+    )
+    .unwrap();
+    let garbage = root.join("garbage");
+    std::fs::write(&garbage, b"\x00\x01 not a licence").unwrap();
+    let err = cli_fails(&leader.data, &["licence", "install", p(&garbage)]).unwrap();
+    assert!(err.contains("not a meshward licence"), "{err}");
+    let forged = root.join("forged.json");
+    std::fs::write(
+        &forged,
+        std::fs::read_to_string(&licence)
+            .unwrap()
+            .replace("\"max_nodes\": 3", "\"max_nodes\": 7"),
+    )
+    .unwrap();
+    let err = cli_fails(&leader.data, &["licence", "install", p(&forged)]).unwrap();
+    assert!(err.contains("not signed by the configured issuer"), "{err}");
+    cli(&leader.data, &["licence", "install", p(&licence)]).unwrap();
+
+    let d1 = leader.start();
+    let mut daemons = vec![d1];
+    let mut nodes = vec![];
+    for name in ["node2", "node3"] {
+        let node = Node::new(root, name);
+        let b = bundle(&leader, root, &format!("bundle-{name}"), "24h");
+        assert_eq!(mode(&b), 0o600);
+        let out = cli(&node.data, &join_args(&node, &b, &mek)).unwrap();
+        assert!(out.contains("joined cluster"), "{out}");
+        assert_eq!(mode(&node.data.join("mek")), 0o600);
+        daemons.push(node.start());
+        nodes.push(node);
+    }
+    // A follower cannot create bundles; the error names the leader.
+    let err = cli_fails(
+        &nodes[0].data,
+        &["bundle", "create", "--out", p(&root.join("bf"))],
+    )
+    .unwrap();
+    assert!(err.contains(&leader.addr), "{err}");
+    // A fourth node exceeds the 3-node licence.
+    let node4 = Node::new(root, "node4");
+    let b4 = bundle(&leader, root, "bundle-node4", "1h");
+    let err = cli_fails(&node4.data, &join_args(&node4, &b4, &mek)).unwrap();
+    assert!(err.contains("licence allows 3 nodes"), "{err}");
+    assert!(!node4.data.join("mek").exists());
+
+    for (i, d) in daemons.iter().enumerate() {
+        let user = format!("user{i}");
+        cli(
+            &d.data,
+            &[
+                "event", "append", "--kind", "login", "--user", &user, "--target", "db",
+            ],
+        )
+        .unwrap();
+    }
+    wait_for(CONVERGE, || {
+        for d in &daemons {
+            if events(&d.data)? != 3 {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    })
+    .expect("events written on each node reach all three");
+}
+
+#[test]
+fn joining_bundle_refusals_name_their_cause_and_change_nothing() {
+    let _serial = serial();
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let leader = leader(root, 3);
+    let mek = leader.data.join("mek");
+    let _d = leader.start();
+    let joiner = Node::new(root, "joiner");
+    let b1 = bundle(&leader, root, "b1", "24h");
+
+    // Garbage files.
+    let garbage = root.join("garbage");
+    std::fs::write(&garbage, b"garbage\xff").unwrap();
+    let err = cli_fails(&joiner.data, &join_args(&joiner, &garbage, &mek)).unwrap();
+    assert!(err.contains("not a joining bundle"), "{err}");
+    let err = cli_fails(&joiner.data, &join_args(&joiner, &b1, &garbage)).unwrap();
+    assert!(err.contains("not a meshward MEK"), "{err}");
+    let big = root.join("big");
+    std::fs::write(&big, vec![0u8; 100_000]).unwrap();
+    let err = cli_fails(&joiner.data, &join_args(&joiner, &big, &mek)).unwrap();
+    assert!(err.contains("limit"), "{err}");
+
+    // Wrong MEK: refused, and the bundle stays usable.
+    let wrong = root.join("wrong-mek");
+    std::fs::write(&wrong, format!("{}\n", "ab".repeat(32))).unwrap();
+    let err = cli_fails(&joiner.data, &join_args(&joiner, &b1, &wrong)).unwrap();
+    assert!(err.contains("wrong MEK"), "{err}");
+    assert!(!joiner.data.join("mek").exists());
+    // Address taken.
+    let mut taken = Node::new(root, "taken");
+    taken.addr = leader.addr.clone();
+    let err = cli_fails(&taken.data, &join_args(&taken, &b1, &mek)).unwrap();
+    assert!(err.contains("already used by a cluster member"), "{err}");
+    cli(&joiner.data, &join_args(&joiner, &b1, &mek)).unwrap();
+
+    // Reused.
+    let other = Node::new(root, "other");
+    let err = cli_fails(&other.data, &join_args(&other, &b1, &mek)).unwrap();
+    assert!(err.contains("already used"), "{err}");
+    // Superseded.
+    let b2 = bundle(&leader, root, "b2", "24h");
+    let _b3 = bundle(&leader, root, "b3", "24h");
+    let err = cli_fails(&other.data, &join_args(&other, &b2, &mek)).unwrap();
+    assert!(err.contains("superseded"), "{err}");
+    // Expired.
+    let b4 = bundle(&leader, root, "b4", "1s");
+    std::thread::sleep(Duration::from_millis(1500));
+    let err = cli_fails(&other.data, &join_args(&other, &b4, &mek)).unwrap();
+    assert!(err.contains("expired at"), "{err}");
+    // Longer than 24 h.
+    let err = cli_fails(
+        &leader.data,
+        &[
+            "bundle",
+            "create",
+            "--ttl",
+            "25h",
+            "--out",
+            p(&root.join("b5")),
+        ],
+    )
+    .unwrap();
+    assert!(err.contains("at most 24h"), "{err}");
+    // None of the refused joiners holds anything of the cluster.
+    for dir in [&other.data, &taken.data] {
+        assert!(!dir.join("mek").exists());
+    }
+    // Joining twice is refused locally.
+    let err = cli_fails(&joiner.data, &join_args(&joiner, &b4, &mek)).unwrap();
+    assert!(err.contains("initialised"), "{err}");
+}
+
+#[test]
+fn two_joiners_racing_for_one_bundle_exactly_one_succeeds() {
+    let _serial = serial();
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let leader = leader(root, 5);
+    let mek = leader.data.join("mek");
+    let _d = leader.start();
+    let b = bundle(&leader, root, "b", "24h");
+    let racers: Vec<Node> = ["racer-a", "racer-b"]
+        .iter()
+        .map(|n| Node::new(root, n))
+        .collect();
+    // Both start before either finishes; each is reaped (join has its own timeouts).
+    let children: Vec<_> = racers
+        .iter()
+        .map(|node| {
+            std::process::Command::new(meshward_bin())
+                .arg("--data")
+                .arg(&node.data)
+                .args(join_args(node, &b, &mek))
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("meshward join")
+        })
+        .collect();
+    let outputs: Vec<_> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().expect("meshward join"))
+        .collect();
+    let won = outputs.iter().filter(|o| o.status.success()).count();
+    assert_eq!(won, 1, "{outputs:?}");
+    let loser = outputs.iter().find(|o| !o.status.success()).unwrap();
+    let err = String::from_utf8_lossy(&loser.stderr);
+    assert!(err.contains("already used"), "{err}");
+    assert_eq!(
+        racers
+            .iter()
+            .filter(|n| n.data.join("mek").exists())
+            .count(),
+        1
+    );
+}
