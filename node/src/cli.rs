@@ -85,6 +85,15 @@ pub enum Command {
     /// Leader-signed mastered records (until `init`/`join` exist: import a signed bundle).
     #[command(subcommand)]
     Mastered(MasteredCmd),
+    /// Admin users and their grants (mastered; written on the leader).
+    #[command(subcommand)]
+    User(crate::cli_admin::UserCmd),
+    /// Write a sealed backup of the node's store (consistent while a daemon runs).
+    Backup(crate::cli_admin::BackupArgs),
+    /// Restore a sealed backup into --data (a new directory, or --force).
+    Restore(crate::cli_admin::RestoreArgs),
+    /// Install the MEK of a sealed node (one whose DATA/mek is missing).
+    Unseal(crate::sealed::UnsealArgs),
     /// Fault hooks for tests and simulations (only in builds with `fault-injection`).
     #[command(subcommand, hide = true)]
     Fault(FaultCmd),
@@ -172,6 +181,8 @@ pub trait Backend {
         self.roster_changed()?;
         Ok(record.record.version)
     }
+    /// The node's data directory.
+    fn data_dir(&mut self) -> anyhow::Result<PathBuf>;
     /// The address the running setup endpoint listens on, when a daemon runs one.
     fn setup_addr(&mut self) -> Option<SocketAddr> {
         None
@@ -214,6 +225,10 @@ impl Backend for LocalBackend {
             self.store = Some(store);
         }
         self.store.as_ref().context("store not open")
+    }
+
+    fn data_dir(&mut self) -> anyhow::Result<PathBuf> {
+        Ok(self.data.clone())
     }
 
     fn commit(&mut self, ops: Vec<Op>) -> anyhow::Result<Vec<RowChange>> {
@@ -856,6 +871,16 @@ pub fn run(cli: Cli, backend: &mut dyn Backend, out: &mut dyn Write) -> anyhow::
                     audit.map_or(0, |h| h.seq),
                 ),
             )?;
+        }
+        Command::User(cmd) => crate::cli_admin::user(g, cmd, backend, out)?,
+        Command::Backup(args) => crate::cli_admin::backup(g, args, backend, out)?,
+        Command::Restore(args) => crate::cli_admin::restore(g, args, backend, out)?,
+        Command::Unseal(args) => {
+            if backend.mesh().is_some() {
+                bail!("the node is not sealed: its daemon runs");
+            }
+            crate::sealed::unseal(&backend.data_dir()?, &args.mek)?;
+            emit(g, out, json!({"unsealed": true}), "unsealed")?;
         }
         Command::Run(_) | Command::Init(_) | Command::Join(_) | Command::Demo(_) => {
             bail!("this command is run by the binary on its own, not through a running node")

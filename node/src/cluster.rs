@@ -44,8 +44,7 @@ use crate::pki::{Ca, SealedSecret};
 use crate::roster::{MasteredBundle, WriteError, leader_address};
 use crate::store::Store;
 
-/// File name of the MEK inside the data directory.
-pub const MEK_FILE: &str = "mek";
+pub use crate::mek::MEK_FILE;
 /// Largest joining bundle file accepted.
 pub const MAX_JOINING_BUNDLE: usize = 64 * 1024;
 /// Longest (and default) joining bundle lifetime.

@@ -547,6 +547,10 @@ impl Backend for DaemonBackend<'_> {
         Ok(&self.node.store)
     }
 
+    fn data_dir(&mut self) -> anyhow::Result<PathBuf> {
+        Ok(self.node.data.clone())
+    }
+
     fn commit(&mut self, ops: Vec<Op>) -> anyhow::Result<Vec<RowChange>> {
         self.node.next_token += 1;
         let token = self.node.next_token;
@@ -700,7 +704,12 @@ impl Backend for DaemonBackend<'_> {
 }
 
 async fn serve(data: PathBuf, args: &RunArgs, mut dial: Vec<SocketAddr>) -> anyhow::Result<()> {
-    let store = open_waiting(&data).await?;
+    let mut store = open_waiting(&data).await?;
+    if crate::sealed::is_sealed(&data, &store)? {
+        drop(store);
+        crate::sealed::serve(&data).await?;
+        store = open_waiting(&data).await?;
+    }
     let identity = store.identity()?;
     let listen = match args.listen {
         Some(listen) => listen,

@@ -7,7 +7,9 @@
 #![deny(missing_docs)]
 
 pub mod audit;
+pub mod backup;
 pub mod cli;
+pub mod cli_admin;
 pub mod cluster;
 pub mod cluster_config;
 pub mod config;
@@ -15,10 +17,14 @@ pub mod control;
 pub mod core;
 pub mod daemon;
 pub mod demo;
+#[doc(hidden)]
+pub mod fuzzing;
+pub mod grants;
 pub mod ha;
 pub mod join;
 pub mod licence;
 pub mod mek;
 pub mod pki;
 pub mod roster;
+pub mod sealed;
 pub mod store;

@@ -25,6 +25,10 @@ use rand::RngCore;
 use sha2::Sha256;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
+/// File name of a node's MEK inside its data directory (`DATA/mek`, mode 0600). A node
+/// without it starts sealed.
+pub const MEK_FILE: &str = "mek";
+
 /// Largest MEK file accepted.
 pub const MAX_MEK_FILE: u64 = 4096;
 

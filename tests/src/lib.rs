@@ -304,11 +304,14 @@ pub fn cluster(root: &Path, n: usize) -> anyhow::Result<Vec<(PathBuf, String)>> 
     );
     let file = root.join("roster.bundle");
     std::fs::write(&file, bundle.encode())?;
+    // Every member holds the cluster's MEK (a member without one starts sealed).
+    let mek = meshward_node::mek::Mek::generate(&mut rand::rngs::OsRng);
     for (data, _) in &nodes {
         cli(
             data,
             &["mastered", "import", file.to_str().context("path")?],
         )?;
+        mek.write_new(&data.join(meshward_node::mek::MEK_FILE))?;
     }
     Ok(nodes)
 }

@@ -1,0 +1,348 @@
+//! The admin commands of `meshward`: users and grants (mastered), backup and restore.
+//!
+//! Kept apart from [`crate::cli`] so that each command family has its own enum and function.
+
+use std::fs;
+use std::io::{BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Subcommand};
+use serde_json::json;
+
+use crate::backup::{ArchiveReader, ArchiveWriter, BackupError};
+use crate::cli::{Backend, Global};
+use crate::grants::{Grant, UserChange, UserName, Users};
+use crate::mek::{MEK_FILE, Mek};
+use crate::store::{STORE_FILE, Store, create_private_dir, create_private_file};
+
+/// `meshward user …`
+#[derive(Debug, Subcommand)]
+pub enum UserCmd {
+    /// Create an admin user, with no grant (leader only).
+    Create {
+        /// The user name (also the CN of its certificates).
+        name: String,
+    },
+    /// Give a user a grant: root, admin:NS, guest:NS or guest:* (leader only).
+    Grant {
+        /// The user.
+        name: String,
+        /// The grant.
+        grant: String,
+    },
+    /// Take a grant back, or without GRANT delete the user (leader only).
+    Revoke {
+        /// The user.
+        name: String,
+        /// The grant to take back; omitted: delete the user.
+        grant: Option<String>,
+    },
+    /// List users and their grants.
+    List,
+}
+
+/// `meshward backup`
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// The archive to write (must not exist).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The MEK file (default: the node's, DATA/mek).
+    #[arg(long)]
+    pub mek: Option<PathBuf>,
+}
+
+/// `meshward restore`
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The archive to restore.
+    pub file: PathBuf,
+    /// The MEK file the archive was sealed with.
+    #[arg(long)]
+    pub mek: PathBuf,
+    /// Replace an existing store (atomically: the old one stays until the new one is complete).
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Plaintext bytes between two progress lines of a backup.
+const PROGRESS_STEP: u64 = 64 << 20;
+
+/// Runs `meshward user …`. Writes go through [`Backend::master`] (leader only).
+pub fn user(
+    g: &Global,
+    cmd: UserCmd,
+    backend: &mut dyn Backend,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let change = match cmd {
+        UserCmd::List => {
+            let users = users(backend.store()?)?;
+            if g.json {
+                let list: Vec<_> = users
+                    .iter()
+                    .map(|(u, gs)| json!({"name": u.as_str(), "grants": gs.iter().map(Grant::to_string).collect::<Vec<_>>()}))
+                    .collect();
+                writeln!(out, "{}", serde_json::Value::Array(list))?;
+            } else {
+                for (u, gs) in users.iter() {
+                    let grants: Vec<_> = gs.iter().map(Grant::to_string).collect();
+                    writeln!(out, "{u} {}", grants.join(" "))?;
+                }
+            }
+            return Ok(());
+        }
+        UserCmd::Create { name } => UserChange::Create(name.parse()?),
+        UserCmd::Grant { name, grant } => {
+            UserChange::AddGrant(name.parse()?, grant.parse::<Grant>()?)
+        }
+        UserCmd::Revoke { name, grant: None } => UserChange::Delete(name.parse()?),
+        UserCmd::Revoke {
+            name,
+            grant: Some(grant),
+        } => UserChange::RevokeGrant(name.parse()?, grant.parse::<Grant>()?),
+    };
+    users(backend.store()?)?.check(&change)?;
+    let (kind, payload) = change.encode();
+    let version = backend.master(kind, payload)?;
+    let (what, user): (String, &UserName) = match &change {
+        UserChange::Create(u) => ("created user".into(), u),
+        UserChange::AddGrant(u, gr) => (format!("granted {gr} to"), u),
+        UserChange::RevokeGrant(u, gr) => (format!("revoked {gr} from"), u),
+        UserChange::Delete(u) => ("deleted user".into(), u),
+    };
+    let text = format!("{what} {user} (mastered version {version})");
+    if g.json {
+        writeln!(
+            out,
+            "{}",
+            json!({"user": user.as_str(), "done": what, "version": version})
+        )?;
+    } else {
+        writeln!(out, "{text}")?;
+    }
+    Ok(())
+}
+
+/// The users view of the node's verified mastered chain (empty before any cluster).
+pub fn users(store: &Store) -> anyhow::Result<Users> {
+    let Some(anchor) = store.anchor()? else {
+        return Ok(Users::default());
+    };
+    let mut chain = meshward_crdt::mastered::Chain::new(anchor);
+    let mut verified = Vec::new();
+    for (index, record) in store.mastered_records()?.iter().enumerate() {
+        let check = |chain: &meshward_crdt::mastered::Chain| {
+            chain
+                .verify(record)
+                .with_context(|| format!("stored mastered record {index} no longer verifies"))
+        };
+        verified.push(check(&chain)?);
+        chain
+            .apply(check(&chain)?)
+            .map_err(|e| anyhow::anyhow!("stored mastered record {index}: {e}"))?;
+    }
+    Ok(Users::fold(&verified)?)
+}
+
+/// Runs `meshward backup`: a consistent snapshot of the store (one read transaction, so a
+/// running daemon keeps writing), sealed under the MEK, written to a private temporary file
+/// that is renamed to `--out` only when complete.
+pub fn backup(
+    g: &Global,
+    args: BackupArgs,
+    backend: &mut dyn Backend,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let in_daemon = backend.mesh().is_some();
+    if in_daemon && (args.out.is_relative() || args.mek.as_ref().is_some_and(|m| m.is_relative())) {
+        bail!(
+            "a daemon runs on this node and writes the backup itself: give --out (and --mek) as absolute paths"
+        );
+    }
+    if args.out.exists() {
+        bail!(
+            "{} exists; choose a new file name for the backup",
+            args.out.display()
+        );
+    }
+    let data = backend.data_dir()?;
+    let mek_path = args.mek.unwrap_or_else(|| data.join(MEK_FILE));
+    let mek = Mek::load(&mek_path).with_context(|| {
+        format!(
+            "the backup is sealed with the MEK; give its file with --mek (looked in {})",
+            mek_path.display()
+        )
+    })?;
+    let store = backend.store()?;
+    let cluster = store.identity()?.cluster;
+    let estimate = fs::metadata(data.join(STORE_FILE)).map_or(0, |m| m.len());
+    let tmp = partial_path(&args.out);
+    let result = (|| -> anyhow::Result<crate::backup::SnapshotStats> {
+        let file =
+            create_private_file(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        let mut archive = ArchiveWriter::new(BufWriter::new(file), &mek, cluster.0)?;
+        let mut next = PROGRESS_STEP;
+        let started = std::time::Instant::now();
+        let stats = crate::backup::write_snapshot(store.db(), &mut archive, &mut |bytes| {
+            if bytes >= next {
+                next += PROGRESS_STEP;
+                eprintln!(
+                    "backup: {} MiB written (store file {} MiB), {:.0} s",
+                    bytes >> 20,
+                    estimate >> 20,
+                    started.elapsed().as_secs_f64()
+                );
+            }
+        })?;
+        let file = archive.finish()?.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        Ok(stats)
+    })();
+    let stats = match result {
+        Ok(stats) => stats,
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            return Err(e.context(format!("writing the backup {}", args.out.display())));
+        }
+    };
+    if let Err(e) = fs::rename(&tmp, &args.out) {
+        let _ = fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("renaming to {}", args.out.display()));
+    }
+    sync_parent(&args.out)?;
+    let size = fs::metadata(&args.out).map_or(0, |m| m.len());
+    let text = format!(
+        "backup of {} tables, {} rows written to {} ({size} bytes)",
+        stats.tables,
+        stats.rows,
+        args.out.display()
+    );
+    if g.json {
+        writeln!(
+            out,
+            "{}",
+            json!({"file": args.out.display().to_string(), "tables": stats.tables, "rows": stats.rows, "bytes": size})
+        )?;
+    } else {
+        writeln!(out, "{text}")?;
+    }
+    Ok(())
+}
+
+/// Runs `meshward restore`: opens the archive with the MEK into a private temporary store
+/// beside the target, and only when every chunk opened and the snapshot is complete, fsyncs it
+/// and renames it over `DATA/meshward.redb`. Any failure leaves the data directory as it was.
+pub fn restore(
+    g: &Global,
+    args: RestoreArgs,
+    backend: &mut dyn Backend,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    if backend.mesh().is_some() {
+        bail!("a daemon runs on this data directory; stop it before restoring into it");
+    }
+    let data = &g.data;
+    let target = data.join(STORE_FILE);
+    if target.exists() {
+        if !args.force {
+            bail!(
+                "{} holds a store; restore refuses to replace it (add --force to replace it, or restore into a new --data directory)",
+                target.display()
+            );
+        }
+        // Refuses a store another process (a daemon) holds, and anything that is not a store.
+        drop(Store::open(data).context("checking the store to replace")?);
+    }
+    let mek = Mek::load(&args.mek)?;
+    let file = fs::File::open(&args.file)
+        .with_context(|| format!("opening the backup {}", args.file.display()))?;
+    create_private_dir(data).with_context(|| format!("creating {}", data.display()))?;
+    let tmp = data.join(format!(".{STORE_FILE}.restore"));
+    let result = (|| -> Result<crate::backup::SnapshotStats, BackupError> {
+        let _ = fs::remove_file(&tmp); // a leftover of an interrupted restore
+        create_private_file(&tmp)?;
+        let db = redb::Database::create(&tmp).map_err(|e| BackupError::Db(e.to_string()))?;
+        let mut reader = ArchiveReader::new(BufReader::new(file), &mek)?;
+        let stats = crate::backup::read_snapshot(&db, &mut reader)?;
+        drop(db);
+        fs::File::open(&tmp)?.sync_all()?;
+        Ok(stats)
+    })();
+    let stats = match result {
+        Ok(stats) => stats,
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            return Err(anyhow::Error::new(e).context(format!(
+                "restoring {} (the data directory was left as it was)",
+                args.file.display()
+            )));
+        }
+    };
+    // The restored file must be a store this build opens, before it replaces anything.
+    if let Err(e) = check_store_file(&tmp) {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    fs::rename(&tmp, &target).with_context(|| format!("replacing {}", target.display()))?;
+    sync_parent(&target)?;
+    let mek_file = data.join(MEK_FILE);
+    let mek_note = if mek_file.exists() {
+        "kept the node's MEK file"
+    } else {
+        mek.write_new(&mek_file)?;
+        "installed the MEK file"
+    };
+    let text = format!(
+        "restored {} tables, {} rows into {}; {mek_note}",
+        stats.tables,
+        stats.rows,
+        target.display()
+    );
+    if g.json {
+        writeln!(
+            out,
+            "{}",
+            json!({"store": target.display().to_string(), "tables": stats.tables, "rows": stats.rows})
+        )?;
+    } else {
+        writeln!(out, "{text}")?;
+    }
+    Ok(())
+}
+
+/// Opens a restored file as a store in a scratch directory (via a hard link) to check it.
+fn check_store_file(path: &Path) -> anyhow::Result<()> {
+    let dir = path.with_extension("check");
+    let _ = fs::remove_dir_all(&dir);
+    create_private_dir(&dir)?;
+    let linked = dir.join(STORE_FILE);
+    let result = fs::hard_link(path, &linked)
+        .context("checking the restored store")
+        .and_then(|()| {
+            let store = Store::open(&dir).context("the restored store does not open")?;
+            store
+                .identity()
+                .context("the restored store has no identity")?;
+            Ok(())
+        });
+    let _ = fs::remove_dir_all(&dir);
+    result
+}
+
+fn partial_path(out: &Path) -> PathBuf {
+    let mut name = out.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".partial-{}", std::process::id()));
+    out.with_file_name(name)
+}
+
+fn sync_parent(path: &Path) -> anyhow::Result<()> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    fs::File::open(parent)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("syncing {}", parent.display()))
+}
