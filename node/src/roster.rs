@@ -112,11 +112,20 @@ pub fn import(store: &Store, bytes: &[u8]) -> Result<usize, ImportError> {
         }
         None => Chain::new(anchor),
     };
+    let held = store.mastered_records()?;
     let mut verified = Vec::new();
     for (index, raw) in bundle.records.iter().enumerate() {
         let refused = |reason: String| ImportError::Refused { index, reason };
         let record = SignedRecord::decode(raw).map_err(|e| refused(e.to_string()))?;
         if record.record.version <= chain.last_version() {
+            // Already held: the same record is skipped; a different one is a rollback.
+            if held.get(record.record.version as usize - 1) != Some(&record) {
+                return Err(refused(format!(
+                    "version {} is already held with different contents; a rollback or a \
+                     competing chain is never imported",
+                    record.record.version
+                )));
+            }
             continue;
         }
         let v = chain.verify(&record).map_err(|e| refused(e.to_string()))?;

@@ -498,3 +498,82 @@ fn a_forced_failover_in_a_pair_wins_when_the_pair_meets_and_the_losers_writes_ar
     let log = std::fs::read_to_string(daemons[1].data.join("ha-commands.log")).unwrap();
     assert!(log.contains("FORCED FAILOVER"), "{log}");
 }
+
+#[test]
+fn forged_rolled_back_and_older_epoch_mastered_records_are_refused_by_a_running_node() {
+    use meshward_crdt::mastered::{Chain, MasteredRecord, RecordKind, Roster};
+    use meshward_node::roster::MasteredBundle;
+    use meshward_node::store::Store;
+
+    let _serial = serial();
+    let root = tempfile::tempdir().unwrap();
+    let nodes = cluster(root.path(), 2).unwrap();
+    // Node 0 hands leadership to node 1 (epoch 2) before the daemons start.
+    cli(&nodes[0].0, &["ha", "demote", "--to", "node1.test"]).unwrap();
+    let (key0, anchor, records) = {
+        let store = Store::open(&nodes[0].0).unwrap();
+        let records = store.mastered_records().unwrap();
+        (
+            store.identity().unwrap().key,
+            store.anchor().unwrap().unwrap(),
+            records,
+        )
+    };
+    let chain = Chain::rebuild(anchor, &records).unwrap();
+    assert_eq!((chain.epoch(), chain.last_version()), (2, 2));
+    let daemons = start(&nodes);
+    wait_for(CONVERGE, || {
+        Ok(daemons[1].status()?["mastered"]["version"] == 2)
+    })
+    .unwrap();
+    let outsider = ed25519_dalek::SigningKey::from_bytes(&[0x77; 32]);
+    let config = meshward_node::cluster_config::ConfigChange::Set {
+        key: "managed.x".into(),
+        value: "1".into(),
+    }
+    .encode();
+    let cases = [
+        (
+            "forged",
+            chain.sign_next(&outsider, RecordKind::Config, config.clone()),
+            "not that epoch's leader",
+        ),
+        (
+            "rolled back",
+            Chain::new(anchor).sign_next(&key0, RecordKind::Genesis, Roster::default().encode()),
+            "already held with different contents",
+        ),
+        (
+            "older epoch",
+            MasteredRecord {
+                cluster: anchor.cluster,
+                epoch: 1,
+                version: 3,
+                prev: chain.last_hash(),
+                kind: RecordKind::Config,
+                payload: config.clone(),
+            }
+            .sign(&key0),
+            "epoch",
+        ),
+    ];
+    for (what, record, expected) in cases {
+        let bundle = MasteredBundle {
+            cluster: anchor.cluster.0,
+            genesis_leader: anchor.genesis_leader,
+            records: vec![record.encode()],
+        };
+        let file = root.path().join("bad.bundle");
+        std::fs::write(&file, bundle.encode()).unwrap();
+        let err = cli(
+            &daemons[1].data,
+            &["mastered", "import", file.to_str().unwrap()],
+        )
+        .expect_err(what);
+        let err = format!("{err:#}");
+        assert!(err.contains(expected), "{what}: {err}");
+        let status = daemons[1].status().unwrap();
+        assert_eq!(status["mastered"]["version"], 2, "{what}");
+        assert_eq!(status["ha"]["epoch"], 2, "{what}");
+    }
+}
