@@ -286,20 +286,28 @@ pub enum EventCmd {
     },
 }
 
+/// A host key as the fingerprint commands name it.
+#[derive(Debug, Args)]
+pub struct HostKey {
+    /// The host that presents the key.
+    #[arg(long)]
+    pub host: String,
+    /// ssh-ed25519, ssh-rsa, ecdsa-sha2-nistp256/384/521 or x509.
+    #[arg(long)]
+    pub key_type: String,
+    /// The fingerprint, e.g. SHA256:….
+    #[arg(long)]
+    pub fingerprint: String,
+}
+
 /// `meshward fingerprint …`
 #[derive(Debug, Subcommand)]
 pub enum FingerprintCmd {
     /// Record that this node observed a host key.
     Add {
-        /// The host that presented the key.
-        #[arg(long)]
-        host: String,
-        /// ssh-ed25519, ssh-rsa, ecdsa-sha2-nistp256/384/521 or x509.
-        #[arg(long)]
-        key_type: String,
-        /// The fingerprint, e.g. SHA256:….
-        #[arg(long)]
-        fingerprint: String,
+        /// The key.
+        #[command(flatten)]
+        key: HostKey,
         /// When it was seen, unix ms (default: now).
         #[arg(long)]
         at: Option<i64>,
@@ -308,15 +316,9 @@ pub enum FingerprintCmd {
     List,
     /// Approve a host key for the whole cluster (mastered: leader only).
     Approve {
-        /// The host that presents the key.
-        #[arg(long)]
-        host: String,
-        /// ssh-ed25519, ssh-rsa, ecdsa-sha2-nistp256/384/521 or x509.
-        #[arg(long)]
-        key_type: String,
-        /// The fingerprint, e.g. SHA256:….
-        #[arg(long)]
-        fingerprint: String,
+        /// The key.
+        #[command(flatten)]
+        key: HostKey,
         /// Withdraw the approval instead.
         #[arg(long)]
         withdraw: bool,
@@ -539,9 +541,12 @@ pub fn run(cli: Cli, backend: &mut dyn Backend, out: &mut dyn Write) -> anyhow::
             }
         }
         Command::Fingerprint(FingerprintCmd::Add {
-            host,
-            key_type,
-            fingerprint,
+            key:
+                HostKey {
+                    host,
+                    key_type,
+                    fingerprint,
+                },
             at,
         }) => {
             let key_type: KeyType = key_type.parse()?;
@@ -602,9 +607,12 @@ pub fn run(cli: Cli, backend: &mut dyn Backend, out: &mut dyn Write) -> anyhow::
             })?;
         }
         Command::Fingerprint(FingerprintCmd::Approve {
-            host,
-            key_type,
-            fingerprint,
+            key:
+                HostKey {
+                    host,
+                    key_type,
+                    fingerprint,
+                },
             withdraw,
         }) => {
             let key_type: KeyType = key_type.parse()?;

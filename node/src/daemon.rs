@@ -724,15 +724,7 @@ async fn serve(data: PathBuf, args: &RunArgs, mut dial: Vec<SocketAddr>) -> anyh
     if roster.is_empty() {
         warn!("no roster: this node runs standalone and admits no peer");
     }
-    let known: Vec<(WriterId, SocketAddr)> = store
-        .peers()?
-        .into_iter()
-        .filter_map(|(id, entry)| {
-            let id = id.parse().ok()?;
-            let addr = entry.addresses.first()?.parse().ok()?;
-            Some((id, addr))
-        })
-        .collect();
+    let known = store.known_peers()?;
     let config = meshward_transport::Config {
         listen,
         ..meshward_transport::Config::default()

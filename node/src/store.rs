@@ -817,6 +817,20 @@ impl Store {
         }
         Ok(out)
     }
+
+    /// The peer book as (peer, first address) pairs the node can dial; entries that do not
+    /// parse are skipped.
+    pub fn known_peers(&self) -> Result<Vec<(WriterId, std::net::SocketAddr)>, StoreError> {
+        Ok(self
+            .peers()?
+            .into_iter()
+            .filter_map(|(id, entry)| {
+                let id = id.parse().ok()?;
+                let addr = entry.addresses.first()?.parse().ok()?;
+                Some((id, addr))
+            })
+            .collect())
+    }
 }
 
 fn read_identity(

@@ -534,16 +534,7 @@ impl Sim {
             .store
             .load_replica(&n.identity, ReplicaConfig::default())
             .context("loading the replica from the store")?;
-        let known: Vec<(WriterId, SocketAddr)> = n
-            .store
-            .peers()?
-            .into_iter()
-            .filter_map(|(id, entry)| {
-                let id = id.parse().ok()?;
-                let addr = entry.addresses.first()?.parse().ok()?;
-                Some((id, addr))
-            })
-            .collect();
+        let known = n.store.known_peers()?;
         n.held = replica
             .digest()
             .segments

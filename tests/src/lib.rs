@@ -176,14 +176,18 @@ impl Drop for Daemon {
     }
 }
 
-/// Runs a `meshward` command on `data` that must fail, and returns its stderr.
-pub fn cli_fails(data: &Path, args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new(meshward_bin())
+fn run_cli(data: &Path, args: &[&str]) -> anyhow::Result<std::process::Output> {
+    Command::new(meshward_bin())
         .arg("--data")
         .arg(data)
         .args(args)
         .output()
-        .context("running meshward")?;
+        .context("running meshward")
+}
+
+/// Runs a `meshward` command on `data` that must fail, and returns its stderr.
+pub fn cli_fails(data: &Path, args: &[&str]) -> anyhow::Result<String> {
+    let out = run_cli(data, args)?;
     anyhow::ensure!(
         !out.status.success(),
         "meshward {args:?} succeeded but should have failed: {}",
@@ -207,12 +211,7 @@ pub fn free_port_pair() -> anyhow::Result<u16> {
 
 /// Runs a `meshward` command on `data` and returns its stdout; an error carries its stderr.
 pub fn cli(data: &Path, args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new(meshward_bin())
-        .arg("--data")
-        .arg(data)
-        .args(args)
-        .output()
-        .context("running meshward")?;
+    let out = run_cli(data, args)?;
     anyhow::ensure!(
         out.status.success(),
         "meshward {args:?} failed: {}",
