@@ -131,6 +131,8 @@ struct Node {
     admission: Admission,
     /// The bound address of the admin API, when it runs.
     admin: Option<SocketAddr>,
+    /// The users view for the admin API, keyed by the stored chain's length and last record.
+    users_cache: Option<((usize, Vec<u8>), crate::grants::Users)>,
 }
 
 /// A control client waiting for an [`Output::Done`].
@@ -411,14 +413,12 @@ impl Node {
     /// control job.
     fn admin_job(&mut self, job: crate::admin::AdminJob) {
         use crate::admin::AdminAnswer;
-        let answer = match crate::cli_admin::users(&self.store) {
+        let decision = self.admin_users().map(|users| {
+            crate::admin::check(users, job.user.as_deref(), &job.need, job.args.as_deref())
+        });
+        let answer = match decision {
             Err(e) => AdminAnswer::Refused(500, format!("reading the users: {e:#}")),
-            Ok(users) => match crate::admin::check(
-                &users,
-                job.user.as_deref(),
-                &job.need,
-                job.args.as_deref(),
-            ) {
+            Ok(decision) => match decision {
                 Err((code, message)) => AdminAnswer::Refused(code, message),
                 Ok(()) => match job.args {
                     None => AdminAnswer::Allowed,
@@ -437,6 +437,27 @@ impl Node {
             },
         };
         let _ = job.reply.send(answer);
+    }
+
+    /// The users view of the verified mastered chain, folded again only when the stored chain
+    /// changed (its length or its last record), so a request costs no signature checks.
+    fn admin_users(&mut self) -> anyhow::Result<&crate::grants::Users> {
+        let records = self.store.mastered_records()?;
+        let key = (
+            records.len(),
+            records
+                .last()
+                .map(meshward_crdt::mastered::SignedRecord::encode)
+                .unwrap_or_default(),
+        );
+        let fresh = matches!(&self.users_cache, Some((k, _)) if *k == key);
+        if !fresh {
+            self.users_cache = Some((key, crate::cli_admin::users(&self.store)?));
+        }
+        self.users_cache
+            .as_ref()
+            .map(|(_, users)| users)
+            .context("no users view")
     }
 
     /// Runs a forwarded command on the live node; commands that wait for other nodes answer
@@ -813,6 +834,7 @@ async fn serve(data: PathBuf, args: &RunArgs, mut dial: Vec<SocketAddr>) -> anyh
         setup,
         admission: Admission::new(rand::random()),
         admin: None,
+        users_cache: None,
     };
     node.load_mastered()?;
     for addr in dial {
