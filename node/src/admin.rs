@@ -530,17 +530,27 @@ pub fn status_page(status: &Value) -> String {
         other => escape(&other.to_string()),
     };
     let mut rows = String::new();
-    if let Some(peers) = status["mesh"]["peers"].as_object() {
-        for (id, peer) in peers {
-            rows.push_str(&format!(
-                "<tr><td><code>{}</code></td><td>{}</td></tr>\n",
-                escape(id),
-                escape(&peer.to_string())
-            ));
+    for member in status["ha"]["members"].as_array().into_iter().flatten() {
+        let mut role = Vec::new();
+        if member["leader"] == Value::Bool(true) {
+            role.push("leader");
         }
+        if member["primary"] == Value::Bool(true) {
+            role.push("primary");
+        }
+        rows.push_str(&format!(
+            "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+            text(&member["address"]),
+            text(&member["id"]),
+            escape(&role.join(", ")),
+            text(&member["state"]),
+            text(&member["connected"]),
+            text(&member["behind"]),
+            text(&member["last_seen_ms"]),
+        ));
     }
     format!(
-        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>meshward status</title></head>\n<body>\n<h1>meshward node</h1>\n<table id=\"node\">\n<tr><th>writer</th><td id=\"writer\"><code>{writer}</code></td></tr>\n<tr><th>cluster</th><td><code>{cluster}</code></td></tr>\n<tr><th>role</th><td id=\"role\">{role}</td></tr>\n<tr><th>HA state</th><td id=\"ha-state\">{ha}</td></tr>\n<tr><th>epoch</th><td id=\"epoch\">{epoch}</td></tr>\n<tr><th>leader</th><td>{leader}</td></tr>\n<tr><th>members</th><td>{members}</td></tr>\n<tr><th>lag</th><td id=\"lag\">{lag}</td></tr>\n</table>\n<h2>links</h2>\n<table id=\"peers\">\n<tr><th>peer</th><th>state</th></tr>\n{rows}</table>\n<p><a href=\"/metrics\">metrics</a> · <a href=\"/openapi.json\">OpenAPI</a></p>\n</body></html>\n",
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>meshward status</title></head>\n<body>\n<h1>meshward node</h1>\n<table id=\"node\">\n<tr><th>writer</th><td id=\"writer\"><code>{writer}</code></td></tr>\n<tr><th>cluster</th><td><code>{cluster}</code></td></tr>\n<tr><th>role</th><td id=\"role\">{role}</td></tr>\n<tr><th>HA state</th><td id=\"ha-state\">{ha}</td></tr>\n<tr><th>epoch</th><td id=\"epoch\">{epoch}</td></tr>\n<tr><th>leader</th><td>{leader}</td></tr>\n<tr><th>members</th><td>{members}</td></tr>\n<tr><th>lag</th><td id=\"lag\">{lag}</td></tr>\n</table>\n<h2>nodes and links</h2>\n<table id=\"members\">\n<tr><th>address</th><th>id</th><th>role</th><th>HA state</th><th>connected</th><th>behind</th><th>last seen (ms)</th></tr>\n{rows}</table>\n<p><a href=\"/metrics\">metrics</a> · <a href=\"/openapi.json\">OpenAPI</a></p>\n</body></html>\n",
         writer = text(&status["writer"]),
         cluster = text(&status["cluster"]),
         role = text(&status["role"]),
@@ -704,6 +714,21 @@ mod tests {
             assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
             value.parse::<f64>().unwrap();
         }
+    }
+
+    #[test]
+    fn the_status_page_lists_members_and_escapes_text() {
+        let status = json!({"role": "leader", "ha": {"state": "active", "members": [
+            {"address": "127.0.0.1:1", "id": "ab", "leader": true, "primary": true,
+             "state": "active", "connected": null, "behind": 0, "last_seen_ms": null},
+            {"address": "<script>", "id": "cd", "state": "standby"}]}});
+        let page = status_page(&status);
+        assert!(page.contains("<td>127.0.0.1:1</td>"), "{page}");
+        assert!(page.contains("leader, primary"), "{page}");
+        assert!(
+            page.contains("&lt;script&gt;") && !page.contains("<script>"),
+            "{page}"
+        );
     }
 
     #[test]
