@@ -185,10 +185,10 @@ fn user_cert(
             bail!("{} exists; choose another --out directory", path.display());
         }
     }
-    let key_pem = zeroize::Zeroizing::new(pem::encode(&pem::Pem::new(
-        "PRIVATE KEY",
-        issued.key.to_vec(),
-    )));
+    let key_der = pem::Pem::new("PRIVATE KEY", issued.key.to_vec());
+    let key_pem = zeroize::Zeroizing::new(pem::encode(&key_der));
+    // The PEM wrapper's copy of the key is wiped too.
+    drop(zeroize::Zeroizing::new(key_der.into_contents()));
     let mut file = create_private_file(&key_path)
         .with_context(|| format!("creating {}", key_path.display()))?;
     file.write_all(key_pem.as_bytes())?;
