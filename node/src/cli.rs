@@ -126,6 +126,11 @@ pub struct RunArgs {
     /// peers are redialled anyway.
     #[arg(long = "peer")]
     pub peers: Vec<String>,
+    /// TCP address of the HTTPS admin API, e.g. 127.0.0.1:7443 (port 0: any free port; the
+    /// bound address is in `status --json` under mesh.admin). Off when not given. Needs a
+    /// cluster (`init` or `join`): clients present certificates from `user cert`.
+    #[arg(long)]
+    pub admin_listen: Option<SocketAddr>,
 }
 
 /// `meshward mastered …`

@@ -40,6 +40,18 @@ pub enum UserCmd {
     },
     /// List users and their grants.
     List,
+    /// Issue a client certificate for the admin API (leader only; needs DATA/mek): writes
+    /// DIR/NAME.key (0600), DIR/NAME.crt (CN=NAME, signed by the cluster CA) and DIR/ca.crt.
+    Cert {
+        /// The user (must exist).
+        name: String,
+        /// The directory to write to (created 0700 if missing; existing files are refused).
+        #[arg(long)]
+        out: PathBuf,
+        /// How long the certificate is valid, e.g. 90d.
+        #[arg(long, default_value = "365d", value_parser = humantime::parse_duration)]
+        valid: std::time::Duration,
+    },
 }
 
 /// `meshward backup`
@@ -93,6 +105,13 @@ pub fn user(
             }
             return Ok(());
         }
+        UserCmd::Cert {
+            name,
+            out: dir,
+            valid,
+        } => {
+            return user_cert(g, &name, &dir, valid, backend, out);
+        }
         UserCmd::Create { name } => UserChange::Create(name.parse()?),
         UserCmd::Grant { name, grant } => {
             UserChange::AddGrant(name.parse()?, grant.parse::<Grant>()?)
@@ -121,6 +140,77 @@ pub fn user(
         )?;
     } else {
         writeln!(out, "{text}")?;
+    }
+    Ok(())
+}
+
+/// Longest validity of a user certificate.
+const MAX_CERT_VALIDITY: std::time::Duration = std::time::Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// Runs `meshward user cert`: a fresh key and a client certificate with CN=NAME from the
+/// cluster CA (opened with the MEK, on the leader), written with the CA certificate.
+fn user_cert(
+    g: &Global,
+    name: &str,
+    dir: &Path,
+    valid: std::time::Duration,
+    backend: &mut dyn Backend,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let user: UserName = name.parse()?;
+    if valid.is_zero() || valid > MAX_CERT_VALIDITY {
+        bail!("--valid must be more than zero and at most 10 years");
+    }
+    if backend.mesh().is_some() && dir.is_relative() {
+        bail!(
+            "a daemon runs on this node and writes the files itself: give --out as an absolute path"
+        );
+    }
+    let data = backend.data_dir()?;
+    let store = backend.store()?;
+    if users(store)?.grants(&user).is_none() {
+        bail!("no user {user}; create it first with `meshward user create {user}`");
+    }
+    let chain = crate::cluster::require_leader(store)?;
+    let mek = crate::cluster::load_mek(&data)?;
+    let ca = crate::cluster::open_ca(store, chain.cluster(), &mek)?;
+    let now = std::time::SystemTime::now();
+    let issued = ca.issue_client(user.as_str(), now, now + valid)?;
+    create_private_dir(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let key_path = dir.join(format!("{user}.key"));
+    let cert_path = dir.join(format!("{user}.crt"));
+    let ca_path = dir.join("ca.crt");
+    for path in [&key_path, &cert_path] {
+        if path.exists() {
+            bail!("{} exists; choose another --out directory", path.display());
+        }
+    }
+    let key_der = pem::Pem::new("PRIVATE KEY", issued.key.to_vec());
+    let key_pem = zeroize::Zeroizing::new(pem::encode(&key_der));
+    // The PEM wrapper's copy of the key is wiped too.
+    drop(zeroize::Zeroizing::new(key_der.into_contents()));
+    let mut file = create_private_file(&key_path)
+        .with_context(|| format!("creating {}", key_path.display()))?;
+    file.write_all(key_pem.as_bytes())?;
+    file.sync_all()?;
+    let cert_pem = pem::encode(&pem::Pem::new("CERTIFICATE", issued.cert.clone()));
+    let ca_pem = pem::encode(&pem::Pem::new("CERTIFICATE", ca.cert.clone()));
+    fs::write(&cert_path, &cert_pem).with_context(|| format!("writing {}", cert_path.display()))?;
+    fs::write(&ca_path, &ca_pem).with_context(|| format!("writing {}", ca_path.display()))?;
+    if g.json {
+        writeln!(
+            out,
+            "{}",
+            json!({"user": user.as_str(), "key": key_path, "cert": cert_path, "ca": ca_path})
+        )?;
+    } else {
+        writeln!(
+            out,
+            "wrote {} (private, 0600), {} and {} for user {user}",
+            key_path.display(),
+            cert_path.display(),
+            ca_path.display()
+        )?;
     }
     Ok(())
 }

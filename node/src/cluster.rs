@@ -749,7 +749,7 @@ pub fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 7400))
 }
 
-fn require_leader(store: &Store) -> anyhow::Result<Chain> {
+pub(crate) fn require_leader(store: &Store) -> anyhow::Result<Chain> {
     let chain = crate::roster::chain(store)?.ok_or(WriteError::NoCluster)?;
     let me = store.identity()?.key.verifying_key().to_bytes();
     if chain.leader() != me {
@@ -769,7 +769,7 @@ fn bundle_state(store: &Store) -> anyhow::Result<Option<BundleState>> {
         .transpose()
 }
 
-fn load_mek(data: &Path) -> anyhow::Result<Mek> {
+pub(crate) fn load_mek(data: &Path) -> anyhow::Result<Mek> {
     let path = data.join(MEK_FILE);
     Mek::load(&path).with_context(|| {
         format!(
@@ -790,7 +790,11 @@ fn ca_secret(records: &[Vec<u8>]) -> anyhow::Result<SealedSecret> {
         .ok_or_else(|| crate::pki::PkiError::NoCa.into())
 }
 
-fn open_ca(store: &Store, cluster: meshward_crdt::ClusterId, mek: &Mek) -> anyhow::Result<Ca> {
+pub(crate) fn open_ca(
+    store: &Store,
+    cluster: meshward_crdt::ClusterId,
+    mek: &Mek,
+) -> anyhow::Result<Ca> {
     let records: Vec<Vec<u8>> = store
         .mastered_records()?
         .iter()

@@ -129,6 +129,10 @@ struct Node {
     setup: Option<SetupServer>,
     /// Pending join challenges (leader side).
     admission: Admission,
+    /// The bound address of the admin API, when it runs.
+    admin: Option<SocketAddr>,
+    /// The users view for the admin API, keyed by the stored chain's length and last record.
+    users_cache: Option<((usize, Vec<u8>), crate::grants::Users)>,
 }
 
 /// A control client waiting for an [`Output::Done`].
@@ -405,6 +409,57 @@ impl Node {
         let _ = reply.send(response);
     }
 
+    /// Decides an admin API request on the verified users view, then runs its command like a
+    /// control job.
+    fn admin_job(&mut self, job: crate::admin::AdminJob) {
+        use crate::admin::AdminAnswer;
+        let decision = self.admin_users().map(|users| {
+            crate::admin::check(users, job.user.as_deref(), &job.need, job.args.as_deref())
+        });
+        let answer = match decision {
+            Err(e) => AdminAnswer::Refused(500, format!("reading the users: {e:#}")),
+            Ok(decision) => match decision {
+                Err((code, message)) => AdminAnswer::Refused(code, message),
+                Ok(()) => match job.args {
+                    None => AdminAnswer::Allowed,
+                    Some(args) => {
+                        let (tx, rx) = oneshot::channel();
+                        self.control_job(
+                            ControlRequest {
+                                args,
+                                secret: job.secret,
+                            },
+                            tx,
+                        );
+                        AdminAnswer::Running(rx)
+                    }
+                },
+            },
+        };
+        let _ = job.reply.send(answer);
+    }
+
+    /// The users view of the verified mastered chain, folded again only when the stored chain
+    /// changed (its length or its last record), so a request costs no signature checks.
+    fn admin_users(&mut self) -> anyhow::Result<&crate::grants::Users> {
+        let records = self.store.mastered_records()?;
+        let key = (
+            records.len(),
+            records
+                .last()
+                .map(meshward_crdt::mastered::SignedRecord::encode)
+                .unwrap_or_default(),
+        );
+        let fresh = matches!(&self.users_cache, Some((k, _)) if *k == key);
+        if !fresh {
+            self.users_cache = Some((key, crate::cli_admin::users(&self.store)?));
+        }
+        self.users_cache
+            .as_ref()
+            .map(|(_, users)| users)
+            .context("no users view")
+    }
+
     /// Runs a forwarded command on the live node; commands that wait for other nodes answer
     /// later, when the core is done.
     fn control_job(&mut self, request: ControlRequest, reply: oneshot::Sender<ControlReply>) {
@@ -581,6 +636,7 @@ impl Backend for DaemonBackend<'_> {
             "lag": node.lag.summary(),
             "pending_evicted": node.gossip.evicted + node.channels.evicted + node.requests.evicted,
             "setup": node.setup.as_ref().map(|s| s.local_addr().to_string()),
+            "admin": node.admin.map(|a| a.to_string()),
             "setup_metrics": node.setup.as_ref().map(SetupServer::metrics),
         }))
     }
@@ -769,6 +825,8 @@ async fn serve(data: PathBuf, args: &RunArgs, mut dial: Vec<SocketAddr>) -> anyh
         lag: Lag::default(),
         setup,
         admission: Admission::new(rand::random()),
+        admin: None,
+        users_cache: None,
     };
     node.load_mastered()?;
     for addr in dial {
@@ -781,6 +839,15 @@ async fn serve(data: PathBuf, args: &RunArgs, mut dial: Vec<SocketAddr>) -> anyh
     set_private(&socket)?;
     let (control_tx, mut control_rx) = mpsc::channel(CONTROL_QUEUE);
     tokio::spawn(accept(listener, control_tx));
+    let (admin_tx, mut admin_rx) = mpsc::channel(crate::admin::JOB_QUEUE);
+    if let Some(bind) = args.admin_listen {
+        let tls = crate::cluster::tls_identity(&node.store)?.context(
+            "the admin API needs the node's certificate: run `meshward init` or `join` first",
+        )?;
+        node.admin = Some(crate::admin::spawn(bind, &tls, admin_tx).await?);
+    } else {
+        drop(admin_tx);
+    }
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -792,6 +859,7 @@ async fn serve(data: PathBuf, args: &RunArgs, mut dial: Vec<SocketAddr>) -> anyh
             _ = term.recv() => break Ok(()),
             _ = int.recv() => break Ok(()),
             Some((request, reply)) = control_rx.recv() => node.control_job(request, reply),
+            Some(job) = admin_rx.recv() => node.admin_job(job),
             Some(incoming) = next_setup(&mut setup_rx) => node.setup_request(incoming),
             event = events.recv() => {
                 let Some(event) = event else {

@@ -6,6 +6,7 @@
 
 #![deny(missing_docs)]
 
+pub mod admin;
 pub mod audit;
 pub mod backup;
 pub mod cli;
