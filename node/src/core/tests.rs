@@ -1,0 +1,814 @@
+//! Unit tests of the node core on a deterministic in-process network.
+
+use std::collections::VecDeque;
+
+use ed25519_dalek::SigningKey;
+use meshward_crdt::{ClusterId, Event, EventKind, ReplicaConfig, TableId};
+
+use super::*;
+
+/// A tiny lossless-unless-told network of cores, delivering outputs in FIFO order.
+struct Net {
+    cores: Vec<Core>,
+    now: Millis,
+    /// Drop every gossip message while set (requests still flow).
+    drop_gossip: bool,
+    /// Pairs that cannot talk at all.
+    cut: BTreeSet<(usize, usize)>,
+    queue: VecDeque<(usize, Input)>,
+    next_id: u64,
+    channels: BTreeMap<u64, (usize, usize, u64)>,
+    /// Every `Output::Done`: (core, token, result).
+    done: Vec<(usize, u64, Result<u64, String>)>,
+    /// Every `Output::Superseded` and `AdoptChain` superseded list, by core.
+    superseded: Vec<(usize, Vec<SignedRecord>)>,
+}
+
+impl Net {
+    fn new(n: usize) -> Net {
+        let keys: Vec<SigningKey> = (0..n)
+            .map(|i| SigningKey::from_bytes(&[i as u8 + 1; 32]))
+            .collect();
+        let roster: BTreeSet<WriterId> = keys
+            .iter()
+            .map(|k| WriterId::from_key(&k.verifying_key()))
+            .collect();
+        let cores = keys
+            .into_iter()
+            .enumerate()
+            .map(|(i, k)| {
+                let replica = Replica::new(ClusterId([1; 16]), k, ReplicaConfig::default());
+                Core::new(
+                    replica,
+                    roster.clone(),
+                    CoreConfig::default(),
+                    i as u64,
+                    [],
+                    0,
+                )
+            })
+            .collect();
+        let mut net = Net {
+            cores,
+            now: 0,
+            drop_gossip: false,
+            cut: BTreeSet::new(),
+            queue: VecDeque::new(),
+            next_id: 1,
+            channels: BTreeMap::new(),
+            done: Vec::new(),
+            superseded: Vec::new(),
+        };
+        for a in 0..n {
+            for b in 0..n {
+                if a != b {
+                    let peer = net.cores[b].me();
+                    net.queue.push_back((
+                        a,
+                        Input::Connected {
+                            peer,
+                            addr: addr(b),
+                        },
+                    ));
+                }
+            }
+        }
+        net.run();
+        net
+    }
+
+    fn index(&self, id: WriterId) -> usize {
+        self.cores.iter().position(|c| c.me() == id).expect("known")
+    }
+
+    fn linked(&self, a: usize, b: usize) -> bool {
+        !self.cut.contains(&(a.min(b), a.max(b)))
+    }
+
+    fn input(&mut self, at: usize, input: Input) {
+        self.queue.push_back((at, input));
+        self.run();
+    }
+
+    fn run(&mut self) {
+        for _ in 0..100_000 {
+            let Some((at, input)) = self.queue.pop_front() else {
+                return;
+            };
+            self.cores[at].handle(self.now, input);
+            for out in self.cores[at].drain() {
+                self.route(at, out);
+            }
+        }
+        panic!("network did not settle");
+    }
+
+    fn route(&mut self, from: usize, out: Output) {
+        let me = self.cores[from].me();
+        match out {
+            Output::Publish(data) if !self.drop_gossip => {
+                let targets: Vec<usize> = (0..self.cores.len())
+                    .filter(|&t| t != from && self.linked(from, t))
+                    .collect();
+                for to in targets {
+                    self.next_id += 1;
+                    let id = self.next_id;
+                    self.queue.push_back((
+                        to,
+                        Input::Gossip {
+                            source: me,
+                            id,
+                            data: data.clone(),
+                        },
+                    ));
+                }
+            }
+            Output::Request {
+                peer,
+                request,
+                data,
+            } => {
+                let to = self.index(peer);
+                if self.linked(from, to) {
+                    self.next_id += 1;
+                    self.channels.insert(self.next_id, (to, from, request));
+                    self.queue.push_back((
+                        to,
+                        Input::SyncRequest {
+                            peer: me,
+                            channel: self.next_id,
+                            data,
+                        },
+                    ));
+                } else {
+                    self.queue
+                        .push_back((from, Input::SyncFailed { peer, request }));
+                }
+            }
+            Output::Respond { channel, data } => {
+                let (server, client, request) = self.channels.remove(&channel).expect("channel");
+                let peer = self.cores[server].me();
+                self.queue.push_back((
+                    client,
+                    Input::SyncResponse {
+                        peer,
+                        request,
+                        data,
+                    },
+                ));
+            }
+            Output::Done { token, result } => self.done.push((from, token, result)),
+            Output::Superseded(records)
+            | Output::AdoptChain {
+                superseded: records,
+                ..
+            } => self.superseded.push((from, records)),
+            _ => {}
+        }
+    }
+
+    /// Cuts every link of `i` (both sides see a disconnection).
+    fn isolate(&mut self, i: usize) {
+        for j in 0..self.cores.len() {
+            if j != i {
+                self.cut.insert((i.min(j), i.max(j)));
+                let (pi, pj) = (self.cores[i].me(), self.cores[j].me());
+                self.queue.push_back((i, Input::Disconnected { peer: pj }));
+                self.queue.push_back((j, Input::Disconnected { peer: pi }));
+            }
+        }
+        self.run();
+    }
+
+    /// Restores every link of `i`.
+    fn rejoin(&mut self, i: usize) {
+        for j in 0..self.cores.len() {
+            if j != i {
+                self.cut.remove(&(i.min(j), i.max(j)));
+                let (pi, pj) = (self.cores[i].me(), self.cores[j].me());
+                self.queue.push_back((
+                    i,
+                    Input::Connected {
+                        peer: pj,
+                        addr: addr(j),
+                    },
+                ));
+                self.queue.push_back((
+                    j,
+                    Input::Connected {
+                        peer: pi,
+                        addr: addr(i),
+                    },
+                ));
+            }
+        }
+        self.run();
+    }
+
+    fn last_done(&self, core: usize) -> Result<u64, String> {
+        self.done
+            .iter()
+            .rev()
+            .find(|(c, _, _)| *c == core)
+            .map(|(_, _, r)| r.clone())
+            .expect("an answer")
+    }
+
+    fn tick_all(&mut self, ms: u64) {
+        self.now += ms;
+        for i in 0..self.cores.len() {
+            self.queue.push_back((i, Input::Tick));
+        }
+        self.run();
+    }
+}
+
+fn addr(i: usize) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 4000 + i as u16))
+}
+
+fn events(n: u64, tag: u64) -> Vec<Op> {
+    (0..n)
+        .map(|i| {
+            Op::Append(Event {
+                at_ms: (tag * 1000 + i) as i64,
+                kind: EventKind::Login,
+                user: "u".into(),
+                target: format!("t{tag}"),
+                detail: String::new(),
+            })
+        })
+        .collect()
+}
+
+fn converged(net: &Net) -> bool {
+    let d = net.cores[0].replica().digest();
+    net.cores.iter().all(|c| c.replica().digest() == d)
+}
+
+fn leader_key() -> SigningKey {
+    SigningKey::from_bytes(&[1; 32])
+}
+
+/// Gives every core of `net` the same genesis chain (roster: all cores; leader: core 0)
+/// and returns the chain state and records, for signing more.
+fn with_chain(net: &mut Net) -> (Chain, Vec<SignedRecord>) {
+    use meshward_crdt::mastered::{Member, Roster};
+    let anchor = TrustAnchor {
+        cluster: ClusterId([1; 16]),
+        genesis_leader: leader_key().verifying_key().to_bytes(),
+    };
+    let roster = Roster {
+        members: (0..net.cores.len())
+            .map(|i| Member {
+                key: net.cores[i].me().0,
+                address: addr(i).to_string(),
+            })
+            .collect(),
+    };
+    let mut chain = Chain::new(anchor);
+    let genesis = chain.sign_next(&leader_key(), RecordKind::Genesis, roster.encode());
+    chain.apply(chain.verify(&genesis).unwrap()).unwrap();
+    for core in &mut net.cores {
+        core.load_mastered(0, anchor, vec![genesis.clone()])
+            .unwrap();
+        core.drain();
+    }
+    (chain, vec![genesis])
+}
+
+fn versions(net: &Net) -> Vec<u64> {
+    net.cores
+        .iter()
+        .map(|c| c.chain().unwrap().last_version())
+        .collect()
+}
+
+#[test]
+fn a_leaders_mastered_record_reaches_every_node_and_a_missed_one_is_synced() {
+    let mut net = Net::new(3);
+    let (mut chain, _) = with_chain(&mut net);
+    let record = chain.sign_next(&leader_key(), RecordKind::Config, b"a=1".to_vec());
+    chain.apply(chain.verify(&record).unwrap()).unwrap();
+    net.input(
+        0,
+        Input::Master {
+            token: 1,
+            kind: record.record.kind,
+            payload: record.record.payload.clone(),
+        },
+    );
+    assert_eq!(versions(&net), [2, 2, 2]);
+    assert_eq!(net.cores[1].counters().mastered_applied, 1);
+
+    // Gossip lost: the adverts say a version is missing, and sync fetches it.
+    net.drop_gossip = true;
+    let record = chain.sign_next(&leader_key(), RecordKind::Config, b"a=2".to_vec());
+    net.input(
+        0,
+        Input::Master {
+            token: 1,
+            kind: record.record.kind,
+            payload: record.record.payload.clone(),
+        },
+    );
+    assert_eq!(versions(&net), [3, 2, 2]);
+    net.drop_gossip = false;
+    for _ in 0..3 {
+        net.tick_all(1000);
+    }
+    assert_eq!(versions(&net), [3, 3, 3]);
+    assert_eq!(net.cores[2].chain(), net.cores[0].chain());
+}
+
+#[test]
+fn forged_and_competing_mastered_records_are_refused_and_counted() {
+    let mut net = Net::new(3);
+    let (chain, _) = with_chain(&mut net);
+    let follower = SigningKey::from_bytes(&[2; 32]);
+    let gossip = |record: &SignedRecord| {
+        Gossip::Mastered {
+            record: record.encode(),
+        }
+        .encode()
+    };
+    // Signed by a follower: not the epoch's leader.
+    let forged = chain.sign_next(&follower, RecordKind::Config, b"x".to_vec());
+    let source = net.cores[1].me();
+    net.input(
+        2,
+        Input::Gossip {
+            source,
+            id: 1,
+            data: gossip(&forged),
+        },
+    );
+    assert_eq!(net.cores[2].counters().mastered_rejected, 1);
+    assert_eq!(versions(&net), [1, 1, 1]);
+    // A different genesis at version 1: a competing chain, held back and counted.
+    let other = Chain::new(TrustAnchor {
+        cluster: chain.cluster(),
+        genesis_leader: leader_key().verifying_key().to_bytes(),
+    });
+    let fork = other.sign_next(&leader_key(), RecordKind::Genesis, Vec::new());
+    net.input(
+        2,
+        Input::Gossip {
+            source,
+            id: 2,
+            data: gossip(&fork),
+        },
+    );
+    assert_eq!(net.cores[2].counters().mastered_forks, 1);
+    // Garbage.
+    net.input(
+        2,
+        Input::Gossip {
+            source,
+            id: 3,
+            data: Gossip::Mastered {
+                record: vec![1, 2, 3],
+            }
+            .encode(),
+        },
+    );
+    assert_eq!(net.cores[2].counters().malformed, 1);
+    assert_eq!(versions(&net), [1, 1, 1]);
+}
+
+#[test]
+fn a_roster_record_changes_who_is_admitted() {
+    use meshward_crdt::mastered::Roster;
+    let mut net = Net::new(3);
+    let (mut chain, _) = with_chain(&mut net);
+    let mut roster = chain.roster().clone();
+    let removed = roster.members.pop().unwrap();
+    let record = chain.sign_next(&leader_key(), RecordKind::Roster, Roster::encode(&roster));
+    chain.apply(chain.verify(&record).unwrap()).unwrap();
+    let source = net.cores[0].me();
+    net.cores[1].handle(
+        0,
+        Input::Gossip {
+            source,
+            id: 1,
+            data: Gossip::Mastered {
+                record: record.encode(),
+            }
+            .encode(),
+        },
+    );
+    let outputs = net.cores[1].drain();
+    assert!(
+        matches!(outputs[0], Output::PersistMastered(_)),
+        "persist first: {outputs:?}"
+    );
+    let admitted = outputs.iter().find_map(|o| match o {
+        Output::Roster(r) => Some(r.clone()),
+        _ => None,
+    });
+    let admitted = admitted.expect("roster output");
+    assert_eq!(admitted.len(), 2);
+    assert!(!admitted.contains(&WriterId(removed.key)));
+    assert!(
+        net.cores[1]
+            .peers()
+            .all(|(k, _)| *k != WriterId(removed.key))
+    );
+}
+
+fn epochs(net: &Net) -> Vec<u64> {
+    net.cores
+        .iter()
+        .map(|c| c.chain().unwrap().epoch())
+        .collect()
+}
+
+#[test]
+fn a_majority_elects_a_new_leader_when_the_old_one_is_gone() {
+    let mut net = Net::new(3);
+    with_chain(&mut net);
+    // While the leader is heard, nobody may take over.
+    net.tick_all(1000);
+    net.input(
+        1,
+        Input::Failover {
+            token: 1,
+            force: false,
+        },
+    );
+    let err = net.last_done(1).unwrap_err();
+    assert!(err.contains("is alive"), "{err}");
+    net.isolate(0);
+    net.tick_all(4000);
+    net.input(
+        1,
+        Input::Failover {
+            token: 2,
+            force: false,
+        },
+    );
+    assert_eq!(net.last_done(1), Ok(2));
+    assert_eq!(&epochs(&net)[1..], [2, 2]);
+    let leader = net.cores[1].me().0;
+    assert_eq!(net.cores[2].chain().unwrap().leader(), leader);
+    assert_eq!(net.cores[2].counters().endorsements_given, 1);
+    // Node 2 endorsed node 1 for epoch 2: it cannot stand for epoch 2 itself.
+    assert_eq!(net.cores[2].vote, Some((2, net.cores[1].me())));
+    // The old leader comes back: it follows the new epoch.
+    net.rejoin(0);
+    for _ in 0..3 {
+        net.tick_all(1000);
+    }
+    assert_eq!(epochs(&net), [2, 2, 2]);
+    assert_eq!(net.cores[0].chain(), net.cores[1].chain());
+}
+
+#[test]
+fn a_minority_side_cannot_elect_a_leader() {
+    let mut net = Net::new(3);
+    with_chain(&mut net);
+    net.isolate(2);
+    net.tick_all(4000);
+    net.input(
+        2,
+        Input::Failover {
+            token: 1,
+            force: false,
+        },
+    );
+    let err = net.last_done(2).unwrap_err();
+    assert!(err.contains("minority"), "{err}");
+    net.input(
+        2,
+        Input::Failover {
+            token: 2,
+            force: true,
+        },
+    );
+    let err = net.last_done(2).unwrap_err();
+    assert!(err.contains("two-node pair"), "{err}");
+    assert_eq!(epochs(&net), [1, 1, 1]);
+}
+
+#[test]
+fn a_forced_failover_in_a_pair_wins_when_they_meet_and_the_loser_keeps_its_writes() {
+    let mut net = Net::new(2);
+    with_chain(&mut net);
+    net.isolate(1);
+    net.tick_all(4000);
+    // Both sides write mastered config during the split.
+    let config = |v: &str| crate::cluster_config::ConfigChange::Set {
+        key: "managed.site".into(),
+        value: v.into(),
+    };
+    let master = |token, v: &str| Input::Master {
+        token,
+        kind: RecordKind::Config,
+        payload: config(v).encode(),
+    };
+    net.input(0, master(1, "old-leader"));
+    assert_eq!(net.last_done(0), Ok(2));
+    net.input(
+        1,
+        Input::Failover {
+            token: 2,
+            force: true,
+        },
+    );
+    assert_eq!(net.last_done(1), Ok(2));
+    net.input(1, master(3, "new-leader"));
+    assert_eq!(net.last_done(1), Ok(3));
+    assert_eq!(epochs(&net), [1, 2]);
+    net.rejoin(1);
+    for _ in 0..3 {
+        net.tick_all(1000);
+    }
+    assert_eq!(epochs(&net), [2, 2]);
+    assert_eq!(net.cores[0].chain(), net.cores[1].chain());
+    assert_eq!(net.cores[0].counters().chain_switches, 1);
+    // The old leader's write during the split is kept as superseded, not dropped.
+    let kept: Vec<u64> = net
+        .superseded
+        .iter()
+        .filter(|(core, _)| *core == 0)
+        .flat_map(|(_, records)| records.iter().map(|r| r.record.epoch))
+        .collect();
+    assert_eq!(kept, [1]);
+}
+
+#[test]
+fn a_password_change_on_a_follower_is_decided_by_the_leader() {
+    let mut net = Net::new(3);
+    with_chain(&mut net);
+    let change = |token, password: &str| Input::Password {
+        token,
+        user: "alice".into(),
+        password: Secret(password.into()),
+    };
+    net.input(2, change(1, "short"));
+    let err = net.last_done(2).unwrap_err();
+    assert!(
+        err.contains("leader refused") && err.contains("at least 12"),
+        "{err}"
+    );
+    net.input(2, change(2, "Correct-horse-battery-9"));
+    assert_eq!(net.last_done(2), Ok(2));
+    assert_eq!(versions(&net), [2, 2, 2]);
+    let record = &net.cores[1].mastered.as_ref().unwrap().records[1];
+    assert_eq!(record.record.kind, RecordKind::Password);
+    assert_eq!(record.signer, net.cores[0].me().0);
+    // The leader unreachable: a clear error at once, nothing queued.
+    net.isolate(0);
+    net.input(2, change(3, "Correct-horse-battery-10"));
+    let err = net.last_done(2).unwrap_err();
+    assert!(err.contains("not connected"), "{err}");
+    net.tick_all(10_000);
+    assert_eq!(versions(&net), [2, 2, 2]);
+}
+
+#[test]
+fn a_follower_that_leaves_is_removed_and_admits_no_one() {
+    let mut net = Net::new(3);
+    with_chain(&mut net);
+    net.input(
+        0,
+        Input::Leave {
+            token: 1,
+            node: None,
+        },
+    );
+    assert!(
+        net.last_done(0)
+            .unwrap_err()
+            .contains("cannot leave while it leads")
+    );
+    net.input(
+        2,
+        Input::Leave {
+            token: 2,
+            node: None,
+        },
+    );
+    assert_eq!(net.last_done(2), Ok(2));
+    let me = net.cores[2].me();
+    assert!(!net.cores[0].chain().unwrap().roster().contains(&me.0));
+    assert!(!net.cores[2].chain().unwrap().roster().contains(&me.0));
+    assert!(net.cores[2].roster.is_empty());
+    assert!(!net.cores[0].roster.contains(&me));
+}
+
+#[test]
+fn a_commit_is_pushed_to_every_peer_at_once() {
+    let mut net = Net::new(3);
+    net.input(
+        0,
+        Input::Commit {
+            at_us: 0,
+            ops: events(5, 0),
+            token: 7,
+        },
+    );
+    assert!(converged(&net));
+    assert_eq!(
+        net.cores[2].replica().rows(TableId::Events).unwrap().len(),
+        5
+    );
+    assert_eq!(net.cores[1].counters().pushes_applied, 1);
+}
+
+#[test]
+fn lost_gossip_is_repaired_by_adverts_and_sync() {
+    let mut net = Net::new(4);
+    net.drop_gossip = true;
+    for i in 0..4 {
+        net.input(
+            i,
+            Input::Commit {
+                at_us: 0,
+                ops: events(3, i as u64),
+                token: 0,
+            },
+        );
+    }
+    assert!(!converged(&net));
+    net.drop_gossip = false;
+    net.tick_all(1000);
+    assert!(converged(&net), "one sync interval repairs every loss");
+    assert_eq!(
+        net.cores[3].replica().rows(TableId::Events).unwrap().len(),
+        12
+    );
+}
+
+#[test]
+fn both_sides_of_a_partition_keep_writing_and_merge_after_it_heals() {
+    let mut net = Net::new(5);
+    for a in 0..3 {
+        for b in 3..5 {
+            net.cut.insert((a, b));
+        }
+    }
+    for round in 0..5u64 {
+        for i in 0..5 {
+            net.input(
+                i,
+                Input::Commit {
+                    ops: events(2, round * 10 + i as u64),
+                    token: 0,
+                    at_us: 0,
+                },
+            );
+        }
+    }
+    assert!(!converged(&net));
+    net.cut.clear();
+    for _ in 0..3 {
+        net.tick_all(1000);
+    }
+    assert!(converged(&net));
+    assert_eq!(
+        net.cores[0].replica().rows(TableId::Events).unwrap().len(),
+        50
+    );
+}
+
+#[test]
+fn malformed_gossip_and_requests_are_refused_and_counted() {
+    let mut net = Net::new(2);
+    let peer = net.cores[1].me();
+    net.cores[0].handle(
+        0,
+        Input::Gossip {
+            source: peer,
+            id: 9,
+            data: vec![0xff; 100],
+        },
+    );
+    let out = net.cores[0].drain();
+    assert!(matches!(
+        out.as_slice(),
+        [Output::Validate {
+            id: 9,
+            verdict: Verdict::Reject
+        }]
+    ));
+    net.cores[0].handle(
+        0,
+        Input::SyncRequest {
+            peer,
+            channel: 3,
+            data: vec![1, 2, 3],
+        },
+    );
+    let out = net.cores[0].drain();
+    assert!(matches!(
+        out.as_slice(),
+        [Output::Respond { channel: 3, .. }]
+    ));
+    assert_eq!(net.cores[0].counters().malformed, 2);
+    // The node keeps serving.
+    net.input(
+        1,
+        Input::Commit {
+            at_us: 0,
+            ops: events(1, 1),
+            token: 0,
+        },
+    );
+    assert!(converged(&net));
+}
+
+#[test]
+fn a_node_reconnecting_to_many_peers_fetches_what_they_share_once() {
+    let mut net = Net::new(4);
+    let lagging = net.cores[0].me();
+    for i in 1..4 {
+        net.input(i, Input::Disconnected { peer: lagging });
+    }
+    for i in 0..4 {
+        let peer = net.cores[i].me();
+        if i != 0 {
+            net.input(0, Input::Disconnected { peer });
+        }
+    }
+    for i in 1..4 {
+        net.input(
+            i,
+            Input::Commit {
+                ops: events(50, i as u64),
+                token: 0,
+                at_us: 0,
+            },
+        );
+    }
+    // Node 0 comes back to all three at once: one request goes out, not three.
+    for i in 1..4 {
+        let peer = net.cores[i].me();
+        net.cores[0].handle(
+            net.now,
+            Input::Connected {
+                peer,
+                addr: addr(i),
+            },
+        );
+    }
+    let outs = net.cores[0].drain();
+    let requests = outs
+        .iter()
+        .filter(|o| matches!(o, Output::Request { .. }))
+        .count();
+    assert_eq!(requests, 1);
+    for out in outs {
+        net.route(0, out);
+    }
+    for i in 1..4 {
+        let peer = net.cores[0].me();
+        net.queue.push_back((
+            i,
+            Input::Connected {
+                peer,
+                addr: addr(0),
+            },
+        ));
+    }
+    net.run();
+    assert!(converged(&net));
+    // What node 0 received is about one full answer (plus small empty ones), not three.
+    let (items, _) = net.cores[1]
+        .replica()
+        .missing_for(&Digest::default(), usize::MAX)
+        .unwrap();
+    let full = Reply::Sync(SyncAnswer {
+        more: false,
+        message: SyncMessage { items }.encode(),
+        records: Vec::new(),
+    })
+    .encode()
+    .len();
+    let received = net.cores[0].counters().bytes_received;
+    assert!(
+        received < full as u64 * 3 / 2,
+        "received {received} B; one full answer is {full} B"
+    );
+}
+
+#[test]
+fn a_lost_roster_peer_is_redialled_with_backoff() {
+    let mut net = Net::new(2);
+    let peer = net.cores[1].me();
+    net.cores[0].handle(0, Input::Disconnected { peer });
+    let mut dials = Vec::new();
+    for t in (0..6000).step_by(50) {
+        net.cores[0].handle(t, Input::Tick);
+        for out in net.cores[0].drain() {
+            if let Output::Dial { .. } = out {
+                dials.push(t);
+            }
+        }
+    }
+    assert_eq!(
+        dials,
+        vec![250, 750, 1750, 3750, 5750],
+        "250 ms, then doubling up to 2 s"
+    );
+}
