@@ -353,15 +353,7 @@ pub fn init(data: &Path, args: &InitArgs, out: &mut dyn Write) -> anyhow::Result
     let stored = (|| -> anyhow::Result<()> {
         crate::roster::import(&store, &genesis.encode())?;
         crate::roster::write(&store, RecordKind::SealedSecret, ca.seal(&mek).encode())?;
-        store.set_blobs(&[
-            (TLS_CERT, tls_cert.as_slice()),
-            (TLS_KEY, tls_key.as_slice()),
-            (CA_CERT, ca.cert.as_slice()),
-        ])?;
-        if let Some(listen) = args.listen {
-            store.set_setting(LISTEN_SETTING, &listen.to_string())?;
-        }
-        Ok(())
+        store_credentials(&store, &tls_cert, &tls_key, &ca.cert, args.listen)
     })();
     if let Err(e) = stored {
         let _ = std::fs::remove_file(&mek_path);
@@ -496,15 +488,7 @@ pub fn join(data: &Path, args: &JoinArgs, out: &mut dyn Write) -> anyhow::Result
     mek.write_new(&data.join(MEK_FILE))?;
     let stored = (|| -> anyhow::Result<()> {
         crate::roster::import(&store, &encoded)?;
-        store.set_blobs(&[
-            (TLS_CERT, node_cert.as_slice()),
-            (TLS_KEY, tls_key.as_slice()),
-            (CA_CERT, bundle.ca_cert.as_slice()),
-        ])?;
-        if let Some(listen) = args.listen {
-            store.set_setting(LISTEN_SETTING, &listen.to_string())?;
-        }
-        Ok(())
+        store_credentials(&store, &node_cert, &tls_key, &bundle.ca_cert, args.listen)
     })();
     if let Err(e) = stored {
         let _ = std::fs::remove_file(data.join(MEK_FILE));
@@ -840,6 +824,22 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 fn ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Stores a new member's TLS certificate and key, the cluster CA certificate and its mesh
+/// listen address (`init` and `join`).
+fn store_credentials(
+    store: &Store,
+    tls_cert: &[u8],
+    tls_key: &[u8],
+    ca_cert: &[u8],
+    listen: Option<SocketAddr>,
+) -> anyhow::Result<()> {
+    store.set_blobs(&[(TLS_CERT, tls_cert), (TLS_KEY, tls_key), (CA_CERT, ca_cert)])?;
+    if let Some(listen) = listen {
+        store.set_setting(LISTEN_SETTING, &listen.to_string())?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
