@@ -176,7 +176,8 @@ impl Drop for Daemon {
     }
 }
 
-fn run_cli(data: &Path, args: &[&str]) -> anyhow::Result<std::process::Output> {
+/// Runs a `meshward` command on `data` and returns its whole output, success or not.
+pub fn run_cli(data: &Path, args: &[&str]) -> anyhow::Result<std::process::Output> {
     Command::new(meshward_bin())
         .arg("--data")
         .arg(data)

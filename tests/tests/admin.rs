@@ -11,15 +11,10 @@ use meshward_crdt::mastered::Member;
 use meshward_node::mek::{MEK_FILE, Mek};
 use meshward_node::roster::MasteredBundle;
 use meshward_node::store::Store;
-use meshward_tests::{Daemon, cli, meshward_bin};
+use meshward_tests::{Daemon, cli, meshward_bin, run_cli};
 
 fn meshward(data: &Path, args: &[&str]) -> Output {
-    Command::new(meshward_bin())
-        .arg("--data")
-        .arg(data)
-        .args(args)
-        .output()
-        .expect("run meshward")
+    run_cli(data, args).expect("run meshward")
 }
 
 /// Runs a command that must fail; returns its stderr.

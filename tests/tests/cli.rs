@@ -2,17 +2,12 @@
 //! file. Bad input must give a clear error, a non-zero exit and an untouched store.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
-use meshward_tests::meshward_bin;
+use meshward_tests::run_cli;
 
 fn meshward(data: &Path, args: &[&str]) -> Output {
-    Command::new(meshward_bin())
-        .arg("--data")
-        .arg(data)
-        .args(args)
-        .output()
-        .expect("run meshward")
+    run_cli(data, args).expect("run meshward")
 }
 
 /// A fingerprint of a file's bytes, so a failed comparison prints two numbers, not the file.
