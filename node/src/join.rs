@@ -167,6 +167,16 @@ pub struct Admission {
     pending: BTreeMap<u64, Pending>,
     order: VecDeque<u64>,
     seen: VecDeque<[u8; 32]>,
+    counters: AdmissionCounters,
+}
+
+/// How often the bounds of [`Admission`] were hit (in `status --json` under `mesh.join`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct AdmissionCounters {
+    /// Pending challenges dropped, oldest first, because [`MAX_PENDING`] were pending.
+    pub pending_dropped: u64,
+    /// Seen answers forgotten, oldest first, because [`MAX_SEEN_ANSWERS`] were remembered.
+    pub seen_forgotten: u64,
 }
 
 impl Admission {
@@ -177,7 +187,13 @@ impl Admission {
             pending: BTreeMap::new(),
             order: VecDeque::new(),
             seen: VecDeque::new(),
+            counters: AdmissionCounters::default(),
         }
+    }
+
+    /// How often the bounds were hit.
+    pub fn counters(&self) -> AdmissionCounters {
+        self.counters
     }
 
     /// Step 1: a joiner on `connection`, presenting the certificate `client_cert`, asks for a
@@ -211,6 +227,7 @@ impl Admission {
             && let Some(old) = self.order.pop_front()
         {
             self.pending.remove(&old);
+            self.counters.pending_dropped += 1;
         }
         self.order.retain(|c| *c != connection);
         self.order.push_back(connection);
@@ -248,6 +265,7 @@ impl Admission {
         }
         if self.seen.len() >= MAX_SEEN_ANSWERS {
             self.seen.pop_front();
+            self.counters.seen_forgotten += 1;
         }
         self.seen.push_back(answer);
         let bundle = check_bundle(now_ms, pending.client_cert, facts.bundle)?;
@@ -708,10 +726,29 @@ mod tests {
             w.hello(T0, conn, &joiner, "node2.example").unwrap();
         }
         assert_eq!(w.admission.pending.len(), MAX_PENDING);
+        assert_eq!(w.admission.counters().pending_dropped, 10);
         // The oldest was dropped: its answer finds no challenge.
         assert_eq!(
             w.answer_with(T0, 0, [0; 32], &[]),
             Err(JoinRefusal::Replayed)
         );
+    }
+
+    #[test]
+    fn remembered_answers_are_bounded_and_forgetting_is_counted() {
+        let mut w = World::new();
+        let joiner = SigningKey::from_bytes(&[5; 32]);
+        for conn in 0..=(MAX_SEEN_ANSWERS as u64) {
+            w.hello(T0, conn, &joiner, "node2.example").unwrap();
+            let mut answer = [0; 32];
+            answer[..8].copy_from_slice(&conn.to_be_bytes());
+            assert_eq!(
+                w.answer_with(T0, conn, answer, &[]),
+                Err(JoinRefusal::WrongMek)
+            );
+        }
+        assert_eq!(w.admission.seen.len(), MAX_SEEN_ANSWERS);
+        assert_eq!(w.admission.counters().seen_forgotten, 1);
+        assert_eq!(w.admission.counters().pending_dropped, 0);
     }
 }

@@ -611,6 +611,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_connection_over_the_limit_is_refused_and_counted() {
+        let pki = Pki::new("cluster");
+        let server = echo_server(&pki).await;
+        let identity = pki.issue("joiner");
+        let mut open = Vec::new();
+        for _ in 0..MAX_CONNECTIONS {
+            open.push(
+                SetupClient::connect(server.local_addr(), "127.0.0.1", &identity)
+                    .await
+                    .unwrap(),
+            );
+        }
+        assert_eq!(server.metrics().refused_full, 0);
+        let over = SetupClient::connect(server.local_addr(), "127.0.0.1", &identity).await;
+        assert!(
+            over.is_err(),
+            "connection {} was served",
+            MAX_CONNECTIONS + 1
+        );
+        assert_eq!(server.metrics().refused_full, 1);
+    }
+
+    #[tokio::test]
     async fn a_server_of_another_ca_is_not_trusted() {
         let pki = Pki::new("cluster");
         let server = echo_server(&Pki::new("impostor")).await;
