@@ -14,6 +14,7 @@ use redb::{ReadableDatabase, TableDefinition};
 
 use crate::audit::AuditLog;
 use crate::backup::{ArchiveReader, read_snapshot};
+use crate::certs::Serial;
 use crate::core::{Ask, Core, CoreConfig, Gossip, Input, Reply};
 use crate::grants::{Grant, UserChange, UserName};
 use crate::mek::Mek;
@@ -169,16 +170,19 @@ pub fn backup_archive(data: &[u8]) {
     let _ = read_snapshot(&db, &mut plain);
 }
 
-/// A user, grant or revocation payload under every record kind, and the bytes as user name
-/// and grant text.
+/// A user, grant or revocation payload (users' and certificates') under every record kind,
+/// the bytes as user name, grant and serial text, and as an external CA file.
 pub fn grants_payload(data: &[u8]) {
     for kind in RecordKind::ALL {
         let _ = UserChange::decode(kind, data);
+        let _ = Serial::decode_revocation(kind, data);
     }
     if let Ok(text) = std::str::from_utf8(data) {
         let _ = text.parse::<Grant>();
         let _ = text.parse::<UserName>();
+        let _ = text.parse::<Serial>();
     }
+    let _ = crate::certs::parse_ca_pem(data);
 }
 
 #[cfg(test)]

@@ -30,6 +30,7 @@
 //! | `grant` | 2 | user name, grant | give the user the grant |
 //! | `revocation` | 1 | user name | delete the user and all its grants |
 //! | `revocation` | 2 | user name, grant | take the grant back |
+//! | `revocation` | 3 | certificate serial | revoke a client certificate ([`crate::certs`]) |
 //!
 //! Revocations with another subject byte are about something else (certificates, keys) and
 //! are skipped by the users view. [`Users::fold`] replays the records in chain order; a change

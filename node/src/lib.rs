@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod audit;
 pub mod backup;
+pub mod certs;
 pub mod cli;
 pub mod cli_admin;
 pub mod cluster;
