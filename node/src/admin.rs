@@ -1,14 +1,14 @@
 //! The HTTPS admin API (`meshward run --admin-listen ADDR`).
 //!
 //! TLS 1.3 (rustls) with a **required** client certificate that must chain to the cluster CA
-//! (rustls' `WebPkiClientVerifier`, as the setup endpoint does): a certificate of any other CA
-//! is refused during the handshake. The server presents the node's own certificate. After the
-//! handshake the certificate's CN is the caller's user name; on **every request** the daemon
-//! actor looks the user up in the users view folded from its verified mastered chain and
-//! decides with [`authorize`], so deleting a user or taking a grant back cuts access on the
-//! next request, also on connections already open. (Certificates carry no revocation of their
-//! own: a certificate of a deleted user stays useless until a user of the same name is created
-//! again.)
+//! or to one of the node's external CAs ([`crate::certs`]; rustls' `WebPkiClientVerifier`, as
+//! the setup endpoint does): a certificate of any other CA is refused during the handshake.
+//! The server presents the node's own certificate. After the handshake the certificate's CN is
+//! the caller's user name; on **every request** the daemon actor checks the certificate's
+//! serial against the mastered revocation list, looks the user up in the users view folded
+//! from its verified mastered chain and decides with [`authorize`], so revoking a certificate,
+//! deleting a user or taking a grant back cuts access on the next request, also on
+//! connections already open.
 //!
 //! Requests reach the actor through a bounded channel, like the control socket's jobs, and
 //! commands run with the same [`crate::cli::run`] on the live store and core.
@@ -23,14 +23,17 @@
 //!
 //! Shared data (events, fingerprints, exceptions, the audit) is not namespaced yet: it is
 //! namespace [`DATA_NAMESPACE`] for the authorizer. Request bodies are limited to
-//! [`MAX_BODY`] bytes (413 beyond).
+//! [`MAX_BODY`] bytes (413 beyond) and connections to [`MAX_CONNECTIONS`] (more wait); both
+//! limits count when hit ([`AdminMetrics`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Extension, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
@@ -42,17 +45,18 @@ use hyper_util::service::TowerToHyperService;
 use meshward_transport::setup::TlsIdentity;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::server::WebPkiClientVerifier;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tracing::{debug, info, warn};
 
+use crate::certs::Serial;
 use crate::cli::{AuditCmd, Cli, Command, ConfigCmd, EventCmd, ExceptionCmd, FingerprintCmd};
 use crate::cli::{LocalCmd, MasteredCmd};
-use crate::cli_admin::UserCmd;
+use crate::cli_admin::{Access, CertCmd, UserCmd};
 use crate::control::ControlReply;
-use crate::grants::{Action, Decision, Namespace, UserName, Users, authorize};
+use crate::grants::{Action, Decision, Namespace, UserName, authorize};
 
 /// Largest request body, in bytes.
 pub const MAX_BODY: usize = 1024 * 1024;
@@ -62,8 +66,9 @@ pub const DATA_NAMESPACE: &str = "default";
 pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
 /// Admin requests waiting for the actor.
 pub const JOB_QUEUE: usize = 64;
-/// Connections served at once; further ones wait in the listen backlog.
-const MAX_CONNECTIONS: usize = 64;
+/// Connections served at once; further ones wait (one accepted, the rest in the listen
+/// backlog) and are counted.
+pub const MAX_CONNECTIONS: usize = 64;
 /// How long a TLS handshake or a request's headers may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -76,11 +81,20 @@ pub enum Need {
     Command,
 }
 
+/// What the API knows of a connection's verified client certificate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientCert {
+    /// Its subject CN, the user name (`None`: it has none).
+    pub cn: Option<String>,
+    /// Its serial, for the revocation list.
+    pub serial: Serial,
+}
+
 /// An admin request for the daemon actor.
 #[derive(Debug)]
 pub struct AdminJob {
-    /// The CN of the verified client certificate (`None`: it has none).
-    pub user: Option<String>,
+    /// The verified client certificate (`None`: it did not parse).
+    pub cert: Option<ClientCert>,
     /// What must be checked.
     pub need: Need,
     /// The command line to run after the check (none: only check).
@@ -102,13 +116,39 @@ pub enum AdminAnswer {
     Running(oneshot::Receiver<ControlReply>),
 }
 
-/// The CN of the connection's client certificate.
+/// Counters of the admin API (in `status --json` under `mesh.admin_metrics`, and `/metrics`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct AdminMetrics {
+    /// Connections accepted.
+    pub connections: u64,
+    /// Connections that had to wait because [`MAX_CONNECTIONS`] were open.
+    pub waited_full: u64,
+    /// Requests refused with 413: a body over [`MAX_BODY`].
+    pub body_too_large: u64,
+}
+
+/// A running admin API.
+#[derive(Debug)]
+pub struct AdminServer {
+    local: SocketAddr,
+    counters: Arc<Counters>,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    connections: AtomicU64,
+    waited_full: AtomicU64,
+    body_too_large: AtomicU64,
+}
+
+/// The connection's client certificate.
 #[derive(Clone, Debug)]
-struct Caller(Option<String>);
+struct Caller(Option<ClientCert>);
 
 #[derive(Clone, Debug)]
 struct AppState {
     jobs: mpsc::Sender<AdminJob>,
+    counters: Arc<Counters>,
 }
 
 /// The body of `POST /v1/cli`.
@@ -142,6 +182,7 @@ pub fn action_for(command: &Command) -> Result<Action, String> {
         | Command::Config(ConfigCmd::Get { .. } | ConfigCmd::List)
         | Command::Local(LocalCmd::Get { .. })
         | Command::User(UserCmd::List)
+        | Command::Cert(CertCmd::Revoked)
         | Command::Licence(crate::cluster::LicenceCmd::Show)
         | Command::Password(crate::ha::PasswordCmd::List) => Action::ReadCluster,
         Command::Fingerprint(FingerprintCmd::Approve { .. })
@@ -151,7 +192,7 @@ pub fn action_for(command: &Command) -> Result<Action, String> {
         | Command::Bundle(_)
         | Command::Mastered(MasteredCmd::Import { .. })
         | Command::Password(crate::ha::PasswordCmd::Change { .. }) => Action::ClusterAdmin,
-        Command::User(_) => Action::UserAdmin,
+        Command::User(_) | Command::Cert(_) => Action::UserAdmin,
         Command::Ha(_) => Action::HaOps,
         Command::Backup(_) => Action::Backup,
         Command::Run(_)
@@ -176,22 +217,35 @@ impl Namespace {
     }
 }
 
-/// Decides an admin request against the users view: `Err((status, message))` when refused.
-/// Pure; bad input never panics.
+/// Decides an admin request against the revocation list and the users view: `Err((status,
+/// message))` when refused (401: the certificate is revoked). Pure; bad input never panics.
 pub fn check(
-    users: &Users,
-    user: Option<&str>,
+    access: &Access,
+    cert: Option<&ClientCert>,
     need: &Need,
     args: Option<&[String]>,
 ) -> Result<(), (u16, String)> {
     let forbidden = |m: String| Err((403, m));
-    let Some(cn) = user else {
+    let Some(cert) = cert else {
+        return forbidden("the client certificate could not be read".into());
+    };
+    if let Some(version) = access.revoked.revoked_at(&cert.serial) {
+        return Err((
+            401,
+            format!(
+                "the client certificate (serial {}) was revoked at mastered version {version}; \
+                 ask an administrator for a new one (`meshward user cert`)",
+                cert.serial
+            ),
+        ));
+    }
+    let Some(cn) = cert.cn.as_deref() else {
         return forbidden("the client certificate has no CN naming a user".into());
     };
     let grants = match cn
         .parse::<UserName>()
         .ok()
-        .and_then(|u| users.grants(&u).cloned())
+        .and_then(|u| access.users.grants(&u).cloned())
     {
         Some(grants) => grants,
         None => {
@@ -222,13 +276,21 @@ pub fn check(
 }
 
 /// The rustls server configuration: the node's certificate, TLS 1.3, client certificates
-/// required and verified against the cluster CA only.
-pub fn tls_config(identity: &TlsIdentity) -> anyhow::Result<rustls::ServerConfig> {
+/// required and verified against the cluster CA and the `external` CA certificates (DER) only.
+pub fn tls_config(
+    identity: &TlsIdentity,
+    external: &[Vec<u8>],
+) -> anyhow::Result<rustls::ServerConfig> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     roots
         .add(CertificateDer::from(identity.ca.clone()))
         .context("the cluster CA certificate")?;
+    for (i, ca) in external.iter().enumerate() {
+        roots
+            .add(CertificateDer::from(ca.clone()))
+            .with_context(|| format!("external CA certificate {}", i + 1))?;
+    }
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .build()
         .context("building the client certificate verifier")?;
@@ -245,22 +307,44 @@ pub fn tls_config(identity: &TlsIdentity) -> anyhow::Result<rustls::ServerConfig
     Ok(config)
 }
 
-/// Binds `bind` and serves the admin API in the background; returns the bound address.
-/// Must be called inside a tokio runtime.
+/// Binds `bind` and serves the admin API in the background, trusting client certificates of
+/// the cluster CA and of the `external` CAs (DER). Must be called inside a tokio runtime.
 pub async fn spawn(
     bind: SocketAddr,
     identity: &TlsIdentity,
+    external: &[Vec<u8>],
     jobs: mpsc::Sender<AdminJob>,
-) -> anyhow::Result<SocketAddr> {
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls_config(identity)?));
+) -> anyhow::Result<AdminServer> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls_config(identity, external)?));
     let listener = TcpListener::bind(bind)
         .await
         .with_context(|| format!("binding the admin API on {bind}; give another --admin-listen"))?;
-    let addr = listener.local_addr()?;
-    let router = router(AppState { jobs });
-    info!(%addr, "admin API listening");
-    tokio::spawn(accept(listener, acceptor, router));
-    Ok(addr)
+    let local = listener.local_addr()?;
+    let counters = Arc::new(Counters::default());
+    let router = router(AppState {
+        jobs,
+        counters: counters.clone(),
+    });
+    info!(addr = %local, external_cas = external.len(), "admin API listening");
+    tokio::spawn(accept(listener, acceptor, router, counters.clone()));
+    Ok(AdminServer { local, counters })
+}
+
+impl AdminServer {
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// A snapshot of its counters.
+    pub fn metrics(&self) -> AdminMetrics {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        AdminMetrics {
+            connections: get(&self.counters.connections),
+            waited_full: get(&self.counters.waited_full),
+            body_too_large: get(&self.counters.body_too_large),
+        }
+    }
 }
 
 fn router(state: AppState) -> Router {
@@ -275,12 +359,14 @@ fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn accept(listener: TcpListener, acceptor: tokio_rustls::TlsAcceptor, router: Router) {
+async fn accept(
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    router: Router,
+    counters: Arc<Counters>,
+) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let Ok(permit) = slots.clone().acquire_owned().await else {
-            return;
-        };
         let (tcp, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(e) => {
@@ -289,6 +375,18 @@ async fn accept(listener: TcpListener, acceptor: tokio_rustls::TlsAcceptor, rout
                 continue;
             }
         };
+        let permit = match slots.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                counters.waited_full.fetch_add(1, Ordering::Relaxed);
+                debug!(%peer, "admin API connection limit reached; the connection waits");
+                let Ok(permit) = slots.clone().acquire_owned().await else {
+                    return;
+                };
+                permit
+            }
+        };
+        counters.connections.fetch_add(1, Ordering::Relaxed);
         let acceptor = acceptor.clone();
         let router = router.clone();
         tokio::spawn(async move {
@@ -301,13 +399,13 @@ async fn accept(listener: TcpListener, acceptor: tokio_rustls::TlsAcceptor, rout
                 }
                 Err(_) => return,
             };
-            let cn = tls
+            let cert = tls
                 .get_ref()
                 .1
                 .peer_certificates()
                 .and_then(|certs| certs.first())
-                .and_then(|cert| common_name(cert));
-            let service = TowerToHyperService::new(router.layer(Extension(Caller(cn))));
+                .and_then(|cert| client_cert(cert));
+            let service = TowerToHyperService::new(router.layer(Extension(Caller(cert))));
             let served = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HANDSHAKE_TIMEOUT)
@@ -320,11 +418,19 @@ async fn accept(listener: TcpListener, acceptor: tokio_rustls::TlsAcceptor, rout
     }
 }
 
-/// The certificate's subject CN, if it has one.
-fn common_name(der: &CertificateDer<'_>) -> Option<String> {
+/// The certificate's subject CN and serial; `None` if it does not parse.
+fn client_cert(der: &CertificateDer<'_>) -> Option<ClientCert> {
     let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
-    let cn = cert.subject().iter_common_name().next()?;
-    cn.as_str().ok().map(str::to_string)
+    let cn = cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .map(str::to_string);
+    Some(ClientCert {
+        cn,
+        serial: Serial::from_der_integer(cert.raw_serial()),
+    })
 }
 
 fn error(status: StatusCode, message: &str) -> Response {
@@ -343,7 +449,7 @@ async fn ask(
     let stopped = || error(StatusCode::SERVICE_UNAVAILABLE, "the node is stopping");
     let (tx, rx) = oneshot::channel();
     let job = AdminJob {
-        user: caller.0,
+        cert: caller.0,
         need,
         args,
         secret,
@@ -382,8 +488,20 @@ async fn status(State(state): State<AppState>, Extension(caller): Extension<Call
 async fn cli(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                state
+                    .counters
+                    .body_too_large
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            return error(rejection.status(), &rejection.body_text());
+        }
+    };
     let body: CliBody = match serde_json::from_slice(&body) {
         Ok(body) => body,
         Err(e) => {
@@ -468,6 +586,8 @@ pub fn prometheus(status: &Value) -> String {
         ("transport", &mesh["transport"]),
         ("lag", &mesh["lag"]),
         ("setup", &mesh["setup_metrics"]),
+        ("admin", &mesh["admin_metrics"]),
+        ("join", &mesh["join"]),
         ("store_rows", &status["rows"]),
     ] {
         flatten(prefix, value, &mut leaves);
@@ -582,9 +702,10 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::grants::{Grant, UserChange};
+    use crate::certs::Revoked;
+    use crate::grants::{Grant, UserChange, Users};
 
-    fn users() -> Users {
+    fn users() -> Access {
         let mut users = Users::default();
         for (name, grant) in [
             ("boss", Some("root")),
@@ -601,7 +722,18 @@ mod tests {
                     .unwrap();
             }
         }
-        users
+        Access {
+            users,
+            revoked: Revoked::default(),
+        }
+    }
+
+    /// A certificate naming `cn`, with a serial derived from it.
+    fn cert(cn: &str) -> ClientCert {
+        ClientCert {
+            cn: Some(cn.to_string()),
+            serial: Serial::from_der_integer(cn.as_bytes()),
+        }
     }
 
     fn args(line: &str) -> Vec<String> {
@@ -609,7 +741,12 @@ mod tests {
     }
 
     fn decide(user: &str, line: &str) -> Result<(), (u16, String)> {
-        check(&users(), Some(user), &Need::Command, Some(&args(line)))
+        check(
+            &users(),
+            Some(&cert(user)),
+            &Need::Command,
+            Some(&args(line)),
+        )
     }
 
     #[test]
@@ -692,12 +829,49 @@ mod tests {
         assert_eq!(decide("boss", "no-such-command").unwrap_err().0, 400);
         assert_eq!(decide("boss", "status --data /etc").unwrap_err().0, 400);
         assert_eq!(check(&users(), None, &Need::User, None).unwrap_err().0, 403);
-        assert_eq!(check(&users(), Some("nobody"), &Need::User, None), Ok(()));
         assert_eq!(
-            check(&users(), Some("Bad CN!"), &Need::User, None)
+            check(&users(), Some(&cert("nobody")), &Need::User, None),
+            Ok(())
+        );
+        assert_eq!(
+            check(&users(), Some(&cert("Bad CN!")), &Need::User, None)
                 .unwrap_err()
                 .0,
             403
+        );
+        let no_cn = ClientCert {
+            cn: None,
+            ..cert("boss")
+        };
+        assert_eq!(
+            check(&users(), Some(&no_cn), &Need::User, None)
+                .unwrap_err()
+                .0,
+            403
+        );
+    }
+
+    #[test]
+    fn a_revoked_certificate_is_refused_whoever_it_names() {
+        let mut access = users();
+        let revoked = cert("boss");
+        let records = crate::certs::tests::verified(vec![revoked.serial.revocation()]);
+        access.revoked = Revoked::fold(&records).unwrap();
+        let (code, message) = check(&access, Some(&revoked), &Need::User, None).unwrap_err();
+        assert_eq!(code, 401);
+        assert!(
+            message.contains(&format!("(serial {}) was revoked", revoked.serial)),
+            "{message}"
+        );
+        // Another certificate of the same user, and other users, still pass.
+        let other = ClientCert {
+            serial: "01".parse().unwrap(),
+            ..cert("boss")
+        };
+        assert_eq!(check(&access, Some(&other), &Need::User, None), Ok(()));
+        assert_eq!(
+            check(&access, Some(&cert("reader")), &Need::User, None),
+            Ok(())
         );
     }
 
@@ -756,8 +930,8 @@ mod tests {
                 Just("nobody"), Just("ghost")],
         ) {
             let args: Vec<String> = words.iter().map(|w| w.to_string()).collect();
-            let got = check(&users(), Some(user), &Need::Command, Some(&args));
-            let users = users();
+            let got = check(&users(), Some(&cert(user)), &Need::Command, Some(&args));
+            let users = users().users;
             let grants = users.grants(&user.parse().unwrap());
             let parsed = Cli::try_parse_from(std::iter::once("meshward".to_string()).chain(args.clone()));
             match (grants, parsed) {

@@ -88,6 +88,9 @@ pub enum Command {
     /// Admin users and their grants (mastered; written on the leader).
     #[command(subcommand)]
     User(crate::cli_admin::UserCmd),
+    /// Admin API client certificates: revoke by serial, list the revoked (mastered).
+    #[command(subcommand)]
+    Cert(crate::cli_admin::CertCmd),
     /// Write a sealed backup of the node's store (consistent while a daemon runs).
     Backup(crate::cli_admin::BackupArgs),
     /// Restore a sealed backup into --data (a new directory, or --force).
@@ -886,6 +889,7 @@ pub fn run(cli: Cli, backend: &mut dyn Backend, out: &mut dyn Write) -> anyhow::
             )?;
         }
         Command::User(cmd) => crate::cli_admin::user(g, cmd, backend, out)?,
+        Command::Cert(cmd) => crate::cli_admin::cert(g, cmd, backend, out)?,
         Command::Backup(args) => crate::cli_admin::backup(g, args, backend, out)?,
         Command::Restore(args) => crate::cli_admin::restore(g, args, backend, out)?,
         Command::Unseal(args) => {

@@ -1,4 +1,5 @@
-//! The admin commands of `meshward`: users and grants (mastered), backup and restore.
+//! The admin commands of `meshward`: users, grants and certificate revocations (mastered),
+//! backup and restore.
 //!
 //! Kept apart from [`crate::cli`] so that each command family has its own enum and function.
 
@@ -11,6 +12,7 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 
 use crate::backup::{ArchiveReader, ArchiveWriter, BackupError};
+use crate::certs::{Revoked, Serial};
 use crate::cli::{Backend, Global};
 use crate::grants::{Grant, UserChange, UserName, Users};
 use crate::mek::{MEK_FILE, Mek};
@@ -41,7 +43,8 @@ pub enum UserCmd {
     /// List users and their grants.
     List,
     /// Issue a client certificate for the admin API (leader only; needs DATA/mek): writes
-    /// DIR/NAME.key (0600), DIR/NAME.crt (CN=NAME, signed by the cluster CA) and DIR/ca.crt.
+    /// DIR/NAME.key (0600), DIR/NAME.crt (CN=NAME, signed by the cluster CA) and DIR/ca.crt,
+    /// and prints the certificate's serial (for `cert revoke`).
     Cert {
         /// The user (must exist).
         name: String,
@@ -52,6 +55,19 @@ pub enum UserCmd {
         #[arg(long, default_value = "365d", value_parser = humantime::parse_duration)]
         valid: std::time::Duration,
     },
+}
+
+/// `meshward cert …`
+#[derive(Debug, Subcommand)]
+pub enum CertCmd {
+    /// Revoke an admin API client certificate by its serial, whichever CA issued it (leader
+    /// only); the API refuses it from the next request on, also on open connections.
+    Revoke {
+        /// The serial in hex, as `user cert` or `openssl x509 -serial` prints it (`:` allowed).
+        serial: String,
+    },
+    /// List the revoked serials.
+    Revoked,
 }
 
 /// `meshward backup`
@@ -197,16 +213,17 @@ fn user_cert(
     let ca_pem = pem::encode(&pem::Pem::new("CERTIFICATE", ca.cert.clone()));
     fs::write(&cert_path, &cert_pem).with_context(|| format!("writing {}", cert_path.display()))?;
     fs::write(&ca_path, &ca_pem).with_context(|| format!("writing {}", ca_path.display()))?;
+    let serial = Serial::of_certificate(&issued.cert).context("the new certificate")?;
     if g.json {
         writeln!(
             out,
             "{}",
-            json!({"user": user.as_str(), "key": key_path, "cert": cert_path, "ca": ca_path})
+            json!({"user": user.as_str(), "key": key_path, "cert": cert_path, "ca": ca_path, "serial": serial.to_string()})
         )?;
     } else {
         writeln!(
             out,
-            "wrote {} (private, 0600), {} and {} for user {user}",
+            "wrote {} (private, 0600), {} and {} for user {user}; serial {serial}",
             key_path.display(),
             cert_path.display(),
             ca_path.display()
@@ -215,10 +232,70 @@ fn user_cert(
     Ok(())
 }
 
+/// Runs `meshward cert …`. Revocations go through [`Backend::master`] (leader only).
+pub fn cert(
+    g: &Global,
+    cmd: CertCmd,
+    backend: &mut dyn Backend,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    match cmd {
+        CertCmd::Revoke { serial } => {
+            let serial: Serial = serial.parse()?;
+            access(backend.store()?)?.revoked.check(&serial)?;
+            let (kind, payload) = serial.revocation();
+            let version = backend.master(kind, payload)?;
+            if g.json {
+                writeln!(
+                    out,
+                    "{}",
+                    json!({"revoked": serial.to_string(), "version": version})
+                )?;
+            } else {
+                writeln!(
+                    out,
+                    "revoked certificate serial {serial} (mastered version {version})"
+                )?;
+            }
+        }
+        CertCmd::Revoked => {
+            let revoked = access(backend.store()?)?.revoked;
+            if g.json {
+                let list: Vec<_> = revoked
+                    .iter()
+                    .map(|(s, v)| json!({"serial": s.to_string(), "version": v}))
+                    .collect();
+                writeln!(out, "{}", serde_json::Value::Array(list))?;
+            } else {
+                for (serial, version) in revoked.iter() {
+                    writeln!(out, "{serial} (mastered version {version})")?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What the admin API decides on: the users and the revoked certificate serials of the
+/// node's verified mastered chain.
+#[derive(Clone, Debug, Default)]
+pub struct Access {
+    /// Users and their grants.
+    pub users: Users,
+    /// Revoked client certificates.
+    pub revoked: Revoked,
+}
+
 /// The users view of the node's verified mastered chain (empty before any cluster).
 pub fn users(store: &Store) -> anyhow::Result<Users> {
+    Ok(access(store)?.users)
+}
+
+/// The users and revoked serials of the node's verified mastered chain (empty before any
+/// cluster).
+pub fn access(store: &Store) -> anyhow::Result<Access> {
     let Some(anchor) = store.anchor()? else {
-        return Ok(Users::default());
+        return Ok(Access::default());
     };
     let mut chain = meshward_crdt::mastered::Chain::new(anchor);
     let mut verified = Vec::new();
@@ -233,7 +310,10 @@ pub fn users(store: &Store) -> anyhow::Result<Users> {
             .apply(check(&chain)?)
             .map_err(|e| anyhow::anyhow!("stored mastered record {index}: {e}"))?;
     }
-    Ok(Users::fold(&verified)?)
+    Ok(Access {
+        users: Users::fold(&verified)?,
+        revoked: Revoked::fold(&verified)?,
+    })
 }
 
 /// Runs `meshward backup`: a consistent snapshot of the store (one read transaction, so a

@@ -17,6 +17,10 @@ pub struct NodeConfig {
     /// ed25519 public key (64 hex digits) of the licence issuer: `meshward licence install`
     /// accepts only licences it signed. Default: none, so no licence can be installed.
     pub licence_issuer: Option<String>,
+    /// A PEM file of external CA certificates whose client certificates the admin API accepts
+    /// beside the cluster CA's (a relative path is taken from the data directory). Read when
+    /// `run --admin-listen` starts; a bad file stops the start. Default: none.
+    pub admin_client_ca: Option<std::path::PathBuf>,
 }
 
 impl NodeConfig {
@@ -78,5 +82,8 @@ mod tests {
         assert!(NodeConfig::parse("licence-issuer = \"zz\"").is_err());
         assert!(NodeConfig::parse("\u{0}garbage[[").is_err());
         assert!(NodeConfig::parse("").unwrap().issuer().is_err());
+        let config = NodeConfig::parse("admin-client-ca = \"ca.pem\"").unwrap();
+        assert_eq!(config.admin_client_ca, Some("ca.pem".into()));
+        assert!(NodeConfig::parse("admin-client-ca = 3").is_err());
     }
 }

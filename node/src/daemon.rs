@@ -129,10 +129,11 @@ struct Node {
     setup: Option<SetupServer>,
     /// Pending join challenges (leader side).
     admission: Admission,
-    /// The bound address of the admin API, when it runs.
-    admin: Option<SocketAddr>,
-    /// The users view for the admin API, keyed by the stored chain's length and last record.
-    users_cache: Option<((usize, Vec<u8>), crate::grants::Users)>,
+    /// The admin API, when it runs.
+    admin: Option<crate::admin::AdminServer>,
+    /// The users and revoked serials for the admin API, keyed by the stored chain's length
+    /// and last record.
+    access_cache: Option<((usize, Vec<u8>), crate::cli_admin::Access)>,
 }
 
 /// A control client waiting for an [`Output::Done`].
@@ -413,8 +414,8 @@ impl Node {
     /// control job.
     fn admin_job(&mut self, job: crate::admin::AdminJob) {
         use crate::admin::AdminAnswer;
-        let decision = self.admin_users().map(|users| {
-            crate::admin::check(users, job.user.as_deref(), &job.need, job.args.as_deref())
+        let decision = self.admin_access().map(|access| {
+            crate::admin::check(access, job.cert.as_ref(), &job.need, job.args.as_deref())
         });
         let answer = match decision {
             Err(e) => AdminAnswer::Refused(500, format!("reading the users: {e:#}")),
@@ -439,9 +440,10 @@ impl Node {
         let _ = job.reply.send(answer);
     }
 
-    /// The users view of the verified mastered chain, folded again only when the stored chain
-    /// changed (its length or its last record), so a request costs no signature checks.
-    fn admin_users(&mut self) -> anyhow::Result<&crate::grants::Users> {
+    /// The users and revoked serials of the verified mastered chain, folded again only when
+    /// the stored chain changed (its length or its last record), so a request costs no
+    /// signature checks.
+    fn admin_access(&mut self) -> anyhow::Result<&crate::cli_admin::Access> {
         let records = self.store.mastered_records()?;
         let key = (
             records.len(),
@@ -450,13 +452,13 @@ impl Node {
                 .map(meshward_crdt::mastered::SignedRecord::encode)
                 .unwrap_or_default(),
         );
-        let fresh = matches!(&self.users_cache, Some((k, _)) if *k == key);
+        let fresh = matches!(&self.access_cache, Some((k, _)) if *k == key);
         if !fresh {
-            self.users_cache = Some((key, crate::cli_admin::users(&self.store)?));
+            self.access_cache = Some((key, crate::cli_admin::access(&self.store)?));
         }
-        self.users_cache
+        self.access_cache
             .as_ref()
-            .map(|(_, users)| users)
+            .map(|(_, access)| access)
             .context("no users view")
     }
 
@@ -636,8 +638,10 @@ impl Backend for DaemonBackend<'_> {
             "lag": node.lag.summary(),
             "pending_evicted": node.gossip.evicted + node.channels.evicted + node.requests.evicted,
             "setup": node.setup.as_ref().map(|s| s.local_addr().to_string()),
-            "admin": node.admin.map(|a| a.to_string()),
+            "admin": node.admin.as_ref().map(|a| a.local_addr().to_string()),
             "setup_metrics": node.setup.as_ref().map(SetupServer::metrics),
+            "admin_metrics": node.admin.as_ref().map(crate::admin::AdminServer::metrics),
+            "join": node.admission.counters(),
         }))
     }
 
@@ -767,6 +771,14 @@ async fn serve(data: PathBuf, args: &RunArgs, mut dial: Vec<SocketAddr>) -> anyh
         store = open_waiting(&data).await?;
     }
     let identity = store.identity()?;
+    // The admin API's external CAs, read before anything listens: a bad file stops the start.
+    let external = match crate::config::NodeConfig::load(&data)?.admin_client_ca {
+        Some(path) if args.admin_listen.is_some() => {
+            crate::certs::load_ca_file(&data.join(path))
+                .context("admin-client-ca in DATA/meshward.toml")?
+        }
+        _ => Vec::new(),
+    };
     let listen = match args.listen {
         Some(listen) => listen,
         None => store
@@ -826,7 +838,7 @@ async fn serve(data: PathBuf, args: &RunArgs, mut dial: Vec<SocketAddr>) -> anyh
         setup,
         admission: Admission::new(rand::random()),
         admin: None,
-        users_cache: None,
+        access_cache: None,
     };
     node.load_mastered()?;
     for addr in dial {
@@ -844,7 +856,7 @@ async fn serve(data: PathBuf, args: &RunArgs, mut dial: Vec<SocketAddr>) -> anyh
         let tls = crate::cluster::tls_identity(&node.store)?.context(
             "the admin API needs the node's certificate: run `meshward init` or `join` first",
         )?;
-        node.admin = Some(crate::admin::spawn(bind, &tls, admin_tx).await?);
+        node.admin = Some(crate::admin::spawn(bind, &tls, &external, admin_tx).await?);
     } else {
         drop(admin_tx);
     }
