@@ -247,6 +247,24 @@ pub fn cli_stdin(data: &Path, args: &[&str], input: &str) -> anyhow::Result<Stri
     Ok(String::from_utf8(out.stdout)?)
 }
 
+/// Waits for `child` to exit, at most `limit` (polling every 50 ms); past that, kills it by
+/// its own pid, reaps it and returns an error.
+pub fn wait_or_kill(
+    child: &mut std::process::Child,
+    limit: std::time::Duration,
+) -> anyhow::Result<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    anyhow::bail!("process {} still ran after {limit:?}; killed", child.id())
+}
+
 /// Polls `check` every 100 ms until it returns true or `limit` passes (bounded loop).
 pub fn wait_for(
     limit: std::time::Duration,

@@ -121,6 +121,29 @@ fn users_and_grants_are_written_on_the_leader_only_and_bad_input_changes_nothing
     ok(&leader, &["user", "revoke", "alice", "guest:*"]);
     ok(&leader, &["user", "revoke", "bob"]);
     assert_eq!(ok(&leader, &["user", "list"]), "alice admin:ns1\n");
+
+    // Certificate revocations, likewise: bad serials change nothing, a follower names the
+    // leader, a serial is revoked once.
+    let records = ok(&leader, &["status", "--json"]);
+    for (serial, says) in [
+        ("0x1f", "'x' is not a hex digit"),
+        ("", "it is empty"),
+        ("1f 2e", "' ' is not a hex digit"),
+    ] {
+        let err = fails(&leader, &["cert", "revoke", serial]);
+        assert!(err.contains(says), "{serial:?}: {err}");
+    }
+    assert_eq!(ok(&leader, &["status", "--json"]), records);
+    let err = fails(&follower, &["cert", "revoke", "1f"]);
+    assert!(err.contains("node0.test:7400"), "{err}");
+    ok(&leader, &["cert", "revoke", "00:1F:2e"]);
+    let err = fails(&leader, &["cert", "revoke", "1f2e"]);
+    assert!(err.contains("already revoked"), "{err}");
+    assert_eq!(
+        ok(&leader, &["cert", "revoked"]),
+        "1f2e (mastered version 9)\n"
+    );
+    assert_eq!(ok(&leader, &["user", "list"]), "alice admin:ns1\n");
 }
 
 /// Everything a restored store must show identically.
