@@ -1,5 +1,5 @@
 //! Replication benchmarks of the pure replica: local commit rate, apply rate of remote
-//! changes, and a 60 k-event-per-side partition heal (CPU time and bytes on the wire against
+//! changes (1 000 events per change, and one event per change as the segment grows), and a 60 k-event-per-side partition heal (CPU time and bytes on the wire against
 //! the zstd-compressed size of the missing events).
 //!
 //! `cargo bench -p meshward-crdt --bench replication`
@@ -96,6 +96,38 @@ fn apply(c: &mut Criterion) {
     g.finish();
 }
 
+/// One event per change, as a node writing events one at a time sends them: the CPU time to
+/// commit and to apply (check and take) each change as the segment grows to 40 000 rows,
+/// printed per 10 000 (automerge's apply walks the list, so applying changes one by one
+/// would grow with the rows; the replica applies them in batches).
+fn single_event_changes(_: &mut Criterion) {
+    let (mut w, mut r) = (replica(1), replica(2));
+    let (mut commit, mut apply) = (Duration::ZERO, Duration::ZERO);
+    for i in 0..40_000u64 {
+        let start = std::time::Instant::now();
+        let items = w
+            .commit(0, vec![Op::Append(event(i))])
+            .expect("commit")
+            .push;
+        commit += start.elapsed();
+        let start = std::time::Instant::now();
+        for item in items {
+            black_box(r.apply(item).expect("apply"));
+        }
+        apply += start.elapsed();
+        if (i + 1) % 10_000 == 0 {
+            println!(
+                "one-event changes, rows {:>5}..{:>5}: commit {:.1} µs, apply {:.1} µs per change",
+                i + 1 - 10_000,
+                i + 1,
+                commit.as_secs_f64() * 1e6 / 10_000.0,
+                apply.as_secs_f64() * 1e6 / 10_000.0
+            );
+            (commit, apply) = (Duration::ZERO, Duration::ZERO);
+        }
+    }
+}
+
 /// Two replicas share 10 k events each, then write 60 k each while partitioned.
 fn diverged() -> (Replica, Replica, Vec<Row>, Vec<Row>) {
     let (mut a, mut b) = (replica(1), replica(2));
@@ -165,5 +197,5 @@ fn heal_60k(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, commit, apply, heal_60k);
+criterion_group!(benches, commit, apply, single_event_changes, heal_60k);
 criterion_main!(benches);

@@ -368,15 +368,16 @@ impl Replica {
                     head: seg.head.clone(),
                     doc: match &seg.body {
                         Body::Sealed(bytes) => bytes.as_ref().clone(),
-                        Body::Live(live) => live.doc.save(),
+                        Body::Live(live) => live.save()?,
                     },
                 },
                 Some(p) if p.seq < seg.head.head.seq => {
                     let changes = seg.with_live(|live| {
                         let theirs = ChangeHash(p.hash);
-                        match live.doc.get_change_meta_by_hash(&theirs) {
+                        let doc = &live.doc()?.doc;
+                        match doc.get_change_meta_by_hash(&theirs) {
                             Some(meta) if meta.seq == p.seq => {
-                                let mut changes = live.doc.get_changes(&[theirs]);
+                                let mut changes = doc.get_changes(&[theirs]);
                                 changes.sort_by_key(Change::seq);
                                 Ok(Some(
                                     changes.iter().map(|c| c.raw_bytes().to_vec()).collect(),
@@ -613,7 +614,7 @@ impl Replica {
         let Body::Live(live) = &mut seg.body else {
             return Err(ApplyError::Fork { key, seq: have + 1 });
         };
-        live.apply_checked(&key, parsed, cursor)?;
+        live.apply_checked(parsed, cursor, head.head.rows);
         let mut effects = Effects {
             rows: row_changes(&key, rows_before, ops),
             ..Effects::default()
@@ -633,7 +634,7 @@ impl Replica {
         let key = head.head.key;
         let (live, rows) = check_snapshot(&head, &bytes)?;
         if let Some(h) = have_hash {
-            match live.doc.get_change_meta_by_hash(&ChangeHash(h)) {
+            match live.doc()?.doc.get_change_meta_by_hash(&ChangeHash(h)) {
                 Some(meta) if meta.seq == have => {}
                 _ => return Err(ApplyError::Fork { key, seq: have }),
             }
@@ -701,20 +702,24 @@ impl Replica {
                 changes,
             };
         };
-        match &mut seg.body {
-            Body::Live(live) if head.head.sealed => {
-                let doc = live.doc.save();
-                seg.body = Body::Sealed(Arc::new(doc.clone()));
+        // A document that cannot be saved keeps its changes stored one by one; its next read
+        // reports the error.
+        let saved = match &seg.body {
+            Body::Live(live) if head.head.sealed || live.stored_changes >= compact_after => {
+                live.save().ok()
+            }
+            _ => None,
+        };
+        match (saved, &mut seg.body) {
+            (Some(doc), Body::Live(live)) => {
+                if head.head.sealed {
+                    seg.body = Body::Sealed(Arc::new(doc.clone()));
+                } else {
+                    live.stored_changes = 0;
+                }
                 Persist::Snapshot {
                     head: head.clone(),
                     doc,
-                }
-            }
-            Body::Live(live) if live.stored_changes >= compact_after => {
-                live.stored_changes = 0;
-                Persist::Snapshot {
-                    head: head.clone(),
-                    doc: live.doc.save(),
                 }
             }
             _ => Persist::Append {

@@ -8,6 +8,7 @@
 //! authored by the segment's writer, so the history is a chain: seq 1, 2, … each depending on
 //! the one before.
 
+use std::cell::{Ref, RefCell};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -49,13 +50,30 @@ pub(crate) struct Cursor {
 }
 
 /// A segment held in memory as an automerge document.
+///
+/// Received changes are checked at once (chain, owner, schema, rows: [`Live::check`]) but
+/// applied to the document in batches, when it is next read or saved: automerge's apply
+/// walks the whole list to place an insert, so applying one change at a time costs O(rows)
+/// per change (6.6 ms per single-event change at 40 000 rows, measured), while one apply of a
+/// batch walks it once. The cursor and row count are always current.
 #[derive(Debug)]
 pub(crate) struct Live {
-    pub doc: Automerge,
-    pub rows_obj: Option<ObjId>,
+    key: SegmentKey,
+    doc: RefCell<Doc>,
+    /// Checked changes not yet applied to `doc`, in chain order.
+    pending: RefCell<Vec<Change>>,
     pub cursor: Cursor,
+    /// Rows (log) or live keys (map) after every checked change.
+    rows: u64,
     /// Changes stored since the last snapshot (drives compaction of the stored form).
     pub stored_changes: u64,
+}
+
+/// The document of a live segment and its `rows` object, once created.
+#[derive(Debug)]
+pub(crate) struct Doc {
+    pub doc: Automerge,
+    pub rows_obj: Option<ObjId>,
 }
 
 /// How a segment is held.
@@ -77,9 +95,14 @@ impl Live {
     /// An empty document for `key`, authored by its writer when it is ours.
     pub fn empty(key: &SegmentKey) -> Self {
         Live {
-            doc: Automerge::new().with_actor(key.writer.actor()),
-            rows_obj: None,
+            key: *key,
+            doc: RefCell::new(Doc {
+                doc: Automerge::new().with_actor(key.writer.actor()),
+                rows_obj: None,
+            }),
+            pending: RefCell::default(),
             cursor: Cursor::default(),
+            rows: 0,
             stored_changes: 0,
         }
     }
@@ -120,25 +143,58 @@ impl Live {
             }
             _ => return Err(ApplyError::mismatch(key, "document has more than one head")),
         };
+        let rows = rows_obj.as_ref().map_or(0, |obj| doc.length(obj) as u64);
         Ok(Live {
-            doc,
-            rows_obj,
+            key: *key,
+            doc: RefCell::new(Doc { doc, rows_obj }),
+            pending: RefCell::default(),
             cursor,
+            rows,
             stored_changes: 0,
         })
     }
 
     /// Number of rows (log) or live keys (map).
     pub fn rows(&self) -> u64 {
-        self.rows_obj
-            .as_ref()
-            .map_or(0, |obj| self.doc.length(obj) as u64)
+        self.rows
+    }
+
+    /// The document with every checked change applied.
+    pub fn doc(&self) -> Result<Ref<'_, Doc>, ApplyError> {
+        let pending = std::mem::take(&mut *self.pending.borrow_mut());
+        let mut doc = self.doc.borrow_mut();
+        if !pending.is_empty() {
+            doc.doc
+                .apply_changes(pending)
+                .map_err(|e| ApplyError::Automerge {
+                    key: self.key,
+                    reason: e.to_string(),
+                })?;
+            if doc.rows_obj.is_none() {
+                doc.rows_obj = rows_obj(&doc.doc);
+            }
+        }
+        // Checked on every read, so a failed apply is never forgotten.
+        if doc.doc.get_heads() != self.cursor.hash.into_iter().collect::<Vec<_>>() {
+            return Err(ApplyError::mismatch(
+                &self.key,
+                "document heads differ from the checked chain",
+            ));
+        }
+        drop(doc);
+        Ok(self.doc.borrow())
+    }
+
+    /// The saved form of the document.
+    pub fn save(&self) -> Result<Vec<u8>, ApplyError> {
+        Ok(self.doc()?.doc.save())
     }
 
     /// The current value of a map row.
     pub fn get(&self, key: &SegmentKey, row_key: &str) -> Option<Row> {
-        let obj = self.rows_obj.as_ref()?;
-        match self.doc.get(obj, row_key).ok()?? {
+        let doc = self.doc().ok()?;
+        let obj = doc.rows_obj.as_ref()?;
+        match doc.doc.get(obj, row_key).ok()?? {
             (Value::Scalar(v), _) => match v.as_ref() {
                 ScalarValue::Bytes(b) => Row::decode(key.table, b).ok(),
                 _ => None,
@@ -151,8 +207,13 @@ impl Live {
     /// Returns the raw change bytes.
     pub fn commit(&mut self, key: &SegmentKey, at_ms: i64, ops: &[RowOp]) -> Vec<u8> {
         let shape = key.table.shape();
-        let mut tx = self.doc.transaction();
-        let obj = match &self.rows_obj {
+        // Our own changes sent back to us may be pending; commit after them.
+        if self.doc().is_err() {
+            return Vec::new();
+        }
+        let Doc { doc, rows_obj } = self.doc.get_mut();
+        let mut tx = doc.transaction();
+        let obj = match rows_obj {
             Some(obj) => obj.clone(),
             None => {
                 let kind = match shape {
@@ -163,7 +224,8 @@ impl Live {
                 tx.put_object(ROOT, ROWS, kind).unwrap_or(ROOT)
             }
         };
-        let mut len = tx.length(&obj);
+        // The list's length without walking it (log rows are only ever appended).
+        let mut len = self.rows as usize;
         for op in ops {
             // Operations on an object of our own document that we just checked exists, with
             // in-range indices, cannot fail; a failure would leave the change short, which the
@@ -179,8 +241,12 @@ impl Live {
             };
         }
         let (hash, _) = tx.commit_with(CommitOptions::default().with_time(at_ms.div_euclid(1000)));
-        self.rows_obj = Some(obj);
-        let change = hash.and_then(|h| self.doc.get_change_by_hash(&h));
+        self.rows = match shape {
+            TableShape::Log => len as u64,
+            TableShape::Map => doc.length(&obj) as u64,
+        };
+        let change = hash.and_then(|h| doc.get_change_by_hash(&h));
+        *rows_obj = Some(obj);
         match change {
             Some(change) => {
                 self.cursor.seq = change.seq();
@@ -211,37 +277,19 @@ impl Live {
         Ok((out, cursor))
     }
 
-    /// Applies changes that [`Live::check`] accepted.
-    pub fn apply_checked(
-        &mut self,
-        key: &SegmentKey,
-        changes: Vec<Change>,
-        cursor: Cursor,
-    ) -> Result<(), ApplyError> {
-        let n = changes.len() as u64;
-        self.doc
-            .apply_changes(changes)
-            .map_err(|e| ApplyError::Automerge {
-                key: *key,
-                reason: e.to_string(),
-            })?;
-        if self.doc.get_heads() != cursor.hash.into_iter().collect::<Vec<_>>() {
-            return Err(ApplyError::mismatch(
-                key,
-                "document heads differ from the checked chain",
-            ));
-        }
-        if self.rows_obj.is_none() {
-            self.rows_obj = rows_obj(&self.doc);
-        }
+    /// Takes changes that [`Live::check`] accepted, ending at `cursor` with `rows` rows; they
+    /// reach the document when it is next read.
+    pub fn apply_checked(&mut self, changes: Vec<Change>, cursor: Cursor, rows: u64) {
+        self.stored_changes += changes.len() as u64;
+        self.pending.get_mut().extend(changes);
         self.cursor = cursor;
-        self.stored_changes += n;
-        Ok(())
+        self.rows = rows;
     }
 
     /// All rows of the document, in list order (log) or key order (map).
     pub fn all_rows(&self, key: &SegmentKey) -> Result<KeyedRows, ApplyError> {
-        read_rows(key, &self.doc, self.rows_obj.as_ref(), 0)
+        let doc = self.doc()?;
+        read_rows(key, &doc.doc, doc.rows_obj.as_ref(), 0)
     }
 }
 
@@ -296,8 +344,8 @@ pub(crate) fn check_snapshot(
         ));
     }
     let live = Live::from_doc(key, doc)?;
-    let root_keys: Vec<String> = live.doc.keys(ROOT).collect();
-    if root_keys.len() != 1 || root_keys[0] != ROWS || live.rows_obj.is_none() {
+    let root_keys: Vec<String> = live.doc()?.doc.keys(ROOT).collect();
+    if root_keys.len() != 1 || root_keys[0] != ROWS || live.doc()?.rows_obj.is_none() {
         return Err(ApplyError::schema(
             key,
             head.head.seq,

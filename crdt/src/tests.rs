@@ -308,6 +308,39 @@ fn log_segments_seal_at_the_bound_and_peers_catch_up_from_the_digest() {
 }
 
 #[test]
+fn changes_waiting_for_a_batched_apply_are_served_read_and_sealed() {
+    // Compaction far away: b holds a's single-event changes checked but not yet applied.
+    let config = ReplicaConfig {
+        seal_rows: NonZeroU64::new(25).unwrap_or(NonZeroU64::MIN),
+        compact_after: NonZeroU64::new(1000).unwrap_or(NonZeroU64::MIN),
+    };
+    let [mut a, mut b, mut c] = [1, 2, 3].map(|n| Replica::new(CLUSTER, key(n), config.clone()));
+    for i in 0..40 {
+        let e = a.commit(0, vec![event(i)]).expect("commit");
+        let applied = apply_all(&mut b, &e.push);
+        assert_eq!(applied.rows.len(), 1);
+        if i == 9 {
+            // c learns the first ten from b, which serves them from its pending changes.
+            sync_pair(&mut b, &mut c);
+            assert_eq!(c.rows(TableId::Events).expect("rows").len(), 10);
+        }
+    }
+    // b sealed segment 0 at 25 rows with every pending change in it.
+    assert_eq!((b.stats().segments, b.stats().live), (2, 1));
+    // c gets the rest of segment 0 as changes after its head, and segment 1.
+    sync_pair(&mut b, &mut c);
+    assert_eq!(a.digest(), c.digest());
+    assert_eq!(
+        a.rows(TableId::Events).expect("rows"),
+        c.rows(TableId::Events).expect("rows")
+    );
+    assert_eq!(
+        b.rows(TableId::Events).expect("rows"),
+        c.rows(TableId::Events).expect("rows")
+    );
+}
+
+#[test]
 fn a_replica_restored_from_its_persist_effects_is_identical() {
     let mut a = replica(1, 10);
     let mut b = replica(2, 10);
