@@ -154,10 +154,12 @@ pub fn emulate(
             }
             FaultKind::Heal {} => steps.push((f.at, Step::Heal)),
             FaultKind::Skew { .. } => unsupported.push("skew"),
+            FaultKind::Failover { .. } => unsupported.push("failover"),
         }
     }
-    // Skew is not emulated (reported under not_emulated), so it is not a fault that must fire.
+    // Not emulated (reported under not_emulated), so not faults that must fire.
     requested.remove("skew");
+    requested.remove("failover");
     steps.sort_by_key(|(at, _)| *at);
     let mut fired = std::collections::BTreeMap::<String, u64>::new();
     let mut writes = (0u64, 0u64);

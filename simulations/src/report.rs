@@ -4,7 +4,7 @@
 //! **reached** by it when the change is durable in its store, whether a gossip push or a sync
 //! answer brought it; hops count gossip relays (1 = straight from the origin).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -36,6 +36,69 @@ pub struct Message {
     pub reached: Vec<Reach>,
 }
 
+/// A failover the scenario asked for: `ha failover` on one node, retried until it leads.
+#[derive(Clone, Debug, Default)]
+pub struct Failover {
+    /// The candidate.
+    pub node: u32,
+    /// When the scenario asked for it.
+    pub asked_at: Micros,
+    /// Interval between attempts.
+    pub retry: Micros,
+    /// The candidate's epoch when asked.
+    pub from_epoch: u64,
+    /// When the leader of that epoch crashed, if it was down when asked.
+    pub leader_down_at: Option<Micros>,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Attempts refused.
+    pub refusals: u32,
+    /// The last refusals (at most [`KEPT_REFUSALS`]): when, and why.
+    pub last_refusals: VecDeque<(Micros, String)>,
+    /// When the candidate's hand-over record was signed and applied (it leads from then).
+    pub elected_at: Option<Micros>,
+    /// The epoch it leads.
+    pub epoch: Option<u64>,
+    /// When every live node first held that epoch's hand-over.
+    pub all_follow_at: Option<Micros>,
+    /// Why it stopped without being elected.
+    pub gave_up: Option<String>,
+}
+
+/// Refusals kept per failover.
+pub const KEPT_REFUSALS: usize = 10;
+
+impl Failover {
+    /// Counts a refused attempt, keeping the last few reasons.
+    pub fn refuse(&mut self, at: Micros, why: String) {
+        self.refusals += 1;
+        if self.last_refusals.len() == KEPT_REFUSALS {
+            self.last_refusals.pop_front();
+        }
+        self.last_refusals.push_back((at, why));
+    }
+
+    fn summary(&self) -> serde_json::Value {
+        let ms = |t: Option<Micros>| t.map(|t| t / 1000);
+        let since = |from: Option<Micros>, to: Option<Micros>| Some((to? - from?) / 1000);
+        json!({
+            "node": self.node,
+            "asked_at_ms": self.asked_at / 1000,
+            "retry_ms": self.retry / 1000,
+            "attempts": self.attempts,
+            "refusals": self.refusals,
+            "last_refusals": self.last_refusals.iter().map(|(at, why)| json!({"at_ms": at / 1000, "why": why})).collect::<Vec<_>>(),
+            "leader_down_at_ms": ms(self.leader_down_at),
+            "elected_at_ms": ms(self.elected_at),
+            "epoch": self.epoch,
+            "elected_after_asked_ms": since(Some(self.asked_at), self.elected_at),
+            "elected_after_leader_down_ms": since(self.leader_down_at, self.elected_at),
+            "all_live_follow_after_leader_down_ms": since(self.leader_down_at, self.all_follow_at),
+            "gave_up": self.gave_up,
+        })
+    }
+}
+
 /// What the oracles found.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Oracles {
@@ -47,8 +110,13 @@ pub struct Oracles {
     pub commits_missing_on_live_nodes: u64,
     /// Commits held only by nodes that are down at the end (durable in their stores).
     pub commits_only_on_down_nodes: u64,
-    /// Leader epochs seen in the nodes' verified mastered records.
+    /// Leader epochs seen in the nodes' verified mastered chains.
     pub epochs_seen: u64,
+    /// The leaders (node indices) of each epoch, over every node's verified chain: one per
+    /// epoch, or the oracle fails.
+    pub leaders_by_epoch: BTreeMap<u64, Vec<u32>>,
+    /// How many nodes' chains end in each epoch (down nodes included).
+    pub nodes_by_last_epoch: BTreeMap<u64, u64>,
     /// Everything that failed; empty on success.
     pub failures: Vec<String>,
 }
@@ -124,6 +192,8 @@ pub struct Metrics {
     pub heal_convergence: Vec<(Micros, Micros)>,
     /// Live nodes at the end.
     pub live_nodes: u64,
+    /// Failovers asked for, in order.
+    pub failovers: Vec<Failover>,
     /// Oracle results.
     pub oracles: Oracles,
     /// Errors from inside the run.
@@ -257,6 +327,7 @@ impl Metrics {
                 "dials_failed": self.dials_failed,
             },
             "faults": { "requested": self.faults_requested, "fired": self.faults_fired },
+            "failovers": self.failovers.iter().map(Failover::summary).collect::<Vec<_>>(),
             "oracles": self.oracles,
         })
     }

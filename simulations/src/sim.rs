@@ -30,16 +30,19 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 use ed25519_dalek::SigningKey;
+use meshward_crdt::mastered::{Chain, Member};
 use meshward_crdt::{
     ClusterId, Effects, Event, EventKind, Op, Persist, ReplicaConfig, SegmentKey, TableId, WriterId,
 };
 use meshward_node::core::{Core, CoreConfig, Input, Output, Verdict};
+use meshward_node::roster::{self, MasteredBundle};
 use meshward_node::store::{Identity, PeerEntry, Store};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sha2::{Digest as _, Sha256};
 
-use crate::report::{Metrics, Reach};
+use crate::oracle;
+use crate::report::{Failover, Metrics, Reach};
 use crate::scenario::{FaultKind, Latency, Scenario};
 
 /// Virtual time in microseconds since the start of the run.
@@ -113,6 +116,11 @@ struct SimNode {
     next_heartbeat: Micros,
     /// Highest seq held per segment, kept from the persisted heads.
     held: BTreeMap<SegmentKey, u64>,
+    /// When it last crashed.
+    crashed_at: Option<Micros>,
+    /// The failover input in flight on it: its token and its failover (index into
+    /// `metrics.failovers`).
+    failover: Option<(u64, usize)>,
 }
 
 #[derive(Debug)]
@@ -188,6 +196,8 @@ enum Ev {
         series: usize,
         k: u64,
     },
+    /// An attempt of the failover `metrics.failovers[record]`.
+    Failover(usize),
     Sample,
 }
 
@@ -226,10 +236,22 @@ impl Sim {
             .map(|(i, w)| (*w, i as u32))
             .collect();
         let roster: BTreeSet<WriterId> = ids.iter().copied().collect();
+        // The cluster's mastered chain as `init` starts it: a genesis roster of every node,
+        // signed by node 0, the leader of epoch 1. Roster addresses are names, not socket
+        // addresses, so cores do not dial every member: the topology decides who dials whom.
+        let members = (0..n)
+            .map(|i| Member {
+                key: ids[i].0,
+                address: format!("node-{i}.sim"),
+            })
+            .collect();
+        let genesis = MasteredBundle::genesis(&keys[0], cluster, members).encode();
         let mut nodes = Vec::with_capacity(n);
         for key in keys {
+            let store = Store::in_memory().context("creating an in-memory store")?;
+            roster::import(&store, &genesis).context("importing the genesis roster")?;
             nodes.push(SimNode {
-                store: Store::in_memory().context("creating an in-memory store")?,
+                store,
                 identity: Identity { key, cluster },
                 core: None,
                 incarnation: 0,
@@ -243,6 +265,8 @@ impl Sim {
                 next_token: 0,
                 next_heartbeat: 0,
                 held: BTreeMap::new(),
+                crashed_at: None,
+                failover: None,
             });
         }
         let mut sim = Sim {
@@ -498,6 +522,7 @@ impl Sim {
                 self.restart(n)?;
             }
             Ev::Write { series, k } => self.write(series, k)?,
+            Ev::Failover(record) => self.failover(record)?,
             Ev::Sample => {
                 self.sample();
                 self.push(self.now + SAMPLE_US, Ev::Sample);
@@ -541,14 +566,16 @@ impl Sim {
             .iter()
             .map(|s| (s.key, s.seq))
             .collect();
-        n.core = Some(Core::new(
+        let mut core = Core::new(
             replica,
             self.roster.clone(),
             CoreConfig::default(),
             seed,
             known,
             now,
-        ));
+        );
+        roster::load_into(&n.store, &mut core, now)?;
+        n.core = Some(core);
         n.next_heartbeat = self.now;
         Ok(())
     }
@@ -578,6 +605,11 @@ impl Sim {
             .or_default() += 1;
         n.core = None;
         n.incarnation += 1;
+        n.crashed_at = Some(self.now);
+        if let Some((_, record)) = n.failover.take() {
+            self.metrics.failovers[record].gave_up = Some("the candidate crashed".into());
+            self.pending_faults -= 1;
+        }
         n.mesh.clear();
         n.seen.clear();
         n.seen_order.clear();
@@ -639,8 +671,14 @@ impl Sim {
                     self.track(node, effects, via);
                 }
             }
+            let chain_moved = rest
+                .iter()
+                .any(|o| matches!(o, Output::PersistMastered(_) | Output::AdoptChain { .. }));
             for out in rest {
                 self.execute(node, out, &mut inputs)?;
+            }
+            if chain_moved {
+                self.check_followed();
             }
         }
         Ok(())
@@ -745,8 +783,9 @@ impl Sim {
                 .store
                 .add_superseded(&records)
                 .context("keeping superseded records")?,
-            // The model network admits every simulated node; HA answers have no caller here.
-            Output::Roster(_) | Output::Done { .. } => {}
+            Output::Done { token, result } => self.failover_done(node, token, result),
+            // The model network admits every simulated node.
+            Output::Roster(_) => {}
             Output::Applied { .. } | Output::Committed { .. } => {}
         }
         Ok(())
@@ -1317,6 +1356,25 @@ impl Sim {
                     self.push(at + down.as_micros() as u64, Ev::RestartOne(i as u32));
                 }
             }
+            FaultKind::Failover { node, retry } => {
+                let from_epoch = self.epoch(node as u32);
+                let leader_down_at = self.nodes[node].core.as_ref().and_then(|core| {
+                    let leader = self.index.get(&WriterId(core.chain()?.leader()))?;
+                    let l = &self.nodes[*leader as usize];
+                    l.core.is_none().then_some(l.crashed_at).flatten()
+                });
+                self.metrics.failovers.push(Failover {
+                    node: node as u32,
+                    asked_at: self.now,
+                    retry: retry.as_micros() as u64,
+                    from_epoch,
+                    leader_down_at,
+                    ..Failover::default()
+                });
+                let record = self.metrics.failovers.len() - 1;
+                self.pending_faults += 1;
+                self.push(self.now, Ev::Failover(record));
+            }
             FaultKind::Skew { nodes, offset_ms } => {
                 for i in nodes.resolve(n)? {
                     self.nodes[i].skew_ms = offset_ms;
@@ -1325,6 +1383,98 @@ impl Sim {
             }
         }
         Ok(())
+    }
+
+    /// The epoch of the node's chain (0 while it is down).
+    fn epoch(&self, node: u32) -> u64 {
+        self.nodes[node as usize]
+            .core
+            .as_ref()
+            .and_then(Core::chain)
+            .map_or(0, Chain::epoch)
+    }
+
+    /// One attempt of a failover: `ha failover` on its node, unless the node is down or
+    /// already follows a leader of a later epoch elected elsewhere.
+    fn failover(&mut self, record: usize) -> anyhow::Result<()> {
+        let node = self.metrics.failovers[record].node;
+        let epoch = self.epoch(node);
+        let stop = if self.nodes[node as usize].core.is_none() {
+            Some("the candidate is down".to_string())
+        } else if epoch > self.metrics.failovers[record].from_epoch {
+            Some(format!(
+                "the candidate follows epoch {epoch}, elected elsewhere"
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = stop {
+            self.metrics.failovers[record].gave_up = Some(why);
+            self.pending_faults -= 1;
+            return Ok(());
+        }
+        let n = &mut self.nodes[node as usize];
+        n.next_token += 1;
+        let token = n.next_token;
+        n.failover = Some((token, record));
+        self.metrics.failovers[record].attempts += 1;
+        self.feed(
+            node,
+            Input::Failover {
+                token,
+                force: false,
+            },
+            Via::Local,
+        )
+    }
+
+    /// The answer to a failover attempt: elected, or refused and retried after `retry`.
+    fn failover_done(&mut self, node: u32, token: u64, result: Result<u64, String>) {
+        let n = &mut self.nodes[node as usize];
+        let Some((_, record)) = n.failover.take_if(|(t, _)| *t == token) else {
+            return;
+        };
+        match result {
+            Ok(_) => {
+                let epoch = self.epoch(node);
+                let fo = &mut self.metrics.failovers[record];
+                fo.elected_at = Some(self.now);
+                fo.epoch = Some(epoch);
+                self.pending_faults -= 1;
+                self.fired("failover");
+                self.check_followed();
+            }
+            Err(why) => {
+                let fo = &mut self.metrics.failovers[record];
+                fo.refuse(self.now, why);
+                let at = self.now + fo.retry;
+                self.push(at, Ev::Failover(record));
+            }
+        }
+    }
+
+    /// Records when every live node first follows the leader a failover elected.
+    fn check_followed(&mut self) {
+        if self
+            .metrics
+            .failovers
+            .iter()
+            .all(|fo| fo.epoch.is_none() || fo.all_follow_at.is_some())
+        {
+            return;
+        }
+        let live: Vec<u64> = (0..self.nodes.len() as u32)
+            .filter(|&i| self.nodes[i as usize].core.is_some())
+            .map(|i| self.epoch(i))
+            .collect();
+        let now = self.now;
+        for fo in &mut self.metrics.failovers {
+            if let (Some(epoch), None) = (fo.epoch, fo.all_follow_at)
+                && live.iter().all(|&e| e >= epoch)
+            {
+                fo.all_follow_at = Some(now);
+            }
+        }
     }
 
     fn flap(&mut self, f: usize, cut: bool, left: u64) -> anyhow::Result<()> {
@@ -1492,21 +1642,42 @@ impl Sim {
                 "{lost} commits of live nodes are missing on live nodes"
             ));
         }
-        // Never two leaders in one epoch, over the verified mastered records each node holds.
-        let mut leaders: BTreeMap<u64, BTreeSet<[u8; 32]>> = BTreeMap::new();
-        for &i in &live {
-            for r in self.nodes[i].store.mastered_records()? {
-                leaders.entry(r.record.epoch).or_default().insert(r.signer);
+        // Never two leaders in one epoch, over every node's stored chain (a down node's
+        // store is kept, so it counts too), replayed with the real verification.
+        let mut chains = Vec::new();
+        for (i, n) in self.nodes.iter().enumerate() {
+            if let Some(anchor) = n.store.anchor()? {
+                chains.push((i as u32, anchor, n.store.mastered_records()?));
+            }
+        }
+        let (leaders, unverified) = oracle::leaders_per_epoch(
+            chains
+                .iter()
+                .map(|(i, anchor, records)| (*i, *anchor, records.as_slice())),
+        );
+        let mut last_epoch = BTreeMap::new();
+        for (epoch, l) in &leaders {
+            for node in l.values().flatten() {
+                last_epoch.insert(*node, *epoch);
             }
         }
         let o = &mut self.metrics.oracles;
         o.epochs_seen = leaders.len() as u64;
-        for (epoch, l) in &leaders {
-            if l.len() > 1 {
-                o.failures
-                    .push(format!("epoch {epoch} has {} leaders", l.len()));
-            }
+        for epoch in last_epoch.into_values() {
+            *o.nodes_by_last_epoch.entry(epoch).or_default() += 1;
         }
+        o.leaders_by_epoch = leaders
+            .iter()
+            .map(|(epoch, l)| {
+                let nodes = l
+                    .keys()
+                    .map(|k| self.index.get(&WriterId(*k)).copied().unwrap_or(u32::MAX))
+                    .collect();
+                (*epoch, nodes)
+            })
+            .collect();
+        o.failures.extend(unverified);
+        o.failures.extend(oracle::two_leaders(&leaders));
         // Every fault asked for fired.
         for (kind, &asked) in &self.metrics.faults_requested.clone() {
             let fired = self.metrics.faults_fired.get(kind).copied().unwrap_or(0);
