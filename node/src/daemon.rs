@@ -741,6 +741,16 @@ impl Backend for DaemonBackend<'_> {
     }
 
     #[cfg(feature = "fault-injection")]
+    fn set_delay(
+        &mut self,
+        peers: BTreeSet<WriterId>,
+        delay: crate::cli::DelayMs,
+    ) -> anyhow::Result<()> {
+        self.node.handle.set_delay(peers, delay.min, delay.max)?;
+        Ok(())
+    }
+
+    #[cfg(feature = "fault-injection")]
     fn set_blocked(&mut self, peers: BTreeSet<WriterId>) -> anyhow::Result<()> {
         let heal = peers.is_empty();
         self.node.handle.set_blocked(peers)?;
