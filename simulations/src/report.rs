@@ -239,6 +239,9 @@ impl Metrics {
         let mut t999 = Vec::new();
         let mut t100 = Vec::new();
         let mut hops: BTreeMap<u32, u64> = BTreeMap::new();
+        // Commit to durable at each node a gossip push reached (what the daemon's lag
+        // metric measures), in µs.
+        let mut push_lag: Vec<Micros> = Vec::new();
         let mut via_sync = 0u64;
         let mut delivered = 0u64;
         for m in &self.messages {
@@ -248,7 +251,10 @@ impl Metrics {
             delivered += times.len().min(live) as u64;
             for r in &m.reached {
                 match r.hops {
-                    Some(h) => *hops.entry(h).or_default() += 1,
+                    Some(h) => {
+                        *hops.entry(h).or_default() += 1;
+                        push_lag.push(r.at - m.at);
+                    }
                     None => via_sync += 1,
                 }
             }
@@ -297,6 +303,7 @@ impl Metrics {
                 "time_to_99_percent_ms": stats_ms(&t99),
                 "time_to_99_9_percent_ms": stats_ms(&t999),
                 "time_to_100_percent_ms": stats_ms(&t100),
+                "push_lag_ms": percentiles_ms(push_lag),
             },
             "convergence": {
                 "after_heals_ms": self.heal_convergence.iter().map(|(at, d)| json!({"at_ms": at / 1000, "took_ms": d / 1000})).collect::<Vec<_>>(),
@@ -425,20 +432,32 @@ impl Metrics {
     }
 }
 
-fn stats_ms(v: &[Option<Micros>]) -> serde_json::Value {
-    let reached: Vec<u64> = v.iter().flatten().copied().collect();
-    let mut sorted = reached.clone();
-    sorted.sort_unstable();
-    let pct = |p: f64| {
-        sorted
-            .get(((sorted.len() as f64 - 1.0) * p).round() as usize)
-            .map(|u| *u as f64 / 1000.0)
-    };
+/// The `p` quantile (0..=1) of sorted durations, in ms.
+fn quantile_ms(sorted: &[Micros], p: f64) -> Option<f64> {
+    sorted
+        .get(((sorted.len() as f64 - 1.0) * p).round() as usize)
+        .map(|u| *u as f64 / 1000.0)
+}
+
+/// Count, p50, p99 and max of durations, in ms.
+fn percentiles_ms(mut v: Vec<Micros>) -> serde_json::Value {
+    v.sort_unstable();
     json!({
-        "messages_that_got_there": reached.len(),
+        "count": v.len(),
+        "p50": quantile_ms(&v, 0.5),
+        "p99": quantile_ms(&v, 0.99),
+        "max": quantile_ms(&v, 1.0),
+    })
+}
+
+fn stats_ms(v: &[Option<Micros>]) -> serde_json::Value {
+    let mut sorted: Vec<u64> = v.iter().flatten().copied().collect();
+    sorted.sort_unstable();
+    json!({
+        "messages_that_got_there": sorted.len(),
         "of": v.len(),
-        "p50": pct(0.5),
-        "max": pct(1.0),
+        "p50": quantile_ms(&sorted, 0.5),
+        "max": quantile_ms(&sorted, 1.0),
     })
 }
 
