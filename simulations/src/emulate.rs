@@ -15,7 +15,10 @@
 //! (drawn per message from a range), so the daemons must be built with the `fault-injection`
 //! feature. It delays gossip and sync messages, not QUIC handshakes.
 //!
-//! Not emulated (reported in the summary): duplication, reordering, clock skew and failover.
+//! A failover fault runs `meshward ha failover` on its node, retried every `retry` within the
+//! scenario's duration until it succeeds.
+//!
+//! Not emulated (reported in the summary): duplication, reordering and clock skew.
 //!
 //! Everything started is stopped by pid and every namespace is deleted (which removes its
 //! veths and the bridge), also on error: [`Lab`] does it on drop.
@@ -109,6 +112,10 @@ fn compare(emulated: &serde_json::Value, simulated: &serde_json::Value) -> serde
             "sim": simulated["oracles"]["distinct_digests"],
         },
         "faults_fired": { "emulate": emulated["faults"]["fired"], "sim": simulated["faults"]["fired"] },
+        "failover_elected_after_asked_ms": {
+            "emulate": elected_after_asked(emulated),
+            "sim": elected_after_asked(simulated),
+        },
         "push_lag_ms": {
             "emulate": emulated["push_lag_ms"],
             "sim": simulated["messages"]["push_lag_ms"],
@@ -120,6 +127,16 @@ fn compare(emulated: &serde_json::Value, simulated: &serde_json::Value) -> serde
         },
         "not_emulated": emulated["not_emulated"],
     })
+}
+
+/// Each failover's time from being asked for to elected (null if never), from a summary.
+fn elected_after_asked(summary: &serde_json::Value) -> Vec<serde_json::Value> {
+    summary["failovers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|f| f["elected_after_asked_ms"].clone())
+        .collect()
 }
 
 /// Runs `scenario` on real daemons; returns the summary and the oracle failures.
@@ -152,6 +169,7 @@ pub fn emulate(
     }
     // The timeline: (time, step), in order.
     let mut steps: Vec<(Duration, Step)> = Vec::new();
+    let mut failovers: Vec<Failover> = Vec::new();
     for (s, w) in scenario.writes.iter().enumerate() {
         let nodes = w.nodes.resolve(n)?;
         for k in 0..w.count {
@@ -215,18 +233,39 @@ pub fn emulate(
             }
             FaultKind::Heal {} => steps.push((f.at, Step::Heal)),
             FaultKind::Skew { .. } => unsupported.push("skew"),
-            FaultKind::Failover { .. } => unsupported.push("failover"),
+            FaultKind::Failover { node, retry } => {
+                failovers.push(Failover {
+                    node: *node,
+                    asked_at: f.at,
+                    ..Failover::default()
+                });
+                let record = failovers.len() - 1;
+                steps.push((
+                    f.at,
+                    Step::Failover {
+                        record,
+                        retry: *retry,
+                    },
+                ));
+            }
         }
     }
-    // Not emulated (reported under not_emulated), so not faults that must fire.
+    // Not emulated (reported under not_emulated), so not a fault that must fire.
     requested.remove("skew");
-    requested.remove("failover");
-    steps.sort_by_key(|(at, _)| *at);
+    // In time order, and in the order added at one time; a retried failover goes back in.
+    let mut queue: std::collections::BTreeMap<(Duration, usize), Step> = steps
+        .into_iter()
+        .enumerate()
+        .map(|(k, (at, step))| ((at, k), step))
+        .collect();
+    let mut next_seq = queue.len();
     let mut fired = std::collections::BTreeMap::<String, u64>::new();
     let mut writes = (0u64, 0u64);
     let mut last_heal = None;
     let start = Instant::now();
-    for (k, (at, step)) in steps.into_iter().enumerate() {
+    let mut k = 0;
+    while let Some(((at, _), step)) = queue.pop_first() {
+        k += 1;
         if let Some(wait) = at.checked_sub(start.elapsed()) {
             std::thread::sleep(wait);
         }
@@ -263,6 +302,26 @@ pub fn emulate(
             Step::Crash(i) => lab.crash(i),
             Step::Restart(i) => lab.start(i, &edges[i]).is_ok(),
             Step::Fired(_) => true,
+            Step::Failover { record, retry } => {
+                let fo = &mut failovers[record];
+                fo.attempts += 1;
+                match lab.cli(fo.node, &["ha", "failover"]) {
+                    Ok(_) => {
+                        fo.elected_at = Some(start.elapsed());
+                        true
+                    }
+                    Err(e) => {
+                        fo.last_refusal = Some(format!("{e:#}"));
+                        // Retried within the scenario's duration only.
+                        let again = start.elapsed() + retry;
+                        if again < scenario.duration {
+                            next_seq += 1;
+                            queue.insert((again, next_seq), Step::Failover { record, retry });
+                        }
+                        false
+                    }
+                }
+            }
         };
         if ok {
             *fired.entry(name.to_string()).or_default() += 1;
@@ -324,10 +383,35 @@ pub fn emulate(
             "last_heal_at_ms": last_heal.map(|d: Duration| d.as_millis() as u64),
         },
         "push_lag_ms": push_lag(&statuses),
+        "failovers": failovers.iter().map(Failover::summary).collect::<Vec<_>>(),
         "faults": { "requested": requested, "fired": fired },
         "not_emulated": unsupported,
     });
     Ok((summary, failures))
+}
+
+/// A failover the scenario asked for: `meshward ha failover` on its node, retried.
+#[derive(Debug, Default)]
+struct Failover {
+    node: usize,
+    asked_at: Duration,
+    attempts: u32,
+    elected_at: Option<Duration>,
+    last_refusal: Option<String>,
+}
+
+impl Failover {
+    fn summary(&self) -> serde_json::Value {
+        let ms = |d: Duration| d.as_millis() as u64;
+        json!({
+            "node": self.node,
+            "asked_at_ms": ms(self.asked_at),
+            "attempts": self.attempts,
+            "elected_at_ms": self.elected_at.map(ms),
+            "elected_after_asked_ms": self.elected_at.map(|e| ms(e.saturating_sub(self.asked_at))),
+            "last_refusal": self.last_refusal,
+        })
+    }
 }
 
 #[derive(Debug)]
@@ -339,6 +423,7 @@ enum Step {
     Crash(usize),
     Restart(usize),
     Fired(&'static str),
+    Failover { record: usize, retry: Duration },
 }
 
 impl Step {
@@ -352,6 +437,7 @@ impl Step {
             Step::Crash(_) => "crash",
             Step::Restart(_) => "restart",
             Step::Fired(name) => name,
+            Step::Failover { .. } => "failover",
         }
     }
 }

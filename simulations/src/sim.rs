@@ -5,7 +5,10 @@
 //!   in-memory backend), driven as `meshward run` drives it: one input at a time, every
 //!   [`Output::Persist`] made durable before the outputs after it run, the peer book written
 //!   on each connection, the core rebuilt from the store on restart. Pushes, adverts, sync
-//!   requests and answers are the core's own bytes, checked by the real crdt code.
+//!   requests and answers are the core's own bytes, checked by the real crdt code. Every
+//!   store starts with a genesis roster of all nodes signed by node 0 (as `init` makes it),
+//!   so leadership is real too: a `failover` fault feeds the core's [`Input::Failover`], and
+//!   endorsements, votes and hand-over records travel and persist as in the daemon.
 //! - **Modelled:** the transport. Connections are set up by dials that take one round trip.
 //!   Gossip is gossipsub-like: message id = SHA-256 of the bytes (as the transport's
 //!   `message_id_fn`), a seen-cache drops duplicates before they reach the core, an accepted
