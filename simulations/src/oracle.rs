@@ -13,6 +13,9 @@ use meshward_crdt::mastered::{Chain, SignedRecord, TrustAnchor};
 /// A public key: the leader of an epoch.
 pub type Key = [u8; 32];
 
+/// A trust anchor as a map key: cluster id and genesis leader.
+type ChainKey = ([u8; 16], Key);
+
 /// Epoch → leader → the nodes whose chain names it.
 pub type Leaders = BTreeMap<u64, BTreeMap<Key, BTreeSet<u32>>>;
 
@@ -22,33 +25,59 @@ pub fn leaders_per_epoch<'a>(
 ) -> (Leaders, Vec<String>) {
     let mut leaders = Leaders::new();
     let mut failures = Vec::new();
+    // Identical chains (the common case: 1 000 nodes holding one genesis) are replayed once.
+    let mut replayed: BTreeMap<(ChainKey, Vec<Key>), Replay> = BTreeMap::new();
     for (node, anchor, records) in chains {
-        let mut chain = Chain::new(anchor);
-        let mut note = |chain: &Chain| {
+        let id = (anchor.cluster.0, anchor.genesis_leader);
+        let key = (id, records.iter().map(|r| r.hash().0).collect());
+        let replay = replayed
+            .entry(key)
+            .or_insert_with(|| replay(anchor, records));
+        for (epoch, leader) in &replay.leaders {
             leaders
-                .entry(chain.epoch())
+                .entry(*epoch)
                 .or_default()
-                .entry(chain.leader())
+                .entry(*leader)
                 .or_default()
                 .insert(node);
-        };
-        note(&chain);
-        for record in records {
-            let applied = chain
-                .verify(record)
-                .map_err(|e| e.to_string())
-                .and_then(|v| chain.apply(v).map_err(|e| e.to_string()));
-            if let Err(e) = applied {
-                failures.push(format!(
-                    "node {node}: stored mastered record {} does not verify: {e}",
-                    record.record.version
-                ));
-                break;
-            }
-            note(&chain);
+        }
+        if let Some(e) = &replay.failure {
+            failures.push(format!("node {node}: {e}"));
         }
     }
     (leaders, failures)
+}
+
+/// The (epoch, leader) pairs a chain goes through, and where it stops verifying.
+struct Replay {
+    leaders: Vec<(u64, Key)>,
+    failure: Option<String>,
+}
+
+fn replay(anchor: TrustAnchor, records: &[SignedRecord]) -> Replay {
+    let mut chain = Chain::new(anchor);
+    let mut leaders = vec![(chain.epoch(), chain.leader())];
+    for record in records {
+        let applied = chain
+            .verify(record)
+            .map_err(|e| e.to_string())
+            .and_then(|v| chain.apply(v).map_err(|e| e.to_string()));
+        if let Err(e) = applied {
+            let failure = format!(
+                "stored mastered record {} does not verify: {e}",
+                record.record.version
+            );
+            return Replay {
+                leaders,
+                failure: Some(failure),
+            };
+        }
+        leaders.push((chain.epoch(), chain.leader()));
+    }
+    Replay {
+        leaders,
+        failure: None,
+    }
 }
 
 /// One failure per epoch that had more than one leader.
