@@ -118,16 +118,6 @@ pub enum Latency {
     ),
 }
 
-impl Latency {
-    /// The largest value.
-    pub fn max(&self) -> Duration {
-        match self {
-            Latency::Fixed(d) => *d,
-            Latency::Uniform(_, hi) => *hi,
-        }
-    }
-}
-
 impl Default for Latency {
     fn default() -> Self {
         Latency::Fixed(Duration::from_millis(1))
