@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
@@ -157,6 +157,17 @@ pub enum FaultCmd {
     },
     /// Restore every link.
     Heal,
+    /// Hold what these peers send (gossip, sync requests and answers) for a one-way delay
+    /// before this node sees it, to emulate latency: `--ms 20`, or `--ms 10..50` for a
+    /// uniform draw per message (at most 1000); `--ms 0` removes it.
+    Delay {
+        /// Milliseconds: N or MIN..MAX.
+        #[arg(long, value_parser = parse_delay)]
+        ms: DelayMs,
+        /// Peers (writer ids) whose messages are held.
+        #[arg(long = "peer", required = true)]
+        peers: Vec<String>,
+    },
     /// Misbehave towards every peer, to show they refuse and count it: `garbage` publishes
     /// and requests junk bytes and answers the next sync requests with junk; `oversize`
     /// does the same with messages one byte over the peers' limits; `foreign` publishes
@@ -166,6 +177,32 @@ pub enum FaultCmd {
         #[arg(long, value_parser = ["garbage", "oversize", "foreign"])]
         kind: String,
     },
+}
+
+/// A one-way delay range for `fault delay`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DelayMs {
+    /// Shortest delay.
+    pub min: Duration,
+    /// Longest delay.
+    pub max: Duration,
+}
+
+fn parse_delay(s: &str) -> Result<DelayMs, String> {
+    let bad = || format!("{s:?}: give milliseconds as N or MIN..MAX, e.g. 20 or 10..50");
+    let (lo, hi) = s.split_once("..").unwrap_or((s, s));
+    let lo: u64 = lo.trim().parse().map_err(|_| bad())?;
+    let hi: u64 = hi.trim().parse().map_err(|_| bad())?;
+    let max = meshward_transport::MAX_DELAY.as_millis() as u64;
+    if lo > hi || hi > max {
+        return Err(format!(
+            "{s:?}: the range must not be empty and at most {max} ms"
+        ));
+    }
+    Ok(DelayMs {
+        min: Duration::from_millis(lo),
+        max: Duration::from_millis(hi),
+    })
 }
 
 /// Where commands run: on the store directly, or inside a running daemon.
@@ -207,6 +244,10 @@ pub trait Backend {
     }
     /// Cuts links to `peers` (empty: heal), when a daemon with fault hooks runs.
     fn set_blocked(&mut self, _peers: BTreeSet<WriterId>) -> anyhow::Result<()> {
+        bail!("fault hooks need a running daemon built with the `fault-injection` feature")
+    }
+    /// Delays what `peers` send, when a daemon with fault hooks runs.
+    fn set_delay(&mut self, _peers: BTreeSet<WriterId>, _delay: DelayMs) -> anyhow::Result<()> {
         bail!("fault hooks need a running daemon built with the `fault-injection` feature")
     }
 }
@@ -920,11 +961,7 @@ pub fn run(cli: Cli, backend: &mut dyn Backend, out: &mut dyn Write) -> anyhow::
             )?;
         }
         Command::Fault(FaultCmd::Block { peers }) => {
-            let peers = peers
-                .iter()
-                .map(|p| p.parse::<WriterId>())
-                .collect::<Result<BTreeSet<_>, _>>()
-                .map_err(anyhow::Error::msg)?;
+            let peers = parse_peers(&peers)?;
             let n = peers.len();
             backend.set_blocked(peers)?;
             emit(g, out, json!({"blocked": n}), &format!("blocked {n} peers"))?;
@@ -942,8 +979,29 @@ pub fn run(cli: Cli, backend: &mut dyn Backend, out: &mut dyn Write) -> anyhow::
             backend.set_blocked(BTreeSet::new())?;
             emit(g, out, json!({"blocked": 0}), "healed")?;
         }
+        Command::Fault(FaultCmd::Delay { ms, peers }) => {
+            let peers = parse_peers(&peers)?;
+            let n = peers.len();
+            backend.set_delay(peers, ms)?;
+            let (min, max) = (ms.min.as_millis() as u64, ms.max.as_millis() as u64);
+            emit(
+                g,
+                out,
+                json!({"delayed": n, "min_ms": min, "max_ms": max}),
+                &format!("messages from {n} peers delayed {min}..{max} ms"),
+            )?;
+        }
     }
     Ok(())
+}
+
+/// Writer ids given as hex on the command line.
+fn parse_peers(peers: &[String]) -> anyhow::Result<BTreeSet<WriterId>> {
+    peers
+        .iter()
+        .map(|p| p.parse::<WriterId>())
+        .collect::<Result<BTreeSet<_>, _>>()
+        .map_err(anyhow::Error::msg)
 }
 
 /// Reads a file, refusing one larger than `max` before reading it.
@@ -1056,4 +1114,32 @@ pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fault_delay_is_n_or_a_range_of_at_most_one_second() {
+        let ms = Duration::from_millis;
+        assert_eq!(
+            parse_delay("20"),
+            Ok(DelayMs {
+                min: ms(20),
+                max: ms(20)
+            })
+        );
+        assert_eq!(
+            parse_delay("10..50"),
+            Ok(DelayMs {
+                min: ms(10),
+                max: ms(50)
+            })
+        );
+        for bad in ["", "x", "10..", "..5", "-1", "50..10", "1001", "0..1001"] {
+            assert!(parse_delay(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(parse_delay("5000").unwrap_err().contains("at most 1000 ms"));
+    }
 }

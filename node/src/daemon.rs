@@ -189,14 +189,7 @@ fn now_us() -> u64 {
 impl Node {
     /// (Re)loads the stored mastered chain into the core, which admits its roster.
     fn load_mastered(&mut self) -> anyhow::Result<()> {
-        self.core.set_vote(self.store.vote()?);
-        if let Some(anchor) = self.store.anchor()? {
-            let records = self.store.mastered_records()?;
-            self.core
-                .load_mastered(now_ms() as u64, anchor, records)
-                .context("the stored mastered chain no longer verifies")?;
-        }
-        Ok(())
+        crate::roster::load_into(&self.store, &mut self.core, now_ms() as u64)
     }
 
     fn feed(&mut self, input: Input) -> anyhow::Result<()> {
@@ -749,6 +742,16 @@ impl Backend for DaemonBackend<'_> {
             }
         }
         Ok(sent)
+    }
+
+    #[cfg(feature = "fault-injection")]
+    fn set_delay(
+        &mut self,
+        peers: BTreeSet<WriterId>,
+        delay: crate::cli::DelayMs,
+    ) -> anyhow::Result<()> {
+        self.node.handle.set_delay(peers, delay.min, delay.max)?;
+        Ok(())
     }
 
     #[cfg(feature = "fault-injection")]

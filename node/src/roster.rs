@@ -8,11 +8,13 @@
 
 use std::collections::BTreeSet;
 
+use anyhow::Context as _;
 use ed25519_dalek::SigningKey;
 use meshward_crdt::WriterId;
 use meshward_crdt::mastered::{Chain, Member, RecordKind, Roster, SignedRecord, TrustAnchor};
 use serde::{Deserialize, Serialize};
 
+use crate::core::Core;
 use crate::store::{Store, StoreError};
 
 /// Largest bundle file accepted.
@@ -230,6 +232,19 @@ pub fn write(
     })?;
     store.append_mastered(&verified)?;
     Ok(record)
+}
+
+/// Loads the node's durable HA state into `core`, as `meshward run` does at start and after
+/// an import: the last endorsement it gave, and its stored mastered chain re-verified from the
+/// trust anchor (which admits the chain's roster). Used by the daemon and the simulator.
+pub fn load_into(store: &Store, core: &mut Core, now_ms: u64) -> anyhow::Result<()> {
+    core.set_vote(store.vote()?);
+    if let Some(anchor) = store.anchor()? {
+        let records = store.mastered_records()?;
+        core.load_mastered(now_ms, anchor, records)
+            .context("the stored mastered chain no longer verifies")?;
+    }
+    Ok(())
 }
 
 /// The peers the mesh admits: the members of the verified roster; none when this node is

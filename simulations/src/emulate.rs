@@ -9,10 +9,16 @@
 //! node's namespace; `loss` is an iptables `statistic` drop of every incoming packet (QUIC
 //! then retransmits, so it slows both gossip and sync, unlike the simulator, which drops only
 //! gossip); `bandwidth` is a `tc tbf` on each node's veth; a crash is SIGKILL by pid and a
-//! restart starts the daemon again on its data directory.
+//! restart starts the daemon again on its data directory. Latency comes from the transport's
+//! delay fault hook (this kernel has no netem): each daemon is told, with `meshward fault
+//! delay`, to hold what each peer sends for the one-way latency the scenario gives that pair
+//! (drawn per message from a range), so the daemons must be built with the `fault-injection`
+//! feature. It delays gossip and sync messages, not QUIC handshakes.
 //!
-//! Not emulated (reported in the summary): latency (this kernel has no netem and the
-//! transport has no latency fault layer yet), duplication, reordering and clock skew.
+//! A failover fault runs `meshward ha failover` on its node, retried every `retry` within the
+//! scenario's duration until it succeeds.
+//!
+//! Not emulated (reported in the summary): duplication, reordering and clock skew.
 //!
 //! Everything started is stopped by pid and every namespace is deleted (which removes its
 //! veths and the bridge), also on error: [`Lab`] does it on drop.
@@ -24,13 +30,14 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail, ensure};
 use serde_json::json;
 
-use crate::scenario::{FaultKind, Scenario};
+use crate::scenario::{FaultKind, Latency, Scenario};
 
 /// Most nodes this machine runs as real daemons.
 pub const MAX_NODES: usize = 25;
 const PORT: u16 = 7946;
 
-/// Why emulation cannot run here, if it cannot.
+/// Why emulation cannot run here, if it cannot: not root, a tool missing, or network
+/// namespaces not allowed (checked by creating and deleting one).
 pub fn unavailable() -> Option<String> {
     if !is_root() {
         return Some("emulation needs root (network namespaces, iptables, tc)".into());
@@ -47,7 +54,17 @@ pub fn unavailable() -> Option<String> {
             ));
         }
     }
+    let probe = format!("{}probe", namespace_prefix());
+    if let Err(e) = run("ip", &["netns", "add", &probe]) {
+        return Some(format!("network namespaces cannot be created here: {e:#}"));
+    }
+    let _ = run("ip", &["netns", "del", &probe]);
     None
+}
+
+/// The prefix of the names of the network namespaces this process creates.
+pub fn namespace_prefix() -> String {
+    format!("mw{}-", std::process::id() % 100_000)
 }
 
 fn is_root() -> bool {
@@ -57,6 +74,69 @@ fn is_root() -> bool {
             .and_then(|l| l.split_whitespace().nth(2))
             == Some("0")
     })
+}
+
+/// Runs `scenario` (read from `path`) on real daemons, working in `report/nodes`, then in the
+/// simulator with the same seed (report in `report/sim`), and writes `report/summary.json`
+/// with the figures both measure side by side under `comparison`. Returns that summary and
+/// the emulation's oracle failures.
+pub fn emulate_and_compare(
+    path: &Path,
+    scenario: Scenario,
+    seed: u64,
+    meshward: &Path,
+    report: &Path,
+) -> anyhow::Result<(serde_json::Value, Vec<String>)> {
+    let work = report.join("nodes");
+    let _ = std::fs::remove_dir_all(&work);
+    let (mut summary, failures) = emulate(&scenario, seed, meshward, &work)?;
+    let sim = crate::simulate(path, scenario, seed, Some(&report.join("sim")), true)?;
+    summary["comparison"] = compare(&summary, &sim.summary);
+    std::fs::write(
+        report.join("summary.json"),
+        serde_json::to_string_pretty(&summary)? + "\n",
+    )?;
+    Ok((summary, failures))
+}
+
+/// The figures both modes measure, side by side.
+fn compare(emulated: &serde_json::Value, simulated: &serde_json::Value) -> serde_json::Value {
+    json!({
+        "passed": { "emulate": emulated["passed"], "sim": simulated["passed"] },
+        "event_rows": {
+            "emulate": emulated["oracles"]["event_rows"],
+            "sim": simulated["oracles"]["event_rows"],
+        },
+        "distinct_digests": {
+            "emulate": emulated["oracles"]["distinct_digests"],
+            "sim": simulated["oracles"]["distinct_digests"],
+        },
+        "faults_fired": { "emulate": emulated["faults"]["fired"], "sim": simulated["faults"]["fired"] },
+        "failover_elected_after_asked_ms": {
+            "emulate": elected_after_asked(emulated),
+            "sim": elected_after_asked(simulated),
+        },
+        "push_lag_ms": {
+            "emulate": emulated["push_lag_ms"],
+            "sim": simulated["messages"]["push_lag_ms"],
+        },
+        "convergence_after_end_ms": {
+            "emulate": emulated["convergence"]["after_end_ms"],
+            "sim_converged_at_ms": simulated["convergence"]["converged_at_ms"],
+            "sim_after_heals_ms": simulated["convergence"]["after_heals_ms"],
+        },
+        "not_emulated": emulated["not_emulated"],
+    })
+}
+
+/// Each failover's time from being asked for to elected (null if never), from a summary.
+fn elected_after_asked(summary: &serde_json::Value) -> Vec<serde_json::Value> {
+    summary["failovers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|f| f["elected_after_asked_ms"].clone())
+        .collect()
 }
 
 /// Runs `scenario` on real daemons; returns the summary and the oracle failures.
@@ -73,16 +153,14 @@ pub fn emulate(
     );
     let mut unsupported = Vec::new();
     let net = &scenario.network;
-    if net.latency.max() > Duration::from_millis(1) || !net.wans.is_empty() {
-        unsupported.push("latency (no netem in this kernel; no transport fault layer yet)");
-    }
     if net.duplicate > 0.0 {
         unsupported.push("duplicate");
     }
     if net.reorder > 0.0 {
         unsupported.push("reorder");
     }
-    let mut lab = Lab::new(std::process::id() % 100_000, n, meshward, work)?;
+    let mut lab = Lab::new(n, meshward, work)?;
+    lab.latency = latencies(scenario)?;
     lab.setup_network(scenario)?;
     lab.init_cluster()?;
     let edges = topology(scenario, seed);
@@ -91,6 +169,7 @@ pub fn emulate(
     }
     // The timeline: (time, step), in order.
     let mut steps: Vec<(Duration, Step)> = Vec::new();
+    let mut failovers: Vec<Failover> = Vec::new();
     for (s, w) in scenario.writes.iter().enumerate() {
         let nodes = w.nodes.resolve(n)?;
         for k in 0..w.count {
@@ -154,16 +233,39 @@ pub fn emulate(
             }
             FaultKind::Heal {} => steps.push((f.at, Step::Heal)),
             FaultKind::Skew { .. } => unsupported.push("skew"),
+            FaultKind::Failover { node, retry } => {
+                failovers.push(Failover {
+                    node: *node,
+                    asked_at: f.at,
+                    ..Failover::default()
+                });
+                let record = failovers.len() - 1;
+                steps.push((
+                    f.at,
+                    Step::Failover {
+                        record,
+                        retry: *retry,
+                    },
+                ));
+            }
         }
     }
-    // Skew is not emulated (reported under not_emulated), so it is not a fault that must fire.
+    // Not emulated (reported under not_emulated), so not a fault that must fire.
     requested.remove("skew");
-    steps.sort_by_key(|(at, _)| *at);
+    // In time order, and in the order added at one time; a retried failover goes back in.
+    let mut queue: std::collections::BTreeMap<(Duration, usize), Step> = steps
+        .into_iter()
+        .enumerate()
+        .map(|(k, (at, step))| ((at, k), step))
+        .collect();
+    let mut next_seq = queue.len();
     let mut fired = std::collections::BTreeMap::<String, u64>::new();
     let mut writes = (0u64, 0u64);
     let mut last_heal = None;
     let start = Instant::now();
-    for (k, (at, step)) in steps.into_iter().enumerate() {
+    let mut k = 0;
+    while let Some(((at, _), step)) = queue.pop_first() {
+        k += 1;
         if let Some(wait) = at.checked_sub(start.elapsed()) {
             std::thread::sleep(wait);
         }
@@ -200,6 +302,26 @@ pub fn emulate(
             Step::Crash(i) => lab.crash(i),
             Step::Restart(i) => lab.start(i, &edges[i]).is_ok(),
             Step::Fired(_) => true,
+            Step::Failover { record, retry } => {
+                let fo = &mut failovers[record];
+                fo.attempts += 1;
+                match lab.cli(fo.node, &["ha", "failover"]) {
+                    Ok(_) => {
+                        fo.elected_at = Some(start.elapsed());
+                        true
+                    }
+                    Err(e) => {
+                        fo.last_refusal = Some(format!("{e:#}"));
+                        // Retried within the scenario's duration only.
+                        let again = start.elapsed() + retry;
+                        if again < scenario.duration {
+                            next_seq += 1;
+                            queue.insert((again, next_seq), Step::Failover { record, retry });
+                        }
+                        false
+                    }
+                }
+            }
         };
         if ok {
             *fired.entry(name.to_string()).or_default() += 1;
@@ -213,8 +335,10 @@ pub fn emulate(
     let settle_start = Instant::now();
     let mut converged_after = None;
     let mut last = Vec::new();
+    let mut statuses = Vec::new();
     while settle_start.elapsed() < scenario.settle {
-        last = lab.digests();
+        statuses = lab.statuses();
+        last = statuses.iter().filter_map(digest).collect();
         let first = last.first().map(|d| d.0.clone());
         if !last.is_empty() && last.iter().all(|d| Some(&d.0) == first.as_ref()) {
             converged_after = Some(settle_start.elapsed());
@@ -258,10 +382,36 @@ pub fn emulate(
             "after_end_ms": converged_after.map(|d| d.as_millis() as u64),
             "last_heal_at_ms": last_heal.map(|d: Duration| d.as_millis() as u64),
         },
+        "push_lag_ms": push_lag(&statuses),
+        "failovers": failovers.iter().map(Failover::summary).collect::<Vec<_>>(),
         "faults": { "requested": requested, "fired": fired },
         "not_emulated": unsupported,
     });
     Ok((summary, failures))
+}
+
+/// A failover the scenario asked for: `meshward ha failover` on its node, retried.
+#[derive(Debug, Default)]
+struct Failover {
+    node: usize,
+    asked_at: Duration,
+    attempts: u32,
+    elected_at: Option<Duration>,
+    last_refusal: Option<String>,
+}
+
+impl Failover {
+    fn summary(&self) -> serde_json::Value {
+        let ms = |d: Duration| d.as_millis() as u64;
+        json!({
+            "node": self.node,
+            "asked_at_ms": ms(self.asked_at),
+            "attempts": self.attempts,
+            "elected_at_ms": self.elected_at.map(ms),
+            "elected_after_asked_ms": self.elected_at.map(|e| ms(e.saturating_sub(self.asked_at))),
+            "last_refusal": self.last_refusal,
+        })
+    }
 }
 
 #[derive(Debug)]
@@ -273,6 +423,7 @@ enum Step {
     Crash(usize),
     Restart(usize),
     Fired(&'static str),
+    Failover { record: usize, retry: Duration },
 }
 
 impl Step {
@@ -286,8 +437,49 @@ impl Step {
             Step::Crash(_) => "crash",
             Step::Restart(_) => "restart",
             Step::Fired(name) => name,
+            Step::Failover { .. } => "failover",
         }
     }
+}
+
+/// (digest, event rows) from a node's `status --json`.
+fn digest(status: &serde_json::Value) -> Option<(String, u64)> {
+    Some((
+        status["digest"].as_str()?.to_string(),
+        status["rows"]["events"].as_u64()?,
+    ))
+}
+
+/// The daemons' replication lag of applied pushes (commit on the origin to durable here, one
+/// host clock): the median of the nodes' p50 and the largest p99.
+fn push_lag(statuses: &[serde_json::Value]) -> serde_json::Value {
+    let lags: Vec<&serde_json::Value> = statuses.iter().map(|s| &s["mesh"]["lag"]).collect();
+    let mut p50: Vec<u64> = lags.iter().filter_map(|l| l["p50_us"].as_u64()).collect();
+    p50.sort_unstable();
+    let p99 = lags.iter().filter_map(|l| l["p99_us"].as_u64()).max();
+    let pushes: u64 = lags.iter().filter_map(|l| l["pushes"].as_u64()).sum();
+    let ms = |us: u64| us as f64 / 1000.0;
+    json!({
+        "pushes": pushes,
+        "p50_median_over_nodes": p50.get(p50.len() / 2).copied().map(ms),
+        "p99_max_over_nodes": p99.map(ms),
+    })
+}
+
+/// The one-way latency range `(min, max)` from node `a` to node `b`, per the scenario.
+fn latencies(scenario: &Scenario) -> anyhow::Result<Vec<Vec<(Duration, Duration)>>> {
+    let site = scenario.site_of()?;
+    Ok(site
+        .iter()
+        .map(|&a| {
+            site.iter()
+                .map(|&b| match scenario.latency_between(a, b) {
+                    Latency::Fixed(d) => (*d, *d),
+                    Latency::Uniform(lo, hi) => (*lo, *hi),
+                })
+                .collect()
+        })
+        .collect())
 }
 
 /// Who dials whom: as in the simulator, everyone or `degree` random peers.
@@ -317,31 +509,35 @@ fn topology(scenario: &Scenario, seed: u64) -> Vec<Vec<usize>> {
 /// The namespaces, the daemons and their data; torn down on drop.
 #[derive(Debug)]
 struct Lab {
-    id: u32,
     meshward: PathBuf,
     work: PathBuf,
     namespaces: Vec<String>,
     daemons: Vec<Option<Child>>,
+    /// Writer id (hex) of each node.
+    writers: Vec<String>,
+    /// One-way latency range from node a to node b.
+    latency: Vec<Vec<(Duration, Duration)>>,
 }
 
 impl Lab {
-    fn new(id: u32, n: usize, meshward: &Path, work: &Path) -> anyhow::Result<Lab> {
+    fn new(n: usize, meshward: &Path, work: &Path) -> anyhow::Result<Lab> {
         std::fs::create_dir_all(work)?;
         Ok(Lab {
-            id,
             meshward: meshward.to_path_buf(),
             work: work.to_path_buf(),
             namespaces: Vec::new(),
             daemons: (0..n).map(|_| None).collect(),
+            writers: Vec::new(),
+            latency: Vec::new(),
         })
     }
 
     fn ns(&self, i: usize) -> String {
-        format!("mw{}-{i}", self.id)
+        format!("{}{i}", namespace_prefix())
     }
 
     fn hub(&self) -> String {
-        format!("mw{}-hub", self.id)
+        format!("{}hub", namespace_prefix())
     }
 
     fn addr(i: usize) -> String {
@@ -412,7 +608,8 @@ impl Lab {
         Ok(())
     }
 
-    /// Creates the stores and gives them one genesis roster signed by a leader key.
+    /// Creates the stores and gives them, as the simulator does, one genesis roster signed by
+    /// node 0 (the leader of epoch 1), and one MEK (a member without it starts sealed).
     fn init_cluster(&mut self) -> anyhow::Result<()> {
         use meshward_crdt::mastered::Member;
         let mut members = Vec::new();
@@ -428,8 +625,12 @@ impl Lab {
                 key: writer.0,
                 address: Lab::addr(i),
             });
+            self.writers.push(writer.to_hex());
         }
-        let leader = ed25519_dalek::SigningKey::from_bytes(&[0x4c; 32]);
+        let leader = meshward_node::store::Store::open(&self.data(0))
+            .context("opening node 0's store")?
+            .identity()?
+            .key;
         let bundle = meshward_node::roster::MasteredBundle::genesis(
             &leader,
             meshward_crdt::ClusterId([0x6d; 16]),
@@ -438,8 +639,10 @@ impl Lab {
         let file = self.work.join("roster.bundle");
         std::fs::write(&file, bundle.encode())?;
         let file = file.to_str().context("non-UTF-8 path")?.to_string();
+        let mek = meshward_node::mek::Mek::generate(&mut rand::rngs::OsRng);
         for i in 0..self.daemons.len() {
             self.cli(i, &["mastered", "import", &file])?;
+            mek.write_new(&self.data(i).join(meshward_node::mek::MEK_FILE))?;
         }
         Ok(())
     }
@@ -492,6 +695,26 @@ impl Lab {
                 );
             }
             std::thread::sleep(Duration::from_millis(50));
+        }
+        self.delay(i)
+    }
+
+    /// Tells node `i` to hold what each peer sends for the scenario's one-way latency from
+    /// that peer (the daemon forgets it when it stops, so this follows every start).
+    fn delay(&self, i: usize) -> anyhow::Result<()> {
+        let mut by_range: std::collections::BTreeMap<(Duration, Duration), Vec<&str>> =
+            std::collections::BTreeMap::new();
+        for (j, writer) in self.writers.iter().enumerate().filter(|(j, _)| *j != i) {
+            by_range.entry(self.latency[j][i]).or_default().push(writer);
+        }
+        for ((min, max), peers) in by_range {
+            let ms = format!("{}..{}", min.as_millis(), max.as_millis());
+            let mut args = vec!["fault", "delay", "--ms", &ms];
+            for p in peers {
+                args.extend(["--peer", p]);
+            }
+            self.cli(i, &args)
+                .with_context(|| format!("setting node {i}'s latency (needs a meshward built with --features fault-injection)"))?;
         }
         Ok(())
     }
@@ -548,17 +771,13 @@ impl Lab {
         Ok(())
     }
 
-    /// (digest, event rows) of every live node.
-    fn digests(&self) -> Vec<(String, u64)> {
+    /// `status --json` of every live node that answers.
+    fn statuses(&self) -> Vec<serde_json::Value> {
         (0..self.daemons.len())
             .filter(|&i| self.daemons[i].is_some())
             .filter_map(|i| {
                 let out = self.cli(i, &["status", "--json"]).ok()?;
-                let v: serde_json::Value = serde_json::from_str(&out).ok()?;
-                Some((
-                    v["digest"].as_str()?.to_string(),
-                    v["rows"]["events"].as_u64()?,
-                ))
+                serde_json::from_str(&out).ok()
             })
             .collect()
     }

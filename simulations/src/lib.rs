@@ -19,6 +19,7 @@
 #![deny(missing_docs)]
 
 pub mod emulate;
+pub mod oracle;
 pub mod report;
 pub mod scenario;
 pub mod sim;

@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use meshward_simulations::{Scenario, emulate, simulate};
-use serde_json::json;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -92,16 +91,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             let meshward = meshward_bin()?;
-            let work = report.join("nodes");
-            let _ = std::fs::remove_dir_all(&work);
-            let (mut summary, failures) = emulate::emulate(&scenario, seed, &meshward, &work)?;
-            // The same scenario and seed in the simulator, side by side.
-            let sim = simulate(&path, scenario, seed, Some(&report.join("sim")), true)?;
-            summary["comparison"] = compare(&summary, &sim.summary);
-            std::fs::write(
-                report.join("summary.json"),
-                serde_json::to_string_pretty(&summary)? + "\n",
-            )?;
+            let (summary, failures) =
+                emulate::emulate_and_compare(&path, scenario, seed, &meshward, &report)?;
             println!("{}", serde_json::to_string_pretty(&summary["comparison"])?);
             if failures.is_empty() {
                 println!("passed; report in {}", report.display());
@@ -116,29 +107,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// The figures both modes measure, side by side.
-fn compare(emulated: &serde_json::Value, simulated: &serde_json::Value) -> serde_json::Value {
-    json!({
-        "passed": { "emulate": emulated["passed"], "sim": simulated["passed"] },
-        "event_rows": {
-            "emulate": emulated["oracles"]["event_rows"],
-            "sim": simulated["oracles"]["event_rows"],
-        },
-        "distinct_digests": {
-            "emulate": emulated["oracles"]["distinct_digests"],
-            "sim": simulated["oracles"]["distinct_digests"],
-        },
-        "faults_fired": { "emulate": emulated["faults"]["fired"], "sim": simulated["faults"]["fired"] },
-        "convergence_after_end_ms": {
-            "emulate": emulated["convergence"]["after_end_ms"],
-            "sim_converged_at_ms": simulated["convergence"]["converged_at_ms"],
-            "sim_after_heals_ms": simulated["convergence"]["after_heals_ms"],
-        },
-        "not_emulated": emulated["not_emulated"],
-    })
-}
-
-/// The `meshward` binary: `$MESHWARD_BIN`, or built now in release.
+/// The `meshward` binary: `$MESHWARD_BIN`, or built now in release with the fault hooks the
+/// emulation needs (latency).
 fn meshward_bin() -> anyhow::Result<PathBuf> {
     if let Some(bin) = std::env::var_os("MESHWARD_BIN") {
         return Ok(PathBuf::from(bin));
@@ -153,6 +123,8 @@ fn meshward_bin() -> anyhow::Result<PathBuf> {
             "meshward-node",
             "--bin",
             "meshward",
+            "--features",
+            "fault-injection",
             "--message-format=json",
         ])
         .output()

@@ -4,7 +4,7 @@
 //! **reached** by it when the change is durable in its store, whether a gossip push or a sync
 //! answer brought it; hops count gossip relays (1 = straight from the origin).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -36,6 +36,69 @@ pub struct Message {
     pub reached: Vec<Reach>,
 }
 
+/// A failover the scenario asked for: `ha failover` on one node, retried until it leads.
+#[derive(Clone, Debug, Default)]
+pub struct Failover {
+    /// The candidate.
+    pub node: u32,
+    /// When the scenario asked for it.
+    pub asked_at: Micros,
+    /// Interval between attempts.
+    pub retry: Micros,
+    /// The candidate's epoch when asked.
+    pub from_epoch: u64,
+    /// When the leader of that epoch crashed, if it was down when asked.
+    pub leader_down_at: Option<Micros>,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Attempts refused.
+    pub refusals: u32,
+    /// The last refusals (at most [`KEPT_REFUSALS`]): when, and why.
+    pub last_refusals: VecDeque<(Micros, String)>,
+    /// When the candidate's hand-over record was signed and applied (it leads from then).
+    pub elected_at: Option<Micros>,
+    /// The epoch it leads.
+    pub epoch: Option<u64>,
+    /// When every live node first held that epoch's hand-over.
+    pub all_follow_at: Option<Micros>,
+    /// Why it stopped without being elected.
+    pub gave_up: Option<String>,
+}
+
+/// Refusals kept per failover.
+pub const KEPT_REFUSALS: usize = 10;
+
+impl Failover {
+    /// Counts a refused attempt, keeping the last few reasons.
+    pub fn refuse(&mut self, at: Micros, why: String) {
+        self.refusals += 1;
+        if self.last_refusals.len() == KEPT_REFUSALS {
+            self.last_refusals.pop_front();
+        }
+        self.last_refusals.push_back((at, why));
+    }
+
+    fn summary(&self) -> serde_json::Value {
+        let ms = |t: Option<Micros>| t.map(|t| t / 1000);
+        let since = |from: Option<Micros>, to: Option<Micros>| Some((to? - from?) / 1000);
+        json!({
+            "node": self.node,
+            "asked_at_ms": self.asked_at / 1000,
+            "retry_ms": self.retry / 1000,
+            "attempts": self.attempts,
+            "refusals": self.refusals,
+            "last_refusals": self.last_refusals.iter().map(|(at, why)| json!({"at_ms": at / 1000, "why": why})).collect::<Vec<_>>(),
+            "leader_down_at_ms": ms(self.leader_down_at),
+            "elected_at_ms": ms(self.elected_at),
+            "epoch": self.epoch,
+            "elected_after_asked_ms": since(Some(self.asked_at), self.elected_at),
+            "elected_after_leader_down_ms": since(self.leader_down_at, self.elected_at),
+            "all_live_follow_after_leader_down_ms": since(self.leader_down_at, self.all_follow_at),
+            "gave_up": self.gave_up,
+        })
+    }
+}
+
 /// What the oracles found.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Oracles {
@@ -47,8 +110,13 @@ pub struct Oracles {
     pub commits_missing_on_live_nodes: u64,
     /// Commits held only by nodes that are down at the end (durable in their stores).
     pub commits_only_on_down_nodes: u64,
-    /// Leader epochs seen in the nodes' verified mastered records.
+    /// Leader epochs seen in the nodes' verified mastered chains.
     pub epochs_seen: u64,
+    /// The leaders (node indices) of each epoch, over every node's verified chain: one per
+    /// epoch, or the oracle fails.
+    pub leaders_by_epoch: BTreeMap<u64, Vec<u32>>,
+    /// How many nodes' chains end in each epoch (down nodes included).
+    pub nodes_by_last_epoch: BTreeMap<u64, u64>,
     /// Everything that failed; empty on success.
     pub failures: Vec<String>,
 }
@@ -124,6 +192,8 @@ pub struct Metrics {
     pub heal_convergence: Vec<(Micros, Micros)>,
     /// Live nodes at the end.
     pub live_nodes: u64,
+    /// Failovers asked for, in order.
+    pub failovers: Vec<Failover>,
     /// Oracle results.
     pub oracles: Oracles,
     /// Errors from inside the run.
@@ -169,6 +239,9 @@ impl Metrics {
         let mut t999 = Vec::new();
         let mut t100 = Vec::new();
         let mut hops: BTreeMap<u32, u64> = BTreeMap::new();
+        // Commit to durable at each node a gossip push reached (what the daemon's lag
+        // metric measures), in µs.
+        let mut push_lag: Vec<Micros> = Vec::new();
         let mut via_sync = 0u64;
         let mut delivered = 0u64;
         for m in &self.messages {
@@ -178,7 +251,10 @@ impl Metrics {
             delivered += times.len().min(live) as u64;
             for r in &m.reached {
                 match r.hops {
-                    Some(h) => *hops.entry(h).or_default() += 1,
+                    Some(h) => {
+                        *hops.entry(h).or_default() += 1;
+                        push_lag.push(r.at - m.at);
+                    }
                     None => via_sync += 1,
                 }
             }
@@ -227,6 +303,7 @@ impl Metrics {
                 "time_to_99_percent_ms": stats_ms(&t99),
                 "time_to_99_9_percent_ms": stats_ms(&t999),
                 "time_to_100_percent_ms": stats_ms(&t100),
+                "push_lag_ms": percentiles_ms(push_lag),
             },
             "convergence": {
                 "after_heals_ms": self.heal_convergence.iter().map(|(at, d)| json!({"at_ms": at / 1000, "took_ms": d / 1000})).collect::<Vec<_>>(),
@@ -257,6 +334,7 @@ impl Metrics {
                 "dials_failed": self.dials_failed,
             },
             "faults": { "requested": self.faults_requested, "fired": self.faults_fired },
+            "failovers": self.failovers.iter().map(Failover::summary).collect::<Vec<_>>(),
             "oracles": self.oracles,
         })
     }
@@ -354,20 +432,32 @@ impl Metrics {
     }
 }
 
-fn stats_ms(v: &[Option<Micros>]) -> serde_json::Value {
-    let reached: Vec<u64> = v.iter().flatten().copied().collect();
-    let mut sorted = reached.clone();
-    sorted.sort_unstable();
-    let pct = |p: f64| {
-        sorted
-            .get(((sorted.len() as f64 - 1.0) * p).round() as usize)
-            .map(|u| *u as f64 / 1000.0)
-    };
+/// The `p` quantile (0..=1) of sorted durations, in ms.
+fn quantile_ms(sorted: &[Micros], p: f64) -> Option<f64> {
+    sorted
+        .get(((sorted.len() as f64 - 1.0) * p).round() as usize)
+        .map(|u| *u as f64 / 1000.0)
+}
+
+/// Count, p50, p99 and max of durations, in ms.
+fn percentiles_ms(mut v: Vec<Micros>) -> serde_json::Value {
+    v.sort_unstable();
     json!({
-        "messages_that_got_there": reached.len(),
+        "count": v.len(),
+        "p50": quantile_ms(&v, 0.5),
+        "p99": quantile_ms(&v, 0.99),
+        "max": quantile_ms(&v, 1.0),
+    })
+}
+
+fn stats_ms(v: &[Option<Micros>]) -> serde_json::Value {
+    let mut sorted: Vec<u64> = v.iter().flatten().copied().collect();
+    sorted.sort_unstable();
+    json!({
+        "messages_that_got_there": sorted.len(),
         "of": v.len(),
-        "p50": pct(0.5),
-        "max": pct(1.0),
+        "p50": quantile_ms(&sorted, 0.5),
+        "max": quantile_ms(&sorted, 1.0),
     })
 }
 

@@ -9,7 +9,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail, ensure};
+use meshward_crdt::mastered::MAX_ROSTER_MEMBERS;
 use serde::Deserialize;
+
+/// Shortest failover retry interval (a zero interval would retry forever at one instant).
+const MIN_RETRY: Duration = Duration::from_millis(10);
 
 /// A scenario: nodes, network, writes and faults.
 #[derive(Clone, Debug, Deserialize)]
@@ -112,16 +116,6 @@ pub enum Latency {
         #[serde(with = "humantime_serde")] Duration,
         #[serde(with = "humantime_serde")] Duration,
     ),
-}
-
-impl Latency {
-    /// The largest value.
-    pub fn max(&self) -> Duration {
-        match self {
-            Latency::Fixed(d) => *d,
-            Latency::Uniform(_, hi) => *hi,
-        }
-    }
 }
 
 impl Default for Latency {
@@ -348,6 +342,17 @@ pub enum FaultKind {
         #[serde(with = "humantime_serde")]
         every: Duration,
     },
+    /// Run `meshward ha failover` on `node` (the core's failover input): it asks the members
+    /// for endorsements and leads the next epoch if a strict majority gives them. A refusal
+    /// (the leader still heard, a minority side) is retried every `retry` until the node
+    /// leads, is down, or follows a leader of a later epoch elected elsewhere.
+    Failover {
+        /// The candidate.
+        node: usize,
+        /// Interval between attempts. Default 1 s; at least 10 ms.
+        #[serde(default = "default_retry", with = "humantime_serde")]
+        retry: Duration,
+    },
     /// Set the clock offset of nodes (from now on they read virtual time + `offset-ms`).
     Skew {
         /// Which.
@@ -367,6 +372,7 @@ impl FaultKind {
             FaultKind::Crash { .. } => "crash",
             FaultKind::Restart { .. } => "restart",
             FaultKind::RollingRestart { .. } => "rolling-restart",
+            FaultKind::Failover { .. } => "failover",
             FaultKind::Skew { .. } => "skew",
         }
     }
@@ -391,8 +397,8 @@ impl Scenario {
         let n = self.nodes;
         ensure!(n >= 1, "a scenario needs at least one node");
         ensure!(
-            n <= u32::MAX as usize / 2,
-            "{n} nodes are more than the simulator supports"
+            n <= MAX_ROSTER_MEMBERS,
+            "{n} nodes: a cluster's roster holds at most {MAX_ROSTER_MEMBERS}"
         );
         ensure!(!self.tick.is_zero(), "tick must be more than 0");
         let g = &self.gossip;
@@ -449,6 +455,16 @@ impl Scenario {
                     }
                 }
                 FaultKind::Heal {} => {}
+                FaultKind::Failover { node, retry } => {
+                    ensure!(
+                        *node < n,
+                        "failover names node {node}; the scenario has {n} nodes (0..{n})"
+                    );
+                    ensure!(
+                        *retry >= MIN_RETRY,
+                        "failover retry is {retry:?}; use at least {MIN_RETRY:?}"
+                    );
+                }
                 FaultKind::Flap { a, b, count, .. } => {
                     a.resolve(n)?;
                     b.resolve(n)?;
@@ -507,6 +523,9 @@ fn default_reorder_delay() -> Duration {
 }
 fn default_idle() -> Duration {
     Duration::from_secs(10)
+}
+fn default_retry() -> Duration {
+    Duration::from_secs(1)
 }
 fn default_every() -> Duration {
     Duration::from_millis(100)
@@ -595,5 +614,27 @@ mod tests {
             ))
             .is_err()
         );
+    }
+
+    #[test]
+    fn a_failover_needs_an_existing_node_and_a_retry_of_at_least_10ms() {
+        let base = "name = \"x\"\nnodes = 3\nduration = \"1s\"\n[[fault]]\nat = \"1s\"\nkind = \"failover\"\n";
+        let s = Scenario::parse(&format!("{base}node = 2\n")).unwrap();
+        assert_eq!(
+            s.faults[0].kind,
+            FaultKind::Failover {
+                node: 2,
+                retry: Duration::from_secs(1)
+            }
+        );
+        let err = Scenario::parse(&format!("{base}node = 3\n")).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("failover names node 3"),
+            "{err:#}"
+        );
+        let err = Scenario::parse(&format!("{base}node = 0\nretry = \"0s\"\n")).unwrap_err();
+        assert!(format!("{err:#}").contains("at least 10ms"), "{err:#}");
+        let err = Scenario::parse("name = \"x\"\nnodes = 1025\nduration = \"1s\"\n").unwrap_err();
+        assert!(format!("{err:#}").contains("at most 1024"), "{err:#}");
     }
 }

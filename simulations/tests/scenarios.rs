@@ -91,10 +91,104 @@ fn a_different_seed_gives_a_different_trace() {
 }
 
 #[test]
-fn a_majority_goes_on_writing_after_losing_node_0() {
+fn losing_the_leader_elects_a_new_one_by_majority_and_the_rest_write_on() {
     let summary = run("leader-loss");
     assert_eq!(summary["live_nodes_at_end"], 4);
     assert_eq!(summary["oracles"]["commits_missing_on_live_nodes"], 0);
+    // Epoch 1 led by node 0 (genesis), epoch 2 by node 1, in every node's verified chain.
+    assert_eq!(
+        summary["oracles"]["leaders_by_epoch"],
+        serde_json::json!({"1": [0], "2": [1]})
+    );
+    // The 4 live nodes follow epoch 2; the crashed leader's store ends in epoch 1.
+    assert_eq!(
+        summary["oracles"]["nodes_by_last_epoch"],
+        serde_json::json!({"1": 1, "2": 4})
+    );
+    let failover = &summary["failovers"][0];
+    assert_eq!(failover["epoch"], 2);
+    assert!(failover["all_live_follow_after_leader_down_ms"].is_u64());
+    // While the leader was still heard within the leader timeout, the core refused.
+    let first = failover["last_refusals"][0]["why"].as_str().unwrap();
+    assert!(first.contains("is alive"), "{first}");
+}
+
+/// A 3|2 split where the side with the leader also loses it: neither side may elect a leader
+/// with 2 of 5, the side of 3 may; after the heal every node follows the side of 3.
+const MINORITY: &str = r#"
+name = "minority-failover"
+nodes = 5
+seed = 11
+duration = "30s"
+settle = "30s"
+[[write]]
+at = "1s"
+every = "200ms"
+count = 100
+[[fault]]
+at = "2s"
+kind = "partition"
+groups = [[0, 1]]
+[[fault]]
+at = "3s"
+kind = "crash"
+nodes = [0]
+[[fault]]
+at = "3s"
+kind = "failover"
+node = 1
+[[fault]]
+at = "3s"
+kind = "failover"
+node = 2
+[[fault]]
+at = "20s"
+kind = "heal"
+[[fault]]
+at = "22s"
+kind = "restart"
+nodes = [0]
+"#;
+
+#[test]
+fn a_minority_side_cannot_elect_a_leader_and_the_fault_oracle_says_so() {
+    let scenario = Scenario::parse(MINORITY).unwrap();
+    let outcome = simulate(Path::new("minority.toml"), scenario, 11, None, true).unwrap();
+    let summary = &outcome.summary;
+    // The minority's failover never fired: the every-fault-fired oracle reports exactly it.
+    assert_eq!(
+        outcome.failures,
+        ["fault failover: asked for 2, fired 1"],
+        "{:#?}",
+        summary["failovers"]
+    );
+    let (minority, majority) = (&summary["failovers"][0], &summary["failovers"][1]);
+    assert!(minority["elected_at_ms"].is_null());
+    let refusals: Vec<&str> = minority["last_refusals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["why"].as_str().unwrap())
+        .collect();
+    assert!(
+        refusals.iter().any(|why| why.contains("minority")),
+        "{refusals:?}"
+    );
+    assert_eq!(
+        minority["gave_up"],
+        "the candidate follows epoch 2, elected elsewhere"
+    );
+    assert_eq!(majority["epoch"], 2);
+    // Every node, the old leader too after its restart, holds one chain: node 2 leads epoch 2.
+    assert_eq!(
+        summary["oracles"]["leaders_by_epoch"],
+        serde_json::json!({"1": [0], "2": [2]})
+    );
+    assert_eq!(
+        summary["oracles"]["nodes_by_last_epoch"],
+        serde_json::json!({"2": 5})
+    );
+    assert_eq!(summary["oracles"]["distinct_digests"], 1);
 }
 
 #[test]

@@ -58,6 +58,8 @@
 mod admission;
 mod codec;
 mod config;
+#[cfg(any(test, feature = "fault-injection"))]
+mod delay;
 mod metrics;
 pub mod setup;
 mod swarm;
@@ -233,6 +235,12 @@ pub enum CommandError {
 #[derive(Debug)]
 pub struct Transport;
 
+/// Longest one-way delay the delay fault hook ([`Handle::set_delay`], with the
+/// `fault-injection` feature) holds a message for: gossipsub keeps a message awaiting the
+/// node's verdict for a few heartbeats only (250 ms each in the small-cluster preset), and a
+/// later verdict cannot forward it.
+pub const MAX_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Fault hook: ways a misbehaving peer breaks the protocol, so tests can show that its peers
 /// refuse and count it. Sizes come from this node's [`Config`] (peers run the same limits).
 #[cfg(feature = "fault-injection")]
@@ -384,6 +392,19 @@ impl Handle {
     #[cfg(feature = "fault-injection")]
     pub fn set_blocked(&self, peers: BTreeSet<WriterId>) -> Result<(), CommandError> {
         self.send(Command::SetBlocked(peers))
+    }
+
+    /// Fault hook: from now on, hold every gossip message, sync request and sync answer from
+    /// `peers` for a one-way delay drawn uniformly from `[min, max]` per message (cut to
+    /// [`MAX_DELAY`]) before the node sees it; `max` zero removes their delay.
+    #[cfg(feature = "fault-injection")]
+    pub fn set_delay(
+        &self,
+        peers: BTreeSet<WriterId>,
+        min: std::time::Duration,
+        max: std::time::Duration,
+    ) -> Result<(), CommandError> {
+        self.send(Command::SetDelay { peers, min, max })
     }
 
     /// Fault hook: misbehave towards peers (see [`Misbehaviour`]).

@@ -60,6 +60,12 @@ pub(crate) enum Command {
     SetBlocked(BTreeSet<WriterId>),
     #[cfg(feature = "fault-injection")]
     Misbehave(crate::Misbehaviour),
+    #[cfg(feature = "fault-injection")]
+    SetDelay {
+        peers: BTreeSet<WriterId>,
+        min: std::time::Duration,
+        max: std::time::Duration,
+    },
 }
 
 /// Fault hook: what replaces the node's next sync answers.
@@ -173,6 +179,8 @@ pub(crate) fn spawn(
         unbounded_writes,
         #[cfg(feature = "fault-injection")]
         bad_responses: std::collections::VecDeque::new(),
+        #[cfg(feature = "fault-injection")]
+        delays: crate::delay::Delays::new(local.0),
     };
     runtime.spawn(task.run());
     debug!(local = %local, "transport started");
@@ -276,17 +284,27 @@ struct Task {
     /// Fault hook: answers that replace the node's next ones.
     #[cfg(feature = "fault-injection")]
     bad_responses: std::collections::VecDeque<BadResponse>,
+    /// Fault hook: inbound messages held back by a per-peer delay.
+    #[cfg(feature = "fault-injection")]
+    delays: crate::delay::Delays<Event>,
 }
 
 impl Task {
     async fn run(mut self) {
         while !self.stopped {
+            let due = self.next_delayed();
             tokio::select! {
                 biased;
                 command = self.commands.recv() => match command {
                     Some(command) => self.on_command(command).await,
                     None => break,
                 },
+                () = async {
+                    match due {
+                        Some(due) => tokio::time::sleep_until(due).await,
+                        None => std::future::pending().await,
+                    }
+                }, if due.is_some() => self.release_delayed(),
                 event = self.swarm.select_next_some() => self.on_swarm_event(event).await,
             }
         }
@@ -356,6 +374,8 @@ impl Task {
             }
             #[cfg(feature = "fault-injection")]
             Command::Misbehave(how) => self.misbehave(how),
+            #[cfg(feature = "fault-injection")]
+            Command::SetDelay { peers, min, max } => self.delays.set(peers, min, max),
             Command::Respond { pending, data } => {
                 #[cfg(feature = "fault-injection")]
                 let data = match self.bad_responses.pop_front() {
@@ -561,10 +581,7 @@ impl Task {
                     id: MessageId { hash, source },
                     data: message.data,
                 };
-                if self.emit_lossy(event).is_err() {
-                    metrics::inc(&self.counters.gossip_dropped);
-                    self.ignore(&message_id, &propagation_source);
-                }
+                self.deliver_from(source, event);
             }
             gossipsub::Event::SlowPeer {
                 peer_id,
@@ -619,11 +636,7 @@ impl Task {
                     channel: id,
                     data: request,
                 };
-                if self.emit_lossy(event).is_err() {
-                    metrics::inc(&self.counters.requests_dropped);
-                    // Dropping the channel fails the request at the requester at once.
-                    drop(self.pending.take(id));
-                }
+                self.deliver_from(writer, event);
             }
             E::Message {
                 message:
@@ -635,11 +648,12 @@ impl Task {
             } => {
                 metrics::inc(&self.counters.responses_received);
                 if let Some((request, peer)) = self.requests.remove(&request_id) {
-                    let _ = self.emit_lossy(Event::Response {
+                    let event = Event::Response {
                         peer,
                         request,
                         data: response,
-                    });
+                    };
+                    self.deliver_from(peer, event);
                 }
             }
             E::OutboundFailure {
@@ -668,6 +682,59 @@ impl Task {
                 debug!(peer = %peer, error = %error, "inbound request failed");
             }
             E::ResponseSent { .. } => metrics::inc(&self.counters.responses_sent),
+        }
+    }
+
+    /// Hands a message event from `peer` to the node, unless a delay holds it (fault hook).
+    fn deliver_from(&mut self, peer: WriterId, event: Event) {
+        #[cfg(feature = "fault-injection")]
+        let Some(event) = self.delays.hold(std::time::Instant::now(), peer, event) else {
+            return;
+        };
+        #[cfg(not(feature = "fault-injection"))]
+        let _ = peer;
+        self.deliver(event);
+    }
+
+    /// Hands a message event to the node. If its queue is full the event is dropped and
+    /// counted: gossip is ignored (not forwarded, sender not blamed), and a request's channel
+    /// is dropped, which fails it at the requester at once.
+    fn deliver(&mut self, event: Event) {
+        let Err(event) = self.emit_lossy(event) else {
+            return;
+        };
+        match event {
+            Event::Gossip { id, .. } => {
+                metrics::inc(&self.counters.gossip_dropped);
+                if let Some(source) = peer_id(&id.source) {
+                    self.ignore(&gossipsub::MessageId::new(&id.hash), &source);
+                }
+            }
+            Event::Request { channel, .. } => {
+                metrics::inc(&self.counters.requests_dropped);
+                drop(self.pending.take(channel));
+            }
+            _ => {}
+        }
+    }
+
+    /// When the next held message is due (fault hook).
+    #[cfg(feature = "fault-injection")]
+    fn next_delayed(&self) -> Option<tokio::time::Instant> {
+        self.delays.next_due().map(tokio::time::Instant::from_std)
+    }
+
+    /// Without the fault hook nothing is ever held.
+    #[cfg(not(feature = "fault-injection"))]
+    fn next_delayed(&self) -> Option<tokio::time::Instant> {
+        None
+    }
+
+    /// Hands the node the held messages that are due (fault hook).
+    fn release_delayed(&mut self) {
+        #[cfg(feature = "fault-injection")]
+        while let Some(event) = self.delays.pop_due(std::time::Instant::now()) {
+            self.deliver(event);
         }
     }
 

@@ -510,3 +510,52 @@ async fn quiet_connections_outlive_the_idle_timeout() {
     assert_eq!(a.handle.metrics().connected_peers, 1);
     assert_eq!(b.handle.metrics().connected_peers, 1);
 }
+
+#[cfg(feature = "fault-injection")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delay_holds_gossip_requests_and_answers_from_that_peer_at_least_that_long() {
+    const DELAY: Duration = Duration::from_millis(300);
+    let mut a = start(1, &[1, 2], Config::localhost()).await;
+    let mut b = start(2, &[1, 2], Config::localhost()).await;
+    connect(&mut a, &mut b).await;
+    warm_up(&a, &mut [], &mut b).await;
+    // b holds what a sends; a holds what b sends.
+    b.handle
+        .set_delay([a.id].into(), DELAY, DELAY)
+        .expect("queued");
+    a.handle
+        .set_delay([b.id].into(), DELAY, DELAY)
+        .expect("queued");
+    // Let the commands reach the swarm tasks before anything is sent.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    let sent = Instant::now();
+    a.handle.publish(b"late".to_vec()).expect("queued");
+    gossip(&mut b, b"late", &[]).await;
+    assert!(sent.elapsed() >= DELAY, "gossip after {:?}", sent.elapsed());
+
+    // A request waits the delay at b, its answer the delay at a.
+    let sent = Instant::now();
+    let ping = a.handle.request(b.id, b"ping".to_vec()).expect("queued");
+    let channel = next(&mut b.events, |e| match e {
+        Event::Request { channel, .. } => Some(*channel),
+        _ => None,
+    })
+    .await;
+    assert!(
+        sent.elapsed() >= DELAY,
+        "request after {:?}",
+        sent.elapsed()
+    );
+    b.handle.respond(channel, b"pong".to_vec()).expect("queued");
+    next(&mut a.events, |e| match e {
+        Event::Response { request, .. } if *request == ping => Some(()),
+        _ => None,
+    })
+    .await;
+    assert!(
+        sent.elapsed() >= 2 * DELAY,
+        "answer after {:?}",
+        sent.elapsed()
+    );
+}

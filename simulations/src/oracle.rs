@@ -1,0 +1,192 @@
+//! The leadership oracle: never two leaders in one epoch.
+//!
+//! Each node's stored mastered chain is replayed from its trust anchor with the real
+//! [`Chain`] verification: epoch 1 is led by the anchor's genesis leader, and every hand-over
+//! record names the leader of the next epoch. The leaders every node's chain names are merged
+//! per epoch; an epoch with two is a split brain (two sides that each elected a leader, or a
+//! node that endorsed two candidates). A stored chain that no longer verifies is a failure too.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use meshward_crdt::mastered::{Chain, SignedRecord, TrustAnchor};
+
+/// A public key: the leader of an epoch.
+pub type Key = [u8; 32];
+
+/// A trust anchor as a map key: cluster id and genesis leader.
+type ChainKey = ([u8; 16], Key);
+
+/// Epoch → leader → the nodes whose chain names it.
+pub type Leaders = BTreeMap<u64, BTreeMap<Key, BTreeSet<u32>>>;
+
+/// The leaders each epoch had, over every node's chain. Chains that do not verify are reported in the second value.
+pub fn leaders_per_epoch<'a>(
+    chains: impl IntoIterator<Item = (u32, TrustAnchor, &'a [SignedRecord])>,
+) -> (Leaders, Vec<String>) {
+    let mut leaders = Leaders::new();
+    let mut failures = Vec::new();
+    // Identical chains (the common case: 1 000 nodes holding one genesis) are replayed once.
+    let mut replayed: BTreeMap<(ChainKey, Vec<Key>), Replay> = BTreeMap::new();
+    for (node, anchor, records) in chains {
+        let id = (anchor.cluster.0, anchor.genesis_leader);
+        let key = (id, records.iter().map(|r| r.hash().0).collect());
+        let replay = replayed
+            .entry(key)
+            .or_insert_with(|| replay(anchor, records));
+        for (epoch, leader) in &replay.leaders {
+            leaders
+                .entry(*epoch)
+                .or_default()
+                .entry(*leader)
+                .or_default()
+                .insert(node);
+        }
+        if let Some(e) = &replay.failure {
+            failures.push(format!("node {node}: {e}"));
+        }
+    }
+    (leaders, failures)
+}
+
+/// The (epoch, leader) pairs a chain goes through, and where it stops verifying.
+struct Replay {
+    leaders: Vec<(u64, Key)>,
+    failure: Option<String>,
+}
+
+fn replay(anchor: TrustAnchor, records: &[SignedRecord]) -> Replay {
+    let mut chain = Chain::new(anchor);
+    let mut leaders = vec![(chain.epoch(), chain.leader())];
+    for record in records {
+        let applied = chain
+            .verify(record)
+            .map_err(|e| e.to_string())
+            .and_then(|v| chain.apply(v).map_err(|e| e.to_string()));
+        if let Err(e) = applied {
+            let failure = format!(
+                "stored mastered record {} does not verify: {e}",
+                record.record.version
+            );
+            return Replay {
+                leaders,
+                failure: Some(failure),
+            };
+        }
+        leaders.push((chain.epoch(), chain.leader()));
+    }
+    Replay {
+        leaders,
+        failure: None,
+    }
+}
+
+/// One failure per epoch that had more than one leader.
+pub fn two_leaders(leaders: &Leaders) -> Vec<String> {
+    leaders
+        .iter()
+        .filter(|(_, l)| l.len() > 1)
+        .map(|(epoch, l)| {
+            let who: Vec<String> = l
+                .iter()
+                .map(|(key, nodes)| format!("{} (per nodes {nodes:?})", hex8(key)))
+                .collect();
+            format!("epoch {epoch} has {} leaders: {}", l.len(), who.join(", "))
+        })
+        .collect()
+}
+
+fn hex8(key: &Key) -> String {
+    key[..4].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use ed25519_dalek::SigningKey;
+    use meshward_crdt::ClusterId;
+    use meshward_crdt::mastered::{Endorsement, Handover, Member, RecordKind, Roster};
+
+    use super::*;
+
+    fn key(i: u8) -> SigningKey {
+        SigningKey::from_bytes(&[i + 1; 32])
+    }
+
+    fn anchor() -> TrustAnchor {
+        TrustAnchor {
+            cluster: ClusterId([7; 16]),
+            genesis_leader: key(0).verifying_key().to_bytes(),
+        }
+    }
+
+    /// Genesis (roster of 3, led by node 0), then a failover to `candidate` endorsed by
+    /// `endorsers`: a chain that verifies.
+    fn chain_electing(candidate: u8, endorsers: &[u8]) -> Vec<SignedRecord> {
+        let roster = Roster {
+            members: (0..3)
+                .map(|i| Member {
+                    key: key(i).verifying_key().to_bytes(),
+                    address: format!("node-{i}.sim:7946"),
+                })
+                .collect(),
+        };
+        let mut chain = Chain::new(anchor());
+        let genesis = chain.sign_next(&key(0), RecordKind::Genesis, roster.encode());
+        chain.apply(chain.verify(&genesis).unwrap()).unwrap();
+        let next = key(candidate).verifying_key().to_bytes();
+        let candidacy = chain.candidacy(next);
+        let handover = Handover {
+            next_epoch: 2,
+            next_leader: next,
+            endorsements: endorsers
+                .iter()
+                .map(|&e| Endorsement::sign(&key(e), &candidacy))
+                .collect(),
+            forced: false,
+        };
+        let record = chain.sign_next(&key(candidate), RecordKind::Handover, handover.encode());
+        chain.apply(chain.verify(&record).unwrap()).unwrap();
+        vec![genesis, record]
+    }
+
+    #[test]
+    fn nodes_that_agree_on_the_chain_give_one_leader_per_epoch() {
+        let a = chain_electing(1, &[1, 2]);
+        let (leaders, failures) = leaders_per_epoch([
+            (0, anchor(), &a[..1]),
+            (1, anchor(), &a[..]),
+            (2, anchor(), &a[..]),
+        ]);
+        assert!(failures.is_empty(), "{failures:?}");
+        assert!(two_leaders(&leaders).is_empty());
+        assert_eq!(leaders.len(), 2);
+        let epoch2: Vec<&Key> = leaders[&2].keys().collect();
+        assert_eq!(epoch2, [&key(1).verifying_key().to_bytes()]);
+        assert_eq!(leaders[&1].values().next().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn two_valid_chains_electing_different_leaders_for_one_epoch_fail() {
+        // Node 2 endorsed both candidates (what its durable vote forbids): each chain
+        // verifies on its own, and together they give epoch 2 two leaders.
+        let a = chain_electing(1, &[1, 2]);
+        let b = chain_electing(2, &[2, 0]);
+        let (leaders, failures) = leaders_per_epoch([(1, anchor(), &a[..]), (2, anchor(), &b[..])]);
+        assert!(failures.is_empty(), "{failures:?}");
+        let split = two_leaders(&leaders);
+        assert_eq!(split.len(), 1, "{split:?}");
+        assert!(split[0].starts_with("epoch 2 has 2 leaders"), "{split:?}");
+    }
+
+    #[test]
+    fn a_stored_chain_that_does_not_verify_is_a_failure() {
+        let mut a = chain_electing(1, &[1, 2]);
+        a[1].signature[0] ^= 1;
+        let (leaders, failures) = leaders_per_epoch([(1, anchor(), &a[..])]);
+        assert_eq!(failures.len(), 1, "{failures:?}");
+        assert!(
+            failures[0].contains("record 2 does not verify"),
+            "{failures:?}"
+        );
+        assert_eq!(leaders.len(), 1);
+    }
+}

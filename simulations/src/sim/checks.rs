@@ -1,0 +1,186 @@
+//! Measurements during the run and the oracles at its end.
+
+use std::collections::BTreeMap;
+
+use anyhow::Context as _;
+use meshward_crdt::{SegmentKey, TableId, WriterId};
+
+use super::{Sim, humantime_fmt};
+use crate::oracle;
+
+impl Sim {
+    /// What every live node holds between them.
+    pub(super) fn live_union(&self) -> BTreeMap<SegmentKey, u64> {
+        let mut union: BTreeMap<SegmentKey, u64> = BTreeMap::new();
+        for n in self.nodes.iter().filter(|n| n.core.is_some()) {
+            for (k, &s) in &n.held {
+                let e = union.entry(*k).or_insert(0);
+                *e = (*e).max(s);
+            }
+        }
+        union
+    }
+
+    /// Starts timing a heal: done when every live node holds what the live nodes held now
+    /// (well defined while writes go on).
+    pub(super) fn await_convergence(&mut self) {
+        let target = self.live_union();
+        self.awaiting_convergence.push((self.now, target));
+    }
+
+    /// Share of live nodes holding everything any live node holds; heals that completed.
+    pub(super) fn sample(&mut self) {
+        let union = self.live_union();
+        let live = self.nodes.iter().filter(|n| n.core.is_some()).count();
+        let converged = self
+            .nodes
+            .iter()
+            .filter(|n| n.core.is_some() && n.held == union)
+            .count();
+        let frac = if live == 0 {
+            1.0
+        } else {
+            converged as f64 / live as f64
+        };
+        self.metrics.convergence.push((self.now, frac));
+        if converged == live {
+            if self.metrics.converged_at.is_none() {
+                self.metrics.converged_at = Some(self.now);
+            }
+        } else {
+            self.metrics.converged_at = None;
+        }
+        let nodes = &self.nodes;
+        let now = self.now;
+        let done = &mut self.metrics.heal_convergence;
+        self.awaiting_convergence.retain(|(since, target)| {
+            let all = nodes.iter().filter(|n| n.core.is_some()).all(|n| {
+                target
+                    .iter()
+                    .all(|(k, s)| n.held.get(k).is_some_and(|h| h >= s))
+            });
+            if all {
+                done.push((*since, now - since));
+            }
+            !all
+        });
+    }
+
+    /// The oracles: identical tables on every live node (real digests and rows), no
+    /// committed event lost, at most one leader per epoch, every fault fired.
+    pub(super) fn final_checks(&mut self) -> anyhow::Result<()> {
+        let live: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].core.is_some())
+            .collect();
+        let o = &mut self.metrics.oracles;
+        let mut digests = BTreeMap::new();
+        let mut rows = BTreeMap::new();
+        for &i in &live {
+            let core = self.nodes[i].core.as_ref().context("live node")?;
+            let d = core.replica().digest();
+            let tracked: BTreeMap<SegmentKey, u64> =
+                d.segments.iter().map(|s| (s.key, s.seq)).collect();
+            if tracked != self.nodes[i].held {
+                o.failures.push(format!(
+                    "node {i}: the tracked heads differ from the replica's digest (simulator bug)"
+                ));
+            }
+            *digests.entry(d.fingerprint()).or_insert(0u64) += 1;
+            let r = core.replica().rows(TableId::Events)?.len() as u64;
+            *rows.entry(r).or_insert(0u64) += 1;
+        }
+        o.distinct_digests = digests.len() as u64;
+        o.event_rows = rows.keys().next_back().copied().unwrap_or(0);
+        if digests.len() > 1 {
+            o.failures.push(format!(
+                "live nodes did not converge: {} distinct digests, row counts {:?}",
+                digests.len(),
+                rows
+            ));
+        }
+        // No event lost: every commit is held by every live node, unless its origin is down
+        // (then it is in the origin's store and comes back with it).
+        let mut lost = 0;
+        let mut stranded = 0;
+        for ((key, seq), &m) in &self.by_head {
+            let origin = self.metrics.messages[m].origin as usize;
+            let missing = live
+                .iter()
+                .filter(|&&i| self.nodes[i].held.get(key).is_none_or(|s| s < seq))
+                .count();
+            if missing > 0 {
+                if self.nodes[origin].core.is_some() {
+                    lost += 1;
+                } else {
+                    stranded += 1;
+                }
+            }
+        }
+        let o = &mut self.metrics.oracles;
+        o.commits_missing_on_live_nodes = lost;
+        o.commits_only_on_down_nodes = stranded;
+        if lost > 0 {
+            o.failures.push(format!(
+                "{lost} commits of live nodes are missing on live nodes"
+            ));
+        }
+        // Never two leaders in one epoch, over every node's stored chain (a down node's
+        // store is kept, so it counts too), replayed with the real verification.
+        let mut chains = Vec::new();
+        for (i, n) in self.nodes.iter().enumerate() {
+            if let Some(anchor) = n.store.anchor()? {
+                chains.push((i as u32, anchor, n.store.mastered_records()?));
+            }
+        }
+        let (leaders, unverified) = oracle::leaders_per_epoch(
+            chains
+                .iter()
+                .map(|(i, anchor, records)| (*i, *anchor, records.as_slice())),
+        );
+        let mut last_epoch = BTreeMap::new();
+        for (epoch, l) in &leaders {
+            for node in l.values().flatten() {
+                last_epoch.insert(*node, *epoch);
+            }
+        }
+        let o = &mut self.metrics.oracles;
+        o.epochs_seen = leaders.len() as u64;
+        for epoch in last_epoch.into_values() {
+            *o.nodes_by_last_epoch.entry(epoch).or_default() += 1;
+        }
+        o.leaders_by_epoch = leaders
+            .iter()
+            .map(|(epoch, l)| {
+                let nodes = l
+                    .keys()
+                    .map(|k| self.index.get(&WriterId(*k)).copied().unwrap_or(u32::MAX))
+                    .collect();
+                (*epoch, nodes)
+            })
+            .collect();
+        o.failures.extend(unverified);
+        o.failures.extend(oracle::two_leaders(&leaders));
+        // Every fault asked for fired.
+        for (kind, &asked) in &self.metrics.faults_requested.clone() {
+            let fired = self.metrics.faults_fired.get(kind).copied().unwrap_or(0);
+            if fired < asked {
+                self.metrics
+                    .oracles
+                    .failures
+                    .push(format!("fault {kind}: asked for {asked}, fired {fired}"));
+            }
+        }
+        if self.metrics.converged_at.is_none() {
+            self.metrics.oracles.failures.push(format!(
+                "the live nodes had not converged {} after the scenario's end",
+                humantime_fmt(self.sc.settle)
+            ));
+        }
+        self.metrics
+            .oracles
+            .failures
+            .append(&mut self.metrics.errors);
+        self.metrics.live_nodes = live.len() as u64;
+        Ok(())
+    }
+}

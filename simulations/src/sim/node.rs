@@ -1,0 +1,351 @@
+//! Nodes: starting one from its store, crashing and restarting it, and driving its core
+//! as the daemon does (persist first, then the other outputs in order).
+
+use std::collections::VecDeque;
+
+use anyhow::Context as _;
+use meshward_crdt::{Effects, Event, EventKind, Op, Persist, ReplicaConfig};
+use meshward_node::core::{Core, CoreConfig, Input, Output, Verdict};
+use meshward_node::roster;
+
+use super::{Channel, EPOCH_MS, Ev, Sim, Via, derive, pair};
+use crate::report::Reach;
+
+impl Sim {
+    pub(super) fn alive(&self, node: u32, inc: u32) -> bool {
+        let n = &self.nodes[node as usize];
+        n.core.is_some() && n.incarnation == inc
+    }
+
+    /// The node's clock in ms: virtual time plus its skew.
+    pub(super) fn clock_ms(&self, node: u32) -> u64 {
+        (EPOCH_MS + (self.now / 1000) as i64 + self.nodes[node as usize].skew_ms).max(0) as u64
+    }
+
+    /// Builds the node's core from its store, as `meshward run` does at start.
+    pub(super) fn start_node(&mut self, node: u32) -> anyhow::Result<()> {
+        let now = self.clock_ms(node);
+        let seed = u64::from_le_bytes(
+            derive(
+                self.seed,
+                b"core seed",
+                (node as u64) << 32 | self.nodes[node as usize].incarnation as u64,
+            )[..8]
+                .try_into()?,
+        );
+        let n = &mut self.nodes[node as usize];
+        let replica = n
+            .store
+            .load_replica(&n.identity, ReplicaConfig::default())
+            .context("loading the replica from the store")?;
+        let known = n.store.known_peers()?;
+        n.held = replica
+            .digest()
+            .segments
+            .iter()
+            .map(|s| (s.key, s.seq))
+            .collect();
+        let mut core = Core::new(
+            replica,
+            self.roster.clone(),
+            CoreConfig::default(),
+            seed,
+            known,
+            now,
+        );
+        roster::load_into(&n.store, &mut core, now)?;
+        n.core = Some(core);
+        n.next_heartbeat = self.now;
+        Ok(())
+    }
+
+    /// Dials the node's topology peers that are up (its `--peer` list, given again at
+    /// every start).
+    pub(super) fn dial_edges(&mut self, node: u32) {
+        let peers: Vec<u32> = self.edges[node as usize]
+            .iter()
+            .copied()
+            .filter(|&b| self.nodes[b as usize].core.is_some())
+            .collect();
+        for b in peers {
+            self.dial(node, b);
+        }
+    }
+
+    pub(super) fn crash(&mut self, node: u32) {
+        let n = &mut self.nodes[node as usize];
+        if n.core.is_none() {
+            return;
+        }
+        *self
+            .metrics
+            .faults_fired
+            .entry("crash".to_string())
+            .or_default() += 1;
+        n.core = None;
+        n.incarnation += 1;
+        n.crashed_at = Some(self.now);
+        if let Some((_, record)) = n.failover.take() {
+            self.metrics.failovers[record].gave_up = Some("the candidate crashed".into());
+            self.pending_faults -= 1;
+        }
+        n.mesh.clear();
+        n.seen.clear();
+        n.seen_order.clear();
+        n.pending_gossip.clear();
+        // Its peers notice when the connections idle out.
+        let idle = self.sc.network.idle_timeout.as_micros() as u64;
+        let links: Vec<u32> = std::mem::take(&mut n.links).into_iter().collect();
+        for b in links {
+            let key = pair(node, b);
+            if let Some(c) = self.conns.get(&key) {
+                let cgen = c.cgen;
+                self.push(self.now + idle, Ev::IdleCheck { key, cgen });
+            }
+        }
+    }
+
+    pub(super) fn restart(&mut self, node: u32) -> anyhow::Result<()> {
+        if self.nodes[node as usize].core.is_some() {
+            return Ok(());
+        }
+        *self
+            .metrics
+            .faults_fired
+            .entry("restart".to_string())
+            .or_default() += 1;
+        self.start_node(node)?;
+        self.dial_edges(node);
+        let inc = self.nodes[node as usize].incarnation;
+        self.push(self.now, Ev::Tick { node, inc });
+        self.await_convergence();
+        self.metrics.converged_at = None;
+        Ok(())
+    }
+
+    /// Feeds one input, then executes the outputs as the daemon does: persists first (one
+    /// transaction), then the rest in order; follow-up inputs are fed after.
+    pub(super) fn feed(&mut self, node: u32, input: Input, via: Via) -> anyhow::Result<()> {
+        let mut inputs = VecDeque::from([input]);
+        while let Some(input) = inputs.pop_front() {
+            let now = self.clock_ms(node);
+            let Some(core) = self.nodes[node as usize].core.as_mut() else {
+                return Ok(());
+            };
+            core.handle(now, input);
+            let mut persist = Vec::new();
+            let mut rest = Vec::new();
+            for out in core.drain() {
+                match out {
+                    Output::Persist(effects) => persist.push(effects),
+                    other => rest.push(other),
+                }
+            }
+            if !persist.is_empty() {
+                self.nodes[node as usize]
+                    .store
+                    .persist_all(&persist)
+                    .context("persisting replicated data")?;
+                for effects in &persist {
+                    self.track(node, effects, via);
+                }
+            }
+            let chain_moved = rest
+                .iter()
+                .any(|o| matches!(o, Output::PersistMastered(_) | Output::AdoptChain { .. }));
+            for out in rest {
+                self.execute(node, out, &mut inputs)?;
+            }
+            if chain_moved {
+                self.check_followed();
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn execute(
+        &mut self,
+        node: u32,
+        out: Output,
+        inputs: &mut VecDeque<Input>,
+    ) -> anyhow::Result<()> {
+        match out {
+            Output::Persist(_) => unreachable!("persists are taken out before"),
+            Output::Publish(data) => self.publish(node, data),
+            Output::Validate { id, verdict } => {
+                if let Some((env, source)) = self.nodes[node as usize].pending_gossip.remove(&id) {
+                    match verdict {
+                        Verdict::Accept => self.forward(node, source, &env),
+                        Verdict::Ignore => self.metrics.gossip_ignored += 1,
+                        Verdict::Reject => self.metrics.gossip_rejected += 1,
+                    }
+                }
+            }
+            Output::Request {
+                peer,
+                request,
+                data,
+            } => {
+                let to = self.index[&peer];
+                match self.conns.get(&pair(node, to)) {
+                    Some(c) if self.conn_fresh(pair(node, to)) => {
+                        let cgen = c.cgen;
+                        self.next_channel += 1;
+                        let channel = self.next_channel;
+                        self.channels.insert(
+                            channel,
+                            Channel {
+                                server: to,
+                                client: node,
+                                request,
+                                cgen,
+                            },
+                        );
+                        self.metrics.sync_requests += 1;
+                        let len = data.len();
+                        self.send(
+                            node,
+                            to,
+                            len,
+                            false,
+                            Ev::Request {
+                                to,
+                                from: node,
+                                cgen,
+                                channel,
+                                data,
+                            },
+                        );
+                    }
+                    _ => inputs.push_back(Input::SyncFailed { peer, request }),
+                }
+            }
+            Output::Respond { channel, data } => {
+                if let Some(ch) = self.channels.remove(&channel) {
+                    let len = data.len();
+                    self.send(
+                        ch.server,
+                        ch.client,
+                        len,
+                        false,
+                        Ev::Response {
+                            to: ch.client,
+                            from: ch.server,
+                            cgen: ch.cgen,
+                            request: ch.request,
+                            data,
+                        },
+                    );
+                }
+            }
+            Output::Dial { peer, .. } => {
+                let to = self.index[&peer];
+                self.dial(node, to);
+            }
+            Output::PersistMastered(record) => self.nodes[node as usize]
+                .store
+                .append_mastered(&record)
+                .context("persisting a mastered record")?,
+            Output::PersistVote { epoch, candidate } => self.nodes[node as usize]
+                .store
+                .set_vote(epoch, &candidate)
+                .context("persisting a vote")?,
+            Output::AdoptChain {
+                from,
+                records,
+                superseded,
+            } => self.nodes[node as usize]
+                .store
+                .replace_mastered(from, &records, &superseded)
+                .context("replacing the mastered chain")?,
+            Output::Superseded(records) => self.nodes[node as usize]
+                .store
+                .add_superseded(&records)
+                .context("keeping superseded records")?,
+            Output::Done { token, result } => self.failover_done(node, token, result),
+            // The model network admits every simulated node.
+            Output::Roster(_) => {}
+            Output::Applied { .. } | Output::Committed { .. } => {}
+        }
+        Ok(())
+    }
+
+    /// Records what persisted effects made a node hold: the dissemination measurements.
+    pub(super) fn track(&mut self, node: u32, effects: &Effects, via: Via) {
+        for p in &effects.persist {
+            let head = match p {
+                Persist::Snapshot { head, .. } | Persist::Append { head, .. } => &head.head,
+            };
+            let held = self.nodes[node as usize].held.entry(head.key).or_insert(0);
+            let before = *held;
+            if head.seq <= before {
+                continue;
+            }
+            *held = head.seq;
+            if matches!(via, Via::Local) {
+                for seq in before + 1..=head.seq {
+                    let m = self.metrics.new_message(node, self.now);
+                    self.by_head.insert((head.key, seq), m);
+                }
+                continue;
+            }
+            let hops = match via {
+                Via::Gossip(h) => Some(h),
+                _ => None,
+            };
+            for (_, &m) in self
+                .by_head
+                .range((head.key, before + 1)..=(head.key, head.seq))
+            {
+                self.metrics.reached(
+                    m,
+                    Reach {
+                        node,
+                        at: self.now,
+                        hops,
+                    },
+                );
+            }
+        }
+    }
+
+    pub(super) fn write(&mut self, series: usize, k: u64) -> anyhow::Result<()> {
+        let w = &self.sc.writes[series];
+        let nodes = w.nodes.resolve(self.sc.nodes)?;
+        let node = nodes[(k % nodes.len() as u64) as usize] as u32;
+        let rows = w.rows;
+        if k + 1 < w.count {
+            let next = self.now + w.every.as_micros() as u64;
+            self.push(next, Ev::Write { series, k: k + 1 });
+        }
+        if self.nodes[node as usize].core.is_none() {
+            self.metrics.writes_skipped += 1;
+            return Ok(());
+        }
+        let at_ms = self.clock_ms(node) as i64;
+        let ops = (0..rows)
+            .map(|r| {
+                Op::Append(Event {
+                    at_ms,
+                    kind: EventKind::Login,
+                    user: "sim".into(),
+                    target: format!("n{node}-s{series}-w{k}-r{r}"),
+                    detail: String::new(),
+                })
+            })
+            .collect();
+        let n = &mut self.nodes[node as usize];
+        n.next_token += 1;
+        let token = n.next_token;
+        self.metrics.writes += 1;
+        self.feed(
+            node,
+            Input::Commit {
+                ops,
+                token,
+                at_us: at_ms as u64 * 1000,
+            },
+            Via::Local,
+        )
+    }
+}
