@@ -33,6 +33,10 @@ pub const MAX_PENDING: usize = 64;
 pub const MAX_SEEN_ANSWERS: usize = 4096;
 /// How long a challenge may be answered, ms.
 pub const CHALLENGE_TTL_MS: u64 = 30_000;
+/// Challenges issued back to back; beyond them, one more per [`CHALLENGE_INTERVAL_MS`].
+pub const CHALLENGE_BURST: u64 = 16;
+/// Steady rate of challenges once the burst is spent, ms per challenge.
+pub const CHALLENGE_INTERVAL_MS: u64 = 1_000;
 /// Domain of the challenge context and transcript.
 const DOMAIN: &[u8] = b"meshward/join/v1\0";
 
@@ -145,6 +149,12 @@ pub enum JoinRefusal {
     /// The node key is a member already.
     #[error("this node is already a member of the cluster")]
     AlreadyMember,
+    /// Too many join attempts in a short time.
+    #[error(
+        "too many join attempts: the leader answers {CHALLENGE_BURST} at once, then one per \
+         second; try again in a few seconds"
+    )]
+    Busy,
     /// The request is malformed.
     #[error("malformed join request: {0}")]
     Malformed(&'static str),
@@ -167,6 +177,8 @@ pub struct Admission {
     pending: BTreeMap<u64, Pending>,
     order: VecDeque<u64>,
     seen: VecDeque<[u8; 32]>,
+    /// Rate limit (GCRA): when the next challenge is due at the steady rate, unix ms.
+    next_due_ms: u64,
     counters: AdmissionCounters,
 }
 
@@ -177,6 +189,9 @@ pub struct AdmissionCounters {
     pub pending_dropped: u64,
     /// Seen answers forgotten, oldest first, because [`MAX_SEEN_ANSWERS`] were remembered.
     pub seen_forgotten: u64,
+    /// Hellos refused because challenges came faster than [`CHALLENGE_BURST`] and
+    /// [`CHALLENGE_INTERVAL_MS`] allow.
+    pub rate_limited: u64,
 }
 
 impl Admission {
@@ -187,6 +202,7 @@ impl Admission {
             pending: BTreeMap::new(),
             order: VecDeque::new(),
             seen: VecDeque::new(),
+            next_due_ms: 0,
             counters: AdmissionCounters::default(),
         }
     }
@@ -221,6 +237,12 @@ impl Admission {
         }
         let bundle = check_bundle(now_ms, client_cert, facts.bundle)?;
         admissible(now_ms, &member, facts)?;
+        let due = self.next_due_ms.max(now_ms);
+        if due > now_ms + (CHALLENGE_BURST - 1) * CHALLENGE_INTERVAL_MS {
+            self.counters.rate_limited += 1;
+            return Err(JoinRefusal::Busy);
+        }
+        self.next_due_ms = due + CHALLENGE_INTERVAL_MS;
         let mut nonce = [0u8; 32];
         self.rng.fill_bytes(&mut nonce);
         if self.pending.len() >= MAX_PENDING
@@ -722,8 +744,10 @@ mod tests {
     fn pending_challenges_are_bounded() {
         let mut w = World::new();
         let joiner = SigningKey::from_bytes(&[5; 32]);
+        // The burst, then one per interval: within the rate limit and the bundle's minute.
         for conn in 0..(MAX_PENDING as u64 + 10) {
-            w.hello(T0, conn, &joiner, "node2.example").unwrap();
+            let at = T0 + conn.saturating_sub(CHALLENGE_BURST - 1) * CHALLENGE_INTERVAL_MS;
+            w.hello(at, conn, &joiner, "node2.example").unwrap();
         }
         assert_eq!(w.admission.pending.len(), MAX_PENDING);
         assert_eq!(w.admission.counters().pending_dropped, 10);
@@ -735,15 +759,54 @@ mod tests {
     }
 
     #[test]
+    fn challenges_beyond_the_burst_are_refused_until_the_rate_allows_more() {
+        let mut w = World::new();
+        let joiner = SigningKey::from_bytes(&[5; 32]);
+        for conn in 0..CHALLENGE_BURST {
+            w.hello(T0, conn, &joiner, "node2.example").unwrap();
+        }
+        assert_eq!(
+            w.hello(T0, 100, &joiner, "node2.example"),
+            Err(JoinRefusal::Busy)
+        );
+        assert_eq!(
+            w.hello(
+                T0 + CHALLENGE_INTERVAL_MS - 1,
+                101,
+                &joiner,
+                "node2.example"
+            ),
+            Err(JoinRefusal::Busy)
+        );
+        assert_eq!(w.admission.counters().rate_limited, 2);
+        assert_eq!(w.admission.pending.len(), CHALLENGE_BURST as usize);
+        // One more per interval; after a quiet spell the whole burst again.
+        w.hello(T0 + CHALLENGE_INTERVAL_MS, 102, &joiner, "node2.example")
+            .unwrap();
+        assert_eq!(
+            w.hello(T0 + CHALLENGE_INTERVAL_MS, 103, &joiner, "node2.example"),
+            Err(JoinRefusal::Busy)
+        );
+        let later = T0 + (CHALLENGE_BURST + 2) * CHALLENGE_INTERVAL_MS;
+        for conn in 200..200 + CHALLENGE_BURST {
+            w.hello(later, conn, &joiner, "node2.example").unwrap();
+        }
+        assert_eq!(w.admission.counters().rate_limited, 3);
+    }
+
+    #[test]
     fn remembered_answers_are_bounded_and_forgetting_is_counted() {
         let mut w = World::new();
         let joiner = SigningKey::from_bytes(&[5; 32]);
+        // One hello per interval (the rate limit), for longer than a bundle normally lives.
+        w.bundle.expires_at_ms = T0 * 10;
         for conn in 0..=(MAX_SEEN_ANSWERS as u64) {
-            w.hello(T0, conn, &joiner, "node2.example").unwrap();
+            let at = T0 + conn * CHALLENGE_INTERVAL_MS;
+            w.hello(at, conn, &joiner, "node2.example").unwrap();
             let mut answer = [0; 32];
             answer[..8].copy_from_slice(&conn.to_be_bytes());
             assert_eq!(
-                w.answer_with(T0, conn, answer, &[]),
+                w.answer_with(at, conn, answer, &[]),
                 Err(JoinRefusal::WrongMek)
             );
         }

@@ -391,6 +391,7 @@ fn the_admin_api_authenticates_by_certificate_and_authorizes_by_grant() {
         "meshward_setup_refused_full 0",
         "meshward_join_pending_dropped 0",
         "meshward_join_seen_forgotten 0",
+        "meshward_join_rate_limited 0",
     ] {
         assert!(
             metrics.contains(&format!("\n{sample}\n")),
