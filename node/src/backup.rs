@@ -26,6 +26,7 @@ use rand::RngCore;
 use redb::{Database, Key, ReadableDatabase, ReadableTable, TableDefinition, TableHandle, Value};
 
 use crate::mek::{Mek, SEAL_OVERHEAD};
+use crate::store::StoreError;
 
 /// First bytes of an archive.
 pub const MAGIC: &[u8; 8] = b"MWBACKUP";
@@ -79,9 +80,9 @@ pub enum BackupError {
     /// The authenticated snapshot is not valid (a bug in the writer, never an attack).
     #[error("the backup's snapshot is malformed: {0}")]
     Snapshot(String),
-    /// redb refused.
-    #[error("store failure: {0}")]
-    Db(String),
+    /// redb refused, or the disk is full ([`StoreError::DiskFull`]).
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// The types a table's keys and values may have to be backed up.
@@ -648,8 +649,8 @@ fn read_item(r: &mut dyn Read) -> Result<Vec<u8>, BackupError> {
     read_vec(r, len)
 }
 
-fn db_err(e: impl std::fmt::Display) -> BackupError {
-    BackupError::Db(e.to_string())
+fn db_err(e: impl Into<StoreError>) -> BackupError {
+    BackupError::Store(e.into())
 }
 
 #[cfg(test)]
