@@ -41,7 +41,7 @@ pub fn open_database(path: &Path) -> Result<Database, DatabaseError> {
 
 /// `e` unchanged, unless it says the disk is full (ENOSPC): then an error of the same kind that
 /// names `dir` and says the write was refused.
-pub fn disk_full(dir: &Path, e: io::Error) -> io::Error {
+fn disk_full(dir: &Path, e: io::Error) -> io::Error {
     if e.kind() != io::ErrorKind::StorageFull {
         return e;
     }
