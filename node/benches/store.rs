@@ -9,11 +9,13 @@
 use std::process::Command;
 use std::time::Instant;
 
-use meshward_crdt::{Event, EventKind, Op, ReplicaConfig};
+use common::TICK;
+use meshward_crdt::ReplicaConfig;
 use meshward_node::store::{EventFilter, STORE_FILE, Store};
 
+mod common;
+
 const CHILD: &str = "MESHWARD_BENCH_RELOAD_DIR";
-const TICK: u64 = 1_000;
 
 fn status_kb(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -57,32 +59,11 @@ fn main() {
     if std::env::args().any(|a| a == "--list" || a == "--test") {
         return; // `cargo test --benches` / criterion-style listing: nothing to run
     }
-    let events: u64 = std::env::var("MESHWARD_BENCH_EVENTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_049_000);
+    let events = common::events_from_env(1_049_000);
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path()).expect("open");
-    let id = store.identity().expect("identity");
-    let mut replica = store
-        .load_replica(&id, ReplicaConfig::default())
-        .expect("load");
     let start = Instant::now();
-    for t in (0..events).step_by(TICK as usize) {
-        let ops = (t..t + TICK)
-            .map(|i| {
-                Op::Append(Event {
-                    at_ms: 1_790_000_000_000 + i as i64,
-                    kind: EventKind::ALL[(i % EventKind::ALL.len() as u64) as usize],
-                    user: format!("user{:03}", i % 200),
-                    target: format!("srv-{:04}.corp.example", i % 1500),
-                    detail: format!("session {i} from 10.1.{}.{}", (i / 256) % 256, i % 256),
-                })
-            })
-            .collect();
-        let effects = replica.commit(0, ops).expect("commit");
-        store.persist(&effects).expect("persist");
-    }
+    let replica = common::write_events(&store, events);
     let secs = start.elapsed().as_secs_f64();
     let file = std::fs::metadata(dir.path().join(STORE_FILE)).map_or(0, |m| m.len());
     println!(

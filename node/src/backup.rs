@@ -24,8 +24,10 @@ use std::io::{self, Read, Write};
 
 use rand::RngCore;
 use redb::{Database, Key, ReadableDatabase, ReadableTable, TableDefinition, TableHandle, Value};
+use zeroize::Zeroizing;
 
 use crate::mek::{Mek, SEAL_OVERHEAD};
+use crate::store::StoreError;
 
 /// First bytes of an archive.
 pub const MAGIC: &[u8; 8] = b"MWBACKUP";
@@ -79,9 +81,9 @@ pub enum BackupError {
     /// The authenticated snapshot is not valid (a bug in the writer, never an attack).
     #[error("the backup's snapshot is malformed: {0}")]
     Snapshot(String),
-    /// redb refused.
-    #[error("store failure: {0}")]
-    Db(String),
+    /// redb refused, or the disk is full ([`StoreError::DiskFull`]).
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// The types a table's keys and values may have to be backed up.
@@ -134,7 +136,8 @@ pub struct ArchiveReader<'k, R: Read> {
     mek: &'k Mek,
     header: Header,
     header_bytes: [u8; HEADER_LEN],
-    plain: Vec<u8>,
+    sealed: Vec<u8>,
+    plain: Zeroizing<Vec<u8>>,
     pos: usize,
     index: u64,
     done: bool,
@@ -282,7 +285,8 @@ impl<'k, R: Read> ArchiveReader<'k, R> {
             mek,
             header,
             header_bytes,
-            plain: Vec::new(),
+            sealed: Vec::new(),
+            plain: Zeroizing::new(Vec::new()),
             pos: 0,
             index: 0,
             done: false,
@@ -310,19 +314,17 @@ impl<'k, R: Read> ArchiveReader<'k, R> {
         if len < SEAL_OVERHEAD || len > self.header.chunk_size as usize + SEAL_OVERHEAD {
             return Err(BackupError::Sealed { index: self.index });
         }
-        let mut sealed = vec![0u8; len];
-        match read_full(&mut self.inner, &mut sealed) {
+        self.sealed.resize(len, 0);
+        match read_full(&mut self.inner, &mut self.sealed) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(truncated),
             Err(e) => return Err(e.into()),
         }
         let aad = chunk_aad(&self.header_bytes, self.index, last);
-        let plain = self
+        self.plain = self
             .mek
-            .open(PURPOSE, &aad, &sealed)
+            .open(PURPOSE, &aad, &self.sealed)
             .map_err(|_| BackupError::Sealed { index: self.index })?;
-        self.plain.clear();
-        self.plain.extend_from_slice(&plain);
         self.pos = 0;
         self.index += 1;
         if last {
@@ -460,13 +462,16 @@ pub fn read_snapshot(db: &Database, input: &mut dyn Read) -> Result<SnapshotStat
                 if len == 0 || len > MAX_TABLE_NAME {
                     return Err(BackupError::Snapshot(format!("table name of {len} bytes")));
                 }
-                let name = String::from_utf8(read_vec(input, len)?)
+                let mut name = Vec::new();
+                read_into(input, len, &mut name)?;
+                let name = String::from_utf8(name)
                     .map_err(|_| BackupError::Snapshot("table name is not UTF-8".into()))?;
                 let (k, v) = (column(read_u8(input)?)?, column(read_u8(input)?)?);
                 stats.tables += 1;
                 // Opening creates the table, so an empty table is restored too. Its rows
                 // follow until the next entry that is not a row.
                 let mut next = TAG_END;
+                let (mut key, mut value) = (Vec::new(), Vec::new());
                 open_and(&txn, &name, k, v, |insert| {
                     loop {
                         let t = read_u8(input)?;
@@ -474,8 +479,8 @@ pub fn read_snapshot(db: &Database, input: &mut dyn Read) -> Result<SnapshotStat
                             next = t;
                             return Ok(());
                         }
-                        let key = read_item(input)?;
-                        let value = read_item(input)?;
+                        read_item(input, &mut key)?;
+                        read_item(input, &mut value)?;
                         check_column(k, &key)?;
                         check_column(v, &value)?;
                         insert(&key, &value)?;
@@ -628,28 +633,28 @@ fn read_array<const N: usize>(r: &mut dyn Read) -> Result<[u8; N], BackupError> 
     Ok(out)
 }
 
-fn read_vec(r: &mut dyn Read, len: usize) -> Result<Vec<u8>, BackupError> {
-    let mut out = Vec::new();
-    let got = r
-        .take(len as u64)
-        .read_to_end(&mut out)
-        .map_err(archive_error)?;
+/// Reads `len` bytes into `out` (cleared first). The buffer grows as bytes arrive, so a length
+/// that lies costs no more memory than the bytes that are really there.
+fn read_into(r: &mut dyn Read, len: usize, out: &mut Vec<u8>) -> Result<(), BackupError> {
+    out.clear();
+    let got = r.take(len as u64).read_to_end(out).map_err(archive_error)?;
     if got != len {
         return Err(BackupError::Snapshot("it ends early".into()));
     }
-    Ok(out)
+    Ok(())
 }
 
-fn read_item(r: &mut dyn Read) -> Result<Vec<u8>, BackupError> {
+/// Reads a length-prefixed key or value into `out`, reused from row to row.
+fn read_item(r: &mut dyn Read, out: &mut Vec<u8>) -> Result<(), BackupError> {
     let len = u32::from_be_bytes(read_array(r)?) as usize;
     if len > MAX_ITEM {
         return Err(BackupError::Snapshot(format!("an item of {len} bytes")));
     }
-    read_vec(r, len)
+    read_into(r, len, out)
 }
 
-fn db_err(e: impl std::fmt::Display) -> BackupError {
-    BackupError::Db(e.to_string())
+fn db_err(e: impl Into<StoreError>) -> BackupError {
+    BackupError::Store(e.into())
 }
 
 #[cfg(test)]

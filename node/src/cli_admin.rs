@@ -16,7 +16,7 @@ use crate::certs::{Revoked, Serial};
 use crate::cli::{Backend, Global};
 use crate::grants::{Grant, UserChange, UserName, Users};
 use crate::mek::{MEK_FILE, Mek};
-use crate::store::{STORE_FILE, Store, create_private_dir, create_private_file};
+use crate::store::{STORE_FILE, Store, StoreError, create_private_dir, create_private_file};
 
 /// `meshward user …`
 #[derive(Debug, Subcommand)]
@@ -433,7 +433,7 @@ pub fn restore(
     let result = (|| -> Result<crate::backup::SnapshotStats, BackupError> {
         let _ = fs::remove_file(&tmp); // a leftover of an interrupted restore
         create_private_file(&tmp)?;
-        let db = redb::Database::create(&tmp).map_err(|e| BackupError::Db(e.to_string()))?;
+        let db = crate::disk::open_database(&tmp).map_err(StoreError::from)?;
         let mut reader = ArchiveReader::new(BufReader::new(file), &mek)?;
         let stats = crate::backup::read_snapshot(&db, &mut reader)?;
         drop(db);

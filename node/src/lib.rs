@@ -19,6 +19,7 @@ pub mod control;
 pub mod core;
 pub mod daemon;
 pub mod demo;
+pub mod disk;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod grants;

@@ -109,6 +109,10 @@ pub enum StoreError {
         /// The last stored version (0 if none).
         last: u64,
     },
+    /// The disk holding the store is full (see [`crate::disk`]). The write was refused and
+    /// its transaction rolled back: nothing was changed.
+    #[error("{0}")]
+    DiskFull(std::io::Error),
     /// redb failed.
     #[error("store failure: {0}")]
     Db(String),
@@ -118,13 +122,19 @@ macro_rules! db_err {
     ($($t:ty),*) => {$(
         impl From<$t> for StoreError {
             fn from(e: $t) -> Self {
-                StoreError::Db(e.to_string())
+                match redb::Error::from(e) {
+                    redb::Error::Io(e) if e.kind() == std::io::ErrorKind::StorageFull => {
+                        StoreError::DiskFull(e)
+                    }
+                    e => StoreError::Db(e.to_string()),
+                }
             }
         }
     )*};
 }
 db_err!(
     redb::Error,
+    redb::DatabaseError,
     redb::TransactionError,
     redb::TableError,
     redb::StorageError,
@@ -215,7 +225,7 @@ impl Store {
         if !path.exists() {
             create_private_file(&path).map_err(|e| open_err(e.to_string()))?;
         }
-        let db = match Database::create(&path) {
+        let db = match crate::disk::open_database(&path) {
             Ok(db) => db,
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(StoreError::Busy { path }),
             Err(redb::DatabaseError::Storage(redb::StorageError::Io(e)))

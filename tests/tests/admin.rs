@@ -343,10 +343,40 @@ fn a_full_disk_refuses_writes_clearly_and_corrupts_nothing() {
         }
     }
     let err = refused.expect("a 6 MiB filesystem filled up");
-    assert!(
-        err.contains("No space left on device") || err.contains("space"),
-        "the error names the full disk: {err}"
+    let says = format!(
+        "disk full: {} has no space left; the write was refused and nothing was changed",
+        data.display()
     );
+    assert!(err.contains(&says), "the error names the full disk: {err}");
+
+    // A restore onto the full filesystem is refused the same way and leaves nothing behind.
+    let source = dir.path().join("source");
+    ok(
+        &source,
+        &[
+            "event", "append", "--kind", "login", "--user", "u", "--target", "t", "--detail",
+            &detail, "--count", "1000",
+        ],
+    );
+    write_mek(&source.join(MEK_FILE));
+    let archive = dir.path().join("source.mwb");
+    ok(&source, &["backup", "--out", archive.to_str().unwrap()]);
+    let restored = mnt.join("restored");
+    let err = fails(
+        &restored,
+        &[
+            "restore",
+            archive.to_str().unwrap(),
+            "--mek",
+            source.join(MEK_FILE).to_str().unwrap(),
+        ],
+    );
+    let says = format!("disk full: {} has no space left", restored.display());
+    assert!(err.contains(&says), "the error names the full disk: {err}");
+    let left: Vec<PathBuf> = std::fs::read_dir(&restored)
+        .map(|d| d.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "a refused restore left {left:?}");
 
     std::fs::remove_file(&ballast).unwrap();
     ok(&data, &["audit", "verify"]);

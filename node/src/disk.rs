@@ -1,0 +1,144 @@
+//! The store's file on disk: redb's file backend, with a full disk named clearly.
+//!
+//! redb reports a full disk as its raw I/O error ("No space left on device"), wrapped in
+//! whichever operation hit it. Every redb file the node writes (the store, a restore's new
+//! store) is opened through [`open_database`], whose backend turns that error into one that
+//! names the directory and says what happened: the write was refused and, as redb rolls the
+//! transaction back, nothing was changed. [`crate::store::StoreError::DiskFull`] carries it.
+
+use std::fs::OpenOptions;
+use std::io;
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+
+use redb::backends::FileBackend;
+use redb::{BackendError, Database, DatabaseError, StorageBackend};
+
+/// redb's file backend for a file in `dir`; a full disk becomes [`disk_full`]'s error.
+#[derive(Debug)]
+struct DataFile {
+    inner: FileBackend,
+    dir: PathBuf,
+}
+
+/// Opens (creating if missing) the redb file at `path` with a backend that reports a full
+/// disk clearly.
+pub fn open_database(path: &Path) -> Result<Database, DatabaseError> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| disk_full(&dir, e))?;
+    let inner = FileBackend::new(file)?;
+    Database::builder().create_with_backend(DataFile { inner, dir })
+}
+
+/// `e` unchanged, unless it says the disk is full (ENOSPC): then an error of the same kind that
+/// names `dir` and says the write was refused.
+fn disk_full(dir: &Path, e: io::Error) -> io::Error {
+    if e.kind() != io::ErrorKind::StorageFull {
+        return e;
+    }
+    io::Error::new(
+        io::ErrorKind::StorageFull,
+        format!(
+            "disk full: {} has no space left; the write was refused and nothing was changed \
+             (free some space and try again)",
+            dir.display()
+        ),
+    )
+}
+
+impl StorageBackend for DataFile {
+    fn len(&self) -> Result<u64, io::Error> {
+        self.inner.len()
+    }
+
+    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), io::Error> {
+        self.inner.read(offset, out)
+    }
+
+    fn set_len(&self, len: u64) -> Result<(), io::Error> {
+        self.inner.set_len(len).map_err(|e| disk_full(&self.dir, e))
+    }
+
+    fn sync_data(&self) -> Result<(), io::Error> {
+        self.inner.sync_data().map_err(|e| disk_full(&self.dir, e))
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), io::Error> {
+        self.inner
+            .write(offset, data)
+            .map_err(|e| disk_full(&self.dir, e))
+    }
+
+    fn close(&self) -> Result<(), io::Error> {
+        self.inner.close()
+    }
+
+    fn try_lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<bool, BackendError> {
+        self.inner.try_lock_range(start, end)
+    }
+
+    fn try_lock_shared_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> Result<bool, BackendError> {
+        self.inner.try_lock_shared_range(start, end)
+    }
+
+    fn lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
+        self.inner.lock_range(start, end)
+    }
+
+    fn lock_shared_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
+        self.inner.lock_shared_range(start, end)
+    }
+
+    fn unlock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
+        self.inner.unlock_range(start, end)
+    }
+
+    fn query_lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<bool, BackendError> {
+        self.inner.query_lock_range(start, end)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_full_disk_is_renamed() {
+        let dir = Path::new("/data/node");
+        let full = disk_full(dir, io::Error::from_raw_os_error(libc::ENOSPC));
+        assert_eq!(full.kind(), io::ErrorKind::StorageFull);
+        let text = full.to_string();
+        assert!(
+            text.starts_with("disk full: /data/node has no space left"),
+            "{text}"
+        );
+        let other = disk_full(dir, io::Error::from_raw_os_error(libc::EIO));
+        assert_eq!(other.raw_os_error(), Some(libc::EIO));
+    }
+
+    #[test]
+    fn a_second_open_of_the_same_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.redb");
+        let db = open_database(&path).unwrap();
+        assert!(matches!(
+            open_database(&path),
+            Err(DatabaseError::DatabaseAlreadyOpen)
+        ));
+        drop(db);
+        open_database(&path).unwrap();
+    }
+}
