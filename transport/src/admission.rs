@@ -1,11 +1,12 @@
-//! Admission: only roster peers (and, with fault injection, not blocked ones) get a connection.
+//! Admission: only roster peers (and, with fault injection, not blocked ones) get a connection,
+//! and at most [`MAX_CONNECTIONS_PER_PEER`] each.
 //!
 //! The check runs when a connection is established, before any protocol handler exists, so a
 //! denied peer exchanges no gossip, requests or identify data. Every admitted connection gets
 //! a handler that keeps it alive: a quiet cluster keeps its connections (see
 //! [`Config::idle_timeout`](crate::Config::idle_timeout)).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::fmt;
 use std::task::{Context, Poll};
@@ -20,6 +21,9 @@ use libp2p::swarm::{
     SubstreamProtocol, THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
 };
 
+/// Connections one peer may hold at once: two, as both sides may dial at the same moment.
+pub(crate) const MAX_CONNECTIONS_PER_PEER: usize = 2;
+
 /// Why a connection was denied; the cause inside [`ConnectionDenied`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Denied {
@@ -27,12 +31,14 @@ pub(crate) enum Denied {
     NotInRoster(PeerId),
     /// The peer is blocked by the fault-injection hook.
     Blocked(PeerId),
+    /// The peer already holds [`MAX_CONNECTIONS_PER_PEER`] connections.
+    TooManyConnections(PeerId),
 }
 
 impl Denied {
     pub(crate) fn peer(&self) -> PeerId {
         match self {
-            Self::NotInRoster(peer) | Self::Blocked(peer) => *peer,
+            Self::NotInRoster(peer) | Self::Blocked(peer) | Self::TooManyConnections(peer) => *peer,
         }
     }
 
@@ -40,6 +46,7 @@ impl Denied {
         match self {
             Self::NotInRoster(_) => "not in the roster",
             Self::Blocked(_) => "blocked by the fault-injection hook",
+            Self::TooManyConnections(_) => "already holds the most connections a peer may",
         }
     }
 }
@@ -52,11 +59,13 @@ impl fmt::Display for Denied {
 
 impl std::error::Error for Denied {}
 
-/// The admission behaviour: an allow set (the roster) and a deny set (fault hook).
+/// The admission behaviour: an allow set (the roster), a deny set (fault hook) and the count
+/// of each peer's established connections.
 #[derive(Debug, Default)]
 pub(crate) struct Admission {
     roster: HashSet<PeerId>,
     blocked: HashSet<PeerId>,
+    connections: HashMap<PeerId, usize>,
 }
 
 impl Admission {
@@ -64,6 +73,7 @@ impl Admission {
         Self {
             roster,
             blocked: HashSet::new(),
+            connections: HashMap::new(),
         }
     }
 
@@ -89,6 +99,9 @@ impl Admission {
 
     fn admit(&self, peer: PeerId) -> Result<KeepAlive, ConnectionDenied> {
         self.check(peer).map_err(ConnectionDenied::new)?;
+        if self.connections.get(&peer).copied().unwrap_or(0) >= MAX_CONNECTIONS_PER_PEER {
+            return Err(ConnectionDenied::new(Denied::TooManyConnections(peer)));
+        }
         Ok(KeepAlive)
     }
 }
@@ -118,7 +131,22 @@ impl NetworkBehaviour for Admission {
         self.admit(peer)
     }
 
-    fn on_swarm_event(&mut self, _: FromSwarm) {}
+    fn on_swarm_event(&mut self, event: FromSwarm) {
+        match event {
+            FromSwarm::ConnectionEstablished(e) => {
+                *self.connections.entry(e.peer_id).or_default() += 1;
+            }
+            FromSwarm::ConnectionClosed(e) => {
+                if let Some(n) = self.connections.get_mut(&e.peer_id) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        self.connections.remove(&e.peer_id);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
 
     fn on_connection_handler_event(
         &mut self,

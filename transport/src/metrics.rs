@@ -10,6 +10,9 @@ pub struct Metrics {
     /// Counter: connections closed by admission or the fault hook (denied at establishment, or
     /// dropped because the peer left the roster or was blocked).
     pub refused_connections: u64,
+    /// Counter: of those, connections refused because the peer already held the most
+    /// connections a peer may (two).
+    pub refused_peer_limit: u64,
     /// Counter: gossip messages received from the mesh (before validation).
     pub gossip_received: u64,
     /// Counter: received gossip payloads over [`Config::max_gossip_bytes`](crate::Config::max_gossip_bytes)
@@ -71,6 +74,7 @@ pub struct Metrics {
 pub(crate) struct Counters {
     pub(crate) connected_peers: AtomicU64,
     pub(crate) refused_connections: AtomicU64,
+    pub(crate) refused_peer_limit: AtomicU64,
     pub(crate) gossip_received: AtomicU64,
     pub(crate) gossip_oversize: AtomicU64,
     pub(crate) gossip_dropped: AtomicU64,
@@ -117,6 +121,7 @@ impl Counters {
         Metrics {
             connected_peers: get(&self.connected_peers),
             refused_connections: get(&self.refused_connections),
+            refused_peer_limit: get(&self.refused_peer_limit),
             gossip_received: get(&self.gossip_received),
             gossip_oversize: get(&self.gossip_oversize),
             gossip_dropped: get(&self.gossip_dropped),

@@ -468,6 +468,9 @@ impl Task {
 
     async fn refused(&mut self, denied: &Denied) {
         metrics::inc(&self.counters.refused_connections);
+        if matches!(denied, Denied::TooManyConnections(_)) {
+            metrics::inc(&self.counters.refused_peer_limit);
+        }
         let peer = writer_id(&denied.peer());
         warn!(peer = ?peer, reason = denied.reason(), "connection refused");
         self.emit(Event::Refused {

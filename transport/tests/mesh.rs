@@ -295,6 +295,26 @@ async fn requests_round_trip_and_oversize_responses_fail_the_request() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_holds_at_most_two_connections_and_more_are_refused_and_counted() {
+    let mut t = start(1, &[1, 2], Config::localhost()).await;
+    let mut a = start(2, &[1, 2], Config::localhost()).await;
+    connect(&mut a, &mut t).await;
+    // Every dial of an address opens a new connection; the third and later are refused.
+    for _ in 0..4 {
+        a.handle.dial(t.addr).expect("dial queued");
+    }
+    let m = metrics_until(&t.handle, |m| m.refused_peer_limit >= 1).await;
+    assert_eq!(m.refused_connections, m.refused_peer_limit);
+    assert_eq!(m.connected_peers, 1);
+    // The peer is still served over the connections it holds.
+    warm_up(&a, &mut [], &mut t).await;
+    a.handle
+        .publish(b"still here".to_vec())
+        .expect("publish queued");
+    gossip(&mut t, b"still here", &[]).await;
+}
+
 #[cfg(feature = "fault-injection")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversize_gossip_and_requests_from_a_misbehaving_peer_are_refused_and_counted() {
