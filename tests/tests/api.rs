@@ -374,7 +374,8 @@ fn the_admin_api_authenticates_by_certificate_and_authorizes_by_grant() {
         .collect();
     wait_for(Duration::from_secs(30), || {
         let admin = &api.daemon.status()?["mesh"]["admin_metrics"];
-        Ok(admin["waited_full"] == 1)
+        // At least ours; a connection of an earlier request may still be closing.
+        Ok(admin["waited_full"].as_u64().is_some_and(|n| n >= 1))
     })
     .expect("the connection over the limit is counted");
     drop(held);
