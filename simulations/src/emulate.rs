@@ -814,3 +814,49 @@ fn ipt(ns: &str, args: &[&str]) -> anyhow::Result<()> {
     full.extend_from_slice(args);
     run("ip", &full)
 }
+
+/// Builds the `meshward` binary with the fault hooks (latency, cuts) that emulation and the
+/// end-to-end tests need, in release or debug, and returns its path.
+pub fn build_meshward(release: bool) -> anyhow::Result<PathBuf> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("the simulations package has no parent directory")?;
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(workspace).args([
+        "build",
+        "--quiet",
+        "-p",
+        "meshward-node",
+        "--bin",
+        "meshward",
+        "--features",
+        "fault-injection",
+        "--message-format=json",
+    ]);
+    if release {
+        cmd.arg("--release");
+    }
+    let output = cmd.output().context("running cargo build")?;
+    anyhow::ensure!(
+        output.status.success(),
+        "cargo build failed ({}):\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout).context("cargo output is not UTF-8")?;
+    for line in stdout.lines() {
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let is_meshward = message["reason"] == "compiler-artifact"
+            && message["target"]["name"] == "meshward"
+            && message["target"]["kind"]
+                .as_array()
+                .is_some_and(|kinds| kinds.iter().any(|k| k == "bin"));
+        if let (true, Some(exe)) = (is_meshward, message["executable"].as_str()) {
+            return Ok(PathBuf::from(exe));
+        }
+    }
+    anyhow::bail!("cargo build reported no `meshward` executable")
+}

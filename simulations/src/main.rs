@@ -113,37 +113,6 @@ fn meshward_bin() -> anyhow::Result<PathBuf> {
     if let Some(bin) = std::env::var_os("MESHWARD_BIN") {
         return Ok(PathBuf::from(bin));
     }
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let output = std::process::Command::new(cargo)
-        .args([
-            "build",
-            "--quiet",
-            "--release",
-            "-p",
-            "meshward-node",
-            "--bin",
-            "meshward",
-            "--features",
-            "fault-injection",
-            "--message-format=json",
-        ])
-        .output()
-        .context("running cargo build for the meshward binary; or set MESHWARD_BIN")?;
-    anyhow::ensure!(
-        output.status.success(),
-        "cargo build failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    for line in String::from_utf8(output.stdout)?.lines() {
-        let Ok(m) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
-        if m["reason"] == "compiler-artifact"
-            && m["target"]["name"] == "meshward"
-            && let Some(exe) = m["executable"].as_str()
-        {
-            return Ok(PathBuf::from(exe));
-        }
-    }
-    anyhow::bail!("cargo build reported no meshward executable; set MESHWARD_BIN")
+    meshward_simulations::emulate::build_meshward(true)
+        .context("building the meshward binary; or set MESHWARD_BIN")
 }
