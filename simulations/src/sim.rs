@@ -472,11 +472,9 @@ impl Sim {
                 cgen,
                 env,
             } => {
-                if !self.conn_current(from, to, cgen) {
-                    self.metrics.dropped_closed += 1;
+                if !self.arrive(from, to, cgen, env.data.len()) {
                     return Ok(());
                 }
-                self.metrics.bytes_received[to as usize] += env.data.len() as u64;
                 self.receive_gossip(to, from, env)?;
             }
             Ev::Request {
@@ -486,11 +484,9 @@ impl Sim {
                 channel,
                 data,
             } => {
-                if !self.conn_current(from, to, cgen) {
-                    self.metrics.dropped_closed += 1;
+                if !self.arrive(from, to, cgen, data.len()) {
                     return Ok(());
                 }
-                self.metrics.bytes_received[to as usize] += data.len() as u64;
                 let peer = self.ids[from as usize];
                 self.feed(
                     to,
@@ -509,11 +505,9 @@ impl Sim {
                 request,
                 data,
             } => {
-                if !self.conn_current(from, to, cgen) {
-                    self.metrics.dropped_closed += 1;
+                if !self.arrive(from, to, cgen, data.len()) {
                     return Ok(());
                 }
-                self.metrics.bytes_received[to as usize] += data.len() as u64;
                 let peer = self.ids[from as usize];
                 self.feed(
                     to,

@@ -25,7 +25,18 @@ impl Sim {
         })
     }
 
-    pub(super) fn conn_current(&self, from: u32, to: u32, cgen: u64) -> bool {
+    /// A message of `len` bytes reaches `to` over connection generation `cgen`: counted as
+    /// received if that connection still stands, as dropped (and `false`) if it closed since.
+    pub(super) fn arrive(&mut self, from: u32, to: u32, cgen: u64, len: usize) -> bool {
+        if !self.conn_current(from, to, cgen) {
+            self.metrics.dropped_closed += 1;
+            return false;
+        }
+        self.metrics.bytes_received[to as usize] += len as u64;
+        true
+    }
+
+    fn conn_current(&self, from: u32, to: u32, cgen: u64) -> bool {
         let key = pair(from, to);
         self.conns.get(&key).is_some_and(|c| {
             c.cgen == cgen
