@@ -6,28 +6,36 @@
 
 #![deny(missing_docs)]
 
+#[cfg(feature = "daemon")]
 pub mod admin;
 pub mod audit;
 pub mod backup;
 pub mod certs;
+#[cfg(feature = "daemon")]
 pub mod cli;
+#[cfg(feature = "daemon")]
 pub mod cli_admin;
+#[cfg(feature = "daemon")]
 pub mod cluster;
 pub mod cluster_config;
 pub mod config;
 pub mod control;
 pub mod core;
+#[cfg(feature = "daemon")]
 pub mod daemon;
+#[cfg(feature = "daemon")]
 pub mod demo;
 pub mod disk;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod grants;
+#[cfg(feature = "daemon")]
 pub mod ha;
 pub mod join;
 pub mod licence;
 pub mod mek;
 pub mod pki;
 pub mod roster;
+#[cfg(feature = "daemon")]
 pub mod sealed;
 pub mod store;
