@@ -28,6 +28,7 @@ pub mod join;
 pub mod licence;
 pub mod mek;
 pub mod pki;
+pub mod rate;
 pub mod roster;
 pub mod sealed;
 pub mod store;
