@@ -7,6 +7,7 @@
 #![deny(missing_docs)]
 
 pub mod admin;
+pub mod admin_limits;
 pub mod audit;
 pub mod backup;
 pub mod certs;
