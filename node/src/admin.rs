@@ -972,6 +972,20 @@ mod tests {
         for path in ["/", "/v1/status", "/v1/cli", "/metrics", "/openapi.json"] {
             assert!(doc["paths"].get(path).is_some(), "{path}");
         }
+        // Every operation may be rate-limited, and says so.
+        for (path, operations) in doc["paths"].as_object().unwrap() {
+            for (method, operation) in operations.as_object().unwrap() {
+                assert!(
+                    operation["responses"].get("429").is_some(),
+                    "{method} {path} does not document 429"
+                );
+            }
+        }
+        assert!(
+            doc["components"]["responses"]["TooManyRequests"]["headers"]
+                .get("Retry-After")
+                .is_some()
+        );
     }
 
     proptest! {
