@@ -23,8 +23,11 @@
 //!
 //! Shared data (events, fingerprints, exceptions, the audit) is not namespaced yet: it is
 //! namespace [`DATA_NAMESPACE`] for the authorizer. Request bodies are limited to
-//! [`MAX_BODY`] bytes (413 beyond) and connections to [`MAX_CONNECTIONS`] (more wait); both
-//! limits count when hit ([`AdminMetrics`]).
+//! [`MAX_BODY`] bytes (413 beyond) and connections to [`MAX_CONNECTIONS`] (more wait).
+//!
+//! New connections are rate-limited per client address, before the TLS handshake, and requests
+//! per user, before anything else (429 beyond): see [`crate::admin_limits`]. Every limit
+//! counts when hit ([`AdminMetrics`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -34,8 +37,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Extension, State};
+use axum::extract::{DefaultBodyLimit, Extension, Request, State};
 use axum::http::{StatusCode, header};
+use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -51,6 +55,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tracing::{debug, info, warn};
 
+use crate::admin_limits::{AdminLimits, Limiters};
 use crate::certs::Serial;
 use crate::cli::{AuditCmd, Cli, Command, ConfigCmd, EventCmd, ExceptionCmd, FingerprintCmd};
 use crate::cli::{LocalCmd, MasteredCmd};
@@ -125,6 +130,20 @@ pub struct AdminMetrics {
     pub waited_full: u64,
     /// Requests refused with 413: a body over [`MAX_BODY`].
     pub body_too_large: u64,
+    /// Requests refused with 429: over their user's rate ([`AdminLimits::per_user`]).
+    pub rate_limited: u64,
+    /// Connections closed before the TLS handshake: over their address's rate
+    /// ([`AdminLimits::per_address`]).
+    pub address_rate_limited: u64,
+    /// Users forgotten by the per-user limit while short of a full burst, because it tracked
+    /// [`crate::admin_limits::RATE_KEYS`] users.
+    pub rate_forgotten: u64,
+    /// Addresses forgotten likewise by the per-address limit.
+    pub address_rate_forgotten: u64,
+    /// Users the per-user limit tracks now (at most [`crate::admin_limits::RATE_KEYS`]).
+    pub rate_tracked_users: u64,
+    /// Addresses the per-address limit tracks now (at most [`crate::admin_limits::RATE_KEYS`]).
+    pub rate_tracked_addresses: u64,
 }
 
 /// A running admin API.
@@ -132,6 +151,7 @@ pub struct AdminMetrics {
 pub struct AdminServer {
     local: SocketAddr,
     counters: Arc<Counters>,
+    limiters: Arc<Limiters>,
 }
 
 #[derive(Debug, Default)]
@@ -149,6 +169,7 @@ struct Caller(Option<ClientCert>);
 struct AppState {
     jobs: mpsc::Sender<AdminJob>,
     counters: Arc<Counters>,
+    limiters: Arc<Limiters>,
 }
 
 /// The body of `POST /v1/cli`.
@@ -308,11 +329,13 @@ pub fn tls_config(
 }
 
 /// Binds `bind` and serves the admin API in the background, trusting client certificates of
-/// the cluster CA and of the `external` CAs (DER). Must be called inside a tokio runtime.
+/// the cluster CA and of the `external` CAs (DER), under the rate limits `limits`. Must be
+/// called inside a tokio runtime.
 pub async fn spawn(
     bind: SocketAddr,
     identity: &TlsIdentity,
     external: &[Vec<u8>],
+    limits: AdminLimits,
     jobs: mpsc::Sender<AdminJob>,
 ) -> anyhow::Result<AdminServer> {
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls_config(identity, external)?));
@@ -321,13 +344,25 @@ pub async fn spawn(
         .with_context(|| format!("binding the admin API on {bind}; give another --admin-listen"))?;
     let local = listener.local_addr()?;
     let counters = Arc::new(Counters::default());
+    let limiters = Arc::new(Limiters::new(limits));
     let router = router(AppState {
         jobs,
         counters: counters.clone(),
+        limiters: limiters.clone(),
     });
-    info!(addr = %local, external_cas = external.len(), "admin API listening");
-    tokio::spawn(accept(listener, acceptor, router, counters.clone()));
-    Ok(AdminServer { local, counters })
+    info!(addr = %local, external_cas = external.len(), ?limits, "admin API listening");
+    tokio::spawn(accept(
+        listener,
+        acceptor,
+        router,
+        counters.clone(),
+        limiters.clone(),
+    ));
+    Ok(AdminServer {
+        local,
+        counters,
+        limiters,
+    })
 }
 
 impl AdminServer {
@@ -339,11 +374,14 @@ impl AdminServer {
     /// A snapshot of its counters.
     pub fn metrics(&self) -> AdminMetrics {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        AdminMetrics {
+        let mut metrics = AdminMetrics {
             connections: get(&self.counters.connections),
             waited_full: get(&self.counters.waited_full),
             body_too_large: get(&self.counters.body_too_large),
-        }
+            ..AdminMetrics::default()
+        };
+        self.limiters.fill(&mut metrics);
+        metrics
     }
 }
 
@@ -356,7 +394,22 @@ fn router(state: AppState) -> Router {
         .route("/openapi.json", get(openapi))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint; see /openapi.json") })
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(from_fn_with_state(state.clone(), limit_user))
         .with_state(state)
+}
+
+/// The per-user rate limit, before anything else looks at the request (the connection's
+/// [`Caller`] is set outside the router).
+async fn limit_user(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match state.limiters.user(caller.0.as_ref()) {
+        None => next.run(request).await,
+        Some(too_many) => too_many,
+    }
 }
 
 async fn accept(
@@ -364,6 +417,7 @@ async fn accept(
     acceptor: tokio_rustls::TlsAcceptor,
     router: Router,
     counters: Arc<Counters>,
+    limiters: Arc<Limiters>,
 ) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
@@ -375,6 +429,11 @@ async fn accept(
                 continue;
             }
         };
+        if let Err(limited) = limiters.address(peer.ip()) {
+            debug!(%peer, retry_after_ms = limited.retry_after.as_millis(), "admin API connection over the address's rate; closed before the handshake");
+            drop(tcp);
+            continue;
+        }
         let permit = match slots.clone().try_acquire_owned() {
             Ok(permit) => permit,
             Err(_) => {
@@ -433,7 +492,8 @@ fn client_cert(der: &CertificateDer<'_>) -> Option<ClientCert> {
     })
 }
 
-fn error(status: StatusCode, message: &str) -> Response {
+/// An error answer: `status` and a JSON `error`.
+pub(crate) fn error(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({"error": message}))).into_response()
 }
 
@@ -912,6 +972,20 @@ mod tests {
         for path in ["/", "/v1/status", "/v1/cli", "/metrics", "/openapi.json"] {
             assert!(doc["paths"].get(path).is_some(), "{path}");
         }
+        // Every operation may be rate-limited, and says so.
+        for (path, operations) in doc["paths"].as_object().unwrap() {
+            for (method, operation) in operations.as_object().unwrap() {
+                assert!(
+                    operation["responses"].get("429").is_some(),
+                    "{method} {path} does not document 429"
+                );
+            }
+        }
+        assert!(
+            doc["components"]["responses"]["TooManyRequests"]["headers"]
+                .get("Retry-After")
+                .is_some()
+        );
     }
 
     proptest! {

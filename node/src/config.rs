@@ -1,14 +1,23 @@
 //! The node's config file, `DATA/meshward.toml` (optional; TOML, kebab-case keys). See the
 //! shipped `meshward.example.toml` for every key.
 
+use std::num::NonZeroU32;
 use std::path::Path;
+use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
+
+use crate::admin_limits::AdminLimits;
+use crate::rate::Rate;
 
 /// File name of the config inside the data directory.
 pub const CONFIG_FILE: &str = "meshward.toml";
 /// Largest config file accepted.
 pub const MAX_CONFIG_FILE: u64 = 64 * 1024;
+/// Largest rate-limit burst accepted (a larger one is no limit at all).
+pub const MAX_RATE_BURST: u32 = 1_000_000;
+/// Longest rate-limit interval accepted.
+pub const MAX_RATE_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 
 /// The node's config.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -21,6 +30,23 @@ pub struct NodeConfig {
     /// beside the cluster CA's (a relative path is taken from the data directory). Read when
     /// `run --admin-listen` starts; a bad file stops the start. Default: none.
     pub admin_client_ca: Option<std::path::PathBuf>,
+    /// Admin API requests each user (certificate CN) may make at once, before the steady rate
+    /// applies (429 beyond). Default: [`crate::admin_limits::USER_BURST`].
+    #[serde(default, deserialize_with = "admin_rate_burst")]
+    pub admin_rate_burst: Option<NonZeroU32>,
+    /// Time between a user's admin API requests at the steady rate, e.g. `"50ms"` (20 per
+    /// second). Default: [`crate::admin_limits::USER_INTERVAL`].
+    #[serde(default, deserialize_with = "admin_rate_interval")]
+    pub admin_rate_interval: Option<Duration>,
+    /// New admin API connections each client address (IPv6: each /64) may open at once,
+    /// before the steady rate applies (closed before the TLS handshake beyond). Default:
+    /// [`crate::admin_limits::ADDRESS_BURST`].
+    #[serde(default, deserialize_with = "admin_address_rate_burst")]
+    pub admin_address_rate_burst: Option<NonZeroU32>,
+    /// Time between a client address's new admin API connections at the steady rate.
+    /// Default: [`crate::admin_limits::ADDRESS_INTERVAL`].
+    #[serde(default, deserialize_with = "admin_address_rate_interval")]
+    pub admin_address_rate_interval: Option<Duration>,
 }
 
 impl NodeConfig {
@@ -51,6 +77,27 @@ impl NodeConfig {
         Ok(config)
     }
 
+    /// The admin API's rate limits: the configured values, defaults for the rest.
+    pub fn admin_limits(&self) -> AdminLimits {
+        let default = AdminLimits::default();
+        let rate = |burst: Option<NonZeroU32>, interval: Option<Duration>, default: Rate| Rate {
+            burst: burst.unwrap_or(default.burst),
+            interval: interval.unwrap_or(default.interval),
+        };
+        AdminLimits {
+            per_user: rate(
+                self.admin_rate_burst,
+                self.admin_rate_interval,
+                default.per_user,
+            ),
+            per_address: rate(
+                self.admin_address_rate_burst,
+                self.admin_address_rate_interval,
+                default.per_address,
+            ),
+        }
+    }
+
     /// The licence issuer's key, or a clear error when none is configured.
     pub fn issuer(&self) -> anyhow::Result<[u8; 32]> {
         let hex = self.licence_issuer.as_deref().ok_or_else(|| {
@@ -66,6 +113,57 @@ impl NodeConfig {
     }
 }
 
+fn admin_rate_burst<'de, D: Deserializer<'de>>(d: D) -> Result<Option<NonZeroU32>, D::Error> {
+    burst("admin-rate-burst", d)
+}
+
+fn admin_rate_interval<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    interval("admin-rate-interval", d)
+}
+
+fn admin_address_rate_burst<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<NonZeroU32>, D::Error> {
+    burst("admin-address-rate-burst", d)
+}
+
+fn admin_address_rate_interval<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Duration>, D::Error> {
+    interval("admin-address-rate-interval", d)
+}
+
+/// A burst: a whole number from 1 to [`MAX_RATE_BURST`].
+fn burst<'de, D: Deserializer<'de>>(key: &str, d: D) -> Result<Option<NonZeroU32>, D::Error> {
+    let n = i64::deserialize(d)?;
+    u32::try_from(n)
+        .ok()
+        .filter(|n| *n <= MAX_RATE_BURST)
+        .and_then(NonZeroU32::new)
+        .map(Some)
+        .ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "{key} is {n}; give a number of requests from 1 to {MAX_RATE_BURST}"
+            ))
+        })
+}
+
+/// An interval: a duration like `"50ms"` or `"10s"`, from 1 ms to [`MAX_RATE_INTERVAL`].
+fn interval<'de, D: Deserializer<'de>>(key: &str, d: D) -> Result<Option<Duration>, D::Error> {
+    let text = String::deserialize(d)?;
+    let bad = |why: String| {
+        serde::de::Error::custom(format!(
+            "{key} = {text:?}: {why}; give the time between requests from \"1ms\" to \"24h\", \
+             e.g. \"50ms\" for 20 per second"
+        ))
+    };
+    let interval = crate::cluster::parse_duration(&text).map_err(bad)?;
+    if interval < Duration::from_millis(1) || interval > MAX_RATE_INTERVAL {
+        return Err(bad("out of range".into()));
+    }
+    Ok(Some(interval))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,6 +172,10 @@ mod tests {
     fn the_shipped_example_parses() {
         let config = NodeConfig::parse(include_str!("../../meshward.example.toml")).unwrap();
         assert!(config.issuer().is_ok());
+        // Its commented-out rate limits are the defaults, and parse when uncommented.
+        let uncommented = include_str!("../../meshward.example.toml").replace("# admin-", "admin-");
+        let config = NodeConfig::parse(&uncommented).unwrap();
+        assert_eq!(config.admin_limits(), AdminLimits::default());
     }
 
     #[test]
@@ -85,5 +187,47 @@ mod tests {
         let config = NodeConfig::parse("admin-client-ca = \"ca.pem\"").unwrap();
         assert_eq!(config.admin_client_ca, Some("ca.pem".into()));
         assert!(NodeConfig::parse("admin-client-ca = 3").is_err());
+    }
+
+    #[test]
+    fn admin_rate_limits_default_and_take_the_configured_values() {
+        let config = NodeConfig::parse("").unwrap();
+        assert_eq!(config.admin_limits(), AdminLimits::default());
+        let config = NodeConfig::parse(
+            "admin-rate-burst = 3\nadmin-rate-interval = \"10s\"\nadmin-address-rate-burst = 7\n",
+        )
+        .unwrap();
+        let limits = config.admin_limits();
+        assert_eq!(limits.per_user.burst.get(), 3);
+        assert_eq!(limits.per_user.interval, Duration::from_secs(10));
+        assert_eq!(limits.per_address.burst.get(), 7);
+        assert_eq!(
+            limits.per_address.interval,
+            AdminLimits::default().per_address.interval
+        );
+    }
+
+    #[test]
+    fn bad_admin_rate_limits_are_refused_naming_the_key() {
+        for (text, want) in [
+            (
+                "admin-rate-burst = 0",
+                "admin-rate-burst is 0; give a number",
+            ),
+            ("admin-rate-burst = -4", "admin-rate-burst is -4"),
+            ("admin-address-rate-burst = 1000001", "from 1 to 1000000"),
+            ("admin-rate-burst = \"64\"", "invalid type"),
+            ("admin-rate-interval = \"0ms\"", "out of range"),
+            ("admin-rate-interval = \"2d\"", "out of range"),
+            (
+                "admin-address-rate-interval = \"fast\"",
+                "admin-address-rate-interval = \"fast\"",
+            ),
+            ("admin-rate-interval = \"1.5s\"", "the unit must be"),
+            ("admin-rate-interval = 50", "invalid type"),
+        ] {
+            let err = format!("{:#}", NodeConfig::parse(text).unwrap_err());
+            assert!(err.contains(want), "{text}: {err}");
+        }
     }
 }

@@ -775,7 +775,8 @@ async fn serve(data: PathBuf, args: &RunArgs, mut dial: Vec<SocketAddr>) -> anyh
     }
     let identity = store.identity()?;
     // The admin API's external CAs, read before anything listens: a bad file stops the start.
-    let external = match crate::config::NodeConfig::load(&data)?.admin_client_ca {
+    let node_config = crate::config::NodeConfig::load(&data)?;
+    let external = match node_config.admin_client_ca.clone() {
         Some(path) if args.admin_listen.is_some() => {
             crate::certs::load_ca_file(&data.join(path))
                 .context("admin-client-ca in DATA/meshward.toml")?
@@ -859,7 +860,10 @@ async fn serve(data: PathBuf, args: &RunArgs, mut dial: Vec<SocketAddr>) -> anyh
         let tls = crate::cluster::tls_identity(&node.store)?.context(
             "the admin API needs the node's certificate: run `meshward init` or `join` first",
         )?;
-        node.admin = Some(crate::admin::spawn(bind, &tls, &external, admin_tx).await?);
+        node.admin = Some(
+            crate::admin::spawn(bind, &tls, &external, node_config.admin_limits(), admin_tx)
+                .await?,
+        );
     } else {
         drop(admin_tx);
     }

@@ -17,6 +17,8 @@
 //! The MEK never crosses the network: only an HMAC of a fresh nonce does.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::num::NonZeroU32;
+use std::time::Duration;
 
 use ed25519_dalek::{Signature, VerifyingKey};
 use meshward_crdt::mastered::{MAX_ADDRESS_BYTES, Member, Roster};
@@ -26,6 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::licence::Licence;
 use crate::mek::Mek;
+use crate::rate::{Gcra, Rate};
 
 /// Challenges pending at once; the oldest is dropped when more arrive.
 pub const MAX_PENDING: usize = 64;
@@ -37,6 +40,11 @@ pub const CHALLENGE_TTL_MS: u64 = 30_000;
 pub const CHALLENGE_BURST: u64 = 16;
 /// Steady rate of challenges once the burst is spent, ms per challenge.
 pub const CHALLENGE_INTERVAL_MS: u64 = 1_000;
+/// [`CHALLENGE_BURST`] and [`CHALLENGE_INTERVAL_MS`] as a [`Rate`].
+const CHALLENGE_RATE: Rate = Rate::new(
+    NonZeroU32::new(CHALLENGE_BURST as u32).expect("CHALLENGE_BURST is not zero"),
+    Duration::from_millis(CHALLENGE_INTERVAL_MS),
+);
 /// Domain of the challenge context and transcript.
 const DOMAIN: &[u8] = b"meshward/join/v1\0";
 
@@ -177,8 +185,8 @@ pub struct Admission {
     pending: BTreeMap<u64, Pending>,
     order: VecDeque<u64>,
     seen: VecDeque<[u8; 32]>,
-    /// Rate limit (GCRA): when the next challenge is due at the steady rate, unix ms.
-    next_due_ms: u64,
+    /// Rate limit of challenges, for the whole setup endpoint ([`CHALLENGE_RATE`]).
+    rate: Gcra,
     counters: AdmissionCounters,
 }
 
@@ -202,7 +210,7 @@ impl Admission {
             pending: BTreeMap::new(),
             order: VecDeque::new(),
             seen: VecDeque::new(),
-            next_due_ms: 0,
+            rate: Gcra::new(),
             counters: AdmissionCounters::default(),
         }
     }
@@ -237,12 +245,10 @@ impl Admission {
         }
         let bundle = check_bundle(now_ms, client_cert, facts.bundle)?;
         admissible(now_ms, &member, facts)?;
-        let due = self.next_due_ms.max(now_ms);
-        if due > now_ms + (CHALLENGE_BURST - 1) * CHALLENGE_INTERVAL_MS {
+        if self.rate.check(CHALLENGE_RATE, now_ms).is_err() {
             self.counters.rate_limited += 1;
             return Err(JoinRefusal::Busy);
         }
-        self.next_due_ms = due + CHALLENGE_INTERVAL_MS;
         let mut nonce = [0u8; 32];
         self.rng.fill_bytes(&mut nonce);
         if self.pending.len() >= MAX_PENDING

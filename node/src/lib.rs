@@ -8,6 +8,7 @@
 
 #[cfg(feature = "daemon")]
 pub mod admin;
+pub mod admin_limits;
 pub mod audit;
 pub mod backup;
 pub mod certs;
@@ -35,6 +36,7 @@ pub mod join;
 pub mod licence;
 pub mod mek;
 pub mod pki;
+pub mod rate;
 pub mod roster;
 #[cfg(feature = "daemon")]
 pub mod sealed;

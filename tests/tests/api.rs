@@ -8,7 +8,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use meshward_node::admin::MAX_CONNECTIONS;
@@ -97,9 +97,36 @@ fn request(
     path: &str,
     body: &[u8],
 ) -> anyhow::Result<(u16, String)> {
+    let (code, _, body) = request_with_head(addr, id, method, path, body)?;
+    Ok((code, body))
+}
+
+/// Like [`request`], also returning the reply's head (status line and headers).
+fn request_with_head(
+    addr: SocketAddr,
+    id: &Identity,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> anyhow::Result<(u16, String, String)> {
     let text = String::from_utf8(raw_request(addr, id, method, path, body)?)?;
     let (head, body) = text.split_once("\r\n\r\n").context("no end of headers")?;
-    Ok((status_code(head)?, body.to_string()))
+    Ok((status_code(head)?, head.to_string(), body.to_string()))
+}
+
+/// The value of the header `name` in a reply's head.
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().find_map(|l| {
+        let (n, value) = l.split_once(':')?;
+        n.eq_ignore_ascii_case(name).then_some(value.trim())
+    })
+}
+
+/// The value of the sample `name` in Prometheus text.
+fn sample(metrics: &str, name: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
 fn status_code(head: &str) -> anyhow::Result<u16> {
@@ -563,6 +590,98 @@ fn certificates_of_the_external_ca_are_accepted_with_their_users_grants() {
     let (code, body) = api.call(&carol, "GET", "/v1/status", b"");
     assert_eq!(code, 401, "{body}");
     assert_eq!(api.call(&alice, "GET", "/v1/status", b"").0, 200);
+    api.daemon.kill(libc::SIGTERM);
+}
+
+#[test]
+fn requests_over_a_users_rate_get_429_and_connections_over_an_addresss_rate_are_closed() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let (data, certs, _) = leader_with_users(
+        root.path(),
+        &[("alice", Some("root")), ("bob", Some("guest:*"))],
+    );
+    // A burst of 3 and one more per 10 s: slow enough that the burst is seen whatever the load.
+    std::fs::write(
+        data.join("meshward.toml"),
+        "admin-rate-burst = 3\nadmin-rate-interval = \"10s\"\n",
+    )
+    .expect("config");
+    let api = Api::start(&data);
+    let [alice, bob] = ["alice", "bob"].map(|user| Identity::load(&certs, user));
+    let call = |id: &Identity, path: &str| {
+        request_with_head(api.addr, id, "GET", path, b"")
+            .unwrap_or_else(|e| panic!("GET {path}: {e:#}\n{}", api.daemon.log_tail(20)))
+    };
+
+    // alice's burst passes, then she gets 429 (more may pass only if the test was slow enough
+    // for the rate to refill).
+    let start = Instant::now();
+    let mut served = 0u64;
+    let (head, body) = loop {
+        let (code, head, body) = call(&alice, "/v1/status");
+        match code {
+            200 => served += 1,
+            429 => break (head, body),
+            _ => panic!("unexpected {code}: {body}"),
+        }
+        assert!(served <= 20, "still served after {served} requests");
+    };
+    let refilled = start.elapsed().as_secs() / 10 + 1;
+    assert!(
+        (3..=3 + refilled).contains(&served),
+        "{served} requests served before the 429"
+    );
+    let retry_after: u64 = header(&head, "retry-after")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no Retry-After in seconds: {head}"));
+    assert!((1..=10).contains(&retry_after), "{head}");
+    let error = json(&body)["error"].as_str().unwrap_or("").to_string();
+    assert!(
+        error.contains("too many requests from user alice") && error.contains("retry in"),
+        "{body}"
+    );
+
+    // Another user is not affected, and sees the refusal counted.
+    assert_eq!(call(&bob, "/v1/status").0, 200);
+    let (code, _, metrics) = call(&bob, "/metrics");
+    assert_eq!(code, 200, "{metrics}");
+    let limited = sample(&metrics, "meshward_admin_rate_limited");
+    assert!(limited.is_some_and(|n| n >= 1.0), "{metrics}");
+    assert!(
+        sample(&metrics, "meshward_admin_rate_tracked_users").is_some_and(|n| n >= 1.0),
+        "{metrics}"
+    );
+    let admin = &api.daemon.status().expect("status")["mesh"]["admin_metrics"];
+    assert!(
+        admin["rate_limited"].as_u64().is_some_and(|n| n >= 1),
+        "{admin}"
+    );
+    assert_eq!(admin["address_rate_limited"], 0, "{admin}");
+
+    // After the time Retry-After named, alice is served again.
+    std::thread::sleep(Duration::from_secs(retry_after));
+    let (code, _, body) = call(&alice, "/v1/status");
+    assert_eq!(code, 200, "{body}");
+    api.daemon.kill(libc::SIGTERM);
+
+    // Two new connections per address, then none for an hour: the third is closed before
+    // the handshake, and counted.
+    std::fs::write(
+        data.join("meshward.toml"),
+        "admin-address-rate-burst = 2\nadmin-address-rate-interval = \"1h\"\n",
+    )
+    .expect("config");
+    let api = Api::start(&data);
+    assert_eq!(api.call(&bob, "GET", "/v1/status", b"").0, 200);
+    assert_eq!(api.call(&alice, "GET", "/v1/status", b"").0, 200);
+    let refused = request(api.addr, &bob, "GET", "/v1/status", b"");
+    assert!(
+        refused.is_err(),
+        "a third connection was served: {refused:?}"
+    );
+    let admin = &api.daemon.status().expect("status")["mesh"]["admin_metrics"];
+    assert_eq!(admin["address_rate_limited"], 1, "{admin}");
+    assert_eq!(admin["rate_limited"], 0, "{admin}");
     api.daemon.kill(libc::SIGTERM);
 }
 

@@ -1,0 +1,270 @@
+//! The admin API's rate limits, on [`crate::rate`]'s GCRA.
+//!
+//! - **Per client address** ([`address_key`]: an IPv4 address, an IPv6 /64), on each new
+//!   connection, before the TLS handshake: a flood of handshakes, failed or not, costs little.
+//!   Over the limit the connection is closed at once (no HTTP answer is possible before TLS).
+//! - **Per user** (the verified certificate's CN), on each request, before anything else reads
+//!   it, including the actor's authorization: over the limit the answer is 429 with
+//!   `Retry-After` (whole seconds, rounded up) and a JSON `error`.
+//!
+//! Both are configurable in `DATA/meshward.toml` ([`crate::config::NodeConfig::admin_limits`])
+//! and track at most [`RATE_KEYS`] users or addresses each; their counters are in
+//! [`crate::admin::AdminMetrics`].
+
+use std::net::{IpAddr, Ipv6Addr};
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::Response;
+use tracing::debug;
+
+use crate::admin::{AdminMetrics, ClientCert, error};
+use crate::rate::{Limited, Rate, RateTable};
+
+/// Requests a user may make at once (the per-user burst): a script's batch or a dashboard's
+/// refresh of every endpoint passes without waiting. Configurable: `admin-rate-burst`.
+pub const USER_BURST: u32 = 64;
+/// Time between a user's requests once the burst is spent: 20 requests per second, far above
+/// what an operator or a scraper needs, and a small share of the one actor that answers every
+/// request. Configurable: `admin-rate-interval`.
+pub const USER_INTERVAL: Duration = Duration::from_millis(50);
+/// New connections a client address may open at once: twice [`USER_BURST`], so that a few
+/// users behind one address (a NAT, a bastion), each opening a connection per request, meet
+/// their own limit first. Configurable: `admin-address-rate-burst`.
+pub const ADDRESS_BURST: u32 = 128;
+/// Time between a client address's new connections once the burst is spent: 100 TLS
+/// handshakes per second, a few percent of one core. Configurable:
+/// `admin-address-rate-interval`.
+pub const ADDRESS_INTERVAL: Duration = Duration::from_millis(10);
+/// Users, and client addresses, each limit tracks at most (beyond, the table forgets the one
+/// closest to a full burst, and counts it); a few hundred KiB at most.
+pub const RATE_KEYS: usize = 4096;
+/// Longest CN kept as a rate-limit key (user names are far shorter).
+const MAX_RATE_KEY: usize = 128;
+
+/// The admin API's rate limits (`admin-rate-*` and `admin-address-rate-*` in
+/// `DATA/meshward.toml`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AdminLimits {
+    /// Requests per user (certificate CN); 429 beyond.
+    pub per_user: Rate,
+    /// New connections per client address ([`address_key`]); closed before the TLS handshake
+    /// beyond.
+    pub per_address: Rate,
+}
+
+/// The limits' state, on a monotonic clock that starts with the server.
+#[derive(Debug)]
+pub(crate) struct Limiters {
+    origin: Instant,
+    users: Mutex<RateTable<String>>,
+    addresses: Mutex<RateTable<IpAddr>>,
+}
+
+impl Default for AdminLimits {
+    /// [`USER_BURST`] per [`USER_INTERVAL`], [`ADDRESS_BURST`] per [`ADDRESS_INTERVAL`].
+    fn default() -> AdminLimits {
+        let rate = |burst: u32, interval| Rate {
+            burst: NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN),
+            interval,
+        };
+        AdminLimits {
+            per_user: rate(USER_BURST, USER_INTERVAL),
+            per_address: rate(ADDRESS_BURST, ADDRESS_INTERVAL),
+        }
+    }
+}
+
+/// What the per-address limit counts a client under: its IPv4 address, or the /64 of its IPv6
+/// address (a host's or site's usual allocation, so that changing the low bits does not dodge
+/// the limit). An IPv4-mapped IPv6 address counts as the IPv4 address.
+pub fn address_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
+        v4 => v4,
+    }
+}
+
+impl Limiters {
+    /// Fresh limits; the clock starts now.
+    pub(crate) fn new(limits: AdminLimits) -> Limiters {
+        let keys = NonZeroUsize::new(RATE_KEYS).unwrap_or(NonZeroUsize::MIN);
+        Limiters {
+            origin: Instant::now(),
+            users: Mutex::new(RateTable::new(limits.per_user, keys)),
+            addresses: Mutex::new(RateTable::new(limits.per_address, keys)),
+        }
+    }
+
+    /// One request presenting `cert`: `None` when it may go on, else the 429 to answer.
+    pub(crate) fn user(&self, cert: Option<&ClientCert>) -> Option<Response> {
+        let key = user_key(cert);
+        let now = self.now_ms();
+        let mut users = lock(&self.users);
+        let limited = users.check(&key, now).err()?;
+        debug!(user = %key, retry_after_ms = limited.retry_after.as_millis(), "admin API request over the user's rate");
+        Some(too_many_requests(&key, users.rate(), limited))
+    }
+
+    /// One new connection from `ip`: `Err` when it must be closed.
+    pub(crate) fn address(&self, ip: IpAddr) -> Result<(), Limited> {
+        let now = self.now_ms();
+        lock(&self.addresses).check(&address_key(ip), now)
+    }
+
+    /// Writes the limits' counters into `metrics`.
+    pub(crate) fn fill(&self, metrics: &mut AdminMetrics) {
+        {
+            let users = lock(&self.users);
+            metrics.rate_limited = users.counters().limited;
+            metrics.rate_forgotten = users.counters().forgotten;
+            metrics.rate_tracked_users = users.len() as u64;
+        }
+        let addresses = lock(&self.addresses);
+        metrics.address_rate_limited = addresses.counters().limited;
+        metrics.address_rate_forgotten = addresses.counters().forgotten;
+        metrics.rate_tracked_addresses = addresses.len() as u64;
+    }
+
+    /// Milliseconds since the server started.
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+/// The per-user limit's key for a certificate: its CN (at most [`MAX_RATE_KEY`] bytes); one
+/// shared key, the empty name, for certificates without a CN or that did not parse.
+fn user_key(cert: Option<&ClientCert>) -> String {
+    let cn = cert.and_then(|c| c.cn.as_deref()).unwrap_or("");
+    let mut end = cn.len().min(MAX_RATE_KEY);
+    while !cn.is_char_boundary(end) {
+        end -= 1;
+    }
+    cn[..end].to_string()
+}
+
+/// 429 with `Retry-After` (whole seconds, rounded up) and a JSON `error`.
+fn too_many_requests(user: &str, rate: Rate, limited: Limited) -> Response {
+    let secs = limited.retry_after_secs();
+    let who = if user.is_empty() {
+        "certificates without a CN".to_string()
+    } else {
+        format!("user {user}")
+    };
+    let mut response = error(
+        StatusCode::TOO_MANY_REQUESTS,
+        &format!(
+            "too many requests from {who}: the admin API answers {} at once, then one every {}; \
+             retry in {secs} s",
+            rate.burst,
+            humantime::format_duration(rate.interval)
+        ),
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    response
+}
+
+/// Locks a rate table; a panic while it was held leaves it usable (each check is one step).
+fn lock<T>(table: &Mutex<T>) -> MutexGuard<'_, T> {
+    table.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::to_bytes;
+
+    use super::*;
+    use crate::certs::Serial;
+
+    fn cert(cn: Option<&str>) -> ClientCert {
+        ClientCert {
+            cn: cn.map(String::from),
+            serial: Serial::from_der_integer(&[1]),
+        }
+    }
+
+    /// Slow limits: nothing refills during a test.
+    fn slow(user_burst: u32, address_burst: u32) -> Limiters {
+        let rate = |burst| {
+            Rate::new(
+                NonZeroU32::new(burst).expect("not zero"),
+                Duration::from_secs(3600),
+            )
+        };
+        Limiters::new(AdminLimits {
+            per_user: rate(user_burst),
+            per_address: rate(address_burst),
+        })
+    }
+
+    #[test]
+    fn addresses_are_counted_per_ipv4_address_and_per_ipv6_slash_64() {
+        let ip = |s: &str| s.parse::<IpAddr>().expect("an address");
+        assert_eq!(address_key(ip("192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(address_key(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(
+            address_key(ip("2001:db8:1:2:aaaa::1")),
+            ip("2001:db8:1:2::")
+        );
+        assert_eq!(
+            address_key(ip("2001:db8:1:2:ffff:ffff:ffff:ffff")),
+            ip("2001:db8:1:2::")
+        );
+        assert_ne!(address_key(ip("2001:db8:1:3::1")), ip("2001:db8:1:2::"));
+        let limits = slow(1, 2);
+        limits.address(ip("2001:db8:1:2::1")).unwrap();
+        limits.address(ip("2001:db8:1:2::2")).unwrap();
+        assert!(limits.address(ip("2001:db8:1:2::3")).is_err());
+        limits.address(ip("2001:db8:1:3::1")).unwrap();
+        limits.address(ip("127.0.0.1")).unwrap();
+    }
+
+    #[test]
+    fn users_are_limited_by_their_cn_and_certificates_without_one_share_a_key() {
+        let limits = slow(2, 1);
+        for _ in 0..2 {
+            assert!(limits.user(Some(&cert(Some("alice")))).is_none());
+        }
+        assert!(limits.user(Some(&cert(Some("alice")))).is_some());
+        assert!(limits.user(Some(&cert(Some("bob")))).is_none());
+        assert!(limits.user(Some(&cert(None))).is_none());
+        assert!(limits.user(None).is_none());
+        assert!(limits.user(Some(&cert(None))).is_some());
+        let mut metrics = AdminMetrics::default();
+        limits.fill(&mut metrics);
+        assert_eq!(metrics.rate_limited, 2);
+        assert_eq!(metrics.rate_tracked_users, 3);
+        assert_eq!(metrics.rate_forgotten, 0);
+        // Long CNs are cut, on a character boundary.
+        let long = "é".repeat(MAX_RATE_KEY);
+        let key = user_key(Some(&cert(Some(&long))));
+        assert!(key.len() <= MAX_RATE_KEY && long.starts_with(&key), "{key}");
+    }
+
+    #[tokio::test]
+    async fn over_the_limit_the_answer_is_429_with_retry_after_and_a_json_error() {
+        let limits = slow(1, 1);
+        assert!(limits.user(Some(&cert(Some("alice")))).is_none());
+        let response = limits
+            .user(Some(&cert(Some("alice"))))
+            .expect("over the limit");
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(
+            response.headers()[header::RETRY_AFTER].to_str().ok(),
+            Some("3600")
+        );
+        let body = to_bytes(response.into_body(), 4096).await.expect("body");
+        let body: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+        let message = body["error"].as_str().expect("an error");
+        assert!(
+            message.contains("too many requests from user alice")
+                && message.contains("1 at once, then one every 1h")
+                && message.contains("retry in 3600 s"),
+            "{message}"
+        );
+    }
+}
