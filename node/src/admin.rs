@@ -26,7 +26,7 @@
 //! [`MAX_BODY`] bytes (413 beyond) and connections to [`MAX_CONNECTIONS`] (more wait).
 //!
 //! New connections are rate-limited per client address, before the TLS handshake, and requests
-//! per user, before anything else (429 beyond): see [`crate::admin_limits`]. Every limit
+//! per user certificate, before anything else (429 beyond): see [`crate::admin_limits`]. Every limit
 //! counts when hit ([`AdminMetrics`]).
 
 use std::net::SocketAddr;

@@ -3,8 +3,8 @@
 //! - **Per client address** ([`address_key`]: an IPv4 address, an IPv6 /64), on each new
 //!   connection, before the TLS handshake: a flood of handshakes, failed or not, costs little.
 //!   Over the limit the connection is closed at once (no HTTP answer is possible before TLS).
-//! - **Per user** (the verified certificate's CN), on each request, before anything else reads
-//!   it, including the actor's authorization: over the limit the answer is 429 with
+//! - **Per certificate** (the verified certificate's CN and serial), on each request, before
+//!   anything else reads it, including the actor's authorization: over the limit the answer is 429 with
 //!   `Retry-After` (whole seconds, rounded up) and a JSON `error`.
 //!
 //! Both are configurable in `DATA/meshward.toml` ([`crate::config::NodeConfig::admin_limits`])
@@ -21,6 +21,7 @@ use axum::response::Response;
 use tracing::debug;
 
 use crate::admin::{AdminMetrics, ClientCert, error};
+use crate::certs::Serial;
 use crate::rate::{Limited, Rate, RateTable};
 
 /// Requests a user may make at once (the per-user burst): a script's batch or a dashboard's
@@ -59,7 +60,7 @@ pub struct AdminLimits {
 #[derive(Debug)]
 pub(crate) struct Limiters {
     origin: Instant,
-    users: Mutex<RateTable<String>>,
+    users: Mutex<RateTable<UserKey>>,
     addresses: Mutex<RateTable<IpAddr>>,
 }
 
@@ -104,8 +105,8 @@ impl Limiters {
         let now = self.now_ms();
         let mut users = lock(&self.users);
         let limited = users.check(&key, now).err()?;
-        debug!(user = %key, retry_after_ms = limited.retry_after.as_millis(), "admin API request over the user's rate");
-        Some(too_many_requests(&key, users.rate(), limited))
+        debug!(user = %key.0, retry_after_ms = limited.retry_after.as_millis(), "admin API request over the user's rate");
+        Some(too_many_requests(&key.0, users.rate(), limited))
     }
 
     /// One new connection from `ip`: `Err` when it must be closed.
@@ -134,15 +135,20 @@ impl Limiters {
     }
 }
 
-/// The per-user limit's key for a certificate: its CN (at most [`MAX_RATE_KEY`] bytes); one
-/// shared key, the empty name, for certificates without a CN or that did not parse.
-fn user_key(cert: Option<&ClientCert>) -> String {
+/// What the per-user limit counts a request under: its certificate, by CN (cut to
+/// [`MAX_RATE_KEY`] bytes; the empty name without one) and serial (`None`: it did not parse).
+/// Per certificate, not per CN alone: a revoked or stolen certificate naming alice spends its
+/// own budget, not that of alice's valid one.
+type UserKey = (String, Option<Serial>);
+
+/// The per-user limit's key for `cert`.
+fn user_key(cert: Option<&ClientCert>) -> UserKey {
     let cn = cert.and_then(|c| c.cn.as_deref()).unwrap_or("");
     let mut end = cn.len().min(MAX_RATE_KEY);
     while !cn.is_char_boundary(end) {
         end -= 1;
     }
-    cn[..end].to_string()
+    (cn[..end].to_string(), cert.map(|c| c.serial.clone()))
 }
 
 /// 429 with `Retry-After` (whole seconds, rounded up) and a JSON `error`.
@@ -178,7 +184,6 @@ mod tests {
     use axum::body::to_bytes;
 
     use super::*;
-    use crate::certs::Serial;
 
     fn cert(cn: Option<&str>) -> ClientCert {
         ClientCert {
@@ -224,25 +229,38 @@ mod tests {
     }
 
     #[test]
-    fn users_are_limited_by_their_cn_and_certificates_without_one_share_a_key() {
+    fn requests_are_limited_per_certificate() {
         let limits = slow(2, 1);
         for _ in 0..2 {
             assert!(limits.user(Some(&cert(Some("alice")))).is_none());
         }
         assert!(limits.user(Some(&cert(Some("alice")))).is_some());
         assert!(limits.user(Some(&cert(Some("bob")))).is_none());
-        assert!(limits.user(Some(&cert(None))).is_none());
-        assert!(limits.user(None).is_none());
+        // Another certificate of alice's (say, her new one after the old was revoked) has its own
+        // budget.
+        let renewed = ClientCert {
+            serial: Serial::from_der_integer(&[2]),
+            ..cert(Some("alice"))
+        };
+        assert!(limits.user(Some(&renewed)).is_none());
+        // A certificate without a CN is limited like any other; one that did not parse too.
+        for _ in 0..2 {
+            assert!(limits.user(Some(&cert(None))).is_none());
+        }
         assert!(limits.user(Some(&cert(None))).is_some());
+        assert!(limits.user(None).is_none());
         let mut metrics = AdminMetrics::default();
         limits.fill(&mut metrics);
         assert_eq!(metrics.rate_limited, 2);
-        assert_eq!(metrics.rate_tracked_users, 3);
+        assert_eq!(metrics.rate_tracked_users, 5);
         assert_eq!(metrics.rate_forgotten, 0);
         // Long CNs are cut, on a character boundary.
         let long = "é".repeat(MAX_RATE_KEY);
         let key = user_key(Some(&cert(Some(&long))));
-        assert!(key.len() <= MAX_RATE_KEY && long.starts_with(&key), "{key}");
+        assert!(
+            key.0.len() <= MAX_RATE_KEY && long.starts_with(&key.0),
+            "{key:?}"
+        );
     }
 
     #[tokio::test]

@@ -30,7 +30,7 @@ pub struct NodeConfig {
     /// beside the cluster CA's (a relative path is taken from the data directory). Read when
     /// `run --admin-listen` starts; a bad file stops the start. Default: none.
     pub admin_client_ca: Option<std::path::PathBuf>,
-    /// Admin API requests each user (certificate CN) may make at once, before the steady rate
+    /// Admin API requests each user certificate (CN and serial) may make at once, before the steady rate
     /// applies (429 beyond). Default: [`crate::admin_limits::USER_BURST`].
     #[serde(default, deserialize_with = "admin_rate_burst")]
     pub admin_rate_burst: Option<NonZeroU32>,

@@ -8,6 +8,7 @@
 
 #[cfg(feature = "daemon")]
 pub mod admin;
+#[cfg(feature = "daemon")]
 pub mod admin_limits;
 pub mod audit;
 pub mod backup;
@@ -19,6 +20,7 @@ pub mod cli_admin;
 #[cfg(feature = "daemon")]
 pub mod cluster;
 pub mod cluster_config;
+#[cfg(feature = "daemon")]
 pub mod config;
 pub mod control;
 pub mod core;
