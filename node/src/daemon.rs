@@ -37,7 +37,7 @@ use serde_json::json;
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
-use tracing::{debug, error, info, warn};
+use tracing::{debug, info, warn};
 
 use crate::cli::{Backend, Cli, Command, RunArgs, now_ms, run as run_command};
 use crate::control::{ControlReply, ControlRequest, MAX_REQUEST, SOCKET};
@@ -383,7 +383,8 @@ impl Node {
             debug!(refused = self.disk.writes_refused, hold = ?hold, "disk still full: a write was refused again");
         } else {
             self.disk.full = true;
-            error!(
+            // warn, not error: the node goes on (see STYLE.md's levels).
+            warn!(
                 dir = %self.data.display(),
                 "disk full: a write was refused; the node goes on serving what is on disk, \
                  refuses local writes and drops replicated changes (anti-entropy brings them \
