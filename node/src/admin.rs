@@ -618,8 +618,8 @@ async fn page(State(state): State<AppState>, Extension(caller): Extension<Caller
 }
 
 /// Prometheus text from `status --json`: every number of the core's counters, the
-/// transport's counters and gauges, the lag summary and the store's counts, plus the
-/// connected peers and the epoch as gauges.
+/// transport's counters and gauges, the lag summary, the store's counts and its writes
+/// refused for a full disk, plus the connected peers and the epoch as gauges.
 pub fn prometheus(status: &Value) -> String {
     let mut out = String::new();
     let mut gauge = |name: &str, help: &str, value: f64| {
@@ -648,6 +648,7 @@ pub fn prometheus(status: &Value) -> String {
         ("setup", &mesh["setup_metrics"]),
         ("admin", &mesh["admin_metrics"]),
         ("join", &mesh["join"]),
+        ("store", &mesh["store"]),
         ("store_rows", &status["rows"]),
     ] {
         flatten(prefix, value, &mut leaves);
@@ -938,9 +939,12 @@ mod tests {
     #[test]
     fn prometheus_text_has_one_sample_per_line() {
         let status = json!({"mastered": {"epoch": 3, "version": 9},
-            "mesh": {"peers": {"ab": {}}, "core": {"sync_rounds": 4}, "transport": {"connected_peers": 1}}});
+            "mesh": {"peers": {"ab": {}}, "core": {"sync_rounds": 4}, "transport": {"connected_peers": 1},
+                "store": {"writes_refused": 2, "disk_full": true}}});
         let text = prometheus(&status);
         assert!(text.contains("meshward_epoch 3\n"));
+        assert!(text.contains("meshward_store_writes_refused 2\n"));
+        assert!(text.contains("meshward_store_disk_full 1\n"));
         assert!(text.contains("meshward_core_sync_rounds 4\n"));
         assert!(text.contains("meshward_transport_connected_peers 1\n"));
         for line in text.lines().filter(|l| !l.starts_with('#')) {

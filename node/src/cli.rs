@@ -876,6 +876,18 @@ pub fn run(cli: Cli, backend: &mut dyn Backend, out: &mut dyn Write) -> anyhow::
                     "members": c.roster().members.len(),
                 })
             });
+            // With a daemon whose disk filled up: say so, and what it means.
+            let full = mesh
+                .as_ref()
+                .filter(|m| m["store"]["disk_full"] == true)
+                .map_or(String::new(), |m| {
+                    format!(
+                        "\ndisk full: {} writes refused so far; local writes fail and replicated \
+                         changes wait until space is freed in {}",
+                        m["store"]["writes_refused"],
+                        backend.data_dir().unwrap_or_default().display()
+                    )
+                });
             let rows: serde_json::Map<_, _> = TableId::ALL
                 .iter()
                 .map(|t| {
@@ -907,7 +919,7 @@ pub fn run(cli: Cli, backend: &mut dyn Backend, out: &mut dyn Write) -> anyhow::
                     "mesh": mesh,
                 }),
                 &format!(
-                    "writer {}\nrole {role}, HA state {}{}\ncluster {}\nrows {}\nsegments {} ({} live, {} sealed bytes)\naudit records {}",
+                    "writer {}\nrole {role}, HA state {}{}\ncluster {}\nrows {}\nsegments {} ({} live, {} sealed bytes)\naudit records {}{full}",
                     identity.writer().to_hex(),
                     ha["state"].as_str().unwrap_or("inactive"),
                     chain.as_ref().map_or(String::new(), |c| format!(

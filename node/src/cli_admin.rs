@@ -374,6 +374,19 @@ pub fn backup(
         Ok(stats) => stats,
         Err(e) => {
             let _ = fs::remove_file(&tmp);
+            if says_disk_full(&e) {
+                let dir = match args.out.parent() {
+                    Some(p) if !p.as_os_str().is_empty() => p,
+                    _ => Path::new("."),
+                };
+                bail!(
+                    "disk full: the backup {} could not be written: {} has no space left; the \
+                     partial file was removed (free some space there, or give --out on another \
+                     filesystem)",
+                    args.out.display(),
+                    dir.display()
+                );
+            }
             return Err(e.context(format!("writing the backup {}", args.out.display())));
         }
     };
@@ -499,6 +512,15 @@ fn check_store_file(path: &Path) -> anyhow::Result<()> {
         });
     let _ = fs::remove_dir_all(&dir);
     result
+}
+
+/// Whether `e` (or an error it wraps) says a disk is full (ENOSPC).
+fn says_disk_full(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::StorageFull)
+    })
 }
 
 fn partial_path(out: &Path) -> PathBuf {

@@ -407,6 +407,9 @@ pub struct CoreCounters {
     pub endorsements_given: u64,
     /// Endorsement requests refused.
     pub endorsements_refused: u64,
+    /// Received changes and mastered records dropped unapplied while the store refused
+    /// writes (a full disk, see [`Core::set_held`]); anti-entropy brings them again later.
+    pub held_dropped: u64,
 }
 
 /// The verified mastered chain and its records (kept to serve peers that lack them).
@@ -456,6 +459,8 @@ pub struct Core {
     chain_fetch: Option<Millis>,
     /// When the transport stops admitting a node that just left (see [`ha`]).
     release_at: Option<Millis>,
+    /// The driver's store refuses writes (see [`Core::set_held`]).
+    held: bool,
     outbox: Vec<Output>,
 }
 
@@ -486,6 +491,7 @@ impl Core {
             failover: None,
             chain_fetch: None,
             release_at: None,
+            held: false,
             outbox: Vec::new(),
         };
         for (peer, addr) in known {
@@ -558,6 +564,42 @@ impl Core {
                 p.redial_at = Some(now);
             }
         }
+    }
+
+    /// Holds (or releases) replication while the driver's store refuses writes (its disk is
+    /// full). Held, the core applies no changes or mastered records from peers (they are
+    /// counted in `held_dropped` and answered [`Verdict::Ignore`]: not forwarded, no
+    /// penalty), sends no sync requests, fetches no chain, and neither endorses a failover nor
+    /// writes a mastered record a peer asked for; so nothing a peer sends makes it persist.
+    /// Local writes ([`Input::Commit`], [`Input::Master`], ...) are still tried: the driver
+    /// releases the hold once one is durable, or after a while to try again. Sync requests are
+    /// answered as usual. Releasing asks every connected peer for what we lack, so what was
+    /// dropped comes back by anti-entropy.
+    pub fn set_held(&mut self, now: Millis, held: bool) {
+        let released = self.held && !held;
+        self.held = held;
+        if released {
+            let connected: Vec<WriterId> = self
+                .peers
+                .iter()
+                .filter(|(_, p)| p.status.connected)
+                .map(|(k, _)| *k)
+                .collect();
+            for peer in connected {
+                self.request_sync(now, peer);
+            }
+        }
+    }
+
+    /// Whether replication is held (see [`Core::set_held`]).
+    pub fn held(&self) -> bool {
+        self.held
+    }
+
+    /// Continues the counters of the core this one replaces (the driver rebuilt it from its
+    /// store), so they never go backwards.
+    pub fn carry_counters(&mut self, counters: CoreCounters) {
+        self.counters = counters;
     }
 
     /// Takes the outputs produced so far.
@@ -826,6 +868,10 @@ impl Core {
     /// Verifies a mastered record against our chain; if it is the next one, persists and
     /// applies it (and admits a changed roster).
     fn take_mastered(&mut self, now: Millis, record: SignedRecord, from: WriterId) -> Taken {
+        if self.held && from != self.me() {
+            self.counters.held_dropped += 1;
+            return Taken::Held;
+        }
         let Some(m) = self.mastered.as_ref() else {
             return Taken::Held;
         };
@@ -929,6 +975,10 @@ impl Core {
     /// Applies items, persisting what changed. Accept if all applied (or already held),
     /// Ignore on a gap, Reject on anything invalid.
     fn apply_items(&mut self, items: Vec<SyncItem>, from: WriterId) -> Verdict {
+        if self.held {
+            self.counters.held_dropped += items.len() as u64;
+            return Verdict::Ignore;
+        }
         let mut effects = Effects::default();
         let mut verdict = Verdict::Accept;
         for item in items {
@@ -1080,7 +1130,10 @@ impl Core {
     /// so peers holding the same data are not all asked for it at once (on a reconnection, or
     /// when several adverts differ).
     fn request_sync(&mut self, now: Millis, peer: WriterId) {
-        if peer == self.me() || !self.peers.get(&peer).is_some_and(|p| p.status.connected) {
+        if self.held
+            || peer == self.me()
+            || !self.peers.get(&peer).is_some_and(|p| p.status.connected)
+        {
             return;
         }
         self.wanted.insert(peer);
@@ -1091,7 +1144,7 @@ impl Core {
 
     /// Sends the next wanted sync request, if none is in flight.
     fn next_sync(&mut self, now: Millis) {
-        while self.syncing.is_none() {
+        while !self.held && self.syncing.is_none() {
             let Some(peer) = self.wanted.pop_first() else {
                 return;
             };

@@ -6,6 +6,21 @@
 //! are executed in order, and [`Output::Persist`] is written durably before anything after it
 //! (an announce, a forward, a reply) happens. Every queue is bounded; the maps of ids waiting
 //! for an answer are bounded too and evict their oldest entry, counted, when full.
+//!
+//! # A full disk
+//! A write the store refuses because its disk is full does not stop the daemon. The refused
+//! transaction changed nothing on disk, but the core may have run ahead of it (it applied
+//! what it asked to persist), and redb refuses every later write on the open database. So
+//! the node recovers ([`Node::recover`]): whoever asked for the write (a local command) gets
+//! the disk-full error; nothing computed from the refused state leaves the node (announces,
+//! forwards and sync answers of that batch are not sent; the batch's sync requests are
+//! answered again from durable state); the store is reopened and the core rebuilt from it,
+//! told which peers are connected, and held ([`Core::set_held`]): it keeps answering peers and
+//! commands from what is on disk but drops what peers send. After a while (5 s, doubling up
+//! to 60 s while the disk stays full), or as soon as a local write is durable, the hold is
+//! released and anti-entropy brings back what was dropped. The refusal is logged once per
+//! occurrence and counted (`mesh.store` in `status --json`, `meshward_store_*` in `/metrics`).
+//! Any other store failure still stops the daemon.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
@@ -44,6 +59,14 @@ const BUSY_WAIT: Duration = Duration::from_secs(5);
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a control connection may take to send its request.
 const CONTROL_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// After a write refused for a full disk, how long the core's replication stays held before
+/// the node tries writing replicated data again: 5 s, doubling on each refusal up to
+/// [`FULL_RETRY_MAX`]. Each refusal costs a reopen of the store and a rebuild of the core
+/// from it, so while the disk stays full this bounds that work to one per hold.
+const FULL_RETRY_MIN: Duration = Duration::from_secs(5);
+/// The longest hold: replication resumes within a minute of space being freed even when no
+/// local write shows it sooner.
+const FULL_RETRY_MAX: Duration = Duration::from_secs(60);
 
 /// Runs the daemon until SIGINT or SIGTERM.
 pub fn run(data: &Path, args: &RunArgs) -> anyhow::Result<()> {
@@ -105,6 +128,51 @@ impl<K: Ord + Copy, V> Pending<K, V> {
     fn remove(&mut self, k: &K) -> Option<V> {
         self.map.remove(k)
     }
+
+    /// Forgets every id (not counted as evicted).
+    fn clear(&mut self) {
+        self.map.clear();
+        self.order.clear();
+    }
+}
+
+/// Writes refused because the disk was full, and the hold on replication that follows.
+#[derive(Debug)]
+struct DiskFull {
+    /// Writes refused since start (each one reopened the store and rebuilt the core).
+    writes_refused: u64,
+    /// The last write to the store was refused: set on a refusal, cleared when a write is
+    /// durable again.
+    full: bool,
+    /// When the held core tries replicated writes again.
+    retry_at: Option<std::time::Instant>,
+    /// The next hold's length.
+    backoff: Duration,
+}
+
+impl Default for DiskFull {
+    fn default() -> Self {
+        DiskFull {
+            writes_refused: 0,
+            full: false,
+            retry_at: None,
+            backoff: FULL_RETRY_MIN,
+        }
+    }
+}
+
+/// A write refused because the disk is full. The node recovered ([`Node::recover`]) and goes
+/// on; the requester gets this error.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Refused(String);
+
+/// `result`, with a [`Refused`] write turned into success: the daemon goes on.
+fn survive(result: anyhow::Result<()>) -> anyhow::Result<()> {
+    match result {
+        Err(e) if e.is::<Refused>() => Ok(()),
+        other => other,
+    }
 }
 
 /// The actor's state.
@@ -134,6 +202,8 @@ struct Node {
     /// The users and revoked serials for the admin API, keyed by the stored chain's length
     /// and last record.
     access_cache: Option<((usize, Vec<u8>), crate::cli_admin::Access)>,
+    /// Writes refused for a full disk.
+    disk: DiskFull,
 }
 
 /// A control client waiting for an [`Output::Done`].
@@ -199,7 +269,41 @@ impl Node {
     /// Feeds inputs to the core, then executes their outputs: every [`Output::Persist`] first,
     /// in one durable transaction (group commit), then the rest (announces, forwards, answers,
     /// replies) in order. Nothing is announced or forwarded before it is durable.
+    ///
+    /// A write refused for a full disk returns [`Refused`] after the node recovered
+    /// ([`Node::recover`]); any other store error is returned as is, and stops the daemon: the
+    /// store may be damaged or the disk failing, and a node that cannot tell what it holds
+    /// must not go on.
     fn feed_batch(&mut self, inputs: Vec<Input>) -> anyhow::Result<()> {
+        // The batch's sync requests (a digest each: small), to answer them again from durable
+        // state should the batch's write be refused.
+        let asked: Vec<Input> = inputs
+            .iter()
+            .filter_map(|input| match input {
+                Input::SyncRequest {
+                    peer,
+                    channel,
+                    data,
+                } => Some(Input::SyncRequest {
+                    peer: *peer,
+                    channel: *channel,
+                    data: data.clone(),
+                }),
+                _ => None,
+            })
+            .collect();
+        match self.run_batch(inputs) {
+            Err(e) if self.store.write_refused() => {
+                debug!(error = %format!("{e:#}"), "a write was refused for a full disk");
+                self.recover(asked)?;
+                Err(Refused(crate::disk::full_error(&self.data).to_string()).into())
+            }
+            other => other,
+        }
+    }
+
+    /// [`Node::feed_batch`] without the recovery.
+    fn run_batch(&mut self, inputs: Vec<Input>) -> anyhow::Result<()> {
         let mut queue = VecDeque::from(inputs);
         while !queue.is_empty() {
             let mut persist = Vec::new();
@@ -214,20 +318,172 @@ impl Node {
                 }
             }
             if !persist.is_empty() {
-                self.store
-                    .persist_all(&persist)
-                    .context("persisting replicated data; the node cannot go on")?;
+                if let Err(e) = self.store.persist_all(&persist) {
+                    self.unsent(rest);
+                    return Err(e).context("persisting replicated data; the node cannot go on");
+                }
+                self.wrote();
             }
-            for output in rest {
-                self.execute(output, &mut queue)?;
+            let mut rest = rest.into_iter();
+            while let Some(output) = rest.next() {
+                if let Err(e) = self.execute(output, &mut queue) {
+                    self.unsent(rest);
+                    return Err(e);
+                }
             }
         }
         Ok(())
     }
 
+    /// Outputs left unexecuted because a write before them failed. They were computed from
+    /// state that is not durable, so none is sent; only gossip still gets a verdict, so it
+    /// does not wait for one: what would have been accepted is ignored (not forwarded, no
+    /// penalty), what was invalid stays rejected.
+    fn unsent(&mut self, outputs: impl IntoIterator<Item = Output>) {
+        for output in outputs {
+            if let Output::Validate { id, verdict } = output
+                && let Some(message) = self.gossip.remove(&id)
+            {
+                let verdict = match verdict {
+                    Verdict::Reject => meshward_transport::Verdict::Reject,
+                    Verdict::Accept | Verdict::Ignore => meshward_transport::Verdict::Ignore,
+                };
+                let _ = self.handle.report(message, verdict);
+            }
+        }
+    }
+
+    /// A write to the store was durable: if the disk was full, it has space again, and the
+    /// core's replication is released at once.
+    fn wrote(&mut self) {
+        if self.disk.full {
+            self.disk.full = false;
+            self.disk.retry_at = None;
+            self.disk.backoff = FULL_RETRY_MIN;
+            self.core.set_held(now_ms() as u64, false);
+            info!(dir = %self.data.display(), "the disk has space again: writes and replication resumed");
+        }
+    }
+
+    /// Recovers from a write the store refused because its disk is full (see the module doc):
+    /// redb refuses every later write on the open database, and the core may hold state that
+    /// never reached disk. Reopens the store, rebuilds the core from what is durable (keeping
+    /// its counters), tells it which peers are connected, holds its replication (for
+    /// [`DiskFull::backoff`]), answers with an error every control client the old core owed
+    /// an answer, and lets the new core answer `asked` (sync requests whose answers were
+    /// computed from the refused state and not sent). Only failing to reopen the store or to
+    /// rebuild the core from it is fatal.
+    fn recover(&mut self, asked: Vec<Input>) -> anyhow::Result<()> {
+        let now = now_ms() as u64;
+        self.disk.writes_refused += 1;
+        let hold = self.disk.backoff;
+        self.disk.backoff = (hold * 2).min(FULL_RETRY_MAX);
+        self.disk.retry_at = Some(std::time::Instant::now() + hold);
+        if self.disk.full {
+            debug!(refused = self.disk.writes_refused, hold = ?hold, "disk still full: a write was refused again");
+        } else {
+            self.disk.full = true;
+            // warn, not error: the node goes on (see STYLE.md's levels).
+            warn!(
+                dir = %self.data.display(),
+                "disk full: a write was refused; the node goes on serving what is on disk, \
+                 refuses local writes and drops replicated changes (anti-entropy brings them \
+                 again) until space is freed"
+            );
+        }
+        // Close the refused database before opening the file again (it is locked while open).
+        drop(std::mem::replace(&mut self.store, Store::in_memory()?));
+        let reopen = || -> anyhow::Result<(Store, Core)> {
+            let store = Store::open(&self.data)?;
+            let identity = store.identity()?;
+            let replica = store.load_replica(&identity, ReplicaConfig::default())?;
+            let roster = crate::roster::admitted(&store)?;
+            let known = store.known_peers()?;
+            let core = Core::new(
+                replica,
+                roster,
+                CoreConfig::default(),
+                rand::random(),
+                known,
+                now,
+            );
+            Ok((store, core))
+        };
+        let (store, core) = reopen().with_context(|| {
+            format!(
+                "reopening the store in {} after a full disk; the node cannot go on",
+                self.data.display()
+            )
+        })?;
+        self.store = store;
+        self.access_cache = None;
+        let old = std::mem::replace(&mut self.core, core);
+        self.core.carry_counters(old.counters().clone());
+        self.core.set_held(now, true);
+        self.load_mastered()?;
+        // The old core's requests and tokens mean nothing to the new one.
+        self.requests.clear();
+        self.committed = None;
+        self.done = None;
+        let error = format!(
+            "{}; the command was not completed: check with `meshward status` and try again",
+            crate::disk::full_error(&self.data)
+        );
+        for (_, waiter) in std::mem::take(&mut self.waiters) {
+            self.finish(waiter, Err(error.clone()));
+        }
+        let mut inputs: Vec<Input> = old
+            .peers()
+            .filter(|(_, p)| p.connected)
+            .filter_map(|(peer, p)| p.addr.map(|addr| Input::Connected { peer: *peer, addr }))
+            .collect();
+        inputs.extend(asked);
+        // The held core persists nothing for these. Should a write be refused anyway, the
+        // store says so and the loop recovers again ([`Node::check_store`]), without them.
+        if let Err(e) = self.run_batch(inputs) {
+            if !self.store.write_refused() {
+                return Err(e);
+            }
+            debug!(error = %format!("{e:#}"), "a write was refused while recovering");
+        }
+        Ok(())
+    }
+
+    /// After each step of the loop: a write refused for a full disk by any path (a command's
+    /// own write, the peer book) leaves the store refusing every later write, so recover
+    /// before it is used again.
+    fn check_store(&mut self) -> anyhow::Result<()> {
+        if self.store.write_refused() {
+            self.recover(Vec::new())?;
+        }
+        Ok(())
+    }
+
+    /// Releases the core's hold after a full disk once its time has come, so replicated data
+    /// is written again (and, if the disk is still full, refused again).
+    fn retry_writes(&mut self) {
+        if self
+            .disk
+            .retry_at
+            .is_some_and(|at| std::time::Instant::now() >= at)
+        {
+            self.disk.retry_at = None;
+            debug!("trying replicated writes again after a full disk");
+            self.core.set_held(now_ms() as u64, false);
+        }
+    }
+
     /// Executes one output that is not a persist. Follow-up inputs (a request the transport
     /// could not take) go to `queue`.
     fn execute(&mut self, output: Output, queue: &mut VecDeque<Input>) -> anyhow::Result<()> {
+        let writes = matches!(
+            output,
+            Output::Persist(_)
+                | Output::PersistMastered(_)
+                | Output::PersistVote { .. }
+                | Output::AdoptChain { .. }
+                | Output::Superseded(_)
+        );
         match output {
             Output::Persist(effects) => self
                 .store
@@ -298,6 +554,9 @@ impl Node {
             }
             Output::Committed { token, result } => self.committed = Some((token, result)),
             Output::Applied { sent_us, .. } => self.lag.record(now_us().saturating_sub(sent_us)),
+        }
+        if writes {
+            self.wrote();
         }
         Ok(())
     }
@@ -635,6 +894,11 @@ impl Backend for DaemonBackend<'_> {
             "setup_metrics": node.setup.as_ref().map(SetupServer::metrics),
             "admin_metrics": node.admin.as_ref().map(crate::admin::AdminServer::metrics),
             "join": node.admission.counters(),
+            "store": {
+                "writes_refused": node.disk.writes_refused,
+                "disk_full": node.disk.full,
+                "replication_held": node.core.held(),
+            },
         }))
     }
 
@@ -843,6 +1107,7 @@ async fn serve(data: PathBuf, args: &RunArgs, mut dial: Vec<SocketAddr>) -> anyh
         admission: Admission::new(rand::random()),
         admin: None,
         access_cache: None,
+        disk: DiskFull::default(),
     };
     node.load_mastered()?;
     for addr in dial {
@@ -873,13 +1138,22 @@ async fn serve(data: PathBuf, args: &RunArgs, mut dial: Vec<SocketAddr>) -> anyh
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     info!(writer = %identity.writer().to_hex(), "node running");
     let result = loop {
-        tokio::select! {
+        let step = tokio::select! {
             biased;
             _ = term.recv() => break Ok(()),
             _ = int.recv() => break Ok(()),
-            Some((request, reply)) = control_rx.recv() => node.control_job(request, reply),
-            Some(job) = admin_rx.recv() => node.admin_job(job),
-            Some(incoming) = next_setup(&mut setup_rx) => node.setup_request(incoming),
+            Some((request, reply)) = control_rx.recv() => {
+                node.control_job(request, reply);
+                Ok(())
+            }
+            Some(job) = admin_rx.recv() => {
+                node.admin_job(job);
+                Ok(())
+            }
+            Some(incoming) = next_setup(&mut setup_rx) => {
+                node.setup_request(incoming);
+                Ok(())
+            }
             event = events.recv() => {
                 let Some(event) = event else {
                     break Err(anyhow::anyhow!("the mesh transport stopped"));
@@ -890,11 +1164,17 @@ async fn serve(data: PathBuf, args: &RunArgs, mut dial: Vec<SocketAddr>) -> anyh
                     let Ok(event) = events.try_recv() else { break };
                     inputs.extend(node.on_event(event));
                 }
-                if let Err(e) = node.feed_batch(inputs) {
-                    break Err(e);
-                }
+                node.feed_batch(inputs)
             }
-            _ = tick.tick() => if let Err(e) = node.feed(Input::Tick) { break Err(e) },
+            _ = tick.tick() => {
+                node.retry_writes();
+                node.feed(Input::Tick)
+            }
+        };
+        // A write refused for a full disk is survived (the node recovered); any other
+        // failure stops the daemon.
+        if let Err(e) = survive(step).and_then(|()| node.check_store()) {
+            break Err(e);
         }
     };
     let _ = std::fs::remove_file(&socket);

@@ -5,25 +5,56 @@
 //! store) is opened through [`open_database`], whose backend turns that error into one that
 //! names the directory and says what happened: the write was refused and, as redb rolls the
 //! transaction back, nothing was changed. [`crate::store::StoreError::DiskFull`] carries it.
+//!
+//! After a refused write redb refuses every later write on that [`Database`] (it cannot know
+//! what reached the file) until it is opened again. A [`DiskWatch`] given to
+//! [`open_database_watched`] remembers that a write was refused for a full disk, so a
+//! long-lived owner (the daemon) knows to reopen the store, whichever code path wrote.
 
 use std::fs::OpenOptions;
 use std::io;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use redb::backends::FileBackend;
 use redb::{BackendError, Database, DatabaseError, StorageBackend};
+
+/// Whether a write of a database opened with [`open_database_watched`] was refused because
+/// the disk was full. Clones share the flag.
+#[derive(Clone, Debug, Default)]
+pub struct DiskWatch(Arc<AtomicBool>);
+
+impl DiskWatch {
+    /// Whether a write was refused for a full disk since the database was opened.
+    pub fn refused(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+
+    fn saw(&self, e: &io::Error) {
+        if e.kind() == io::ErrorKind::StorageFull {
+            self.0.store(true, Ordering::Release);
+        }
+    }
+}
 
 /// redb's file backend for a file in `dir`; a full disk becomes [`disk_full`]'s error.
 #[derive(Debug)]
 struct DataFile {
     inner: FileBackend,
     dir: PathBuf,
+    watch: DiskWatch,
 }
 
 /// Opens (creating if missing) the redb file at `path` with a backend that reports a full
 /// disk clearly.
 pub fn open_database(path: &Path) -> Result<Database, DatabaseError> {
+    open_database_watched(path, DiskWatch::default())
+}
+
+/// Like [`open_database`]; `watch` learns when a write is refused for a full disk.
+pub fn open_database_watched(path: &Path, watch: DiskWatch) -> Result<Database, DatabaseError> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -36,15 +67,11 @@ pub fn open_database(path: &Path) -> Result<Database, DatabaseError> {
         .open(path)
         .map_err(|e| disk_full(&dir, e))?;
     let inner = FileBackend::new(file)?;
-    Database::builder().create_with_backend(DataFile { inner, dir })
+    Database::builder().create_with_backend(DataFile { inner, dir, watch })
 }
 
-/// `e` unchanged, unless it says the disk is full (ENOSPC): then an error of the same kind that
-/// names `dir` and says the write was refused.
-fn disk_full(dir: &Path, e: io::Error) -> io::Error {
-    if e.kind() != io::ErrorKind::StorageFull {
-        return e;
-    }
+/// The error of a write to the store in `dir` refused because its disk is full.
+pub fn full_error(dir: &Path) -> io::Error {
     io::Error::new(
         io::ErrorKind::StorageFull,
         format!(
@@ -53,6 +80,22 @@ fn disk_full(dir: &Path, e: io::Error) -> io::Error {
             dir.display()
         ),
     )
+}
+
+/// `e` unchanged, unless it says the disk is full (ENOSPC): then [`full_error`].
+fn disk_full(dir: &Path, e: io::Error) -> io::Error {
+    if e.kind() != io::ErrorKind::StorageFull {
+        return e;
+    }
+    full_error(dir)
+}
+
+impl DataFile {
+    /// A failed write, renamed if the disk is full and noted in the watch.
+    fn refused(&self, e: io::Error) -> io::Error {
+        self.watch.saw(&e);
+        disk_full(&self.dir, e)
+    }
 }
 
 impl StorageBackend for DataFile {
@@ -65,17 +108,15 @@ impl StorageBackend for DataFile {
     }
 
     fn set_len(&self, len: u64) -> Result<(), io::Error> {
-        self.inner.set_len(len).map_err(|e| disk_full(&self.dir, e))
+        self.inner.set_len(len).map_err(|e| self.refused(e))
     }
 
     fn sync_data(&self) -> Result<(), io::Error> {
-        self.inner.sync_data().map_err(|e| disk_full(&self.dir, e))
+        self.inner.sync_data().map_err(|e| self.refused(e))
     }
 
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), io::Error> {
-        self.inner
-            .write(offset, data)
-            .map_err(|e| disk_full(&self.dir, e))
+        self.inner.write(offset, data).map_err(|e| self.refused(e))
     }
 
     fn close(&self) -> Result<(), io::Error> {

@@ -210,6 +210,8 @@ pub struct PeerEntry {
 #[derive(Debug)]
 pub struct Store {
     db: Database,
+    /// Learns when a write is refused for a full disk (file stores only).
+    watch: crate::disk::DiskWatch,
 }
 
 impl Store {
@@ -225,7 +227,8 @@ impl Store {
         if !path.exists() {
             create_private_file(&path).map_err(|e| open_err(e.to_string()))?;
         }
-        let db = match crate::disk::open_database(&path) {
+        let watch = crate::disk::DiskWatch::default();
+        let db = match crate::disk::open_database_watched(&path, watch.clone()) {
             Ok(db) => db,
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(StoreError::Busy { path }),
             Err(redb::DatabaseError::Storage(redb::StorageError::Io(e)))
@@ -240,7 +243,7 @@ impl Store {
                 });
             }
         };
-        let store = Store { db };
+        let store = Store { db, watch };
         store.init_schema().map_err(|e| match e {
             StoreError::Corrupt { reason, .. } => StoreError::Corrupt {
                 path: path.clone(),
@@ -256,9 +259,19 @@ impl Store {
         let db = Database::builder()
             .create_with_backend(redb::backends::InMemoryBackend::new())
             .map_err(|e| StoreError::Db(e.to_string()))?;
-        let store = Store { db };
+        let store = Store {
+            db,
+            watch: crate::disk::DiskWatch::default(),
+        };
         store.init_schema()?;
         Ok(store)
+    }
+
+    /// Whether a write to this open store was refused because its disk was full, by any
+    /// path (shared data, settings, audit, peer book). redb then refuses every later write
+    /// on it: reopen the store ([`Store::open`]) before writing again.
+    pub fn write_refused(&self) -> bool {
+        self.watch.refused()
     }
 
     /// The underlying database, for modules that keep their own tables (audit).

@@ -98,6 +98,11 @@ impl Daemon {
         self.child.id()
     }
 
+    /// Whether the process still runs (it has not exited).
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// `meshward status --json`, through the daemon.
     pub fn status(&self) -> anyhow::Result<serde_json::Value> {
         let out = cli(&self.data, &["status", "--json"])?;

@@ -73,6 +73,11 @@ pub(super) struct Failover {
 const NO_CLUSTER: &str =
     "this node is not part of a cluster; run `meshward init` or `meshward join` first";
 
+/// Why a held node (its store refuses writes, see [`Core::set_held`]) refuses what it would
+/// have to make durable for a peer.
+const HELD: &str = "this node's disk is full and its store refuses writes; try again once \
+                    space is freed there";
+
 /// How long the leader keeps admitting a node that left, so its answer reaches it.
 const LEAVE_GRACE_MS: Millis = 2_000;
 
@@ -330,6 +335,9 @@ impl Core {
         prev_hash: [u8; 32],
     ) -> Result<Endorsement, String> {
         let me = self.me();
+        if self.held {
+            return Err(HELD.into());
+        }
         let m = self.mastered.as_ref().ok_or(NO_CLUSTER)?;
         let candidacy = m.chain.candidacy(candidate.0);
         if !m.chain.roster().contains(&candidate.0) {
@@ -539,7 +547,9 @@ impl Core {
                     .unwrap_or_default(),
             ),
             Ask::Leave { have } => {
-                let result = if self.chain().is_some_and(|c| c.leader() == me.0) {
+                let result = if self.held {
+                    Err(HELD.into())
+                } else if self.chain().is_some_and(|c| c.leader() == me.0) {
                     self.remove_member(now, peer)
                         .map(|_| self.records_after(have))
                 } else {
@@ -562,7 +572,9 @@ impl Core {
                 user,
                 password,
             } => {
-                let result = if self.chain().is_some_and(|c| c.leader() == me.0) {
+                let result = if self.held {
+                    Err(HELD.into())
+                } else if self.chain().is_some_and(|c| c.leader() == me.0) {
                     check_user(&user, &password)
                         .and_then(|()| self.set_password(now, &user, &password))
                         .map(|_| self.records_after(have))
@@ -694,7 +706,8 @@ impl Core {
 
     /// Fetches `peer`'s whole chain to resolve a suspected fork (one fetch at a time).
     pub(super) fn fetch_chain(&mut self, now: Millis, peer: WriterId) {
-        if peer == self.me()
+        if self.held
+            || peer == self.me()
             || self.chain_fetch.is_some()
             || !self.peers.get(&peer).is_some_and(|p| p.status.connected)
         {

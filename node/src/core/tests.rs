@@ -22,6 +22,8 @@ struct Net {
     done: Vec<(usize, u64, Result<u64, String>)>,
     /// Every `Output::Superseded` and `AdoptChain` superseded list, by core.
     superseded: Vec<(usize, Vec<SignedRecord>)>,
+    /// The core of every write asked for (`Persist`, `PersistMastered`, `PersistVote`).
+    persists: Vec<usize>,
 }
 
 impl Net {
@@ -58,6 +60,7 @@ impl Net {
             channels: BTreeMap::new(),
             done: Vec::new(),
             superseded: Vec::new(),
+            persists: Vec::new(),
         };
         for a in 0..n {
             for b in 0..n {
@@ -163,6 +166,9 @@ impl Net {
                 superseded: records,
                 ..
             } => self.superseded.push((from, records)),
+            Output::Persist(_) | Output::PersistMastered(_) | Output::PersistVote { .. } => {
+                self.persists.push(from);
+            }
             _ => {}
         }
     }
@@ -212,6 +218,15 @@ impl Net {
             .find(|(c, _, _)| *c == core)
             .map(|(_, _, r)| r.clone())
             .expect("an answer")
+    }
+
+    /// Holds or releases core `i` (see [`Core::set_held`]) and delivers what that says.
+    fn hold(&mut self, i: usize, held: bool) {
+        self.cores[i].set_held(self.now, held);
+        for out in self.cores[i].drain() {
+            self.route(i, out);
+        }
+        self.run();
     }
 
     fn tick_all(&mut self, ms: u64) {
@@ -811,4 +826,83 @@ fn a_lost_roster_peer_is_redialled_with_backoff() {
         vec![250, 750, 1750, 3750, 5750],
         "250 ms, then doubling up to 2 s"
     );
+}
+
+#[test]
+fn a_held_core_writes_nothing_peers_send_and_catches_up_once_released() {
+    let mut net = Net::new(3);
+    let (chain, _) = with_chain(&mut net);
+    net.hold(2, true);
+    net.input(
+        0,
+        Input::Commit {
+            at_us: 0,
+            ops: events(4, 0),
+            token: 1,
+        },
+    );
+    let record = chain.sign_next(&leader_key(), RecordKind::Config, b"a=1".to_vec());
+    net.input(
+        0,
+        Input::Master {
+            token: 2,
+            kind: record.record.kind,
+            payload: record.record.payload.clone(),
+        },
+    );
+    for _ in 0..3 {
+        net.tick_all(1000);
+    }
+    assert!(!net.persists.contains(&2), "a held core asked to write");
+    assert!(net.cores[2].held());
+    assert!(net.cores[2].counters().held_dropped >= 2);
+    assert!(
+        net.cores[2]
+            .replica()
+            .rows(TableId::Events)
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(versions(&net), [2, 2, 1]);
+    // Its own writes are still tried: they are how the driver learns the disk has room again.
+    net.input(
+        2,
+        Input::Commit {
+            at_us: 0,
+            ops: events(1, 2),
+            token: 3,
+        },
+    );
+    assert!(net.persists.contains(&2));
+
+    net.hold(2, false);
+    net.tick_all(1000);
+    assert!(converged(&net));
+    assert_eq!(versions(&net), [2, 2, 2]);
+    assert_eq!(
+        net.cores[2].replica().rows(TableId::Events).unwrap().len(),
+        5
+    );
+}
+
+#[test]
+fn a_held_core_refuses_to_endorse_a_failover() {
+    let mut net = Net::new(3);
+    with_chain(&mut net);
+    net.hold(2, true);
+    net.isolate(0);
+    net.tick_all(5000);
+    net.input(
+        1,
+        Input::Failover {
+            token: 9,
+            force: false,
+        },
+    );
+    net.tick_all(6000);
+    assert!(!net.persists.contains(&2), "a held core wrote a vote");
+    assert_eq!(net.cores[2].counters().endorsements_given, 0);
+    assert!(net.cores[2].counters().endorsements_refused >= 1);
+    let refused = net.last_done(1).unwrap_err();
+    assert!(refused.contains("disk is full"), "{refused}");
 }
