@@ -823,6 +823,26 @@ pub fn build_meshward(release: bool) -> anyhow::Result<PathBuf> {
         .parent()
         .context("the simulations package has no parent directory")?;
     let mut cmd = Command::new(cargo);
+    // What cargo sets for the running test or binary (its package's name, manifest, ...), not
+    // for this build. Inherited, they would differ from the outer build's environment, and
+    // dependencies whose build scripts watch them (ring, quinn) would be rebuilt, a minute each
+    // time, and again by the next outer build.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_MANIFEST_")
+            || name.starts_with("CARGO_BIN_")
+            || [
+                "CARGO_CRATE_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_TARGET_TMPDIR",
+                "OUT_DIR",
+            ]
+            .contains(&&*name)
+        {
+            cmd.env_remove(&*name);
+        }
+    }
     cmd.current_dir(workspace).args([
         "build",
         "--quiet",

@@ -1,6 +1,7 @@
 //! End-to-end test package; the tests live in `tests/tests/`. This library holds their shared
 //! helpers.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -297,4 +298,70 @@ pub fn cluster(root: &Path, n: usize) -> anyhow::Result<Vec<(PathBuf, String)>> 
         mek.write_new(&data.join(meshward_node::mek::MEK_FILE))?;
     }
     Ok(nodes)
+}
+
+/// A tmpfs mounted for a test, unmounted when dropped (also when the test fails).
+#[derive(Debug)]
+pub struct Mount(PathBuf);
+
+impl Mount {
+    /// Mounts a tmpfs of `size` (e.g. "8m") on `dir` (created if missing); `None`, after
+    /// printing why, when that is not possible here.
+    pub fn tmpfs(dir: &Path, size: &str) -> Option<Mount> {
+        // SAFETY: geteuid has no preconditions.
+        #[allow(unsafe_code)]
+        let root = unsafe { libc::geteuid() } == 0;
+        if !root {
+            eprintln!("skipped: mounting a small tmpfs needs root");
+            return None;
+        }
+        std::fs::create_dir_all(dir).expect("creating the mount point");
+        let out = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .output();
+        match out {
+            Ok(out) if out.status.success() => Some(Mount(dir.to_path_buf())),
+            Ok(out) => {
+                eprintln!(
+                    "skipped: cannot mount a tmpfs on {}: {}",
+                    dir.display(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+                None
+            }
+            Err(e) => {
+                eprintln!("skipped: cannot run mount: {e}");
+                None
+            }
+        }
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// Writes `path` until its filesystem has no space left (bounded: the filesystem is small).
+pub fn fill(path: &Path) {
+    let mut file = std::fs::File::create(path).expect("creating the filler file");
+    for size in [64 * 1024, 4096, 512, 1] {
+        let chunk = vec![0xa5u8; size];
+        for _ in 0..1_000_000 {
+            match file.write(&chunk) {
+                Ok(n) if n == size => {}
+                Ok(_) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::StorageFull => break,
+                Err(e) => panic!("filling {}: {e}", path.display()),
+            }
+        }
+    }
 }
