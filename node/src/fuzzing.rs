@@ -4,24 +4,38 @@
 //! whatever the bytes are; a panic is a bug.
 
 use std::collections::BTreeSet;
+use std::io::Write as _;
+use std::time::{Duration, UNIX_EPOCH};
 
 use ed25519_dalek::SigningKey;
 use meshward_crdt::mastered::{
-    Chain, Handover, Member, RecordKind, Roster, SignedRecord, TrustAnchor,
+    Chain, Endorsement, Handover, Member, RecordKind, Roster, SignedRecord, TrustAnchor,
 };
-use meshward_crdt::{ClusterId, Digest, Replica, ReplicaConfig, SyncMessage, WriterId};
-use redb::{ReadableDatabase, TableDefinition};
+use meshward_crdt::{
+    ClusterId, Digest, Effects, Event, EventKind, KeyType, Op, Replica, ReplicaConfig, SyncMessage,
+    UserDataException, WriterId,
+};
+use rand::SeedableRng as _;
+use redb::{ReadableDatabase, ReadableTable as _, TableDefinition};
 
-use crate::audit::AuditLog;
-use crate::backup::{ArchiveReader, read_snapshot};
+use crate::audit::{AuditLog, NewAuditRecord};
+use crate::backup::{ArchiveReader, ArchiveWriter, read_snapshot, write_snapshot};
 use crate::certs::Serial;
-use crate::core::{Ask, Core, CoreConfig, Gossip, Input, Reply};
+use crate::core::{Ask, Core, CoreConfig, Gossip, Input, Output, Reply, SyncAnswer, SyncAsk};
 use crate::grants::{Grant, UserChange, UserName};
 use crate::mek::Mek;
+use crate::pki::Ca;
 use crate::roster::MasteredBundle;
 use crate::store::Store;
 
 const CLUSTER: ClusterId = ClusterId([7; 16]);
+
+/// The audit log's table of records (seq → encoded record), written directly by
+/// [`audit_records`].
+const AUDIT_RECORDS: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_records");
+
+/// Longest seed: `.ci/fuzz` runs with `-max_len=65536`, and libFuzzer cuts longer inputs.
+pub const MAX_SEED: usize = 64 * 1024;
 
 fn key(n: u8) -> SigningKey {
     SigningKey::from_bytes(&[n; 32])
@@ -34,10 +48,31 @@ fn anchor() -> TrustAnchor {
     }
 }
 
+/// The replica the targets feed: key(2)'s, empty.
+fn replica() -> Replica {
+    Replica::new(CLUSTER, key(2), ReplicaConfig::default())
+}
+
+/// The MEK [`backup_archive`] opens archives with.
+fn mek() -> Mek {
+    Mek::generate(&mut rand_chacha::ChaCha8Rng::seed_from_u64(1))
+}
+
+/// The genesis record the mastered targets start from (signed by key(1), roster: key(1) at
+/// "a"), and the chain after it.
+fn genesis() -> (Chain, SignedRecord) {
+    let mut chain = Chain::new(anchor());
+    let genesis = chain.sign_next(&key(1), RecordKind::Genesis, genesis_roster().encode());
+    if let Ok(v) = chain.verify(&genesis) {
+        let _ = chain.apply(v);
+    }
+    (chain, genesis)
+}
+
 /// A sync message: decoded, then each item applied to a fresh replica; also read as a digest
 /// and answered.
 pub fn sync_message(data: &[u8]) {
-    let mut replica = Replica::new(CLUSTER, key(2), ReplicaConfig::default());
+    let mut replica = replica();
     if let Ok(message) = SyncMessage::decode(data) {
         for item in message.items {
             let _ = replica.apply(item);
@@ -56,17 +91,7 @@ pub fn mastered_record(data: &[u8]) {
     };
     let empty = Chain::new(anchor());
     let _ = empty.verify(&record);
-    let mut chain = Chain::new(anchor());
-    let roster = Roster {
-        members: vec![Member {
-            key: anchor().genesis_leader,
-            address: "a".into(),
-        }],
-    };
-    let genesis = chain.sign_next(&key(1), RecordKind::Genesis, roster.encode());
-    if let Ok(v) = chain.verify(&genesis) {
-        let _ = chain.apply(v);
-    }
+    let (mut chain, _) = genesis();
     if let Ok(v) = chain.verify(&record) {
         let _ = chain.apply(v);
     }
@@ -88,10 +113,16 @@ pub fn core_inputs(data: &[u8]) {
     let _ = Gossip::decode(data);
     let _ = Ask::decode(data);
     let _ = Reply::decode(data);
+    let _ = fed_core(data);
+}
+
+/// A core (key(2)) with the admitted peer key(3) connected, after `data` came from that peer as
+/// a gossip message, as a request, and as the answer to the core's first sync request; and
+/// what the core output.
+fn fed_core(data: &[u8]) -> (Core, Vec<Output>) {
     let peer = WriterId::from_key(&key(3).verifying_key());
-    let replica = Replica::new(CLUSTER, key(2), ReplicaConfig::default());
     let mut core = Core::new(
-        replica,
+        replica(),
         BTreeSet::from([peer]),
         CoreConfig::default(),
         1,
@@ -124,35 +155,39 @@ pub fn core_inputs(data: &[u8]) {
             data: data.to_vec(),
         },
     );
-    let _ = core.drain();
+    let outputs = core.drain();
+    (core, outputs)
 }
 
 /// Stored audit records: the bytes are split at each `0xff` byte into records 1, 2, … of an audit
 /// table (as a damaged store file would hold them), then the chain is verified and listed.
 pub fn audit_records(data: &[u8]) {
-    const RECORDS: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_records");
-    let Ok(store) = Store::in_memory() else {
+    let Some(store) = audit_store(data) else {
         return;
     };
     let db = store.db();
-    let Ok(txn) = db.begin_write() else {
-        return;
-    };
-    if let Ok(mut table) = txn.open_table(RECORDS) {
-        for (i, part) in data.split(|&b| b == 0xff).take(16).enumerate() {
-            let _ = table.insert(i as u64 + 1, part);
-        }
-    }
-    let _ = txn.commit();
     let _ = AuditLog::verify(db);
     let _ = AuditLog::list(db, 1, 32);
     let _ = db.begin_read();
 }
 
+/// A store whose audit table holds `data` split at each `0xff` byte, as records 1, 2, ….
+fn audit_store(data: &[u8]) -> Option<Store> {
+    let store = Store::in_memory().ok()?;
+    let txn = store.db().begin_write().ok()?;
+    if let Ok(mut table) = txn.open_table(AUDIT_RECORDS) {
+        for (i, part) in data.split(|&b| b == 0xff).take(16).enumerate() {
+            let _ = table.insert(i as u64 + 1, part);
+        }
+    }
+    let _ = txn.commit();
+    Some(store)
+}
+
 /// A backup file opened with a fixed MEK; and, since random bytes never pass the AEAD, the
 /// same bytes read as the sealed plaintext (the snapshot) into an empty database.
 pub fn backup_archive(data: &[u8]) {
-    let mek = Mek::generate(&mut <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(1));
+    let mek = mek();
     let Ok(db) =
         redb::Database::builder().create_with_backend(redb::backends::InMemoryBackend::new())
     else {
@@ -185,11 +220,458 @@ pub fn grants_payload(data: &[u8]) {
     let _ = crate::certs::parse_ca_pem(data);
 }
 
+/// Valid inputs for every fuzz target, by target name (the `[[bin]]` names of `fuzz/Cargo.toml`),
+/// so that even a short fuzzing run starts past the outer decoders: real encodings made by the
+/// code's own encoders, signed with the keys and sealed with the MEK the functions above use
+/// (random bytes never pass a signature check or the backup's AEAD). `.ci/fuzz` writes them out
+/// with the `fuzz_seeds` example. Keys, records and replicated data are fixed; the backup
+/// archive's id and nonces, the backed-up store's node key and the CA's key come from the OS, so
+/// those seeds differ from call to call (and stay valid).
+pub fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
+    let peer = WriterId::from_key(&key(3).verifying_key());
+    let (writer, writes) = peer_writes();
+    let digest = writer.digest();
+    let first_push = SyncMessage {
+        items: writes[0].push.clone(),
+    }
+    .encode();
+    let every_push = SyncMessage {
+        items: writes.iter().flat_map(|e| e.push.clone()).collect(),
+    }
+    .encode();
+    let snapshots = SyncMessage {
+        items: writer
+            .missing_for(&Digest::default(), usize::MAX)
+            .expect("the writer reads its own segments")
+            .0,
+    }
+    .encode();
+    let (chain, genesis) = genesis();
+    let next = |kind, payload| chain.sign_next(&key(1), kind, payload).encode();
+    let leader = anchor().genesis_leader;
+    let history = history();
+    let bundle = MasteredBundle {
+        cluster: CLUSTER.0,
+        genesis_leader: leader,
+        records: history.iter().map(SignedRecord::encode).collect(),
+    }
+    .encode();
+    let texts = ["root", "admin:ns", "guest:ns", "guest:*", "alice", SERIAL];
+    vec![
+        (
+            "sync_message",
+            vec![every_push, snapshots.clone(), digest.encode()],
+        ),
+        (
+            "mastered_record",
+            vec![
+                genesis.encode(),
+                next(RecordKind::Roster, second_roster().encode()),
+                next(
+                    RecordKind::Handover,
+                    Handover {
+                        next_epoch: 2,
+                        next_leader: leader,
+                        endorsements: vec![Endorsement::sign(&key(1), &chain.candidacy(leader))],
+                        forced: false,
+                    }
+                    .encode(),
+                ),
+                next(RecordKind::User, user_changes()[0].encode().1),
+            ],
+        ),
+        (
+            "mastered_bundle",
+            vec![
+                MasteredBundle::genesis(&key(1), CLUSTER, genesis_roster().members).encode(),
+                bundle.clone(),
+            ],
+        ),
+        (
+            "core_inputs",
+            vec![
+                Gossip::Push {
+                    origin: peer,
+                    sent_us: 1,
+                    message: first_push,
+                }
+                .encode(),
+                Gossip::Advert {
+                    origin: peer,
+                    fingerprint: digest.fingerprint(),
+                    changes: digest.segments.iter().map(|s| s.seq).sum(),
+                    mastered: 0,
+                    mastered_hash: [0; 32],
+                }
+                .encode(),
+                Ask::Sync(SyncAsk {
+                    mastered: 0,
+                    digest: digest.encode(),
+                })
+                .encode(),
+                Reply::Sync(SyncAnswer {
+                    more: false,
+                    message: snapshots,
+                    records: Vec::new(),
+                })
+                .encode(),
+            ],
+        ),
+        (
+            "audit_record",
+            vec![audit_chain(3).join(&0xff), audit_chain(1).concat()],
+        ),
+        ("backup_archive", backups(&writes, &bundle)),
+        (
+            "grants_payload",
+            user_changes()
+                .iter()
+                .map(|c| c.encode().1)
+                .chain([serial().revocation().1, ca_pem()])
+                .chain(texts.map(|t| t.as_bytes().to_vec()))
+                .collect(),
+        ),
+    ]
+}
+
+/// A certificate serial in the form `openssl x509 -serial` shows.
+const SERIAL: &str = "01:23:45:67:89:AB:CD:EF";
+
+fn serial() -> Serial {
+    SERIAL.parse().expect("a valid serial")
+}
+
+/// The roster of [`genesis`].
+fn genesis_roster() -> Roster {
+    Roster {
+        members: vec![Member {
+            key: anchor().genesis_leader,
+            address: "a".into(),
+        }],
+    }
+}
+
+/// The genesis roster with key(3) added.
+fn second_roster() -> Roster {
+    let mut roster = genesis_roster();
+    roster.members.push(Member {
+        key: key(3).verifying_key().to_bytes(),
+        address: "127.0.0.1:7003".into(),
+    });
+    roster
+}
+
+/// Every kind of user change, about the user "alice".
+fn user_changes() -> Vec<UserChange> {
+    let alice: UserName = "alice".parse().expect("a valid user name");
+    let grant = |text: &str| text.parse::<Grant>().expect("a valid grant");
+    vec![
+        UserChange::Create(alice.clone()),
+        UserChange::AddGrant(alice.clone(), grant("admin:ns")),
+        UserChange::AddGrant(alice.clone(), grant("guest:*")),
+        UserChange::RevokeGrant(alice.clone(), grant("admin:ns")),
+        UserChange::Delete(alice),
+    ]
+}
+
+/// A whole mastered chain from [`genesis`]: user changes, a roster change adding key(3), a
+/// certificate revocation, a hand-over to key(3) endorsed by it, and a record of key(3) as the
+/// epoch-2 leader.
+fn history() -> Vec<SignedRecord> {
+    let (mut chain, genesis) = genesis();
+    let mut records = vec![genesis];
+    let mut append = |chain: &mut Chain, key: &SigningKey, (kind, payload)| {
+        let record = chain.sign_next(key, kind, payload);
+        if let Ok(v) = chain.verify(&record) {
+            let _ = chain.apply(v);
+        }
+        records.push(record);
+    };
+    for change in user_changes() {
+        append(&mut chain, &key(1), change.encode());
+    }
+    append(
+        &mut chain,
+        &key(1),
+        (RecordKind::Roster, second_roster().encode()),
+    );
+    append(&mut chain, &key(1), serial().revocation());
+    let next_leader = key(3).verifying_key().to_bytes();
+    let endorsement = Endorsement::sign(&key(3), &chain.candidacy(next_leader));
+    let handover = Handover {
+        next_epoch: 2,
+        next_leader,
+        endorsements: vec![endorsement],
+        forced: false,
+    };
+    append(
+        &mut chain,
+        &key(1),
+        (RecordKind::Handover, handover.encode()),
+    );
+    append(&mut chain, &key(3), user_changes()[0].encode());
+    records
+}
+
+/// key(3)'s replica after two commits (events, fingerprints, a user data exception), and the
+/// effects of each commit.
+fn peer_writes() -> (Replica, Vec<Effects>) {
+    let mut replica = Replica::new(CLUSTER, key(3), ReplicaConfig::default());
+    let at = 1_700_000_000_000;
+    let event = |n: i64, kind| {
+        Op::Append(Event {
+            at_ms: at + n,
+            kind,
+            user: "alice".into(),
+            target: "db-1".into(),
+            detail: format!("session {n}\tvia ssh"),
+        })
+    };
+    let fingerprint = |n: i64| Op::ObserveFingerprint {
+        host: "db-1".into(),
+        key_type: KeyType::SshEd25519,
+        fingerprint: "SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s".into(),
+        at_ms: at + n,
+    };
+    let exception = Op::PutException(UserDataException {
+        user: "alice".into(),
+        field: "shell".into(),
+        value: "/bin/zsh".into(),
+        at_ms: at,
+    });
+    let commits = [
+        vec![
+            event(0, EventKind::Login),
+            event(1, EventKind::SessionStart),
+            fingerprint(1),
+            exception,
+        ],
+        vec![
+            event(2, EventKind::SessionEnd),
+            event(3, EventKind::Logout),
+            fingerprint(3),
+        ],
+    ];
+    let effects = commits
+        .into_iter()
+        .zip(0..)
+        .map(|(ops, n)| replica.commit(at + n, ops).expect("valid rows"))
+        .collect();
+    (replica, effects)
+}
+
+fn audit_input(at_ms: i64) -> NewAuditRecord {
+    NewAuditRecord {
+        at_ms,
+        actor: "alice".into(),
+        action: "session-start".into(),
+        target: "db-1".into(),
+        detail: "via ssh\ttty pts/1".into(),
+    }
+}
+
+/// `count` audit records as the audit log stores them (the values of its table), in seq order.
+/// [`audit_records`] splits its input at `0xff` bytes, so a chain whose records hold none is
+/// picked: the first, over a few start times (the hashes change with them), that has none.
+fn audit_chain(count: i64) -> Vec<Vec<u8>> {
+    (0..256)
+        .find_map(|attempt| {
+            let store = Store::in_memory().ok()?;
+            let start = 1_700_000_000_000 + attempt * 1000;
+            let inputs: Vec<_> = (0..count).map(|n| audit_input(start + n)).collect();
+            AuditLog::append_batch(store.db(), &inputs).ok()?;
+            let txn = store.db().begin_read().ok()?;
+            let table = txn.open_table(AUDIT_RECORDS).ok()?;
+            let records = table
+                .iter()
+                .ok()?
+                .map(|entry| entry.map(|(_, v)| v.value().to_vec()))
+                .collect::<Result<Vec<_>, _>>()
+                .ok()?;
+            records
+                .iter()
+                .all(|r| !r.contains(&0xff))
+                .then_some(records)
+        })
+        .expect("an audit chain without 0xff bytes among 256 start times")
+}
+
+/// A backup of a small store (the mastered `bundle` imported, `writes` persisted, two audit
+/// records) sealed with [`mek`], and its plaintext snapshot.
+fn backups(writes: &[Effects], bundle: &[u8]) -> Vec<Vec<u8>> {
+    let store = Store::in_memory().expect("an in-memory store");
+    crate::roster::import(&store, bundle).expect("a valid bundle");
+    for effects in writes {
+        store.persist(effects).expect("persisted");
+    }
+    AuditLog::append_batch(store.db(), &[audit_input(1), audit_input(2)]).expect("audited");
+    let mut snapshot = Vec::new();
+    write_snapshot(store.db(), &mut snapshot, &mut |_| {}).expect("a snapshot");
+    let mek = mek();
+    let mut archive = ArchiveWriter::new(Vec::new(), &mek, CLUSTER.0).expect("writes to a Vec");
+    archive.write_all(&snapshot).expect("writes to a Vec");
+    vec![archive.finish().expect("writes to a Vec"), snapshot]
+}
+
+/// A cluster CA certificate, PEM.
+fn ca_pem() -> Vec<u8> {
+    let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let ca = Ca::create(CLUSTER, now).expect("a CA");
+    pem::encode(&pem::Pem::new("CERTIFICATE", ca.cert)).into_bytes()
+}
+
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use proptest::prelude::*;
 
     use super::*;
+    use crate::audit::ChainBreak;
+
+    fn target(name: &str) -> fn(&[u8]) {
+        match name {
+            "sync_message" => sync_message,
+            "mastered_record" => mastered_record,
+            "mastered_bundle" => mastered_bundle,
+            "core_inputs" => core_inputs,
+            "audit_record" => audit_records,
+            "backup_archive" => backup_archive,
+            "grants_payload" => grants_payload,
+            other => panic!("no fuzzing function for target {other}"),
+        }
+    }
+
+    /// Whether `seed` passes the first decode, verify or open `target` does, and what the
+    /// target does with it next.
+    fn reaches_deep(target: &str, seed: &[u8]) -> Result<(), String> {
+        let check = |ok: bool, what: &str| if ok { Ok(()) } else { Err(what.to_string()) };
+        match target {
+            "sync_message" => match SyncMessage::decode(seed) {
+                Ok(message) => {
+                    check(!message.items.is_empty(), "no items")?;
+                    let mut replica = replica();
+                    for item in message.items {
+                        replica.apply(item).map_err(|e| format!("apply: {e}"))?;
+                    }
+                    Ok(())
+                }
+                Err(_) => {
+                    let digest = Digest::decode(seed).map_err(|e| format!("digest: {e}"))?;
+                    check(!digest.segments.is_empty(), "an empty digest")
+                }
+            },
+            "mastered_record" => {
+                let record = SignedRecord::decode(seed).map_err(|e| e.to_string())?;
+                let (chain, _) = genesis();
+                let on_empty = Chain::new(anchor()).verify(&record);
+                let on_genesis = chain.verify(&record);
+                check(
+                    on_empty.is_ok() || on_genesis.is_ok(),
+                    &format!("verifies on no chain: {on_empty:?}, {on_genesis:?}"),
+                )
+            }
+            "mastered_bundle" => {
+                let records = MasteredBundle::decode(seed)
+                    .map_err(|e| e.to_string())?
+                    .records
+                    .len();
+                let store = Store::in_memory().map_err(|e| e.to_string())?;
+                let imported = crate::roster::import(&store, seed).map_err(|e| e.to_string())?;
+                check(imported == records, "not every record imported")
+            }
+            "core_inputs" => {
+                let (core, outputs) = fed_core(seed);
+                let counters = core.counters();
+                let accepted = outputs.iter().any(|o| {
+                    matches!(
+                        o,
+                        Output::Validate {
+                            id: 1,
+                            verdict: crate::core::Verdict::Accept
+                        }
+                    )
+                });
+                check(
+                    match Gossip::decode(seed) {
+                        Some(Gossip::Push { .. }) => accepted && counters.pushes_applied == 1,
+                        Some(_) => accepted,
+                        None => counters.sync_served == 1 || counters.sync_rounds == 1,
+                    },
+                    &format!("not taken: {counters:?}"),
+                )
+            }
+            "audit_record" => {
+                let records = seed.split(|&b| b == 0xff).count() as u64;
+                let store = audit_store(seed).ok_or("no store")?;
+                let report = AuditLog::verify(store.db()).map_err(|e| e.to_string())?;
+                // Every record verifies; the target writes no head, so the chain ends there.
+                check(
+                    report.verified == records
+                        && report.first_break == Some(ChainBreak::HeadMismatch { seq: records }),
+                    &format!("{report:?}"),
+                )?;
+                let listed = AuditLog::list(store.db(), 1, 32).map_err(|e| e.to_string())?;
+                check(listed.len() as u64 == records, "not every record listed")
+            }
+            "backup_archive" => {
+                let db = redb::Database::builder()
+                    .create_with_backend(redb::backends::InMemoryBackend::new())
+                    .map_err(|e| e.to_string())?;
+                let stats = if seed.starts_with(crate::backup::MAGIC) {
+                    let mek = mek();
+                    let mut reader = ArchiveReader::new(seed, &mek).map_err(|e| e.to_string())?;
+                    read_snapshot(&db, &mut reader)
+                } else {
+                    read_snapshot(&db, &mut &seed[..])
+                }
+                .map_err(|e| e.to_string())?;
+                check(stats.rows > 0, "an empty snapshot")
+            }
+            "grants_payload" => {
+                let payload = RecordKind::ALL.iter().any(|&kind| {
+                    matches!(UserChange::decode(kind, seed), Ok(Some(_)))
+                        || matches!(Serial::decode_revocation(kind, seed), Ok(Some(_)))
+                });
+                let text = std::str::from_utf8(seed).is_ok_and(|t| {
+                    t.parse::<Grant>().is_ok()
+                        || t.parse::<UserName>().is_ok()
+                        || t.parse::<Serial>().is_ok()
+                });
+                let ca = crate::certs::parse_ca_pem(seed).is_ok();
+                check(payload || text || ca, "neither a payload, a text nor a CA")
+            }
+            other => Err(format!("no check for target {other}")),
+        }
+    }
+
+    #[test]
+    fn every_fuzz_target_has_seeds_that_reach_deep() {
+        let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/Cargo.toml");
+        let manifest: toml::Table = std::fs::read_to_string(manifest).unwrap().parse().unwrap();
+        let bins: BTreeSet<&str> = manifest["bin"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|bin| bin["name"].as_str().unwrap())
+            .collect();
+        let seeds: BTreeMap<&str, Vec<Vec<u8>>> = seeds().into_iter().collect();
+        assert_eq!(seeds.keys().copied().collect::<BTreeSet<_>>(), bins);
+        for (name, seeds) in &seeds {
+            assert!(seeds.len() >= 2, "{name}: {} seeds", seeds.len());
+            for (n, seed) in seeds.iter().enumerate() {
+                assert!(
+                    seed.len() <= MAX_SEED,
+                    "{name} seed {n}: {} bytes",
+                    seed.len()
+                );
+                if let Err(e) = reaches_deep(name, seed) {
+                    panic!("{name} seed {n} stops early: {e}");
+                }
+                target(name)(seed);
+            }
+        }
+    }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(256))]

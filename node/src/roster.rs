@@ -119,7 +119,8 @@ pub fn import(store: &Store, bytes: &[u8]) -> Result<usize, ImportError> {
     for (index, raw) in bundle.records.iter().enumerate() {
         let refused = |reason: String| ImportError::Refused { index, reason };
         let record = SignedRecord::decode(raw).map_err(|e| refused(e.to_string()))?;
-        if record.record.version <= chain.last_version() {
+        // Version 0 is never held: the verifier refuses it below.
+        if (1..=chain.last_version()).contains(&record.record.version) {
             // Already held: the same record is skipped; a different one is a rollback.
             if held.get(record.record.version as usize - 1) != Some(&record) {
                 return Err(refused(format!(
@@ -348,5 +349,31 @@ mod tests {
             import(&store, b"garbage"),
             Err(ImportError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn a_record_of_version_0_is_refused() {
+        // Found by fuzzing: version 0 was looked up as held record number -1 (an overflow).
+        let leader = SigningKey::from_bytes(&[1; 32]);
+        let genesis = bundle(&leader, &[key(1)]);
+        let mut record = SignedRecord::decode(&genesis.records[0]).unwrap().record;
+        record.version = 0;
+        let zero = record.sign(&leader).encode();
+        for (records, index) in [
+            (vec![zero.clone()], 0),
+            (vec![genesis.records[0].clone(), zero], 1),
+        ] {
+            let b = MasteredBundle {
+                records,
+                ..genesis.clone()
+            };
+            let store = Store::in_memory().unwrap();
+            let err = import(&store, &b.encode()).unwrap_err();
+            assert!(
+                matches!(err, ImportError::Refused { index: i, .. } if i == index),
+                "{err}"
+            );
+            assert!(store.mastered_records().unwrap().is_empty());
+        }
     }
 }
