@@ -43,7 +43,7 @@ use crate::cli::{Backend, Cli, Command, RunArgs, now_ms, run as run_command};
 use crate::control::{ControlReply, ControlRequest, MAX_REQUEST, SOCKET};
 use crate::core::{Core, CoreConfig, Input, Output, Secret, Verdict};
 use crate::join::Admission;
-use crate::store::{PeerEntry, Store};
+use crate::store::{Identity, PeerEntry, Store};
 
 /// Tick period: timers (redial, periodic sync, adverts) resolve to this. 50 ms.
 const TICK: Duration = Duration::from_millis(50);
@@ -395,18 +395,8 @@ impl Node {
         drop(std::mem::replace(&mut self.store, Store::in_memory()?));
         let reopen = || -> anyhow::Result<(Store, Core)> {
             let store = Store::open(&self.data)?;
-            let identity = store.identity()?;
-            let replica = store.load_replica(&identity, ReplicaConfig::default())?;
             let roster = crate::roster::admitted(&store)?;
-            let known = store.known_peers()?;
-            let core = Core::new(
-                replica,
-                roster,
-                CoreConfig::default(),
-                rand::random(),
-                known,
-                now,
-            );
+            let core = core_from(&store, &store.identity()?, roster, now)?;
             Ok((store, core))
         };
         let (store, core) = reopen().with_context(|| {
@@ -1030,6 +1020,25 @@ impl Backend for DaemonBackend<'_> {
     }
 }
 
+/// A core on what `store` holds: the replica, the admitted `roster`, the peers it knows.
+fn core_from(
+    store: &Store,
+    identity: &Identity,
+    roster: BTreeSet<WriterId>,
+    now: u64,
+) -> anyhow::Result<Core> {
+    let replica = store.load_replica(identity, ReplicaConfig::default())?;
+    let known = store.known_peers()?;
+    Ok(Core::new(
+        replica,
+        roster,
+        CoreConfig::default(),
+        rand::random(),
+        known,
+        now,
+    ))
+}
+
 async fn serve(data: PathBuf, args: &RunArgs, mut dial: Vec<SocketAddr>) -> anyhow::Result<()> {
     let mut store = open_waiting(&data).await?;
     if crate::sealed::is_sealed(&data, &store)? {
@@ -1055,26 +1064,17 @@ async fn serve(data: PathBuf, args: &RunArgs, mut dial: Vec<SocketAddr>) -> anyh
             .unwrap_or_else(crate::cluster::default_listen),
     };
     dial.extend(roster_addresses(&store, &identity).await?);
-    let replica = store.load_replica(&identity, ReplicaConfig::default())?;
     let roster: BTreeSet<WriterId> = crate::roster::admitted(&store)?;
     if roster.is_empty() {
         warn!("no roster: this node runs standalone and admits no peer");
     }
-    let known = store.known_peers()?;
+    let core = core_from(&store, &identity, roster.clone(), now_ms() as u64)?;
     let config = meshward_transport::Config {
         listen,
         ..meshward_transport::Config::default()
     };
     let (handle, mut events) = Transport::spawn(identity.key.to_bytes(), roster.clone(), config)
         .context("starting the mesh transport")?;
-    let core = Core::new(
-        replica,
-        roster,
-        CoreConfig::default(),
-        rand::random(),
-        known,
-        now_ms() as u64,
-    );
     let (setup, mut setup_rx) = match crate::cluster::tls_identity(&store)? {
         Some(tls) => {
             let bind = args
@@ -1192,10 +1192,7 @@ async fn next_setup(rx: &mut Option<mpsc::Receiver<Incoming>>) -> Option<Incomin
 
 /// The mesh addresses of the other roster members whose address carries a port (names are
 /// resolved, each within [`RESOLVE_TIMEOUT`]); dialled at start.
-async fn roster_addresses(
-    store: &Store,
-    identity: &crate::store::Identity,
-) -> anyhow::Result<Vec<SocketAddr>> {
+async fn roster_addresses(store: &Store, identity: &Identity) -> anyhow::Result<Vec<SocketAddr>> {
     let me = identity.key.verifying_key().to_bytes();
     let mut out = Vec::new();
     let Some(chain) = crate::roster::chain(store)? else {
