@@ -749,9 +749,6 @@ pub fn run(cli: Cli, backend: &mut dyn Backend, out: &mut dyn Write) -> anyhow::
             if backend.mesh().is_some() {
                 bail!("audit record --stdin needs the store to itself; stop the daemon first");
             }
-            if backend.mesh().is_some() {
-                bail!("audit record --stdin needs the store to itself; stop the daemon first");
-            }
             let store = backend.store()?;
             crate::audit::run_stdin_writer(
                 store.db(),
