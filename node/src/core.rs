@@ -579,16 +579,19 @@ impl Core {
         let released = self.held && !held;
         self.held = held;
         if released {
-            let connected: Vec<WriterId> = self
-                .peers
-                .iter()
-                .filter(|(_, p)| p.status.connected)
-                .map(|(k, _)| *k)
-                .collect();
-            for peer in connected {
+            for peer in self.connected() {
                 self.request_sync(now, peer);
             }
         }
+    }
+
+    /// The peers connected now.
+    fn connected(&self) -> Vec<WriterId> {
+        self.peers
+            .iter()
+            .filter(|(_, p)| p.status.connected)
+            .map(|(k, _)| *k)
+            .collect()
     }
 
     /// Whether replication is held (see [`Core::set_held`]).
@@ -706,12 +709,7 @@ impl Core {
         }
         self.next_sync_at = now + self.config.sync_interval.as_millis() as u64;
         self.advertise();
-        let connected: Vec<WriterId> = self
-            .peers
-            .iter()
-            .filter(|(_, p)| p.status.connected)
-            .map(|(k, _)| *k)
-            .collect();
+        let connected = self.connected();
         if !connected.is_empty() {
             let peer = connected[self.rng.gen_range(0..connected.len())];
             self.request_sync(now, peer);
