@@ -23,6 +23,8 @@ use crate::backup::{ArchiveReader, ArchiveWriter, read_snapshot, write_snapshot}
 use crate::certs::Serial;
 use crate::core::{Ask, Core, CoreConfig, Gossip, Input, Output, Reply, SyncAnswer, SyncAsk};
 use crate::grants::{Grant, UserChange, UserName};
+use crate::join::{Admission, Admit, BundleState, Facts, JoinRefusal, JoiningBundle};
+use crate::licence::{Licence, LicenceTerms};
 use crate::mek::Mek;
 use crate::pki::Ca;
 use crate::roster::MasteredBundle;
@@ -220,6 +222,326 @@ pub fn grants_payload(data: &[u8]) {
     let _ = crate::certs::parse_ca_pem(data);
 }
 
+/// A joining bundle file, decoded as `meshward join` does before it connects; if it decodes,
+/// it encodes back to the same bundle, and the DER items the joiner hands to its TLS stack
+/// (the CA certificate, the one-time client certificate and its PKCS#8 key) are parsed with
+/// the pure parsers the node has (x509-parser, rcgen), and the client certificate's issuer
+/// compared with the CA's subject. (The joiner checks nothing else before connecting: the
+/// bundle's expiry is the leader's to check, see [`join_setup`].)
+pub fn joining_bundle(data: &[u8]) {
+    let Ok(bundle) = JoiningBundle::decode(data) else {
+        return;
+    };
+    let again = JoiningBundle::decode(&bundle.encode());
+    assert!(
+        again.as_ref().is_ok_and(|b| *b == bundle),
+        "a decoded bundle does not survive encoding: {again:?}"
+    );
+    let _ = format!("{bundle:?}");
+    let _ = crate::join::utc(bundle.expires_at_ms);
+    let ca = x509_parser::parse_x509_certificate(&bundle.ca_cert);
+    let client = x509_parser::parse_x509_certificate(&bundle.client_cert);
+    if let (Ok((_, ca)), Ok((_, client))) = (&ca, &client) {
+        let _ = client.issuer() == ca.subject();
+    }
+    let _ = rcgen::KeyPair::try_from(bundle.client_key.as_slice());
+}
+
+/// When the [`join_setup`] leader's clock starts, unix ms.
+const JOIN_T0: u64 = 1_000_000;
+/// [`join_setup`]'s admission RNG seed.
+const JOIN_SEED: [u8; 32] = [3; 32];
+/// Steps [`join_setup`] takes at most.
+const MAX_JOIN_STEPS: usize = 16;
+
+/// One request on the setup endpoint, as [`join_setup`] reads it from the fuzz bytes.
+#[derive(Clone, Debug)]
+enum JoinStep {
+    Hello {
+        flags: u8,
+        connection: u8,
+        delay_ms: u16,
+        node_key: [u8; 32],
+        address: Vec<u8>,
+        tls_key: Vec<u8>,
+    },
+    Answer {
+        flags: u8,
+        connection: u8,
+        delay_ms: u16,
+        answer: [u8; 32],
+        signature: Vec<u8>,
+    },
+}
+
+/// [`JoinStep`] flags: the op byte's low bit is the request (0: hello, 1: answer); these are
+/// its other bits.
+const STEP_WRONG_CERT: u8 = 0b10;
+const STEP_SUPERSEDE: u8 = 0b100;
+
+impl JoinStep {
+    /// Reads the steps, stopping at the first that the bytes do not hold entirely.
+    fn parse(mut data: &[u8]) -> Vec<JoinStep> {
+        fn take<'a>(data: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+            let (head, rest) = data.split_at_checked(n)?;
+            *data = rest;
+            Some(head)
+        }
+        fn array<const N: usize>(data: &mut &[u8]) -> Option<[u8; N]> {
+            take(data, N)?.try_into().ok()
+        }
+        fn bytes(data: &mut &[u8]) -> Option<Vec<u8>> {
+            let [n] = array(data)?;
+            Some(take(data, n.into())?.to_vec())
+        }
+        let step = |data: &mut &[u8]| -> Option<JoinStep> {
+            let [op, connection, d0, d1] = array(data)?;
+            let delay_ms = u16::from_be_bytes([d0, d1]);
+            Some(if op & 1 == 0 {
+                JoinStep::Hello {
+                    flags: op,
+                    connection,
+                    delay_ms,
+                    node_key: array(data)?,
+                    address: bytes(data)?,
+                    tls_key: bytes(data)?,
+                }
+            } else {
+                JoinStep::Answer {
+                    flags: op,
+                    connection,
+                    delay_ms,
+                    answer: array(data)?,
+                    signature: bytes(data)?,
+                }
+            })
+        };
+        std::iter::from_fn(|| step(&mut data))
+            .take(MAX_JOIN_STEPS)
+            .collect()
+    }
+
+    /// The bytes [`JoinStep::parse`] reads back as this step (fields longer than 255 bytes
+    /// are cut).
+    fn encode(&self) -> Vec<u8> {
+        fn bytes(out: &mut Vec<u8>, b: &[u8]) {
+            let b = &b[..b.len().min(255)];
+            out.push(b.len() as u8);
+            out.extend(b);
+        }
+        let mut out = Vec::new();
+        match self {
+            JoinStep::Hello {
+                flags,
+                connection,
+                delay_ms,
+                node_key,
+                address,
+                tls_key,
+            } => {
+                out.extend([flags & !1, *connection]);
+                out.extend(delay_ms.to_be_bytes());
+                out.extend(node_key);
+                bytes(&mut out, address);
+                bytes(&mut out, tls_key);
+            }
+            JoinStep::Answer {
+                flags,
+                connection,
+                delay_ms,
+                answer,
+                signature,
+            } => {
+                out.extend([flags | 1, *connection]);
+                out.extend(delay_ms.to_be_bytes());
+                out.extend(answer);
+                bytes(&mut out, signature);
+            }
+        }
+        out
+    }
+}
+
+/// What one [`JoinStep`] got from the leader.
+#[derive(Debug)]
+enum JoinOutcome {
+    Challenge(Result<[u8; 32], JoinRefusal>),
+    Answer(Result<Admit, JoinRefusal>),
+}
+
+/// The licence of the [`join_setup`] cluster: 3 nodes, until long after the run.
+fn join_licence() -> Licence {
+    LicenceTerms {
+        customer: "acme".into(),
+        max_nodes: 3,
+        expires_at_ms: JOIN_T0 * 10,
+    }
+    .sign(&key(7))
+}
+
+/// The bundle state the [`join_setup`] leader starts with: the `n`th bundle, created at `now`
+/// for a minute.
+fn join_bundle_state(n: u8, now_ms: u64) -> BundleState {
+    BundleState {
+        id: [n; 16],
+        cert: [n.wrapping_add(1); 32],
+        expires_at_ms: now_ms + 60_000,
+        used_by: None,
+    }
+}
+
+/// The leader's side of the join handshake ([`crate::join::Admission`]) fed the setup
+/// protocol's `JoinHello` and `JoinAnswer` requests read from the bytes. (Their wire types live
+/// in meshward-transport, which the fuzz build lacks: the bytes give their fields instead.)
+///
+/// The leader: an admission with a fixed seed, the MEK of [`mek`], a licence for 3 nodes, the
+/// roster of [`genesis`] (key(1) at "a") and bundle 1 (id `[1; 16]`, certificate hash
+/// `[2; 32]`, expiring a minute after the clock starts at 1 000 000 ms). After an admission
+/// it does what the daemon does: marks the bundle used by the new member and takes the new
+/// roster.
+///
+/// The bytes are a sequence of at most 16 steps, each read as:
+/// - op (1 byte): bit 0 is the request, 0 `JoinHello` and 1 `JoinAnswer`; bit 1: the
+///   connection presents a certificate that is no bundle's (`[0; 32]`) instead of the current
+///   bundle's; bit 2: before the step, a new bundle (the next id) supersedes the current one;
+/// - connection id (1 byte), then a delay (u16, big-endian, ms) the clock moves on by first;
+/// - a hello: node key (32 bytes), address (1 length byte, then bytes; UTF-8, lossily), TLS
+///   public key (1 length byte, then bytes);
+/// - an answer: the MEK challenge answer (32 bytes), the signature (1 length byte, then bytes).
+///
+/// Reading stops at the first step the bytes do not hold entirely. Each refusal is formatted
+/// as the joiner would read it. An admission that does not grow the roster by one new member,
+/// or a second one from the same bundle, panics.
+pub fn join_setup(data: &[u8]) {
+    // The refusals as the joiner reads them.
+    for outcome in run_join_setup(data) {
+        let refusal = match outcome {
+            JoinOutcome::Challenge(r) => r.err(),
+            JoinOutcome::Answer(r) => r.err(),
+        };
+        let _ = refusal.map(|r| r.to_string());
+    }
+}
+
+fn run_join_setup(data: &[u8]) -> Vec<JoinOutcome> {
+    let mek = mek();
+    let licence = join_licence();
+    let mut roster = genesis_roster();
+    let mut now = JOIN_T0;
+    let mut bundle = join_bundle_state(1, now);
+    let mut admission = Admission::new(JOIN_SEED);
+    let mut outcomes = Vec::new();
+    for step in JoinStep::parse(data) {
+        let (JoinStep::Hello {
+            flags,
+            connection,
+            delay_ms,
+            ..
+        }
+        | JoinStep::Answer {
+            flags,
+            connection,
+            delay_ms,
+            ..
+        }) = step;
+        now += u64::from(delay_ms);
+        if flags & STEP_SUPERSEDE != 0 {
+            bundle = join_bundle_state(bundle.id[0].wrapping_add(1), now);
+        }
+        let cert = if flags & STEP_WRONG_CERT != 0 {
+            [0; 32]
+        } else {
+            bundle.cert
+        };
+        let facts = Facts {
+            bundle: Some(&bundle),
+            roster: &roster,
+            licence: Some(&licence),
+        };
+        let connection = u64::from(connection);
+        outcomes.push(match step {
+            JoinStep::Hello {
+                node_key,
+                address,
+                tls_key,
+                ..
+            } => {
+                let member = Member {
+                    key: node_key,
+                    address: String::from_utf8_lossy(&address).into_owned(),
+                };
+                JoinOutcome::Challenge(
+                    admission.hello(now, connection, cert, member, tls_key, facts),
+                )
+            }
+            JoinStep::Answer {
+                answer, signature, ..
+            } => {
+                let admitted = admission.answer(now, connection, answer, &signature, &mek, facts);
+                if let Ok(admit) = &admitted {
+                    assert!(bundle.used_by.is_none(), "a used bundle admitted {admit:?}");
+                    assert!(
+                        !roster.contains(&admit.member.key),
+                        "a member admitted again"
+                    );
+                    assert_eq!(admit.roster.members.len(), roster.members.len() + 1);
+                    assert_eq!(admit.bundle, bundle.id);
+                    bundle.used_by = Some(admit.member.key);
+                    roster = admit.roster.clone();
+                }
+                JoinOutcome::Answer(admitted)
+            }
+        });
+    }
+    outcomes
+}
+
+/// Inputs of [`join_setup`]: a hello from key(5) at "node2.example" on connection 1, then an
+/// answer; with the real MEK answer and signature (admitted) or with another MEK's answer
+/// (refused).
+fn join_seeds() -> Vec<Vec<u8>> {
+    use ed25519_dalek::Signer as _;
+    let joiner = key(5);
+    let member = Member {
+        key: joiner.verifying_key().to_bytes(),
+        address: "node2.example".into(),
+    };
+    let tls_key = [4; 65];
+    let hello = JoinStep::Hello {
+        flags: 0,
+        connection: 1,
+        delay_ms: 0,
+        node_key: member.key,
+        address: member.address.clone().into_bytes(),
+        tls_key: tls_key.to_vec(),
+    }
+    .encode();
+    let Some(JoinOutcome::Challenge(Ok(nonce))) = run_join_setup(&hello).pop() else {
+        panic!("the seed's hello gets no challenge");
+    };
+    let bundle = join_bundle_state(1, JOIN_T0).id;
+    let context = crate::join::context(&bundle, &member.key);
+    let signature = joiner
+        .sign(&crate::join::transcript(&nonce, &bundle, &member, &tls_key))
+        .to_bytes()
+        .to_vec();
+    let answer = |mek: &Mek| {
+        JoinStep::Answer {
+            flags: 1,
+            connection: 1,
+            delay_ms: 10,
+            answer: mek.challenge_answer(&nonce, &context),
+            signature: signature.clone(),
+        }
+        .encode()
+    };
+    let wrong = Mek::generate(&mut rand_chacha::ChaCha8Rng::seed_from_u64(99));
+    vec![
+        [hello.clone(), answer(&mek())].concat(),
+        [hello, answer(&wrong)].concat(),
+    ]
+}
+
 /// Valid inputs for every fuzz target, by target name (the `[[bin]]` names of `fuzz/Cargo.toml`),
 /// so that even a short fuzzing run starts past the outer decoders: real encodings made by the
 /// code's own encoders, signed with the keys and sealed with the MEK the functions above use
@@ -322,6 +644,8 @@ pub fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
             vec![audit_chain(3).join(&0xff), audit_chain(1).concat()],
         ),
         ("backup_archive", backups(&writes, &bundle)),
+        ("joining_bundle", joining_bundles()),
+        ("join_setup", join_seeds()),
         (
             "grants_payload",
             user_changes()
@@ -513,6 +837,40 @@ fn backups(writes: &[Effects], bundle: &[u8]) -> Vec<Vec<u8>> {
     vec![archive.finish().expect("writes to a Vec"), snapshot]
 }
 
+/// Joining bundle files: one as `bundle create` writes it (a real CA, client certificate and
+/// key), and one with placeholder DER items.
+fn joining_bundles() -> Vec<Vec<u8>> {
+    let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let ca = Ca::create(CLUSTER, now).expect("a CA");
+    let client = ca
+        .issue_client(
+            "meshward joining bundle",
+            now,
+            now + Duration::from_secs(3600),
+        )
+        .expect("a client certificate");
+    let bundle = JoiningBundle {
+        id: [1; 16],
+        cluster: CLUSTER.0,
+        genesis_leader: anchor().genesis_leader,
+        setup_addr: "127.0.0.1:7401".into(),
+        server_name: "127.0.0.1".into(),
+        ca_cert: ca.cert.clone(),
+        client_cert: client.cert.clone(),
+        client_key: client.key.to_vec(),
+        expires_at_ms: 1_700_003_600_000,
+    };
+    let placeholder = JoiningBundle {
+        setup_addr: "[::1]:7401".into(),
+        server_name: "::1".into(),
+        ca_cert: vec![1],
+        client_cert: vec![2],
+        client_key: vec![3],
+        ..bundle.clone()
+    };
+    vec![bundle.encode(), placeholder.encode()]
+}
+
 /// A cluster CA certificate, PEM.
 fn ca_pem() -> Vec<u8> {
     let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
@@ -538,6 +896,8 @@ mod tests {
             "audit_record" => audit_records,
             "backup_archive" => backup_archive,
             "grants_payload" => grants_payload,
+            "joining_bundle" => joining_bundle,
+            "join_setup" => join_setup,
             other => panic!("no fuzzing function for target {other}"),
         }
     }
@@ -641,6 +1001,21 @@ mod tests {
                 let ca = crate::certs::parse_ca_pem(seed).is_ok();
                 check(payload || text || ca, "neither a payload, a text nor a CA")
             }
+            "joining_bundle" => {
+                let bundle = JoiningBundle::decode(seed).map_err(|e| e.to_string())?;
+                check(bundle.cluster == CLUSTER.0, "another cluster's bundle")
+            }
+            "join_setup" => {
+                let outcomes = run_join_setup(seed);
+                check(
+                    matches!(outcomes.first(), Some(JoinOutcome::Challenge(Ok(_)))),
+                    &format!("the first hello gets no challenge: {outcomes:?}"),
+                )?;
+                check(
+                    outcomes.iter().any(|o| matches!(o, JoinOutcome::Answer(_))),
+                    "no answer",
+                )
+            }
             other => Err(format!("no check for target {other}")),
         }
     }
@@ -671,6 +1046,56 @@ mod tests {
                 target(name)(seed);
             }
         }
+        assert!(
+            seeds["join_setup"].iter().any(|seed| matches!(
+                run_join_setup(seed).last(),
+                Some(JoinOutcome::Answer(Ok(_)))
+            )),
+            "no join_setup seed is admitted"
+        );
+    }
+
+    #[test]
+    fn the_join_setup_seeds_admit_the_joiner_or_refuse_its_mek() {
+        let seeds = join_seeds();
+        let admitted = run_join_setup(&seeds[0]);
+        let Some(JoinOutcome::Answer(Ok(admit))) = admitted.last() else {
+            panic!("the valid seed is not admitted: {admitted:?}");
+        };
+        assert_eq!(admit.member.key, key(5).verifying_key().to_bytes());
+        assert_eq!(admit.member.address, "node2.example");
+        assert_eq!(admit.roster.members.len(), 2);
+        let refused = run_join_setup(&seeds[1]);
+        assert!(
+            matches!(
+                refused.last(),
+                Some(JoinOutcome::Answer(Err(JoinRefusal::WrongMek)))
+            ),
+            "{refused:?}"
+        );
+        // Answering again on the same connection after the admission: no challenge pending.
+        let again = run_join_setup(&[seeds[0].clone(), seeds[0].clone()].concat());
+        assert!(
+            matches!(
+                again.as_slice(),
+                [
+                    JoinOutcome::Challenge(Ok(_)),
+                    JoinOutcome::Answer(Ok(_)),
+                    JoinOutcome::Challenge(Err(JoinRefusal::Reused)),
+                    JoinOutcome::Answer(Err(JoinRefusal::Replayed)),
+                ]
+            ),
+            "{again:?}"
+        );
+    }
+
+    #[test]
+    fn the_real_joining_bundle_seed_holds_parseable_certificates_and_key() {
+        let bundle = JoiningBundle::decode(&joining_bundles()[0]).unwrap();
+        let (_, ca) = x509_parser::parse_x509_certificate(&bundle.ca_cert).unwrap();
+        let (_, client) = x509_parser::parse_x509_certificate(&bundle.client_cert).unwrap();
+        assert_eq!(client.issuer(), ca.subject());
+        rcgen::KeyPair::try_from(bundle.client_key.as_slice()).unwrap();
     }
 
     proptest! {
@@ -685,6 +1110,8 @@ mod tests {
             audit_records(&data);
             backup_archive(&data);
             grants_payload(&data);
+            joining_bundle(&data);
+            join_setup(&data);
         }
     }
 }

@@ -15,11 +15,14 @@
 //!    durably (the arbiter when two joiners race), writes the roster record, and answers.
 //!
 //! The MEK never crosses the network: only an HMAC of a fresh nonce does.
+//!
+//! The joiner starts from a [`JoiningBundle`] file, written by the leader's `bundle create`.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::num::NonZeroU32;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use ed25519_dalek::{Signature, VerifyingKey};
 use meshward_crdt::mastered::{MAX_ADDRESS_BYTES, Member, Roster};
 use rand::{RngCore as _, SeedableRng as _};
@@ -47,6 +50,74 @@ const CHALLENGE_RATE: Rate = Rate::new(
 );
 /// Domain of the challenge context and transcript.
 const DOMAIN: &[u8] = b"meshward/join/v1\0";
+/// Largest joining bundle file accepted.
+pub const MAX_JOINING_BUNDLE: usize = 64 * 1024;
+/// First bytes of a joining bundle file, then one format byte.
+const BUNDLE_MAGIC: &[u8] = b"meshward-joining-bundle\n";
+/// Format of the joining bundle file.
+const BUNDLE_FORMAT: u8 = 1;
+
+/// A one-time joining bundle: everything a joiner needs besides the MEK.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoiningBundle {
+    /// Random id.
+    pub id: [u8; 16],
+    /// The cluster (trust anchor).
+    pub cluster: [u8; 16],
+    /// The genesis leader's key (trust anchor).
+    pub genesis_leader: [u8; 32],
+    /// The leader's setup endpoint, `HOST:PORT`.
+    pub setup_addr: String,
+    /// The name the leader's certificate carries (its address without port).
+    pub server_name: String,
+    /// The cluster CA certificate (DER): the only root the joiner trusts.
+    pub ca_cert: Vec<u8>,
+    /// The one-time client certificate (DER), signed by the CA.
+    pub client_cert: Vec<u8>,
+    /// Its private key (PKCS#8 DER).
+    pub client_key: Vec<u8>,
+    /// When it expires, unix ms.
+    pub expires_at_ms: u64,
+}
+
+impl std::fmt::Debug for JoiningBundle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JoiningBundle")
+            .field("id", &hex::encode(self.id))
+            .field("setup_addr", &self.setup_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl JoiningBundle {
+    /// The file's bytes: magic, format byte, postcard.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = BUNDLE_MAGIC.to_vec();
+        out.push(BUNDLE_FORMAT);
+        out.extend(postcard::to_allocvec(self).unwrap_or_default());
+        out
+    }
+
+    /// Decodes a bundle file, bounded by [`MAX_JOINING_BUNDLE`].
+    pub fn decode(bytes: &[u8]) -> anyhow::Result<JoiningBundle> {
+        anyhow::ensure!(
+            bytes.len() <= MAX_JOINING_BUNDLE,
+            "not a joining bundle: {} bytes; the limit is {MAX_JOINING_BUNDLE}",
+            bytes.len()
+        );
+        let rest = bytes
+            .strip_prefix(BUNDLE_MAGIC)
+            .context("not a joining bundle (create one with `meshward bundle create`)")?;
+        match rest.split_first() {
+            Some((&BUNDLE_FORMAT, body)) => postcard::from_bytes(body)
+                .map_err(|e| anyhow::anyhow!("damaged joining bundle: {e}")),
+            Some((v, _)) => {
+                anyhow::bail!("joining bundle format {v} is not supported by this meshward")
+            }
+            None => anyhow::bail!("truncated joining bundle"),
+        }
+    }
+}
 
 /// The leader's durable record of the current joining bundle (only one at a time).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -819,5 +890,40 @@ mod tests {
         assert_eq!(w.admission.seen.len(), MAX_SEEN_ANSWERS);
         assert_eq!(w.admission.counters().seen_forgotten, 1);
         assert_eq!(w.admission.counters().pending_dropped, 0);
+    }
+
+    #[test]
+    fn garbage_bundle_files_are_refused() {
+        let bundle = JoiningBundle {
+            id: [1; 16],
+            cluster: [2; 16],
+            genesis_leader: [3; 32],
+            setup_addr: "127.0.0.1:7401".into(),
+            server_name: "127.0.0.1".into(),
+            ca_cert: vec![1],
+            client_cert: vec![2],
+            client_key: vec![3],
+            expires_at_ms: 9,
+        };
+        let bytes = bundle.encode();
+        assert_eq!(JoiningBundle::decode(&bytes).unwrap(), bundle);
+        assert!(!format!("{bundle:?}").contains("client_key"));
+        for bad in [
+            &b""[..],
+            b"garbage",
+            &bytes[..bytes.len() - 3],
+            &bytes[..BUNDLE_MAGIC.len()],
+        ] {
+            assert!(JoiningBundle::decode(bad).is_err());
+        }
+        let mut future = bytes.clone();
+        future[BUNDLE_MAGIC.len()] = 2;
+        assert!(
+            JoiningBundle::decode(&future)
+                .unwrap_err()
+                .to_string()
+                .contains("format 2")
+        );
+        assert!(JoiningBundle::decode(&vec![0; MAX_JOINING_BUNDLE + 1]).is_err());
     }
 }
