@@ -67,7 +67,7 @@ pub const GROUP_COMMIT_MAX_BATCH: usize = 1024;
 pub const HASH_DOMAIN: &[u8] = b"meshward/audit/v1\0";
 
 /// seq → postcard-encoded [`AuditRecord`].
-const RECORDS: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_records");
+pub(crate) const RECORDS: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_records");
 /// Small metadata; [`HEAD_KEY`] → postcard-encoded [`Head`].
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("audit_meta");
 const HEAD_KEY: &str = "head";

@@ -25,7 +25,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
-use ed25519_dalek::Signer as _;
 use meshward_crdt::mastered::{Chain, Member, RecordKind, SignedRecord, TrustAnchor};
 use meshward_transport::setup::{Request, Response, SetupClient, TlsIdentity};
 use rand::RngCore as _;
@@ -363,12 +362,8 @@ pub fn join(data: &Path, args: &JoinArgs, out: &mut dyn Write) -> anyhow::Result
             Response::Refused { reason } => bail!("the leader refused the join: {reason}"),
             other => bail!("unexpected answer from the leader: {other:?}"),
         };
-        let answer = mek.challenge_answer(&nonce, &crate::join::context(&bundle.id, &member.key));
-        let signature = identity
-            .key
-            .sign(&crate::join::transcript(&nonce, &bundle.id, &member, &tls_public))
-            .to_bytes()
-            .to_vec();
+        let (answer, signature) =
+            crate::join::respond(&mek, &identity.key, &nonce, &bundle.id, &member, &tls_public);
         let reply = client
             .request(&Request::JoinAnswer { answer, signature })
             .await?;

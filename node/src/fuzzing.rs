@@ -5,6 +5,7 @@
 
 use std::collections::BTreeSet;
 use std::io::Write as _;
+use std::sync::LazyLock;
 use std::time::{Duration, UNIX_EPOCH};
 
 use ed25519_dalek::SigningKey;
@@ -16,7 +17,7 @@ use meshward_crdt::{
     UserDataException, WriterId,
 };
 use rand::SeedableRng as _;
-use redb::{ReadableDatabase, ReadableTable as _, TableDefinition};
+use redb::{ReadableDatabase, ReadableTable as _};
 
 use crate::audit::{AuditLog, NewAuditRecord};
 use crate::backup::{ArchiveReader, ArchiveWriter, read_snapshot, write_snapshot};
@@ -31,10 +32,6 @@ use crate::roster::MasteredBundle;
 use crate::store::Store;
 
 const CLUSTER: ClusterId = ClusterId([7; 16]);
-
-/// The audit log's table of records (seq → encoded record), written directly by
-/// [`audit_records`].
-const AUDIT_RECORDS: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_records");
 
 /// Longest seed: `.ci/fuzz` runs with `-max_len=65536`, and libFuzzer cuts longer inputs.
 pub const MAX_SEED: usize = 64 * 1024;
@@ -177,7 +174,7 @@ pub fn audit_records(data: &[u8]) {
 fn audit_store(data: &[u8]) -> Option<Store> {
     let store = Store::in_memory().ok()?;
     let txn = store.db().begin_write().ok()?;
-    if let Ok(mut table) = txn.open_table(AUDIT_RECORDS) {
+    if let Ok(mut table) = txn.open_table(crate::audit::RECORDS) {
         for (i, part) in data.split(|&b| b == 0xff).take(16).enumerate() {
             let _ = table.insert(i as u64 + 1, part);
         }
@@ -256,19 +253,24 @@ const MAX_JOIN_STEPS: usize = 16;
 
 /// One request on the setup endpoint, as [`join_setup`] reads it from the fuzz bytes.
 #[derive(Clone, Debug)]
-enum JoinStep {
+struct JoinStep {
+    /// The op byte's bits other than the request's ([`STEP_WRONG_CERT`], [`STEP_SUPERSEDE`]).
+    flags: u8,
+    connection: u8,
+    delay_ms: u16,
+    request: JoinRequest,
+}
+
+/// The request of a [`JoinStep`]: the fields of the setup protocol's `JoinHello` or
+/// `JoinAnswer`.
+#[derive(Clone, Debug)]
+enum JoinRequest {
     Hello {
-        flags: u8,
-        connection: u8,
-        delay_ms: u16,
         node_key: [u8; 32],
         address: Vec<u8>,
         tls_key: Vec<u8>,
     },
     Answer {
-        flags: u8,
-        connection: u8,
-        delay_ms: u16,
         answer: [u8; 32],
         signature: Vec<u8>,
     },
@@ -296,24 +298,23 @@ impl JoinStep {
         }
         let step = |data: &mut &[u8]| -> Option<JoinStep> {
             let [op, connection, d0, d1] = array(data)?;
-            let delay_ms = u16::from_be_bytes([d0, d1]);
-            Some(if op & 1 == 0 {
-                JoinStep::Hello {
-                    flags: op,
-                    connection,
-                    delay_ms,
+            let request = if op & 1 == 0 {
+                JoinRequest::Hello {
                     node_key: array(data)?,
                     address: bytes(data)?,
                     tls_key: bytes(data)?,
                 }
             } else {
-                JoinStep::Answer {
-                    flags: op,
-                    connection,
-                    delay_ms,
+                JoinRequest::Answer {
                     answer: array(data)?,
                     signature: bytes(data)?,
                 }
+            };
+            Some(JoinStep {
+                flags: op & !1,
+                connection,
+                delay_ms: u16::from_be_bytes([d0, d1]),
+                request,
             })
         };
         std::iter::from_fn(|| step(&mut data))
@@ -329,31 +330,20 @@ impl JoinStep {
             out.push(b.len() as u8);
             out.extend(b);
         }
-        let mut out = Vec::new();
-        match self {
-            JoinStep::Hello {
-                flags,
-                connection,
-                delay_ms,
+        let answer = matches!(self.request, JoinRequest::Answer { .. });
+        let mut out = vec![(self.flags & !1) | u8::from(answer), self.connection];
+        out.extend(self.delay_ms.to_be_bytes());
+        match &self.request {
+            JoinRequest::Hello {
                 node_key,
                 address,
                 tls_key,
             } => {
-                out.extend([flags & !1, *connection]);
-                out.extend(delay_ms.to_be_bytes());
                 out.extend(node_key);
                 bytes(&mut out, address);
                 bytes(&mut out, tls_key);
             }
-            JoinStep::Answer {
-                flags,
-                connection,
-                delay_ms,
-                answer,
-                signature,
-            } => {
-                out.extend([flags | 1, *connection]);
-                out.extend(delay_ms.to_be_bytes());
+            JoinRequest::Answer { answer, signature } => {
                 out.extend(answer);
                 bytes(&mut out, signature);
             }
@@ -424,26 +414,21 @@ pub fn join_setup(data: &[u8]) {
 }
 
 fn run_join_setup(data: &[u8]) -> Vec<JoinOutcome> {
-    let mek = mek();
-    let licence = join_licence();
+    // Made once: a MEK derivation and a licence signature per input would slow every run.
+    static MEK: LazyLock<Mek> = LazyLock::new(mek);
+    static LICENCE: LazyLock<Licence> = LazyLock::new(join_licence);
     let mut roster = genesis_roster();
     let mut now = JOIN_T0;
     let mut bundle = join_bundle_state(1, now);
     let mut admission = Admission::new(JOIN_SEED);
     let mut outcomes = Vec::new();
-    for step in JoinStep::parse(data) {
-        let (JoinStep::Hello {
-            flags,
-            connection,
-            delay_ms,
-            ..
-        }
-        | JoinStep::Answer {
-            flags,
-            connection,
-            delay_ms,
-            ..
-        }) = step;
+    for JoinStep {
+        flags,
+        connection,
+        delay_ms,
+        request,
+    } in JoinStep::parse(data)
+    {
         now += u64::from(delay_ms);
         if flags & STEP_SUPERSEDE != 0 {
             bundle = join_bundle_state(bundle.id[0].wrapping_add(1), now);
@@ -456,15 +441,14 @@ fn run_join_setup(data: &[u8]) -> Vec<JoinOutcome> {
         let facts = Facts {
             bundle: Some(&bundle),
             roster: &roster,
-            licence: Some(&licence),
+            licence: Some(&LICENCE),
         };
         let connection = u64::from(connection);
-        outcomes.push(match step {
-            JoinStep::Hello {
+        outcomes.push(match request {
+            JoinRequest::Hello {
                 node_key,
                 address,
                 tls_key,
-                ..
             } => {
                 let member = Member {
                     key: node_key,
@@ -474,10 +458,8 @@ fn run_join_setup(data: &[u8]) -> Vec<JoinOutcome> {
                     admission.hello(now, connection, cert, member, tls_key, facts),
                 )
             }
-            JoinStep::Answer {
-                answer, signature, ..
-            } => {
-                let admitted = admission.answer(now, connection, answer, &signature, &mek, facts);
+            JoinRequest::Answer { answer, signature } => {
+                let admitted = admission.answer(now, connection, answer, &signature, &MEK, facts);
                 if let Ok(admit) = &admitted {
                     assert!(bundle.used_by.is_none(), "a used bundle admitted {admit:?}");
                     assert!(
@@ -500,38 +482,35 @@ fn run_join_setup(data: &[u8]) -> Vec<JoinOutcome> {
 /// answer; with the real MEK answer and signature (admitted) or with another MEK's answer
 /// (refused).
 fn join_seeds() -> Vec<Vec<u8>> {
-    use ed25519_dalek::Signer as _;
     let joiner = key(5);
     let member = Member {
         key: joiner.verifying_key().to_bytes(),
         address: "node2.example".into(),
     };
     let tls_key = [4; 65];
-    let hello = JoinStep::Hello {
+    let hello = JoinStep {
         flags: 0,
         connection: 1,
         delay_ms: 0,
-        node_key: member.key,
-        address: member.address.clone().into_bytes(),
-        tls_key: tls_key.to_vec(),
+        request: JoinRequest::Hello {
+            node_key: member.key,
+            address: member.address.clone().into_bytes(),
+            tls_key: tls_key.to_vec(),
+        },
     }
     .encode();
     let Some(JoinOutcome::Challenge(Ok(nonce))) = run_join_setup(&hello).pop() else {
         panic!("the seed's hello gets no challenge");
     };
     let bundle = join_bundle_state(1, JOIN_T0).id;
-    let context = crate::join::context(&bundle, &member.key);
-    let signature = joiner
-        .sign(&crate::join::transcript(&nonce, &bundle, &member, &tls_key))
-        .to_bytes()
-        .to_vec();
     let answer = |mek: &Mek| {
-        JoinStep::Answer {
-            flags: 1,
+        let (answer, signature) =
+            crate::join::respond(mek, &joiner, &nonce, &bundle, &member, &tls_key);
+        JoinStep {
+            flags: 0,
             connection: 1,
             delay_ms: 10,
-            answer: mek.challenge_answer(&nonce, &context),
-            signature: signature.clone(),
+            request: JoinRequest::Answer { answer, signature },
         }
         .encode()
     };
@@ -805,7 +784,7 @@ fn audit_chain(count: i64) -> Vec<Vec<u8>> {
             let inputs: Vec<_> = (0..count).map(|n| audit_input(start + n)).collect();
             AuditLog::append_batch(store.db(), &inputs).ok()?;
             let txn = store.db().begin_read().ok()?;
-            let table = txn.open_table(AUDIT_RECORDS).ok()?;
+            let table = txn.open_table(crate::audit::RECORDS).ok()?;
             let records = table
                 .iter()
                 .ok()?

@@ -424,6 +424,22 @@ pub fn transcript(nonce: &[u8; 32], bundle: &[u8; 16], member: &Member, tls_key:
     out
 }
 
+/// The joiner's side of the handshake: the answer to the leader's `nonce` with the MEK, and the
+/// node key's signature over the transcript (the nonce, `bundle` id, `member` and `tls_key`).
+pub fn respond(
+    mek: &Mek,
+    node_key: &ed25519_dalek::SigningKey,
+    nonce: &[u8; 32],
+    bundle: &[u8; 16],
+    member: &Member,
+    tls_key: &[u8],
+) -> ([u8; 32], Vec<u8>) {
+    use ed25519_dalek::Signer as _;
+    let answer = mek.challenge_answer(nonce, &context(bundle, &member.key));
+    let signature = node_key.sign(&transcript(nonce, bundle, member, tls_key));
+    (answer, signature.to_bytes().to_vec())
+}
+
 /// Whether the bundle presented with `client_cert` may be used at `now_ms`.
 pub fn check_bundle(
     now_ms: u64,
@@ -495,7 +511,7 @@ pub fn utc(ms: u64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use ed25519_dalek::{Signer as _, SigningKey};
+    use ed25519_dalek::SigningKey;
     use rand::SeedableRng as _;
 
     use super::*;
@@ -599,10 +615,14 @@ mod tests {
         address: &str,
         nonce: &[u8; 32],
     ) -> ([u8; 32], Vec<u8>) {
-        let m = member(joiner, address);
-        let answer = mek.challenge_answer(nonce, &context(&[1; 16], &m.key));
-        let sig = joiner.sign(&transcript(nonce, &[1; 16], &m, &[4; 65]));
-        (answer, sig.to_bytes().to_vec())
+        super::respond(
+            mek,
+            joiner,
+            nonce,
+            &[1; 16],
+            &member(joiner, address),
+            &[4; 65],
+        )
     }
 
     #[test]
