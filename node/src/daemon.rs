@@ -43,7 +43,7 @@ use crate::cli::{Backend, Cli, Command, RunArgs, now_ms, run as run_command};
 use crate::control::{ControlReply, ControlRequest, MAX_REQUEST, SOCKET};
 use crate::core::{Core, CoreConfig, Input, Output, Secret, Verdict};
 use crate::join::Admission;
-use crate::store::{Identity, PeerEntry, Store};
+use crate::store::{HighWater, Identity, PeerEntry, Store};
 
 /// Tick period: timers (redial, periodic sync, adverts) resolve to this. 50 ms.
 const TICK: Duration = Duration::from_millis(50);
@@ -199,9 +199,9 @@ struct Node {
     admission: Admission,
     /// The admin API, when it runs.
     admin: Option<crate::admin::AdminServer>,
-    /// The users and revoked serials for the admin API, keyed by the stored chain's length
-    /// and last record.
-    access_cache: Option<((usize, Vec<u8>), crate::cli_admin::Access)>,
+    /// The users and revoked serials for the admin API, keyed by the stored chain's
+    /// high-water mark.
+    access_cache: Option<(Option<HighWater>, crate::cli_admin::Access)>,
     /// Writes refused for a full disk.
     disk: DiskFull,
 }
@@ -683,17 +683,10 @@ impl Node {
     }
 
     /// The users and revoked serials of the verified mastered chain, folded again only when
-    /// the stored chain changed (its length or its last record), so a request costs no
-    /// signature checks.
+    /// the stored chain changed (its high-water mark: the newest record's epoch, version and
+    /// hash, one small read), so a request costs no signature checks and no read of the chain.
     fn admin_access(&mut self) -> anyhow::Result<&crate::cli_admin::Access> {
-        let records = self.store.mastered_records()?;
-        let key = (
-            records.len(),
-            records
-                .last()
-                .map(meshward_crdt::mastered::SignedRecord::encode)
-                .unwrap_or_default(),
-        );
+        let key = self.store.mastered_high_water()?;
         let fresh = matches!(&self.access_cache, Some((k, _)) if *k == key);
         if !fresh {
             self.access_cache = Some((key, crate::cli_admin::access(&self.store)?));
