@@ -26,6 +26,10 @@ pub enum CommitError {
         /// The limit.
         max: usize,
     },
+    /// The segment's document could not be brought up to date to commit on (a change that
+    /// had passed its checks failed to apply): nothing was committed to that segment.
+    #[error("cannot commit: {0}")]
+    Document(#[from] ApplyError),
 }
 
 /// Received data was refused. The replica is unchanged.

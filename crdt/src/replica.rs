@@ -282,7 +282,7 @@ impl Replica {
                         let rows = self.segments.get(&key).map_or(0, |s| s.head.head.rows);
                         let room = (self.config.seal_rows.get() - rows) as usize;
                         let (now, later) = rest.split_at(room.min(rest.len()));
-                        effects.extend(self.commit_segment(key, at_ms, now));
+                        effects.extend(self.commit_segment(key, at_ms, now)?);
                         rest = later;
                     }
                 }
@@ -292,7 +292,7 @@ impl Replica {
                         writer: self.me,
                         segment: 0,
                     };
-                    effects.extend(self.commit_segment(key, at_ms, &ops));
+                    effects.extend(self.commit_segment(key, at_ms, &ops)?);
                 }
             }
         }
@@ -518,7 +518,12 @@ impl Replica {
     }
 
     /// Commits row ops to one of our own segments and produces the effects.
-    fn commit_segment(&mut self, key: SegmentKey, at_ms: i64, ops: &[RowOp]) -> Effects {
+    fn commit_segment(
+        &mut self,
+        key: SegmentKey,
+        at_ms: i64,
+        ops: &[RowOp],
+    ) -> Result<Effects, CommitError> {
         let seg = self.segments.entry(key).or_insert_with(|| Segment {
             head: Head {
                 cluster: self.cluster,
@@ -533,10 +538,10 @@ impl Replica {
         });
         let Body::Live(live) = &mut seg.body else {
             // open_log_segment never returns a sealed segment, and map segments never seal.
-            return Effects::default();
+            return Ok(Effects::default());
         };
         let rows_before = live.rows();
-        let change = live.commit(&key, at_ms, ops);
+        let change = live.commit(&key, at_ms, ops)?;
         let rows = live.rows();
         let sealed = key.table.shape() == TableShape::Log && rows >= self.config.seal_rows.get();
         let head = Head {
@@ -560,7 +565,7 @@ impl Replica {
             changes: vec![change],
         });
         self.finish(key, head);
-        effects
+        Ok(effects)
     }
 
     fn apply_changes(

@@ -204,13 +204,17 @@ impl Live {
     }
 
     /// Commits `ops` (already validated by the caller) as one change authored by the writer.
-    /// Returns the raw change bytes.
-    pub fn commit(&mut self, key: &SegmentKey, at_ms: i64, ops: &[RowOp]) -> Vec<u8> {
+    /// Returns the raw change bytes; an error, with nothing committed, if the document cannot
+    /// be brought up to date first.
+    pub fn commit(
+        &mut self,
+        key: &SegmentKey,
+        at_ms: i64,
+        ops: &[RowOp],
+    ) -> Result<Vec<u8>, ApplyError> {
         let shape = key.table.shape();
         // Our own changes sent back to us may be pending; commit after them.
-        if self.doc().is_err() {
-            return Vec::new();
-        }
+        self.doc()?;
         let Doc { doc, rows_obj } = self.doc.get_mut();
         let mut tx = doc.transaction();
         let obj = match rows_obj {
@@ -247,7 +251,7 @@ impl Live {
         };
         let change = hash.and_then(|h| doc.get_change_by_hash(&h));
         *rows_obj = Some(obj);
-        match change {
+        Ok(match change {
             Some(change) => {
                 self.cursor.seq = change.seq();
                 self.cursor.hash = Some(change.hash());
@@ -259,7 +263,7 @@ impl Live {
                 change.raw_bytes().to_vec()
             }
             None => Vec::new(),
-        }
+        })
     }
 
     /// Checks a run of received changes that continues this document, and returns their row
