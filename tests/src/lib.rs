@@ -300,6 +300,20 @@ pub fn cluster(root: &Path, n: usize) -> anyhow::Result<Vec<(PathBuf, String)>> 
     Ok(nodes)
 }
 
+/// Appends `n` login events of `user` (targets host-0, host-1, …) through the CLI.
+pub fn append(data: &Path, user: &str, n: usize) -> anyhow::Result<()> {
+    for i in 0..n {
+        let target = format!("host-{i}");
+        cli(
+            data,
+            &[
+                "event", "append", "--kind", "login", "--user", user, "--target", &target,
+            ],
+        )?;
+    }
+    Ok(())
+}
+
 /// A tmpfs mounted for a test, unmounted when dropped (also when the test fails).
 #[derive(Debug)]
 pub struct Mount(PathBuf);

@@ -15,7 +15,7 @@ use meshward_node::mek::{MEK_FILE, Mek};
 use meshward_node::roster::MasteredBundle;
 use meshward_node::store::Store;
 use meshward_tests::{
-    Daemon, Mount, cli, cli_fails, cluster, fill, meshward_bin, run_cli, wait_for,
+    Daemon, Mount, append, cli, cli_fails, cluster, fill, meshward_bin, run_cli, wait_for,
 };
 
 fn meshward(data: &Path, args: &[&str]) -> Output {
@@ -288,7 +288,6 @@ fn a_backup_taken_while_the_daemon_writes_restores_and_bad_archives_are_refused(
     assert_eq!(contents(&restored), before);
 }
 
-/// A tmpfs mounted for the test, unmounted when dropped.
 #[test]
 fn a_full_disk_refuses_writes_clearly_and_corrupts_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -454,19 +453,6 @@ fn events_of(data: &Path, user: &str) -> anyhow::Result<usize> {
         .map_or(0, |a| a.iter().filter(|e| e["user"] == user).count()))
 }
 
-fn append(data: &Path, user: &str, n: usize) -> anyhow::Result<()> {
-    for i in 0..n {
-        let target = format!("host-{i}");
-        cli(
-            data,
-            &[
-                "event", "append", "--kind", "login", "--user", user, "--target", &target,
-            ],
-        )?;
-    }
-    Ok(())
-}
-
 #[test]
 fn a_daemon_whose_disk_fills_up_refuses_writes_keeps_serving_and_catches_up_once_space_is_freed() {
     let root = tempfile::tempdir().unwrap();
@@ -612,9 +598,7 @@ fn a_backup_onto_a_full_disk_says_so_and_leaves_no_partial_file() {
         ],
     )
     .unwrap();
-    meshward_node::mek::Mek::generate(&mut rand::rngs::OsRng)
-        .write_new(&data.join(meshward_node::mek::MEK_FILE))
-        .unwrap();
+    write_mek(&data.join(MEK_FILE));
     let small = root.path().join("small");
     let Some(_mount) = Mount::tmpfs(&small, "1m") else {
         return;

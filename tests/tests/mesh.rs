@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use meshward_tests::{Daemon, cli, cli_stdin, cluster, wait_for};
+use meshward_tests::{Daemon, append, cli, cli_stdin, cluster, wait_for};
 
 const CONVERGE: Duration = Duration::from_secs(90);
 
@@ -27,19 +27,6 @@ fn digest(d: &Daemon) -> anyhow::Result<String> {
         .as_str()
         .unwrap_or_default()
         .to_string())
-}
-
-fn append(data: &Path, user: &str, n: usize) {
-    for i in 0..n {
-        let target = format!("host-{i}");
-        cli(
-            data,
-            &[
-                "event", "append", "--kind", "login", "--user", user, "--target", &target,
-            ],
-        )
-        .expect("append");
-    }
 }
 
 /// Starts daemons for `nodes`; each dials every daemon started before it.
@@ -73,7 +60,7 @@ fn events_and_fingerprints_written_on_every_node_converge_on_three_and_seven_nod
         let nodes = cluster(root.path(), n).unwrap();
         let daemons = start(&nodes);
         for (i, d) in daemons.iter().enumerate() {
-            append(&d.data, &format!("user{i}"), 5);
+            append(&d.data, &format!("user{i}"), 5).expect("append");
             let host = format!("db-{i}");
             cli(
                 &d.data,
@@ -178,7 +165,7 @@ fn a_partitioned_cluster_keeps_writing_on_both_sides_and_heals_without_restart()
         cli(&daemon.data, &args).unwrap();
     }
     for (i, d) in daemons.iter().enumerate() {
-        append(&d.data, &format!("user{i}"), 10);
+        append(&d.data, &format!("user{i}"), 10).expect("append");
     }
     // During the cut each side sees only its own writes.
     wait_for(CONVERGE, || {
@@ -209,12 +196,12 @@ fn a_node_killed_with_sigkill_catches_up_after_restart() {
     let root = tempfile::tempdir().unwrap();
     let nodes = cluster(root.path(), 3).unwrap();
     let mut daemons = start(&nodes);
-    append(&daemons[2].data, "before-kill", 3);
+    append(&daemons[2].data, "before-kill", 3).expect("append");
     wait_for(CONVERGE, || all_converged(&daemons, 3)).unwrap();
     let victim = daemons.pop().unwrap();
     let data = victim.kill(libc::SIGKILL);
-    append(&daemons[0].data, "while-down", 4);
-    append(&daemons[1].data, "while-down", 4);
+    append(&daemons[0].data, "while-down", 4).expect("append");
+    append(&daemons[1].data, "while-down", 4).expect("append");
     // Restart it dialling a host name (resolved by the daemon) rather than an address.
     let port = daemons[0].listen_addr().unwrap().unwrap().port();
     daemons.push(Daemon::start_named(&data, &[format!("localhost:{port}")]).unwrap());
@@ -231,7 +218,7 @@ fn a_peer_outside_the_roster_is_refused_and_the_node_keeps_serving() {
     cli(&outsider_dir, &["status"]).unwrap();
     let addr = daemons[0].listen_addr().unwrap().unwrap();
     let outsider = Daemon::start(&outsider_dir, &[addr]).unwrap();
-    append(&daemons[0].data, "member", 3);
+    append(&daemons[0].data, "member", 3).expect("append");
     wait_for(CONVERGE, || {
         let refused = daemons[0].status()?["mesh"]["transport"]["refused_connections"]
             .as_u64()
@@ -254,7 +241,7 @@ fn garbage_oversize_messages_and_rows_of_another_writer_are_refused_and_counted_
     let nodes = cluster(root.path(), 3).unwrap();
     let daemons = start(&nodes);
     for (i, d) in daemons.iter().enumerate() {
-        append(&d.data, &format!("user{i}"), 2);
+        append(&d.data, &format!("user{i}"), 2).expect("append");
     }
     wait_for(CONVERGE, || all_converged(&daemons, 6)).unwrap();
     let counter = |d: &Daemon, group: &str, field: &str| -> u64 {
@@ -309,8 +296,8 @@ fn garbage_oversize_messages_and_rows_of_another_writer_are_refused_and_counted_
 
     // They keep serving and replicating, also with the misbehaving node, and hold no row
     // under its name that it did not write.
-    append(&daemons[1].data, "after", 3);
-    append(&daemons[0].data, "after", 2);
+    append(&daemons[1].data, "after", 3).expect("append");
+    append(&daemons[0].data, "after", 2).expect("append");
     wait_for(CONVERGE, || all_converged(&daemons, 11)).expect("the mesh keeps converging");
     for d in &daemons[1..] {
         assert_eq!(
@@ -421,7 +408,7 @@ fn leadership_moves_by_hand_over_and_majority_failover_never_on_a_minority_and_a
     };
     let refused_before = refused(&daemons[0]).unwrap();
     let leaver = Daemon::start(&leaver, &[addr]).unwrap();
-    append(&daemons[0].data, "after-leave", 2);
+    append(&daemons[0].data, "after-leave", 2).expect("append");
     // The connection is refused at set-up, on whichever side decides first.
     wait_for(CONVERGE, || {
         Ok(refused(&daemons[0])? > refused_before || refused(&leaver)? > 0)
