@@ -136,11 +136,7 @@ impl Serial {
         }
         match payload {
             [format, SUBJECT_CERT, body @ ..] if *format == PAYLOAD_FORMAT => {
-                let body: Body = match postcard::take_from_bytes(body) {
-                    Ok((body, [])) => body,
-                    Ok(_) => return Err(PayloadError::Malformed("trailing bytes".into())),
-                    Err(e) => return Err(PayloadError::Malformed(e.to_string())),
-                };
+                let body: Body = crate::grants::decode_body(body)?;
                 let serial = Serial::from_der_integer(&body.serial);
                 if body.serial.is_empty() || serial.0.len() > MAX_SERIAL {
                     return Err(PayloadError::Malformed(format!(

@@ -368,11 +368,7 @@ impl UserChange {
             (RecordKind::Revocation, _) => return Ok(None),
             _ => return Err(wrong()),
         };
-        let body: Body = match postcard::take_from_bytes(body) {
-            Ok((body, [])) => body,
-            Ok(_) => return Err(PayloadError::Malformed("trailing bytes".into())),
-            Err(e) => return Err(PayloadError::Malformed(e.to_string())),
-        };
+        let body: Body = decode_body(body)?;
         let bad = |e: ParseError| PayloadError::Malformed(e.to_string());
         let user: UserName = body.user.parse().map_err(bad)?;
         let grant = match (wants_grant, body.grant) {
@@ -533,6 +529,15 @@ fn check_name(
 
 fn shorten(s: &str) -> String {
     s.chars().take(80).collect()
+}
+
+/// A payload's postcard body, all of `bytes` (trailing bytes are refused).
+pub(crate) fn decode_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, PayloadError> {
+    match postcard::take_from_bytes(bytes) {
+        Ok((body, [])) => Ok(body),
+        Ok(_) => Err(PayloadError::Malformed("trailing bytes".into())),
+        Err(e) => Err(PayloadError::Malformed(e.to_string())),
+    }
 }
 
 #[cfg(test)]
