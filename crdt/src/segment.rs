@@ -62,6 +62,8 @@ pub(crate) struct Live {
     doc: RefCell<Doc>,
     /// Checked changes not yet applied to `doc`, in chain order.
     pending: RefCell<Vec<Change>>,
+    /// Why applying a batch of `pending` failed, if it did (see [`Live::doc`]).
+    broken: RefCell<Option<ApplyError>>,
     pub cursor: Cursor,
     /// Rows (log) or live keys (map) after every checked change.
     rows: u64,
@@ -101,6 +103,7 @@ impl Live {
                 rows_obj: None,
             }),
             pending: RefCell::default(),
+            broken: RefCell::default(),
             cursor: Cursor::default(),
             rows: 0,
             stored_changes: 0,
@@ -148,6 +151,7 @@ impl Live {
             key: *key,
             doc: RefCell::new(Doc { doc, rows_obj }),
             pending: RefCell::default(),
+            broken: RefCell::default(),
             cursor,
             rows,
             stored_changes: 0,
@@ -159,29 +163,42 @@ impl Live {
         self.rows
     }
 
-    /// The document with every checked change applied.
+    /// The document with every checked change applied. The heads are compared with the
+    /// checked chain after each batch (the only way they change besides [`Live::commit`],
+    /// which moves the cursor with them); a failed batch is kept as the error of every later
+    /// read, so it is never forgotten.
     pub fn doc(&self) -> Result<Ref<'_, Doc>, ApplyError> {
+        if let Some(e) = &*self.broken.borrow() {
+            return Err(e.clone());
+        }
         let pending = std::mem::take(&mut *self.pending.borrow_mut());
-        let mut doc = self.doc.borrow_mut();
         if !pending.is_empty() {
-            doc.doc
+            let mut doc = self.doc.borrow_mut();
+            let applied = doc
+                .doc
                 .apply_changes(pending)
                 .map_err(|e| ApplyError::Automerge {
                     key: self.key,
                     reason: e.to_string(),
-                })?;
+                })
+                .and_then(|()| {
+                    if doc.doc.get_heads() == self.cursor.hash.into_iter().collect::<Vec<_>>() {
+                        Ok(())
+                    } else {
+                        Err(ApplyError::mismatch(
+                            &self.key,
+                            "document heads differ from the checked chain",
+                        ))
+                    }
+                });
+            if let Err(e) = applied {
+                *self.broken.borrow_mut() = Some(e.clone());
+                return Err(e);
+            }
             if doc.rows_obj.is_none() {
                 doc.rows_obj = rows_obj(&doc.doc);
             }
         }
-        // Checked on every read, so a failed apply is never forgotten.
-        if doc.doc.get_heads() != self.cursor.hash.into_iter().collect::<Vec<_>>() {
-            return Err(ApplyError::mismatch(
-                &self.key,
-                "document heads differ from the checked chain",
-            ));
-        }
-        drop(doc);
         Ok(self.doc.borrow())
     }
 
