@@ -30,7 +30,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail, ensure};
 use serde_json::json;
 
+use crate::report::Failover;
 use crate::scenario::{FaultKind, Latency, Scenario};
+use crate::sim::Micros;
 
 /// Most nodes this machine runs as real daemons.
 pub const MAX_NODES: usize = 25;
@@ -235,8 +237,9 @@ pub fn emulate(
             FaultKind::Skew { .. } => unsupported.push("skew"),
             FaultKind::Failover { node, retry } => {
                 failovers.push(Failover {
-                    node: *node,
-                    asked_at: f.at,
+                    node: *node as u32,
+                    asked_at: micros(f.at),
+                    retry: micros(*retry),
                     ..Failover::default()
                 });
                 let record = failovers.len() - 1;
@@ -305,13 +308,13 @@ pub fn emulate(
             Step::Failover { record, retry } => {
                 let fo = &mut failovers[record];
                 fo.attempts += 1;
-                match lab.cli(fo.node, &["ha", "failover"]) {
+                match lab.cli(fo.node as usize, &["ha", "failover"]) {
                     Ok(_) => {
-                        fo.elected_at = Some(start.elapsed());
+                        fo.elected_at = Some(micros(start.elapsed()));
                         true
                     }
                     Err(e) => {
-                        fo.last_refusal = Some(format!("{e:#}"));
+                        fo.refuse(micros(start.elapsed()), format!("{e:#}"));
                         // Retried within the scenario's duration only.
                         let again = start.elapsed() + retry;
                         if again < scenario.duration {
@@ -388,30 +391,6 @@ pub fn emulate(
         "not_emulated": unsupported,
     });
     Ok((summary, failures))
-}
-
-/// A failover the scenario asked for: `meshward ha failover` on its node, retried.
-#[derive(Debug, Default)]
-struct Failover {
-    node: usize,
-    asked_at: Duration,
-    attempts: u32,
-    elected_at: Option<Duration>,
-    last_refusal: Option<String>,
-}
-
-impl Failover {
-    fn summary(&self) -> serde_json::Value {
-        let ms = |d: Duration| d.as_millis() as u64;
-        json!({
-            "node": self.node,
-            "asked_at_ms": ms(self.asked_at),
-            "attempts": self.attempts,
-            "elected_at_ms": self.elected_at.map(ms),
-            "elected_after_asked_ms": self.elected_at.map(|e| ms(e.saturating_sub(self.asked_at))),
-            "last_refusal": self.last_refusal,
-        })
-    }
 }
 
 #[derive(Debug)]
@@ -807,6 +786,11 @@ fn run(program: &str, args: &[&str]) -> anyhow::Result<()> {
         String::from_utf8_lossy(&out.stderr).trim()
     );
     Ok(())
+}
+
+/// A time since the run started, as the simulator's reports count it.
+fn micros(d: Duration) -> Micros {
+    d.as_micros() as Micros
 }
 
 fn ipt(ns: &str, args: &[&str]) -> anyhow::Result<()> {

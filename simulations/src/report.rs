@@ -78,7 +78,8 @@ impl Failover {
         self.last_refusals.push_back((at, why));
     }
 
-    fn summary(&self) -> serde_json::Value {
+    /// The report's JSON for this failover.
+    pub fn summary(&self) -> serde_json::Value {
         let ms = |t: Option<Micros>| t.map(|t| t / 1000);
         let since = |from: Option<Micros>, to: Option<Micros>| Some((to? - from?) / 1000);
         json!({
