@@ -231,9 +231,12 @@ pub enum JoinRefusal {
     /// Too many join attempts in a short time.
     #[error(
         "too many join attempts: the leader answers {CHALLENGE_BURST} at once, then one per \
-         second; try again in a few seconds"
+         second; try again in {retry_after_secs} s"
     )]
-    Busy,
+    Busy {
+        /// When the next attempt will be answered, in whole seconds (at least one).
+        retry_after_secs: u64,
+    },
     /// The request is malformed.
     #[error("malformed join request: {0}")]
     Malformed(&'static str),
@@ -316,9 +319,11 @@ impl Admission {
         }
         let bundle = check_bundle(now_ms, client_cert, facts.bundle)?;
         admissible(now_ms, &member, facts)?;
-        if self.rate.check(CHALLENGE_RATE, now_ms).is_err() {
+        if let Err(limited) = self.rate.check(CHALLENGE_RATE, now_ms) {
             self.counters.rate_limited += 1;
-            return Err(JoinRefusal::Busy);
+            return Err(JoinRefusal::Busy {
+                retry_after_secs: limited.retry_after_secs(),
+            });
         }
         let mut nonce = [0u8; 32];
         self.rng.fill_bytes(&mut nonce);
@@ -864,7 +869,9 @@ mod tests {
         }
         assert_eq!(
             w.hello(T0, 100, &joiner, "node2.example"),
-            Err(JoinRefusal::Busy)
+            Err(JoinRefusal::Busy {
+                retry_after_secs: 1
+            })
         );
         assert_eq!(
             w.hello(
@@ -873,7 +880,9 @@ mod tests {
                 &joiner,
                 "node2.example"
             ),
-            Err(JoinRefusal::Busy)
+            Err(JoinRefusal::Busy {
+                retry_after_secs: 1
+            })
         );
         assert_eq!(w.admission.counters().rate_limited, 2);
         assert_eq!(w.admission.pending.len(), CHALLENGE_BURST as usize);
@@ -882,7 +891,9 @@ mod tests {
             .unwrap();
         assert_eq!(
             w.hello(T0 + CHALLENGE_INTERVAL_MS, 103, &joiner, "node2.example"),
-            Err(JoinRefusal::Busy)
+            Err(JoinRefusal::Busy {
+                retry_after_secs: 1
+            })
         );
         let later = T0 + (CHALLENGE_BURST + 2) * CHALLENGE_INTERVAL_MS;
         for conn in 200..200 + CHALLENGE_BURST {
