@@ -407,7 +407,7 @@ impl Replica {
     pub fn rows(&self, table: TableId) -> Result<Vec<(SegmentKey, Row)>, ApplyError> {
         let mut out = Vec::new();
         for (key, seg) in self.segments.iter().filter(|(k, _)| k.table == table) {
-            let rows = seg.with_live(|live| live.all_rows(key))?;
+            let rows = seg.with_live(|live| live.all_rows())?;
             out.extend(rows.into_iter().map(|(_, r)| (*key, r)));
         }
         Ok(out)
@@ -443,7 +443,7 @@ impl Replica {
                 segment: 0,
             };
             match &self.segments.get(&key)?.body {
-                Body::Live(live) => live.get(&key, row_key),
+                Body::Live(live) => live.get(row_key),
                 Body::Sealed(_) => None,
             }
         };
@@ -541,7 +541,7 @@ impl Replica {
             return Ok(Effects::default());
         };
         let rows_before = live.rows();
-        let change = live.commit(&key, at_ms, ops)?;
+        let change = live.commit(at_ms, ops)?;
         let rows = live.rows();
         let sealed = key.table.shape() == TableShape::Log && rows >= self.config.seal_rows.get();
         let head = Head {
@@ -597,7 +597,7 @@ impl Replica {
                 &empty
             }
         };
-        let (ops, cursor) = live.check(&key, &parsed)?;
+        let (ops, cursor) = live.check(&parsed)?;
         if cursor.seq != head.head.seq || cursor.hash != Some(ChangeHash(head.head.hash)) {
             return Err(ApplyError::mismatch(
                 &key,
@@ -605,7 +605,7 @@ impl Replica {
             ));
         }
         let rows_before = live.rows();
-        if map_rows_after(&key, live, &ops, rows_before) != head.head.rows {
+        if map_rows_after(live, &ops, rows_before) != head.head.rows {
             return Err(ApplyError::mismatch(
                 &key,
                 "row count differs from the signed count",
@@ -645,7 +645,7 @@ impl Replica {
             }
         }
         let old = match self.segments.get(&key) {
-            Some(seg) => seg.with_live(|l| l.all_rows(&key))?,
+            Some(seg) => seg.with_live(|l| l.all_rows())?,
             None => Vec::new(),
         };
         let changes = match key.table.shape() {
@@ -765,7 +765,7 @@ fn parse_changes(key: &SegmentKey, raw: Vec<Vec<u8>>) -> Result<Vec<Change>, App
 }
 
 /// Row count after `ops` (log: appended; map: keys created minus keys removed).
-fn map_rows_after(key: &SegmentKey, live: &Live, ops: &[RowOp], rows_before: u64) -> u64 {
+fn map_rows_after(live: &Live, ops: &[RowOp], rows_before: u64) -> u64 {
     let mut present: BTreeMap<&str, bool> = BTreeMap::new();
     let mut rows = rows_before;
     for op in ops {
@@ -774,7 +774,7 @@ fn map_rows_after(key: &SegmentKey, live: &Live, ops: &[RowOp], rows_before: u64
             RowOp::Put(k, _) | RowOp::Delete(k) => {
                 let was = *present
                     .entry(k.as_str())
-                    .or_insert_with(|| live.get(key, k).is_some());
+                    .or_insert_with(|| live.get(k).is_some());
                 let now = matches!(op, RowOp::Put(..));
                 match (was, now) {
                     (false, true) => rows += 1,

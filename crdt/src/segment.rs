@@ -208,12 +208,12 @@ impl Live {
     }
 
     /// The current value of a map row.
-    pub fn get(&self, key: &SegmentKey, row_key: &str) -> Option<Row> {
+    pub fn get(&self, row_key: &str) -> Option<Row> {
         let doc = self.doc().ok()?;
         let obj = doc.rows_obj.as_ref()?;
         match doc.doc.get(obj, row_key).ok()?? {
             (Value::Scalar(v), _) => match v.as_ref() {
-                ScalarValue::Bytes(b) => Row::decode(key.table, b).ok(),
+                ScalarValue::Bytes(b) => Row::decode(self.key.table, b).ok(),
                 _ => None,
             },
             _ => None,
@@ -223,13 +223,8 @@ impl Live {
     /// Commits `ops` (already validated by the caller) as one change authored by the writer.
     /// Returns the raw change bytes; an error, with nothing committed, if the document cannot
     /// be brought up to date first.
-    pub fn commit(
-        &mut self,
-        key: &SegmentKey,
-        at_ms: i64,
-        ops: &[RowOp],
-    ) -> Result<Vec<u8>, ApplyError> {
-        let shape = key.table.shape();
+    pub fn commit(&mut self, at_ms: i64, ops: &[RowOp]) -> Result<Vec<u8>, ApplyError> {
+        let shape = self.key.table.shape();
         // Our own changes sent back to us may be pending; commit after them.
         self.doc()?;
         let Doc { doc, rows_obj } = self.doc.get_mut();
@@ -285,15 +280,11 @@ impl Live {
 
     /// Checks a run of received changes that continues this document, and returns their row
     /// effects and the cursor after them. Nothing is applied.
-    pub fn check(
-        &self,
-        key: &SegmentKey,
-        changes: &[Change],
-    ) -> Result<(Vec<RowOp>, Cursor), ApplyError> {
+    pub fn check(&self, changes: &[Change]) -> Result<(Vec<RowOp>, Cursor), ApplyError> {
         let mut cursor = self.cursor.clone();
         let mut out = Vec::new();
         for change in changes {
-            check_change(key, &mut cursor, change, &mut out)?;
+            check_change(&self.key, &mut cursor, change, &mut out)?;
         }
         Ok((out, cursor))
     }
@@ -308,9 +299,9 @@ impl Live {
     }
 
     /// All rows of the document, in list order (log) or key order (map).
-    pub fn all_rows(&self, key: &SegmentKey) -> Result<KeyedRows, ApplyError> {
+    pub fn all_rows(&self) -> Result<KeyedRows, ApplyError> {
         let doc = self.doc()?;
-        read_rows(key, &doc.doc, doc.rows_obj.as_ref(), 0)
+        read_rows(&self.key, &doc.doc, doc.rows_obj.as_ref(), 0)
     }
 }
 
@@ -373,7 +364,7 @@ pub(crate) fn check_snapshot(
             "root must hold exactly `rows`",
         ));
     }
-    let rows = live.all_rows(key)?;
+    let rows = live.all_rows()?;
     if rows.len() as u64 != head.head.rows {
         return Err(ApplyError::mismatch(
             key,
