@@ -1022,14 +1022,25 @@ impl Chain {
         anchor: TrustAnchor,
         records: impl IntoIterator<Item = &'a SignedRecord>,
     ) -> Result<Chain, RebuildError> {
+        Ok(Chain::replay(anchor, records)?.0)
+    }
+
+    /// [`Chain::rebuild`] that also returns every record verified, in order, for the views
+    /// folded from them (users, revocations).
+    pub fn replay<'a>(
+        anchor: TrustAnchor,
+        records: impl IntoIterator<Item = &'a SignedRecord>,
+    ) -> Result<(Chain, Vec<Verified<SignedRecord>>), RebuildError> {
         let mut chain = Chain::new(anchor);
+        let mut verified = Vec::new();
         for (index, record) in records.into_iter().enumerate() {
-            let verified = chain
+            let record = chain
                 .verify(record)
                 .map_err(|source| RebuildError { index, source })?;
-            chain.advance(verified.proof);
+            chain.advance(&record.proof);
+            verified.push(record);
         }
-        Ok(chain)
+        Ok((chain, verified))
     }
 
     /// The cluster this chain belongs to.
@@ -1168,7 +1179,7 @@ impl Chain {
                 record: Box::new(verified.value),
             });
         }
-        self.advance(verified.proof);
+        self.advance(&verified.proof);
         Ok(())
     }
 
@@ -1210,15 +1221,15 @@ impl Chain {
         }
     }
 
-    fn advance(&mut self, proof: Proof) {
+    fn advance(&mut self, proof: &Proof) {
         self.last_version += 1;
         self.last_hash = proof.hash;
-        match proof.effect {
+        match &proof.effect {
             Effect::None => {}
-            Effect::Roster(roster) => self.roster = roster,
+            Effect::Roster(roster) => self.roster = roster.clone(),
             Effect::Handover { epoch, leader } => {
-                self.epoch = epoch;
-                self.leader = leader;
+                self.epoch = *epoch;
+                self.leader = *leader;
             }
         }
     }
@@ -1518,6 +1529,11 @@ mod tests {
         records.push(user);
         let rebuilt = Chain::rebuild(anchor(), &records).expect("stored records verify");
         assert_eq!(rebuilt, chain);
+        let (replayed, verified) =
+            Chain::replay(anchor(), &records).expect("stored records verify");
+        assert_eq!(replayed, chain);
+        let verified: Vec<SignedRecord> = verified.into_iter().map(Verified::into_inner).collect();
+        assert_eq!(verified, records);
     }
 
     #[test]

@@ -297,19 +297,7 @@ pub fn access(store: &Store) -> anyhow::Result<Access> {
     let Some(anchor) = store.anchor()? else {
         return Ok(Access::default());
     };
-    let mut chain = meshward_crdt::mastered::Chain::new(anchor);
-    let mut verified = Vec::new();
-    for (index, record) in store.mastered_records()?.iter().enumerate() {
-        let check = |chain: &meshward_crdt::mastered::Chain| {
-            chain
-                .verify(record)
-                .with_context(|| format!("stored mastered record {index} no longer verifies"))
-        };
-        verified.push(check(&chain)?);
-        chain
-            .apply(check(&chain)?)
-            .map_err(|e| anyhow::anyhow!("stored mastered record {index}: {e}"))?;
-    }
+    let (_, verified) = meshward_crdt::mastered::Chain::replay(anchor, &store.mastered_records()?)?;
     Ok(Access {
         users: Users::fold(&verified)?,
         revoked: Revoked::fold(&verified)?,
