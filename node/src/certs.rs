@@ -18,7 +18,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::io::Read as _;
 use std::path::Path;
 use std::str::FromStr;
 
@@ -248,15 +247,9 @@ pub fn load_ca_file(path: &Path) -> Result<Vec<Vec<u8>>, CaFileError> {
         path: shown.clone(),
         source,
     };
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .map_err(read)?
-        .take(MAX_CA_FILE + 1)
-        .read_to_end(&mut bytes)
-        .map_err(read)?;
-    if bytes.len() as u64 > MAX_CA_FILE {
+    let Some(bytes) = crate::disk::read_at_most(path, MAX_CA_FILE).map_err(read)? else {
         return Err(CaFileError::TooLarge { path: shown });
-    }
+    };
     parse_ca_pem(&bytes).map_err(|reason| CaFileError::Invalid {
         path: shown,
         reason,

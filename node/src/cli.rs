@@ -1013,15 +1013,14 @@ fn parse_peers(peers: &[String]) -> anyhow::Result<BTreeSet<WriterId>> {
         .map_err(anyhow::Error::msg)
 }
 
-/// Reads a file, refusing one larger than `max` before reading it.
+/// Reads a file of at most `max` bytes; a larger one is refused, naming the file.
 pub(crate) fn read_bounded(path: &std::path::Path, max: usize) -> anyhow::Result<Vec<u8>> {
-    let len = std::fs::metadata(path)
+    match crate::disk::read_at_most(path, max as u64)
         .with_context(|| format!("reading {}", path.display()))?
-        .len();
-    if len > max as u64 {
-        bail!("{} is {len} bytes; the limit is {max}", path.display());
+    {
+        Some(bytes) => Ok(bytes),
+        None => bail!("{} is over the limit of {max} bytes", path.display()),
     }
-    std::fs::read(path).with_context(|| format!("reading {}", path.display()))
 }
 
 /// `meshward config …`

@@ -53,18 +53,17 @@ impl NodeConfig {
     /// Reads `DATA/meshward.toml`; a missing file is the default config.
     pub fn load(data: &Path) -> anyhow::Result<NodeConfig> {
         let path = data.join(CONFIG_FILE);
-        let len = match std::fs::metadata(&path) {
-            Ok(m) => m.len(),
+        let bytes = match crate::disk::read_at_most(&path, MAX_CONFIG_FILE) {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => anyhow::bail!(
+                "{} is over the limit of {MAX_CONFIG_FILE} bytes",
+                path.display()
+            ),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(NodeConfig::default()),
             Err(e) => anyhow::bail!("reading {}: {e}", path.display()),
         };
-        anyhow::ensure!(
-            len <= MAX_CONFIG_FILE,
-            "{} is {len} bytes; the limit is {MAX_CONFIG_FILE}",
-            path.display()
-        );
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| anyhow::anyhow!("{} is not UTF-8 text", path.display()))?;
         NodeConfig::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
     }
 
@@ -176,6 +175,26 @@ mod tests {
         let uncommented = include_str!("../../meshward.example.toml").replace("# admin-", "admin-");
         let config = NodeConfig::parse(&uncommented).unwrap();
         assert_eq!(config.admin_limits(), AdminLimits::default());
+    }
+
+    #[test]
+    fn a_missing_file_is_the_default_and_a_bad_one_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(NodeConfig::load(dir.path()).unwrap(), NodeConfig::default());
+        let path = dir.path().join(CONFIG_FILE);
+        for (bytes, want) in [
+            (
+                vec![b'#'; MAX_CONFIG_FILE as usize + 1],
+                "over the limit of 65536 bytes",
+            ),
+            (vec![0xff, 0xfe], "is not UTF-8 text"),
+            (b"no-such-key = 1".to_vec(), "no-such-key"),
+        ] {
+            std::fs::write(&path, bytes).unwrap();
+            let err = format!("{:#}", NodeConfig::load(dir.path()).unwrap_err());
+            assert!(err.contains(&path.display().to_string()), "{err}");
+            assert!(err.contains(want), "{err}");
+        }
     }
 
     #[test]

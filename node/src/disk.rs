@@ -1,4 +1,5 @@
-//! The store's file on disk: redb's file backend, with a full disk named clearly.
+//! Files on disk: redb's file backend, with a full disk named clearly, and bounded reads of
+//! the small files a node is given (MEK, licence, bundles, CA chains, config).
 //!
 //! redb reports a full disk as its raw I/O error ("No space left on device"), wrapped in
 //! whichever operation hit it. Every redb file the node writes (the store, a restore's new
@@ -11,8 +12,8 @@
 //! [`open_database_watched`] remembers that a write was refused for a full disk, so a
 //! long-lived owner (the daemon) knows to reopen the store, whichever code path wrote.
 
-use std::fs::OpenOptions;
-use std::io;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -37,6 +38,18 @@ impl DiskWatch {
             self.0.store(true, Ordering::Release);
         }
     }
+}
+
+/// Reads `path` if it holds at most `max` bytes; `Ok(None)` if it holds more. The read goes
+/// through [`Read::take`], so a file that grows while read, a FIFO or a device (whose size
+/// reads as 0) cannot make it read more than `max + 1` bytes. A regular file is read into one
+/// allocation of its size, so reading a secret leaves no partial copy in freed memory.
+pub fn read_at_most(path: &Path, max: u64) -> io::Result<Option<Vec<u8>>> {
+    let file = File::open(path)?;
+    let size = file.metadata()?.len().min(max);
+    let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0).saturating_add(1));
+    file.take(max.saturating_add(1)).read_to_end(&mut bytes)?;
+    Ok((bytes.len() as u64 <= max).then_some(bytes))
 }
 
 /// redb's file backend for a file in `dir`; a full disk becomes [`disk_full`]'s error.
@@ -155,6 +168,19 @@ impl StorageBackend for DataFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bounded_read_stops_after_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, [7u8; 100]).unwrap();
+        assert_eq!(read_at_most(&path, 100).unwrap(), Some(vec![7u8; 100]));
+        assert_eq!(read_at_most(&path, 99).unwrap(), None);
+        // A device whose size reads as 0 and that never ends.
+        assert_eq!(read_at_most(Path::new("/dev/zero"), 4096).unwrap(), None);
+        let missing = read_at_most(&dir.path().join("missing"), 10).unwrap_err();
+        assert_eq!(missing.kind(), io::ErrorKind::NotFound);
+    }
 
     #[test]
     fn only_a_full_disk_is_renamed() {

@@ -99,11 +99,11 @@ impl Mek {
             path: path.display().to_string(),
             reason,
         };
-        let len = std::fs::metadata(path).map_err(io)?.len();
-        if len > MAX_MEK_FILE {
-            return Err(bad("larger than 4 KiB"));
-        }
-        let bytes = Zeroizing::new(std::fs::read(path).map_err(io)?);
+        let bytes = Zeroizing::new(
+            crate::disk::read_at_most(path, MAX_MEK_FILE)
+                .map_err(io)?
+                .ok_or_else(|| bad("larger than 4 KiB"))?,
+        );
         let text = std::str::from_utf8(&bytes).map_err(|_| bad("not UTF-8 text"))?;
         let mut lines = text
             .lines()
@@ -277,6 +277,9 @@ mod tests {
         }
         std::fs::write(&path, vec![b'0'; 5000]).unwrap();
         assert!(Mek::load(&path).unwrap_err().to_string().contains("4 KiB"));
+        // A device that never ends (its size reads as 0) is read only past the limit.
+        let endless = Mek::load(Path::new("/dev/zero")).unwrap_err();
+        assert!(endless.to_string().contains("4 KiB"), "{endless}");
         let missing = Mek::load(&dir.path().join("absent")).unwrap_err();
         assert!(matches!(missing, MekError::Io { .. }));
     }

@@ -14,6 +14,8 @@ use serde::Deserialize;
 
 /// Shortest failover retry interval (a zero interval would retry forever at one instant).
 const MIN_RETRY: Duration = Duration::from_millis(10);
+/// Largest scenario file read (the shipped ones are under 4 KiB).
+pub const MAX_SCENARIO_FILE: u64 = 1024 * 1024;
 
 /// A scenario: nodes, network, writes and faults.
 #[derive(Clone, Debug, Deserialize)]
@@ -388,8 +390,16 @@ impl Scenario {
 
     /// Reads and parses a scenario file.
     pub fn load(path: &Path) -> anyhow::Result<Scenario> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading scenario {}", path.display()))?;
+        let Some(bytes) = meshward_node::disk::read_at_most(path, MAX_SCENARIO_FILE)
+            .with_context(|| format!("reading scenario {}", path.display()))?
+        else {
+            bail!(
+                "scenario {} is over the limit of {MAX_SCENARIO_FILE} bytes",
+                path.display()
+            );
+        };
+        let text = String::from_utf8(bytes)
+            .map_err(|_| anyhow::anyhow!("scenario {} is not UTF-8 text", path.display()))?;
         Scenario::parse(&text).with_context(|| format!("in scenario {}", path.display()))
     }
 
@@ -614,6 +624,23 @@ mod tests {
             ))
             .is_err()
         );
+    }
+
+    #[test]
+    fn a_scenario_file_is_bounded_and_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.toml");
+        for (bytes, want) in [
+            (vec![b'#'; MAX_SCENARIO_FILE as usize + 1], "over the limit"),
+            (vec![0xff, 0xfe], "not UTF-8 text"),
+            (b"nodes = 2\n".to_vec(), "parsing the scenario"),
+        ] {
+            std::fs::write(&path, bytes).unwrap();
+            let err = format!("{:#}", Scenario::load(&path).unwrap_err());
+            assert!(err.contains(want), "{err}");
+        }
+        let err = format!("{:#}", Scenario::load(Path::new("/dev/zero")).unwrap_err());
+        assert!(err.contains("over the limit"), "{err}");
     }
 
     #[test]
