@@ -33,11 +33,13 @@
 //! compressed with zstd and decoded under size bounds.
 //!
 //! # Mastered records
-//! Written by the leader only; see [`mastered`]: signed, versioned, epoch-fenced records.
+//! Written by the leader only; see [`mastered`]: signed, versioned, epoch-fenced records, and
+//! [`fork`] for which of two chains that both verify a node keeps.
 
 #![deny(missing_docs)]
 
 mod error;
+pub mod fork;
 mod id;
 pub mod mastered;
 mod replica;

@@ -31,25 +31,32 @@
 //! # Hand-over
 //!
 //! Leadership moves only through a `Handover` record with a [`Handover`] payload naming
-//! `next_epoch = epoch + 1` and a `next_leader` that is in the current roster. The hand-over
-//! record itself belongs to the *current* epoch (it is the last record of that epoch) and is
-//! accepted when either
+//! `next_epoch = epoch + 1` and a `next_leader` that is another member of the current roster
+//! (never the current leader itself: [`VerifyError::HandoverToSelf`]). The hand-over record
+//! belongs to the *current* epoch (it is the last record of that epoch). Every hand-over
+//! carries [`Endorsement`]s from a strict majority of the current roster, the next leader's
+//! own among them, so nobody is made leader without its consent and no epoch starts without a
+//! majority. Each endorsement signs the [`Candidacy`] tuple `(cluster, next_epoch,
+//! next_leader, prev version, prev hash)`: it supports one candidate at one point of the
+//! chain, cannot be reused later, and a member gives at most one per epoch (the node persists
+//! its vote before answering). It is signed by
 //!
-//! - it is signed by the current leader (planned hand-over, `ha demote --to`), or
-//! - it is signed by `next_leader` and carries [`Endorsement`]s from a strict majority of the
-//!   current roster (unplanned failover). Each endorsement signs the [`Candidacy`] tuple
-//!   `(cluster, next_epoch, next_leader, prev version, prev hash)`, so it endorses one
-//!   candidate at one point of the chain and cannot be reused later. A candidate that wants to
-//!   count itself includes its own endorsement.
+//! - the current leader (planned hand-over, `ha demote --to`, `ha failback`), or
+//! - `next_leader` itself (unplanned failover, `ha failover`).
+//!
+//! The one exception is the forced failover of a two-node pair (`ha failover --force`): signed
+//! by the candidate, carrying only its own endorsement, marked `forced`.
 //!
 //! Once the hand-over is applied, the epoch is `next_epoch` and only `next_leader` may sign;
 //! records of the old epoch are stale. A minority side of a partition cannot gather a
-//! majority, so it cannot start a second leader. A `Roster` record replaces the roster, which
-//! is what majorities are counted against.
+//! majority, so it cannot start a second leader; nor can a former leader that signs again
+//! from an old copy of its data (it would need a majority that already endorsed someone else
+//! for that epoch). A `Roster` record replaces the roster, which is what majorities are
+//! counted against.
 //!
-//! This module does not choose between two forks when partitions heal (DESIGN §6: the higher
-//! `(epoch, leader key)` wins and the loser's writes are kept for review); it only refuses the
-//! record that does not extend its own chain, and the caller decides.
+//! Choosing between two chains that both verify (two sides of a partition that meet, or a
+//! leader that signed two continuations) is [`crate::fork`]'s job; this module only refuses
+//! the record that does not extend its own chain.
 //!
 //! # Encoding
 //!
@@ -534,7 +541,24 @@ impl Chain {
         anchor: TrustAnchor,
         records: impl IntoIterator<Item = &'a SignedRecord>,
     ) -> Result<Chain, RebuildError> {
-        Ok(Chain::replay(anchor, records)?.0)
+        Chain::new(anchor).extended(records, 0)
+    }
+
+    /// This chain advanced by `records`, its next records in order; fails at the first that
+    /// does not verify, naming its position as `offset` + its index among `records`.
+    pub fn extended<'a>(
+        mut self,
+        records: impl IntoIterator<Item = &'a SignedRecord>,
+        offset: usize,
+    ) -> Result<Chain, RebuildError> {
+        for (index, record) in records.into_iter().enumerate() {
+            let record = self.verify(record).map_err(|source| RebuildError {
+                index: offset + index,
+                source,
+            })?;
+            self.advance(&record.proof);
+        }
+        Ok(self)
     }
 
     /// [`Chain::rebuild`] that also returns every record verified, in order, for the views
@@ -759,6 +783,11 @@ impl Chain {
                 next_leader: handover.next_leader,
             });
         }
+        if handover.next_leader == self.leader {
+            return Err(VerifyError::HandoverToSelf {
+                leader: self.leader,
+            });
+        }
         let planned = signer == self.leader;
         if !planned && signer != handover.next_leader {
             return Err(VerifyError::UnknownSigner {
@@ -781,14 +810,22 @@ impl Chain {
             }
         }
         let forced_pair = handover.forced
+            && !planned
             && self.roster.members.len() == 2
             && endorsers.len() == 1
             && endorsers.contains(&signer);
-        if !planned && !forced_pair && endorsers.len() < self.roster.majority() {
-            return Err(VerifyError::NoMajority {
-                got: endorsers.len(),
-                need: self.roster.majority(),
-            });
+        if !forced_pair {
+            if !endorsers.contains(&handover.next_leader) {
+                return Err(VerifyError::NotAccepted {
+                    next_leader: handover.next_leader,
+                });
+            }
+            if endorsers.len() < self.roster.majority() {
+                return Err(VerifyError::NoMajority {
+                    got: endorsers.len(),
+                    need: self.roster.majority(),
+                });
+            }
         }
         let candidacy = self.candidacy(handover.next_leader);
         for endorsement in &handover.endorsements {

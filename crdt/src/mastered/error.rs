@@ -9,7 +9,7 @@ use super::{ClusterId, RecordHash, RecordKind, SignedRecord, hex_prefix};
 /// Checks run in the order of the variants below, with two exceptions: a hand-over signed by
 /// someone other than the leader is refused as `UnknownSigner` only after its payload parsed
 /// (it may be signed by its candidate), and endorsement membership is checked before the
-/// majority count, endorsement signatures after.
+/// consent and majority checks, endorsement signatures after.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum VerifyError {
     /// The payload is longer than [`MAX_PAYLOAD_BYTES`]; checked before anything else, so no
@@ -152,12 +152,33 @@ pub enum VerifyError {
         /// The named next leader.
         next_leader: [u8; 32],
     },
-    /// A failover hand-over (signed by the candidate, not the current leader) carries
-    /// endorsements from fewer than a strict majority of the roster. Chain state is
-    /// unchanged.
+    /// A hand-over names the current leader as the next leader: leadership can only move to
+    /// another member. Chain state is unchanged.
     #[error(
-        "failover hand-over is endorsed by {got} roster members but needs {need}, a strict \
-         majority; collect more endorsements, or hand over from the current leader"
+        "hand-over names the current leader {} as the next leader; a hand-over names another \
+         roster member: drop it",
+        hex_prefix(.leader)
+    )]
+    HandoverToSelf {
+        /// The current leader.
+        leader: [u8; 32],
+    },
+    /// A hand-over (other than a forced failover of a pair) lacks the next leader's own
+    /// endorsement: nobody is made leader without its consent. Chain state is unchanged.
+    #[error(
+        "hand-over to {} lacks that node's own endorsement; ask it to endorse the candidacy \
+         (it must be connected and at the same chain position)",
+        hex_prefix(.next_leader)
+    )]
+    NotAccepted {
+        /// The named next leader.
+        next_leader: [u8; 32],
+    },
+    /// A hand-over (planned or failover; only a forced failover of a pair is exempt) carries
+    /// endorsements from fewer than a strict majority of the roster. Chain state is unchanged.
+    #[error(
+        "hand-over is endorsed by {got} roster members but needs {need}, a strict majority; \
+         every hand-over needs a majority: reconnect more members and try again"
     )]
     NoMajority {
         /// Distinct roster members endorsing.

@@ -109,7 +109,7 @@ fn rebuild_from_stored_records_reaches_the_same_state() {
     let handover = chain.sign_next(
         &key(1),
         RecordKind::Handover,
-        handover_payload(2, 2, vec![]),
+        handover_payload(2, 2, endorse(&chain, 2, [1, 2, 3])),
     );
     accept(&mut chain, &handover);
     records.push(handover);
@@ -442,7 +442,7 @@ fn planned_handover_moves_leadership_to_the_named_node() {
     let handover = chain.sign_next(
         &key(1),
         RecordKind::Handover,
-        handover_payload(2, 3, vec![]),
+        handover_payload(2, 3, endorse(&chain, 3, [1, 3, 4])),
     );
     accept(&mut chain, &handover);
     assert_eq!(
@@ -455,12 +455,64 @@ fn planned_handover_moves_leadership_to_the_named_node() {
 }
 
 #[test]
+fn a_planned_handover_needs_a_majority_with_the_next_leaders_consent_and_names_another_node() {
+    let (chain, _) = started();
+    let planned = |endorsements| {
+        chain.sign_next(
+            &key(1),
+            RecordKind::Handover,
+            handover_payload(2, 3, endorsements),
+        )
+    };
+    // The old rule: the leader alone could hand over, with no endorsement at all.
+    assert_eq!(
+        refuse(&chain, &planned(vec![])),
+        VerifyError::NotAccepted { next_leader: pk(3) }
+    );
+    // A majority that leaves out the next leader: it never agreed to lead.
+    assert_eq!(
+        refuse(&chain, &planned(endorse(&chain, 3, [1, 2, 4]))),
+        VerifyError::NotAccepted { next_leader: pk(3) }
+    );
+    // The next leader and the leader, 2 of 5: no majority.
+    assert_eq!(
+        refuse(&chain, &planned(endorse(&chain, 3, [1, 3]))),
+        VerifyError::NoMajority { got: 2, need: 3 }
+    );
+    // To itself, even with a majority: leadership can only move to another member.
+    let to_self = chain.sign_next(
+        &key(1),
+        RecordKind::Handover,
+        handover_payload(2, 1, endorse(&chain, 1, [1, 2, 3])),
+    );
+    assert_eq!(
+        refuse(&chain, &to_self),
+        VerifyError::HandoverToSelf { leader: pk(1) }
+    );
+    // Nor can a follower "fail over" to the current leader.
+    let follower = chain.sign_next(
+        &key(2),
+        RecordKind::Handover,
+        handover_payload(2, 1, endorse(&chain, 1, [1, 2, 3])),
+    );
+    assert_eq!(
+        refuse(&chain, &follower),
+        VerifyError::HandoverToSelf { leader: pk(1) }
+    );
+    assert!(
+        chain
+            .verify(&planned(endorse(&chain, 3, [1, 3, 5])))
+            .is_ok()
+    );
+}
+
+#[test]
 fn refuses_older_epoch_record_after_a_handover() {
     let (mut chain, _) = started();
     let handover = chain.sign_next(
         &key(1),
         RecordKind::Handover,
-        handover_payload(2, 3, vec![]),
+        handover_payload(2, 3, endorse(&chain, 3, [1, 3, 4])),
     );
     accept(&mut chain, &handover);
     // The old leader keeps writing in its epoch, correctly chained.
@@ -532,7 +584,7 @@ fn minority_failover_is_refused() {
     );
     assert_eq!(
         refuse(&chain, &bare),
-        VerifyError::NoMajority { got: 0, need: 3 }
+        VerifyError::NotAccepted { next_leader: pk(3) }
     );
 }
 
@@ -787,13 +839,19 @@ fn candidate(chain: &Chain, shape: u8, pick: u8, payload: Vec<u8>) -> SignedReco
             chain.sign_next(&key(1), kind, payload)
         }
         1 => chain.sign_next(&key(1), RecordKind::Roster, roster(1..=member).encode()),
-        2 => chain.sign_next(
-            &key(1),
-            RecordKind::Handover,
-            handover_payload(2, member, vec![]),
-        ),
+        2 => {
+            let next = 2 + pick % 4;
+            let third = if next == 5 { 2 } else { next + 1 };
+            let endorsements = endorse(chain, next, [1, next, third]);
+            chain.sign_next(
+                &key(1),
+                RecordKind::Handover,
+                handover_payload(2, next, endorsements),
+            )
+        }
         _ => {
-            let endorsers = (0..3u8).map(|i| 1 + (pick % 5 + i) % 5);
+            let member = 2 + pick % 4;
+            let endorsers = (0..3u8).map(|i| 1 + (member - 1 + i) % 5);
             let endorsements = endorse(chain, member, endorsers);
             chain.sign_next(
                 &key(member),
@@ -863,7 +921,12 @@ proptest! {
             prop_assert!(chain.verify(&signer).is_err(), "signer swap accepted");
         }
         let resigned_by_other = resigned(&record, other_signer, |_| {});
-        if resigned_by_other.signer != record.signer {
+        // A hand-over endorsed by a majority, its next leader included, is valid signed by
+        // the leader (planned) or by that next leader (failover): both may sign it.
+        let next_leader_may_sign = record.record.kind == RecordKind::Handover
+            && Handover::decode(&record.record.payload)
+                .is_ok_and(|h| h.next_leader == pk(other_signer));
+        if resigned_by_other.signer != record.signer && !next_leader_may_sign {
             prop_assert!(
                 chain.verify(&resigned_by_other).is_err(),
                 "re-signed by a non-leader accepted"
