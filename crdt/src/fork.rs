@@ -112,6 +112,8 @@ pub struct ForkChoice {
     pub theirs: Branch,
     /// Double signatures the two branches prove.
     pub equivocations: Vec<Equivocation>,
+    /// The verified state at the tip of the kept chain.
+    pub chain: Chain,
 }
 
 /// Why [`choose`] could not compare two chains.
@@ -147,12 +149,17 @@ pub fn choose(
         } else {
             Keep::Ours
         };
+        let chain = match keep {
+            Keep::Ours => our_tip,
+            Keep::Theirs => their_tip,
+        };
         return Ok(ForkChoice {
             common,
             keep,
             ours: Branch::STAYED,
             theirs: Branch::STAYED,
             equivocations: Vec::new(),
+            chain,
         });
     }
     let our_exit = exit(&base, &ours[common..]);
@@ -196,12 +203,17 @@ pub fn choose(
             }
         }
     };
+    let chain = match keep {
+        Keep::Ours => our_tip,
+        Keep::Theirs => their_tip,
+    };
     Ok(ForkChoice {
         common,
         keep,
         ours: ours_branch,
         theirs: theirs_branch,
         equivocations,
+        chain,
     })
 }
 

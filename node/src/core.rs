@@ -52,8 +52,11 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use tracing::{debug, warn};
 
+mod election;
+mod fork;
 mod ha;
 
+pub use fork::MAX_LOSERS;
 pub use ha::{MAX_PASSWORD, MAX_USER};
 
 /// Time in milliseconds on the caller's clock (wall clock in the daemon, virtual in the
@@ -184,6 +187,14 @@ pub enum Input {
         /// Break-glass for a two-node pair: take over without the other node.
         force: bool,
     },
+    /// `ha demote --to`, `ha failback`: as the leader, hand leadership to `next` once a
+    /// majority of the roster, `next` included, endorsed it. Answered by [`Output::Done`].
+    Handover {
+        /// Caller's token.
+        token: u64,
+        /// The next leader.
+        next: WriterId,
+    },
     /// `ha make-standalone`: on a follower, ask the leader to remove this node; on the leader
     /// with `node`, remove that node. Answered by [`Output::Done`].
     Leave {
@@ -233,7 +244,8 @@ pub enum Output {
     },
     /// Records of a competing chain that lost to ours: keep them for review.
     Superseded(Vec<SignedRecord>),
-    /// The result of an [`Input::Master`], [`Input::Failover`], [`Input::Leave`] or
+    /// The result of an [`Input::Master`], [`Input::Failover`], [`Input::Handover`],
+    /// [`Input::Leave`] or
     /// [`Input::Password`]: the mastered version written, or why not.
     Done {
         /// The caller's token.
@@ -403,6 +415,11 @@ pub struct CoreCounters {
     pub mastered_forks: u64,
     /// Times our mastered chain was replaced by a winning competing chain.
     pub chain_switches: u64,
+    /// Double signatures proven when two chains met: a leader that signed two records at one
+    /// version, or a member that endorsed two candidates for one epoch.
+    pub equivocations: u64,
+    /// Records dropped because they belong to a branch that already lost to ours.
+    pub losers_dropped: u64,
     /// Endorsements given to failover candidates.
     pub endorsements_given: u64,
     /// Endorsement requests refused.
@@ -453,8 +470,10 @@ pub struct Core {
     asks: BTreeMap<u64, ha::Pending>,
     /// The endorsement this node gave last: (epoch, candidate), durable.
     vote: Option<(u64, WriterId)>,
-    /// A failover this node runs as candidate.
-    failover: Option<ha::Failover>,
+    /// An election this node runs (a failover as candidate, a hand-over as leader).
+    election: Option<election::Election>,
+    /// Records of branches that lost to ours.
+    losers: fork::Losers,
     /// Whether a chain fetch (fork resolution) is in flight.
     chain_fetch: Option<Millis>,
     /// When the transport stops admitting a node that just left (see [`ha`]).
@@ -488,7 +507,8 @@ impl Core {
             mastered: None,
             asks: BTreeMap::new(),
             vote: None,
-            failover: None,
+            election: None,
+            losers: fork::Losers::default(),
             chain_fetch: None,
             release_at: None,
             held: false,
@@ -662,6 +682,7 @@ impl Core {
                 self.outbox.push(Output::Done { token, result });
             }
             Input::Failover { token, force } => self.failover(now, token, force),
+            Input::Handover { token, next } => self.handover(now, token, next),
             Input::Leave { token, node } => self.leave(now, token, node),
             Input::Password {
                 token,
@@ -881,6 +902,10 @@ impl Core {
         }
         if version <= last {
             if m.records.get(version as usize - 1) != Some(&record) {
+                if self.known_loser(&record) {
+                    self.counters.losers_dropped += 1;
+                    return Taken::Held;
+                }
                 self.counters.mastered_forks += 1;
                 warn!(peer = %from, version, "mastered record differs from ours (competing leader)");
                 self.fetch_chain(now, from);
@@ -1216,6 +1241,18 @@ pub enum Ask {
         user: String,
         /// The new password.
         password: Secret,
+    },
+    /// (From the leader) endorse `next_leader` to lead `next_epoch`, at this chain position:
+    /// a planned hand-over.
+    EndorseHandover {
+        /// The node the leader hands over to.
+        next_leader: [u8; 32],
+        /// The epoch it would lead.
+        next_epoch: u64,
+        /// The leader's last mastered version.
+        prev_version: u64,
+        /// The hash of that record.
+        prev_hash: [u8; 32],
     },
 }
 

@@ -752,6 +752,12 @@ impl Node {
         use crate::ha::{HaCmd, PasswordCmd};
         Ok(match command {
             Command::Ha(HaCmd::Failover { force }) => Input::Failover { token, force },
+            Command::Ha(cmd @ (HaCmd::Demote { .. } | HaCmd::Failback)) => {
+                let chain = self.core.chain().context("this node is not in a cluster")?;
+                let primary = self.store.anchor()?.map(|a| a.genesis_leader);
+                let next = WriterId(crate::ha::handover_target(chain, primary, &cmd)?);
+                Input::Handover { token, next }
+            }
             Command::Ha(HaCmd::MakeStandalone { node }) => {
                 let node = match node {
                     None => None,

@@ -9,6 +9,7 @@ use std::sync::LazyLock;
 use std::time::{Duration, UNIX_EPOCH};
 
 use ed25519_dalek::SigningKey;
+use meshward_crdt::fork::{self, Keep};
 use meshward_crdt::mastered::{
     Chain, Endorsement, Handover, Member, RecordKind, Roster, SignedRecord, TrustAnchor,
 };
@@ -104,6 +105,79 @@ pub fn mastered_bundle(data: &[u8]) {
     if let Ok(store) = Store::in_memory() {
         let _ = crate::roster::import(&store, data);
     }
+}
+
+/// Two mastered chains (a postcard pair of lists of encoded records) compared by the fork
+/// choice both ways round: the two calls must agree on the common prefix, on each branch's
+/// standing and, when the standings differ, on the winner; the kept chain's state must be the
+/// one its records rebuild.
+pub fn fork_choice(data: &[u8]) {
+    let Some((ours, theirs)) = fork_chains(data) else {
+        return;
+    };
+    let (Ok(x), Ok(y)) = (
+        fork::choose(anchor(), &ours, &theirs),
+        fork::choose(anchor(), &theirs, &ours),
+    ) else {
+        return;
+    };
+    assert_eq!(x.common, y.common, "the common prefix depends on the order");
+    assert_eq!(
+        (x.ours, x.theirs),
+        (y.theirs, y.ours),
+        "standings depend on the order"
+    );
+    if x.ours != x.theirs {
+        assert_eq!(
+            x.keep == Keep::Ours,
+            y.keep == Keep::Theirs,
+            "the winner depends on the order"
+        );
+    }
+    let kept = match x.keep {
+        Keep::Ours => &ours,
+        Keep::Theirs => &theirs,
+    };
+    assert_eq!(
+        Chain::rebuild(anchor(), kept).ok().as_ref(),
+        Some(&x.chain),
+        "the kept state is not the kept chain's"
+    );
+}
+
+/// The two record lists of a [`fork_choice`] input, if every record decodes.
+fn fork_chains(data: &[u8]) -> Option<(Vec<SignedRecord>, Vec<SignedRecord>)> {
+    let (a, b): (Vec<Vec<u8>>, Vec<Vec<u8>>) = postcard::from_bytes(data).ok()?;
+    let decode = |list: Vec<Vec<u8>>| {
+        list.iter()
+            .map(|r| SignedRecord::decode(r).ok())
+            .collect::<Option<Vec<_>>>()
+    };
+    Some((decode(a)?, decode(b)?))
+}
+
+/// [`fork_choice`] inputs: the history against a branch where key(1) signed another record
+/// instead of its hand-over (both ways round), and against a prefix of itself.
+fn fork_seeds(history: &[SignedRecord]) -> Vec<Vec<u8>> {
+    let before = history.len() - 2;
+    let mut chain = Chain::rebuild(anchor(), &history[..before]).expect("the history verifies");
+    let mut branch = history[..before].to_vec();
+    for payload in [b"x".to_vec(), b"y".to_vec()] {
+        let record = chain.sign_next(&key(1), RecordKind::Config, payload);
+        if let Ok(v) = chain.verify(&record) {
+            let _ = chain.apply(v);
+        }
+        branch.push(record);
+    }
+    let encode = |a: &[SignedRecord], b: &[SignedRecord]| {
+        let list = |r: &[SignedRecord]| r.iter().map(SignedRecord::encode).collect::<Vec<_>>();
+        postcard::to_stdvec(&(list(a), list(b))).expect("postcard encodes into a Vec")
+    };
+    vec![
+        encode(history, &branch),
+        encode(&branch, history),
+        encode(history, &history[..before]),
+    ]
 }
 
 /// The node core's wire inputs: a gossip envelope, a request (an ask) and a reply from an
@@ -568,16 +642,6 @@ pub fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
             vec![
                 genesis.encode(),
                 next(RecordKind::Roster, second_roster().encode()),
-                next(
-                    RecordKind::Handover,
-                    Handover {
-                        next_epoch: 2,
-                        next_leader: leader,
-                        endorsements: vec![Endorsement::sign(&key(1), &chain.candidacy(leader))],
-                        forced: false,
-                    }
-                    .encode(),
-                ),
                 next(RecordKind::User, user_changes()[0].encode().1),
             ],
         ),
@@ -588,6 +652,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
                 bundle.clone(),
             ],
         ),
+        ("fork_choice", fork_seeds(&history)),
         (
             "core_inputs",
             vec![
@@ -678,7 +743,8 @@ fn user_changes() -> Vec<UserChange> {
 }
 
 /// A whole mastered chain from [`genesis`]: user changes, a roster change adding key(3), a
-/// certificate revocation, a hand-over to key(3) endorsed by it, and a record of key(3) as the
+/// certificate revocation, a hand-over to key(3) endorsed by both members, and a record of
+/// key(3) as the
 /// epoch-2 leader.
 fn history() -> Vec<SignedRecord> {
     let (mut chain, genesis) = genesis();
@@ -700,11 +766,14 @@ fn history() -> Vec<SignedRecord> {
     );
     append(&mut chain, &key(1), serial().revocation());
     let next_leader = key(3).verifying_key().to_bytes();
-    let endorsement = Endorsement::sign(&key(3), &chain.candidacy(next_leader));
+    let candidacy = chain.candidacy(next_leader);
     let handover = Handover {
         next_epoch: 2,
         next_leader,
-        endorsements: vec![endorsement],
+        endorsements: vec![
+            Endorsement::sign(&key(1), &candidacy),
+            Endorsement::sign(&key(3), &candidacy),
+        ],
         forced: false,
     };
     append(
@@ -871,6 +940,7 @@ mod tests {
             "sync_message" => sync_message,
             "mastered_record" => mastered_record,
             "mastered_bundle" => mastered_bundle,
+            "fork_choice" => fork_choice,
             "core_inputs" => core_inputs,
             "audit_record" => audit_records,
             "backup_archive" => backup_archive,
@@ -909,6 +979,11 @@ mod tests {
                     on_empty.is_ok() || on_genesis.is_ok(),
                     &format!("verifies on no chain: {on_empty:?}, {on_genesis:?}"),
                 )
+            }
+            "fork_choice" => {
+                let (ours, theirs) = fork_chains(seed).ok_or("records do not decode")?;
+                let choice = fork::choose(anchor(), &ours, &theirs).map_err(|e| e.to_string())?;
+                check(choice.common > 0, "no common genesis")
             }
             "mastered_bundle" => {
                 let records = MasteredBundle::decode(seed)
@@ -1085,6 +1160,7 @@ mod tests {
             sync_message(&data);
             mastered_record(&data);
             mastered_bundle(&data);
+            fork_choice(&data);
             core_inputs(&data);
             audit_records(&data);
             backup_archive(&data);

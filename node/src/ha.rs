@@ -6,11 +6,12 @@
 //! primary that handed leadership away is **demoted**; a node that left the cluster (or was
 //! never part of one) is **inactive**; a member the running node cannot reach is **failed**.
 //!
-//! Planned hand-over (`ha demote --to`, `ha failback`) is a leader write and works with or
-//! without a running daemon. `ha failover`, `ha make-standalone` on a follower and
-//! `password change` on a follower talk to other nodes, so they need the running node; the
-//! daemon answers them when the core is done ([`crate::core::Output::Done`]). Every HA
-//! command and its outcome is appended to `DATA/ha-commands.log`.
+//! Every change of leader needs endorsements from a majority of the members, the next leader
+//! included: planned hand-over (`ha demote --to`, `ha failback`, on the leader) and `ha
+//! failover` (on a follower) therefore talk to other nodes and need the running node, as do
+//! `ha make-standalone` on a follower and `password change` on a follower; the daemon answers
+//! them when the core is done ([`crate::core::Output::Done`]). Every HA command and its
+//! outcome is appended to `DATA/ha-commands.log`.
 
 use std::io::Write as _;
 use std::path::Path;
@@ -18,12 +19,11 @@ use std::path::Path;
 use anyhow::{Context as _, bail};
 use clap::Subcommand;
 use meshward_crdt::WriterId;
-use meshward_crdt::mastered::{Chain, Handover, RecordKind};
+use meshward_crdt::mastered::Chain;
 use serde_json::json;
 
 use crate::cli::{Backend, Global, emit};
 use crate::cluster_config::ClusterConfig;
-use crate::roster::leader_address;
 
 /// File name of the HA command log in the data directory.
 pub const HA_LOG: &str = "ha-commands.log";
@@ -78,8 +78,12 @@ pub fn is_async(cmd: &crate::cli::Command) -> bool {
     use crate::cli::Command;
     matches!(
         cmd,
-        Command::Ha(HaCmd::Failover { .. } | HaCmd::MakeStandalone { .. })
-            | Command::Password(PasswordCmd::Change { .. })
+        Command::Ha(
+            HaCmd::Demote { .. }
+                | HaCmd::Failback
+                | HaCmd::Failover { .. }
+                | HaCmd::MakeStandalone { .. }
+        ) | Command::Password(PasswordCmd::Change { .. })
     )
 }
 
@@ -109,33 +113,10 @@ fn run_ha_inner(
     backend: &mut dyn Backend,
     out: &mut dyn std::io::Write,
 ) -> anyhow::Result<String> {
-    let store = backend.store()?;
-    let chain = crate::roster::chain(store)?.context(
+    crate::roster::chain(backend.store()?)?.context(
         "this node is not part of a cluster; run `meshward init` or `meshward join` first",
     )?;
-    let me = store.identity()?.writer();
-    let primary = store.anchor()?.map(|a| a.genesis_leader);
-    let (next, what) = match cmd {
-        HaCmd::Demote { to } => {
-            let next = resolve_member(&chain, &to)?;
-            if next == chain.leader() {
-                bail!("{to} already leads epoch {}", chain.epoch());
-            }
-            (next, "planned hand-over")
-        }
-        HaCmd::Failback => {
-            let primary = primary.context("no trust anchor")?;
-            if chain.leader() == primary {
-                bail!(
-                    "the primary already leads (epoch {}): nothing to fail back",
-                    chain.epoch()
-                );
-            }
-            if !chain.roster().contains(&primary) {
-                bail!("the primary is no longer in the roster; use `meshward ha demote --to NODE`");
-            }
-            (primary, "failback to the primary")
-        }
+    match cmd {
         HaCmd::Superseded => {
             let records = backend.store()?.superseded()?;
             let rows: Vec<serde_json::Value> = records
@@ -161,40 +142,42 @@ fn run_ha_inner(
                 .collect::<Vec<_>>()
                 .join("\n");
             emit(g, out, json!(rows), &text)?;
-            return Ok(format!("{} superseded records", records.len()));
+            Ok(format!("{} superseded records", records.len()))
         }
+        HaCmd::Demote { .. } | HaCmd::Failback => bail!(
+            "a hand-over needs endorsements from a majority of the members, the next leader \
+             included: start the node with `meshward run` first"
+        ),
         HaCmd::Failover { .. } | HaCmd::MakeStandalone { .. } => {
             bail!("this command talks to other nodes: start the node with `meshward run` first")
         }
-    };
-    if chain.leader() != me.0 {
-        bail!(
-            "only the leader hands over leadership; the leader is {} (epoch {}): run this on it",
-            leader_address(&chain),
-            chain.epoch()
-        );
     }
-    let payload = Handover {
-        next_epoch: chain.epoch() + 1,
-        next_leader: next,
-        endorsements: Vec::new(),
-        forced: false,
+}
+
+/// The node a planned hand-over goes to: `ha demote --to NODE`, or the primary for
+/// `ha failback`. The core checks the rest (leader only, another member, a majority).
+pub fn handover_target(
+    chain: &Chain,
+    primary: Option<[u8; 32]>,
+    cmd: &HaCmd,
+) -> anyhow::Result<[u8; 32]> {
+    match cmd {
+        HaCmd::Demote { to } => resolve_member(chain, to),
+        HaCmd::Failback => {
+            let primary = primary.context("no trust anchor")?;
+            if chain.leader() == primary {
+                bail!(
+                    "the primary already leads (epoch {}): nothing to fail back",
+                    chain.epoch()
+                );
+            }
+            if !chain.roster().contains(&primary) {
+                bail!("the primary is no longer in the roster; use `meshward ha demote --to NODE`");
+            }
+            Ok(primary)
+        }
+        _ => bail!("not a hand-over"),
     }
-    .encode();
-    let version = backend.master(RecordKind::Handover, payload)?;
-    let name = member_name(&chain, &next);
-    let message = format!(
-        "{what}: {name} leads epoch {} (mastered version {version}); this node is now a follower",
-        chain.epoch() + 1
-    );
-    emit(
-        g,
-        out,
-        json!({"leader": hex::encode(next), "address": name, "epoch": chain.epoch() + 1,
-               "version": version}),
-        &message,
-    )?;
-    Ok(message)
 }
 
 /// `meshward password list`.
