@@ -495,8 +495,14 @@ fn forged_rolled_back_and_older_epoch_mastered_records_are_refused_by_a_running_
     let _serial = serial();
     let root = tempfile::tempdir().unwrap();
     let nodes = cluster(root.path(), 2).unwrap();
-    // Node 0 hands leadership to node 1 (epoch 2) before the daemons start.
-    cli(&nodes[0].0, &["ha", "demote", "--to", "node1.test"]).unwrap();
+    // Node 0 hands leadership to node 1 (epoch 2), endorsed by both.
+    let daemons = start(&nodes);
+    cli(&daemons[0].data, &["ha", "demote", "--to", "node1.test"]).unwrap();
+    wait_for(CONVERGE, || {
+        all_led_by(&daemons.iter().collect::<Vec<_>>(), 2, "node1.test")
+    })
+    .unwrap();
+    drop(daemons);
     let (key0, anchor, records) = {
         let store = Store::open(&nodes[0].0).unwrap();
         let records = store.mastered_records().unwrap();
@@ -563,4 +569,181 @@ fn forged_rolled_back_and_older_epoch_mastered_records_are_refused_by_a_running_
         assert_eq!(status["mastered"]["version"], 2, "{what}");
         assert_eq!(status["ha"]["epoch"], 2, "{what}");
     }
+}
+
+/// Whether `user` holds `grant` on the node at `data`.
+fn has_grant(data: &Path, user: &str, grant: &str) -> anyhow::Result<bool> {
+    let users: serde_json::Value = serde_json::from_str(&cli(data, &["user", "list", "--json"])?)?;
+    Ok(users
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|u| u["name"] == user)
+        .flat_map(|u| u["grants"].as_array().cloned().unwrap_or_default())
+        .any(|g| g == grant))
+}
+
+fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        if entry.file_type()?.is_file() {
+            std::fs::copy(entry.path(), to.join(entry.file_name()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Issue 12's two attacks by a former leader: restarted from an old copy of its own data
+/// directory, it writes in its old epoch and hands over to another node offline, or imports
+/// a chain of hand-overs to itself; neither is accepted, nobody adopts its branch, and the
+/// grant the new leader took back stays taken.
+#[test]
+fn a_former_leader_restarted_from_an_old_copy_of_its_data_cannot_roll_the_chain_back() {
+    use meshward_crdt::mastered::{Chain, Endorsement, Handover, RecordKind};
+    use meshward_node::roster::MasteredBundle;
+    use meshward_node::store::Store;
+
+    let _serial = serial();
+    let root = tempfile::tempdir().unwrap();
+    let nodes = cluster(root.path(), 3).unwrap();
+    let mut daemons = start(&nodes);
+    cli(&daemons[0].data, &["user", "create", "alice"]).unwrap();
+    cli(&daemons[0].data, &["user", "grant", "alice", "root"]).unwrap();
+    wait_for(CONVERGE, || {
+        Ok(daemons
+            .iter()
+            .all(|d| has_grant(&d.data, "alice", "root").unwrap_or(false)))
+    })
+    .unwrap();
+    // The real hand-over goes to the member with the lower key, and the attacker hands over to
+    // the higher one: fork choice by the tips' (epoch, leader key), as before this fix, picks
+    // the attacker's chain.
+    let (real, other) = if nodes[1].1 < nodes[2].1 {
+        (1, 2)
+    } else {
+        (2, 1)
+    };
+    let real_name = format!("node{real}.test");
+    let other_name = format!("node{other}.test");
+
+    // The operator's old copy of node 0's data, taken while it led epoch 1.
+    let data0 = daemons.remove(0).kill(libc::SIGTERM);
+    let old = root.path().join("old-copy-of-node0");
+    copy_dir(&data0, &old).unwrap();
+    let peers: Vec<_> = daemons
+        .iter()
+        .map(|d| d.listen_addr().unwrap().unwrap())
+        .collect();
+    daemons.insert(0, Daemon::start(&data0, &peers).unwrap());
+    wait_for(CONVERGE, || {
+        let status = daemons[0].status()?;
+        let peers = status["mesh"]["peers"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        Ok(peers.values().filter(|p| p["connected"] == true).count() == 2)
+    })
+    .expect("node 0 reconnects to both members");
+    cli(&daemons[0].data, &["ha", "demote", "--to", &real_name]).unwrap();
+    wait_for(CONVERGE, || {
+        all_led_by(&daemons.iter().collect::<Vec<_>>(), 2, &real_name)
+    })
+    .expect("every node follows the hand-over");
+    cli(&daemons[real].data, &["user", "revoke", "alice", "root"]).unwrap();
+    wait_for(CONVERGE, || {
+        Ok(daemons
+            .iter()
+            .all(|d| !has_grant(&d.data, "alice", "root").unwrap_or(true)))
+    })
+    .unwrap();
+    let version = daemons[real].status().unwrap()["mastered"]["version"].clone();
+
+    // Node 0 is restarted from the old copy and, offline, writes in its old epoch and tries to
+    // hand over to the other node.
+    daemons.remove(0).kill(libc::SIGTERM);
+    std::fs::remove_dir_all(&data0).unwrap();
+    std::fs::rename(&old, &data0).unwrap();
+    cli(&data0, &["config", "set", "managed.site", "rolled-back"]).unwrap();
+    let err = cli(&data0, &["ha", "demote", "--to", &other_name]).unwrap_err();
+    assert!(format!("{err:#}").contains("majority"), "{err:#}");
+    // Nor can it import a chain of hand-overs to itself (epochs 2 to 12).
+    let (key0, anchor, mut records) = {
+        let store = Store::open(&data0).unwrap();
+        (
+            store.identity().unwrap().key,
+            store.anchor().unwrap().unwrap(),
+            store.mastered_records().unwrap(),
+        )
+    };
+    let mut chain = Chain::rebuild(anchor, &records).unwrap();
+    let held = records.len();
+    for _ in 0..11 {
+        let me = key0.verifying_key().to_bytes();
+        let candidacy = chain.candidacy(me);
+        let payload = Handover {
+            next_epoch: candidacy.next_epoch,
+            next_leader: me,
+            endorsements: vec![Endorsement::sign(&key0, &candidacy)],
+            forced: false,
+        }
+        .encode();
+        let record = chain.sign_next(&key0, RecordKind::Handover, payload);
+        // Advance by hand: the rules this test checks refuse the record.
+        chain = Chain::rebuild(anchor, records.iter().chain([&record]))
+            .unwrap_or_else(|_| chain.clone());
+        records.push(record);
+    }
+    let bundle = MasteredBundle {
+        cluster: anchor.cluster.0,
+        genesis_leader: anchor.genesis_leader,
+        records: records.iter().map(|r| r.encode()).collect(),
+    };
+    let file = root.path().join("selfish.bundle");
+    std::fs::write(&file, bundle.encode()).unwrap();
+    let err = cli(&data0, &["mastered", "import", file.to_str().unwrap()]).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("names another roster member"),
+        "{err:#}"
+    );
+    let restored = Store::open(&data0).unwrap().mastered_records().unwrap();
+    assert_eq!(restored.len(), held, "the import wrote nothing");
+
+    // Back on the mesh: nobody takes its branch; it takes the one the majority followed.
+    daemons.insert(0, Daemon::start(&data0, &peers).unwrap());
+    wait_for(CONVERGE, || {
+        all_led_by(&daemons.iter().collect::<Vec<_>>(), 2, &real_name)
+    })
+    .unwrap_or_else(|e| {
+        panic!(
+            "the cluster did not keep the real chain: {e:#}\n{}\n{}",
+            daemons[0].log_tail(30),
+            daemons[other].log_tail(30)
+        )
+    });
+    wait_for(CONVERGE, || {
+        Ok(daemons[0].status()?["mastered"]["version"] == version)
+    })
+    .expect("the restored node takes the real chain");
+    for d in &daemons {
+        assert!(
+            !has_grant(&d.data, "alice", "root").unwrap(),
+            "root came back"
+        );
+        assert_eq!(d.status().unwrap()["mastered"]["version"], version);
+        let site = cli(&d.data, &["config", "get", "managed.site"]).unwrap_or_default();
+        assert!(!site.contains("rolled-back"), "{site}");
+    }
+    let reported: u64 = daemons
+        .iter()
+        .map(|d| {
+            d.status().unwrap()["mesh"]["core"]["equivocations"]
+                .as_u64()
+                .unwrap_or(0)
+        })
+        .sum();
+    assert!(reported >= 1, "the double signature is reported");
+    let superseded = cli(&daemons[0].data, &["ha", "superseded", "--json"]).unwrap();
+    let superseded: serde_json::Value = serde_json::from_str(&superseded).unwrap();
+    assert_eq!(superseded[0]["kind"], "config", "{superseded}");
 }
