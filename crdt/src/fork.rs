@@ -188,8 +188,8 @@ pub fn choose(
             epoch: x.candidacy.next_epoch,
         }));
     }
-    let ours_branch = branch(&base, our_exit.as_ref(), &double);
-    let theirs_branch = branch(&base, their_exit.as_ref(), &double);
+    let ours_branch = branch_of(&base, our_exit.as_ref(), &double);
+    let theirs_branch = branch_of(&base, their_exit.as_ref(), &double);
     let keep = match ours_branch.cmp(&theirs_branch) {
         Ordering::Greater => Keep::Ours,
         Ordering::Less => Keep::Theirs,
@@ -215,6 +215,13 @@ pub fn choose(
         equivocations,
         chain,
     })
+}
+
+/// How `branch` (records verified from `base`, in order) left `base`'s epoch, counting every
+/// endorser of the fork point's roster (no other branch to find double voters in). An oracle
+/// uses it: a branch of standing [`Standing::Majority`] must never be superseded.
+pub fn standing(base: &Chain, branch: &[SignedRecord]) -> Standing {
+    branch_of(base, exit(base, branch).as_ref(), &BTreeSet::new()).standing
 }
 
 /// The first hand-over out of the fork point's epoch in a branch.
@@ -253,7 +260,7 @@ impl Branch {
     };
 }
 
-fn branch(base: &Chain, exit: Option<&Exit>, double: &BTreeSet<[u8; 32]>) -> Branch {
+fn branch_of(base: &Chain, exit: Option<&Exit>, double: &BTreeSet<[u8; 32]>) -> Branch {
     let Some(exit) = exit else {
         return Branch::STAYED;
     };

@@ -235,6 +235,10 @@ pub fn emulate(
             }
             FaultKind::Heal {} => steps.push((f.at, Step::Heal)),
             FaultKind::Skew { .. } => unsupported.push("skew"),
+            FaultKind::Snapshot { .. } => unsupported.push("snapshot"),
+            FaultKind::Restore { .. } => unsupported.push("restore"),
+            FaultKind::Master { .. } => unsupported.push("master"),
+            FaultKind::Demote { .. } => unsupported.push("demote"),
             FaultKind::Failover { node, retry } => {
                 failovers.push(Failover {
                     node: *node as u32,

@@ -1,13 +1,18 @@
-//! The leadership oracle: never two leaders in one epoch.
+//! The leadership oracles: never two leaders in one epoch, and never a rolled-back chain.
 //!
 //! Each node's stored mastered chain is replayed from its trust anchor with the real
 //! [`Chain`] verification: epoch 1 is led by the anchor's genesis leader, and every hand-over
 //! record names the leader of the next epoch. The leaders every node's chain names are merged
 //! per epoch; an epoch with two is a split brain (two sides that each elected a leader, or a
 //! node that endorsed two candidates). A stored chain that no longer verifies is a failure too.
+//!
+//! A chain is rolled back when a node gives up records that left an epoch by a hand-over a
+//! majority endorsed: whatever a majority followed must stay. [`rolled_back`] checks each
+//! chain a node replaces (the simulator calls it before it stores the adopted chain).
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use meshward_crdt::fork::{self, Standing};
 use meshward_crdt::mastered::{Chain, SignedRecord, TrustAnchor};
 
 /// A public key: the leader of an epoch.
@@ -95,6 +100,32 @@ pub fn two_leaders(leaders: &Leaders) -> Vec<String> {
         .collect()
 }
 
+/// A failure if `superseded` (the records a node gives up, after `kept` from genesis) left the
+/// epoch at the fork point by a hand-over a majority of that point's roster endorsed.
+pub fn rolled_back(
+    anchor: TrustAnchor,
+    kept: &[SignedRecord],
+    superseded: &[SignedRecord],
+) -> Option<String> {
+    let base = match Chain::rebuild(anchor, kept) {
+        Ok(base) => base,
+        Err(e) => return Some(format!("the kept chain does not verify: {e}")),
+    };
+    let base_after = base.clone();
+    if base_after.extended(superseded, kept.len()).is_err() {
+        return None;
+    }
+    (fork::standing(&base, superseded) == Standing::Majority).then(|| {
+        format!(
+            "rolled back: versions {}..={} superseded, though they left epoch {} by a hand-over \
+             a majority endorsed",
+            kept.len() + 1,
+            kept.len() + superseded.len(),
+            base.epoch()
+        )
+    })
+}
+
 fn hex8(key: &Key) -> String {
     key[..4].iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -175,6 +206,48 @@ mod tests {
         let split = two_leaders(&leaders);
         assert_eq!(split.len(), 1, "{split:?}");
         assert!(split[0].starts_with("epoch 2 has 2 leaders"), "{split:?}");
+    }
+
+    #[test]
+    fn a_chain_of_hand_overs_from_a_node_to_itself_does_not_verify() {
+        // Issue 12's second attack: node 0 hands over to itself, epoch after epoch.
+        let mut a = chain_electing(1, &[1, 2]);
+        a.truncate(1);
+        let chain = Chain::rebuild(anchor(), &a).unwrap();
+        let me = key(0).verifying_key().to_bytes();
+        let candidacy = chain.candidacy(me);
+        let handover = Handover {
+            next_epoch: 2,
+            next_leader: me,
+            endorsements: vec![Endorsement::sign(&key(0), &candidacy)],
+            forced: false,
+        };
+        a.push(chain.sign_next(&key(0), RecordKind::Handover, handover.encode()));
+        let (_, failures) = leaders_per_epoch([(0, anchor(), &a[..])]);
+        assert_eq!(failures.len(), 1, "{failures:?}");
+        assert!(
+            failures[0].contains("another roster member"),
+            "{failures:?}"
+        );
+    }
+
+    #[test]
+    fn giving_up_a_majority_hand_over_is_a_rollback_and_giving_up_a_minority_leaders_records_is_not()
+     {
+        let elected = chain_electing(1, &[1, 2]);
+        // A node that held the election and replaces it by node 0's later records.
+        let failure = rolled_back(anchor(), &elected[..1], &elected[1..]);
+        assert!(
+            failure
+                .as_deref()
+                .is_some_and(|f| f.starts_with("rolled back")),
+            "{failure:?}"
+        );
+        // Node 0's own epoch-1 records, given up for the majority's election: not a rollback.
+        let mut chain = Chain::rebuild(anchor(), &elected[..1]).unwrap();
+        let stale = chain.sign_next(&key(0), RecordKind::Config, b"x".to_vec());
+        chain.apply(chain.verify(&stale).unwrap()).unwrap();
+        assert_eq!(rolled_back(anchor(), &elected[..1], &[stale]), None);
     }
 
     #[test]

@@ -111,6 +111,12 @@ pub struct Oracles {
     pub commits_missing_on_live_nodes: u64,
     /// Commits held only by nodes that are down at the end (durable in their stores).
     pub commits_only_on_down_nodes: u64,
+    /// Chains a node gave up although a majority-endorsed hand-over left an epoch on them.
+    pub rollbacks: u64,
+    /// Times a live node replaced its mastered chain by a competing one that won.
+    pub chain_switches: u64,
+    /// Double signatures live nodes proved when chains met (the core's counter).
+    pub equivocations: u64,
     /// Leader epochs seen in the nodes' verified mastered chains.
     pub epochs_seen: u64,
     /// The leaders (node indices) of each epoch, over every node's verified chain: one per
@@ -120,6 +126,19 @@ pub struct Oracles {
     pub nodes_by_last_epoch: BTreeMap<u64, u64>,
     /// Everything that failed; empty on success.
     pub failures: Vec<String>,
+}
+
+/// A `master` or `demote` fault: what was asked, and the core's answer.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct LeaderOp {
+    /// `master` or `demote`.
+    pub kind: String,
+    /// The node it ran on.
+    pub node: u32,
+    /// When it was asked.
+    pub at: Micros,
+    /// The mastered version written, or why not (None: no answer, e.g. the node crashed).
+    pub result: Option<Result<u64, String>>,
 }
 
 /// Everything measured during a run.
@@ -195,6 +214,8 @@ pub struct Metrics {
     pub live_nodes: u64,
     /// Failovers asked for, in order.
     pub failovers: Vec<Failover>,
+    /// Mastered writes and planned hand-overs asked for (`master`, `demote` faults), in order.
+    pub leader_ops: Vec<LeaderOp>,
     /// Oracle results.
     pub oracles: Oracles,
     /// Errors from inside the run.
@@ -336,6 +357,7 @@ impl Metrics {
             },
             "faults": { "requested": self.faults_requested, "fired": self.faults_fired },
             "failovers": self.failovers.iter().map(Failover::summary).collect::<Vec<_>>(),
+            "leader_ops": self.leader_ops,
             "oracles": self.oracles,
         })
     }

@@ -355,6 +355,32 @@ pub enum FaultKind {
         #[serde(default = "default_retry", with = "humantime_serde")]
         retry: Duration,
     },
+    /// Keep a copy of the nodes' stores as they are now (one copy per node; a later snapshot
+    /// replaces it): the operator's backup of a data directory.
+    Snapshot {
+        /// Which.
+        nodes: Nodes,
+    },
+    /// Stop the nodes and start them again from their snapshot: a node restarted from an old
+    /// copy of its data, which forgets every record and vote it made since.
+    Restore {
+        /// Which.
+        nodes: Nodes,
+    },
+    /// A mastered write on `node` (`meshward config set`): applied if it leads the epoch its
+    /// chain is in, refused otherwise; the report lists the answer.
+    Master {
+        /// The writer.
+        node: usize,
+    },
+    /// `meshward ha demote --to TO` on `node`: a planned hand-over, signed once a majority, `to`
+    /// included, endorsed it; the report lists the answer.
+    Demote {
+        /// The leader.
+        node: usize,
+        /// The next leader.
+        to: usize,
+    },
     /// Set the clock offset of nodes (from now on they read virtual time + `offset-ms`).
     Skew {
         /// Which.
@@ -376,6 +402,10 @@ impl FaultKind {
             FaultKind::RollingRestart { .. } => "rolling-restart",
             FaultKind::Failover { .. } => "failover",
             FaultKind::Skew { .. } => "skew",
+            FaultKind::Snapshot { .. } => "snapshot",
+            FaultKind::Restore { .. } => "restore",
+            FaultKind::Master { .. } => "master",
+            FaultKind::Demote { .. } => "demote",
         }
     }
 }
@@ -483,8 +513,24 @@ impl Scenario {
                 FaultKind::Crash { nodes }
                 | FaultKind::Restart { nodes }
                 | FaultKind::RollingRestart { nodes, .. }
-                | FaultKind::Skew { nodes, .. } => {
+                | FaultKind::Skew { nodes, .. }
+                | FaultKind::Snapshot { nodes }
+                | FaultKind::Restore { nodes } => {
                     nodes.resolve(n)?;
+                }
+                FaultKind::Master { node } => ensure!(
+                    *node < n,
+                    "master names node {node}; the scenario has {n} nodes (0..{n})"
+                ),
+                FaultKind::Demote { node, to } => {
+                    ensure!(
+                        *node < n && *to < n,
+                        "demote names nodes {node} and {to}; the scenario has {n} nodes (0..{n})"
+                    );
+                    ensure!(
+                        node != to,
+                        "demote hands over to another node, not to {to} itself"
+                    );
                 }
             }
         }

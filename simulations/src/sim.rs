@@ -126,6 +126,10 @@ struct SimNode {
     /// The failover input in flight on it: its token and its failover (index into
     /// `metrics.failovers`).
     failover: Option<(u64, usize)>,
+    /// `master` and `demote` inputs in flight: token → index into `metrics.leader_ops`.
+    leader_ops: BTreeMap<u64, usize>,
+    /// The copy of its store a `snapshot` fault took (a backup snapshot's bytes).
+    snapshot: Option<Vec<u8>>,
 }
 
 #[derive(Debug)]
@@ -288,6 +292,8 @@ impl Sim {
                 held: BTreeMap::new(),
                 crashed_at: None,
                 failover: None,
+                leader_ops: BTreeMap::new(),
+                snapshot: None,
             });
         }
         let mut sim = Sim {

@@ -225,3 +225,27 @@ fn dissemination_1000_reaches_every_node() {
     let summary = run("dissemination-1000");
     assert_eq!(summary["messages"]["delivery_percent"], 100.0);
 }
+
+#[test]
+fn a_former_leader_restored_from_an_old_copy_never_wins_and_takes_the_majoritys_chain() {
+    let summary = run("former-leader");
+    let ops = summary["leader_ops"].as_array().expect("leader ops");
+    let answer = |i: usize| ops[i]["result"].clone();
+    // Before the cut: node 0 writes, hands over to node 1 with a majority, node 1 writes.
+    for op in &ops[..3] {
+        assert!(op["result"].get("Ok").is_some(), "{op}");
+    }
+    // From the old copy, cut off: its write lands in its own chain only, and no hand-over
+    // can be made without the next leader.
+    assert!(answer(3).get("Ok").is_some(), "{}", ops[3]);
+    let refused = answer(4)["Err"].as_str().unwrap_or_default().to_string();
+    assert!(refused.contains("not connected"), "{}", ops[4]);
+    let oracles = &summary["oracles"];
+    assert_eq!(oracles["rollbacks"], 0);
+    // Node 0 alone gave up its branch; the double signature at version 2 was seen.
+    assert_eq!(oracles["chain_switches"], 1, "{oracles}");
+    assert!(oracles["equivocations"].as_u64() >= Some(1), "{oracles}");
+    assert_eq!(oracles["epochs_seen"], 2);
+    assert_eq!(oracles["nodes_by_last_epoch"]["2"], 5, "{oracles}");
+    assert_eq!(oracles["leaders_by_epoch"]["2"], serde_json::json!([1]));
+}

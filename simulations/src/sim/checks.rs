@@ -85,6 +85,8 @@ impl Sim {
                     "node {i}: the tracked heads differ from the replica's digest (simulator bug)"
                 ));
             }
+            o.chain_switches += core.counters().chain_switches;
+            o.equivocations += core.counters().equivocations;
             *digests.entry(d.fingerprint()).or_insert(0u64) += 1;
             let r = core.replica().rows(TableId::Events)?.len() as u64;
             *rows.entry(r).or_insert(0u64) += 1;

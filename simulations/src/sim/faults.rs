@@ -1,11 +1,15 @@
 //! Scheduled faults: partitions, heals, flaps, crashes, restarts, skew and failovers.
 
+use anyhow::Context as _;
 use meshward_crdt::WriterId;
-use meshward_crdt::mastered::Chain;
+use meshward_crdt::mastered::{Chain, RecordKind};
+use meshward_node::backup::{read_snapshot, write_snapshot};
+use meshward_node::cluster_config::ConfigChange;
 use meshward_node::core::{Core, Input};
+use meshward_node::store::Store;
 
 use super::{Ev, Sim, Via};
-use crate::report::Failover;
+use crate::report::{Failover, LeaderOp};
 use crate::scenario::FaultKind;
 
 impl Sim {
@@ -94,6 +98,39 @@ impl Sim {
                 self.pending_faults += 1;
                 self.push(self.now, Ev::Failover(record));
             }
+            FaultKind::Snapshot { nodes } => {
+                for i in nodes.resolve(n)? {
+                    let mut copy = Vec::new();
+                    write_snapshot(self.nodes[i].store.db(), &mut copy, &mut |_| {})
+                        .context("taking a snapshot of a store")?;
+                    self.nodes[i].snapshot = Some(copy);
+                    self.fired("snapshot");
+                }
+            }
+            FaultKind::Restore { nodes } => {
+                for i in nodes.resolve(n)? {
+                    self.restore(i as u32)?;
+                }
+            }
+            FaultKind::Master { node } => {
+                let payload = ConfigChange::Set {
+                    key: "managed.sim".into(),
+                    value: format!("node-{node}-at-{}us", self.now),
+                }
+                .encode();
+                self.leader_op(node as u32, "master", |token| Input::Master {
+                    token,
+                    kind: RecordKind::Config,
+                    payload,
+                })?;
+            }
+            FaultKind::Demote { node, to } => {
+                let next = self.ids[to];
+                self.leader_op(node as u32, "demote", |token| Input::Handover {
+                    token,
+                    next,
+                })?;
+            }
             FaultKind::Skew { nodes, offset_ms } => {
                 for i in nodes.resolve(n)? {
                     self.nodes[i].skew_ms = offset_ms;
@@ -102,6 +139,53 @@ impl Sim {
             }
         }
         Ok(())
+    }
+
+    /// Crashes a node and starts it again from its snapshot (the old copy of its data).
+    fn restore(&mut self, node: u32) -> anyhow::Result<()> {
+        let Some(copy) = self.nodes[node as usize].snapshot.clone() else {
+            self.metrics
+                .errors
+                .push(format!("restore: node {node} has no snapshot"));
+            return Ok(());
+        };
+        self.crash(node);
+        let store = Store::in_memory().context("creating an in-memory store")?;
+        read_snapshot(store.db(), &mut copy.as_slice()).context("restoring a snapshot")?;
+        self.nodes[node as usize].store = store;
+        self.fired("restore");
+        self.restart(node)
+    }
+
+    /// Feeds a `master` or `demote` input; the answer goes to `metrics.leader_ops`.
+    fn leader_op(
+        &mut self,
+        node: u32,
+        kind: &str,
+        input: impl FnOnce(u64) -> Input,
+    ) -> anyhow::Result<()> {
+        self.metrics.leader_ops.push(LeaderOp {
+            kind: kind.to_string(),
+            node,
+            at: self.now,
+            result: None,
+        });
+        let op = self.metrics.leader_ops.len() - 1;
+        let n = &mut self.nodes[node as usize];
+        if n.core.is_none() {
+            self.metrics.leader_ops[op].result = Some(Err("the node is down".into()));
+            return Ok(());
+        }
+        n.next_token += 1;
+        let token = n.next_token;
+        n.leader_ops.insert(token, op);
+        self.fired(kind);
+        self.feed(node, input(token), Via::Local)
+    }
+
+    /// The answer to a `master` or `demote` input.
+    pub(super) fn leader_op_done(&mut self, op: usize, result: Result<u64, String>) {
+        self.metrics.leader_ops[op].result = Some(result);
     }
 
     /// The epoch of the node's chain (0 while it is down).

@@ -9,6 +9,7 @@ use meshward_node::core::{Core, CoreConfig, Input, Output, Verdict};
 use meshward_node::roster;
 
 use super::{Channel, EPOCH_MS, Ev, Sim, Via, derive, pair};
+use crate::oracle;
 use crate::report::Reach;
 
 impl Sim {
@@ -254,15 +255,33 @@ impl Sim {
                 from,
                 records,
                 superseded,
-            } => self.nodes[node as usize]
-                .store
-                .replace_mastered(from, &records, &superseded)
-                .context("replacing the mastered chain")?,
+            } => {
+                let store = &self.nodes[node as usize].store;
+                if let Some(anchor) = store.anchor()? {
+                    let mut kept = store.mastered_records()?;
+                    kept.truncate(from.saturating_sub(1) as usize);
+                    if let Some(failure) = oracle::rolled_back(anchor, &kept, &superseded) {
+                        self.metrics.oracles.rollbacks += 1;
+                        self.metrics
+                            .errors
+                            .push(format!("node {node} at {} µs: {failure}", self.now));
+                    }
+                }
+                self.nodes[node as usize]
+                    .store
+                    .replace_mastered(from, &records, &superseded)
+                    .context("replacing the mastered chain")?
+            }
             Output::Superseded(records) => self.nodes[node as usize]
                 .store
                 .add_superseded(&records)
                 .context("keeping superseded records")?,
-            Output::Done { token, result } => self.failover_done(node, token, result),
+            Output::Done { token, result } => {
+                match self.nodes[node as usize].leader_ops.remove(&token) {
+                    Some(op) => self.leader_op_done(op, result),
+                    None => self.failover_done(node, token, result),
+                }
+            }
             // The model network admits every simulated node.
             Output::Roster(_) => {}
             Output::Applied { .. } | Output::Committed { .. } => {}
