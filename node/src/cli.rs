@@ -557,6 +557,7 @@ pub fn run(cli: Cli, backend: &mut dyn Backend, out: &mut dyn Write) -> anyhow::
                 until_ms: until,
                 kind: kind.map(|k| k.parse()).transpose()?,
                 limit,
+                after: None,
             };
             let store = backend.store()?;
             let events = store.events(&filter)?;

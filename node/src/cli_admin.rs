@@ -11,10 +11,11 @@ use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
 use serde_json::json;
 
+pub use crate::authority::{Access, access, users};
 use crate::backup::{ArchiveReader, ArchiveWriter, BackupError};
-use crate::certs::{Revoked, Serial};
+use crate::certs::Serial;
 use crate::cli::{Backend, Global};
-use crate::grants::{Grant, UserChange, UserName, Users};
+use crate::grants::{Grant, UserChange, UserName};
 use crate::mek::{MEK_FILE, Mek};
 use crate::store::{STORE_FILE, Store, StoreError, create_private_dir, create_private_file};
 
@@ -187,9 +188,9 @@ fn user_cert(
     if users(store)?.grants(&user).is_none() {
         bail!("no user {user}; create it first with `meshward user create {user}`");
     }
-    let chain = crate::cluster::require_leader(store)?;
-    let mek = crate::cluster::load_mek(&data)?;
-    let ca = crate::cluster::open_ca(store, chain.cluster(), &mek)?;
+    let chain = crate::authority::require_leader(store)?;
+    let mek = crate::authority::load_mek(&data)?;
+    let ca = crate::authority::open_ca(store, chain.cluster(), &mek)?;
     let now = std::time::SystemTime::now();
     let issued = ca.issue_client(user.as_str(), now, now + valid)?;
     create_private_dir(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -274,34 +275,6 @@ pub fn cert(
         }
     }
     Ok(())
-}
-
-/// What the admin API decides on: the users and the revoked certificate serials of the
-/// node's verified mastered chain.
-#[derive(Clone, Debug, Default)]
-pub struct Access {
-    /// Users and their grants.
-    pub users: Users,
-    /// Revoked client certificates.
-    pub revoked: Revoked,
-}
-
-/// The users view of the node's verified mastered chain (empty before any cluster).
-pub fn users(store: &Store) -> anyhow::Result<Users> {
-    Ok(access(store)?.users)
-}
-
-/// The users and revoked serials of the node's verified mastered chain (empty before any
-/// cluster).
-pub fn access(store: &Store) -> anyhow::Result<Access> {
-    let Some(anchor) = store.anchor()? else {
-        return Ok(Access::default());
-    };
-    let (_, verified) = meshward_crdt::mastered::Chain::replay(anchor, &store.mastered_records()?)?;
-    Ok(Access {
-        users: Users::fold(&verified)?,
-        revoked: Revoked::fold(&verified)?,
-    })
 }
 
 /// Runs `meshward backup`: a consistent snapshot of the store (one read transaction, so a

@@ -21,18 +21,19 @@ use std::io::Write;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
 use meshward_crdt::mastered::{Chain, Member, RecordKind, SignedRecord, TrustAnchor};
 use meshward_transport::setup::{Request, Response, SetupClient, TlsIdentity};
-use rand::RngCore as _;
 use serde_json::json;
-use sha2::{Digest as _, Sha256};
 use tracing::info;
 use zeroize::Zeroizing;
 
+use crate::authority::{
+    BUNDLE_STATE, bundle_state, ca_secret, current_licence, load_mek, open_ca, require_leader,
+};
 use crate::cli::{Backend, Global, emit, now_ms, read_bounded};
 use crate::config::NodeConfig;
 use crate::join::{
@@ -40,26 +41,20 @@ use crate::join::{
 };
 use crate::licence::{Licence, MAX_LICENCE_FILE};
 use crate::mek::Mek;
-use crate::pki::{Ca, SealedSecret};
-use crate::roster::{MasteredBundle, WriteError, leader_address};
+use crate::pki::Ca;
+use crate::roster::MasteredBundle;
 use crate::store::Store;
 
+pub use crate::authority::{
+    LISTEN_SETTING, MAX_TTL, address_host, default_listen, setup_listen, setup_port_from_settings,
+};
 pub use crate::mek::MEK_FILE;
-/// Longest (and default) joining bundle lifetime.
-pub const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
-/// The bundle certificate outlives the bundle a little, so that the leader, not TLS, says
-/// "expired" (with a clear message) for a slightly late join.
-const CERT_GRACE: Duration = Duration::from_secs(600);
 /// Store value: the node's TLS certificate (DER).
 const TLS_CERT: &str = "tls-cert";
 /// Store value: the node's TLS key (PKCS#8 DER).
 const TLS_KEY: &str = "tls-key";
 /// Store value: the cluster CA certificate (DER).
 const CA_CERT: &str = "ca-cert";
-/// Store value: the current joining bundle ([`BundleState`]).
-const BUNDLE_STATE: &str = "join-bundle";
-/// Local setting: the mesh listen address `meshward run` uses when given none.
-pub const LISTEN_SETTING: &str = "listen";
 /// How long `join` waits to resolve the leader's address.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -137,61 +132,16 @@ pub fn run_bundle(
         Some(addr) => addr.port(),
         None => setup_port_from_settings(backend.store()?)?,
     };
-    let store = backend.store()?;
-    let chain = require_leader(store)?;
-    let now = SystemTime::now();
-    match current_licence(store)? {
-        None => bail!("{}", JoinRefusal::NoLicence),
-        Some(l) if l.check_time(ms(now)).is_err() => bail!(
-            "{}",
-            JoinRefusal::LicenceExpired {
-                at_ms: l.terms.expires_at_ms
-            }
-        ),
-        Some(_) => {}
-    }
-    let mek = load_mek(&g.data)?;
-    let ca = open_ca(store, chain.cluster(), &mek)?;
-    let address = leader_address(&chain);
-    let host = address_host(&address);
-    let setup_addr = match host.parse::<IpAddr>() {
-        Ok(IpAddr::V6(ip)) => format!("[{ip}]:{setup_port}"),
-        _ => format!("{host}:{setup_port}"),
-    };
-    let mut id = [0u8; 16];
-    rand::rngs::OsRng.fill_bytes(&mut id);
-    let expires = now + ttl;
-    let client = ca.issue_client(
-        &format!("meshward joining bundle {}", hex::encode(id)),
-        now,
-        expires + CERT_GRACE,
+    let data = backend.data_dir()?;
+    let bundle = crate::authority::create_bundle(
+        backend.store()?,
+        &data,
+        setup_port,
+        ttl,
+        SystemTime::now(),
     )?;
-    let bundle = JoiningBundle {
-        id,
-        cluster: chain.cluster().0,
-        genesis_leader: store
-            .anchor()?
-            .context("the node has no trust anchor")?
-            .genesis_leader,
-        setup_addr,
-        server_name: host.to_string(),
-        ca_cert: ca.cert.clone(),
-        client_cert: client.cert.clone(),
-        client_key: client.key.to_vec(),
-        expires_at_ms: ms(expires),
-    };
     write_private(&path, &Zeroizing::new(bundle.encode()))?;
-    let state = BundleState {
-        id,
-        cert: Sha256::digest(&client.cert).into(),
-        expires_at_ms: ms(expires),
-        used_by: None,
-    };
-    if let Err(e) = store.set_blobs(&[(BUNDLE_STATE, postcard::to_allocvec(&state)?.as_slice())]) {
-        let _ = std::fs::remove_file(&path);
-        return Err(e.into());
-    }
-    info!(bundle = %hex::encode(&id[..4]), "joining bundle created");
+    let id = bundle.id;
     emit(
         g,
         out,
@@ -544,31 +494,6 @@ pub fn tls_identity(store: &Store) -> anyhow::Result<Option<TlsIdentity>> {
     Ok(Some(TlsIdentity { cert, key, ca }))
 }
 
-/// The setup endpoint's address: the mesh listen address with the next port (port 0 stays 0:
-/// any free port).
-pub fn setup_listen(mesh: SocketAddr) -> SocketAddr {
-    let port = match mesh.port() {
-        0 => 0,
-        p => p.checked_add(1).unwrap_or(0),
-    };
-    SocketAddr::new(mesh.ip(), port)
-}
-
-/// The host part of a node address (`HOST`, `HOST:PORT`, `IP`, `IP:PORT` or `[IPv6]:PORT`).
-pub fn address_host(address: &str) -> &str {
-    if address.parse::<SocketAddr>().is_ok() {
-        let ip = &address[..address.rfind(':').unwrap_or(address.len())];
-        return ip.trim_start_matches('[').trim_end_matches(']');
-    }
-    if address.parse::<IpAddr>().is_ok() {
-        return address;
-    }
-    match address.rsplit_once(':') {
-        Some((host, port)) if port.parse::<u16>().is_ok() => host,
-        _ => address,
-    }
-}
-
 /// Checks a node address: its form, and that its host is (or resolves to) a local address.
 pub fn check_address(address: &str) -> anyhow::Result<()> {
     if address.is_empty()
@@ -630,93 +555,6 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_millis(n.saturating_mul(ms)))
 }
 
-/// The installed licence: the payload of the last `Licence` record.
-pub fn current_licence(store: &Store) -> anyhow::Result<Option<Licence>> {
-    let Some(record) = store
-        .mastered_records()?
-        .into_iter()
-        .rev()
-        .find(|r| r.record.kind == RecordKind::Licence)
-    else {
-        return Ok(None);
-    };
-    Licence::decode(&record.record.payload)
-        .map(Some)
-        .context("the stored licence record is damaged")
-}
-
-fn setup_port_from_settings(store: &Store) -> anyhow::Result<u16> {
-    let listen: SocketAddr = store
-        .setting(LISTEN_SETTING)?
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(default_listen);
-    match setup_listen(listen).port() {
-        0 => bail!(
-            "the setup port is chosen when the node starts; start it with `meshward run` first"
-        ),
-        p => Ok(p),
-    }
-}
-
-/// Where `meshward run` listens when neither `--listen` nor the stored setting says.
-pub fn default_listen() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 7400))
-}
-
-pub(crate) fn require_leader(store: &Store) -> anyhow::Result<Chain> {
-    let chain = crate::roster::chain(store)?.ok_or(WriteError::NoCluster)?;
-    let me = store.identity()?.key.verifying_key().to_bytes();
-    if chain.leader() != me {
-        return Err(WriteError::NotLeader {
-            leader: leader_address(&chain),
-            epoch: chain.epoch(),
-        }
-        .into());
-    }
-    Ok(chain)
-}
-
-fn bundle_state(store: &Store) -> anyhow::Result<Option<BundleState>> {
-    store
-        .blob(BUNDLE_STATE)?
-        .map(|b| postcard::from_bytes(&b).context("the stored joining bundle state is damaged"))
-        .transpose()
-}
-
-pub(crate) fn load_mek(data: &Path) -> anyhow::Result<Mek> {
-    let path = data.join(MEK_FILE);
-    Mek::load(&path).with_context(|| {
-        format!(
-            "the leader needs the cluster MEK at {}; restore it from your vault",
-            path.display()
-        )
-    })
-}
-
-fn ca_secret(records: &[Vec<u8>]) -> anyhow::Result<SealedSecret> {
-    records
-        .iter()
-        .rev()
-        .filter_map(|r| SignedRecord::decode(r).ok())
-        .filter(|r| r.record.kind == RecordKind::SealedSecret)
-        .filter_map(|r| SealedSecret::decode(&r.record.payload))
-        .find(|s| s.name == crate::pki::CA_SECRET)
-        .ok_or_else(|| crate::pki::PkiError::NoCa.into())
-}
-
-pub(crate) fn open_ca(
-    store: &Store,
-    cluster: meshward_crdt::ClusterId,
-    mek: &Mek,
-) -> anyhow::Result<Ca> {
-    let records: Vec<Vec<u8>> = store
-        .mastered_records()?
-        .iter()
-        .map(SignedRecord::encode)
-        .collect();
-    Ok(Ca::open(cluster, &ca_secret(&records)?, mek)?)
-}
-
 fn refuse_initialised(data: &Path) -> anyhow::Result<()> {
     if data.join(MEK_FILE).exists() {
         bail!(
@@ -749,11 +587,6 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     file.write_all(bytes)?;
     file.sync_all()?;
     Ok(())
-}
-
-fn ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Stores a new member's TLS certificate and key, the cluster CA certificate and its mesh

@@ -11,6 +11,7 @@ pub mod admin;
 #[cfg(feature = "daemon")]
 pub mod admin_limits;
 pub mod audit;
+pub mod authority;
 pub mod backup;
 pub mod certs;
 #[cfg(feature = "daemon")]
@@ -37,6 +38,7 @@ pub mod ha;
 pub mod join;
 pub mod licence;
 pub mod mek;
+pub mod ops;
 pub mod pki;
 pub mod rate;
 pub mod roster;

@@ -183,6 +183,8 @@ pub struct EventFilter {
     pub kind: Option<meshward_crdt::EventKind>,
     /// At most this many.
     pub limit: Option<usize>,
+    /// Only events after this one (writer, segment, index): the cursor of the previous page.
+    pub after: Option<(WriterId, u32, u64)>,
 }
 
 /// The newest mastered record stored: a node never accepts anything older (fencing), and
@@ -461,8 +463,18 @@ impl Store {
         let tx = self.db.begin_read()?;
         let table = tx.open_table(EVENTS_VIEW)?;
         let prefix = filter.writer.map(|w| w.0.to_vec()).unwrap_or_default();
+        let after = filter.after.map(|(w, segment, index)| {
+            let mut key = w.0.to_vec();
+            key.extend_from_slice(&segment.to_be_bytes());
+            key.extend_from_slice(&index.to_be_bytes());
+            key
+        });
+        let start = match &after {
+            Some(key) if key.as_slice() >= prefix.as_slice() => Bound::Excluded(key.as_slice()),
+            _ => Bound::Included(prefix.as_slice()),
+        };
         let mut out = Vec::new();
-        for entry in table.range::<&[u8]>((Bound::Included(prefix.as_slice()), Bound::Unbounded))? {
+        for entry in table.range::<&[u8]>((start, Bound::Unbounded))? {
             if filter.limit.is_some_and(|l| out.len() >= l) {
                 break;
             }
@@ -770,6 +782,18 @@ impl Store {
             .open_table(SETTINGS)?
             .get(name)?
             .map(|v| v.value().to_string()))
+    }
+
+    /// Every node-only setting, by name.
+    pub fn settings(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(SETTINGS)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (k, v) = entry?;
+            out.push((k.value().to_string(), v.value().to_string()));
+        }
+        Ok(out)
     }
 
     /// A node-managed local value (never replicated), if set.
