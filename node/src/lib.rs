@@ -9,6 +9,8 @@
 #[cfg(feature = "daemon")]
 pub mod admin;
 #[cfg(feature = "daemon")]
+pub mod api;
+#[cfg(feature = "daemon")]
 pub mod admin_limits;
 pub mod audit;
 pub mod authority;

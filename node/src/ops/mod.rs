@@ -20,6 +20,7 @@ use meshward_crdt::{Op, ReplicaConfig, RowChange, WriterId};
 
 use crate::store::{Store, StoreError};
 
+pub mod access;
 mod cluster;
 mod local;
 mod shared;
