@@ -10,20 +10,10 @@
 //! deleting a user or taking a grant back cuts access on the next request, also on
 //! connections already open.
 //!
-//! Requests reach the actor through a bounded channel, like the control socket's jobs, and
-//! commands run with the same [`crate::cli::run`] on the live store and core.
-//!
-//! | endpoint | who |
-//! |---|---|
-//! | `GET /v1/status` | [`Action::ReadCluster`] (`guest:*`, `root`) |
-//! | `POST /v1/cli` `{"args": [...]}` | what [`action_for`] maps the command to |
-//! | `GET /metrics` | any user |
-//! | `GET /` (HTML status page) | [`Action::ReadCluster`] |
-//! | `GET /openapi.json` | any user |
-//!
-//! Shared data (events, fingerprints, exceptions, the audit) is not namespaced yet: it is
-//! namespace [`DATA_NAMESPACE`] for the authorizer. Request bodies are limited to
-//! [`MAX_BODY`] bytes (413 beyond) and connections to [`MAX_CONNECTIONS`] (more wait).
+//! It serves the API's router ([`crate::api`]): every request is decided by the actor with
+//! [`check`] and the table of [`crate::ops::access`]. Request bodies are limited to
+//! [`crate::api::MAX_BODY`] bytes (413 beyond) and connections to [`MAX_CONNECTIONS`] (more
+//! wait).
 //!
 //! New connections are rate-limited per client address, before the TLS handshake, and requests
 //! per user certificate, before anything else (429 beyond): see [`crate::admin_limits`]. Every limit
@@ -35,56 +25,32 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::Router;
 use axum::extract::{DefaultBodyLimit, Extension, Request, State};
-use axum::http::{StatusCode, header};
 use axum::middleware::{Next, from_fn_with_state};
-use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use clap::Parser as _;
+use axum::response::Response;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use meshward_transport::setup::TlsIdentity;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::server::WebPkiClientVerifier;
-use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
 use crate::admin_limits::{AdminLimits, Limiters};
 use crate::certs::Serial;
-use crate::cli::{AuditCmd, Cli, Command, ConfigCmd, EventCmd, ExceptionCmd, FingerprintCmd};
-use crate::cli::{LocalCmd, MasteredCmd};
-use crate::cli_admin::{Access, CertCmd, UserCmd};
-use crate::control::ControlReply;
-use crate::grants::{Action, Decision, Namespace, UserName, authorize};
+use crate::api::Caller;
+use crate::authority::Access;
+use crate::grants::{Action, Decision, UserName, authorize};
 
-/// Largest request body, in bytes.
-pub const MAX_BODY: usize = 1024 * 1024;
-/// The namespace of the shared data until data is namespaced.
-pub const DATA_NAMESPACE: &str = "default";
-/// The OpenAPI document, kept in the repository at `docs/openapi.json`.
-pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
-/// Admin requests waiting for the actor.
-pub const JOB_QUEUE: usize = 64;
 /// Connections served at once; further ones wait (one accepted, the rest in the listen
 /// backlog) and are counted.
 pub const MAX_CONNECTIONS: usize = 64;
 /// How long a TLS handshake or a request's headers may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// What a request needs besides a verified certificate.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Need {
-    /// Only that the CN names an existing user.
-    User,
-    /// What the command line in the job is mapped to by [`action_for`].
-    Command,
-}
 
 /// What the API knows of a connection's verified client certificate.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -93,32 +59,6 @@ pub struct ClientCert {
     pub cn: Option<String>,
     /// Its serial, for the revocation list.
     pub serial: Serial,
-}
-
-/// An admin request for the daemon actor.
-#[derive(Debug)]
-pub struct AdminJob {
-    /// The verified client certificate (`None`: it did not parse).
-    pub cert: Option<ClientCert>,
-    /// What must be checked.
-    pub need: Need,
-    /// The command line to run after the check (none: only check).
-    pub args: Option<Vec<String>>,
-    /// A secret the command reads from stdin (`password change`).
-    pub secret: Option<String>,
-    /// Where the actor answers.
-    pub reply: oneshot::Sender<AdminAnswer>,
-}
-
-/// The actor's answer to an [`AdminJob`].
-#[derive(Debug)]
-pub enum AdminAnswer {
-    /// Refused: HTTP status and a message.
-    Refused(u16, String),
-    /// Allowed, nothing to run.
-    Allowed,
-    /// Allowed and running: the command's reply comes on this channel.
-    Running(oneshot::Receiver<ControlReply>),
 }
 
 /// Counters of the admin API (in `status --json` under `mesh.admin_metrics`, and `/metrics`).
@@ -161,90 +101,15 @@ struct Counters {
     body_too_large: AtomicU64,
 }
 
-/// The connection's client certificate.
-#[derive(Clone, Debug)]
-struct Caller(Option<ClientCert>);
 
-#[derive(Clone, Debug)]
-struct AppState {
-    jobs: mpsc::Sender<AdminJob>,
-    counters: Arc<Counters>,
-    limiters: Arc<Limiters>,
-}
-
-/// The body of `POST /v1/cli`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CliBody {
-    args: Vec<String>,
-    #[serde(default)]
-    secret: Option<String>,
-}
-
-/// Maps a parsed command to what the authorizer decides; `Err` names why the command is not
-/// available over the API at all.
-pub fn action_for(command: &Command) -> Result<Action, String> {
-    let data = || Namespace::from_str_checked(DATA_NAMESPACE);
-    Ok(match command {
-        Command::Event(EventCmd::List { .. })
-        | Command::Fingerprint(FingerprintCmd::List)
-        | Command::Exception(ExceptionCmd::List)
-        | Command::Audit(AuditCmd::List { .. } | AuditCmd::Verify) => Action::Read(data()),
-        Command::Audit(AuditCmd::Record { stdin: true, .. }) => {
-            return Err(
-                "audit record --stdin reads the daemon's stdin; send one record per request".into(),
-            );
-        }
-        Command::Event(EventCmd::Append { .. })
-        | Command::Fingerprint(FingerprintCmd::Add { .. })
-        | Command::Exception(ExceptionCmd::Set { .. } | ExceptionCmd::Delete { .. })
-        | Command::Audit(AuditCmd::Record { .. }) => Action::Write(data()),
-        Command::Status
-        | Command::Config(ConfigCmd::Get { .. } | ConfigCmd::List)
-        | Command::Local(LocalCmd::Get { .. })
-        | Command::User(UserCmd::List)
-        | Command::Cert(CertCmd::Revoked)
-        | Command::Licence(crate::cluster::LicenceCmd::Show)
-        | Command::Password(crate::ha::PasswordCmd::List) => Action::ReadCluster,
-        Command::Fingerprint(FingerprintCmd::Approve { .. })
-        | Command::Config(ConfigCmd::Set { .. } | ConfigCmd::Unset { .. })
-        | Command::Local(LocalCmd::Set { .. })
-        | Command::Licence(crate::cluster::LicenceCmd::Install { .. })
-        | Command::Bundle(_)
-        | Command::Mastered(MasteredCmd::Import { .. })
-        | Command::Password(crate::ha::PasswordCmd::Change { .. }) => Action::ClusterAdmin,
-        Command::User(_) | Command::Cert(_) => Action::UserAdmin,
-        Command::Ha(_) => Action::HaOps,
-        Command::Backup(_) => Action::Backup,
-        Command::Run(_)
-        | Command::Init(_)
-        | Command::Join(_)
-        | Command::Demo(_)
-        | Command::Restore(_)
-        | Command::Unseal(_) => {
-            return Err(
-                "node lifecycle commands are run on the node itself, not over the API".into(),
-            );
-        }
-        Command::Fault(_) => return Err("fault hooks are not available over the API".into()),
-    })
-}
-
-impl Namespace {
-    /// A namespace known to be valid.
-    fn from_str_checked(s: &str) -> Namespace {
-        s.parse()
-            .unwrap_or_else(|_| unreachable!("{s} is a valid namespace"))
-    }
-}
-
-/// Decides an admin request against the revocation list and the users view: `Err((status,
-/// message))` when refused (401: the certificate is revoked). Pure; bad input never panics.
+/// Decides an HTTPS request against the revocation list and the users view: `Err((status,
+/// message))` when refused (401: the certificate is revoked; 403: no such user, or `need` is
+/// not allowed by its grants). `need` `None`: only that the CN names a user. Pure; bad input
+/// never panics.
 pub fn check(
     access: &Access,
     cert: Option<&ClientCert>,
-    need: &Need,
-    args: Option<&[String]>,
+    need: Option<&Action>,
 ) -> Result<(), (u16, String)> {
     let forbidden = |m: String| Err((403, m));
     let Some(cert) = cert else {
@@ -276,21 +141,10 @@ pub fn check(
             ));
         }
     };
-    if *need == Need::User {
+    let Some(action) = need else {
         return Ok(());
-    }
-    let args = args.unwrap_or_default();
-    if args
-        .iter()
-        .any(|a| a == "--data" || a.starts_with("--data="))
-    {
-        return Err((400, "--data cannot be given over the API".into()));
-    }
-    let cli =
-        Cli::try_parse_from(std::iter::once("meshward").chain(args.iter().map(String::as_str)))
-            .map_err(|e| (400, e.to_string()))?;
-    let action = action_for(&cli.command).map_err(|e| (403, e))?;
-    match authorize(&grants, &action) {
+    };
+    match authorize(&grants, action) {
         Decision::Allow => Ok(()),
         Decision::Deny(why) => forbidden(format!("user {cn} may not do this: {why}")),
     }
@@ -336,7 +190,7 @@ pub async fn spawn(
     identity: &TlsIdentity,
     external: &[Vec<u8>],
     limits: AdminLimits,
-    jobs: mpsc::Sender<AdminJob>,
+    router: Router,
 ) -> anyhow::Result<AdminServer> {
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls_config(identity, external)?));
     let listener = TcpListener::bind(bind)
@@ -345,11 +199,9 @@ pub async fn spawn(
     let local = listener.local_addr()?;
     let counters = Arc::new(Counters::default());
     let limiters = Arc::new(Limiters::new(limits));
-    let router = router(AppState {
-        jobs,
-        counters: counters.clone(),
-        limiters: limiters.clone(),
-    });
+    let router = router
+        .layer(DefaultBodyLimit::max(crate::api::MAX_BODY))
+        .layer(from_fn_with_state(limiters.clone(), limit_user));
     info!(addr = %local, external_cas = external.len(), ?limits, "admin API listening");
     tokio::spawn(accept(
         listener,
@@ -385,28 +237,19 @@ impl AdminServer {
     }
 }
 
-fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/", get(page))
-        .route("/v1/status", get(status))
-        .route("/v1/cli", post(cli))
-        .route("/metrics", get(metrics))
-        .route("/openapi.json", get(openapi))
-        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint; see /openapi.json") })
-        .layer(DefaultBodyLimit::max(MAX_BODY))
-        .layer(from_fn_with_state(state.clone(), limit_user))
-        .with_state(state)
-}
-
 /// The per-user rate limit, before anything else looks at the request (the connection's
 /// [`Caller`] is set outside the router).
 async fn limit_user(
-    State(state): State<AppState>,
+    State(limiters): State<Arc<Limiters>>,
     Extension(caller): Extension<Caller>,
     request: Request,
     next: Next,
 ) -> Response {
-    match state.limiters.user(caller.0.as_ref()) {
+    let cert = match &caller {
+        Caller::Cert(cert) => cert.as_ref(),
+        Caller::Local => return next.run(request).await,
+    };
+    match limiters.user(cert) {
         None => next.run(request).await,
         Some(too_many) => too_many,
     }
@@ -464,7 +307,7 @@ async fn accept(
                 .peer_certificates()
                 .and_then(|certs| certs.first())
                 .and_then(|cert| client_cert(cert));
-            let service = TowerToHyperService::new(router.layer(Extension(Caller(cert))));
+            let service = TowerToHyperService::new(router.layer(Extension(Caller::Cert(cert))));
             let served = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HANDSHAKE_TIMEOUT)
@@ -490,131 +333,6 @@ fn client_cert(der: &CertificateDer<'_>) -> Option<ClientCert> {
         cn,
         serial: Serial::from_der_integer(cert.raw_serial()),
     })
-}
-
-/// An error answer: `status` and a JSON `error`.
-pub(crate) fn error(status: StatusCode, message: &str) -> Response {
-    (status, Json(json!({"error": message}))).into_response()
-}
-
-/// Sends a job to the actor and waits for the command's reply. `Ok(None)`: allowed, nothing
-/// ran.
-async fn ask(
-    state: &AppState,
-    caller: Caller,
-    need: Need,
-    args: Option<Vec<String>>,
-    secret: Option<String>,
-) -> Result<Option<ControlReply>, Response> {
-    let stopped = || error(StatusCode::SERVICE_UNAVAILABLE, "the node is stopping");
-    let (tx, rx) = oneshot::channel();
-    let job = AdminJob {
-        cert: caller.0,
-        need,
-        args,
-        secret,
-        reply: tx,
-    };
-    state.jobs.send(job).await.map_err(|_| stopped())?;
-    match rx.await.map_err(|_| stopped())? {
-        AdminAnswer::Refused(code, message) => Err(error(
-            StatusCode::from_u16(code).unwrap_or(StatusCode::FORBIDDEN),
-            &message,
-        )),
-        AdminAnswer::Allowed => Ok(None),
-        AdminAnswer::Running(reply) => Ok(Some(reply.await.map_err(|_| stopped())?)),
-    }
-}
-
-/// Runs `status --json` for `need` and returns its JSON.
-async fn status_json(state: &AppState, caller: Caller, need: Need) -> Result<Value, Response> {
-    let args = vec!["status".to_string(), "--json".to_string()];
-    let reply = ask(state, caller, need, Some(args), None).await?;
-    let reply = reply.ok_or_else(|| error(StatusCode::INTERNAL_SERVER_ERROR, "no status"))?;
-    if let Some(e) = reply.error {
-        return Err(error(StatusCode::INTERNAL_SERVER_ERROR, &e));
-    }
-    serde_json::from_str(&reply.stdout)
-        .map_err(|_| error(StatusCode::INTERNAL_SERVER_ERROR, "status is not JSON"))
-}
-
-async fn status(State(state): State<AppState>, Extension(caller): Extension<Caller>) -> Response {
-    match status_json(&state, caller, Need::Command).await {
-        Ok(value) => Json(value).into_response(),
-        Err(response) => response,
-    }
-}
-
-async fn cli(
-    State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let body = match body {
-        Ok(body) => body,
-        Err(rejection) => {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                state
-                    .counters
-                    .body_too_large
-                    .fetch_add(1, Ordering::Relaxed);
-            }
-            return error(rejection.status(), &rejection.body_text());
-        }
-    };
-    let body: CliBody = match serde_json::from_slice(&body) {
-        Ok(body) => body,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                &format!("the body must be {{\"args\": [\"...\"]}}: {e}"),
-            );
-        }
-    };
-    match ask(&state, caller, Need::Command, Some(body.args), body.secret).await {
-        Err(response) => response,
-        Ok(None) => error(StatusCode::INTERNAL_SERVER_ERROR, "the command did not run"),
-        Ok(Some(reply)) => {
-            let code = if reply.error.is_some() {
-                StatusCode::BAD_REQUEST
-            } else {
-                StatusCode::OK
-            };
-            (
-                code,
-                Json(json!({"stdout": reply.stdout, "error": reply.error})),
-            )
-                .into_response()
-        }
-    }
-}
-
-async fn metrics(State(state): State<AppState>, Extension(caller): Extension<Caller>) -> Response {
-    match status_json(&state, caller, Need::User).await {
-        Ok(value) => (
-            [(
-                header::CONTENT_TYPE,
-                "text/plain; version=0.0.4; charset=utf-8",
-            )],
-            prometheus(&value),
-        )
-            .into_response(),
-        Err(response) => response,
-    }
-}
-
-async fn openapi(State(state): State<AppState>, Extension(caller): Extension<Caller>) -> Response {
-    match ask(&state, caller, Need::User, None, None).await {
-        Ok(_) => ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response(),
-        Err(response) => response,
-    }
-}
-
-async fn page(State(state): State<AppState>, Extension(caller): Extension<Caller>) -> Response {
-    match status_json(&state, caller, Need::Command).await {
-        Ok(value) => Html(status_page(&value)).into_response(),
-        Err(response) => response,
-    }
 }
 
 /// Prometheus text from `status --json`: every number of the core's counters, the

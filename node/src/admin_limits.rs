@@ -16,11 +16,10 @@ use std::num::{NonZeroU32, NonZeroUsize};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use tracing::debug;
 
-use crate::admin::{AdminMetrics, ClientCert, error};
+use crate::admin::{AdminMetrics, ClientCert};
 use crate::certs::Serial;
 use crate::rate::{Limited, Rate, RateTable};
 
@@ -159,19 +158,17 @@ fn too_many_requests(user: &str, rate: Rate, limited: Limited) -> Response {
     } else {
         format!("user {user}")
     };
-    let mut response = error(
-        StatusCode::TOO_MANY_REQUESTS,
-        &format!(
+    let mut problem = meshward_api::Problem::new(
+        meshward_api::ProblemKind::RateLimited,
+        format!(
             "too many requests from {who}: the admin API answers {} at once, then one every {}; \
              retry in {secs} s",
             rate.burst,
             humantime::format_duration(rate.interval)
         ),
     );
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-    response
+    problem.retry_after_s = Some(secs);
+    crate::api::problem_response(problem)
 }
 
 /// Locks a rate table; a panic while it was held leaves it usable (each check is one step).
@@ -264,7 +261,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn over_the_limit_the_answer_is_429_with_retry_after_and_a_json_error() {
+    async fn over_the_limit_the_answer_is_429_with_retry_after_and_a_problem_document() {
         let limits = slow(1, 1);
         assert!(limits.user(Some(&cert(Some("alice")))).is_none());
         let response = limits
@@ -277,7 +274,8 @@ mod tests {
         );
         let body = to_bytes(response.into_body(), 4096).await.expect("body");
         let body: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
-        let message = body["error"].as_str().expect("an error");
+        assert_eq!(body["type"], "urn:meshward:problem:rate-limited");
+        let message = body["detail"].as_str().expect("a detail");
         assert!(
             message.contains("too many requests from user alice")
                 && message.contains("1 at once, then one every 1h")

@@ -205,52 +205,7 @@ fn parse_delay(s: &str) -> Result<DelayMs, String> {
     })
 }
 
-/// Where commands run: on the store directly, or inside a running daemon.
-pub trait Backend {
-    /// The store (opened on first use by the local backend).
-    fn store(&mut self) -> anyhow::Result<&Store>;
-    /// Commits local writes durably (and in the daemon, announces them to the mesh).
-    fn commit(&mut self, ops: Vec<Op>) -> anyhow::Result<Vec<RowChange>>;
-    /// Live mesh state, when a daemon runs.
-    fn mesh(&mut self) -> Option<serde_json::Value> {
-        None
-    }
-    /// The verified roster changed (the daemon updates admission).
-    fn roster_changed(&mut self) -> anyhow::Result<()> {
-        Ok(())
-    }
-    /// Writes a mastered record as the leader (and in the daemon, announces it); returns its
-    /// version. On a follower the error names the leader.
-    fn master(&mut self, kind: RecordKind, payload: Vec<u8>) -> anyhow::Result<u64> {
-        let record = crate::roster::write(self.store()?, kind, payload)?;
-        self.roster_changed()?;
-        Ok(record.record.version)
-    }
-    /// The node's data directory.
-    fn data_dir(&mut self) -> anyhow::Result<PathBuf>;
-    /// The address the running setup endpoint listens on, when a daemon runs one.
-    fn setup_addr(&mut self) -> Option<SocketAddr> {
-        None
-    }
-    /// The replica's counts and digest.
-    fn replica_state(&mut self) -> anyhow::Result<(meshward_crdt::Stats, meshward_crdt::Digest)> {
-        let store = self.store()?;
-        let replica = store.load_replica(&store.identity()?, ReplicaConfig::default())?;
-        Ok((replica.stats(), replica.digest()))
-    }
-    /// Sends crafted bad data to every peer (fault hook); returns how many messages.
-    fn misbehave(&mut self, _kind: &str) -> anyhow::Result<u64> {
-        bail!("fault hooks need a running daemon built with the `fault-injection` feature")
-    }
-    /// Cuts links to `peers` (empty: heal), when a daemon with fault hooks runs.
-    fn set_blocked(&mut self, _peers: BTreeSet<WriterId>) -> anyhow::Result<()> {
-        bail!("fault hooks need a running daemon built with the `fault-injection` feature")
-    }
-    /// Delays what `peers` send, when a daemon with fault hooks runs.
-    fn set_delay(&mut self, _peers: BTreeSet<WriterId>, _delay: DelayMs) -> anyhow::Result<()> {
-        bail!("fault hooks need a running daemon built with the `fault-injection` feature")
-    }
-}
+pub use crate::ops::Backend;
 
 /// Runs commands directly on the store in a data directory.
 #[derive(Debug)]
@@ -992,7 +947,7 @@ pub fn run(cli: Cli, backend: &mut dyn Backend, out: &mut dyn Write) -> anyhow::
         Command::Fault(FaultCmd::Delay { ms, peers }) => {
             let peers = parse_peers(&peers)?;
             let n = peers.len();
-            backend.set_delay(peers, ms)?;
+            backend.set_delay(peers, ms.min, ms.max)?;
             let (min, max) = (ms.min.as_millis() as u64, ms.max.as_millis() as u64);
             emit(
                 g,

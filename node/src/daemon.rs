@@ -27,38 +27,34 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
-use clap::Parser as _;
-use meshward_crdt::mastered::RecordKind;
-use meshward_crdt::{CommitError, Op, ReplicaConfig, RowChange, WriterId};
+use anyhow::Context as _;
+use meshward_crdt::{CommitError, ReplicaConfig, RowChange, WriterId};
 use meshward_transport::setup::{Incoming, SetupServer};
 use meshward_transport::{Event, Handle, MessageId, RequestId, ResponseId, Transport};
 use serde_json::json;
-use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use crate::cli::{Backend, Cli, Command, RunArgs, now_ms, run as run_command};
-use crate::control::{ControlReply, ControlRequest, MAX_REQUEST, SOCKET};
-use crate::core::{Core, CoreConfig, Input, Output, Secret, Verdict};
+use crate::api::ApiState;
+use crate::cli::RunArgs;
+use crate::core::{Core, CoreConfig, Input, Output, Verdict};
+use crate::ops::now_ms;
 use crate::join::Admission;
 use crate::store::{HighWater, Identity, PeerEntry, Store};
+
+mod backend;
+mod jobs;
 
 /// Tick period: timers (redial, periodic sync, adverts) resolve to this. 50 ms.
 const TICK: Duration = Duration::from_millis(50);
 /// Transport events handled together, under one durable commit.
 const EVENT_BATCH: usize = 256;
-/// Control commands waiting for the actor.
-const CONTROL_QUEUE: usize = 64;
 /// Ids waiting for an answer (gossip verdicts, response channels, requests), per map.
 const MAX_PENDING: usize = 4096;
 /// How long the daemon waits at start for a command that holds the store to finish.
 const BUSY_WAIT: Duration = Duration::from_secs(5);
 /// How long resolving a roster member's name may take at start.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long a control connection may take to send its request.
-const CONTROL_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// After a write refused for a full disk, how long the core's replication stays held before
 /// the node tries writing replicated data again: 5 s, doubling on each refusal up to
 /// [`FULL_RETRY_MAX`]. Each refusal costs a reopen of the store and a rebuild of the core
@@ -191,7 +187,7 @@ struct Node {
     /// The last [`Output::Done`] nobody waited for (a leader write answered at once).
     done: Option<(u64, Result<u64, String>)>,
     /// Control clients waiting for other nodes (failover, delegation), by core token.
-    waiters: BTreeMap<u64, Waiter>,
+    waiters: BTreeMap<u64, jobs::Waiter>,
     lag: Lag,
     /// The setup endpoint, when the node was initialised or joined (it has a certificate).
     setup: Option<SetupServer>,
@@ -204,15 +200,6 @@ struct Node {
     access_cache: Option<(Option<HighWater>, crate::cli_admin::Access)>,
     /// Writes refused for a full disk.
     disk: DiskFull,
-}
-
-/// A control client waiting for an [`Output::Done`].
-#[derive(Debug)]
-struct Waiter {
-    reply: oneshot::Sender<ControlReply>,
-    json: bool,
-    /// The command line, for the HA log.
-    command: String,
 }
 
 /// Replication lag of applied pushes (commit on the origin → durable here), over the last
@@ -419,9 +406,7 @@ impl Node {
             "{}; the command was not completed: check with `meshward status` and try again",
             crate::disk::full_error(&self.data)
         );
-        for (_, waiter) in std::mem::take(&mut self.waiters) {
-            self.finish(waiter, Err(error.clone()));
-        }
+        self.fail_waiters(&error);
         let mut inputs: Vec<Input> = old
             .peers()
             .filter(|(_, p)| p.connected)
@@ -499,10 +484,11 @@ impl Node {
                 .store
                 .add_superseded(&records)
                 .context("keeping superseded records; the node cannot go on")?,
-            Output::Done { token, result } => match self.waiters.remove(&token) {
-                Some(waiter) => self.finish(waiter, result),
-                None => self.done = Some((token, result)),
-            },
+            Output::Done { token, result } => {
+                if !self.done(token, result.clone()) {
+                    self.done = Some((token, result));
+                }
+            }
             Output::Roster(roster) => {
                 info!(members = roster.len(), "roster changed");
                 self.handle.set_roster(roster)?;
@@ -641,7 +627,7 @@ impl Node {
         } = incoming;
         let mut admission = std::mem::replace(&mut self.admission, Admission::new([0; 32]));
         let response = crate::cluster::serve_setup(
-            &mut DaemonBackend { node: self },
+            &mut backend::DaemonBackend { node: self },
             &mut admission,
             &data,
             connection,
@@ -652,35 +638,6 @@ impl Node {
         let _ = reply.send(response);
     }
 
-    /// Decides an admin API request on the verified users view, then runs its command like a
-    /// control job.
-    fn admin_job(&mut self, job: crate::admin::AdminJob) {
-        use crate::admin::AdminAnswer;
-        let decision = self.admin_access().map(|access| {
-            crate::admin::check(access, job.cert.as_ref(), &job.need, job.args.as_deref())
-        });
-        let answer = match decision {
-            Err(e) => AdminAnswer::Refused(500, format!("reading the users: {e:#}")),
-            Ok(decision) => match decision {
-                Err((code, message)) => AdminAnswer::Refused(code, message),
-                Ok(()) => match job.args {
-                    None => AdminAnswer::Allowed,
-                    Some(args) => {
-                        let (tx, rx) = oneshot::channel();
-                        self.control_job(
-                            ControlRequest {
-                                args,
-                                secret: job.secret,
-                            },
-                            tx,
-                        );
-                        AdminAnswer::Running(rx)
-                    }
-                },
-            },
-        };
-        let _ = job.reply.send(answer);
-    }
 
     /// The users and revoked serials of the verified mastered chain, folded again only when
     /// the stored chain changed (its high-water mark: the newest record's epoch, version and
@@ -695,327 +652,6 @@ impl Node {
             .as_ref()
             .map(|(_, access)| access)
             .context("no users view")
-    }
-
-    /// Runs a forwarded command on the live node; commands that wait for other nodes answer
-    /// later, when the core is done.
-    fn control_job(&mut self, request: ControlRequest, reply: oneshot::Sender<ControlReply>) {
-        let args = std::iter::once("meshward".to_string()).chain(request.args);
-        let cli = match Cli::try_parse_from(args) {
-            Ok(cli) => cli,
-            Err(e) => {
-                let _ = reply.send(ControlReply {
-                    stdout: String::new(),
-                    error: Some(e.to_string()),
-                });
-                return;
-            }
-        };
-        if !crate::ha::is_async(&cli.command) {
-            let _ = reply.send(self.control(cli));
-            return;
-        }
-        let command = crate::ha::describe(&cli.command);
-        self.next_token += 1;
-        let token = self.next_token;
-        let input = match self.async_input(token, cli.command, request.secret) {
-            Ok(input) => input,
-            Err(e) => {
-                let waiter = Waiter {
-                    reply,
-                    json: cli.global.json,
-                    command,
-                };
-                self.finish(waiter, Err(format!("{e:#}")));
-                return;
-            }
-        };
-        self.waiters.insert(
-            token,
-            Waiter {
-                reply,
-                json: cli.global.json,
-                command,
-            },
-        );
-        if let Err(e) = self.feed(input) {
-            warn!(error = %e, "a control command failed");
-        }
-    }
-
-    fn async_input(
-        &self,
-        token: u64,
-        command: Command,
-        secret: Option<String>,
-    ) -> anyhow::Result<Input> {
-        use crate::ha::{HaCmd, PasswordCmd};
-        Ok(match command {
-            Command::Ha(HaCmd::Failover { force }) => Input::Failover { token, force },
-            Command::Ha(cmd @ (HaCmd::Demote { .. } | HaCmd::Failback)) => {
-                let chain = self.core.chain().context("this node is not in a cluster")?;
-                let primary = self.store.anchor()?.map(|a| a.genesis_leader);
-                let next = WriterId(crate::ha::handover_target(chain, primary, &cmd)?);
-                Input::Handover { token, next }
-            }
-            Command::Ha(HaCmd::MakeStandalone { node }) => {
-                let node = match node {
-                    None => None,
-                    Some(name) => {
-                        let chain = self.core.chain().context("this node is not in a cluster")?;
-                        Some(WriterId(crate::ha::resolve_member(chain, &name)?))
-                    }
-                };
-                Input::Leave { token, node }
-            }
-            Command::Password(PasswordCmd::Change { user }) => Input::Password {
-                token,
-                user,
-                password: Secret(secret.context("give the new password on stdin")?),
-            },
-            _ => bail!("not a command that waits for other nodes"),
-        })
-    }
-
-    /// Answers a waiting control client and logs the HA command.
-    fn finish(&mut self, waiter: Waiter, result: Result<u64, String>) {
-        let epoch = self.core.chain().map_or(0, |c| c.epoch());
-        let leader = self
-            .core
-            .chain()
-            .map(crate::roster::leader_address)
-            .unwrap_or_default();
-        let message = result
-            .as_ref()
-            .map(|version| {
-                format!("done at mastered version {version}; epoch {epoch}, leader {leader}")
-            })
-            .map_err(Clone::clone);
-        if !waiter.command.is_empty() {
-            crate::ha::log(
-                &self.data,
-                &waiter.command,
-                message.as_deref().map_err(Clone::clone),
-            );
-        }
-        let reply = match message {
-            Ok(text) => ControlReply {
-                stdout: if waiter.json {
-                    format!(
-                        "{}\n",
-                        json!({"version": result.unwrap_or(0), "epoch": epoch, "leader": leader})
-                    )
-                } else {
-                    format!("{text}\n")
-                },
-                error: None,
-            },
-            Err(error) => ControlReply {
-                stdout: String::new(),
-                error: Some(error),
-            },
-        };
-        let _ = waiter.reply.send(reply);
-    }
-
-    /// Runs a parsed command line on the live node.
-    fn control(&mut self, cli: Cli) -> ControlReply {
-        if matches!(cli.command, Command::Run(_)) {
-            return ControlReply {
-                stdout: String::new(),
-                error: Some(format!("a daemon already runs on {}", self.data.display())),
-            };
-        }
-        let mut out = Vec::new();
-        let result = run_command(cli, &mut DaemonBackend { node: self }, &mut out);
-        ControlReply {
-            stdout: String::from_utf8_lossy(&out).into_owned(),
-            error: result.err().map(|e| format!("{e:#}")),
-        }
-    }
-}
-
-/// Commands run inside the daemon.
-struct DaemonBackend<'a> {
-    node: &'a mut Node,
-}
-
-impl Backend for DaemonBackend<'_> {
-    fn store(&mut self) -> anyhow::Result<&Store> {
-        Ok(&self.node.store)
-    }
-
-    fn data_dir(&mut self) -> anyhow::Result<PathBuf> {
-        Ok(self.node.data.clone())
-    }
-
-    fn commit(&mut self, ops: Vec<Op>) -> anyhow::Result<Vec<RowChange>> {
-        self.node.next_token += 1;
-        let token = self.node.next_token;
-        self.node.feed(Input::Commit {
-            ops,
-            token,
-            at_us: now_us(),
-        })?;
-        match self.node.committed.take() {
-            Some((t, result)) if t == token => Ok(result?),
-            _ => bail!("the core did not answer the commit"),
-        }
-    }
-
-    fn mesh(&mut self) -> Option<serde_json::Value> {
-        let node = &self.node;
-        let peers: serde_json::Map<String, serde_json::Value> = node
-            .core
-            .peers()
-            .map(|(id, p)| (id.to_hex(), json!(p)))
-            .collect();
-        let m = node.handle.metrics();
-        Some(json!({
-            "listen": node.listen.map(|a| a.to_string()),
-            "peers": peers,
-            "core": node.core.counters(),
-            "transport": m,
-            "lag": node.lag.summary(),
-            "pending_evicted": node.gossip.evicted + node.channels.evicted + node.requests.evicted,
-            "setup": node.setup.as_ref().map(|s| s.local_addr().to_string()),
-            "admin": node.admin.as_ref().map(|a| a.local_addr().to_string()),
-            "setup_metrics": node.setup.as_ref().map(SetupServer::metrics),
-            "admin_metrics": node.admin.as_ref().map(crate::admin::AdminServer::metrics),
-            "join": node.admission.counters(),
-            "store": {
-                "writes_refused": node.disk.writes_refused,
-                "disk_full": node.disk.full,
-                "replication_held": node.core.held(),
-            },
-        }))
-    }
-
-    fn setup_addr(&mut self) -> Option<SocketAddr> {
-        self.node.setup.as_ref().map(SetupServer::local_addr)
-    }
-
-    fn replica_state(&mut self) -> anyhow::Result<(meshward_crdt::Stats, meshward_crdt::Digest)> {
-        let replica = self.node.core.replica();
-        Ok((replica.stats(), replica.digest()))
-    }
-
-    fn roster_changed(&mut self) -> anyhow::Result<()> {
-        self.node.load_mastered()?;
-        self.node.feed_batch(Vec::new())
-    }
-
-    fn master(&mut self, kind: RecordKind, payload: Vec<u8>) -> anyhow::Result<u64> {
-        self.node.next_token += 1;
-        let token = self.node.next_token;
-        self.node.feed(Input::Master {
-            token,
-            kind,
-            payload,
-        })?;
-        match self.node.done.take() {
-            Some((t, result)) if t == token => result.map_err(anyhow::Error::msg),
-            _ => bail!("the core did not answer the write"),
-        }
-    }
-
-    #[cfg(feature = "fault-injection")]
-    fn misbehave(&mut self, kind: &str) -> anyhow::Result<u64> {
-        use meshward_crdt::{Digest, Head, SegmentKey, SyncItem, SyncMessage, TableId};
-        use meshward_transport::Misbehaviour;
-
-        use crate::core::Gossip;
-        let node = &mut *self.node;
-        let peers: Vec<WriterId> = node
-            .core
-            .peers()
-            .filter(|(_, p)| p.connected)
-            .map(|(id, _)| *id)
-            .collect();
-        let mut sent = 0;
-        match kind {
-            "garbage" => {
-                node.handle.publish(vec![0xab; 1000])?;
-                sent += 1;
-                for &peer in &peers {
-                    node.handle.request(peer, vec![0xcd; 500])?;
-                    sent += 1;
-                }
-                // Answers to the next sync requests (not counted: not sent yet).
-                node.handle
-                    .misbehave(Misbehaviour::GarbageResponses(peers.len()))?;
-            }
-            "oversize" => {
-                node.handle.misbehave(Misbehaviour::OversizeGossip)?;
-                sent += 1;
-                for &peer in &peers {
-                    node.handle.misbehave(Misbehaviour::OversizeRequest(peer))?;
-                    sent += 1;
-                }
-                node.handle
-                    .misbehave(Misbehaviour::OversizeResponses(peers.len()))?;
-            }
-            _ => {
-                // Another writer's event segment, re-signed as if we had written it: the
-                // signature is valid, the authorship is not.
-                let identity = node.store.identity()?;
-                let me = identity.writer();
-                let (items, _) = node
-                    .core
-                    .replica()
-                    .missing_for(&Digest::default(), usize::MAX)?;
-                let Some(SyncItem::Snapshot { head, doc }) = items.into_iter().find(|i| {
-                    let k = i.head().head.key;
-                    k.writer != me && k.table == TableId::Events
-                }) else {
-                    bail!("no events of another writer to misuse yet");
-                };
-                let forged = Head {
-                    key: SegmentKey {
-                        writer: me,
-                        segment: 9_999,
-                        ..head.head.key
-                    },
-                    ..head.head
-                }
-                .sign(&identity.key);
-                let message = SyncMessage {
-                    items: vec![SyncItem::Snapshot { head: forged, doc }],
-                }
-                .encode();
-                node.handle.publish(
-                    Gossip::Push {
-                        origin: me,
-                        sent_us: 0,
-                        message,
-                    }
-                    .encode(),
-                )?;
-                sent += 1;
-            }
-        }
-        Ok(sent)
-    }
-
-    #[cfg(feature = "fault-injection")]
-    fn set_delay(
-        &mut self,
-        peers: BTreeSet<WriterId>,
-        delay: crate::cli::DelayMs,
-    ) -> anyhow::Result<()> {
-        self.node.handle.set_delay(peers, delay.min, delay.max)?;
-        Ok(())
-    }
-
-    #[cfg(feature = "fault-injection")]
-    fn set_blocked(&mut self, peers: BTreeSet<WriterId>) -> anyhow::Result<()> {
-        let heal = peers.is_empty();
-        self.node.handle.set_blocked(peers)?;
-        if heal {
-            self.node.core.redial_now(now_ms() as u64);
-            self.node.feed(Input::Tick)?;
-        }
-        Ok(())
     }
 }
 
@@ -1112,24 +748,16 @@ async fn serve(data: PathBuf, args: &RunArgs, mut dial: Vec<SocketAddr>) -> anyh
     for addr in dial {
         let _ = node.handle.dial(addr);
     }
-    let socket = data.join(SOCKET);
-    let _ = std::fs::remove_file(&socket);
-    let listener = UnixListener::bind(&socket)
-        .with_context(|| format!("binding the control socket {}", socket.display()))?;
-    set_private(&socket)?;
-    let (control_tx, mut control_rx) = mpsc::channel(CONTROL_QUEUE);
-    tokio::spawn(accept(listener, control_tx));
-    let (admin_tx, mut admin_rx) = mpsc::channel(crate::admin::JOB_QUEUE);
+    let (api_tx, mut api_rx) = mpsc::channel(crate::api::JOB_QUEUE);
+    let router = crate::api::router(ApiState { jobs: api_tx });
+    let socket = crate::api::serve_local(&data, router.clone())?;
     if let Some(bind) = args.admin_listen {
         let tls = crate::cluster::tls_identity(&node.store)?.context(
             "the admin API needs the node's certificate: run `meshward init` or `join` first",
         )?;
         node.admin = Some(
-            crate::admin::spawn(bind, &tls, &external, node_config.admin_limits(), admin_tx)
-                .await?,
+            crate::admin::spawn(bind, &tls, &external, node_config.admin_limits(), router).await?,
         );
-    } else {
-        drop(admin_tx);
     }
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -1141,12 +769,8 @@ async fn serve(data: PathBuf, args: &RunArgs, mut dial: Vec<SocketAddr>) -> anyh
             biased;
             _ = term.recv() => break Ok(()),
             _ = int.recv() => break Ok(()),
-            Some((request, reply)) = control_rx.recv() => {
-                node.control_job(request, reply);
-                Ok(())
-            }
-            Some(job) = admin_rx.recv() => {
-                node.admin_job(job);
+            Some(job) = api_rx.recv() => {
+                node.api_job(job);
                 Ok(())
             }
             Some(incoming) = next_setup(&mut setup_rx) => {
@@ -1226,58 +850,4 @@ async fn open_waiting(data: &Path) -> anyhow::Result<Store> {
             }
         }
     }
-}
-
-type ControlJob = (ControlRequest, oneshot::Sender<ControlReply>);
-
-/// Accepts control connections; each reads one bounded request and waits for the actor.
-async fn accept(listener: UnixListener, jobs: mpsc::Sender<ControlJob>) {
-    loop {
-        let (stream, _) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                // Out of descriptors or similar: do not spin; try again shortly.
-                warn!(error = %e, "control socket accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let jobs = jobs.clone();
-        tokio::spawn(async move {
-            if let Err(e) = answer(stream, jobs).await {
-                debug!(error = %e, "control connection failed");
-            }
-        });
-    }
-}
-
-async fn answer(stream: UnixStream, jobs: mpsc::Sender<ControlJob>) -> anyhow::Result<()> {
-    let (read, mut write) = stream.into_split();
-    let mut line = Vec::new();
-    let mut reader = tokio::io::BufReader::new(read.take(MAX_REQUEST as u64));
-    tokio::time::timeout(CONTROL_READ_TIMEOUT, reader.read_until(b'\n', &mut line))
-        .await
-        .context("control request timed out")??;
-    let reply = match serde_json::from_slice::<ControlRequest>(&line) {
-        Err(e) => ControlReply {
-            stdout: String::new(),
-            error: Some(format!("malformed control request: {e}")),
-        },
-        Ok(request) => {
-            let (tx, rx) = oneshot::channel();
-            jobs.send((request, tx)).await.context("the node stopped")?;
-            rx.await.context("the node stopped")?
-        }
-    };
-    let mut bytes = serde_json::to_vec(&reply)?;
-    bytes.push(b'\n');
-    write.write_all(&bytes).await?;
-    Ok(())
-}
-
-fn set_private(path: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    // bind(2) creates the socket with the umask's mode; restrict it at once.
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("restricting {}", path.display()))
 }

@@ -1,0 +1,203 @@
+//! API requests in the actor: the caller is authorized against the verified users view, then
+//! the request runs on the live node ([`crate::ops::execute`]), or, when it waits for other
+//! nodes (failover, hand-over, leaving, a delegated password change), goes to the core and is
+//! answered when the core is done. Every HA operation and its outcome is appended to the HA
+//! command log.
+
+use meshward_api::cluster::Written;
+use meshward_api::node::HaDone;
+use meshward_api::{Problem, ProblemKind, Reply, Request};
+use meshward_crdt::WriterId;
+use tokio::sync::oneshot;
+
+use super::Node;
+use super::backend::DaemonBackend;
+use crate::api::{ApiJob, Caller, Job};
+use crate::core::{Input, Secret};
+use crate::ops::{self, failure};
+
+/// A client waiting for an [`crate::core::Output::Done`].
+#[derive(Debug)]
+pub(super) struct Waiter {
+    reply: oneshot::Sender<Result<Reply, Problem>>,
+    request: Request,
+}
+
+impl Node {
+    /// Decides and runs one API request.
+    pub(super) fn api_job(&mut self, job: ApiJob) {
+        let ApiJob { caller, job, reply } = job;
+        if let Err(problem) = self.authorize(&caller, &job) {
+            let _ = reply.send(Err(problem));
+            return;
+        }
+        let request = match job {
+            Job::CheckUser => {
+                let _ = reply.send(Ok(Reply::Empty));
+                return;
+            }
+            Job::Run(request) => request,
+        };
+        if !ops::deferred(&request) {
+            let result = ops::execute(&mut DaemonBackend { node: self }, request);
+            let _ = reply.send(result);
+            return;
+        }
+        self.next_token += 1;
+        let token = self.next_token;
+        match self.deferred_input(token, &request) {
+            Err(problem) => {
+                self.finish(Waiter { reply, request }, Err(problem.detail.clone()));
+            }
+            Ok(input) => {
+                self.waiters.insert(token, Waiter { reply, request });
+                if let Err(e) = self.feed(input) {
+                    tracing::warn!(error = %e, "an API request failed");
+                }
+            }
+        }
+    }
+
+    /// Whether `caller` may do `job`: the local socket's caller is root; a certificate must
+    /// not be revoked, must name a user, and that user's grants must allow the request.
+    fn authorize(&mut self, caller: &Caller, job: &Job) -> Result<(), Problem> {
+        let Caller::Cert(cert) = caller else {
+            return Ok(());
+        };
+        let need = match job {
+            Job::CheckUser => None,
+            Job::Run(request) => Some(ops::access::required(request).ok_or_else(|| {
+                Problem::new(
+                    ProblemKind::Forbidden,
+                    "this operation is served on the node's local socket only",
+                )
+            })?),
+        };
+        let access = self.admin_access().map_err(failure)?;
+        crate::admin::check(access, cert.as_ref(), need.as_ref()).map_err(|(status, detail)| {
+            let kind = if status == 401 {
+                ProblemKind::Unauthenticated
+            } else {
+                ProblemKind::Forbidden
+            };
+            Problem::new(kind, detail)
+        })
+    }
+
+    /// The core input of a request that waits for other nodes.
+    fn deferred_input(&mut self, token: u64, request: &Request) -> Result<Input, Problem> {
+        let chain = || {
+            self.core.chain().ok_or_else(|| {
+                Problem::new(
+                    ProblemKind::Unavailable,
+                    "this node is not part of a cluster; run `meshward init` or `meshward join` first",
+                )
+            })
+        };
+        let member = |name: &str, field: &str| -> Result<WriterId, Problem> {
+            let chain = self.core.chain().ok_or_else(|| {
+                Problem::new(ProblemKind::Unavailable, "this node is not part of a cluster")
+            })?;
+            crate::ha::resolve_member(chain, name)
+                .map(WriterId)
+                .map_err(|e| Problem::bad_input(field, format!("{e:#}")))
+        };
+        Ok(match request {
+            Request::Failover(f) => Input::Failover {
+                token,
+                force: f.force,
+            },
+            Request::Demote(d) => Input::Handover {
+                token,
+                next: member(&d.to, "to")?,
+            },
+            Request::Failback => {
+                let primary = self
+                    .store
+                    .anchor()
+                    .map_err(|e| failure(e.into()))?
+                    .map(|a| a.genesis_leader);
+                let next = crate::ha::handover_target(chain()?, primary, &crate::ha::HaCmd::Failback)
+                    .map_err(|e| Problem::new(ProblemKind::Conflict, format!("{e:#}")))?;
+                Input::Handover {
+                    token,
+                    next: WriterId(next),
+                }
+            }
+            Request::MakeStandalone(m) => Input::Leave {
+                token,
+                node: m.node.as_deref().map(|n| member(n, "node")).transpose()?,
+            },
+            Request::ChangePassword { user, body } => Input::Password {
+                token,
+                user: user.clone(),
+                password: Secret(body.password.clone()),
+            },
+            _ => {
+                return Err(Problem::new(
+                    ProblemKind::Internal,
+                    "not an operation that waits for other nodes",
+                ));
+            }
+        })
+    }
+
+    /// Answers a waiting client and logs an HA operation.
+    pub(super) fn finish(&mut self, waiter: Waiter, result: Result<u64, String>) {
+        let epoch = self.core.chain().map_or(0, |c| c.epoch());
+        let leader = self
+            .core
+            .chain()
+            .map(crate::roster::leader_address)
+            .unwrap_or_default();
+        let command = waiter.request.describe();
+        let is_ha = !matches!(waiter.request, Request::ChangePassword { .. });
+        let logged = result
+            .as_ref()
+            .map(|version| format!("done at mastered version {version}; epoch {epoch}, leader {leader}"))
+            .map_err(Clone::clone);
+        crate::ha::log(&self.data, &command, logged.as_deref().map_err(Clone::clone));
+        let answer = match result {
+            Ok(version) if is_ha => Ok(Reply::HaDone(HaDone {
+                version,
+                epoch,
+                leader,
+            })),
+            Ok(version) => Ok(Reply::Written(Written { version })),
+            Err(detail) => Err(core_problem(detail)),
+        };
+        let _ = waiter.reply.send(answer);
+    }
+
+    /// Answers every waiting client with `error` (the node recovered from a refused write).
+    pub(super) fn fail_waiters(&mut self, error: &str) {
+        for (_, waiter) in std::mem::take(&mut self.waiters) {
+            self.finish(waiter, Err(error.to_string()));
+        }
+    }
+
+    /// Answers the client waiting for `token`; `false` if none waits.
+    pub(super) fn done(&mut self, token: u64, result: Result<u64, String>) -> bool {
+        match self.waiters.remove(&token) {
+            Some(waiter) => {
+                self.finish(waiter, result);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// The problem of a core's refusal: 503 when other nodes could not be reached, 409 when the
+/// cluster's state refused it, 400 when the input was wrong.
+fn core_problem(detail: String) -> Problem {
+    let unreachable = ["not connected", "did not answer", "minority", "disk", "not part of a cluster"];
+    let kind = if unreachable.iter().any(|w| detail.contains(w)) {
+        ProblemKind::Unavailable
+    } else if detail.starts_with("bad user name") || detail.contains("longer than") {
+        ProblemKind::BadInput
+    } else {
+        ProblemKind::Conflict
+    };
+    Problem::new(kind, detail)
+}
