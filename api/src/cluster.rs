@@ -18,8 +18,17 @@ pub struct ConfigEntry {
     /// The key: `password.min-length`, `password.min-classes`, `password.max-age-days`,
     /// `fingerprint.approval-required`, or `managed.NAME`.
     pub key: String,
-    /// Its value as this node holds it.
-    pub value: String,
+    /// Its value as this node holds it (`null`: unset, it has its default).
+    pub value: Option<String>,
+}
+
+/// A revoked client certificate.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RevokedEntry {
+    /// Its serial, hex.
+    pub serial: String,
+    /// The mastered version that revoked it.
+    pub version: u64,
 }
 
 /// An admin user and its grants.

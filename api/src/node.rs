@@ -150,6 +150,9 @@ pub struct Status {
     pub tables: BTreeMap<String, TableStatus>,
     /// Session audit records.
     pub audit_records: u64,
+    /// A member whose MEK file is missing: it serves only status and unseal.
+    #[serde(default)]
+    pub sealed: bool,
     /// leader, follower or standalone.
     pub role: String,
     /// Leadership.
@@ -203,4 +206,18 @@ pub struct Change {
     /// The row (shared tables) or the record (mastered), as the listings show them.
     #[schema(value_type = Object)]
     pub row: serde_json::Value,
+}
+
+/// `POST /v1/unseal`: install the MEK of a sealed node (one whose MEK file is missing). The
+/// key travels in the body only; `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Unseal {
+    /// The MEK file's contents (64 hex digits).
+    pub mek: String,
+}
+
+impl std::fmt::Debug for Unseal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Unseal(..)")
+    }
 }

@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::cluster::{
     Bundle, ChangePassword, ConfigEntry, CreateBundle, Imported, ImportMastered, InstallLicence,
-    IssueCertificate, IssuedCertificate, LicenceInfo, PasswordEntry, RevokeCertificate, UserEntry,
+    IssueCertificate, IssuedCertificate, LicenceInfo, PasswordEntry, RevokeCertificate, RevokedEntry,
+    UserEntry,
     Written,
 };
 use crate::local::{
@@ -16,7 +17,7 @@ use crate::local::{
 };
 use crate::node::{
     Demote, Failover, HaDone, HaStatus, Health, HealthQuery, MakeStandalone, Status,
-    SupersededRecord,
+    SupersededRecord, Unseal,
 };
 use crate::shared::{
     AppendEvents, Appended, Approve, EventPage, EventQuery, ExceptionRow, FingerprintRow,
@@ -169,6 +170,8 @@ pub enum Request {
     Health(HealthQuery),
     /// `POST /v1/fault/...` (builds with fault hooks only)
     Fault(FaultRequest),
+    /// `POST /v1/unseal` (a sealed node only)
+    Unseal(Unseal),
 }
 
 /// What a [`Request`] answers.
@@ -207,8 +210,8 @@ pub enum Reply {
     Users(Vec<UserEntry>),
     /// A certificate issued.
     Certificate(IssuedCertificate),
-    /// Revoked serials.
-    Revoked(Vec<String>),
+    /// Revoked certificates.
+    Revoked(Vec<RevokedEntry>),
     /// The licence (none installed: null).
     Licence(Option<LicenceInfo>),
     /// A joining bundle.
@@ -372,6 +375,7 @@ impl Request {
                 ..r(Get, "/v1/health".into())
             },
             Request::Fault(f) => with_body(Post, format!("/v1/fault/{}", f.name()), json(f)),
+            Request::Unseal(b) => with_body(Post, "/v1/unseal".into(), json(b)),
         }
     }
 
@@ -423,7 +427,7 @@ impl Request {
             | Request::RevokeCertificate(_)
             | Request::InstallLicence(_)
             | Request::ChangePassword { .. } => Reply::Written(de(body)?),
-            Request::DeleteException { .. } => Reply::Empty,
+            Request::DeleteException { .. } | Request::Unseal(_) => Reply::Empty,
         })
     }
 

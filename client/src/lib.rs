@@ -43,7 +43,7 @@ pub enum ClientError {
     NoDaemon(PathBuf),
     /// The node answered with a problem.
     #[error("{0}")]
-    Problem(Problem),
+    Problem(Box<Problem>),
     /// The connection failed (refused, reset, TLS handshake, timeout).
     #[error("cannot reach the node: {0}")]
     Transport(String),
@@ -247,7 +247,7 @@ impl Client {
         body: Option<Vec<u8>>,
     ) -> Result<hyper::Response<Incoming>, ClientError> {
         let transport = |e: std::io::Error| ClientError::Transport(e.to_string());
-        let response = match &self.target {
+        match &self.target {
             Target::Local(socket) => {
                 let stream = match UnixStream::connect(socket).await {
                     Ok(s) => s,
@@ -276,8 +276,7 @@ impl Client {
                     .map_err(|e| ClientError::Transport(format!("TLS handshake: {e}")))?;
                 exchange(stream, format!("{host}:{port}"), method, path, body).await
             }
-        };
-        response
+        }
     }
 }
 
@@ -326,7 +325,7 @@ fn problem_of(answer: &Answer) -> ClientError {
     if answer.content_type.starts_with(PROBLEM_JSON)
         && let Ok(problem) = serde_json::from_slice::<Problem>(&answer.body)
     {
-        return ClientError::Problem(problem);
+        return ClientError::Problem(Box::new(problem));
     }
     ClientError::Protocol(format!(
         "status {} without a problem document: {}",

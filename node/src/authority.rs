@@ -254,3 +254,28 @@ pub fn access(store: &Store) -> anyhow::Result<Access> {
     })
 }
 
+
+/// Whether the node in `data` is sealed: it belongs to a cluster and has no MEK file.
+pub fn is_sealed(data: &Path, store: &Store) -> anyhow::Result<bool> {
+    Ok(store.anchor()?.is_some() && !data.join(MEK_FILE).exists())
+}
+
+/// Installs `mek` as the node's MEK file, once it proved to be the cluster's: it must open
+/// the sealed cluster CA. Refuses to replace an existing MEK file; a wrong key writes nothing.
+pub fn unseal(data: &Path, store: &Store, mek: &Mek) -> anyhow::Result<()> {
+    let target = data.join(MEK_FILE);
+    if target.exists() {
+        anyhow::bail!("the node is not sealed: {} exists", target.display());
+    }
+    let anchor = store
+        .anchor()?
+        .context("the node is not sealed: it belongs to no cluster")?;
+    open_ca(store, anchor.cluster, mek).map_err(|_| {
+        anyhow::anyhow!(
+            "this key is not the cluster's MEK: it does not open the sealed cluster CA; \
+             nothing was written"
+        )
+    })?;
+    mek.write_new(&target)?;
+    Ok(())
+}

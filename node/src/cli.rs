@@ -4,24 +4,16 @@
 //! Bad input is refused before the store is touched, with a message naming what was wrong,
 //! and a non-zero exit status.
 
-use std::collections::BTreeSet;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
-use meshward_crdt::mastered::RecordKind;
-use meshward_crdt::{
-    Event, EventKind, KeyType, Op, ReplicaConfig, Row, RowChange, TableId, UserDataException,
-    WriterId,
-};
-use serde_json::json;
+use meshward_crdt::{Op, ReplicaConfig, RowChange};
 
-use crate::audit::{AuditLog, ChainBreak, NewAuditRecord};
-use crate::cluster_config::{self, Approval, ClusterConfig, ConfigChange};
-use crate::store::{EventFilter, Store};
+use crate::store::Store;
 
 /// meshward: a gossip-mesh node for clusters of privileged-access-management servers.
 #[derive(Debug, Parser)]
@@ -49,6 +41,19 @@ pub struct Global {
     /// Print JSON instead of text.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Talk to the node at this URL (`https://HOST:PORT`, its admin API) instead of the
+    /// local daemon; needs --cert, --key and --ca.
+    #[arg(long, global = true, env = "MESHWARD_REMOTE")]
+    pub remote: Option<String>,
+    /// With --remote: the client certificate (PEM).
+    #[arg(long = "cert", id = "remote_cert", global = true, env = "MESHWARD_CERT")]
+    pub cert: Option<PathBuf>,
+    /// With --remote: its private key (PEM, PKCS#8).
+    #[arg(long = "key", id = "remote_key", global = true, env = "MESHWARD_KEY")]
+    pub key: Option<PathBuf>,
+    /// With --remote: the CA certificate(s) the node's certificate must chain to (PEM).
+    #[arg(long = "ca", id = "remote_ca", global = true, env = "MESHWARD_CA")]
+    pub ca: Option<PathBuf>,
 }
 
 /// The commands.
@@ -80,6 +85,12 @@ pub enum Command {
     Password(crate::ha::PasswordCmd),
     /// The node's identity, what its store holds and, with a running daemon, its mesh.
     Status,
+    /// Whether the node should take traffic behind a load balancer (exit status 1 if not).
+    Health {
+        /// Unhealthy when the replication lag's p99 is over this (default 5000).
+        #[arg(long)]
+        max_lag_ms: Option<u64>,
+    },
     /// Run the node: join the mesh and serve the other commands over a local socket.
     Run(RunArgs),
     /// Leader-signed mastered records (until `init`/`join` exist: import a signed bundle).
@@ -206,6 +217,12 @@ fn parse_delay(s: &str) -> Result<DelayMs, String> {
 }
 
 pub use crate::ops::Backend;
+pub use exec::{Door, run};
+pub use files::backup;
+
+mod exec;
+mod files;
+mod render;
 
 /// Runs commands directly on the store in a data directory.
 #[derive(Debug)]
@@ -433,542 +450,6 @@ pub enum LocalCmd {
     },
 }
 
-/// Runs a parsed command on `backend`, writing its output to `out`. `run` itself is handled
-/// by the binary, not here.
-pub fn run(cli: Cli, backend: &mut dyn Backend, out: &mut dyn Write) -> anyhow::Result<()> {
-    let g = &cli.global;
-    // Parse everything the command needs before the store is opened: bad input changes nothing.
-    match cli.command {
-        Command::Event(EventCmd::Append {
-            kind,
-            user,
-            target,
-            detail,
-            at,
-            count,
-        }) => {
-            let kind: EventKind = kind.parse()?;
-            let event = Event {
-                at_ms: at.unwrap_or_else(now_ms),
-                kind,
-                user,
-                target,
-                detail,
-            };
-            let ops: Vec<Op> = if count == 1 {
-                vec![Op::Append(event)]
-            } else {
-                (0..count)
-                    .map(|i| {
-                        let mut e = event.clone();
-                        e.detail = format!("{} #{i}", e.detail);
-                        Op::Append(e)
-                    })
-                    .collect()
-            };
-            for op in &ops {
-                if let Op::Append(e) = op {
-                    Row::Event(e.clone()).validate()?;
-                }
-            }
-            let rows = backend.commit(ops)?;
-            let appended: Vec<_> = rows
-                .iter()
-                .filter_map(|c| match c {
-                    RowChange::Appended { key, index, .. } => Some((key, index)),
-                    _ => None,
-                })
-                .collect();
-            if let (Some((key, first)), Some((_, last))) = (appended.first(), appended.last()) {
-                let text = if appended.len() == 1 {
-                    format!(
-                        "appended event {first} of segment {} (writer {})",
-                        key.segment, key.writer
-                    )
-                } else {
-                    format!("appended {} events (writer {})", appended.len(), key.writer)
-                };
-                emit(
-                    g,
-                    out,
-                    json!({"writer": key.writer.to_hex(), "segment": key.segment, "index": first, "last_index": last, "count": appended.len()}),
-                    &text,
-                )?;
-            }
-        }
-        Command::Event(EventCmd::List {
-            writer,
-            since,
-            until,
-            kind,
-            limit,
-        }) => {
-            let filter = EventFilter {
-                writer: writer
-                    .map(|w| w.parse::<WriterId>())
-                    .transpose()
-                    .map_err(anyhow::Error::msg)?,
-                since_ms: since,
-                until_ms: until,
-                kind: kind.map(|k| k.parse()).transpose()?,
-                limit,
-                after: None,
-            };
-            let store = backend.store()?;
-            let events = store.events(&filter)?;
-            if g.json {
-                let rows: Vec<_> = events
-                    .iter()
-                    .map(|e| {
-                        json!({
-                            "writer": e.writer.to_hex(), "segment": e.segment, "index": e.index,
-                            "at_ms": e.event.at_ms, "kind": e.event.kind.as_str(),
-                            "user": e.event.user, "target": e.event.target, "detail": e.event.detail,
-                        })
-                    })
-                    .collect();
-                writeln!(out, "{}", serde_json::Value::Array(rows))?;
-            } else {
-                for e in &events {
-                    writeln!(
-                        out,
-                        "{} {}/{}/{} {} {} {} {}",
-                        e.event.at_ms,
-                        e.writer,
-                        e.segment,
-                        e.index,
-                        e.event.kind,
-                        e.event.user,
-                        e.event.target,
-                        e.event.detail.escape_debug()
-                    )?;
-                }
-            }
-        }
-        Command::Fingerprint(FingerprintCmd::Add {
-            key:
-                HostKey {
-                    host,
-                    key_type,
-                    fingerprint,
-                },
-            at,
-        }) => {
-            let key_type: KeyType = key_type.parse()?;
-            let at_ms = at.unwrap_or_else(now_ms);
-            Row::Fingerprint(meshward_crdt::Fingerprint {
-                host: host.clone(),
-                key_type,
-                fingerprint: fingerprint.clone(),
-                first_seen_ms: at_ms,
-                last_seen_ms: at_ms,
-            })
-            .validate()?;
-            let op = Op::ObserveFingerprint {
-                host,
-                key_type,
-                fingerprint,
-                at_ms,
-            };
-            let writer = backend.store()?.identity()?.writer();
-            for change in backend.commit(vec![op])? {
-                if let meshward_crdt::RowChange::Put {
-                    row: Row::Fingerprint(f),
-                    ..
-                } = change
-                {
-                    emit(
-                        g,
-                        out,
-                        fingerprint_json(&writer, &f),
-                        &format!(
-                            "recorded {} {} {} (first seen {}, last seen {})",
-                            f.host, f.key_type, f.fingerprint, f.first_seen_ms, f.last_seen_ms
-                        ),
-                    )?;
-                }
-            }
-        }
-        Command::Fingerprint(FingerprintCmd::List) => {
-            let rows = backend.store()?.map_rows(TableId::Fingerprints)?;
-            let config = ClusterConfig::from_records(&backend.store()?.mastered_records()?);
-            list_rows(g, out, rows, |w, row| match row {
-                Row::Fingerprint(f) => {
-                    let approved = config.approved(&f.host, f.key_type, &f.fingerprint);
-                    let mut json = fingerprint_json(w, f);
-                    json["approved"] = json!(approved);
-                    let text = format!(
-                        "{w} {} {} {} {} {}{}",
-                        f.host,
-                        f.key_type,
-                        f.fingerprint,
-                        f.first_seen_ms,
-                        f.last_seen_ms,
-                        if approved { " approved" } else { "" }
-                    );
-                    (json, text)
-                }
-                _ => (json!(null), String::new()),
-            })?;
-        }
-        Command::Fingerprint(FingerprintCmd::Approve {
-            key:
-                HostKey {
-                    host,
-                    key_type,
-                    fingerprint,
-                },
-            withdraw,
-        }) => {
-            let key_type: KeyType = key_type.parse()?;
-            Row::Fingerprint(meshward_crdt::Fingerprint {
-                host: host.clone(),
-                key_type,
-                fingerprint: fingerprint.clone(),
-                first_seen_ms: 0,
-                last_seen_ms: 0,
-            })
-            .validate()?;
-            let approval = Approval {
-                host,
-                key_type,
-                fingerprint,
-                approved: !withdraw,
-            };
-            let version = backend.master(RecordKind::FingerprintApproval, approval.encode())?;
-            emit(
-                g,
-                out,
-                json!({"host": approval.host, "key_type": key_type.as_str(),
-                       "fingerprint": approval.fingerprint, "approved": approval.approved,
-                       "version": version}),
-                &format!(
-                    "{} {} {} {} (mastered version {version})",
-                    approval.host,
-                    key_type,
-                    approval.fingerprint,
-                    if approval.approved {
-                        "approved"
-                    } else {
-                        "approval withdrawn"
-                    }
-                ),
-            )?;
-        }
-        Command::Config(cmd) => run_config(g, cmd, backend, out)?,
-        Command::Ha(cmd) => crate::ha::run_ha(g, cmd, backend, out)?,
-        Command::Password(crate::ha::PasswordCmd::List) => {
-            crate::ha::run_password_list(g, backend, out)?;
-        }
-        Command::Password(crate::ha::PasswordCmd::Change { .. }) => {
-            bail!("password changes talk to the leader: start the node with `meshward run` first")
-        }
-        Command::Exception(ExceptionCmd::Set { user, field, value }) => {
-            let x = UserDataException {
-                user,
-                field,
-                value,
-                at_ms: now_ms(),
-            };
-            Row::Exception(x.clone()).validate()?;
-            backend.commit(vec![Op::PutException(x.clone())])?;
-            emit(
-                g,
-                out,
-                json!({"user": x.user, "field": x.field, "value": x.value}),
-                &format!("set exception {} {}", x.user, x.field),
-            )?;
-        }
-        Command::Exception(ExceptionCmd::Delete { user, field }) => {
-            backend.commit(vec![Op::DeleteException {
-                user: user.clone(),
-                field: field.clone(),
-            }])?;
-            emit(
-                g,
-                out,
-                json!({"user": user, "field": field, "deleted": true}),
-                &format!("deleted exception {user} {field}"),
-            )?;
-        }
-        Command::Exception(ExceptionCmd::List) => {
-            let rows = backend.store()?.map_rows(TableId::Exceptions)?;
-            list_rows(g, out, rows, |w, row| match row {
-                Row::Exception(x) => (
-                    json!({"writer": w.to_hex(), "user": x.user, "field": x.field, "value": x.value, "at_ms": x.at_ms}),
-                    format!("{w} {} {} {}", x.user, x.field, x.value.escape_debug()),
-                ),
-                _ => (json!(null), String::new()),
-            })?;
-        }
-        Command::Audit(AuditCmd::Record { stdin: true, .. }) => {
-            if backend.mesh().is_some() {
-                bail!("audit record --stdin needs the store to itself; stop the daemon first");
-            }
-            let store = backend.store()?;
-            crate::audit::run_stdin_writer(
-                store.db(),
-                std::io::BufReader::new(std::io::stdin()),
-                out,
-            )?;
-        }
-        Command::Audit(AuditCmd::Record {
-            actor,
-            action,
-            target,
-            detail,
-            ..
-        }) => {
-            let record = NewAuditRecord {
-                at_ms: now_ms(),
-                actor: actor.unwrap_or_default(),
-                action: action.unwrap_or_default(),
-                target: target.unwrap_or_default(),
-                detail,
-            };
-            record.validate()?;
-            let store = backend.store()?;
-            let written = AuditLog::append_batch(store.db(), std::slice::from_ref(&record))?;
-            for r in written {
-                emit(
-                    g,
-                    out,
-                    json!({"seq": r.seq, "hash": hex::encode(r.hash)}),
-                    &format!("recorded audit {} ({})", r.seq, hex::encode(&r.hash[..8])),
-                )?;
-            }
-        }
-        Command::Audit(AuditCmd::List { from, limit }) => {
-            let store = backend.store()?;
-            let records = AuditLog::list(store.db(), from, limit)?;
-            if g.json {
-                writeln!(out, "{}", serde_json::to_string(&records.iter().map(|r| json!({
-                    "seq": r.seq, "at_ms": r.at_ms, "actor": r.actor, "action": r.action,
-                    "target": r.target, "detail": r.detail, "hash": hex::encode(r.hash),
-                })).collect::<Vec<_>>())?)?;
-            } else {
-                for r in &records {
-                    writeln!(
-                        out,
-                        "{} {} {} {} {} {}",
-                        r.seq,
-                        r.at_ms,
-                        r.actor,
-                        r.action,
-                        r.target,
-                        r.detail.escape_debug()
-                    )?;
-                }
-            }
-        }
-        Command::Audit(AuditCmd::Verify) => {
-            let store = backend.store()?;
-            let report = AuditLog::verify(store.db())?;
-            let broken = report.first_break.map(|b| {
-                let what = match b {
-                    ChainBreak::Altered { .. } => "altered",
-                    ChainBreak::Removed { .. } => "removed",
-                    ChainBreak::Reordered { .. } => "reordered",
-                    ChainBreak::Unreadable { .. } => "unreadable",
-                    ChainBreak::HeadMismatch { .. } => "head-mismatch",
-                };
-                (what, b.seq())
-            });
-            emit(
-                g,
-                out,
-                json!({
-                    "intact": report.is_intact(), "verified": report.verified,
-                    "first_bad": broken.map(|(what, seq)| json!({"seq": seq, "problem": what})),
-                }),
-                &match broken {
-                    None => format!("audit chain intact: {} records verified", report.verified),
-                    Some((what, seq)) => format!(
-                        "audit chain broken: record {seq} {what} ({} records before it verified)",
-                        report.verified
-                    ),
-                },
-            )?;
-            if let Some((what, seq)) = broken {
-                bail!("audit chain broken at record {seq} ({what})");
-            }
-        }
-        Command::Local(LocalCmd::Set { name, value }) => {
-            backend.store()?.set_setting(&name, &value)?;
-            emit(
-                g,
-                out,
-                json!({"name": name, "value": value}),
-                &format!("{name} = {value}"),
-            )?;
-        }
-        Command::Local(LocalCmd::Get { name }) => {
-            let value = backend.store()?.setting(&name)?;
-            emit(
-                g,
-                out,
-                json!({"name": name, "value": value}),
-                &format!("{name} = {}", value.as_deref().unwrap_or("(unset)")),
-            )?;
-        }
-        Command::Status => {
-            let (stats, digest) = backend.replica_state()?;
-            let mesh = backend.mesh();
-            let store = backend.store()?;
-            let identity = store.identity()?;
-            let audit = AuditLog::head(store.db())?;
-            let chain = crate::roster::chain(store)?;
-            let primary = store.anchor()?.map(|a| a.genesis_leader);
-            let ha = crate::ha::status(chain.as_ref(), primary, identity.writer(), mesh.as_ref());
-            let role = ha["role"].as_str().unwrap_or("standalone").to_string();
-            let mastered = chain.as_ref().map(|c| {
-                json!({
-                    "epoch": c.epoch(), "version": c.last_version(),
-                    "leader": hex::encode(c.leader()),
-                    "leader_address": crate::roster::leader_address(c),
-                    "members": c.roster().members.len(),
-                })
-            });
-            // With a daemon whose disk filled up: say so, and what it means.
-            let full = mesh
-                .as_ref()
-                .filter(|m| m["store"]["disk_full"] == true)
-                .map_or(String::new(), |m| {
-                    format!(
-                        "\ndisk full: {} writes refused so far; local writes fail and replicated \
-                         changes wait until space is freed in {}",
-                        m["store"]["writes_refused"],
-                        backend.data_dir().unwrap_or_default().display()
-                    )
-                });
-            let rows: serde_json::Map<_, _> = TableId::ALL
-                .iter()
-                .map(|t| {
-                    (
-                        t.as_str().to_string(),
-                        json!(stats.rows.get(t).copied().unwrap_or(0)),
-                    )
-                })
-                .collect();
-            emit(
-                g,
-                out,
-                json!({
-                    "writer": identity.writer().to_hex(), "cluster": identity.cluster.to_hex(),
-                    "rows": rows, "segments": stats.segments, "live_segments": stats.live,
-                    "sealed_bytes": stats.sealed_bytes,
-                    "digest": hex::encode(digest.fingerprint()),
-                    "changes": digest.segments.iter().map(|s| s.seq).sum::<u64>(),
-                    "tables": TableId::ALL.iter().map(|t| (t.as_str().to_string(), json!({
-                        "rows": stats.rows.get(t).copied().unwrap_or(0),
-                        "changes": digest.changes(*t),
-                        "writers": digest.segments.iter().filter(|s| s.key.table == *t)
-                            .map(|s| s.key.writer).collect::<BTreeSet<_>>().len(),
-                    }))).collect::<serde_json::Map<_, _>>(),
-                    "audit_records": audit.map_or(0, |h| h.seq),
-                    "role": role,
-                    "ha": ha,
-                    "mastered": mastered,
-                    "mesh": mesh,
-                }),
-                &format!(
-                    "writer {}\nrole {role}, HA state {}{}\ncluster {}\nrows {}\nsegments {} ({} live, {} sealed bytes)\naudit records {}{full}",
-                    identity.writer().to_hex(),
-                    ha["state"].as_str().unwrap_or("inactive"),
-                    chain.as_ref().map_or(String::new(), |c| format!(
-                        " (epoch {}, leader {}, mastered version {})",
-                        c.epoch(),
-                        crate::roster::leader_address(c),
-                        c.last_version()
-                    )),
-                    identity.cluster.to_hex(),
-                    TableId::ALL
-                        .iter()
-                        .map(|t| format!("{}={}", t, stats.rows.get(t).copied().unwrap_or(0)))
-                        .collect::<Vec<_>>()
-                        .join(" "),
-                    stats.segments,
-                    stats.live,
-                    stats.sealed_bytes,
-                    audit.map_or(0, |h| h.seq),
-                ),
-            )?;
-        }
-        Command::User(cmd) => crate::cli_admin::user(g, cmd, backend, out)?,
-        Command::Cert(cmd) => crate::cli_admin::cert(g, cmd, backend, out)?,
-        Command::Backup(args) => crate::cli_admin::backup(g, args, backend, out)?,
-        Command::Restore(args) => crate::cli_admin::restore(g, args, backend, out)?,
-        Command::Unseal(args) => {
-            if backend.mesh().is_some() {
-                bail!("the node is not sealed: its daemon runs");
-            }
-            crate::sealed::unseal(&backend.data_dir()?, &args.mek)?;
-            emit(g, out, json!({"unsealed": true}), "unsealed")?;
-        }
-        Command::Run(_) | Command::Init(_) | Command::Join(_) | Command::Demo(_) => {
-            bail!("this command is run by the binary on its own, not through a running node")
-        }
-        Command::Bundle(cmd) => crate::cluster::run_bundle(cmd, g, backend, out)?,
-        Command::Licence(cmd) => crate::cluster::run_licence(cmd, g, backend, out)?,
-        Command::Mastered(MasteredCmd::Import { file }) => {
-            let bytes = read_bounded(&file, crate::roster::MAX_BUNDLE)?;
-            let added = crate::roster::import(backend.store()?, &bytes)?;
-            let members = crate::roster::admitted(backend.store()?)?;
-            backend.roster_changed()?;
-            emit(
-                g,
-                out,
-                json!({"imported": added, "roster": members.iter().map(WriterId::to_hex).collect::<Vec<_>>()}),
-                &format!(
-                    "imported {added} records; roster has {} members",
-                    members.len()
-                ),
-            )?;
-        }
-        Command::Fault(FaultCmd::Block { peers }) => {
-            let peers = parse_peers(&peers)?;
-            let n = peers.len();
-            backend.set_blocked(peers)?;
-            emit(g, out, json!({"blocked": n}), &format!("blocked {n} peers"))?;
-        }
-        Command::Fault(FaultCmd::Misbehave { kind }) => {
-            let sent = backend.misbehave(&kind)?;
-            emit(
-                g,
-                out,
-                json!({"sent": sent}),
-                &format!("sent {sent} bad messages"),
-            )?;
-        }
-        Command::Fault(FaultCmd::Heal) => {
-            backend.set_blocked(BTreeSet::new())?;
-            emit(g, out, json!({"blocked": 0}), "healed")?;
-        }
-        Command::Fault(FaultCmd::Delay { ms, peers }) => {
-            let peers = parse_peers(&peers)?;
-            let n = peers.len();
-            backend.set_delay(peers, ms.min, ms.max)?;
-            let (min, max) = (ms.min.as_millis() as u64, ms.max.as_millis() as u64);
-            emit(
-                g,
-                out,
-                json!({"delayed": n, "min_ms": min, "max_ms": max}),
-                &format!("messages from {n} peers delayed {min}..{max} ms"),
-            )?;
-        }
-    }
-    Ok(())
-}
-
-/// Writer ids given as hex on the command line.
-fn parse_peers(peers: &[String]) -> anyhow::Result<BTreeSet<WriterId>> {
-    peers
-        .iter()
-        .map(|p| p.parse::<WriterId>())
-        .collect::<Result<BTreeSet<_>, _>>()
-        .map_err(anyhow::Error::msg)
-}
-
 /// Reads a file of at most `max` bytes; a larger one is refused, naming the file.
 pub(crate) fn read_bounded(path: &std::path::Path, max: usize) -> anyhow::Result<Vec<u8>> {
     match crate::disk::read_at_most(path, max as u64)
@@ -979,105 +460,76 @@ pub(crate) fn read_bounded(path: &std::path::Path, max: usize) -> anyhow::Result
     }
 }
 
-/// `meshward config …`
-fn run_config(
-    g: &Global,
-    cmd: ConfigCmd,
-    backend: &mut dyn Backend,
-    out: &mut dyn Write,
-) -> anyhow::Result<()> {
-    let (key, change) = match cmd {
-        ConfigCmd::Set { key, value } => {
-            cluster_config::validate(&key, &value)?;
-            (key.clone(), ConfigChange::Set { key, value })
-        }
-        ConfigCmd::Unset { key } => {
-            cluster_config::validate_key(&key)?;
-            (key.clone(), ConfigChange::Unset { key })
-        }
-        ConfigCmd::Get { key } => {
-            cluster_config::validate_key(&key)?;
-            let config = ClusterConfig::from_records(&backend.store()?.mastered_records()?);
-            let value = config.get(&key);
-            return emit(
-                g,
-                out,
-                json!({"key": key, "value": value}),
-                &format!("{key} = {}", value.as_deref().unwrap_or("(unset)")),
-            );
-        }
-        ConfigCmd::List => {
-            let config = ClusterConfig::from_records(&backend.store()?.mastered_records()?);
-            let all = config.list();
-            let text = all
-                .iter()
-                .map(|(k, v)| format!("{k} = {v}"))
-                .collect::<Vec<_>>()
-                .join("\n");
-            return emit(g, out, json!(all), &text);
-        }
-    };
-    let version = backend.master(RecordKind::Config, change.encode())?;
-    let value = match &change {
-        ConfigChange::Set { value, .. } => Some(value.clone()),
-        ConfigChange::Unset { .. } => None,
-    };
-    emit(
-        g,
-        out,
-        json!({"key": key, "value": value, "version": version}),
-        &format!(
-            "{key} = {} (mastered version {version})",
-            value.as_deref().unwrap_or("(default)")
-        ),
-    )
+pub use crate::ops::now_ms;
+
+/// The new password of `password change`, read from stdin (one line, bounded).
+pub fn read_password() -> anyhow::Result<String> {
+    use std::io::{BufRead as _, Read as _};
+    let mut line = zeroize::Zeroizing::new(String::new());
+    std::io::stdin()
+        .lock()
+        .take(crate::core::MAX_PASSWORD as u64 + 2)
+        .read_line(&mut line)?;
+    let password = line.trim_end_matches(['\r', '\n']).to_string();
+    anyhow::ensure!(
+        !password.is_empty(),
+        "give the new password on stdin (one line)"
+    );
+    Ok(password)
 }
 
-fn fingerprint_json(w: &WriterId, f: &meshward_crdt::Fingerprint) -> serde_json::Value {
-    json!({
-        "seen_by": w.to_hex(), "host": f.host, "key_type": f.key_type.as_str(),
-        "fingerprint": f.fingerprint, "first_seen_ms": f.first_seen_ms, "last_seen_ms": f.last_seen_ms,
-    })
-}
-
-fn list_rows(
-    g: &Global,
-    out: &mut dyn Write,
-    rows: Vec<(WriterId, Row)>,
-    render: impl Fn(&WriterId, &Row) -> (serde_json::Value, String),
-) -> anyhow::Result<()> {
-    let rendered: Vec<_> = rows.iter().map(|(w, r)| render(w, r)).collect();
-    if g.json {
-        let all: Vec<_> = rendered.into_iter().map(|(j, _)| j).collect();
-        writeln!(out, "{}", serde_json::Value::Array(all))?;
-    } else {
-        for (_, line) in rendered {
-            writeln!(out, "{line}")?;
+/// `audit record --stdin`: `actor TAB action TAB target TAB detail` lines, each answered `ack
+/// SEQ` once durable. Through a running daemon, lines are sent in batches as they come;
+/// without one, the store's group committer writes them.
+fn audit_stdin(door: &mut Door, g: &Global, out: &mut dyn Write) -> anyhow::Result<()> {
+    use std::io::BufRead as _;
+    if !door.daemon() {
+        let store = Store::open(&g.data)
+            .with_context(|| format!("opening the store in {}", g.data.display()))?;
+        return crate::audit::run_stdin_writer(
+            store.db(),
+            std::io::BufReader::new(std::io::stdin()),
+            out,
+        );
+    }
+    let stdin = std::io::stdin();
+    let mut batch = Vec::new();
+    let mut flush = |batch: &mut Vec<meshward_api::local::NewAudit>,
+                     out: &mut dyn Write|
+     -> anyhow::Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let records = std::mem::take(batch);
+        let reply = door.send(meshward_api::Request::RecordAudit(
+            meshward_api::local::RecordAudit { records },
+        ))?;
+        if let meshward_api::Reply::Recorded(r) = reply {
+            for seq in r.first_seq..=r.last_seq {
+                writeln!(out, "ack {seq}")?;
+            }
+            out.flush()?;
+        }
+        Ok(())
+    };
+    for line in stdin.lock().lines() {
+        let line = line?;
+        let mut fields = line.splitn(4, '\t');
+        let (Some(actor), Some(action), Some(target)) = (fields.next(), fields.next(), fields.next())
+        else {
+            bail!("a line must be actor TAB action TAB target [TAB detail]: {line:?}");
+        };
+        batch.push(meshward_api::local::NewAudit {
+            actor: actor.into(),
+            action: action.into(),
+            target: target.into(),
+            detail: fields.next().unwrap_or_default().into(),
+        });
+        if batch.len() >= 1024 {
+            flush(&mut batch, out)?;
         }
     }
-    Ok(())
-}
-
-/// Prints `value` as JSON with `--json`, else `text`.
-pub(crate) fn emit(
-    g: &Global,
-    out: &mut dyn Write,
-    value: serde_json::Value,
-    text: &str,
-) -> anyhow::Result<()> {
-    if g.json {
-        writeln!(out, "{value}")?;
-    } else {
-        writeln!(out, "{text}")?;
-    }
-    Ok(())
-}
-
-/// The wall clock, read only at the edges (here and in the daemon).
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    flush(&mut batch, out)
 }
 
 #[cfg(test)]

@@ -13,9 +13,7 @@ use serde_json::json;
 
 pub use crate::authority::{Access, access, users};
 use crate::backup::{ArchiveReader, ArchiveWriter, BackupError};
-use crate::certs::Serial;
 use crate::cli::{Backend, Global};
-use crate::grants::{Grant, UserChange, UserName};
 use crate::mek::{MEK_FILE, Mek};
 use crate::store::{STORE_FILE, Store, StoreError, create_private_dir, create_private_file};
 
@@ -97,185 +95,6 @@ pub struct RestoreArgs {
 
 /// Plaintext bytes between two progress lines of a backup.
 const PROGRESS_STEP: u64 = 64 << 20;
-
-/// Runs `meshward user …`. Writes go through [`Backend::master`] (leader only).
-pub fn user(
-    g: &Global,
-    cmd: UserCmd,
-    backend: &mut dyn Backend,
-    out: &mut dyn Write,
-) -> anyhow::Result<()> {
-    let change = match cmd {
-        UserCmd::List => {
-            let users = users(backend.store()?)?;
-            if g.json {
-                let list: Vec<_> = users
-                    .iter()
-                    .map(|(u, gs)| json!({"name": u.as_str(), "grants": gs.iter().map(Grant::to_string).collect::<Vec<_>>()}))
-                    .collect();
-                writeln!(out, "{}", serde_json::Value::Array(list))?;
-            } else {
-                for (u, gs) in users.iter() {
-                    let grants: Vec<_> = gs.iter().map(Grant::to_string).collect();
-                    writeln!(out, "{u} {}", grants.join(" "))?;
-                }
-            }
-            return Ok(());
-        }
-        UserCmd::Cert {
-            name,
-            out: dir,
-            valid,
-        } => {
-            return user_cert(g, &name, &dir, valid, backend, out);
-        }
-        UserCmd::Create { name } => UserChange::Create(name.parse()?),
-        UserCmd::Grant { name, grant } => {
-            UserChange::AddGrant(name.parse()?, grant.parse::<Grant>()?)
-        }
-        UserCmd::Revoke { name, grant: None } => UserChange::Delete(name.parse()?),
-        UserCmd::Revoke {
-            name,
-            grant: Some(grant),
-        } => UserChange::RevokeGrant(name.parse()?, grant.parse::<Grant>()?),
-    };
-    users(backend.store()?)?.check(&change)?;
-    let (kind, payload) = change.encode();
-    let version = backend.master(kind, payload)?;
-    let (what, user): (String, &UserName) = match &change {
-        UserChange::Create(u) => ("created user".into(), u),
-        UserChange::AddGrant(u, gr) => (format!("granted {gr} to"), u),
-        UserChange::RevokeGrant(u, gr) => (format!("revoked {gr} from"), u),
-        UserChange::Delete(u) => ("deleted user".into(), u),
-    };
-    let text = format!("{what} {user} (mastered version {version})");
-    if g.json {
-        writeln!(
-            out,
-            "{}",
-            json!({"user": user.as_str(), "done": what, "version": version})
-        )?;
-    } else {
-        writeln!(out, "{text}")?;
-    }
-    Ok(())
-}
-
-/// Longest validity of a user certificate.
-const MAX_CERT_VALIDITY: std::time::Duration = std::time::Duration::from_secs(10 * 365 * 24 * 3600);
-
-/// Runs `meshward user cert`: a fresh key and a client certificate with CN=NAME from the
-/// cluster CA (opened with the MEK, on the leader), written with the CA certificate.
-fn user_cert(
-    g: &Global,
-    name: &str,
-    dir: &Path,
-    valid: std::time::Duration,
-    backend: &mut dyn Backend,
-    out: &mut dyn Write,
-) -> anyhow::Result<()> {
-    let user: UserName = name.parse()?;
-    if valid.is_zero() || valid > MAX_CERT_VALIDITY {
-        bail!("--valid must be more than zero and at most 10 years");
-    }
-    if backend.mesh().is_some() && dir.is_relative() {
-        bail!(
-            "a daemon runs on this node and writes the files itself: give --out as an absolute path"
-        );
-    }
-    let data = backend.data_dir()?;
-    let store = backend.store()?;
-    if users(store)?.grants(&user).is_none() {
-        bail!("no user {user}; create it first with `meshward user create {user}`");
-    }
-    let chain = crate::authority::require_leader(store)?;
-    let mek = crate::authority::load_mek(&data)?;
-    let ca = crate::authority::open_ca(store, chain.cluster(), &mek)?;
-    let now = std::time::SystemTime::now();
-    let issued = ca.issue_client(user.as_str(), now, now + valid)?;
-    create_private_dir(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let key_path = dir.join(format!("{user}.key"));
-    let cert_path = dir.join(format!("{user}.crt"));
-    let ca_path = dir.join("ca.crt");
-    for path in [&key_path, &cert_path] {
-        if path.exists() {
-            bail!("{} exists; choose another --out directory", path.display());
-        }
-    }
-    let key_der = pem::Pem::new("PRIVATE KEY", issued.key.to_vec());
-    let key_pem = zeroize::Zeroizing::new(pem::encode(&key_der));
-    // The PEM wrapper's copy of the key is wiped too.
-    drop(zeroize::Zeroizing::new(key_der.into_contents()));
-    let mut file = create_private_file(&key_path)
-        .with_context(|| format!("creating {}", key_path.display()))?;
-    file.write_all(key_pem.as_bytes())?;
-    file.sync_all()?;
-    let cert_pem = pem::encode(&pem::Pem::new("CERTIFICATE", issued.cert.clone()));
-    let ca_pem = pem::encode(&pem::Pem::new("CERTIFICATE", ca.cert.clone()));
-    fs::write(&cert_path, &cert_pem).with_context(|| format!("writing {}", cert_path.display()))?;
-    fs::write(&ca_path, &ca_pem).with_context(|| format!("writing {}", ca_path.display()))?;
-    let serial = Serial::of_certificate(&issued.cert).context("the new certificate")?;
-    if g.json {
-        writeln!(
-            out,
-            "{}",
-            json!({"user": user.as_str(), "key": key_path, "cert": cert_path, "ca": ca_path, "serial": serial.to_string()})
-        )?;
-    } else {
-        writeln!(
-            out,
-            "wrote {} (private, 0600), {} and {} for user {user}; serial {serial}",
-            key_path.display(),
-            cert_path.display(),
-            ca_path.display()
-        )?;
-    }
-    Ok(())
-}
-
-/// Runs `meshward cert …`. Revocations go through [`Backend::master`] (leader only).
-pub fn cert(
-    g: &Global,
-    cmd: CertCmd,
-    backend: &mut dyn Backend,
-    out: &mut dyn Write,
-) -> anyhow::Result<()> {
-    match cmd {
-        CertCmd::Revoke { serial } => {
-            let serial: Serial = serial.parse()?;
-            access(backend.store()?)?.revoked.check(&serial)?;
-            let (kind, payload) = serial.revocation();
-            let version = backend.master(kind, payload)?;
-            if g.json {
-                writeln!(
-                    out,
-                    "{}",
-                    json!({"revoked": serial.to_string(), "version": version})
-                )?;
-            } else {
-                writeln!(
-                    out,
-                    "revoked certificate serial {serial} (mastered version {version})"
-                )?;
-            }
-        }
-        CertCmd::Revoked => {
-            let revoked = access(backend.store()?)?.revoked;
-            if g.json {
-                let list: Vec<_> = revoked
-                    .iter()
-                    .map(|(s, v)| json!({"serial": s.to_string(), "version": v}))
-                    .collect();
-                writeln!(out, "{}", serde_json::Value::Array(list))?;
-            } else {
-                for (serial, version) in revoked.iter() {
-                    writeln!(out, "{serial} (mastered version {version})")?;
-                }
-            }
-        }
-    }
-    Ok(())
-}
 
 /// Runs `meshward backup`: a consistent snapshot of the store (one read transaction, so a
 /// running daemon keeps writing), sealed under the MEK, written to a private temporary file
@@ -476,7 +295,7 @@ fn check_store_file(path: &Path) -> anyhow::Result<()> {
 }
 
 /// Whether `e` (or an error it wraps) says a disk is full (ENOSPC).
-fn says_disk_full(e: &anyhow::Error) -> bool {
+pub(crate) fn says_disk_full(e: &anyhow::Error) -> bool {
     e.chain().any(|cause| {
         cause
             .downcast_ref::<std::io::Error>()
@@ -484,13 +303,13 @@ fn says_disk_full(e: &anyhow::Error) -> bool {
     })
 }
 
-fn partial_path(out: &Path) -> PathBuf {
+pub(crate) fn partial_path(out: &Path) -> PathBuf {
     let mut name = out.file_name().unwrap_or_default().to_os_string();
     name.push(format!(".partial-{}", std::process::id()));
     out.with_file_name(name)
 }
 
-fn sync_parent(path: &Path) -> anyhow::Result<()> {
+pub(crate) fn sync_parent(path: &Path) -> anyhow::Result<()> {
     let parent = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),

@@ -19,7 +19,6 @@
 
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -27,19 +26,15 @@ use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
 use meshward_crdt::mastered::{Chain, Member, RecordKind, SignedRecord, TrustAnchor};
 use meshward_transport::setup::{Request, Response, SetupClient, TlsIdentity};
-use serde_json::json;
 use tracing::info;
-use zeroize::Zeroizing;
 
 use crate::authority::{
     BUNDLE_STATE, bundle_state, ca_secret, current_licence, load_mek, open_ca, require_leader,
 };
-use crate::cli::{Backend, Global, emit, now_ms, read_bounded};
-use crate::config::NodeConfig;
+use crate::cli::{Backend, now_ms, read_bounded};
 use crate::join::{
-    Admission, BundleState, Facts, JoinRefusal, JoiningBundle, MAX_JOINING_BUNDLE, utc,
+    Admission, BundleState, Facts, JoinRefusal, JoiningBundle, MAX_JOINING_BUNDLE,
 };
-use crate::licence::{Licence, MAX_LICENCE_FILE};
 use crate::mek::Mek;
 use crate::pki::Ca;
 use crate::roster::MasteredBundle;
@@ -112,101 +107,6 @@ pub enum LicenceCmd {
     },
     /// Show the installed licence.
     Show,
-}
-
-/// Runs `meshward bundle …` and `meshward licence …` on `backend`.
-pub fn run_bundle(
-    cmd: BundleCmd,
-    g: &Global,
-    backend: &mut dyn Backend,
-    out: &mut dyn Write,
-) -> anyhow::Result<()> {
-    let BundleCmd::Create { ttl, out: path } = cmd;
-    if ttl > MAX_TTL {
-        bail!("a joining bundle is valid for at most 24h; give --ttl 24h or less");
-    }
-    if ttl.is_zero() {
-        bail!("--ttl must be more than zero");
-    }
-    let setup_port = match backend.setup_addr() {
-        Some(addr) => addr.port(),
-        None => setup_port_from_settings(backend.store()?)?,
-    };
-    let data = backend.data_dir()?;
-    let bundle = crate::authority::create_bundle(
-        backend.store()?,
-        &data,
-        setup_port,
-        ttl,
-        SystemTime::now(),
-    )?;
-    write_private(&path, &Zeroizing::new(bundle.encode()))?;
-    let id = bundle.id;
-    emit(
-        g,
-        out,
-        json!({"bundle": hex::encode(id), "file": path.display().to_string(),
-               "setup": bundle.setup_addr, "expires_at_ms": bundle.expires_at_ms}),
-        &format!(
-            "wrote joining bundle {} to {} (leader setup endpoint {}); valid until {} or until the next \
-             `meshward bundle create`; use it once with `meshward join --bundle {} --mek MEK_FILE --address ADDR`",
-            hex::encode(&id[..4]),
-            path.display(),
-            bundle.setup_addr,
-            utc(bundle.expires_at_ms),
-            path.display()
-        ),
-    )
-}
-
-/// Runs `meshward licence …` on `backend`.
-pub fn run_licence(
-    cmd: LicenceCmd,
-    g: &Global,
-    backend: &mut dyn Backend,
-    out: &mut dyn Write,
-) -> anyhow::Result<()> {
-    match cmd {
-        LicenceCmd::Install { file } => {
-            require_leader(backend.store()?)?;
-            let issuer = NodeConfig::load(&g.data)?.issuer()?;
-            let bytes = read_bounded(&file, MAX_LICENCE_FILE)?;
-            let licence = Licence::from_file(&bytes, &issuer, now_ms() as u64)
-                .with_context(|| format!("licence {}", file.display()))?;
-            let version = backend.master(RecordKind::Licence, licence.encode())?;
-            let t = &licence.terms;
-            emit(
-                g,
-                out,
-                json!({"customer": t.customer, "max_nodes": t.max_nodes, "expires_at_ms": t.expires_at_ms, "version": version}),
-                &format!(
-                    "licence installed (mastered record {version}): {} may run {} nodes until {}",
-                    t.customer,
-                    t.max_nodes,
-                    utc(t.expires_at_ms)
-                ),
-            )
-        }
-        LicenceCmd::Show => match current_licence(backend.store()?)? {
-            None => emit(
-                g,
-                out,
-                json!(null),
-                "no licence installed: the cluster runs standalone",
-            ),
-            Some(l) => emit(
-                g,
-                out,
-                json!({"customer": l.terms.customer, "max_nodes": l.terms.max_nodes, "expires_at_ms": l.terms.expires_at_ms}),
-                &format!(
-                    "{} may run {} nodes until {}",
-                    l.terms.customer,
-                    l.terms.max_nodes,
-                    utc(l.terms.expires_at_ms)
-                ),
-            ),
-        },
-    }
 }
 
 /// `meshward init`: creates a cluster with this node as the leader of epoch 1.
@@ -574,18 +474,6 @@ fn refuse_member(store: &Store, data: &Path) -> anyhow::Result<()> {
             anchor.cluster.to_hex()
         );
     }
-    Ok(())
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating {} (it must not exist yet)", path.display()))?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
     Ok(())
 }
 

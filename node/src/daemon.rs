@@ -750,7 +750,7 @@ async fn serve(data: PathBuf, args: &RunArgs, mut dial: Vec<SocketAddr>) -> anyh
     }
     let (api_tx, mut api_rx) = mpsc::channel(crate::api::JOB_QUEUE);
     let router = crate::api::router(ApiState { jobs: api_tx });
-    let socket = crate::api::serve_local(&data, router.clone())?;
+    let (socket, _server) = crate::api::serve_local(&data, router.clone())?;
     if let Some(bind) = args.admin_listen {
         let tls = crate::cluster::tls_identity(&node.store)?.context(
             "the admin API needs the node's certificate: run `meshward init` or `join` first",

@@ -209,11 +209,8 @@ fn start(exe: &Path, data: &Path, peers: &[&String]) -> anyhow::Result<Child> {
     let mut guard = Nodes(vec![child]);
     let deadline = Instant::now() + START_TIMEOUT;
     while Instant::now() < deadline {
-        if data.join(crate::control::SOCKET).exists()
-            && let Ok(Some(reply)) =
-                crate::control::forward(data, vec!["status".into(), "--json".into()], None)
-            && serde_json::from_str::<serde_json::Value>(&reply.stdout)
-                .is_ok_and(|s| s["mesh"]["setup"].is_string())
+        if data.join(meshward_client::SOCKET).exists()
+            && local_status(data).is_some_and(|s| s["mesh"]["setup"].is_string())
         {
             println!("  started {} (pid {})", data.display(), guard.0[0].id());
             return guard.0.pop().context("child");
@@ -224,6 +221,19 @@ fn start(exe: &Path, data: &Path, peers: &[&String]) -> anyhow::Result<Child> {
         "{} did not start within {START_TIMEOUT:?}; see its daemon.log",
         data.display()
     )
+}
+
+/// The status of the daemon of `data`, if one answers.
+fn local_status(data: &Path) -> Option<serde_json::Value> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
+    let client = meshward_client::Client::local(data);
+    match runtime.block_on(client.send(&meshward_api::Request::Status)) {
+        Ok(meshward_api::Reply::Status(status)) => serde_json::to_value(status).ok(),
+        _ => None,
+    }
 }
 
 fn wait_for_signal() -> anyhow::Result<()> {

@@ -25,7 +25,6 @@ pub mod cluster;
 pub mod cluster_config;
 #[cfg(feature = "daemon")]
 pub mod config;
-pub mod control;
 pub mod core;
 #[cfg(feature = "daemon")]
 pub mod daemon;

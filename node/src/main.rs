@@ -3,30 +3,8 @@
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use meshward_node::cli::{Cli, Command, LocalBackend, run};
-use meshward_node::{cluster, control, daemon, demo};
-
-/// The new password of `password change`, read from stdin (one line, bounded).
-fn read_secret(command: &Command) -> anyhow::Result<Option<String>> {
-    use std::io::{BufRead as _, Read as _};
-    if !matches!(
-        command,
-        Command::Password(meshward_node::ha::PasswordCmd::Change { .. })
-    ) {
-        return Ok(None);
-    }
-    let mut line = String::new();
-    std::io::stdin()
-        .lock()
-        .take(meshward_node::core::MAX_PASSWORD as u64 + 2)
-        .read_line(&mut line)?;
-    let password = line.trim_end_matches(['\r', '\n']).to_string();
-    anyhow::ensure!(
-        !password.is_empty(),
-        "give the new password on stdin (one line)"
-    );
-    Ok(Some(password))
-}
+use meshward_node::cli::{Cli, Command, LocalBackend};
+use meshward_node::{cli, cli_admin, cluster, daemon, demo, sealed};
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -34,28 +12,19 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let result = match &cli.command {
-        Command::Run(args) => daemon::run(&cli.global.data, args),
-        Command::Init(args) => cluster::init(&cli.global.data, args, &mut std::io::stdout().lock()),
-        Command::Join(args) => cluster::join(&cli.global.data, args, &mut std::io::stdout().lock()),
-        Command::Demo(args) => demo::run(args),
-        _ => match read_secret(&cli.command).and_then(|secret| {
-            control::forward(&cli.global.data, std::env::args().skip(1).collect(), secret)
-        }) {
-            // A daemon holds the store: it ran the command.
-            Ok(Some(reply)) => {
-                print!("{}", reply.stdout);
-                match reply.error {
-                    None => Ok(()),
-                    Some(e) => Err(anyhow::anyhow!(e)),
-                }
-            }
-            Ok(None) => {
-                let mut backend = LocalBackend::new(cli.global.data.clone());
-                run(cli, &mut backend, &mut std::io::stdout().lock())
-            }
-            Err(e) => Err(e),
-        },
+    let out = &mut std::io::stdout().lock();
+    let g = &cli.global;
+    let result = match cli.command {
+        Command::Run(ref args) => daemon::run(&g.data, args),
+        Command::Init(ref args) => cluster::init(&g.data, args, out),
+        Command::Join(ref args) => cluster::join(&g.data, args, out),
+        Command::Demo(ref args) => demo::run(args),
+        Command::Restore(args) => {
+            cli_admin::restore(g, args, &mut LocalBackend::new(g.data.clone()), out)
+        }
+        Command::Unseal(args) => sealed::unseal_command(g, &args, out),
+        Command::Backup(args) => cli::backup(g, args, out),
+        _ => cli::run(cli, out),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

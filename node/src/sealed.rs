@@ -1,168 +1,137 @@
 //! A sealed node: one that belongs to a cluster but whose MEK file (`DATA/mek`, see
 //! [`crate::mek::MEK_FILE`]) is missing, e.g. after the operator moved it to a vault.
 //!
-//! `meshward run` on a sealed node does not open the mesh. It serves the control socket with
-//! two commands only: `status` (which says the node is sealed) and `unseal --mek FILE`, which
-//! checks that FILE holds a MEK, installs it as `DATA/mek` (0600) and lets the daemon go on
-//! starting. Every other command is refused with a message saying how to unseal. A standalone
-//! node (no cluster yet) has no MEK and is not sealed.
-//!
-//! Limitation: nothing on the node yet records which MEK is the cluster's, so `unseal` checks
-//! the file's format, not that it is the right key; a wrong key shows when a backup made with
-//! the right one fails to open.
+//! `meshward run` on a sealed node does not open the mesh. It serves the API on its local
+//! socket with three requests only: `GET /v1/status` (which says `sealed`), `GET /v1/health`
+//! (503, `sealed`) and `POST /v1/unseal`, which installs the MEK once it proved to be the
+//! cluster's (it opens the sealed cluster CA; a wrong key writes nothing) and lets the daemon
+//! go on starting. Every other request gets 503 saying how to unseal. A standalone node (no
+//! cluster yet) has no MEK and is not sealed.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use anyhow::Context as _;
-use clap::{Args, Parser as _};
-use serde_json::json;
-use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::UnixListener;
+use axum::Router;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use clap::Args;
+use meshward_api::node::{Health, Unseal};
+use meshward_api::{Problem, ProblemKind, Reply, Request};
+use tokio::sync::Notify;
 use tracing::{info, warn};
 
-use crate::cli::{Cli, Command};
-use crate::control::{ControlReply, ControlRequest, MAX_REQUEST, SOCKET};
-use crate::mek::{MEK_FILE, Mek};
-use crate::store::Store;
-
-/// How long a control connection may take to send its request while sealed.
-const READ_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::api::{Body, answer, problem_response};
+use crate::cli::{Door, Global, LocalBackend};
+use crate::mek::MEK_FILE;
 
 /// `meshward unseal`
 #[derive(Debug, Args)]
 pub struct UnsealArgs {
-    /// The MEK file to install as the node's (absolute when a sealed daemon runs).
+    /// The MEK file to install as the node's.
     #[arg(long)]
     pub mek: PathBuf,
 }
 
-/// Whether the node in `data` is sealed: it belongs to a cluster and has no MEK file.
-pub fn is_sealed(data: &Path, store: &Store) -> anyhow::Result<bool> {
-    Ok(store.anchor()?.is_some() && !data.join(MEK_FILE).exists())
-}
+pub use crate::authority::is_sealed;
 
-/// Installs the MEK in `file` as the node's, checking its format first. Refuses to replace an
-/// existing MEK file.
-pub fn unseal(data: &Path, file: &Path) -> anyhow::Result<()> {
-    let target = data.join(MEK_FILE);
-    if target.exists() {
-        anyhow::bail!("the node is not sealed: {} exists", target.display());
+/// `meshward unseal --mek FILE`: sends the key to the sealed daemon, or installs it on the
+/// store when no daemon runs.
+pub fn unseal_command(g: &Global, args: &UnsealArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    let text = zeroize::Zeroizing::new(
+        String::from_utf8(crate::cli::read_bounded(&args.mek, 4096)?)
+            .with_context(|| format!("{} is not text", args.mek.display()))?,
+    );
+    let mut door = Door::new(g)?;
+    door.send(Request::Unseal(Unseal {
+        mek: text.to_string(),
+    }))?;
+    if g.json {
+        writeln!(out, "{}", serde_json::json!({"unsealed": true}))?;
+    } else {
+        writeln!(out, "unsealed")?;
     }
-    let mek = Mek::load(file)?;
-    mek.write_new(&target)?;
     Ok(())
 }
 
-/// Serves `status` and `unseal` on the control socket until the node is unsealed (`Ok`) or a
-/// signal stops it (`Err`). Cancel-safe only at its end: the socket is removed on both paths.
+#[derive(Clone)]
+struct Sealed {
+    data: PathBuf,
+    backend: Arc<Mutex<LocalBackend>>,
+    unsealed: Arc<Notify>,
+}
+
+fn sealed_problem(data: &Path) -> Problem {
+    Problem::new(
+        ProblemKind::Unavailable,
+        format!(
+            "the node is sealed: its MEK file {} is missing; run `meshward unseal --mek FILE`",
+            data.join(MEK_FILE).display()
+        ),
+    )
+}
+
+/// Serves status, health and unseal on the local socket until the node is unsealed (`Ok`) or
+/// a signal stops it (`Err`). The socket is removed on both paths.
 pub async fn serve(data: &Path) -> anyhow::Result<()> {
-    let socket = data.join(SOCKET);
-    let _ = std::fs::remove_file(&socket);
-    let listener = UnixListener::bind(&socket)
-        .with_context(|| format!("binding the control socket {}", socket.display()))?;
-    set_private(&socket)?;
     warn!(
         mek = %data.join(MEK_FILE).display(),
         "the node is sealed: its MEK file is missing; run `meshward unseal --mek FILE`"
     );
+    let state = Sealed {
+        data: data.to_path_buf(),
+        backend: Arc::new(Mutex::new(LocalBackend::new(data.to_path_buf()))),
+        unsealed: Arc::new(Notify::new()),
+    };
+    let unsealed = state.unsealed.clone();
+    let router = Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/health", get(health))
+        .route("/v1/unseal", post(unseal))
+        .fallback(|State(s): State<Sealed>| async move { problem_response(sealed_problem(&s.data)) })
+        .with_state(state.clone());
+    let (socket, server) = crate::api::serve_local(data, router)?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
-    let result = loop {
-        let stream = tokio::select! {
-            _ = term.recv() => break Err(anyhow::anyhow!("stopped while sealed")),
-            _ = int.recv() => break Err(anyhow::anyhow!("stopped while sealed")),
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    warn!(error = %e, "control socket accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let (read, mut write) = stream.into_split();
-        let mut line = Vec::new();
-        let mut reader = tokio::io::BufReader::new(read.take(MAX_REQUEST as u64));
-        let Ok(Ok(_)) =
-            tokio::time::timeout(READ_TIMEOUT, reader.read_until(b'\n', &mut line)).await
-        else {
-            continue;
-        };
-        let (reply, unsealed) = answer(data, &line);
-        let mut bytes = serde_json::to_vec(&reply)?;
-        bytes.push(b'\n');
-        let _ = write.write_all(&bytes).await;
-        if unsealed {
+    let result = tokio::select! {
+        _ = term.recv() => Err(anyhow::anyhow!("stopped while sealed")),
+        _ = int.recv() => Err(anyhow::anyhow!("stopped while sealed")),
+        () = unsealed.notified() => {
             info!("unsealed: the MEK file is installed");
-            break Ok(());
+            Ok(())
         }
     };
+    server.abort();
     let _ = std::fs::remove_file(&socket);
+    // The store the sealed stage read is closed before the daemon opens it.
+    drop(state);
     result
 }
 
-/// Answers one request while sealed; `true` once unsealed.
-fn answer(data: &Path, line: &[u8]) -> (ControlReply, bool) {
-    let fail = |e: String| {
-        (
-            ControlReply {
-                stdout: String::new(),
-                error: Some(e),
-            },
-            false,
-        )
-    };
-    let request: ControlRequest = match serde_json::from_slice(line) {
-        Ok(r) => r,
-        Err(e) => return fail(format!("malformed control request: {e}")),
-    };
-    let cli = match Cli::try_parse_from(std::iter::once("meshward".to_string()).chain(request.args))
-    {
-        Ok(cli) => cli,
-        Err(e) => return fail(e.to_string()),
-    };
-    let mek = data.join(MEK_FILE);
-    match cli.command {
-        Command::Status => {
-            let text = if cli.global.json {
-                json!({"sealed": true, "mek_file": mek.display().to_string()}).to_string()
-            } else {
-                format!(
-                    "sealed: the MEK file {} is missing; run `meshward unseal --mek FILE`",
-                    mek.display()
-                )
-            };
-            (
-                ControlReply {
-                    stdout: text + "\n",
-                    error: None,
-                },
-                false,
-            )
-        }
-        Command::Unseal(args) if args.mek.is_relative() => fail(
-            "the sealed daemon reads the MEK file itself: give --mek as an absolute path".into(),
-        ),
-        Command::Unseal(args) => match unseal(data, &args.mek) {
-            Ok(()) => (
-                ControlReply {
-                    stdout: "unsealed\n".into(),
-                    error: None,
-                },
-                true,
-            ),
-            Err(e) => fail(format!("{e:#}")),
-        },
-        _ => fail(
-            "the node is sealed (its MEK file is missing): only `status` and `unseal --mek FILE` work"
-                .into(),
-        ),
-    }
+fn run_local(s: &Sealed, request: Request) -> Result<Reply, Problem> {
+    let mut backend = s.backend.lock().unwrap_or_else(PoisonError::into_inner);
+    crate::ops::execute(&mut *backend, request)
 }
 
-fn set_private(path: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("restricting {}", path.display()))
+async fn status(State(s): State<Sealed>) -> Response {
+    answer(run_local(&s, Request::Status))
+}
+
+async fn health() -> Response {
+    let health = Health {
+        healthy: false,
+        reasons: vec!["sealed".into()],
+    };
+    (axum::http::StatusCode::SERVICE_UNAVAILABLE, axum::Json(health)).into_response()
+}
+
+async fn unseal(State(s): State<Sealed>, Body(body): Body<Unseal>) -> Response {
+    let result = run_local(&s, Request::Unseal(body));
+    if result.is_ok() {
+        *s.backend.lock().unwrap_or_else(PoisonError::into_inner) = LocalBackend::new(s.data.clone());
+        s.unsealed.notify_one();
+    }
+    answer(result)
 }

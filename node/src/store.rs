@@ -211,7 +211,7 @@ pub struct PeerEntry {
 /// The node's redb store.
 #[derive(Debug)]
 pub struct Store {
-    db: Database,
+    db: std::sync::Arc<Database>,
     /// Learns when a write is refused for a full disk (file stores only).
     watch: crate::disk::DiskWatch,
 }
@@ -245,7 +245,10 @@ impl Store {
                 });
             }
         };
-        let store = Store { db, watch };
+        let store = Store {
+            db: std::sync::Arc::new(db),
+            watch,
+        };
         store.init_schema().map_err(|e| match e {
             StoreError::Corrupt { reason, .. } => StoreError::Corrupt {
                 path: path.clone(),
@@ -262,7 +265,7 @@ impl Store {
             .create_with_backend(redb::backends::InMemoryBackend::new())
             .map_err(|e| StoreError::Db(e.to_string()))?;
         let store = Store {
-            db,
+            db: std::sync::Arc::new(db),
             watch: crate::disk::DiskWatch::default(),
         };
         store.init_schema()?;
@@ -279,6 +282,12 @@ impl Store {
     /// The underlying database, for modules that keep their own tables (audit).
     pub fn db(&self) -> &Database {
         &self.db
+    }
+
+    /// The database, shared: a reader (a backup streaming from one read transaction) can go
+    /// on in another thread while the owner writes.
+    pub fn shared_db(&self) -> std::sync::Arc<Database> {
+        self.db.clone()
     }
 
     fn init_schema(&self) -> Result<(), StoreError> {

@@ -379,3 +379,13 @@ pub fn fill(path: &Path) {
         }
     }
 }
+
+/// Sends one API request to the daemon of `data` through its local socket (the caller is
+/// root), with the client crate.
+pub fn api(data: &Path, request: meshward_api::Request) -> anyhow::Result<meshward_api::Reply> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let client = meshward_client::Client::local(data);
+    Ok(runtime.block_on(client.send(&request))?)
+}

@@ -17,10 +17,13 @@ use super::Caller;
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Binds `DATA/meshward.sock` (replacing a stale socket file), restricts it to the node's user,
-/// and serves `router` on it in the background. Returns the socket's path. Must be called
-/// inside a tokio runtime.
-pub fn serve_local(data: &Path, router: Router) -> anyhow::Result<PathBuf> {
-    let socket = data.join(crate::control::SOCKET);
+/// and serves `router` on it in the background. Returns the socket's path and the serving
+/// task (abort it to stop serving). Must be called inside a tokio runtime.
+pub fn serve_local(
+    data: &Path,
+    router: Router,
+) -> anyhow::Result<(PathBuf, tokio::task::JoinHandle<()>)> {
+    let socket = data.join(meshward_client::SOCKET);
     let _ = std::fs::remove_file(&socket);
     let listener = UnixListener::bind(&socket)
         .with_context(|| format!("binding the local socket {}", socket.display()))?;
@@ -31,7 +34,7 @@ pub fn serve_local(data: &Path, router: Router) -> anyhow::Result<PathBuf> {
             .with_context(|| format!("restricting {}", socket.display()))?;
     }
     let router = router.layer(Extension(Caller::Local));
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         loop {
             let stream = match listener.accept().await {
                 Ok((stream, _)) => stream,
@@ -55,5 +58,5 @@ pub fn serve_local(data: &Path, router: Router) -> anyhow::Result<PathBuf> {
             });
         }
     });
-    Ok(socket)
+    Ok((socket, task))
 }

@@ -29,9 +29,11 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use crate::admin::ClientCert;
 
+mod backup;
 mod local;
 mod routes;
 
+pub use backup::BackupSource;
 pub use local::serve_local;
 pub use routes::{openapi, router};
 
@@ -56,6 +58,8 @@ pub enum Job {
     Run(Request),
     /// Only check that the caller is a user (`/metrics`, `/openapi.json`).
     CheckUser,
+    /// Hand out what a backup is written from (root only).
+    Backup(oneshot::Sender<backup::BackupSource>),
 }
 
 /// A request for the daemon actor.

@@ -6,7 +6,8 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::{Extension, Router};
 use meshward_api::cluster::{
     Bundle, ChangePassword, ConfigEntry, CreateBundle, Imported, ImportMastered, InstallLicence,
-    IssueCertificate, IssuedCertificate, LicenceInfo, PasswordEntry, RevokeCertificate, UserEntry,
+    IssueCertificate, IssuedCertificate, LicenceInfo, PasswordEntry, RevokeCertificate, RevokedEntry,
+    UserEntry,
     Written,
 };
 use meshward_api::local::{
@@ -78,6 +79,7 @@ fn routes(state: ApiState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(status))
         .routes(routes!(health))
         .routes(routes!(fault))
+        .routes(routes!(super::backup::backup))
         .split_for_parts();
     let router = router
         .route("/metrics", axum::routing::get(metrics))
@@ -232,7 +234,7 @@ async fn list_config(State(s): S, Extension(c): C) -> Response {
     run(&s, c, Request::ListConfig).await
 }
 
-/// One cluster setting (404 while it has its default).
+/// One cluster setting (`value` null while it has its default).
 #[utoipa::path(get, path = "/v1/config/{key}", tag = "config", params(("key" = String, Path)),
     responses((status = 200, body = ConfigEntry), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json")))]
 async fn get_config(State(s): S, Extension(c): C, Path(key): Path<String>) -> Response {
@@ -330,7 +332,7 @@ async fn revoke_certificate(
 
 /// The revoked serials.
 #[utoipa::path(get, path = "/v1/certificates/revoked", tag = "users",
-    responses((status = 200, body = [String]), (status = 403, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = [RevokedEntry]), (status = 403, body = Problem, content_type = "application/problem+json")))]
 async fn list_revoked(State(s): S, Extension(c): C) -> Response {
     run(&s, c, Request::ListRevoked).await
 }

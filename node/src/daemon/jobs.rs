@@ -36,6 +36,13 @@ impl Node {
                 let _ = reply.send(Ok(Reply::Empty));
                 return;
             }
+            Job::Backup(source) => {
+                let _ = reply.send(self.backup_source().map(|s| {
+                    let _ = source.send(s);
+                    Reply::Empty
+                }));
+                return;
+            }
             Job::Run(request) => request,
         };
         if !ops::deferred(&request) {
@@ -66,6 +73,7 @@ impl Node {
         };
         let need = match job {
             Job::CheckUser => None,
+            Job::Backup(_) => Some(crate::grants::Action::Backup),
             Job::Run(request) => Some(ops::access::required(request).ok_or_else(|| {
                 Problem::new(
                     ProblemKind::Forbidden,
@@ -81,6 +89,18 @@ impl Node {
                 ProblemKind::Forbidden
             };
             Problem::new(kind, detail)
+        })
+    }
+
+    /// What a backup is written from: the store's database and the node's MEK.
+    fn backup_source(&mut self) -> Result<crate::api::BackupSource, Problem> {
+        let mek = crate::authority::load_mek(&self.data)
+            .map_err(|e| Problem::new(ProblemKind::Unavailable, format!("{e:#}")))?;
+        let cluster = self.store.identity().map_err(|e| failure(e.into()))?.cluster.0;
+        Ok(crate::api::BackupSource {
+            db: self.store.shared_db(),
+            mek,
+            cluster,
         })
     }
 

@@ -92,6 +92,7 @@ pub fn resource(request: &Request) -> (Resource, Access) {
         | Request::Failover(_)
         | Request::MakeStandalone(_) => (Ha, Write),
         Request::Fault(_) => (Fault, Write),
+        Request::Unseal(_) => (Resource::Backup, Write),
     }
 }
 

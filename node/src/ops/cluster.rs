@@ -7,7 +7,7 @@ use base64::Engine as _;
 use meshward_api::cluster::{
     Bundle, ConfigEntry, CreateBundle, Imported, ImportMastered, InstallLicence,
     IssueCertificate, IssuedCertificate, LicenceInfo, PasswordEntry, RevokeCertificate,
-    UserEntry, Written,
+    RevokedEntry, UserEntry, Written,
 };
 use meshward_api::{Problem, ProblemKind, Reply};
 use meshward_crdt::WriterId;
@@ -38,20 +38,18 @@ pub(super) fn list_config(backend: &mut dyn Backend) -> Result<Reply, Problem> {
         config(backend)?
             .list()
             .into_iter()
-            .map(|(key, value)| ConfigEntry { key, value })
+            .map(|(key, value)| ConfigEntry {
+                key,
+                value: Some(value),
+            })
             .collect(),
     ))
 }
 
 pub(super) fn get_config(backend: &mut dyn Backend, key: String) -> Result<Reply, Problem> {
     cluster_config::validate_key(&key).map_err(|e| Problem::bad_input("key", e.to_string()))?;
-    match config(backend)?.get(&key) {
-        Some(value) => Ok(Reply::Config(ConfigEntry { key, value })),
-        None => Err(Problem::new(
-            ProblemKind::NotFound,
-            format!("{key} is not set (it has its default)"),
-        )),
-    }
+    let value = config(backend)?.get(&key);
+    Ok(Reply::Config(ConfigEntry { key, value }))
 }
 
 pub(super) fn set_config(
@@ -201,7 +199,14 @@ pub(super) fn revoke_certificate(
 pub(super) fn list_revoked(backend: &mut dyn Backend) -> Result<Reply, Problem> {
     let access = backend.store().and_then(access).map_err(failure)?;
     Ok(Reply::Revoked(
-        access.revoked.iter().map(|(s, _)| s.to_string()).collect(),
+        access
+            .revoked
+            .iter()
+            .map(|(s, version)| RevokedEntry {
+                serial: s.to_string(),
+                version,
+            })
+            .collect(),
     ))
 }
 

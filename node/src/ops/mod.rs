@@ -135,6 +135,7 @@ pub fn execute(backend: &mut dyn Backend, request: Request) -> Result<Reply, Pro
         Request::Status => status::status(backend).map(|s| Reply::Status(Box::new(s))),
         Request::Health(query) => status::health(backend, query),
         Request::Fault(fault) => status::fault(backend, fault),
+        Request::Unseal(body) => status::unseal(backend, body),
         Request::ChangePassword { .. }
         | Request::Demote(_)
         | Request::Failback

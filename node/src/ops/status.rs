@@ -113,6 +113,7 @@ pub fn status(backend: &mut dyn Backend) -> Result<Status, Problem> {
     let (stats, digest) = backend.replica_state().map_err(failure)?;
     let ha = ha(backend)?;
     let mesh = backend.mesh();
+    let data = backend.data_dir().map_err(failure)?;
     let store = backend.store().map_err(failure)?;
     let identity = store.identity().map_err(|e| failure(e.into()))?;
     let audit = AuditLog::head(store.db()).map_err(|e| failure(e.into()))?;
@@ -152,6 +153,7 @@ pub fn status(backend: &mut dyn Backend) -> Result<Status, Problem> {
         changes: digest.segments.iter().map(|s| s.seq).sum(),
         tables,
         audit_records: audit.map_or(0, |h| h.seq),
+        sealed: crate::authority::is_sealed(&data, store).map_err(failure)?,
         role: ha.role.clone(),
         ha,
         mastered: chain.as_ref().map(|c| MasteredStatus {
@@ -280,4 +282,25 @@ pub(super) fn fault(backend: &mut dyn Backend, fault: FaultRequest) -> Result<Re
         }
     };
     Ok(Reply::Fault(FaultDone { count }))
+}
+
+/// Installs the MEK of a sealed node; refused by a running node (it is not sealed).
+pub(super) fn unseal(
+    backend: &mut dyn Backend,
+    body: meshward_api::node::Unseal,
+) -> Result<Reply, Problem> {
+    if backend.mesh().is_some() {
+        return Err(Problem::new(
+            meshward_api::ProblemKind::Conflict,
+            "the node is not sealed: its daemon runs",
+        ));
+    }
+    let mek = crate::mek::Mek::parse(&body.mek, "the MEK given")
+        .map_err(|e| Problem::bad_input("mek", e.to_string()))?;
+    let data = backend.data_dir().map_err(failure)?;
+    let store = backend.store().map_err(failure)?;
+    crate::authority::unseal(&data, store, &mek).map_err(|e| {
+        Problem::new(meshward_api::ProblemKind::Conflict, format!("{e:#}"))
+    })?;
+    Ok(Reply::Empty)
 }

@@ -1,0 +1,378 @@
+//! How a command runs: it becomes one [`Request`] (or a few: the pages of a listing), sent to
+//! the node through the API client (the local daemon's socket, or `--remote` over HTTPS), or,
+//! when no daemon runs, executed on the store directly with the same [`ops::execute`]. The
+//! CLI resolves every file it is given itself: it reads input files and writes output files
+//! (0600, never through a symlink, never over an existing file), so relative paths mean the
+//! caller's working directory wherever the node runs.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{Context as _, bail};
+use base64::Engine as _;
+use meshward_api::cluster::{
+    ChangePassword, CreateBundle, ImportMastered, InstallLicence, IssueCertificate,
+    RevokeCertificate,
+};
+use meshward_api::local::{AuditQuery, NewAudit, RecordAudit};
+use meshward_api::node::{Demote, Failover, HealthQuery, MakeStandalone};
+use meshward_api::shared::{AppendEvents, Approve, EventQuery, HostKey, NewEvent};
+use meshward_api::{FaultRequest, Reply, Request};
+use meshward_client::{Client, ClientError};
+
+use super::render::render;
+use super::{
+    AuditCmd, Cli, Command, ConfigCmd, EventCmd, ExceptionCmd, FaultCmd, FingerprintCmd, Global,
+    LocalBackend, LocalCmd, MasteredCmd,
+};
+use crate::cli_admin::{CertCmd, UserCmd};
+use crate::cluster::{BundleCmd, LicenceCmd};
+use crate::ha::{HaCmd, PasswordCmd};
+use crate::ops;
+
+/// Where requests go: a node's API, or the store when no daemon runs.
+pub struct Door {
+    client: Client,
+    runtime: tokio::runtime::Runtime,
+    local: Option<LocalBackend>,
+    data: std::path::PathBuf,
+}
+
+impl std::fmt::Debug for Door {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Door").field("client", &self.client).finish_non_exhaustive()
+    }
+}
+
+impl Door {
+    /// The node of `g`: `--remote` over HTTPS, else the local daemon of `--data` (or its
+    /// store when no daemon runs).
+    pub fn new(g: &Global) -> anyhow::Result<Door> {
+        let client = match &g.remote {
+            None => Client::local(&g.data),
+            Some(url) => {
+                let read = |path: &Option<std::path::PathBuf>, what: &str| {
+                    let path = path
+                        .as_ref()
+                        .with_context(|| format!("--remote needs --{what}"))?;
+                    super::read_bounded(path, 64 * 1024)
+                };
+                Client::remote(
+                    url,
+                    &read(&g.cert, "cert")?,
+                    &zeroize::Zeroizing::new(read(&g.key, "key")?),
+                    &read(&g.ca, "ca")?,
+                )?
+            }
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the client runtime")?;
+        Ok(Door {
+            client,
+            runtime,
+            local: None,
+            data: g.data.clone(),
+        })
+    }
+
+    /// Sends `request`; a problem becomes an error carrying its detail (and the leader).
+    pub fn send(&mut self, request: Request) -> anyhow::Result<Reply> {
+        let sent = self.runtime.block_on(self.client.send(&request));
+        let problem = match sent {
+            Ok(reply) => return Ok(reply),
+            Err(ClientError::NoDaemon(_)) if self.client.is_local() => {
+                let backend = self
+                    .local
+                    .get_or_insert_with(|| LocalBackend::new(self.data.clone()));
+                match ops::execute(backend, request) {
+                    Ok(reply) => return Ok(reply),
+                    Err(problem) => problem,
+                }
+            }
+            Err(ClientError::Problem(problem)) => *problem,
+            Err(e) => return Err(e.into()),
+        };
+        let mut message = problem.detail.clone();
+        if let Some(field) = &problem.field {
+            message.push_str(&format!(" (field {field})"));
+        }
+        if let Some(leader) = &problem.leader {
+            message.push_str(&format!(" [leader {leader}]"));
+        }
+        Err(anyhow::Error::msg(message))
+    }
+
+    /// Starts a streamed GET (a backup download); `Ok(None)`: no daemon runs.
+    pub fn download(
+        &mut self,
+        path: &str,
+        to: &mut dyn std::io::Write,
+    ) -> anyhow::Result<Option<u64>> {
+        use http_body_util::BodyExt as _;
+        self.runtime.block_on(async {
+            let response = match self.client.stream(path).await {
+                Err(ClientError::NoDaemon(_)) => return Ok(None),
+                Err(e) => return Err(anyhow::Error::from(e)),
+                Ok(response) => response,
+            };
+            let mut body = response.into_body();
+            let mut written = 0u64;
+            while let Some(frame) = body.frame().await {
+                let frame = frame.context("the download was cut")?;
+                if let Ok(data) = frame.into_data() {
+                    to.write_all(&data)?;
+                    written += data.len() as u64;
+                }
+            }
+            Ok(Some(written))
+        })
+    }
+
+    /// Whether a daemon answers on the local socket (always true for `--remote`).
+    pub fn daemon(&mut self) -> bool {
+        !matches!(
+            self.runtime.block_on(self.client.send(&Request::Ha)),
+            Err(ClientError::NoDaemon(_))
+        )
+    }
+}
+
+/// Runs a command that is a request to the node; writes what it shows to `out`.
+pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
+    let g = cli.global;
+    let mut door = Door::new(&g)?;
+    // Parse everything the command needs before anything is sent: bad input changes nothing.
+    let request = match cli.command {
+        Command::Event(EventCmd::List {
+            writer,
+            since,
+            until,
+            kind,
+            limit,
+        }) => {
+            let query = EventQuery {
+                writer,
+                since,
+                until,
+                kind,
+                limit: None,
+                after: None,
+            };
+            return list_events(&mut door, &g, query, limit, out);
+        }
+        Command::Audit(AuditCmd::Record { stdin: true, .. }) => {
+            return super::audit_stdin(&mut door, &g, out);
+        }
+        Command::User(UserCmd::Cert { name, out: dir, valid }) => {
+            let days = u32::try_from(valid.as_secs().div_ceil(86_400)).unwrap_or(u32::MAX);
+            let reply = door.send(Request::IssueCertificate {
+                name,
+                body: IssueCertificate {
+                    valid_days: Some(days),
+                },
+            })?;
+            return super::files::write_certificate(&g, &dir, reply, out);
+        }
+        Command::Bundle(BundleCmd::Create { ttl, out: path }) => {
+            let reply = door.send(Request::CreateBundle(CreateBundle {
+                ttl_s: Some(ttl.as_secs()),
+            }))?;
+            return super::files::write_bundle(&g, &path, reply, out);
+        }
+        command => request_of(command)?,
+    };
+    let shown = request.clone();
+    let reply = door.send(request)?;
+    let unhealthy = matches!(&reply, Reply::Health(h) if !h.healthy);
+    render(&g, &shown, reply, out)?;
+    if unhealthy {
+        bail!("the node is not healthy");
+    }
+    Ok(())
+}
+
+/// The request of a command that is one request.
+fn request_of(command: Command) -> anyhow::Result<Request> {
+    Ok(match command {
+        Command::Event(EventCmd::Append {
+            kind,
+            user,
+            target,
+            detail,
+            at,
+            count,
+        }) => {
+            let event = NewEvent {
+                kind,
+                user,
+                target,
+                detail,
+                at_ms: Some(at.unwrap_or_else(ops::now_ms)),
+            };
+            let events = if count == 1 {
+                vec![event]
+            } else {
+                (0..count)
+                    .map(|i| NewEvent {
+                        detail: format!("{} #{i}", event.detail),
+                        ..event.clone()
+                    })
+                    .collect()
+            };
+            Request::AppendEvents(AppendEvents { events })
+        }
+        Command::Fingerprint(FingerprintCmd::Add { key, at }) => {
+            Request::ObserveFingerprint(meshward_api::shared::ObserveFingerprint {
+                key: host_key(key),
+                at_ms: at,
+            })
+        }
+        Command::Fingerprint(FingerprintCmd::List) => Request::ListFingerprints,
+        Command::Fingerprint(FingerprintCmd::Approve { key, withdraw }) => {
+            Request::Approve(Approve {
+                key: host_key(key),
+                approved: !withdraw,
+            })
+        }
+        Command::Exception(ExceptionCmd::Set { user, field, value }) => {
+            Request::SetException { user, field, value }
+        }
+        Command::Exception(ExceptionCmd::Delete { user, field }) => {
+            Request::DeleteException { user, field }
+        }
+        Command::Exception(ExceptionCmd::List) => Request::ListExceptions,
+        Command::Audit(AuditCmd::Record {
+            actor,
+            action,
+            target,
+            detail,
+            ..
+        }) => Request::RecordAudit(RecordAudit {
+            records: vec![NewAudit {
+                actor: actor.unwrap_or_default(),
+                action: action.unwrap_or_default(),
+                target: target.unwrap_or_default(),
+                detail,
+            }],
+        }),
+        Command::Audit(AuditCmd::List { from, limit }) => Request::ListAudit(AuditQuery {
+            from: Some(from),
+            limit: Some(limit),
+        }),
+        Command::Audit(AuditCmd::Verify) => Request::VerifyAudit,
+        Command::Local(LocalCmd::Set { name, value }) => Request::SetLocal { name, value },
+        Command::Local(LocalCmd::Get { name }) => Request::GetLocal { name },
+        Command::Config(ConfigCmd::Set { key, value }) => Request::SetConfig { key, value },
+        Command::Config(ConfigCmd::Unset { key }) => Request::UnsetConfig { key },
+        Command::Config(ConfigCmd::Get { key }) => Request::GetConfig { key },
+        Command::Config(ConfigCmd::List) => Request::ListConfig,
+        Command::Ha(HaCmd::Demote { to }) => Request::Demote(Demote { to }),
+        Command::Ha(HaCmd::Status) => Request::Ha,
+        Command::Ha(HaCmd::Failback) => Request::Failback,
+        Command::Ha(HaCmd::Failover { force }) => Request::Failover(Failover { force }),
+        Command::Ha(HaCmd::Superseded) => Request::Superseded,
+        Command::Ha(HaCmd::MakeStandalone { node }) => {
+            Request::MakeStandalone(MakeStandalone { node })
+        }
+        Command::Password(PasswordCmd::Change { user }) => Request::ChangePassword {
+            user,
+            body: ChangePassword {
+                password: super::read_password()?,
+            },
+        },
+        Command::Password(PasswordCmd::List) => Request::ListPasswords,
+        Command::Status => Request::Status,
+        Command::Health { max_lag_ms } => Request::Health(HealthQuery { max_lag_ms }),
+        Command::User(UserCmd::List) => Request::ListUsers,
+        Command::User(UserCmd::Create { name }) => Request::CreateUser { name },
+        Command::User(UserCmd::Grant { name, grant }) => Request::Grant { name, grant },
+        Command::User(UserCmd::Revoke { name, grant: None }) => Request::DeleteUser { name },
+        Command::User(UserCmd::Revoke {
+            name,
+            grant: Some(grant),
+        }) => Request::RevokeGrant { name, grant },
+        Command::Cert(CertCmd::Revoke { serial }) => {
+            Request::RevokeCertificate(RevokeCertificate { serial })
+        }
+        Command::Cert(CertCmd::Revoked) => Request::ListRevoked,
+        Command::Licence(LicenceCmd::Install { file }) => {
+            let bytes = super::read_bounded(&file, crate::licence::MAX_LICENCE_FILE)?;
+            let licence = String::from_utf8(bytes)
+                .with_context(|| format!("the licence file {} is not text", file.display()))?;
+            Request::InstallLicence(InstallLicence { licence })
+        }
+        Command::Licence(LicenceCmd::Show) => Request::GetLicence,
+        Command::Mastered(MasteredCmd::Import { file }) => {
+            let bytes = super::read_bounded(&file, crate::roster::MAX_BUNDLE)?;
+            Request::ImportMastered(ImportMastered {
+                bundle_base64: base64::engine::general_purpose::STANDARD.encode(bytes),
+            })
+        }
+        Command::Fault(f) => Request::Fault(fault(f)?),
+        Command::Event(_)
+        | Command::User(_)
+        | Command::Bundle(_)
+        | Command::Run(_)
+        | Command::Init(_)
+        | Command::Join(_)
+        | Command::Demo(_)
+        | Command::Backup(_)
+        | Command::Restore(_)
+        | Command::Unseal(_) => bail!("this command is run by the binary on its own"),
+    })
+}
+
+fn host_key(key: super::HostKey) -> HostKey {
+    HostKey {
+        host: key.host,
+        key_type: key.key_type,
+        fingerprint: key.fingerprint,
+    }
+}
+
+fn fault(f: FaultCmd) -> anyhow::Result<FaultRequest> {
+    Ok(match f {
+        FaultCmd::Block { peers } => FaultRequest::Block { peers },
+        FaultCmd::Heal => FaultRequest::Heal,
+        FaultCmd::Delay { ms, peers } => FaultRequest::Delay {
+            peers,
+            min_ms: ms.min.as_millis() as u64,
+            max_ms: ms.max.as_millis() as u64,
+        },
+        FaultCmd::Misbehave { kind } => FaultRequest::Misbehave { kind },
+    })
+}
+
+/// `event list`: every page, up to `limit` events.
+fn list_events(
+    door: &mut Door,
+    g: &Global,
+    mut query: EventQuery,
+    limit: Option<usize>,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let mut rows = Vec::new();
+    loop {
+        let left = limit.map(|l| l.saturating_sub(rows.len()));
+        if left == Some(0) {
+            break;
+        }
+        query.limit = left.map(|l| l.min(meshward_api::shared::MAX_EVENT_PAGE));
+        let Reply::Events(page) = door.send(Request::ListEvents(query.clone()))? else {
+            bail!("the node answered something else than events");
+        };
+        rows.extend(page.events);
+        match page.next {
+            Some(next) => query.after = Some(next),
+            None => break,
+        }
+    }
+    super::render::events(g, &rows, out)
+}
+
+/// Whether `path` exists or is a (dangling) symlink: output files are never replaced.
+pub(super) fn taken(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok()
+}
