@@ -41,7 +41,7 @@ pub struct UserEntry {
 }
 
 /// `POST /v1/users/{name}/certificates`: issue a client certificate.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct IssueCertificate {
     /// Validity in days (1 to 3650; default 365).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -98,7 +98,7 @@ pub struct InstallLicence {
 }
 
 /// `POST /v1/bundles`: make a one-time joining bundle (it supersedes any earlier one).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct CreateBundle {
     /// Validity in seconds (60 to 86 400; default 86 400).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -7,14 +7,11 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::{
-    Bundle, ChangePassword, ConfigEntry, CreateBundle, Imported, ImportMastered, InstallLicence,
-    IssueCertificate, IssuedCertificate, LicenceInfo, PasswordEntry, RevokeCertificate, RevokedEntry,
-    UserEntry,
-    Written,
+    Bundle, ChangePassword, ConfigEntry, CreateBundle, ImportMastered, Imported, InstallLicence,
+    IssueCertificate, IssuedCertificate, LicenceInfo, PasswordEntry, RevokeCertificate,
+    RevokedEntry, UserEntry, Written,
 };
-use crate::local::{
-    AuditQuery, AuditRow, AuditVerified, RecordAudit, Recorded, SetValue, Setting,
-};
+use crate::local::{AuditQuery, AuditRow, AuditVerified, RecordAudit, Recorded, SetValue, Setting};
 use crate::node::{
     Demote, Failover, HaDone, HaStatus, Health, HealthQuery, MakeStandalone, Status,
     SupersededRecord, Unseal,
@@ -365,9 +362,7 @@ impl Request {
             Request::Demote(b) => with_body(Post, "/v1/ha/demote".into(), json(b)),
             Request::Failback => r(Post, "/v1/ha/failback".into()),
             Request::Failover(b) => with_body(Post, "/v1/ha/failover".into(), json(b)),
-            Request::MakeStandalone(b) => {
-                with_body(Post, "/v1/ha/make-standalone".into(), json(b))
-            }
+            Request::MakeStandalone(b) => with_body(Post, "/v1/ha/make-standalone".into(), json(b)),
             Request::Superseded => r(Get, "/v1/ha/superseded".into()),
             Request::Status => r(Get, "/v1/status".into()),
             Request::Health(q) => Route {

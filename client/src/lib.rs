@@ -107,12 +107,18 @@ impl Client {
             .rsplit_once(':')
             .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)))
             .ok_or_else(|| bad(format!("{url:?}: give the node as https://HOST:PORT")))?;
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
         let pems = |bytes: &[u8], what: &str| {
             pem::parse_many(bytes).map_err(|e| bad(format!("the {what} file is not PEM: {e}")))
         };
         let mut roots = rustls::RootCertStore::empty();
-        for p in pems(ca_pem, "CA")?.iter().filter(|p| p.tag() == "CERTIFICATE") {
+        for p in pems(ca_pem, "CA")?
+            .iter()
+            .filter(|p| p.tag() == "CERTIFICATE")
+        {
             roots
                 .add(CertificateDer::from(p.contents().to_vec()))
                 .map_err(|e| bad(format!("a CA certificate: {e}")))?;
@@ -174,7 +180,11 @@ impl Client {
         if answer.status >= 400 {
             return Err(problem_of(&answer));
         }
-        let body: &[u8] = if answer.status == 204 { &[] } else { &answer.body };
+        let body: &[u8] = if answer.status == 204 {
+            &[]
+        } else {
+            &answer.body
+        };
         request
             .reply_from(body)
             .map_err(|e| ClientError::Protocol(format!("{e}")))
@@ -213,10 +223,7 @@ impl Client {
 
     /// Sends one HTTP request and returns the response with its body still streaming (the
     /// watch stream, a backup download). A status over 399 is turned into its problem.
-    pub async fn stream(
-        &self,
-        path: &str,
-    ) -> Result<hyper::Response<Incoming>, ClientError> {
+    pub async fn stream(&self, path: &str) -> Result<hyper::Response<Incoming>, ClientError> {
         let response = self.open(Method::Get, path, None).await?;
         if response.status().as_u16() >= 400 {
             let status = response.status().as_u16();

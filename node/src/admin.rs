@@ -41,9 +41,9 @@ use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
 use crate::admin_limits::{AdminLimits, Limiters};
-use crate::certs::Serial;
 use crate::api::Caller;
 use crate::authority::Access;
+use crate::certs::Serial;
 use crate::grants::{Action, Decision, UserName, authorize};
 
 /// Connections served at once; further ones wait (one accepted, the rest in the listen
@@ -100,7 +100,6 @@ struct Counters {
     waited_full: AtomicU64,
     body_too_large: AtomicU64,
 }
-
 
 /// Decides an HTTPS request against the revocation list and the users view: `Err((status,
 /// message))` when refused (401: the certificate is revoked; 403: no such user, or `need` is
@@ -480,6 +479,9 @@ fn escape(s: &str) -> String {
 mod tests {
     use proptest::prelude::*;
 
+    use meshward_api::Request;
+    use serde_json::json;
+
     use super::*;
     use crate::certs::Revoked;
     use crate::grants::{Grant, UserChange, Users};
@@ -515,119 +517,84 @@ mod tests {
         }
     }
 
-    fn args(line: &str) -> Vec<String> {
-        line.split_whitespace().map(String::from).collect()
+    /// A sample of every kind of request.
+    fn requests() -> Vec<Request> {
+        use meshward_api::shared::{AppendEvents, EventQuery};
+        vec![
+            Request::ListEvents(EventQuery::default()),
+            Request::ListFingerprints,
+            Request::AppendEvents(AppendEvents { events: Vec::new() }),
+            Request::SetException {
+                user: "u".into(),
+                field: "f".into(),
+                value: "v".into(),
+            },
+            Request::Status,
+            Request::ListConfig,
+            Request::SetConfig {
+                key: "password.min-length".into(),
+                value: "12".into(),
+            },
+            Request::CreateBundle(Default::default()),
+            Request::CreateUser { name: "bob".into() },
+            Request::ListUsers,
+            Request::Failback,
+            Request::Fault(meshward_api::FaultRequest::Heal),
+            Request::Unseal(meshward_api::node::Unseal { mek: String::new() }),
+        ]
     }
 
-    fn decide(user: &str, line: &str) -> Result<(), (u16, String)> {
-        check(
-            &users(),
-            Some(&cert(user)),
-            &Need::Command,
-            Some(&args(line)),
-        )
-    }
-
-    #[test]
-    fn commands_map_to_the_grants_table() {
-        let ns = || Namespace::from_str_checked(DATA_NAMESPACE);
-        let cases = [
-            ("event list", Ok(Action::Read(ns()))),
-            ("fingerprint list", Ok(Action::Read(ns()))),
-            ("exception list", Ok(Action::Read(ns()))),
-            (
-                "event append --kind login --user u --target t",
-                Ok(Action::Write(ns())),
-            ),
-            (
-                "exception set --user u --field f --value v",
-                Ok(Action::Write(ns())),
-            ),
-            ("status", Ok(Action::ReadCluster)),
-            ("config list", Ok(Action::ReadCluster)),
-            (
-                "config set password.min-length 12",
-                Ok(Action::ClusterAdmin),
-            ),
-            ("bundle create --out /tmp/b", Ok(Action::ClusterAdmin)),
-            ("licence install /tmp/l", Ok(Action::ClusterAdmin)),
-            ("user create bob", Ok(Action::UserAdmin)),
-            ("user list", Ok(Action::ReadCluster)),
-            ("ha failback", Ok(Action::HaOps)),
-            ("backup --out /tmp/x", Ok(Action::Backup)),
-        ];
-        for (line, want) in cases {
-            let cli =
-                Cli::try_parse_from(std::iter::once("meshward".to_string()).chain(args(line)))
-                    .unwrap();
-            assert_eq!(
-                action_for(&cli.command).map_err(|_| ()),
-                want.map_err(|_: ()| ()),
-                "{line}"
-            );
-        }
-        for line in [
-            "fault heal",
-            "run",
-            "audit record --stdin",
-            "restore /x --mek /y",
-        ] {
-            let cli =
-                Cli::try_parse_from(std::iter::once("meshward".to_string()).chain(args(line)))
-                    .unwrap();
-            assert!(action_for(&cli.command).is_err(), "{line}");
+    fn decide(user: &str, request: &Request) -> Result<(), (u16, String)> {
+        match crate::ops::access::required(request) {
+            None => Err((403, "local socket only".into())),
+            Some(action) => check(&users(), Some(&cert(user)), Some(&action)),
         }
     }
 
     #[test]
     fn requests_are_decided_by_the_grants_of_the_certificate_user() {
-        assert_eq!(decide("boss", "config set password.min-length 12"), Ok(()));
-        assert_eq!(decide("reader", "status"), Ok(()));
-        assert_eq!(decide("reader", "event list"), Ok(()));
+        let [
+            events,
+            _,
+            append,
+            exception,
+            status,
+            _,
+            set,
+            bundle,
+            user,
+            _,
+            failback,
+            fault,
+            unseal,
+        ] = requests().try_into().unwrap();
+        assert_eq!(decide("boss", &set), Ok(()));
+        assert_eq!(decide("boss", &bundle), Ok(()));
+        assert_eq!(decide("boss", &user), Ok(()));
+        assert_eq!(decide("boss", &failback), Ok(()));
+        assert_eq!(decide("boss", &unseal), Ok(()));
+        assert_eq!(decide("reader", &status), Ok(()));
+        assert_eq!(decide("reader", &events), Ok(()));
+        assert_eq!(decide("reader", &set).unwrap_err().0, 403);
+        assert_eq!(decide("reader", &append).unwrap_err().0, 403);
+        assert_eq!(decide("writer", &append), Ok(()));
+        assert_eq!(decide("writer", &exception), Ok(()));
+        assert_eq!(decide("writer", &status).unwrap_err().0, 403);
+        assert_eq!(decide("other", &events).unwrap_err().0, 403);
+        assert_eq!(decide("nobody", &status).unwrap_err().0, 403);
+        assert_eq!(decide("ghost", &status).unwrap_err().0, 403);
+        assert_eq!(decide("boss", &fault).unwrap_err().0, 403);
+        assert_eq!(check(&users(), None, None).unwrap_err().0, 403);
+        assert_eq!(check(&users(), Some(&cert("nobody")), None), Ok(()));
         assert_eq!(
-            decide("reader", "config set password.min-length 12")
-                .unwrap_err()
-                .0,
-            403
-        );
-        assert_eq!(
-            decide("reader", "event append --kind login --user u --target t")
-                .unwrap_err()
-                .0,
-            403
-        );
-        assert_eq!(
-            decide("writer", "event append --kind login --user u --target t"),
-            Ok(())
-        );
-        assert_eq!(decide("writer", "status").unwrap_err().0, 403);
-        assert_eq!(decide("other", "event list").unwrap_err().0, 403);
-        assert_eq!(decide("nobody", "status").unwrap_err().0, 403);
-        assert_eq!(decide("ghost", "status").unwrap_err().0, 403);
-        assert_eq!(decide("boss", "fault heal").unwrap_err().0, 403);
-        assert_eq!(decide("boss", "no-such-command").unwrap_err().0, 400);
-        assert_eq!(decide("boss", "status --data /etc").unwrap_err().0, 400);
-        assert_eq!(check(&users(), None, &Need::User, None).unwrap_err().0, 403);
-        assert_eq!(
-            check(&users(), Some(&cert("nobody")), &Need::User, None),
-            Ok(())
-        );
-        assert_eq!(
-            check(&users(), Some(&cert("Bad CN!")), &Need::User, None)
-                .unwrap_err()
-                .0,
+            check(&users(), Some(&cert("Bad CN!")), None).unwrap_err().0,
             403
         );
         let no_cn = ClientCert {
             cn: None,
             ..cert("boss")
         };
-        assert_eq!(
-            check(&users(), Some(&no_cn), &Need::User, None)
-                .unwrap_err()
-                .0,
-            403
-        );
+        assert_eq!(check(&users(), Some(&no_cn), None).unwrap_err().0, 403);
     }
 
     #[test]
@@ -636,7 +603,7 @@ mod tests {
         let revoked = cert("boss");
         let records = crate::certs::tests::verified(vec![revoked.serial.revocation()]);
         access.revoked = Revoked::fold(&records).unwrap();
-        let (code, message) = check(&access, Some(&revoked), &Need::User, None).unwrap_err();
+        let (code, message) = check(&access, Some(&revoked), None).unwrap_err();
         assert_eq!(code, 401);
         assert!(
             message.contains(&format!("(serial {}) was revoked", revoked.serial)),
@@ -647,11 +614,8 @@ mod tests {
             serial: "01".parse().unwrap(),
             ..cert("boss")
         };
-        assert_eq!(check(&access, Some(&other), &Need::User, None), Ok(()));
-        assert_eq!(
-            check(&access, Some(&cert("reader")), &Need::User, None),
-            Ok(())
-        );
+        assert_eq!(check(&access, Some(&other), None), Ok(()));
+        assert_eq!(check(&access, Some(&cert("reader")), None), Ok(()));
     }
 
     #[test]
@@ -687,59 +651,25 @@ mod tests {
         );
     }
 
-    #[test]
-    fn the_openapi_document_is_json_and_lists_every_endpoint() {
-        let doc: Value = serde_json::from_str(OPENAPI).unwrap();
-        assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
-        for path in ["/", "/v1/status", "/v1/cli", "/metrics", "/openapi.json"] {
-            assert!(doc["paths"].get(path).is_some(), "{path}");
-        }
-        // Every operation may be rate-limited, and says so.
-        for (path, operations) in doc["paths"].as_object().unwrap() {
-            for (method, operation) in operations.as_object().unwrap() {
-                assert!(
-                    operation["responses"].get("429").is_some(),
-                    "{method} {path} does not document 429"
-                );
-            }
-        }
-        assert!(
-            doc["components"]["responses"]["TooManyRequests"]["headers"]
-                .get("Retry-After")
-                .is_some()
-        );
-    }
-
     proptest! {
-        /// Whatever the command line, the decision agrees with the authorizer applied to the
-        /// command's mapped action, and nothing panics.
+        /// Whatever the request and the user, the decision agrees with the authorizer applied
+        /// to the request's action, and nothing panics.
         #[test]
         fn decisions_follow_the_authorizer(
-            words in proptest::collection::vec(prop_oneof![
-                Just("event"), Just("list"), Just("append"), Just("config"), Just("set"),
-                Just("get"), Just("user"), Just("create"), Just("ha"), Just("failback"),
-                Just("status"), Just("fault"), Just("heal"), Just("--kind"), Just("login"),
-                Just("--user"), Just("--target"), Just("x"), Just("fingerprint"),
-                Just("exception"), Just("backup"), Just("--out"), Just("/tmp/x"), Just("\u{0}"),
-            ], 0..8),
+            pick in 0usize..13,
             user in prop_oneof![Just("boss"), Just("reader"), Just("writer"), Just("other"),
                 Just("nobody"), Just("ghost")],
         ) {
-            let args: Vec<String> = words.iter().map(|w| w.to_string()).collect();
-            let got = check(&users(), Some(&cert(user)), &Need::Command, Some(&args));
+            let request = requests().swap_remove(pick);
+            let got = decide(user, &request);
             let users = users().users;
             let grants = users.grants(&user.parse().unwrap());
-            let parsed = Cli::try_parse_from(std::iter::once("meshward".to_string()).chain(args.clone()));
-            match (grants, parsed) {
-                (None, _) => prop_assert_eq!(got.unwrap_err().0, 403),
-                (Some(_), Err(_)) => prop_assert_eq!(got.unwrap_err().0, 400),
-                (Some(grants), Ok(cli)) => match action_for(&cli.command) {
-                    Err(_) => prop_assert_eq!(got.unwrap_err().0, 403),
-                    Ok(action) => prop_assert_eq!(
-                        got.is_ok(),
-                        authorize(grants, &action) == Decision::Allow
-                    ),
-                },
+            match (grants, crate::ops::access::required(&request)) {
+                (None, _) | (_, None) => prop_assert_eq!(got.unwrap_err().0, 403),
+                (Some(grants), Some(action)) => prop_assert_eq!(
+                    got.is_ok(),
+                    authorize(grants, &action) == Decision::Allow
+                ),
             }
         }
     }

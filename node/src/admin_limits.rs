@@ -180,6 +180,8 @@ fn lock<T>(table: &Mutex<T>) -> MutexGuard<'_, T> {
 mod tests {
     use axum::body::to_bytes;
 
+    use axum::http::{StatusCode, header};
+
     use super::*;
 
     fn cert(cn: Option<&str>) -> ClientCert {

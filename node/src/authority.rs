@@ -46,7 +46,6 @@ pub fn setup_listen(mesh: SocketAddr) -> SocketAddr {
     SocketAddr::new(mesh.ip(), port)
 }
 
-
 /// The setup endpoint's port from the stored listen address (when no daemon runs).
 pub fn setup_port_from_settings(store: &Store) -> anyhow::Result<u16> {
     let listen: SocketAddr = store
@@ -60,7 +59,6 @@ pub fn setup_port_from_settings(store: &Store) -> anyhow::Result<u16> {
         p => Ok(p),
     }
 }
-
 
 /// The installed licence: the payload of the last `Licence` record.
 pub fn current_licence(store: &Store) -> anyhow::Result<Option<Licence>> {
@@ -76,7 +74,6 @@ pub fn current_licence(store: &Store) -> anyhow::Result<Option<Licence>> {
         .map(Some)
         .context("the stored licence record is damaged")
 }
-
 
 /// The chain, if this node leads it; else an error naming the leader.
 pub fn require_leader(store: &Store) -> anyhow::Result<Chain> {
@@ -124,11 +121,7 @@ pub fn ca_secret(records: &[Vec<u8>]) -> anyhow::Result<SealedSecret> {
 }
 
 /// The cluster CA, its key opened with the MEK.
-pub fn open_ca(
-    store: &Store,
-    cluster: meshward_crdt::ClusterId,
-    mek: &Mek,
-) -> anyhow::Result<Ca> {
+pub fn open_ca(store: &Store, cluster: meshward_crdt::ClusterId, mek: &Mek) -> anyhow::Result<Ca> {
     let records: Vec<Vec<u8>> = store
         .mastered_records()?
         .iter()
@@ -137,13 +130,11 @@ pub fn open_ca(
     Ok(Ca::open(cluster, &ca_secret(&records)?, mek)?)
 }
 
-
 /// Unix ms of a time.
 pub fn ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }
-
 
 /// The host part of a node address (`HOST`, `HOST:PORT`, `IP`, `IP:PORT` or `[IPv6]:PORT`).
 pub fn address_host(address: &str) -> &str {
@@ -253,7 +244,6 @@ pub fn access(store: &Store) -> anyhow::Result<Access> {
         revoked: Revoked::fold(&verified)?,
     })
 }
-
 
 /// Whether the node in `data` is sealed: it belongs to a cluster and has no MEK file.
 pub fn is_sealed(data: &Path, store: &Store) -> anyhow::Result<bool> {

@@ -46,7 +46,12 @@ pub struct Global {
     #[arg(long, global = true, env = "MESHWARD_REMOTE")]
     pub remote: Option<String>,
     /// With --remote: the client certificate (PEM).
-    #[arg(long = "cert", id = "remote_cert", global = true, env = "MESHWARD_CERT")]
+    #[arg(
+        long = "cert",
+        id = "remote_cert",
+        global = true,
+        env = "MESHWARD_CERT"
+    )]
     pub cert: Option<PathBuf>,
     /// With --remote: its private key (PEM, PKCS#8).
     #[arg(long = "key", id = "remote_key", global = true, env = "MESHWARD_KEY")]
@@ -108,6 +113,9 @@ pub enum Command {
     Restore(crate::cli_admin::RestoreArgs),
     /// Install the MEK of a sealed node (one whose DATA/mek is missing).
     Unseal(crate::sealed::UnsealArgs),
+    /// Print the API's OpenAPI document (it is kept in docs/openapi.json).
+    #[command(hide = true)]
+    Openapi,
     /// Fault hooks for tests and simulations (only in builds with `fault-injection`).
     #[command(subcommand, hide = true)]
     Fault(FaultCmd),
@@ -515,7 +523,8 @@ fn audit_stdin(door: &mut Door, g: &Global, out: &mut dyn Write) -> anyhow::Resu
     for line in stdin.lock().lines() {
         let line = line?;
         let mut fields = line.splitn(4, '\t');
-        let (Some(actor), Some(action), Some(target)) = (fields.next(), fields.next(), fields.next())
+        let (Some(actor), Some(action), Some(target)) =
+            (fields.next(), fields.next(), fields.next())
         else {
             bail!("a line must be actor TAB action TAB target [TAB detail]: {line:?}");
         };

@@ -32,9 +32,7 @@ use crate::authority::{
     BUNDLE_STATE, bundle_state, ca_secret, current_licence, load_mek, open_ca, require_leader,
 };
 use crate::cli::{Backend, now_ms, read_bounded};
-use crate::join::{
-    Admission, BundleState, Facts, JoinRefusal, JoiningBundle, MAX_JOINING_BUNDLE,
-};
+use crate::join::{Admission, BundleState, Facts, JoinRefusal, JoiningBundle, MAX_JOINING_BUNDLE};
 use crate::mek::Mek;
 use crate::pki::Ca;
 use crate::roster::MasteredBundle;

@@ -38,8 +38,8 @@ use tracing::{debug, info, warn};
 use crate::api::ApiState;
 use crate::cli::RunArgs;
 use crate::core::{Core, CoreConfig, Input, Output, Verdict};
-use crate::ops::now_ms;
 use crate::join::Admission;
+use crate::ops::now_ms;
 use crate::store::{HighWater, Identity, PeerEntry, Store};
 
 mod backend;
@@ -637,7 +637,6 @@ impl Node {
         self.admission = admission;
         let _ = reply.send(response);
     }
-
 
     /// The users and revoked serials of the verified mastered chain, folded again only when
     /// the stored chain changed (its high-water mark: the newest record's epoch, version and

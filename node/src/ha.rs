@@ -20,7 +20,6 @@ use anyhow::{Context as _, bail};
 use clap::Subcommand;
 use meshward_crdt::mastered::Chain;
 
-
 /// File name of the HA command log in the data directory.
 pub const HA_LOG: &str = "ha-commands.log";
 

@@ -9,9 +9,9 @@
 #[cfg(feature = "daemon")]
 pub mod admin;
 #[cfg(feature = "daemon")]
-pub mod api;
-#[cfg(feature = "daemon")]
 pub mod admin_limits;
+#[cfg(feature = "daemon")]
+pub mod api;
 pub mod audit;
 pub mod authority;
 pub mod backup;

@@ -24,6 +24,10 @@ fn main() -> ExitCode {
         }
         Command::Unseal(args) => sealed::unseal_command(g, &args, out),
         Command::Backup(args) => cli::backup(g, args, out),
+        Command::Openapi => {
+            use std::io::Write as _;
+            writeln!(out, "{}", meshward_node::api::openapi()).map_err(Into::into)
+        }
         _ => cli::run(cli, out),
     };
     match result {

@@ -90,7 +90,9 @@ pub async fn serve(data: &Path) -> anyhow::Result<()> {
         .route("/v1/status", get(status))
         .route("/v1/health", get(health))
         .route("/v1/unseal", post(unseal))
-        .fallback(|State(s): State<Sealed>| async move { problem_response(sealed_problem(&s.data)) })
+        .fallback(
+            |State(s): State<Sealed>| async move { problem_response(sealed_problem(&s.data)) },
+        )
         .with_state(state.clone());
     let (socket, server) = crate::api::serve_local(data, router)?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -124,13 +126,18 @@ async fn health() -> Response {
         healthy: false,
         reasons: vec!["sealed".into()],
     };
-    (axum::http::StatusCode::SERVICE_UNAVAILABLE, axum::Json(health)).into_response()
+    (
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        axum::Json(health),
+    )
+        .into_response()
 }
 
 async fn unseal(State(s): State<Sealed>, Body(body): Body<Unseal>) -> Response {
     let result = run_local(&s, Request::Unseal(body));
     if result.is_ok() {
-        *s.backend.lock().unwrap_or_else(PoisonError::into_inner) = LocalBackend::new(s.data.clone());
+        *s.backend.lock().unwrap_or_else(PoisonError::into_inner) =
+            LocalBackend::new(s.data.clone());
         s.unsealed.notify_one();
     }
     answer(result)

@@ -10,11 +10,11 @@
 use std::io::Write;
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::Extension;
 use redb::Database;
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;

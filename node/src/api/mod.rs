@@ -150,16 +150,17 @@ where
                 "send the body as JSON with `Content-Type: application/json`",
             )));
         }
-        let bytes = axum::body::Bytes::from_request(req, state)
-            .await
-            .map_err(|e: BytesRejection| {
-                let kind = if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ProblemKind::TooLarge
-                } else {
-                    ProblemKind::BadInput
-                };
-                problem_response(Problem::new(kind, e.body_text()))
-            })?;
+        let bytes =
+            axum::body::Bytes::from_request(req, state)
+                .await
+                .map_err(|e: BytesRejection| {
+                    let kind = if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                        ProblemKind::TooLarge
+                    } else {
+                        ProblemKind::BadInput
+                    };
+                    problem_response(Problem::new(kind, e.body_text()))
+                })?;
         parse_body(&bytes).map(Body).map_err(problem_response)
     }
 }
@@ -169,7 +170,11 @@ pub fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
-        let field = if path == "." { "body".to_string() } else { path };
+        let field = if path == "." || path == "?" {
+            "body".to_string()
+        } else {
+            path
+        };
         Problem::bad_input(field, e.inner().to_string())
     })?;
     de.end()
@@ -177,3 +182,5 @@ pub fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
     Ok(value)
 }
 
+#[cfg(test)]
+mod tests;

@@ -5,10 +5,9 @@ use axum::http::header;
 use axum::response::{Html, IntoResponse, Response};
 use axum::{Extension, Router};
 use meshward_api::cluster::{
-    Bundle, ChangePassword, ConfigEntry, CreateBundle, Imported, ImportMastered, InstallLicence,
-    IssueCertificate, IssuedCertificate, LicenceInfo, PasswordEntry, RevokeCertificate, RevokedEntry,
-    UserEntry,
-    Written,
+    Bundle, ChangePassword, ConfigEntry, CreateBundle, ImportMastered, Imported, InstallLicence,
+    IssueCertificate, IssuedCertificate, LicenceInfo, PasswordEntry, RevokeCertificate,
+    RevokedEntry, UserEntry, Written,
 };
 use meshward_api::local::{
     AuditQuery, AuditRow, AuditVerified, RecordAudit, Recorded, SetValue, Setting,
@@ -79,6 +78,7 @@ fn routes(state: ApiState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(status))
         .routes(routes!(health))
         .routes(routes!(fault))
+        .routes(routes!(unseal))
         .routes(routes!(super::backup::backup))
         .split_for_parts();
     let router = router
@@ -467,6 +467,17 @@ async fn fault(
         ));
     }
     run(&s, c, Request::Fault(b)).await
+}
+
+/// Install the MEK of a sealed node (409 on a node that runs unsealed).
+#[utoipa::path(post, path = "/v1/unseal", tag = "node", request_body = meshward_api::node::Unseal,
+    responses((status = 204), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json")))]
+async fn unseal(
+    State(s): S,
+    Extension(c): C,
+    Body(b): Body<meshward_api::node::Unseal>,
+) -> Response {
+    run(&s, c, Request::Unseal(b)).await
 }
 
 /// Prometheus text (any user).

@@ -40,7 +40,9 @@ pub struct Door {
 
 impl std::fmt::Debug for Door {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Door").field("client", &self.client).finish_non_exhaustive()
+        f.debug_struct("Door")
+            .field("client", &self.client)
+            .finish_non_exhaustive()
     }
 }
 
@@ -165,7 +167,11 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
         Command::Audit(AuditCmd::Record { stdin: true, .. }) => {
             return super::audit_stdin(&mut door, &g, out);
         }
-        Command::User(UserCmd::Cert { name, out: dir, valid }) => {
+        Command::User(UserCmd::Cert {
+            name,
+            out: dir,
+            valid,
+        }) => {
             let days = u32::try_from(valid.as_secs().div_ceil(86_400)).unwrap_or(u32::MAX);
             let reply = door.send(Request::IssueCertificate {
                 name,
@@ -320,7 +326,8 @@ fn request_of(command: Command) -> anyhow::Result<Request> {
         | Command::Demo(_)
         | Command::Backup(_)
         | Command::Restore(_)
-        | Command::Unseal(_) => bail!("this command is run by the binary on its own"),
+        | Command::Unseal(_)
+        | Command::Openapi => bail!("this command is run by the binary on its own"),
     })
 }
 

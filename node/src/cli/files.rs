@@ -81,7 +81,12 @@ pub fn write_certificate(
 }
 
 /// `bundle create --out FILE`: the joining bundle, 0600.
-pub fn write_bundle(g: &Global, path: &Path, reply: Reply, out: &mut dyn Write) -> anyhow::Result<()> {
+pub fn write_bundle(
+    g: &Global,
+    path: &Path,
+    reply: Reply,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
     let Reply::Bundle(b) = reply else {
         bail!("the node answered something else than a joining bundle");
     };
@@ -113,10 +118,17 @@ pub fn write_bundle(g: &Global, path: &Path, reply: Reply, out: &mut dyn Write) 
 /// `backup --out FILE`: through a running node, the archive it streams (sealed with its own
 /// MEK); without one, written from the store here. Written to a private temporary file beside
 /// FILE and renamed when complete; a failure leaves nothing behind.
-pub fn backup(g: &Global, args: crate::cli_admin::BackupArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+pub fn backup(
+    g: &Global,
+    args: crate::cli_admin::BackupArgs,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
     use crate::cli_admin::{partial_path, says_disk_full, sync_parent};
     if super::exec::taken(&args.out) {
-        bail!("{} exists; choose a new file name for the backup", args.out.display());
+        bail!(
+            "{} exists; choose a new file name for the backup",
+            args.out.display()
+        );
     }
     let mut door = super::Door::new(g)?;
     if !door.daemon() {
@@ -165,9 +177,17 @@ pub fn backup(g: &Global, args: crate::cli_admin::BackupArgs, out: &mut dyn Writ
     }
     sync_parent(&args.out)?;
     if g.json {
-        writeln!(out, "{}", json!({"file": args.out.display().to_string(), "bytes": size}))?;
+        writeln!(
+            out,
+            "{}",
+            json!({"file": args.out.display().to_string(), "bytes": size})
+        )?;
     } else {
-        writeln!(out, "backup written to {} ({size} bytes)", args.out.display())?;
+        writeln!(
+            out,
+            "backup written to {} ({size} bytes)",
+            args.out.display()
+        )?;
     }
     Ok(())
 }

@@ -10,7 +10,12 @@ use serde_json::json;
 use super::Global;
 
 /// Shows the reply of `request`.
-pub fn render(g: &Global, request: &Request, reply: Reply, out: &mut dyn Write) -> anyhow::Result<()> {
+pub fn render(
+    g: &Global,
+    request: &Request,
+    reply: Reply,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
     let (value, text) = shown(request, reply);
     if g.json {
         writeln!(out, "{value}")?;
@@ -111,27 +116,21 @@ fn shown(request: &Request, reply: Reply) -> (serde_json::Value, String) {
                 b.seq, b.problem, v.verified
             ),
         },
-        (Reply::Setting(s), _) => format!(
-            "{} = {}",
-            s.name,
-            s.value.as_deref().unwrap_or("(unset)")
-        ),
+        (Reply::Setting(s), _) => {
+            format!("{} = {}", s.name, s.value.as_deref().unwrap_or("(unset)"))
+        }
         (Reply::Settings(rows), _) => lines(rows, |s| {
             format!("{} = {}", s.name, s.value.as_deref().unwrap_or("(unset)"))
         }),
-        (Reply::Config(c), _) => format!(
-            "{} = {}",
-            c.key,
-            c.value.as_deref().unwrap_or("(unset)")
-        ),
+        (Reply::Config(c), _) => format!("{} = {}", c.key, c.value.as_deref().unwrap_or("(unset)")),
         (Reply::ConfigList(rows), _) => lines(rows, |c| {
             format!("{} = {}", c.key, c.value.as_deref().unwrap_or("(unset)"))
         }),
         (Reply::Written(w), request) => return written(request, w.version),
         (Reply::Users(rows), _) => lines(rows, |u| format!("{} {}", u.name, u.grants.join(" "))),
-        (Reply::Revoked(rows), _) => {
-            lines(rows, |r| format!("{} (mastered version {})", r.serial, r.version))
-        }
+        (Reply::Revoked(rows), _) => lines(rows, |r| {
+            format!("{} (mastered version {})", r.serial, r.version)
+        }),
         (Reply::Licence(None), _) => "no licence installed: the cluster runs standalone".into(),
         (Reply::Licence(Some(l)), _) => format!(
             "{} may run {} nodes until {}",
@@ -139,9 +138,9 @@ fn shown(request: &Request, reply: Reply) -> (serde_json::Value, String) {
             l.max_nodes,
             crate::join::utc(l.expires_at_ms)
         ),
-        (Reply::Passwords(rows), _) => {
-            lines(rows, |p| format!("{} (mastered version {})", p.user, p.version))
-        }
+        (Reply::Passwords(rows), _) => lines(rows, |p| {
+            format!("{} (mastered version {})", p.user, p.version)
+        }),
         (Reply::Imported(i), _) => format!(
             "imported {} records; roster has {} members",
             i.imported,
@@ -156,7 +155,12 @@ fn shown(request: &Request, reply: Reply) -> (serde_json::Value, String) {
                 ha.leader.as_deref().unwrap_or("none")
             );
             for m in &ha.members {
-                text.push_str(&format!("\n  {} {}{}", m.address, m.state, if m.leader { " (leader)" } else { "" }));
+                text.push_str(&format!(
+                    "\n  {} {}{}",
+                    m.address,
+                    m.state,
+                    if m.leader { " (leader)" } else { "" }
+                ));
             }
             text
         }
@@ -189,7 +193,9 @@ fn shown(request: &Request, reply: Reply) -> (serde_json::Value, String) {
 
 /// A mastered write: what it did, with its version.
 fn written(request: &Request, version: u64) -> (serde_json::Value, String) {
-    let v = |what: String, json: serde_json::Value| (json, format!("{what} (mastered version {version})"));
+    let v = |what: String, json: serde_json::Value| {
+        (json, format!("{what} (mastered version {version})"))
+    };
     match request {
         Request::SetConfig { key, value } => v(
             format!("{key} = {value}"),
@@ -225,7 +231,11 @@ fn written(request: &Request, version: u64) -> (serde_json::Value, String) {
                 a.key.host,
                 a.key.key_type,
                 a.key.fingerprint,
-                if a.approved { "approved" } else { "approval withdrawn" }
+                if a.approved {
+                    "approved"
+                } else {
+                    "approval withdrawn"
+                }
             ),
             json!({"host": a.key.host, "key_type": a.key.key_type,
                    "fingerprint": a.key.fingerprint, "approved": a.approved, "version": version}),

@@ -9,9 +9,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::bail;
-use meshward_crdt::mastered::RecordKind;
 #[cfg(feature = "fault-injection")]
 use meshward_crdt::WriterId;
+use meshward_crdt::mastered::RecordKind;
 use meshward_crdt::{Op, RowChange};
 use meshward_transport::setup::SetupServer;
 use serde_json::json;
@@ -211,4 +211,3 @@ impl Backend for DaemonBackend<'_> {
         Ok(())
     }
 }
-

@@ -96,7 +96,12 @@ impl Node {
     fn backup_source(&mut self) -> Result<crate::api::BackupSource, Problem> {
         let mek = crate::authority::load_mek(&self.data)
             .map_err(|e| Problem::new(ProblemKind::Unavailable, format!("{e:#}")))?;
-        let cluster = self.store.identity().map_err(|e| failure(e.into()))?.cluster.0;
+        let cluster = self
+            .store
+            .identity()
+            .map_err(|e| failure(e.into()))?
+            .cluster
+            .0;
         Ok(crate::api::BackupSource {
             db: self.store.shared_db(),
             mek,
@@ -116,7 +121,10 @@ impl Node {
         };
         let member = |name: &str, field: &str| -> Result<WriterId, Problem> {
             let chain = self.core.chain().ok_or_else(|| {
-                Problem::new(ProblemKind::Unavailable, "this node is not part of a cluster")
+                Problem::new(
+                    ProblemKind::Unavailable,
+                    "this node is not part of a cluster",
+                )
             })?;
             crate::ha::resolve_member(chain, name)
                 .map(WriterId)
@@ -137,8 +145,9 @@ impl Node {
                     .anchor()
                     .map_err(|e| failure(e.into()))?
                     .map(|a| a.genesis_leader);
-                let next = crate::ha::handover_target(chain()?, primary, &crate::ha::HaCmd::Failback)
-                    .map_err(|e| Problem::new(ProblemKind::Conflict, format!("{e:#}")))?;
+                let next =
+                    crate::ha::handover_target(chain()?, primary, &crate::ha::HaCmd::Failback)
+                        .map_err(|e| Problem::new(ProblemKind::Conflict, format!("{e:#}")))?;
                 Input::Handover {
                     token,
                     next: WriterId(next),
@@ -174,9 +183,15 @@ impl Node {
         let is_ha = !matches!(waiter.request, Request::ChangePassword { .. });
         let logged = result
             .as_ref()
-            .map(|version| format!("done at mastered version {version}; epoch {epoch}, leader {leader}"))
+            .map(|version| {
+                format!("done at mastered version {version}; epoch {epoch}, leader {leader}")
+            })
             .map_err(Clone::clone);
-        crate::ha::log(&self.data, &command, logged.as_deref().map_err(Clone::clone));
+        crate::ha::log(
+            &self.data,
+            &command,
+            logged.as_deref().map_err(Clone::clone),
+        );
         let answer = match result {
             Ok(version) if is_ha => Ok(Reply::HaDone(HaDone {
                 version,
@@ -211,7 +226,13 @@ impl Node {
 /// The problem of a core's refusal: 503 when other nodes could not be reached, 409 when the
 /// cluster's state refused it, 400 when the input was wrong.
 fn core_problem(detail: String) -> Problem {
-    let unreachable = ["not connected", "did not answer", "minority", "disk", "not part of a cluster"];
+    let unreachable = [
+        "not connected",
+        "did not answer",
+        "minority",
+        "disk",
+        "not part of a cluster",
+    ];
     let kind = if unreachable.iter().any(|w| detail.contains(w)) {
         ProblemKind::Unavailable
     } else if detail.starts_with("bad user name") || detail.contains("longer than") {

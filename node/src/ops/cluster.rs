@@ -5,9 +5,9 @@ use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
 use meshward_api::cluster::{
-    Bundle, ConfigEntry, CreateBundle, Imported, ImportMastered, InstallLicence,
-    IssueCertificate, IssuedCertificate, LicenceInfo, PasswordEntry, RevokeCertificate,
-    RevokedEntry, UserEntry, Written,
+    Bundle, ConfigEntry, CreateBundle, ImportMastered, Imported, InstallLicence, IssueCertificate,
+    IssuedCertificate, LicenceInfo, PasswordEntry, RevokeCertificate, RevokedEntry, UserEntry,
+    Written,
 };
 use meshward_api::{Problem, ProblemKind, Reply};
 use meshward_crdt::WriterId;
@@ -114,7 +114,10 @@ pub(super) fn change_user(
         (Some(g), true) => UserChange::AddGrant(user, g),
         (Some(g), false) => UserChange::RevokeGrant(user, g),
     };
-    let users = backend.store().and_then(authority::users).map_err(failure)?;
+    let users = backend
+        .store()
+        .and_then(authority::users)
+        .map_err(failure)?;
     users.check(&change).map_err(|e| {
         let kind = match e {
             ChangeError::NoUser(_) | ChangeError::NoGrant(..) => ProblemKind::NotFound,
@@ -142,7 +145,10 @@ pub(super) fn issue_certificate(
             format!("give 1 to {MAX_CERT_DAYS} days, not {days}"),
         ));
     }
-    let users = backend.store().and_then(authority::users).map_err(failure)?;
+    let users = backend
+        .store()
+        .and_then(authority::users)
+        .map_err(failure)?;
     if users.grants(&user).is_none() {
         return Err(Problem::new(
             ProblemKind::NotFound,
@@ -240,7 +246,10 @@ pub(super) fn install_licence(
     Ok(Reply::Written(Written { version }))
 }
 
-pub(super) fn create_bundle(backend: &mut dyn Backend, body: CreateBundle) -> Result<Reply, Problem> {
+pub(super) fn create_bundle(
+    backend: &mut dyn Backend,
+    body: CreateBundle,
+) -> Result<Reply, Problem> {
     let ttl = Duration::from_secs(body.ttl_s.unwrap_or(authority::MAX_TTL.as_secs()));
     if ttl < Duration::from_secs(60) || ttl > authority::MAX_TTL {
         return Err(Problem::bad_input(

@@ -34,8 +34,7 @@ pub(super) fn record_audit(backend: &mut dyn Backend, body: RecordAudit) -> Resu
         records.push(record);
     }
     let store = backend.store().map_err(failure)?;
-    let written =
-        AuditLog::append_batch(store.db(), &records).map_err(|e| failure(e.into()))?;
+    let written = AuditLog::append_batch(store.db(), &records).map_err(|e| failure(e.into()))?;
     let (Some(first), Some(last)) = (written.first(), written.last()) else {
         return Err(failure(anyhow::anyhow!("the audit log appended nothing")));
     };
@@ -55,8 +54,8 @@ pub(super) fn list_audit(backend: &mut dyn Backend, q: AuditQuery) -> Result<Rep
         ));
     }
     let store = backend.store().map_err(failure)?;
-    let records = AuditLog::list(store.db(), q.from.unwrap_or(1), limit)
-        .map_err(|e| failure(e.into()))?;
+    let records =
+        AuditLog::list(store.db(), q.from.unwrap_or(1), limit).map_err(|e| failure(e.into()))?;
     Ok(Reply::Audit(
         records
             .into_iter()
@@ -139,7 +138,11 @@ pub(super) fn set_setting(
             value: Some(value),
         })),
         Err(StoreError::Setting { reason, .. }) => {
-            let field = if reason.starts_with("names") { "name" } else { "value" };
+            let field = if reason.starts_with("names") {
+                "name"
+            } else {
+                "value"
+            };
             Err(Problem::bad_input(field, reason))
         }
         Err(e) => Err(failure(e.into())),

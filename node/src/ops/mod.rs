@@ -234,4 +234,3 @@ fn master(backend: &mut dyn Backend, kind: RecordKind, payload: Vec<u8>) -> Resu
     require_leader(backend)?;
     backend.master(kind, payload).map_err(failure)
 }
-

@@ -1,8 +1,8 @@
 //! Shared tables: events, observed fingerprints and their approval, user data exceptions.
 
 use meshward_api::shared::{
-    AppendEvents, Appended, Approve, EventPage, EventQuery, EventRow, ExceptionRow,
-    FingerprintRow, HostKey, MAX_EVENT_PAGE, MAX_EVENTS_PER_APPEND, ObserveFingerprint,
+    AppendEvents, Appended, Approve, EventPage, EventQuery, EventRow, ExceptionRow, FingerprintRow,
+    HostKey, MAX_EVENT_PAGE, MAX_EVENTS_PER_APPEND, ObserveFingerprint,
 };
 use meshward_api::{Problem, Reply};
 use meshward_crdt::mastered::RecordKind;
@@ -15,7 +15,10 @@ use super::{Backend, failure, master, now_ms};
 use crate::cluster_config::{Approval, ClusterConfig};
 use crate::store::EventFilter;
 
-pub(super) fn append_events(backend: &mut dyn Backend, body: AppendEvents) -> Result<Reply, Problem> {
+pub(super) fn append_events(
+    backend: &mut dyn Backend,
+    body: AppendEvents,
+) -> Result<Reply, Problem> {
     let n = body.events.len();
     if n == 0 || n > MAX_EVENTS_PER_APPEND {
         return Err(Problem::bad_input(
@@ -91,7 +94,11 @@ pub(super) fn list_events(backend: &mut dyn Backend, q: EventQuery) -> Result<Re
         limit: Some(limit),
         after,
     };
-    let events = backend.store().map_err(failure)?.events(&filter).map_err(|e| failure(e.into()))?;
+    let events = backend
+        .store()
+        .map_err(failure)?
+        .events(&filter)
+        .map_err(|e| failure(e.into()))?;
     let next = (events.len() == limit)
         .then(|| events.last().map(|e| cursor(e.writer, e.segment, e.index)))
         .flatten();
@@ -121,7 +128,8 @@ fn cursor(writer: WriterId, segment: u32, index: u64) -> String {
 fn parse_cursor(text: &str) -> Result<(WriterId, u32, u64), Problem> {
     let bad = || Problem::bad_input("after", "not a cursor of this listing: give a `next` value");
     let mut parts = text.split('.');
-    let (Some(w), Some(s), Some(i), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(w), Some(s), Some(i), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(bad());
     };
@@ -137,7 +145,10 @@ fn key_type(field: &str, text: &str) -> Result<KeyType, Problem> {
         .map_err(|e: meshward_crdt::RowError| Problem::bad_input(field, e.to_string()))
 }
 
-pub(super) fn observe(backend: &mut dyn Backend, body: ObserveFingerprint) -> Result<Reply, Problem> {
+pub(super) fn observe(
+    backend: &mut dyn Backend,
+    body: ObserveFingerprint,
+) -> Result<Reply, Problem> {
     let key_type = key_type("key_type", &body.key.key_type)?;
     let at_ms = body.at_ms.unwrap_or_else(now_ms);
     let HostKey {
@@ -172,7 +183,9 @@ pub(super) fn observe(backend: &mut dyn Backend, body: ObserveFingerprint) -> Re
             return Ok(Reply::Fingerprint(fingerprint_row(&writer, &f, &approved)));
         }
     }
-    Err(failure(anyhow::anyhow!("the commit recorded no fingerprint")))
+    Err(failure(anyhow::anyhow!(
+        "the commit recorded no fingerprint"
+    )))
 }
 
 fn approvals(backend: &mut dyn Backend) -> Result<ClusterConfig, Problem> {

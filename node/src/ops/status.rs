@@ -120,7 +120,12 @@ pub fn status(backend: &mut dyn Backend) -> Result<Status, Problem> {
     let chain = crate::roster::chain(store).map_err(|e| failure(e.into()))?;
     let rows: BTreeMap<String, u64> = TableId::ALL
         .iter()
-        .map(|t| (t.as_str().to_string(), stats.rows.get(t).copied().unwrap_or(0)))
+        .map(|t| {
+            (
+                t.as_str().to_string(),
+                stats.rows.get(t).copied().unwrap_or(0),
+            )
+        })
         .collect();
     let tables = TableId::ALL
         .iter()
@@ -202,9 +207,8 @@ pub(super) fn health(backend: &mut dyn Backend, q: HealthQuery) -> Result<Reply,
                 reasons.push("store held: the disk is full".to_string());
             }
             let peers = mesh["peers"].as_object();
-            let connected = peers.map_or(0, |p| {
-                p.values().filter(|p| p["connected"] == true).count()
-            });
+            let connected =
+                peers.map_or(0, |p| p.values().filter(|p| p["connected"] == true).count());
             let members = status.mastered.as_ref().map_or(0, |m| m.members);
             if members > 1 && connected == 0 {
                 reasons.push("no peer connected".to_string());
@@ -299,8 +303,7 @@ pub(super) fn unseal(
         .map_err(|e| Problem::bad_input("mek", e.to_string()))?;
     let data = backend.data_dir().map_err(failure)?;
     let store = backend.store().map_err(failure)?;
-    crate::authority::unseal(&data, store, &mek).map_err(|e| {
-        Problem::new(meshward_api::ProblemKind::Conflict, format!("{e:#}"))
-    })?;
+    crate::authority::unseal(&data, store, &mek)
+        .map_err(|e| Problem::new(meshward_api::ProblemKind::Conflict, format!("{e:#}")))?;
     Ok(Reply::Empty)
 }
