@@ -906,3 +906,5 @@ fn a_held_core_refuses_to_endorse_a_failover() {
     let refused = net.last_done(1).unwrap_err();
     assert!(refused.contains("disk is full"), "{refused}");
 }
+
+mod rows;
