@@ -257,8 +257,7 @@ pub enum WireError {
 /// `wire`, at least [`RATIO_FLOOR`], at most [`MAX_DECODED`].
 pub fn decoded_bound(wire: usize) -> usize {
     wire.saturating_mul(MAX_RATIO)
-        .max(RATIO_FLOOR)
-        .min(MAX_DECODED)
+        .clamp(RATIO_FLOOR, MAX_DECODED)
 }
 
 impl SyncMessage {
