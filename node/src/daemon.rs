@@ -202,6 +202,8 @@ struct Node {
     /// The users and revoked serials for the admin API, keyed by the stored chain's
     /// high-water mark.
     access_cache: Option<(Option<HighWater>, crate::cli_admin::Access)>,
+    /// The verified mastered chain, rebuilt only when the stored chain moved (setup requests).
+    chain_cache: crate::roster::ChainCache,
     /// Writes refused for a full disk.
     disk: DiskFull,
 }
@@ -407,6 +409,7 @@ impl Node {
         })?;
         self.store = store;
         self.access_cache = None;
+        self.chain_cache = crate::roster::ChainCache::default();
         let old = std::mem::replace(&mut self.core, core);
         self.core.carry_counters(old.counters().clone());
         self.core.set_held(now, true);
@@ -839,6 +842,10 @@ impl Backend for DaemonBackend<'_> {
         Ok(&self.node.store)
     }
 
+    fn chain(&mut self) -> anyhow::Result<Option<meshward_crdt::mastered::Chain>> {
+        Ok(self.node.chain_cache.get(&self.node.store)?)
+    }
+
     fn data_dir(&mut self) -> anyhow::Result<PathBuf> {
         Ok(self.node.data.clone())
     }
@@ -1148,6 +1155,7 @@ async fn serve(data: PathBuf, args: &RunArgs, mut dial: Vec<SocketAddr>) -> anyh
         admission: Admission::new(rand::random()),
         admin: None,
         access_cache: None,
+        chain_cache: crate::roster::ChainCache::default(),
         disk: DiskFull::default(),
     };
     node.load_mastered()?;
