@@ -171,10 +171,12 @@ pub enum FaultCmd {
     /// Misbehave towards every peer, to show they refuse and count it: `garbage` publishes
     /// and requests junk bytes and answers the next sync requests with junk; `oversize`
     /// does the same with messages one byte over the peers' limits; `foreign` publishes
-    /// another writer's rows re-signed as ours.
+    /// another writer's rows re-signed as ours; `phantom` publishes rows of a made-up writer
+    /// (a fresh key outside the roster); `advert` publishes adverts "from" each peer, signed
+    /// by us.
     Misbehave {
-        /// garbage, oversize or foreign.
-        #[arg(long, value_parser = ["garbage", "oversize", "foreign"])]
+        /// garbage, oversize, foreign, phantom or advert.
+        #[arg(long, value_parser = ["garbage", "oversize", "foreign", "phantom", "advert"])]
         kind: String,
     },
 }
@@ -225,6 +227,11 @@ pub trait Backend {
         let record = crate::roster::write(self.store()?, kind, payload)?;
         self.roster_changed()?;
         Ok(record.record.version)
+    }
+    /// The verified mastered chain (`None` before any import); the daemon keeps it cached
+    /// per stored chain ([`crate::roster::ChainCache`]).
+    fn chain(&mut self) -> anyhow::Result<Option<meshward_crdt::mastered::Chain>> {
+        Ok(crate::roster::chain(self.store()?)?)
     }
     /// The node's data directory.
     fn data_dir(&mut self) -> anyhow::Result<PathBuf>;

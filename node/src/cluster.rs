@@ -466,8 +466,9 @@ fn answer_setup(
     request: Request,
 ) -> anyhow::Result<Response> {
     let now = now_ms() as u64;
+    let chain = backend.chain()?;
     let store = backend.store()?;
-    let chain = require_leader(store)?;
+    let chain = leader_of(store, chain)?;
     let bundle = bundle_state(store)?;
     let licence = current_licence(store)?;
     let facts = Facts {
@@ -664,7 +665,12 @@ pub fn default_listen() -> SocketAddr {
 }
 
 pub(crate) fn require_leader(store: &Store) -> anyhow::Result<Chain> {
-    let chain = crate::roster::chain(store)?.ok_or(WriteError::NoCluster)?;
+    leader_of(store, crate::roster::chain(store)?)
+}
+
+/// `chain`, the verified chain of `store`, if this node leads it.
+fn leader_of(store: &Store, chain: Option<Chain>) -> anyhow::Result<Chain> {
+    let chain = chain.ok_or(WriteError::NoCluster)?;
     let me = store.identity()?.key.verifying_key().to_bytes();
     if chain.leader() != me {
         return Err(WriteError::NotLeader {

@@ -202,6 +202,8 @@ struct Node {
     /// The users and revoked serials for the admin API, keyed by the stored chain's
     /// high-water mark.
     access_cache: Option<(Option<HighWater>, crate::cli_admin::Access)>,
+    /// The verified mastered chain, rebuilt only when the stored chain moved (setup requests).
+    chain_cache: crate::roster::ChainCache,
     /// Writes refused for a full disk.
     disk: DiskFull,
 }
@@ -407,6 +409,7 @@ impl Node {
         })?;
         self.store = store;
         self.access_cache = None;
+        self.chain_cache = crate::roster::ChainCache::default();
         let old = std::mem::replace(&mut self.core, core);
         self.core.carry_counters(old.counters().clone());
         self.core.set_held(now, true);
@@ -845,6 +848,10 @@ impl Backend for DaemonBackend<'_> {
         Ok(&self.node.store)
     }
 
+    fn chain(&mut self) -> anyhow::Result<Option<meshward_crdt::mastered::Chain>> {
+        Ok(self.node.chain_cache.get(&self.node.store)?)
+    }
+
     fn data_dir(&mut self) -> anyhow::Result<PathBuf> {
         Ok(self.node.data.clone())
     }
@@ -955,6 +962,54 @@ impl Backend for DaemonBackend<'_> {
                 node.handle
                     .misbehave(Misbehaviour::OversizeResponses(peers.len()))?;
             }
+            "phantom" => {
+                // Rows under a made-up identity: a fresh key, not in the roster, signs its own
+                // segment. Signature and authorship are valid; the writer is nobody.
+                let identity = node.store.identity()?;
+                let phantom = ed25519_dalek::SigningKey::from_bytes(&rand::random());
+                let mut replica = meshward_crdt::Replica::new(
+                    identity.cluster,
+                    phantom.clone(),
+                    ReplicaConfig::default(),
+                );
+                let event = meshward_crdt::Event {
+                    at_ms: now_ms(),
+                    kind: meshward_crdt::EventKind::Login,
+                    user: "phantom".into(),
+                    target: "nowhere".into(),
+                    detail: "written by nobody in the roster".into(),
+                };
+                let items = replica
+                    .commit(now_ms(), vec![meshward_crdt::Op::Append(event)])?
+                    .push;
+                node.handle.publish(
+                    Gossip::Push {
+                        origin: replica.writer(),
+                        sent_us: 0,
+                        message: SyncMessage { items }.encode(),
+                    }
+                    .encode(),
+                )?;
+                sent += 1;
+            }
+            "advert" => {
+                // An advert "from" each peer, signed by us: it must not pass for theirs.
+                let identity = node.store.identity()?;
+                for &peer in &peers {
+                    let advert = crate::core::Advert {
+                        origin: peer,
+                        fingerprint: [0; 32],
+                        changes: u64::MAX,
+                        mastered: 0,
+                        mastered_hash: [0; 32],
+                        at_ms: u64::MAX,
+                        signature: ed25519_dalek::Signature::from_bytes(&[0; 64]),
+                    }
+                    .sign(&identity.key, identity.cluster);
+                    node.handle.publish(Gossip::Advert(advert).encode())?;
+                    sent += 1;
+                }
+            }
             _ => {
                 // Another writer's event segment, re-signed as if we had written it: the
                 // signature is valid, the authorship is not.
@@ -973,7 +1028,7 @@ impl Backend for DaemonBackend<'_> {
                 let forged = Head {
                     key: SegmentKey {
                         writer: me,
-                        segment: 9_999,
+                        segment: 999,
                         ..head.head.key
                     },
                     ..head.head
@@ -1106,6 +1161,7 @@ async fn serve(data: PathBuf, args: &RunArgs, mut dial: Vec<SocketAddr>) -> anyh
         admission: Admission::new(rand::random()),
         admin: None,
         access_cache: None,
+        chain_cache: crate::roster::ChainCache::default(),
         disk: DiskFull::default(),
     };
     node.load_mastered()?;
