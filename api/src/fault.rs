@@ -24,7 +24,7 @@ pub enum FaultRequest {
         /// Longest delay.
         max_ms: u64,
     },
-    /// Misbehave towards every peer: `garbage`, `oversize` or `foreign`.
+    /// Misbehave towards every peer: `garbage`, `oversize`, `foreign`, `phantom` or `advert`.
     Misbehave {
         /// What to send.
         kind: String,

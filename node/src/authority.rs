@@ -77,7 +77,12 @@ pub fn current_licence(store: &Store) -> anyhow::Result<Option<Licence>> {
 
 /// The chain, if this node leads it; else an error naming the leader.
 pub fn require_leader(store: &Store) -> anyhow::Result<Chain> {
-    let chain = crate::roster::chain(store)?.ok_or(WriteError::NoCluster)?;
+    leader_of(store, crate::roster::chain(store)?)
+}
+
+/// `chain`, the verified chain of `store`, if this node leads it.
+pub fn leader_of(store: &Store, chain: Option<Chain>) -> anyhow::Result<Chain> {
+    let chain = chain.ok_or(WriteError::NoCluster)?;
     let me = store.identity()?.key.verifying_key().to_bytes();
     if chain.leader() != me {
         return Err(WriteError::NotLeader {

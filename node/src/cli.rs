@@ -190,10 +190,12 @@ pub enum FaultCmd {
     /// Misbehave towards every peer, to show they refuse and count it: `garbage` publishes
     /// and requests junk bytes and answers the next sync requests with junk; `oversize`
     /// does the same with messages one byte over the peers' limits; `foreign` publishes
-    /// another writer's rows re-signed as ours.
+    /// another writer's rows re-signed as ours; `phantom` publishes rows of a made-up writer
+    /// (a fresh key outside the roster); `advert` publishes adverts "from" each peer, signed
+    /// by us.
     Misbehave {
-        /// garbage, oversize or foreign.
-        #[arg(long, value_parser = ["garbage", "oversize", "foreign"])]
+        /// garbage, oversize, foreign, phantom or advert.
+        #[arg(long, value_parser = ["garbage", "oversize", "foreign", "phantom", "advert"])]
         kind: String,
     },
 }

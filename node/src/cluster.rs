@@ -28,9 +28,7 @@ use meshward_crdt::mastered::{Chain, Member, RecordKind, SignedRecord, TrustAnch
 use meshward_transport::setup::{Request, Response, SetupClient, TlsIdentity};
 use tracing::info;
 
-use crate::authority::{
-    BUNDLE_STATE, bundle_state, ca_secret, current_licence, load_mek, open_ca, require_leader,
-};
+use crate::authority::{BUNDLE_STATE, bundle_state, ca_secret, current_licence, load_mek, open_ca};
 use crate::cli::{Backend, now_ms, read_bounded};
 use crate::join::{Admission, BundleState, Facts, JoinRefusal, JoiningBundle, MAX_JOINING_BUNDLE};
 use crate::mek::Mek;
@@ -314,8 +312,9 @@ fn answer_setup(
     request: Request,
 ) -> anyhow::Result<Response> {
     let now = now_ms() as u64;
+    let chain = backend.chain()?;
     let store = backend.store()?;
-    let chain = require_leader(store)?;
+    let chain = crate::authority::leader_of(store, chain)?;
     let bundle = bundle_state(store)?;
     let licence = current_licence(store)?;
     let facts = Facts {

@@ -198,6 +198,8 @@ struct Node {
     /// The users and revoked serials for the admin API, keyed by the stored chain's
     /// high-water mark.
     access_cache: Option<(Option<HighWater>, crate::cli_admin::Access)>,
+    /// The verified mastered chain, rebuilt only when the stored chain moved (setup requests).
+    chain_cache: crate::roster::ChainCache,
     /// Writes refused for a full disk.
     disk: DiskFull,
 }
@@ -394,6 +396,7 @@ impl Node {
         })?;
         self.store = store;
         self.access_cache = None;
+        self.chain_cache = crate::roster::ChainCache::default();
         let old = std::mem::replace(&mut self.core, core);
         self.core.carry_counters(old.counters().clone());
         self.core.set_held(now, true);
@@ -741,6 +744,7 @@ async fn serve(data: PathBuf, args: &RunArgs, mut dial: Vec<SocketAddr>) -> anyh
         admission: Admission::new(rand::random()),
         admin: None,
         access_cache: None,
+        chain_cache: crate::roster::ChainCache::default(),
         disk: DiskFull::default(),
     };
     node.load_mastered()?;

@@ -23,7 +23,9 @@ use redb::{ReadableDatabase, ReadableTable as _};
 use crate::audit::{AuditLog, NewAuditRecord};
 use crate::backup::{ArchiveReader, ArchiveWriter, read_snapshot, write_snapshot};
 use crate::certs::Serial;
-use crate::core::{Ask, Core, CoreConfig, Gossip, Input, Output, Reply, SyncAnswer, SyncAsk};
+use crate::core::{
+    Advert, Ask, Core, CoreConfig, Gossip, Input, Output, Reply, SyncAnswer, SyncAsk,
+};
 use crate::grants::{Grant, UserChange, UserName};
 use crate::join::{Admission, Admit, BundleState, Facts, JoinRefusal, JoiningBundle};
 use crate::licence::{Licence, LicenceTerms};
@@ -48,9 +50,12 @@ fn anchor() -> TrustAnchor {
     }
 }
 
-/// The replica the targets feed: key(2)'s, empty.
+/// The replica the targets feed: key(2)'s, empty, accepting the rows of key(1) to key(3) (the
+/// seeds' writers); any other writer's are refused.
 fn replica() -> Replica {
-    Replica::new(CLUSTER, key(2), ReplicaConfig::default())
+    let mut replica = Replica::new(CLUSTER, key(2), ReplicaConfig::default());
+    replica.set_writers((1..=3).map(|n| WriterId::from_key(&key(n).verifying_key())));
+    replica
 }
 
 /// The MEK [`backup_archive`] opens archives with.
@@ -662,13 +667,18 @@ pub fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
                     message: first_push,
                 }
                 .encode(),
-                Gossip::Advert {
-                    origin: peer,
-                    fingerprint: digest.fingerprint(),
-                    changes: digest.segments.iter().map(|s| s.seq).sum(),
-                    mastered: 0,
-                    mastered_hash: [0; 32],
-                }
+                Gossip::Advert(
+                    Advert {
+                        origin: peer,
+                        fingerprint: digest.fingerprint(),
+                        changes: digest.segments.iter().map(|s| s.seq).sum(),
+                        mastered: 0,
+                        mastered_hash: [0; 32],
+                        at_ms: 1,
+                        signature: ed25519_dalek::Signature::from_bytes(&[0; 64]),
+                    }
+                    .sign(&key(3), CLUSTER),
+                )
                 .encode(),
                 Ask::Sync(SyncAsk {
                     mastered: 0,

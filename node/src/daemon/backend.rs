@@ -79,6 +79,10 @@ impl Backend for DaemonBackend<'_> {
         }))
     }
 
+    fn chain(&mut self) -> anyhow::Result<Option<meshward_crdt::mastered::Chain>> {
+        Ok(self.node.chain_cache.get(&self.node.store)?)
+    }
+
     fn licence_issuer(&mut self) -> anyhow::Result<[u8; 32]> {
         crate::config::NodeConfig::load(&self.node.data)?.issuer()
     }
@@ -147,6 +151,54 @@ impl Backend for DaemonBackend<'_> {
                 node.handle
                     .misbehave(Misbehaviour::OversizeResponses(peers.len()))?;
             }
+            "phantom" => {
+                // Rows under a made-up identity: a fresh key, not in the roster, signs its own
+                // segment. Signature and authorship are valid; the writer is nobody.
+                let identity = node.store.identity()?;
+                let phantom = ed25519_dalek::SigningKey::from_bytes(&rand::random());
+                let mut replica = meshward_crdt::Replica::new(
+                    identity.cluster,
+                    phantom.clone(),
+                    meshward_crdt::ReplicaConfig::default(),
+                );
+                let event = meshward_crdt::Event {
+                    at_ms: now_ms(),
+                    kind: meshward_crdt::EventKind::Login,
+                    user: "phantom".into(),
+                    target: "nowhere".into(),
+                    detail: "written by nobody in the roster".into(),
+                };
+                let items = replica
+                    .commit(now_ms(), vec![meshward_crdt::Op::Append(event)])?
+                    .push;
+                node.handle.publish(
+                    Gossip::Push {
+                        origin: replica.writer(),
+                        sent_us: 0,
+                        message: SyncMessage { items }.encode(),
+                    }
+                    .encode(),
+                )?;
+                sent += 1;
+            }
+            "advert" => {
+                // An advert "from" each peer, signed by us: it must not pass for theirs.
+                let identity = node.store.identity()?;
+                for &peer in &peers {
+                    let advert = crate::core::Advert {
+                        origin: peer,
+                        fingerprint: [0; 32],
+                        changes: u64::MAX,
+                        mastered: 0,
+                        mastered_hash: [0; 32],
+                        at_ms: u64::MAX,
+                        signature: ed25519_dalek::Signature::from_bytes(&[0; 64]),
+                    }
+                    .sign(&identity.key, identity.cluster);
+                    node.handle.publish(Gossip::Advert(advert).encode())?;
+                    sent += 1;
+                }
+            }
             _ => {
                 // Another writer's event segment, re-signed as if we had written it: the
                 // signature is valid, the authorship is not.
@@ -165,7 +217,7 @@ impl Backend for DaemonBackend<'_> {
                 let forged = Head {
                     key: SegmentKey {
                         writer: me,
-                        segment: 9_999,
+                        segment: 999,
                         ..head.head.key
                     },
                     ..head.head

@@ -49,6 +49,11 @@ pub trait Backend {
         self.roster_changed()?;
         Ok(record.record.version)
     }
+    /// The verified mastered chain (`None` before any import); the daemon keeps it cached
+    /// per stored chain ([`crate::roster::ChainCache`]).
+    fn chain(&mut self) -> anyhow::Result<Option<Chain>> {
+        Ok(crate::roster::chain(self.store()?)?)
+    }
     /// The node's data directory.
     fn data_dir(&mut self) -> anyhow::Result<PathBuf>;
     /// The licence issuer's public key this node trusts.

@@ -276,10 +276,10 @@ pub(super) fn fault(backend: &mut dyn Backend, fault: FaultRequest) -> Result<Re
             n
         }
         FaultRequest::Misbehave { kind } => {
-            if !["garbage", "oversize", "foreign"].contains(&kind.as_str()) {
+            if !["garbage", "oversize", "foreign", "phantom", "advert"].contains(&kind.as_str()) {
                 return Err(Problem::bad_input(
                     "kind",
-                    "give garbage, oversize or foreign",
+                    "give garbage, oversize, foreign, phantom or advert",
                 ));
             }
             backend.misbehave(&kind).map_err(failure)?
