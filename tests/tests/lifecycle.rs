@@ -344,3 +344,50 @@ fn two_joiners_racing_for_one_bundle_exactly_one_succeeds() {
         1
     );
 }
+
+/// Members of the leader's verified roster, read through its daemon.
+fn roster_size(leader: &Daemon) -> u64 {
+    leader.status().expect("status")["mastered"]["members"]
+        .as_u64()
+        .expect("a cluster")
+}
+
+#[test]
+fn a_bundle_naming_another_cluster_is_refused_before_the_leader_commits_anything() {
+    use meshward_node::join::JoiningBundle;
+    let _serial = serial();
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let leader = leader(root, 3);
+    let mek = leader.data.join("mek");
+    let d = leader.start();
+    let file = bundle(&leader, root, "b", "24h");
+    let original = JoiningBundle::decode(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(roster_size(&d), 1);
+    let mut other_cluster = original.clone();
+    other_cluster.cluster[0] ^= 1;
+    let mut other_genesis = original.clone();
+    other_genesis.genesis_leader[0] ^= 1;
+    // A CA certificate with its signature altered still pins the same key for TLS, but is not
+    // the certificate of the cluster's mastered chain.
+    let mut other_ca = original.clone();
+    *other_ca.ca_cert.last_mut().unwrap() ^= 1;
+    for (name, altered, field) in [
+        ("cluster", other_cluster, "cluster id"),
+        ("genesis", other_genesis, "genesis leader key"),
+        ("ca", other_ca, "cluster CA certificate"),
+    ] {
+        let path = root.join(format!("altered-{name}"));
+        std::fs::write(&path, altered.encode()).unwrap();
+        let joiner = Node::new(root, &format!("joiner-{name}"));
+        let err = cli_fails(&joiner.data, &join_args(&joiner, &path, &mek)).unwrap();
+        // No ghost member: the roster did not grow, and the bundle was not burnt.
+        assert_eq!(roster_size(&d), 1, "{name}: {err}");
+        assert!(err.contains(field), "{name}: {err}");
+        assert!(!joiner.data.join("mek").exists(), "{name}");
+    }
+    let joiner = Node::new(root, "joiner");
+    let out = cli(&joiner.data, &join_args(&joiner, &file, &mek)).unwrap();
+    assert!(out.contains("joined cluster"), "{out}");
+    assert_eq!(roster_size(&d), 2);
+}
