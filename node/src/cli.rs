@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, bail};
@@ -112,6 +112,49 @@ pub enum Command {
     Licence(crate::cluster::LicenceCmd),
     /// Start a local 3-node demo cluster on 127.0.0.1 (Ctrl-C stops it).
     Demo(crate::demo::DemoArgs),
+}
+
+impl Command {
+    /// Makes every relative path of the command absolute, against `base` (the caller's working
+    /// directory, for a command a daemon runs on the caller's behalf). With no `base`, a
+    /// relative path is refused: the error names the argument.
+    pub fn resolve_paths(&mut self, base: Option<&Path>) -> Result<(), String> {
+        use crate::cluster::{BundleCmd, LicenceCmd};
+        let paths: Vec<(&str, &mut PathBuf)> = match self {
+            Command::Mastered(MasteredCmd::Import { file }) => vec![("FILE", file)],
+            Command::User(crate::cli_admin::UserCmd::Cert { out, .. }) => vec![("--out", out)],
+            Command::Backup(args) => {
+                let mut paths = vec![("--out", &mut args.out)];
+                paths.extend(args.mek.as_mut().map(|m| ("--mek", m)));
+                paths
+            }
+            Command::Restore(args) => vec![("FILE", &mut args.file), ("--mek", &mut args.mek)],
+            Command::Unseal(args) => vec![("--mek", &mut args.mek)],
+            Command::Join(args) => vec![("--bundle", &mut args.bundle), ("--mek", &mut args.mek)],
+            Command::Bundle(BundleCmd::Create { out, .. }) => vec![("--out", out)],
+            Command::Licence(LicenceCmd::Install { file }) => vec![("FILE", file)],
+            Command::Demo(args) => args
+                .dir
+                .as_mut()
+                .map(|d| ("--dir", d))
+                .into_iter()
+                .collect(),
+            _ => Vec::new(),
+        };
+        for (name, path) in paths {
+            if path.is_relative() {
+                match base {
+                    Some(base) => *path = base.join(&*path),
+                    None => {
+                        return Err(format!(
+                            "give {name} as an absolute path: this request has no working directory"
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `meshward run`
@@ -946,7 +989,8 @@ pub fn run(cli: Cli, backend: &mut dyn Backend, out: &mut dyn Write) -> anyhow::
             if backend.mesh().is_some() {
                 bail!("the node is not sealed: its daemon runs");
             }
-            crate::sealed::unseal(&backend.data_dir()?, &args.mek)?;
+            let data = backend.data_dir()?;
+            crate::sealed::unseal(&data, backend.store()?, &args.mek)?;
             emit(g, out, json!({"unsealed": true}), "unsealed")?;
         }
         Command::Run(_) | Command::Init(_) | Command::Join(_) | Command::Demo(_) => {
@@ -1127,6 +1171,43 @@ pub fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_path_argument_is_resolved_against_the_callers_directory() {
+        let cases: &[&[&str]] = &[
+            &["mastered", "import", "f"],
+            &["user", "cert", "alice", "--out", "f"],
+            &["backup", "--out", "f", "--mek", "f"],
+            &["restore", "f", "--mek", "f"],
+            &["unseal", "--mek", "f"],
+            &["join", "--bundle", "f", "--mek", "f", "--address", "a"],
+            &["bundle", "create", "--out", "f"],
+            &["licence", "install", "f"],
+            &["demo", "--dir", "f"],
+        ];
+        for args in cases {
+            let parse = || {
+                Cli::try_parse_from(std::iter::once("meshward").chain(args.iter().copied()))
+                    .unwrap()
+            };
+            let mut cli = parse();
+            cli.command
+                .resolve_paths(Some(Path::new("/caller")))
+                .unwrap();
+            let text = format!("{:?}", cli.command);
+            assert!(text.contains("\"/caller/f\""), "{args:?}: {text}");
+            assert!(!text.contains("\"f\""), "{args:?}: {text}");
+            let err = parse().command.resolve_paths(None).unwrap_err();
+            assert!(err.contains("absolute"), "{args:?}: {err}");
+        }
+        // Absolute paths are kept as they are, with or without a base.
+        let mut cli = Cli::try_parse_from(["meshward", "licence", "install", "/abs/f"]).unwrap();
+        cli.command.resolve_paths(None).unwrap();
+        cli.command
+            .resolve_paths(Some(Path::new("/caller")))
+            .unwrap();
+        assert!(format!("{:?}", cli.command).contains("\"/abs/f\""));
+    }
 
     #[test]
     fn a_fault_delay_is_n_or_a_range_of_at_most_one_second() {

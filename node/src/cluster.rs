@@ -19,7 +19,6 @@
 
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -181,7 +180,7 @@ pub fn run_bundle(
         client_key: client.key.to_vec(),
         expires_at_ms: ms(expires),
     };
-    write_private(&path, &Zeroizing::new(bundle.encode()))?;
+    crate::disk::write_new(&path, &Zeroizing::new(bundle.encode()), 0o600)?;
     let state = BundleState {
         id,
         cert: Sha256::digest(&client.cert).into(),
@@ -815,18 +814,6 @@ fn refuse_member(store: &Store, data: &Path) -> anyhow::Result<()> {
             anchor.cluster.to_hex()
         );
     }
-    Ok(())
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating {} (it must not exist yet)", path.display()))?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
     Ok(())
 }
 

@@ -215,17 +215,18 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens the store in `dir`, creating the directory (0700) and the file (0600) on first
-    /// use. A file that is not a meshward store is refused and left untouched.
+    /// Opens the store in `dir`, creating the directory (0700; an existing one open to others
+    /// is tightened, see [`crate::disk::private_data_dir`]) and the file (0600) on first use. A
+    /// file that is not a meshward store is refused and left untouched.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         let path = dir.join(STORE_FILE);
         let open_err = |reason: String| StoreError::Open {
             path: path.clone(),
             reason,
         };
-        create_private_dir(dir).map_err(|e| open_err(e.to_string()))?;
+        crate::disk::private_data_dir(dir).map_err(|e| open_err(e.to_string()))?;
         if !path.exists() {
-            create_private_file(&path).map_err(|e| open_err(e.to_string()))?;
+            crate::disk::create_new(&path, 0o600).map_err(|e| open_err(e.to_string()))?;
         }
         let watch = crate::disk::DiskWatch::default();
         let db = match crate::disk::open_database_watched(&path, watch.clone()) {
@@ -934,16 +935,6 @@ pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
         .recursive(true)
         .mode(0o700)
         .create(dir)
-}
-
-/// Creates an empty file with mode 0600; an existing file is an error.
-pub fn create_private_file(path: &Path) -> std::io::Result<fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
 }
 
 #[cfg(test)]
