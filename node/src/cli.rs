@@ -115,6 +115,31 @@ pub enum Command {
 }
 
 impl Command {
+    /// Whether the command only reads the store (lists, `get`s, `status`, `audit verify`,
+    /// `backup`, which reads one snapshot, and `unseal`, which writes only the MEK file).
+    pub fn reads_only(&self) -> bool {
+        use crate::cli_admin::{CertCmd, UserCmd};
+        use crate::cluster::LicenceCmd;
+        use crate::ha::{HaCmd, PasswordCmd};
+        matches!(
+            self,
+            Command::Event(EventCmd::List { .. })
+                | Command::Fingerprint(FingerprintCmd::List)
+                | Command::Exception(ExceptionCmd::List)
+                | Command::Audit(AuditCmd::List { .. } | AuditCmd::Verify)
+                | Command::Local(LocalCmd::Get { .. })
+                | Command::Config(ConfigCmd::Get { .. } | ConfigCmd::List)
+                | Command::Status
+                | Command::User(UserCmd::List)
+                | Command::Cert(CertCmd::Revoked)
+                | Command::Licence(LicenceCmd::Show)
+                | Command::Ha(HaCmd::Superseded)
+                | Command::Password(PasswordCmd::List)
+                | Command::Backup(_)
+                | Command::Unseal(_)
+        )
+    }
+
     /// Makes every relative path of the command absolute, against `base` (the caller's working
     /// directory, for a command a daemon runs on the caller's behalf). With no `base`, a
     /// relative path is refused: the error names the argument.
@@ -300,20 +325,53 @@ pub trait Backend {
 pub struct LocalBackend {
     data: PathBuf,
     store: Option<Store>,
+    read_only: bool,
 }
 
 impl LocalBackend {
-    /// A backend for the store in `data` (opened when first needed).
+    /// A backend for the store in `data` (opened read-write when first needed).
     pub fn new(data: PathBuf) -> Self {
-        LocalBackend { data, store: None }
+        LocalBackend {
+            data,
+            store: None,
+            read_only: false,
+        }
     }
+
+    /// A backend for `command` on the store in `data`: opened read-only when the command only
+    /// reads ([`Command::reads_only`]), so it cannot change the store and other readers may
+    /// hold it at once.
+    pub fn for_command(data: PathBuf, command: &Command) -> Self {
+        LocalBackend {
+            read_only: command.reads_only(),
+            ..LocalBackend::new(data)
+        }
+    }
+}
+
+/// Opens the store in `data` read-only. The first command on a new data directory creates the
+/// store and the node's identity first, as every command always did.
+fn open_for_reading(data: &Path) -> anyhow::Result<Store> {
+    let context = || format!("opening the store in {}", data.display());
+    if data.join(crate::store::STORE_FILE).is_file() {
+        let store = Store::open_read_only(data).with_context(context)?;
+        if store.has_identity()? {
+            return Ok(store);
+        }
+    }
+    Store::open(data).with_context(context)?.identity()?;
+    Store::open_read_only(data).with_context(context)
 }
 
 impl Backend for LocalBackend {
     fn store(&mut self) -> anyhow::Result<&Store> {
         if self.store.is_none() {
-            let store = Store::open(&self.data)
-                .with_context(|| format!("opening the store in {}", self.data.display()))?;
+            let store = if self.read_only {
+                open_for_reading(&self.data)?
+            } else {
+                Store::open(&self.data)
+                    .with_context(|| format!("opening the store in {}", self.data.display()))?
+            };
             self.store = Some(store);
         }
         self.store.as_ref().context("store not open")
@@ -794,7 +852,7 @@ pub fn run(cli: Cli, backend: &mut dyn Backend, out: &mut dyn Write) -> anyhow::
             }
             let store = backend.store()?;
             crate::audit::run_stdin_writer(
-                store.db(),
+                store.db()?,
                 std::io::BufReader::new(std::io::stdin()),
                 out,
             )?;
@@ -815,7 +873,7 @@ pub fn run(cli: Cli, backend: &mut dyn Backend, out: &mut dyn Write) -> anyhow::
             };
             record.validate()?;
             let store = backend.store()?;
-            let written = AuditLog::append_batch(store.db(), std::slice::from_ref(&record))?;
+            let written = AuditLog::append_batch(store.db()?, std::slice::from_ref(&record))?;
             for r in written {
                 emit(
                     g,
@@ -827,7 +885,7 @@ pub fn run(cli: Cli, backend: &mut dyn Backend, out: &mut dyn Write) -> anyhow::
         }
         Command::Audit(AuditCmd::List { from, limit }) => {
             let store = backend.store()?;
-            let records = AuditLog::list(store.db(), from, limit)?;
+            let records = AuditLog::list(store.reader(), from, limit)?;
             if g.json {
                 writeln!(out, "{}", serde_json::to_string(&records.iter().map(|r| json!({
                     "seq": r.seq, "at_ms": r.at_ms, "actor": r.actor, "action": r.action,
@@ -850,7 +908,7 @@ pub fn run(cli: Cli, backend: &mut dyn Backend, out: &mut dyn Write) -> anyhow::
         }
         Command::Audit(AuditCmd::Verify) => {
             let store = backend.store()?;
-            let report = AuditLog::verify(store.db())?;
+            let report = AuditLog::verify(store.reader())?;
             let broken = report.first_break.map(|b| {
                 let what = match b {
                     ChainBreak::Altered { .. } => "altered",
@@ -903,7 +961,7 @@ pub fn run(cli: Cli, backend: &mut dyn Backend, out: &mut dyn Write) -> anyhow::
             let mesh = backend.mesh();
             let store = backend.store()?;
             let identity = store.identity()?;
-            let audit = AuditLog::head(store.db())?;
+            let audit = AuditLog::head(store.reader())?;
             let chain = crate::roster::chain(store)?;
             let primary = store.anchor()?.map(|a| a.genesis_leader);
             let ha = crate::ha::status(chain.as_ref(), primary, identity.writer(), mesh.as_ref());

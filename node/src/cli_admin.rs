@@ -359,7 +359,7 @@ pub fn backup(
         let mut archive = ArchiveWriter::new(BufWriter::new(file), &mek, cluster.0)?;
         let mut next = PROGRESS_STEP;
         let started = std::time::Instant::now();
-        let stats = crate::backup::write_snapshot(store.db(), &mut archive, &mut |bytes| {
+        let stats = crate::backup::write_snapshot(store.reader(), &mut archive, &mut |bytes| {
             if bytes >= next {
                 next += PROGRESS_STEP;
                 eprintln!(

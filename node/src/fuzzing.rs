@@ -17,7 +17,7 @@ use meshward_crdt::{
     UserDataException, WriterId,
 };
 use rand::SeedableRng as _;
-use redb::{ReadableDatabase, ReadableTable as _};
+use redb::ReadableTable as _;
 
 use crate::audit::{AuditLog, NewAuditRecord};
 use crate::backup::{ArchiveReader, ArchiveWriter, read_snapshot, write_snapshot};
@@ -166,7 +166,7 @@ pub fn audit_records(data: &[u8]) {
     let Some(store) = audit_store(data) else {
         return;
     };
-    let db = store.db();
+    let db = store.reader();
     let _ = AuditLog::verify(db);
     let _ = AuditLog::list(db, 1, 32);
     let _ = db.begin_read();
@@ -175,7 +175,7 @@ pub fn audit_records(data: &[u8]) {
 /// A store whose audit table holds `data` split at each `0xff` byte, as records 1, 2, ….
 fn audit_store(data: &[u8]) -> Option<Store> {
     let store = Store::in_memory().ok()?;
-    let txn = store.db().begin_write().ok()?;
+    let txn = store.db().ok()?.begin_write().ok()?;
     if let Ok(mut table) = txn.open_table(crate::audit::RECORDS) {
         for (i, part) in data.split(|&b| b == 0xff).take(16).enumerate() {
             let _ = table.insert(i as u64 + 1, part);
@@ -836,8 +836,8 @@ fn audit_chain(count: i64) -> Vec<Vec<u8>> {
             let store = Store::in_memory().ok()?;
             let start = 1_700_000_000_000 + attempt * 1000;
             let inputs: Vec<_> = (0..count).map(|n| audit_input(start + n)).collect();
-            AuditLog::append_batch(store.db(), &inputs).ok()?;
-            let txn = store.db().begin_read().ok()?;
+            AuditLog::append_batch(store.db().ok()?, &inputs).ok()?;
+            let txn = store.reader().begin_read().ok()?;
             let table = txn.open_table(crate::audit::RECORDS).ok()?;
             let records = table
                 .iter()
@@ -861,9 +861,11 @@ fn backups(writes: &[Effects], bundle: &[u8]) -> Vec<Vec<u8>> {
     for effects in writes {
         store.persist(effects).expect("persisted");
     }
-    AuditLog::append_batch(store.db(), &[audit_input(1), audit_input(2)]).expect("audited");
+    // Invariant: an in-memory store is writable.
+    let db = store.db().expect("a writable store");
+    AuditLog::append_batch(db, &[audit_input(1), audit_input(2)]).expect("audited");
     let mut snapshot = Vec::new();
-    write_snapshot(store.db(), &mut snapshot, &mut |_| {}).expect("a snapshot");
+    write_snapshot(store.reader(), &mut snapshot, &mut |_| {}).expect("a snapshot");
     let mek = mek();
     let mut archive = ArchiveWriter::new(Vec::new(), &mek, CLUSTER.0).expect("writes to a Vec");
     archive.write_all(&snapshot).expect("writes to a Vec");
@@ -997,14 +999,14 @@ mod tests {
             "audit_record" => {
                 let records = seed.split(|&b| b == 0xff).count() as u64;
                 let store = audit_store(seed).ok_or("no store")?;
-                let report = AuditLog::verify(store.db()).map_err(|e| e.to_string())?;
+                let report = AuditLog::verify(store.reader()).map_err(|e| e.to_string())?;
                 // Every record verifies; the target writes no head, so the chain ends there.
                 check(
                     report.verified == records
                         && report.first_break == Some(ChainBreak::HeadMismatch { seq: records }),
                     &format!("{report:?}"),
                 )?;
-                let listed = AuditLog::list(store.db(), 1, 32).map_err(|e| e.to_string())?;
+                let listed = AuditLog::list(store.reader(), 1, 32).map_err(|e| e.to_string())?;
                 check(listed.len() as u64 == records, "not every record listed")
             }
             "backup_archive" => {

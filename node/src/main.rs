@@ -53,7 +53,7 @@ fn main() -> ExitCode {
                 }
             }
             Ok(None) => {
-                let mut backend = LocalBackend::new(cli.global.data.clone());
+                let mut backend = LocalBackend::for_command(cli.global.data.clone(), &cli.command);
                 run(cli, &mut backend, &mut std::io::stdout().lock())
             }
             Err(e) => Err(e),

@@ -170,7 +170,7 @@ fn answer(data: &Path, line: &[u8]) -> (ControlReply, bool) {
                 false,
             )
         }
-        Command::Unseal(args) => match Store::open(data)
+        Command::Unseal(args) => match Store::open_read_only(data)
             .with_context(|| format!("opening the store in {}", data.display()))
             .and_then(|store| unseal(data, &store, &args.mek))
         {
