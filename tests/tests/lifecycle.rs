@@ -394,13 +394,13 @@ fn a_bundle_naming_another_cluster_is_refused_before_the_leader_commits_anything
 
 /// Runs `meshward --data DATA ARGS` in the working directory `cwd`; must succeed.
 fn cli_in(cwd: &Path, data: &str, args: &[&str]) -> String {
-    let out = meshward_tests::run_cli_in(cwd, Path::new(data), args).unwrap();
+    let out = meshward_tests::run_cli_in(cwd, Path::new(data), args).expect("run meshward");
     assert!(
         out.status.success(),
         "meshward {args:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8(out.stdout).unwrap()
+    String::from_utf8(out.stdout).expect("utf-8 output")
 }
 
 #[test]
