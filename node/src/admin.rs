@@ -61,6 +61,7 @@ use crate::cli::{AuditCmd, Cli, Command, ConfigCmd, EventCmd, ExceptionCmd, Fing
 use crate::cli::{LocalCmd, MasteredCmd};
 use crate::cli_admin::{Access, CertCmd, UserCmd};
 use crate::control::ControlReply;
+use crate::core::Secret;
 use crate::grants::{Action, Decision, Namespace, UserName, authorize};
 
 /// Largest request body, in bytes.
@@ -104,8 +105,8 @@ pub struct AdminJob {
     pub need: Need,
     /// The command line to run after the check (none: only check).
     pub args: Option<Vec<String>>,
-    /// A secret the command reads from stdin (`password change`).
-    pub secret: Option<String>,
+    /// A secret the command reads from stdin (`password change`); `Debug` never shows it.
+    pub secret: Option<Secret>,
     /// Where the actor answers.
     pub reply: oneshot::Sender<AdminAnswer>,
 }
@@ -178,7 +179,7 @@ struct AppState {
 struct CliBody {
     args: Vec<String>,
     #[serde(default)]
-    secret: Option<String>,
+    secret: Option<Secret>,
 }
 
 /// Maps a parsed command to what the authorizer decides; `Err` names why the command is not
@@ -504,7 +505,7 @@ async fn ask(
     caller: Caller,
     need: Need,
     args: Option<Vec<String>>,
-    secret: Option<String>,
+    secret: Option<Secret>,
 ) -> Result<Option<ControlReply>, Response> {
     let stopped = || error(StatusCode::SERVICE_UNAVAILABLE, "the node is stopping");
     let (tx, rx) = oneshot::channel();
@@ -765,6 +766,24 @@ mod tests {
     use super::*;
     use crate::certs::Revoked;
     use crate::grants::{Grant, UserChange, Users};
+
+    #[test]
+    fn debug_of_an_api_request_never_shows_its_secret() {
+        let body: CliBody = serde_json::from_str(
+            r#"{"args": ["password", "change", "alice"], "secret": "Tr0ub4dor-3"}"#,
+        )
+        .unwrap();
+        assert!(!format!("{body:?}").contains("Tr0ub4dor-3"), "{body:?}");
+        let (reply, _rx) = oneshot::channel();
+        let job = AdminJob {
+            cert: None,
+            need: Need::Command,
+            args: Some(body.args.clone()),
+            secret: body.secret.clone(),
+            reply,
+        };
+        assert!(!format!("{job:?}").contains("Tr0ub4dor-3"), "{job:?}");
+    }
 
     fn users() -> Access {
         let mut users = Users::default();

@@ -674,6 +674,8 @@ impl Node {
                             ControlRequest {
                                 args,
                                 secret: job.secret,
+                                // The API has no working directory: its paths are absolute.
+                                cwd: None,
                             },
                             tx,
                         );
@@ -704,12 +706,20 @@ impl Node {
     /// later, when the core is done.
     fn control_job(&mut self, request: ControlRequest, reply: oneshot::Sender<ControlReply>) {
         let args = std::iter::once("meshward".to_string()).chain(request.args);
-        let cli = match Cli::try_parse_from(args) {
+        let parsed = Cli::try_parse_from(args)
+            .map_err(|e| e.to_string())
+            .and_then(|mut cli| {
+                // The caller's paths, on this daemon's data directory (see `crate::control`).
+                cli.command.resolve_paths(request.cwd.as_deref())?;
+                cli.global.data = self.data.clone();
+                Ok(cli)
+            });
+        let cli = match parsed {
             Ok(cli) => cli,
             Err(e) => {
                 let _ = reply.send(ControlReply {
                     stdout: String::new(),
-                    error: Some(e.to_string()),
+                    error: Some(e),
                 });
                 return;
             }
@@ -750,7 +760,7 @@ impl Node {
         &self,
         token: u64,
         command: Command,
-        secret: Option<String>,
+        secret: Option<Secret>,
     ) -> anyhow::Result<Input> {
         use crate::ha::{HaCmd, PasswordCmd};
         Ok(match command {
@@ -774,7 +784,7 @@ impl Node {
             Command::Password(PasswordCmd::Change { user }) => Input::Password {
                 token,
                 user,
-                password: Secret(secret.context("give the new password on stdin")?),
+                password: secret.context("give the new password on stdin")?,
             },
             _ => bail!("not a command that waits for other nodes"),
         })
