@@ -6,7 +6,7 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
@@ -239,20 +239,53 @@ mod render;
 pub struct LocalBackend {
     data: PathBuf,
     store: Option<Store>,
+    read_only: bool,
 }
 
 impl LocalBackend {
-    /// A backend for the store in `data` (opened when first needed).
+    /// A backend for the store in `data` (opened read-write when first needed).
     pub fn new(data: PathBuf) -> Self {
-        LocalBackend { data, store: None }
+        LocalBackend {
+            data,
+            store: None,
+            read_only: false,
+        }
     }
+
+    /// A backend for `request` on the store in `data`: opened read-only when the request only
+    /// reads, so it cannot change the store and other readers may hold it at once.
+    pub fn for_request(data: PathBuf, request: &meshward_api::Request) -> Self {
+        let (_, access) = crate::ops::access::resource(request);
+        LocalBackend {
+            read_only: access == crate::ops::access::Access::Read,
+            ..LocalBackend::new(data)
+        }
+    }
+}
+
+/// Opens the store in `data` read-only. The first command on a new data directory creates the
+/// store and the node's identity first, as every command always did.
+fn open_for_reading(data: &Path) -> anyhow::Result<Store> {
+    let context = || format!("opening the store in {}", data.display());
+    if data.join(crate::store::STORE_FILE).is_file() {
+        let store = Store::open_read_only(data).with_context(context)?;
+        if store.has_identity()? {
+            return Ok(store);
+        }
+    }
+    Store::open(data).with_context(context)?.identity()?;
+    Store::open_read_only(data).with_context(context)
 }
 
 impl Backend for LocalBackend {
     fn store(&mut self) -> anyhow::Result<&Store> {
         if self.store.is_none() {
-            let store = Store::open(&self.data)
-                .with_context(|| format!("opening the store in {}", self.data.display()))?;
+            let store = if self.read_only {
+                open_for_reading(&self.data)?
+            } else {
+                Store::open(&self.data)
+                    .with_context(|| format!("opening the store in {}", self.data.display()))?
+            };
             self.store = Some(store);
         }
         self.store.as_ref().context("store not open")
@@ -497,7 +530,7 @@ fn audit_stdin(door: &mut Door, g: &Global, out: &mut dyn Write) -> anyhow::Resu
         let store = Store::open(&g.data)
             .with_context(|| format!("opening the store in {}", g.data.display()))?;
         return crate::audit::run_stdin_writer(
-            store.db(),
+            store.db()?,
             std::io::BufReader::new(std::io::stdin()),
             out,
         );

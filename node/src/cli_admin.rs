@@ -14,8 +14,9 @@ use serde_json::json;
 pub use crate::authority::{Access, access, users};
 use crate::backup::{ArchiveReader, ArchiveWriter, BackupError};
 use crate::cli::{Backend, Global};
+use crate::disk::{create_new, exists_error, private_data_dir};
 use crate::mek::{MEK_FILE, Mek};
-use crate::store::{STORE_FILE, Store, StoreError, create_private_dir, create_private_file};
+use crate::store::{STORE_FILE, Store, StoreError, create_private_dir};
 
 /// `meshward user …`
 #[derive(Debug, Subcommand)]
@@ -42,12 +43,14 @@ pub enum UserCmd {
     /// List users and their grants.
     List,
     /// Issue a client certificate for the admin API (leader only; needs DATA/mek): writes
-    /// DIR/NAME.key (0600), DIR/NAME.crt (CN=NAME, signed by the cluster CA) and DIR/ca.crt,
-    /// and prints the certificate's serial (for `cert revoke`).
+    /// DIR/NAME.key (0600), DIR/NAME.crt (CN=NAME, signed by the cluster CA) and DIR/ca.crt
+    /// (kept if it holds this CA already), and prints the certificate's serial (for `cert
+    /// revoke`).
     Cert {
         /// The user (must exist).
         name: String,
-        /// The directory to write to (created 0700 if missing; existing files are refused).
+        /// The directory to write to (created 0700 if missing). Existing files, and links, are
+        /// refused: nothing is written then.
         #[arg(long)]
         out: PathBuf,
         /// How long the certificate is valid, e.g. 90d.
@@ -105,17 +108,8 @@ pub fn backup(
     backend: &mut dyn Backend,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
-    let in_daemon = backend.mesh().is_some();
-    if in_daemon && (args.out.is_relative() || args.mek.as_ref().is_some_and(|m| m.is_relative())) {
-        bail!(
-            "a daemon runs on this node and writes the backup itself: give --out (and --mek) as absolute paths"
-        );
-    }
-    if args.out.exists() {
-        bail!(
-            "{} exists; choose a new file name for the backup",
-            args.out.display()
-        );
+    if fs::symlink_metadata(&args.out).is_ok() {
+        return Err(exists_error(&args.out)).context("choose a new file name for the backup");
     }
     let data = backend.data_dir()?;
     let mek_path = args.mek.unwrap_or_else(|| data.join(MEK_FILE));
@@ -130,12 +124,11 @@ pub fn backup(
     let estimate = fs::metadata(data.join(STORE_FILE)).map_or(0, |m| m.len());
     let tmp = partial_path(&args.out);
     let result = (|| -> anyhow::Result<crate::backup::SnapshotStats> {
-        let file =
-            create_private_file(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        let file = create_new(&tmp, 0o600)?;
         let mut archive = ArchiveWriter::new(BufWriter::new(file), &mek, cluster.0)?;
         let mut next = PROGRESS_STEP;
         let started = std::time::Instant::now();
-        let stats = crate::backup::write_snapshot(store.db(), &mut archive, &mut |bytes| {
+        let stats = crate::backup::write_snapshot(store.reader(), &mut archive, &mut |bytes| {
             if bytes >= next {
                 next += PROGRESS_STEP;
                 eprintln!(
@@ -170,9 +163,9 @@ pub fn backup(
             return Err(e.context(format!("writing the backup {}", args.out.display())));
         }
     };
-    if let Err(e) = fs::rename(&tmp, &args.out) {
+    if let Err(e) = crate::disk::publish(&tmp, &args.out) {
         let _ = fs::remove_file(&tmp);
-        return Err(e).with_context(|| format!("renaming to {}", args.out.display()));
+        return Err(e).with_context(|| format!("moving the backup to {}", args.out.display()));
     }
     sync_parent(&args.out)?;
     let size = fs::metadata(&args.out).map_or(0, |m| m.len());
@@ -221,11 +214,11 @@ pub fn restore(
     let mek = Mek::load(&args.mek)?;
     let file = fs::File::open(&args.file)
         .with_context(|| format!("opening the backup {}", args.file.display()))?;
-    create_private_dir(data).with_context(|| format!("creating {}", data.display()))?;
+    private_data_dir(data).with_context(|| format!("creating {}", data.display()))?;
     let tmp = data.join(format!(".{STORE_FILE}.restore"));
     let result = (|| -> Result<crate::backup::SnapshotStats, BackupError> {
         let _ = fs::remove_file(&tmp); // a leftover of an interrupted restore
-        create_private_file(&tmp)?;
+        create_new(&tmp, 0o600)?;
         let db = crate::disk::open_database(&tmp).map_err(StoreError::from)?;
         let mut reader = ArchiveReader::new(BufReader::new(file), &mek)?;
         let stats = crate::backup::read_snapshot(&db, &mut reader)?;

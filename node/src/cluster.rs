@@ -30,7 +30,10 @@ use tracing::info;
 
 use crate::authority::{BUNDLE_STATE, bundle_state, ca_secret, current_licence, load_mek, open_ca};
 use crate::cli::{Backend, now_ms, read_bounded};
-use crate::join::{Admission, BundleState, Facts, JoinRefusal, JoiningBundle, MAX_JOINING_BUNDLE};
+use crate::join::{
+    Admission, BundleState, ClusterClaim, Facts, Hello, JoinRefusal, JoiningBundle,
+    MAX_JOINING_BUNDLE,
+};
 use crate::mek::Mek;
 use crate::pki::Ca;
 use crate::roster::MasteredBundle;
@@ -174,6 +177,12 @@ pub fn join(data: &Path, args: &JoinArgs, out: &mut dyn Write) -> anyhow::Result
         address: args.address.clone(),
     };
     let (tls_key, tls_public) = crate::pki::node_key()?;
+    let claim = ClusterClaim::of_bundle(&bundle);
+    let hello = Hello {
+        member: member.clone(),
+        tls_key: tls_public.clone(),
+        claim,
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -198,18 +207,24 @@ pub fn join(data: &Path, args: &JoinArgs, out: &mut dyn Write) -> anyhow::Result
                     bundle.setup_addr
                 )
             })?;
-        let hello = Request::JoinHello {
+        let request = Request::JoinHelloV2 {
             node_key: member.key,
             address: member.address.clone(),
             tls_key: tls_public.clone(),
+            cluster: claim.cluster,
+            genesis_leader: claim.genesis_leader,
+            ca_cert: claim.ca_cert,
         };
-        let nonce = match client.request(&hello).await? {
-            Response::Challenge { nonce } => nonce,
-            Response::Refused { reason } => bail!("the leader refused the join: {reason}"),
-            other => bail!("unexpected answer from the leader: {other:?}"),
+        let reply = client.request(&request).await?;
+        let nonce = match leader_challenge(reply, &claim) {
+            Ok(nonce) => nonce,
+            Err(e) => {
+                client.close().await;
+                return Err(e);
+            }
         };
         let (answer, signature) =
-            crate::join::respond(&mek, &identity.key, &nonce, &bundle.id, &member, &tls_public);
+            crate::join::respond(&mek, &identity.key, &nonce, &bundle.id, &hello);
         let reply = client
             .request(&Request::JoinAnswer { answer, signature })
             .await?;
@@ -283,6 +298,39 @@ pub fn join(data: &Path, args: &JoinArgs, out: &mut dyn Write) -> anyhow::Result
     Ok(())
 }
 
+/// The nonce of the leader's answer to our hello, once the leader's cluster is the one our
+/// bundle names (`claim`); nothing is answered otherwise.
+fn leader_challenge(reply: Response, claim: &ClusterClaim) -> anyhow::Result<[u8; 32]> {
+    match reply {
+        Response::ChallengeV2 {
+            nonce,
+            cluster,
+            genesis_leader,
+            ca_cert,
+        } => {
+            let theirs = ClusterClaim {
+                cluster,
+                genesis_leader,
+                ca_cert,
+            };
+            if let Some(field) = claim.differs_from(&theirs) {
+                bail!(
+                    "the leader's {field} is not the joining bundle's: the bundle was altered or \
+                     belongs to another cluster; nothing was sent or stored: use the file exactly \
+                     as `meshward bundle create` wrote it"
+                );
+            }
+            Ok(nonce)
+        }
+        Response::Challenge { .. } => bail!(
+            "the leader runs an older meshward that does not confirm its cluster; upgrade \
+             meshward on the leader first"
+        ),
+        Response::Refused { reason } => bail!("the leader refused the join: {reason}"),
+        other => bail!("unexpected answer from the leader: {other:?}"),
+    }
+}
+
 /// The leader's answer to one setup request (never an error: a refusal is an answer).
 pub fn serve_setup(
     backend: &mut dyn Backend,
@@ -317,23 +365,56 @@ fn answer_setup(
     let chain = crate::authority::leader_of(store, chain)?;
     let bundle = bundle_state(store)?;
     let licence = current_licence(store)?;
+    let records: Vec<Vec<u8>> = store
+        .mastered_records()?
+        .iter()
+        .map(SignedRecord::encode)
+        .collect();
+    // What the joiner checks our final answer against, so that it is checked before anything
+    // is committed: the trust anchor and the CA of the mastered chain.
+    let ours = ClusterClaim::new(
+        chain.cluster().0,
+        store.anchor()?.context("no trust anchor")?.genesis_leader,
+        &ca_secret(&records)?.public,
+    );
     let facts = Facts {
         bundle: bundle.as_ref(),
         roster: chain.roster(),
         licence: licence.as_ref(),
+        cluster: ours,
     };
     match request {
-        Request::JoinHello {
+        Request::JoinHello { .. } => bail!(
+            "this joiner runs an older meshward whose hello does not say which cluster its \
+             bundle is for; upgrade meshward on the joining node"
+        ),
+        Request::JoinHelloV2 {
             node_key,
             address,
             tls_key,
+            cluster,
+            genesis_leader,
+            ca_cert,
         } => {
-            let member = Member {
-                key: node_key,
-                address,
+            let hello = Hello {
+                member: Member {
+                    key: node_key,
+                    address,
+                },
+                tls_key,
+                claim: ClusterClaim {
+                    cluster,
+                    genesis_leader,
+                    ca_cert,
+                },
             };
-            let nonce = admission.hello(now, connection, client_cert, member, tls_key, facts)?;
-            Ok(Response::Challenge { nonce })
+            let nonce = admission.hello(now, connection, client_cert, hello, facts)?;
+            Ok(Response::ChallengeV2 {
+                nonce,
+                cluster: ours.cluster,
+                genesis_leader: ours.genesis_leader,
+                ca_cert: ours.ca_cert,
+            })
         }
         Request::JoinAnswer { answer, signature } => {
             let mek = load_mek(data)?;

@@ -29,8 +29,10 @@ use meshward_crdt::{
     ClusterId, Effects, Event, Persist, Replica, ReplicaConfig, Row, RowChange, SegmentKey,
     SignedHead, StoredSegment, TableId, WriterId,
 };
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
+
+mod read_only;
 
 /// File name of the store inside the data directory.
 pub const STORE_FILE: &str = "meshward.redb";
@@ -113,6 +115,9 @@ pub enum StoreError {
     /// its transaction rolled back: nothing was changed.
     #[error("{0}")]
     DiskFull(std::io::Error),
+    /// A write to a store opened read-only ([`Store::open_read_only`]); nothing was changed.
+    #[error("the store was opened read-only for a command that only reads, and cannot be written")]
+    ReadOnly,
     /// redb failed.
     #[error("store failure: {0}")]
     Db(String),
@@ -208,26 +213,28 @@ pub struct PeerEntry {
     pub last_seen_ms: i64,
 }
 
-/// The node's redb store.
+/// The node's redb store, opened read-write ([`Store::open`]) or read-only
+/// ([`Store::open_read_only`]).
 #[derive(Debug)]
 pub struct Store {
-    db: std::sync::Arc<Database>,
+    db: read_only::Db,
     /// Learns when a write is refused for a full disk (file stores only).
     watch: crate::disk::DiskWatch,
 }
 
 impl Store {
-    /// Opens the store in `dir`, creating the directory (0700) and the file (0600) on first
-    /// use. A file that is not a meshward store is refused and left untouched.
+    /// Opens the store in `dir`, creating the directory (0700; an existing one open to others
+    /// is tightened, see [`crate::disk::private_data_dir`]) and the file (0600) on first use. A
+    /// file that is not a meshward store is refused and left untouched.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         let path = dir.join(STORE_FILE);
         let open_err = |reason: String| StoreError::Open {
             path: path.clone(),
             reason,
         };
-        create_private_dir(dir).map_err(|e| open_err(e.to_string()))?;
+        crate::disk::private_data_dir(dir).map_err(|e| open_err(e.to_string()))?;
         if !path.exists() {
-            create_private_file(&path).map_err(|e| open_err(e.to_string()))?;
+            crate::disk::create_new(&path, 0o600).map_err(|e| open_err(e.to_string()))?;
         }
         let watch = crate::disk::DiskWatch::default();
         let db = match crate::disk::open_database_watched(&path, watch.clone()) {
@@ -246,7 +253,7 @@ impl Store {
             }
         };
         let store = Store {
-            db: std::sync::Arc::new(db),
+            db: read_only::Db::Write(std::sync::Arc::new(db)),
             watch,
         };
         store.init_schema().map_err(|e| match e {
@@ -265,7 +272,7 @@ impl Store {
             .create_with_backend(redb::backends::InMemoryBackend::new())
             .map_err(|e| StoreError::Db(e.to_string()))?;
         let store = Store {
-            db: std::sync::Arc::new(db),
+            db: read_only::Db::Write(std::sync::Arc::new(db)),
             watch: crate::disk::DiskWatch::default(),
         };
         store.init_schema()?;
@@ -279,20 +286,9 @@ impl Store {
         self.watch.refused()
     }
 
-    /// The underlying database, for modules that keep their own tables (audit).
-    pub fn db(&self) -> &Database {
-        &self.db
-    }
-
-    /// The database, shared: a reader (a backup streaming from one read transaction) can go
-    /// on in another thread while the owner writes.
-    pub fn shared_db(&self) -> std::sync::Arc<Database> {
-        self.db.clone()
-    }
-
     fn init_schema(&self) -> Result<(), StoreError> {
         // An existing store of this version is opened without writing anything.
-        let read = self.db.begin_read()?;
+        let read = self.begin_read()?;
         if let Ok(meta) = read.open_table(META)
             && meta
                 .get("schema")?
@@ -301,7 +297,7 @@ impl Store {
             return Ok(());
         }
         drop(read);
-        let tx = self.db.begin_write()?;
+        let tx = self.begin_write()?;
         {
             let mut meta = tx.open_table(META)?;
             let version = meta.get("schema")?.map(|v| v.value().to_vec());
@@ -331,15 +327,21 @@ impl Store {
         Ok(())
     }
 
+    /// Whether the node's identity exists yet (see [`Store::identity`]); only reads.
+    pub fn has_identity(&self) -> Result<bool, StoreError> {
+        let read = self.begin_read()?;
+        Ok(read_identity(&read.open_table(META)?)?.is_some())
+    }
+
     /// The node's identity, created on first use: a fresh key from the OS's random source
     /// and, until the node is initialised or joins a cluster, a fresh standalone cluster id.
     pub fn identity(&self) -> Result<Identity, StoreError> {
-        let read = self.db.begin_read()?;
+        let read = self.begin_read()?;
         if let Some(identity) = read_identity(&read.open_table(META)?)? {
             return Ok(identity);
         }
         drop(read);
-        let tx = self.db.begin_write()?;
+        let tx = self.begin_write()?;
         let identity = {
             let mut meta = tx.open_table(META)?;
             match read_identity(&meta)? {
@@ -368,7 +370,7 @@ impl Store {
         identity: &Identity,
         config: ReplicaConfig,
     ) -> Result<Replica, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.begin_read()?;
         let heads = tx.open_table(HEADS)?;
         let snapshots = tx.open_table(SNAPSHOTS)?;
         let changes = tx.open_table(CHANGES)?;
@@ -412,7 +414,7 @@ impl Store {
 
     /// Makes several effects durable, in order, in one transaction (group commit).
     pub fn persist_all(&self, all: &[Effects]) -> Result<(), StoreError> {
-        let tx = self.db.begin_write()?;
+        let tx = self.begin_write()?;
         for effects in all {
             let mut heads = tx.open_table(HEADS)?;
             let mut snapshots = tx.open_table(SNAPSHOTS)?;
@@ -469,7 +471,7 @@ impl Store {
 
     /// Events from the query view, in (writer, segment, index) order.
     pub fn events(&self, filter: &EventFilter) -> Result<Vec<EventRecord>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.begin_read()?;
         let table = tx.open_table(EVENTS_VIEW)?;
         let prefix = filter.writer.map(|w| w.0.to_vec()).unwrap_or_default();
         let after = filter.after.map(|(w, segment, index)| {
@@ -515,7 +517,7 @@ impl Store {
 
     /// Rows of a map table (fingerprints, exceptions) from the query view, by writer then key.
     pub fn map_rows(&self, table: TableId) -> Result<Vec<(WriterId, Row)>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.begin_read()?;
         let view = tx.open_table(MAP_VIEW)?;
         let prefix = [table_byte(table)];
         let mut out = Vec::new();
@@ -534,7 +536,7 @@ impl Store {
 
     /// The trust anchor of the node's mastered chain (cluster and genesis leader), if set.
     pub fn anchor(&self) -> Result<Option<TrustAnchor>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.begin_read()?;
         let meta = tx.open_table(META)?;
         let Some(leader) = meta.get("anchor_leader")? else {
             return Ok(None);
@@ -569,7 +571,7 @@ impl Store {
             )));
         }
         let identity = self.identity()?;
-        let tx = self.db.begin_write()?;
+        let tx = self.begin_write()?;
         {
             let has_shared = tx.open_table(HEADS)?.first()?.is_some();
             if has_shared && identity.cluster != anchor.cluster {
@@ -593,7 +595,7 @@ impl Store {
     /// the stored hash) is written; verification itself is [`meshward_crdt::mastered::Chain`]'s
     /// job, and only its [`Verified`] type reaches this call.
     pub fn append_mastered(&self, record: &Verified<SignedRecord>) -> Result<(), StoreError> {
-        let tx = self.db.begin_write()?;
+        let tx = self.begin_write()?;
         {
             let mut meta = tx.open_table(META)?;
             let last = read_high_water(&meta)?;
@@ -620,7 +622,7 @@ impl Store {
 
     /// The stored mastered records in version order, to rebuild the chain from.
     pub fn mastered_records(&self) -> Result<Vec<SignedRecord>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.begin_read()?;
         let table = tx.open_table(MASTERED)?;
         let mut out = Vec::new();
         for entry in table.iter()? {
@@ -636,7 +638,7 @@ impl Store {
 
     /// The high-water mark of the mastered chain, if any record is stored.
     pub fn mastered_high_water(&self) -> Result<Option<HighWater>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.begin_read()?;
         read_high_water(&tx.open_table(META)?)
     }
 
@@ -668,7 +670,7 @@ impl Store {
         let rebuilt = Chain::rebuild(anchor, &chain).map_err(|_| StoreError::Decode {
             what: "replacement mastered chain (it does not verify)",
         })?;
-        let tx = self.db.begin_write()?;
+        let tx = self.begin_write()?;
         {
             let mut table = tx.open_table(MASTERED)?;
             let stale: Vec<u64> = table
@@ -698,7 +700,7 @@ impl Store {
 
     /// Keeps records of a losing competing chain for review.
     pub fn add_superseded(&self, records: &[SignedRecord]) -> Result<(), StoreError> {
-        let tx = self.db.begin_write()?;
+        let tx = self.begin_write()?;
         {
             let mut kept = tx.open_table(SUPERSEDED)?;
             for r in records {
@@ -711,7 +713,7 @@ impl Store {
 
     /// Superseded mastered records, by version.
     pub fn superseded(&self) -> Result<Vec<SignedRecord>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.begin_read()?;
         let table = match tx.open_table(SUPERSEDED) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
@@ -734,7 +736,7 @@ impl Store {
     pub fn set_vote(&self, epoch: u64, candidate: &WriterId) -> Result<(), StoreError> {
         let mut v = epoch.to_be_bytes().to_vec();
         v.extend(candidate.0);
-        let tx = self.db.begin_write()?;
+        let tx = self.begin_write()?;
         tx.open_table(META)?.insert("ha_vote", v.as_slice())?;
         tx.commit()?;
         Ok(())
@@ -742,7 +744,7 @@ impl Store {
 
     /// The last endorsement this node gave, if any.
     pub fn vote(&self) -> Result<Option<(u64, WriterId)>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.begin_read()?;
         let meta = tx.open_table(META)?;
         let Some(v) = meta.get("ha_vote")? else {
             return Ok(None);
@@ -778,7 +780,7 @@ impl Store {
                 "values are at most 4096 bytes with no control characters",
             ));
         }
-        let tx = self.db.begin_write()?;
+        let tx = self.begin_write()?;
         tx.open_table(SETTINGS)?.insert(name, value)?;
         tx.commit()?;
         Ok(())
@@ -786,7 +788,7 @@ impl Store {
 
     /// A node-only setting.
     pub fn setting(&self, name: &str) -> Result<Option<String>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.begin_read()?;
         Ok(tx
             .open_table(SETTINGS)?
             .get(name)?
@@ -795,7 +797,7 @@ impl Store {
 
     /// Every node-only setting, by name.
     pub fn settings(&self) -> Result<Vec<(String, String)>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.begin_read()?;
         let table = tx.open_table(SETTINGS)?;
         let mut out = Vec::new();
         for entry in table.iter()? {
@@ -807,7 +809,7 @@ impl Store {
 
     /// A node-managed local value (never replicated), if set.
     pub fn blob(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.begin_read()?;
         let table = match tx.open_table(BLOBS) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
@@ -818,7 +820,7 @@ impl Store {
 
     /// Sets node-managed local values, all in one durable transaction.
     pub fn set_blobs(&self, values: &[(&str, &[u8])]) -> Result<(), StoreError> {
-        let tx = self.db.begin_write()?;
+        let tx = self.begin_write()?;
         {
             let mut table = tx.open_table(BLOBS)?;
             for (name, value) in values {
@@ -832,7 +834,7 @@ impl Store {
     /// Replaces a node-managed value with `new` only if it still equals `expected`, in one
     /// durable transaction (compare-and-set). Returns whether it was replaced.
     pub fn swap_blob(&self, name: &str, expected: &[u8], new: &[u8]) -> Result<bool, StoreError> {
-        let tx = self.db.begin_write()?;
+        let tx = self.begin_write()?;
         let swapped = {
             let mut table = tx.open_table(BLOBS)?;
             let current = table.get(name)?.map(|v| v.value().to_vec());
@@ -853,7 +855,7 @@ impl Store {
 
     /// Records a peer's addresses and the time it was seen.
     pub fn remember_peer(&self, peer: &str, entry: &PeerEntry) -> Result<(), StoreError> {
-        let tx = self.db.begin_write()?;
+        let tx = self.begin_write()?;
         tx.open_table(PEERS)?
             .insert(peer, encode(entry).as_slice())?;
         tx.commit()?;
@@ -862,7 +864,7 @@ impl Store {
 
     /// The peer book.
     pub fn peers(&self) -> Result<Vec<(String, PeerEntry)>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.begin_read()?;
         let table = tx.open_table(PEERS)?;
         let mut out = Vec::new();
         for entry in table.iter()? {
@@ -967,16 +969,6 @@ pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
         .recursive(true)
         .mode(0o700)
         .create(dir)
-}
-
-/// Creates an empty file with mode 0600; an existing file is an error.
-pub fn create_private_file(path: &Path) -> std::io::Result<fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
 }
 
 #[cfg(test)]

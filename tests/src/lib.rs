@@ -152,6 +152,17 @@ pub fn run_cli(data: &Path, args: &[&str]) -> anyhow::Result<std::process::Outpu
         .context("running meshward")
 }
 
+/// Like [`run_cli`], in the working directory `cwd` (for relative paths in `args`).
+pub fn run_cli_in(cwd: &Path, data: &Path, args: &[&str]) -> anyhow::Result<std::process::Output> {
+    Command::new(meshward_bin())
+        .current_dir(cwd)
+        .arg("--data")
+        .arg(data)
+        .args(args)
+        .output()
+        .context("running meshward")
+}
+
 /// Runs a `meshward` command on `data` that must fail, and returns its stderr.
 pub fn cli_fails(data: &Path, args: &[&str]) -> anyhow::Result<String> {
     let out = run_cli(data, args)?;

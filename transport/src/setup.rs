@@ -53,11 +53,12 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections with no traffic for this long are closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// A request to a node's setup endpoint.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A request to a node's setup endpoint. `Debug` never shows a challenge answer.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
-    /// A joiner (connected with the bundle's client certificate) introduces itself and asks for
-    /// a MEK challenge.
+    /// A joiner of an older meshward introduces itself. It does not say which cluster its
+    /// bundle is for, so a leader refuses it (asking for an upgrade): use
+    /// [`Request::JoinHelloV2`].
     JoinHello {
         /// The joiner's ed25519 node key (its mesh identity).
         node_key: [u8; 32],
@@ -73,12 +74,62 @@ pub enum Request {
         /// ed25519 signature by the node key over the join transcript (proof of possession).
         signature: Vec<u8>,
     },
+    /// A joiner (connected with the bundle's client certificate) introduces itself, says which
+    /// cluster its bundle is for, and asks for a MEK challenge. The leader refuses a bundle of
+    /// another cluster (an altered one) here, before it commits anything.
+    JoinHelloV2 {
+        /// The joiner's ed25519 node key (its mesh identity).
+        node_key: [u8; 32],
+        /// The joiner's node address (FQDN or IP, optionally with the mesh port).
+        address: String,
+        /// The raw public key (uncompressed P-256 point) its node certificate should carry.
+        tls_key: Vec<u8>,
+        /// The cluster id the bundle names.
+        cluster: [u8; 16],
+        /// The genesis leader key the bundle names.
+        genesis_leader: [u8; 32],
+        /// SHA-256 of the cluster CA certificate (DER) the bundle pins.
+        ca_cert: [u8; 32],
+    },
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Request::JoinHello {
+                node_key, address, ..
+            } => f
+                .debug_struct("JoinHello")
+                .field("node_key", &hex(node_key))
+                .field("address", address)
+                .finish_non_exhaustive(),
+            // The answer proves the MEK for one nonce: never shown.
+            Request::JoinAnswer { .. } => f.debug_struct("JoinAnswer").finish_non_exhaustive(),
+            Request::JoinHelloV2 {
+                node_key,
+                address,
+                cluster,
+                ..
+            } => f
+                .debug_struct("JoinHelloV2")
+                .field("node_key", &hex(node_key))
+                .field("address", address)
+                .field("cluster", &hex(cluster))
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
+/// Lowercase hex, for `Debug`.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A setup endpoint's answer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
     /// A fresh nonce to answer with the MEK; good for this connection and one answer only.
+    /// Sent by older leaders; a joiner now expects [`Response::ChallengeV2`].
     Challenge {
         /// The nonce.
         nonce: [u8; 32],
@@ -98,6 +149,18 @@ pub enum Response {
     Refused {
         /// Why, and what to do.
         reason: String,
+    },
+    /// The answer to [`Request::JoinHelloV2`]: a fresh nonce (as [`Response::Challenge`]) and
+    /// the leader's own cluster, which the joiner compares with its bundle before it answers.
+    ChallengeV2 {
+        /// The nonce.
+        nonce: [u8; 32],
+        /// The leader's cluster id.
+        cluster: [u8; 16],
+        /// The leader's genesis leader key.
+        genesis_leader: [u8; 32],
+        /// SHA-256 of the leader's cluster CA certificate (DER).
+        ca_cert: [u8; 32],
     },
 }
 
@@ -663,5 +726,33 @@ mod tests {
         assert!(read_frame(&mut recv, MAX_RESPONSE_FRAME).await.is_err());
         assert_eq!(server.metrics().requests, 0);
         assert_eq!(server.metrics().malformed, 2);
+    }
+
+    #[test]
+    fn debug_never_shows_a_challenge_answer_and_old_variants_keep_their_place() {
+        let answer = Request::JoinAnswer {
+            answer: [0xab; 32],
+            signature: vec![0xcd; 64],
+        };
+        let text = format!("{answer:?}");
+        assert!(!text.contains("171") && !text.contains("ab"), "{text}");
+        // Older peers decode the variants they know: new ones only grow at the end.
+        assert_eq!(postcard::to_allocvec(&answer).unwrap()[0], 1);
+        let hello = Request::JoinHelloV2 {
+            node_key: [1; 32],
+            address: "n".into(),
+            tls_key: vec![],
+            cluster: [2; 16],
+            genesis_leader: [3; 32],
+            ca_cert: [4; 32],
+        };
+        assert_eq!(postcard::to_allocvec(&hello).unwrap()[0], 2);
+        let challenge = Response::ChallengeV2 {
+            nonce: [0; 32],
+            cluster: [0; 16],
+            genesis_leader: [0; 32],
+            ca_cert: [0; 32],
+        };
+        assert_eq!(postcard::to_allocvec(&challenge).unwrap()[0], 3);
     }
 }

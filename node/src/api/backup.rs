@@ -64,7 +64,7 @@ pub(super) async fn backup(State(s): State<ApiState>, Extension(c): Extension<Ca
         };
         let written = (|| -> anyhow::Result<()> {
             let mut archive = ArchiveWriter::new(&mut out, &source.mek, source.cluster)?;
-            write_snapshot(&source.db, &mut archive, &mut |_| {})?;
+            write_snapshot(&*source.db, &mut archive, &mut |_| {})?;
             archive.finish()?;
             out.flush()?;
             Ok(())

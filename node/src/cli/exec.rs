@@ -34,7 +34,6 @@ use crate::ops;
 pub struct Door {
     client: Client,
     runtime: tokio::runtime::Runtime,
-    local: Option<LocalBackend>,
     data: std::path::PathBuf,
 }
 
@@ -74,7 +73,6 @@ impl Door {
         Ok(Door {
             client,
             runtime,
-            local: None,
             data: g.data.clone(),
         })
     }
@@ -85,10 +83,8 @@ impl Door {
         let problem = match sent {
             Ok(reply) => return Ok(reply),
             Err(ClientError::NoDaemon(_)) if self.client.is_local() => {
-                let backend = self
-                    .local
-                    .get_or_insert_with(|| LocalBackend::new(self.data.clone()));
-                match ops::execute(backend, request) {
+                let mut backend = LocalBackend::for_request(self.data.clone(), &request);
+                match ops::execute(&mut backend, request) {
                     Ok(reply) => return Ok(reply),
                     Err(problem) => problem,
                 }

@@ -13,31 +13,34 @@ use serde_json::json;
 use zeroize::Zeroizing;
 
 use super::Global;
-use crate::store::{create_private_dir, create_private_file};
+use crate::disk::create_new;
+use crate::store::create_private_dir;
 
-/// Writes `bytes` to a new file at `path` (mode 0600).
-fn write_new(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let mut file = create_private_file(path)
-        .with_context(|| format!("creating {} (it must not exist yet)", path.display()))?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("writing {}", path.display()))
-}
-
-/// Writes every `(path, bytes)`, all or none.
-fn write_all_new(files: &[(PathBuf, &[u8])]) -> anyhow::Result<()> {
-    if let Some((path, _)) = files.iter().find(|(p, _)| super::exec::taken(p)) {
-        bail!("{} exists; choose another place", path.display());
-    }
-    for (i, (path, bytes)) in files.iter().enumerate() {
-        if let Err(e) = write_new(path, bytes) {
-            for (written, _) in &files[..i] {
-                let _ = std::fs::remove_file(written);
-            }
-            return Err(e);
+/// Writes each `(path, bytes, mode)` to a new file ([`create_new`]: never over a file or
+/// through a link). All files are created before any is written, and if one cannot be, those
+/// created are removed: either all are written or none.
+fn write_all_new(files: &[(PathBuf, &[u8], u32)]) -> anyhow::Result<()> {
+    let mut created: Vec<(&Path, std::fs::File)> = Vec::new();
+    let result = (|| -> anyhow::Result<()> {
+        for (path, _, mode) in files {
+            let file =
+                create_new(path, *mode).with_context(|| format!("creating {}", path.display()))?;
+            created.push((path, file));
+        }
+        for ((_, file), (path, bytes, _)) in created.iter_mut().zip(files) {
+            file.write_all(bytes)
+                .and_then(|()| file.sync_all())
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        for (path, file) in created {
+            drop(file);
+            let _ = std::fs::remove_file(path);
         }
     }
-    Ok(())
+    result
 }
 
 /// `user cert --out DIR`: DIR/NAME.key (0600), DIR/NAME.crt and DIR/ca.crt.
@@ -55,11 +58,18 @@ pub fn write_certificate(
     let cert_path = dir.join(format!("{}.crt", c.user));
     let ca_path = dir.join("ca.crt");
     let key = Zeroizing::new(c.key_pem.clone());
-    write_all_new(&[
-        (key_path.clone(), key.as_bytes()),
-        (cert_path.clone(), c.certificate_pem.as_bytes()),
-        (ca_path.clone(), c.ca_pem.as_bytes()),
-    ])?;
+    let mut files = vec![
+        (key_path.clone(), key.as_bytes(), 0o600),
+        (cert_path.clone(), c.certificate_pem.as_bytes(), 0o644),
+    ];
+    // Several users' files may share a directory: a ca.crt that holds this CA is kept.
+    let keep_ca = std::fs::symlink_metadata(&ca_path).is_ok()
+        && crate::disk::holds_exactly(&ca_path, c.ca_pem.as_bytes())
+            .context("the certificate files were not written")?;
+    if !keep_ca {
+        files.push((ca_path.clone(), c.ca_pem.as_bytes(), 0o644));
+    }
+    write_all_new(&files).context("the certificate files were not written")?;
     if g.json {
         writeln!(
             out,
@@ -95,7 +105,7 @@ pub fn write_bundle(
             .decode(b.file_base64.as_bytes())
             .context("the joining bundle in the answer is not base64")?,
     );
-    write_all_new(&[(path.to_path_buf(), bytes.as_slice())])?;
+    write_all_new(&[(path.to_path_buf(), bytes.as_slice(), 0o600)])?;
     if g.json {
         writeln!(
             out,
@@ -141,7 +151,7 @@ pub fn backup(
     let tmp = partial_path(&args.out);
     let result = (|| -> anyhow::Result<u64> {
         let mut file = std::io::BufWriter::new(
-            create_private_file(&tmp).with_context(|| format!("creating {}", tmp.display()))?,
+            create_new(&tmp, 0o600).with_context(|| format!("creating {}", tmp.display()))?,
         );
         let written = door
             .download("/v1/backup", &mut file)?
@@ -171,9 +181,9 @@ pub fn backup(
             return Err(e.context(format!("writing the backup {}", args.out.display())));
         }
     };
-    if let Err(e) = std::fs::rename(&tmp, &args.out) {
+    if let Err(e) = crate::disk::publish(&tmp, &args.out) {
         let _ = std::fs::remove_file(&tmp);
-        return Err(e).with_context(|| format!("renaming to {}", args.out.display()));
+        return Err(e).with_context(|| format!("moving the backup to {}", args.out.display()));
     }
     sync_parent(&args.out)?;
     if g.json {

@@ -103,7 +103,7 @@ impl Node {
             .cluster
             .0;
         Ok(crate::api::BackupSource {
-            db: self.store.shared_db(),
+            db: self.store.shared_db().map_err(|e| failure(e.into()))?,
             mek,
             cluster,
         })

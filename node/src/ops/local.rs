@@ -34,7 +34,8 @@ pub(super) fn record_audit(backend: &mut dyn Backend, body: RecordAudit) -> Resu
         records.push(record);
     }
     let store = backend.store().map_err(failure)?;
-    let written = AuditLog::append_batch(store.db(), &records).map_err(|e| failure(e.into()))?;
+    let written = AuditLog::append_batch(store.db().map_err(|e| failure(e.into()))?, &records)
+        .map_err(|e| failure(e.into()))?;
     let (Some(first), Some(last)) = (written.first(), written.last()) else {
         return Err(failure(anyhow::anyhow!("the audit log appended nothing")));
     };
@@ -54,8 +55,8 @@ pub(super) fn list_audit(backend: &mut dyn Backend, q: AuditQuery) -> Result<Rep
         ));
     }
     let store = backend.store().map_err(failure)?;
-    let records =
-        AuditLog::list(store.db(), q.from.unwrap_or(1), limit).map_err(|e| failure(e.into()))?;
+    let records = AuditLog::list(store.reader(), q.from.unwrap_or(1), limit)
+        .map_err(|e| failure(e.into()))?;
     Ok(Reply::Audit(
         records
             .into_iter()
@@ -74,7 +75,7 @@ pub(super) fn list_audit(backend: &mut dyn Backend, q: AuditQuery) -> Result<Rep
 
 pub(super) fn verify_audit(backend: &mut dyn Backend) -> Result<Reply, Problem> {
     let store = backend.store().map_err(failure)?;
-    let report = AuditLog::verify(store.db()).map_err(|e| failure(e.into()))?;
+    let report = AuditLog::verify(store.reader()).map_err(|e| failure(e.into()))?;
     let first_bad = report.first_break.map(|b| AuditBreak {
         seq: b.seq(),
         problem: match b {

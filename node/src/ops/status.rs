@@ -116,7 +116,7 @@ pub fn status(backend: &mut dyn Backend) -> Result<Status, Problem> {
     let data = backend.data_dir().map_err(failure)?;
     let store = backend.store().map_err(failure)?;
     let identity = store.identity().map_err(|e| failure(e.into()))?;
-    let audit = AuditLog::head(store.db()).map_err(|e| failure(e.into()))?;
+    let audit = AuditLog::head(store.reader()).map_err(|e| failure(e.into()))?;
     let chain = crate::roster::chain(store).map_err(|e| failure(e.into()))?;
     let rows: BTreeMap<String, u64> = TableId::ALL
         .iter()

@@ -101,7 +101,7 @@ impl Sim {
             FaultKind::Snapshot { nodes } => {
                 for i in nodes.resolve(n)? {
                     let mut copy = Vec::new();
-                    write_snapshot(self.nodes[i].store.db(), &mut copy, &mut |_| {})
+                    write_snapshot(self.nodes[i].store.db()?, &mut copy, &mut |_| {})
                         .context("taking a snapshot of a store")?;
                     self.nodes[i].snapshot = Some(copy);
                     self.fired("snapshot");
@@ -151,7 +151,7 @@ impl Sim {
         };
         self.crash(node);
         let store = Store::in_memory().context("creating an in-memory store")?;
-        read_snapshot(store.db(), &mut copy.as_slice()).context("restoring a snapshot")?;
+        read_snapshot(store.db()?, &mut copy.as_slice()).context("restoring a snapshot")?;
         self.nodes[node as usize].store = store;
         self.fired("restore");
         self.restart(node)
