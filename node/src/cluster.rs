@@ -26,7 +26,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
 use meshward_crdt::mastered::{Chain, Member, RecordKind, SignedRecord, TrustAnchor};
-use meshward_transport::setup::{Request, Response, SetupClient, TlsIdentity};
+use meshward_transport::setup::{Request, Response, SetupClient, SetupError, TlsIdentity};
 use rand::RngCore as _;
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
@@ -162,7 +162,7 @@ pub fn run_bundle(
     rand::rngs::OsRng.fill_bytes(&mut id);
     let expires = now + ttl;
     let client = ca.issue_client(
-        &format!("meshward joining bundle {}", hex::encode(id)),
+        &format!("{}{}", crate::join::BUNDLE_CN_PREFIX, hex::encode(id)),
         now,
         expires + CERT_GRACE,
     )?;
@@ -344,30 +344,49 @@ pub fn join(data: &Path, args: &JoinArgs, out: &mut dyn Write) -> anyhow::Result
             key: bundle.client_key.clone(),
             ca: bundle.ca_cert.clone(),
         };
-        let client = SetupClient::connect(addr, &bundle.server_name, &tls)
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot reach the leader's setup endpoint at {}; is `meshward run` running on the leader?",
-                    bundle.setup_addr
-                )
-            })?;
-        let hello = Request::JoinHello {
-            node_key: member.key,
-            address: member.address.clone(),
-            tls_key: tls_public.clone(),
+        let client = match SetupClient::connect(addr, &bundle.server_name, &tls).await {
+            Ok(client) => client,
+            Err(SetupError::Refused { reason, .. }) => {
+                bail!("the leader refused the join: {reason}")
+            }
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!(
+                        "cannot reach the leader's setup endpoint at {}; is `meshward run` running on the leader?",
+                        bundle.setup_addr
+                    )
+                });
+            }
         };
-        let nonce = match client.request(&hello).await? {
-            Response::Challenge { nonce } => nonce,
-            Response::Refused { reason } => bail!("the leader refused the join: {reason}"),
-            other => bail!("unexpected answer from the leader: {other:?}"),
+        let exchange = async {
+            let hello = Request::JoinHello {
+                node_key: member.key,
+                address: member.address.clone(),
+                tls_key: tls_public.clone(),
+            };
+            let nonce = match client.request(&hello).await? {
+                Response::Challenge { nonce } => nonce,
+                Response::Refused { reason } => bail!("the leader refused the join: {reason}"),
+                other => bail!("unexpected answer from the leader: {other:?}"),
+            };
+            let (answer, signature) =
+                crate::join::respond(&mek, &identity.key, &nonce, &bundle.id, &member, &tls_public);
+            Ok(client
+                .request(&Request::JoinAnswer { answer, signature })
+                .await?)
         };
-        let (answer, signature) =
-            crate::join::respond(&mek, &identity.key, &nonce, &bundle.id, &member, &tls_public);
-        let reply = client
-            .request(&Request::JoinAnswer { answer, signature })
-            .await?;
+        let reply = exchange.await;
+        // On every path, so the leader's endpoint frees the slot at once.
         client.close().await;
+        let reply = match reply {
+            Ok(reply) => reply,
+            Err(e) => match e.downcast_ref::<SetupError>() {
+                Some(SetupError::Refused { reason, .. }) => {
+                    bail!("the leader refused the join: {reason}")
+                }
+                _ => return Err(e),
+            },
+        };
         match reply {
             Response::Joined {
                 cluster,
@@ -676,7 +695,8 @@ pub(crate) fn require_leader(store: &Store) -> anyhow::Result<Chain> {
     Ok(chain)
 }
 
-fn bundle_state(store: &Store) -> anyhow::Result<Option<BundleState>> {
+/// The current joining bundle's state, if one was created.
+pub(crate) fn bundle_state(store: &Store) -> anyhow::Result<Option<BundleState>> {
     store
         .blob(BUNDLE_STATE)?
         .map(|b| postcard::from_bytes(&b).context("the stored joining bundle state is damaged"))

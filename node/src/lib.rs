@@ -42,4 +42,6 @@ pub mod rate;
 pub mod roster;
 #[cfg(feature = "daemon")]
 pub mod sealed;
+#[cfg(feature = "daemon")]
+pub mod setup_gate;
 pub mod store;
