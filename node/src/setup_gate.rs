@@ -130,6 +130,7 @@ impl SetupGate {
     }
 }
 
+#[cfg(feature = "daemon")]
 impl meshward_transport::setup::Gate for SetupGate {
     fn admit(&self, cert: &[u8]) -> Result<(), String> {
         self.check(cert).map_err(|e| e.to_string())
@@ -258,8 +259,7 @@ mod tests {
             gate.check(&first),
             Err(GateRefusal::Bundle(JoinRefusal::Superseded))
         );
-        use meshward_transport::setup::Gate as _;
-        assert!(gate.admit(&second).is_ok());
+        assert_eq!(gate.check(&second), Ok(()));
         let chain = Some(HighWater {
             epoch: 1,
             version: 2,
@@ -268,7 +268,26 @@ mod tests {
         assert!(!gate.knows(chain));
         gate.update(Some(far(&second)), chain, Some(revoked(&[&second])));
         assert!(gate.knows(chain));
-        let refused = gate.admit(&second).unwrap_err();
-        assert!(refused.contains("is revoked"), "{refused}");
+        assert!(matches!(gate.check(&second), Err(GateRefusal::Revoked(_))));
+    }
+
+    #[cfg(feature = "daemon")]
+    #[test]
+    fn the_setup_endpoint_gets_the_reason_as_text() {
+        use meshward_transport::setup::Gate as _;
+        let ca = ca();
+        let cert = issue(&ca, &format!("{BUNDLE_CN_PREFIX}01"));
+        let gate = SetupGate::default();
+        let refused = gate.admit(&cert).unwrap_err();
+        assert!(refused.contains("no current joining bundle"), "{refused}");
+        gate.update(
+            Some(BundleState {
+                expires_at_ms: u64::MAX,
+                ..state(&cert)
+            }),
+            None,
+            None,
+        );
+        assert_eq!(gate.admit(&cert), Ok(()));
     }
 }
