@@ -25,7 +25,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
 use meshward_crdt::mastered::{Chain, Member, RecordKind, SignedRecord, TrustAnchor};
-use meshward_transport::setup::{Request, Response, SetupClient, TlsIdentity};
+use meshward_transport::setup::{Request, Response, SetupClient, SetupError, TlsIdentity};
 use rand::RngCore as _;
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
@@ -162,7 +162,7 @@ pub fn run_bundle(
     rand::rngs::OsRng.fill_bytes(&mut id);
     let expires = now + ttl;
     let client = ca.issue_client(
-        &format!("meshward joining bundle {}", hex::encode(id)),
+        &format!("{}{}", crate::join::BUNDLE_CN_PREFIX, hex::encode(id)),
         now,
         expires + CERT_GRACE,
     )?;
@@ -350,36 +350,48 @@ pub fn join(data: &Path, args: &JoinArgs, out: &mut dyn Write) -> anyhow::Result
             key: bundle.client_key.clone(),
             ca: bundle.ca_cert.clone(),
         };
-        let client = SetupClient::connect(addr, &bundle.server_name, &tls)
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot reach the leader's setup endpoint at {}; is `meshward run` running on the leader?",
-                    bundle.setup_addr
-                )
-            })?;
-        let request = Request::JoinHelloV2 {
-            node_key: member.key,
-            address: member.address.clone(),
-            tls_key: tls_public.clone(),
-            cluster: claim.cluster,
-            genesis_leader: claim.genesis_leader,
-            ca_cert: claim.ca_cert,
-        };
-        let reply = client.request(&request).await?;
-        let nonce = match leader_challenge(reply, &claim) {
-            Ok(nonce) => nonce,
+        let client = match SetupClient::connect(addr, &bundle.server_name, &tls).await {
+            Ok(client) => client,
+            Err(SetupError::Refused { reason, .. }) => {
+                bail!("the leader refused the join: {reason}")
+            }
             Err(e) => {
-                client.close().await;
-                return Err(e);
+                return Err(e).with_context(|| {
+                    format!(
+                        "cannot reach the leader's setup endpoint at {}; is `meshward run` running on the leader?",
+                        bundle.setup_addr
+                    )
+                });
             }
         };
-        let (answer, signature) =
-            crate::join::respond(&mek, &identity.key, &nonce, &bundle.id, &hello);
-        let reply = client
-            .request(&Request::JoinAnswer { answer, signature })
-            .await?;
+        let exchange = async {
+            let request = Request::JoinHelloV2 {
+                node_key: member.key,
+                address: member.address.clone(),
+                tls_key: tls_public.clone(),
+                cluster: claim.cluster,
+                genesis_leader: claim.genesis_leader,
+                ca_cert: claim.ca_cert,
+            };
+            let nonce = leader_challenge(client.request(&request).await?, &claim)?;
+            let (answer, signature) =
+                crate::join::respond(&mek, &identity.key, &nonce, &bundle.id, &hello);
+            Ok(client
+                .request(&Request::JoinAnswer { answer, signature })
+                .await?)
+        };
+        let reply: anyhow::Result<Response> = exchange.await;
+        // On every path, so the leader's endpoint frees the slot at once.
         client.close().await;
+        let reply = match reply {
+            Ok(reply) => reply,
+            Err(e) => match e.downcast_ref::<SetupError>() {
+                Some(SetupError::Refused { reason, .. }) => {
+                    bail!("the leader refused the join: {reason}")
+                }
+                _ => return Err(e),
+            },
+        };
         match reply {
             Response::Joined {
                 cluster,
@@ -760,7 +772,8 @@ fn leader_of(store: &Store, chain: Option<Chain>) -> anyhow::Result<Chain> {
     Ok(chain)
 }
 
-fn bundle_state(store: &Store) -> anyhow::Result<Option<BundleState>> {
+/// The current joining bundle's state, if one was created.
+pub(crate) fn bundle_state(store: &Store) -> anyhow::Result<Option<BundleState>> {
     store
         .blob(BUNDLE_STATE)?
         .map(|b| postcard::from_bytes(&b).context("the stored joining bundle state is damaged"))
