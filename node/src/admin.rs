@@ -15,6 +15,15 @@
 //! [`crate::api::MAX_BODY`] bytes (413 beyond) and connections to [`MAX_CONNECTIONS`] (more
 //! wait).
 //!
+//! **Connections.** The accept loop never waits: each new connection is checked against its
+//! address's rate, then takes a slot (`meshward_transport::slots`): at most
+//! [`AdminLimits::connections_per_address`] held by one client address (IPv6: one /64) and
+//! [`MAX_CONNECTIONS`] in all, from the accept until the connection ends. A connection over
+//! either is closed at once, so one address holding idle connections cannot keep others from
+//! being served. A held connection must finish its TLS handshake within [`HANDSHAKE_TIMEOUT`]
+//! and send each request's headers within [`IDLE_TIMEOUT`] of the previous answer (or of the
+//! handshake), else it is closed and its slot freed.
+//!
 //! New connections are rate-limited per client address, before the TLS handshake, and requests
 //! per user certificate, before anything else (429 beyond): see [`crate::admin_limits`]. Every limit
 //! counts when hit ([`AdminMetrics`]).
@@ -32,12 +41,12 @@ use axum::response::Response;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use meshward_transport::setup::TlsIdentity;
+use meshward_transport::slots::{SlotRefused, Slots};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::server::WebPkiClientVerifier;
 use serde::Serialize;
 use serde_json::Value;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
 use crate::admin_limits::{AdminLimits, Limiters};
@@ -46,11 +55,15 @@ use crate::authority::Access;
 use crate::certs::Serial;
 use crate::grants::{Action, Decision, UserName, authorize};
 
-/// Connections served at once; further ones wait (one accepted, the rest in the listen
-/// backlog) and are counted.
-pub const MAX_CONNECTIONS: usize = 64;
-/// How long a TLS handshake or a request's headers may take.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections held at once, from all addresses; more are closed at once and counted. Each
+/// costs a task and its TLS and HTTP buffers (some tens of KiB).
+pub const MAX_CONNECTIONS: usize = 256;
+/// How long a new connection may take to finish its TLS handshake: a few round trips, with
+/// room for a slow link; a silent connection frees its slot after this.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a connection may wait before it sends a request's headers, after the handshake
+/// or the previous answer (an idle keep-alive connection is closed after this).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the API knows of a connection's verified client certificate.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -64,10 +77,19 @@ pub struct ClientCert {
 /// Counters of the admin API (in `status --json` under `mesh.admin_metrics`, and `/metrics`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct AdminMetrics {
-    /// Connections accepted.
+    /// Connections accepted (given a slot).
     pub connections: u64,
-    /// Connections that had to wait because [`MAX_CONNECTIONS`] were open.
-    pub waited_full: u64,
+    /// Connections closed at once because [`MAX_CONNECTIONS`] were held.
+    pub refused_full: u64,
+    /// Connections closed at once because their address held
+    /// [`AdminLimits::connections_per_address`].
+    pub refused_address_full: u64,
+    /// Connections closed because their TLS handshake took longer than [`HANDSHAKE_TIMEOUT`].
+    pub handshake_timeouts: u64,
+    /// Connections closed because no request's headers came within [`IDLE_TIMEOUT`].
+    pub idle_timeouts: u64,
+    /// Connections held now (a gauge).
+    pub open: u64,
     /// Requests refused with 413: a body over [`MAX_BODY`].
     pub body_too_large: u64,
     /// Requests refused with 429: over their user's rate ([`AdminLimits::per_user`]).
@@ -92,12 +114,16 @@ pub struct AdminServer {
     local: SocketAddr,
     counters: Arc<Counters>,
     limiters: Arc<Limiters>,
+    slots: Arc<Slots>,
 }
 
 #[derive(Debug, Default)]
 struct Counters {
     connections: AtomicU64,
-    waited_full: AtomicU64,
+    refused_full: AtomicU64,
+    refused_address_full: AtomicU64,
+    handshake_timeouts: AtomicU64,
+    idle_timeouts: AtomicU64,
     body_too_large: AtomicU64,
 }
 
@@ -198,21 +224,27 @@ pub async fn spawn(
     let local = listener.local_addr()?;
     let counters = Arc::new(Counters::default());
     let limiters = Arc::new(Limiters::new(limits));
+    let slots = Slots::new(MAX_CONNECTIONS, limits.connections_per_address.get());
     let router = router
         .layer(DefaultBodyLimit::max(crate::api::MAX_BODY))
-        .layer(from_fn_with_state(limiters.clone(), limit_user));
+        .layer(from_fn_with_state(limiters.clone(), limit_user))
+        .layer(from_fn_with_state(counters.clone(), count_too_large));
     info!(addr = %local, external_cas = external.len(), ?limits, "admin API listening");
     tokio::spawn(accept(
         listener,
-        acceptor,
-        router,
-        counters.clone(),
+        Serve {
+            acceptor,
+            router,
+            counters: counters.clone(),
+        },
         limiters.clone(),
+        slots.clone(),
     ));
     Ok(AdminServer {
         local,
         counters,
         limiters,
+        slots,
     })
 }
 
@@ -227,7 +259,11 @@ impl AdminServer {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let mut metrics = AdminMetrics {
             connections: get(&self.counters.connections),
-            waited_full: get(&self.counters.waited_full),
+            refused_full: get(&self.counters.refused_full),
+            refused_address_full: get(&self.counters.refused_address_full),
+            handshake_timeouts: get(&self.counters.handshake_timeouts),
+            idle_timeouts: get(&self.counters.idle_timeouts),
+            open: self.slots.taken() as u64,
             body_too_large: get(&self.counters.body_too_large),
             ..AdminMetrics::default()
         };
@@ -254,14 +290,29 @@ async fn limit_user(
     }
 }
 
-async fn accept(
-    listener: TcpListener,
+/// Counts answers of 413 (a body over [`crate::api::MAX_BODY`]).
+async fn count_too_large(
+    State(counters): State<Arc<Counters>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let response = next.run(request).await;
+    if response.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        counters.body_too_large.fetch_add(1, Ordering::Relaxed);
+    }
+    response
+}
+
+/// What serving one connection needs.
+#[derive(Clone)]
+struct Serve {
     acceptor: tokio_rustls::TlsAcceptor,
     router: Router,
     counters: Arc<Counters>,
-    limiters: Arc<Limiters>,
-) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+}
+
+/// Accepts connections; never waits for anything but the listener, so no address can stall it.
+async fn accept(listener: TcpListener, serve: Serve, limiters: Arc<Limiters>, slots: Arc<Slots>) {
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -276,46 +327,64 @@ async fn accept(
             drop(tcp);
             continue;
         }
-        let permit = match slots.clone().try_acquire_owned() {
-            Ok(permit) => permit,
-            Err(_) => {
-                counters.waited_full.fetch_add(1, Ordering::Relaxed);
-                debug!(%peer, "admin API connection limit reached; the connection waits");
-                let Ok(permit) = slots.clone().acquire_owned().await else {
-                    return;
+        let slot = match slots.try_acquire(peer.ip()) {
+            Ok(slot) => slot,
+            Err(refused) => {
+                let counter = match refused {
+                    SlotRefused::Full => &serve.counters.refused_full,
+                    SlotRefused::SourceFull => &serve.counters.refused_address_full,
                 };
-                permit
+                counter.fetch_add(1, Ordering::Relaxed);
+                debug!(%peer, %refused, "admin API connection closed before the handshake");
+                drop(tcp);
+                continue;
             }
         };
-        counters.connections.fetch_add(1, Ordering::Relaxed);
-        let acceptor = acceptor.clone();
-        let router = router.clone();
+        serve.counters.connections.fetch_add(1, Ordering::Relaxed);
+        let serve = serve.clone();
         tokio::spawn(async move {
-            let _permit = permit;
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    debug!(%peer, error = %e, "admin API handshake refused");
-                    return;
-                }
-                Err(_) => return,
-            };
-            let cert = tls
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|certs| certs.first())
-                .and_then(|cert| client_cert(cert));
-            let service = TowerToHyperService::new(router.layer(Extension(Caller::Cert(cert))));
-            let served = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HANDSHAKE_TIMEOUT)
-                .serve_connection(TokioIo::new(tls), service)
-                .await;
-            if let Err(e) = served {
-                debug!(%peer, error = %e, "admin API connection ended");
-            }
+            let _slot = slot;
+            serve.connection(tcp, peer).await;
         });
+    }
+}
+
+impl Serve {
+    /// The TLS handshake (at most [`HANDSHAKE_TIMEOUT`]), then HTTP/1.1 requests until the
+    /// client closes or is silent for [`IDLE_TIMEOUT`].
+    async fn connection(self, tcp: tokio::net::TcpStream, peer: SocketAddr) {
+        let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.acceptor.accept(tcp)).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                debug!(%peer, error = %e, "admin API handshake refused");
+                return;
+            }
+            Err(_) => {
+                self.counters
+                    .handshake_timeouts
+                    .fetch_add(1, Ordering::Relaxed);
+                debug!(%peer, "admin API handshake timed out");
+                return;
+            }
+        };
+        let cert = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|certs| certs.first())
+            .and_then(|cert| client_cert(cert));
+        let service = TowerToHyperService::new(self.router.layer(Extension(Caller::Cert(cert))));
+        let served = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(IDLE_TIMEOUT)
+            .serve_connection(TokioIo::new(tls), service)
+            .await;
+        if let Err(e) = served {
+            if e.is_timeout() {
+                self.counters.idle_timeouts.fetch_add(1, Ordering::Relaxed);
+            }
+            debug!(%peer, error = %e, "admin API connection ended");
+        }
     }
 }
 

@@ -193,7 +193,7 @@ pub fn create_bundle(
     rand::rngs::OsRng.fill_bytes(&mut id);
     let expires = now + ttl;
     let client = ca.issue_client(
-        &format!("meshward joining bundle {}", hex::encode(id)),
+        &format!("{}{}", crate::join::BUNDLE_CN_PREFIX, hex::encode(id)),
         now,
         expires + CERT_GRACE,
     )?;

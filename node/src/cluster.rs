@@ -25,7 +25,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
 use meshward_crdt::mastered::{Chain, Member, RecordKind, SignedRecord, TrustAnchor};
-use meshward_transport::setup::{Request, Response, SetupClient, TlsIdentity};
+use meshward_transport::setup::{Request, Response, SetupClient, SetupError, TlsIdentity};
 use tracing::info;
 
 use crate::authority::{BUNDLE_STATE, bundle_state, ca_secret, current_licence, load_mek, open_ca};
@@ -199,36 +199,48 @@ pub fn join(data: &Path, args: &JoinArgs, out: &mut dyn Write) -> anyhow::Result
             key: bundle.client_key.clone(),
             ca: bundle.ca_cert.clone(),
         };
-        let client = SetupClient::connect(addr, &bundle.server_name, &tls)
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot reach the leader's setup endpoint at {}; is `meshward run` running on the leader?",
-                    bundle.setup_addr
-                )
-            })?;
-        let request = Request::JoinHelloV2 {
-            node_key: member.key,
-            address: member.address.clone(),
-            tls_key: tls_public.clone(),
-            cluster: claim.cluster,
-            genesis_leader: claim.genesis_leader,
-            ca_cert: claim.ca_cert,
-        };
-        let reply = client.request(&request).await?;
-        let nonce = match leader_challenge(reply, &claim) {
-            Ok(nonce) => nonce,
+        let client = match SetupClient::connect(addr, &bundle.server_name, &tls).await {
+            Ok(client) => client,
+            Err(SetupError::Refused { reason, .. }) => {
+                bail!("the leader refused the join: {reason}")
+            }
             Err(e) => {
-                client.close().await;
-                return Err(e);
+                return Err(e).with_context(|| {
+                    format!(
+                        "cannot reach the leader's setup endpoint at {}; is `meshward run` running on the leader?",
+                        bundle.setup_addr
+                    )
+                });
             }
         };
-        let (answer, signature) =
-            crate::join::respond(&mek, &identity.key, &nonce, &bundle.id, &hello);
-        let reply = client
-            .request(&Request::JoinAnswer { answer, signature })
-            .await?;
+        let exchange = async {
+            let request = Request::JoinHelloV2 {
+                node_key: member.key,
+                address: member.address.clone(),
+                tls_key: tls_public.clone(),
+                cluster: claim.cluster,
+                genesis_leader: claim.genesis_leader,
+                ca_cert: claim.ca_cert,
+            };
+            let nonce = leader_challenge(client.request(&request).await?, &claim)?;
+            let (answer, signature) =
+                crate::join::respond(&mek, &identity.key, &nonce, &bundle.id, &hello);
+            Ok(client
+                .request(&Request::JoinAnswer { answer, signature })
+                .await?)
+        };
+        let reply: anyhow::Result<Response> = exchange.await;
+        // On every path, so the leader's endpoint frees the slot at once.
         client.close().await;
+        let reply = match reply {
+            Ok(reply) => reply,
+            Err(e) => match e.downcast_ref::<SetupError>() {
+                Some(SetupError::Refused { reason, .. }) => {
+                    bail!("the leader refused the join: {reason}")
+                }
+                _ => return Err(e),
+            },
+        };
         match reply {
             Response::Joined {
                 cluster,

@@ -25,6 +25,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -40,6 +41,7 @@ use crate::cli::RunArgs;
 use crate::core::{Core, CoreConfig, Input, Output, Verdict};
 use crate::join::Admission;
 use crate::ops::now_ms;
+use crate::setup_gate::SetupGate;
 use crate::store::{HighWater, Identity, PeerEntry, Store};
 
 mod backend;
@@ -191,6 +193,8 @@ struct Node {
     lag: Lag,
     /// The setup endpoint, when the node was initialised or joined (it has a certificate).
     setup: Option<SetupServer>,
+    /// Which certificates may hold a setup connection ([`crate::setup_gate`]).
+    gate: Arc<SetupGate>,
     /// Pending join challenges (leader side).
     admission: Admission,
     /// The admin API, when it runs.
@@ -638,7 +642,24 @@ impl Node {
             request,
         );
         self.admission = admission;
+        if let Err(e) = self.refresh_gate() {
+            warn!(error = %format!("{e:#}"), "the setup endpoint's gate keeps its last state");
+        }
         let _ = reply.send(response);
+    }
+
+    /// Gives the setup endpoint's gate the current bundle, and the revoked serials when the
+    /// stored chain changed (two small reads otherwise).
+    pub(super) fn refresh_gate(&mut self) -> anyhow::Result<()> {
+        let bundle = crate::authority::bundle_state(&self.store)?;
+        let chain = self.store.mastered_high_water()?;
+        let revoked = if self.gate.knows(chain) {
+            None
+        } else {
+            Some(self.admin_access()?.revoked.clone())
+        };
+        self.gate.update(bundle, chain, revoked);
+        Ok(())
     }
 
     /// The users and revoked serials of the verified mastered chain, folded again only when
@@ -712,19 +733,7 @@ async fn serve(data: PathBuf, args: &RunArgs, mut dial: Vec<SocketAddr>) -> anyh
     };
     let (handle, mut events) = Transport::spawn(identity.key.to_bytes(), roster.clone(), config)
         .context("starting the mesh transport")?;
-    let (setup, mut setup_rx) = match crate::cluster::tls_identity(&store)? {
-        Some(tls) => {
-            let bind = args
-                .setup_listen
-                .unwrap_or_else(|| crate::cluster::setup_listen(listen));
-            let (server, rx) = SetupServer::listen(bind, &tls).with_context(|| {
-                format!("starting the setup endpoint on {bind}; give another --setup-listen")
-            })?;
-            info!(addr = %server.local_addr(), "setup endpoint listening");
-            (Some(server), Some(rx))
-        }
-        None => (None, None),
-    };
+    let setup_tls = crate::cluster::tls_identity(&store)?;
     let mut node = Node {
         data: data.clone(),
         store,
@@ -740,7 +749,8 @@ async fn serve(data: PathBuf, args: &RunArgs, mut dial: Vec<SocketAddr>) -> anyh
         done: None,
         waiters: BTreeMap::new(),
         lag: Lag::default(),
-        setup,
+        setup: None,
+        gate: Arc::new(SetupGate::default()),
         admission: Admission::new(rand::random()),
         admin: None,
         access_cache: None,
@@ -748,6 +758,21 @@ async fn serve(data: PathBuf, args: &RunArgs, mut dial: Vec<SocketAddr>) -> anyh
         disk: DiskFull::default(),
     };
     node.load_mastered()?;
+    // The gate knows the current bundle before the setup endpoint listens.
+    node.refresh_gate()?;
+    let mut setup_rx = None;
+    if let Some(tls) = setup_tls {
+        let bind = args
+            .setup_listen
+            .unwrap_or_else(|| crate::cluster::setup_listen(listen));
+        let (server, rx) =
+            SetupServer::listen(bind, &tls, node.gate.clone()).with_context(|| {
+                format!("starting the setup endpoint on {bind}; give another --setup-listen")
+            })?;
+        info!(addr = %server.local_addr(), "setup endpoint listening");
+        node.setup = Some(server);
+        setup_rx = Some(rx);
+    }
     for addr in dial {
         let _ = node.handle.dial(addr);
     }
@@ -794,6 +819,9 @@ async fn serve(data: PathBuf, args: &RunArgs, mut dial: Vec<SocketAddr>) -> anyh
             }
             _ = tick.tick() => {
                 node.retry_writes();
+                if let Err(e) = node.refresh_gate() {
+                    warn!(error = %format!("{e:#}"), "the setup endpoint's gate keeps its last state");
+                }
                 node.feed(Input::Tick)
             }
         };

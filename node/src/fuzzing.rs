@@ -305,8 +305,12 @@ pub fn grants_payload(data: &[u8]) {
 /// (the CA certificate, the one-time client certificate and its PKCS#8 key) are parsed with
 /// the pure parsers the node has (x509-parser, rcgen), and the client certificate's issuer
 /// compared with the CA's subject. (The joiner checks nothing else before connecting: the
-/// bundle's expiry is the leader's to check, see [`join_setup`].)
+/// bundle's expiry is the leader's to check, see [`join_setup`].) The leader's setup gate
+/// ([`crate::setup_gate::decide`]) decides on the bytes as a certificate, and on the bundle's
+/// certificate with the bundle current.
 pub fn joining_bundle(data: &[u8]) {
+    let revoked = crate::certs::Revoked::default();
+    let _ = crate::setup_gate::decide(0, data, None, &revoked);
     let Ok(bundle) = JoiningBundle::decode(data) else {
         return;
     };
@@ -323,6 +327,15 @@ pub fn joining_bundle(data: &[u8]) {
         let _ = client.issuer() == ca.subject();
     }
     let _ = rcgen::KeyPair::try_from(bundle.client_key.as_slice());
+    // The setup endpoint's gate on the bundle's certificate, with this bundle current.
+    let state = crate::join::BundleState {
+        id: bundle.id,
+        cert: <sha2::Sha256 as sha2::Digest>::digest(&bundle.client_cert).into(),
+        expires_at_ms: bundle.expires_at_ms,
+        used_by: None,
+    };
+    let _ = crate::setup_gate::decide(0, &bundle.client_cert, Some(&state), &revoked)
+        .map_err(|e| e.to_string());
 }
 
 /// When the [`join_setup`] leader's clock starts, unix ms.

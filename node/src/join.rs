@@ -68,6 +68,9 @@ pub const MAX_JOINING_BUNDLE: usize = 64 * 1024;
 const BUNDLE_MAGIC: &[u8] = b"meshward-joining-bundle\n";
 /// Format of the joining bundle file.
 const BUNDLE_FORMAT: u8 = 1;
+/// The subject CN of every joining bundle's one-time certificate starts with this (then the
+/// bundle id in hex); user names cannot (they have no spaces).
+pub const BUNDLE_CN_PREFIX: &str = "meshward joining bundle ";
 
 /// A one-time joining bundle: everything a joiner needs besides the MEK.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]

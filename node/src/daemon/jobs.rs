@@ -47,6 +47,10 @@ impl Node {
         };
         if !ops::deferred(&request) {
             let result = ops::execute(&mut DaemonBackend { node: self }, request);
+            // Before the answer: a bundle just created is let through at once.
+            if let Err(e) = self.refresh_gate() {
+                tracing::warn!(error = %format!("{e:#}"), "the setup endpoint's gate keeps its last state");
+            }
             let _ = reply.send(result);
             return;
         }
