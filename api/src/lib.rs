@@ -25,3 +25,6 @@ pub mod shared;
 pub use fault::{FaultDone, FaultRequest};
 pub use problem::{PROBLEM_JSON, Problem, ProblemKind};
 pub use request::{Method, Reply, Request, Route, segment};
+
+/// Largest request body a node accepts, in bytes (413 beyond).
+pub const MAX_BODY: usize = 16 * 1024 * 1024;

@@ -48,7 +48,7 @@ pub struct NodeConfig {
     #[serde(default, deserialize_with = "admin_address_rate_interval")]
     pub admin_address_rate_interval: Option<Duration>,
     /// Admin API connections each client address (IPv6: each /64) may hold at once, 1 to
-    /// [`crate::admin::MAX_CONNECTIONS`] (a new one beyond is closed before the TLS
+    /// [`crate::admin_limits::MAX_CONNECTIONS`] (a new one beyond is closed before the TLS
     /// handshake). Default: [`crate::admin_limits::ADDRESS_CONNECTIONS`].
     #[serde(default, deserialize_with = "admin_address_connections")]
     pub admin_address_connections: Option<NonZeroUsize>,
@@ -144,7 +144,7 @@ fn admin_address_connections<'de, D: Deserializer<'de>>(
     d: D,
 ) -> Result<Option<NonZeroUsize>, D::Error> {
     let key = "admin-address-connections";
-    let max = crate::admin::MAX_CONNECTIONS;
+    let max = crate::admin_limits::MAX_CONNECTIONS;
     let n = i64::deserialize(d)?;
     usize::try_from(n)
         .ok()
@@ -183,11 +183,32 @@ fn interval<'de, D: Deserializer<'de>>(key: &str, d: D) -> Result<Option<Duratio
              e.g. \"50ms\" for 20 per second"
         ))
     };
-    let interval = crate::cluster::parse_duration(&text).map_err(bad)?;
+    let interval = parse_duration(&text).map_err(bad)?;
     if interval < Duration::from_millis(1) || interval > MAX_RATE_INTERVAL {
         return Err(bad("out of range".into()));
     }
     Ok(Some(interval))
+}
+
+/// Parses `500ms`, `30s`, `10m`, `2h`, `1d`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (n, unit) = text.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 30m or 24h"))?;
+    let ms = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("{text:?}: the unit must be ms, s, m, h or d")),
+    };
+    Ok(Duration::from_millis(n.saturating_mul(ms)))
 }
 
 #[cfg(test)]

@@ -1,5 +1,4 @@
-//! The HA commands (`meshward ha …`, `meshward password …`), the HA command log, and the HA
-//! part of `meshward status`.
+//! HA: the roles, resolving the members HA commands name, and the HA command log.
 //!
 //! Roles follow the HA guide: the **primary** is the node that created the cluster (the
 //! epoch-1 leader); the **active** node is the current leader; the others are **standby**. A
@@ -17,83 +16,25 @@ use std::io::Write as _;
 use std::path::Path;
 
 use anyhow::{Context as _, bail};
-use clap::Subcommand;
 use meshward_crdt::mastered::Chain;
 
 /// File name of the HA command log in the data directory.
 pub const HA_LOG: &str = "ha-commands.log";
 
-/// `meshward ha …`
-#[derive(Debug, Subcommand)]
-pub enum HaCmd {
-    /// Roles and states of every member, as this node sees them.
-    Status,
-    /// Hand leadership to another member (run on the leader): a planned hand-over, epoch + 1.
-    Demote {
-        /// The next leader: its address as in the roster, or its id (at least 8 hex digits).
-        #[arg(long)]
-        to: String,
-    },
-    /// Hand leadership back to the primary, the node that created the cluster (run on the
-    /// current leader after a failover, once the primary is back).
-    Failback,
-    /// Become the leader of the next epoch (run on a follower whose leader is gone): needs
-    /// endorsements from a majority of the roster.
-    Failover {
-        /// Break-glass for a two-node pair whose other node is gone: take over alone. If the
-        /// other node still leads elsewhere, the higher epoch wins when they meet and the
-        /// other side's later mastered writes become superseded.
-        #[arg(long)]
-        force: bool,
-    },
-    /// Mastered records that lost when two leaders' chains met, for review.
-    Superseded,
-    /// Leave the cluster (on a follower; local data and MEK are kept), or remove `--node`
-    /// (on the leader). A removed node needs a new joining bundle to come back.
-    MakeStandalone {
-        /// The member to remove (leader only): address or id.
-        #[arg(long)]
-        node: Option<String>,
-    },
-}
-
-/// `meshward password …`
-#[derive(Debug, Subcommand)]
-pub enum PasswordCmd {
-    /// Change a local user's password: the new password is read from stdin (one line). On a
-    /// follower the change is delegated to the leader, which applies its password policy.
-    Change {
-        /// The user.
-        user: String,
-    },
-    /// Users whose password the leader set, with the mastered version of the last change.
-    List,
-}
-
-/// The node a planned hand-over goes to: `ha demote --to NODE`, or the primary for
-/// `ha failback`. The core checks the rest (leader only, another member, a majority).
-pub fn handover_target(
-    chain: &Chain,
-    primary: Option<[u8; 32]>,
-    cmd: &HaCmd,
-) -> anyhow::Result<[u8; 32]> {
-    match cmd {
-        HaCmd::Demote { to } => resolve_member(chain, to),
-        HaCmd::Failback => {
-            let primary = primary.context("no trust anchor")?;
-            if chain.leader() == primary {
-                bail!(
-                    "the primary already leads (epoch {}): nothing to fail back",
-                    chain.epoch()
-                );
-            }
-            if !chain.roster().contains(&primary) {
-                bail!("the primary is no longer in the roster; use `meshward ha demote --to NODE`");
-            }
-            Ok(primary)
-        }
-        _ => bail!("not a hand-over"),
+/// The node `ha failback` hands leadership to: the primary, when it is in the roster and does
+/// not lead already. The core checks the rest (leader only, a majority).
+pub fn failback_target(chain: &Chain, primary: Option<[u8; 32]>) -> anyhow::Result<[u8; 32]> {
+    let primary = primary.context("no trust anchor")?;
+    if chain.leader() == primary {
+        bail!(
+            "the primary already leads (epoch {}): nothing to fail back",
+            chain.epoch()
+        );
     }
+    if !chain.roster().contains(&primary) {
+        bail!("the primary is no longer in the roster; use `meshward ha demote --to NODE`");
+    }
+    Ok(primary)
 }
 
 /// A roster member named by address or by (a prefix of at least 8 hex digits of) its id.

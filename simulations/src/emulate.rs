@@ -835,7 +835,7 @@ pub fn build_meshward(release: bool) -> anyhow::Result<PathBuf> {
         "build",
         "--quiet",
         "-p",
-        "meshward-node",
+        "meshward",
         "--bin",
         "meshward",
         "--features",

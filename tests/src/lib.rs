@@ -13,7 +13,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 /// Path of the `meshward` binary, built once per test process, with the `fault-injection`
 /// feature (the `meshward fault` hooks the partition tests use; production builds lack it).
 ///
-/// Runs `cargo build -p meshward-node --bin meshward` (with `$CARGO` if set, so the same
+/// Runs `cargo build -p meshward --bin meshward` (with `$CARGO` if set, so the same
 /// toolchain, and the inherited `CARGO_TARGET_DIR`) and takes the executable's path from
 /// cargo's JSON messages, so it is right for any target directory. Builds in release when the
 /// tests themselves are built without debug assertions.

@@ -360,7 +360,7 @@ fn the_admin_api_authenticates_by_certificate_and_authorizes_by_grant() {
             .0,
         403
     );
-    let big = vec![b' '; meshward_node::api::MAX_BODY + 1];
+    let big = vec![b' '; meshward_api::MAX_BODY + 1];
     assert_eq!(api.call(&alice, "POST", "/v1/cli", &big).0, 413);
     assert_eq!(api.call(&alice, "GET", "/nowhere", b"").0, 404);
 

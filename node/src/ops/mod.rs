@@ -23,9 +23,11 @@ use crate::store::{Store, StoreError};
 pub mod access;
 mod cluster;
 mod local;
+mod offline;
 mod shared;
 mod status;
 
+pub use offline::LocalBackend;
 pub use status::{ha_status, status};
 
 /// Where operations run: on the store directly, or inside a running daemon.
@@ -56,9 +58,10 @@ pub trait Backend {
     }
     /// The node's data directory.
     fn data_dir(&mut self) -> anyhow::Result<PathBuf>;
-    /// The licence issuer's public key this node trusts.
+    /// The licence issuer's public key this node trusts (`licence-issuer` in
+    /// `DATA/meshward.toml`).
     fn licence_issuer(&mut self) -> anyhow::Result<[u8; 32]> {
-        anyhow::bail!("this node has no licence issuer configured")
+        crate::config::NodeConfig::load(&self.data_dir()?)?.issuer()
     }
     /// The address the running setup endpoint listens on, when a daemon runs one.
     fn setup_addr(&mut self) -> Option<SocketAddr> {

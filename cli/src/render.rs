@@ -7,7 +7,7 @@ use meshward_api::shared::EventRow;
 use meshward_api::{Reply, Request};
 use serde_json::json;
 
-use super::Global;
+use crate::args::Global;
 
 /// Shows the reply of `request`.
 pub fn render(
@@ -136,7 +136,7 @@ fn shown(request: &Request, reply: Reply) -> (serde_json::Value, String) {
             "{} may run {} nodes until {}",
             l.customer,
             l.max_nodes,
-            crate::join::utc(l.expires_at_ms)
+            meshward_node::join::utc(l.expires_at_ms)
         ),
         (Reply::Passwords(rows), _) => lines(rows, |p| {
             format!("{} (mastered version {})", p.user, p.version)

@@ -1,4 +1,4 @@
-//! Operations run inside the daemon ([`crate::ops::Backend`]): on the live store and core, so
+//! Operations run inside the daemon ([`meshward_node::ops::Backend`]): on the live store and core, so
 //! commits and mastered writes are announced to the mesh at once.
 
 #[cfg(feature = "fault-injection")]
@@ -17,11 +17,11 @@ use meshward_transport::setup::SetupServer;
 use serde_json::json;
 
 use super::{Node, now_us};
-use crate::core::Input;
-use crate::ops::Backend;
+use meshward_node::core::Input;
+use meshward_node::ops::Backend;
 #[cfg(feature = "fault-injection")]
-use crate::ops::now_ms;
-use crate::store::Store;
+use meshward_node::ops::now_ms;
+use meshward_node::store::Store;
 
 /// Commands run inside the daemon.
 pub(super) struct DaemonBackend<'a> {
@@ -83,10 +83,6 @@ impl Backend for DaemonBackend<'_> {
         Ok(self.node.chain_cache.get(&self.node.store)?)
     }
 
-    fn licence_issuer(&mut self) -> anyhow::Result<[u8; 32]> {
-        crate::config::NodeConfig::load(&self.node.data)?.issuer()
-    }
-
     fn setup_addr(&mut self) -> Option<SocketAddr> {
         self.node.setup.as_ref().map(SetupServer::local_addr)
     }
@@ -120,7 +116,7 @@ impl Backend for DaemonBackend<'_> {
         use meshward_crdt::{Digest, Head, SegmentKey, SyncItem, SyncMessage, TableId};
         use meshward_transport::Misbehaviour;
 
-        use crate::core::Gossip;
+        use meshward_node::core::Gossip;
         let node = &mut *self.node;
         let peers: Vec<WriterId> = node
             .core
@@ -185,7 +181,7 @@ impl Backend for DaemonBackend<'_> {
                 // An advert "from" each peer, signed by us: it must not pass for theirs.
                 let identity = node.store.identity()?;
                 for &peer in &peers {
-                    let advert = crate::core::Advert {
+                    let advert = meshward_node::core::Advert {
                         origin: peer,
                         fingerprint: [0; 32],
                         changes: u64::MAX,

@@ -1,5 +1,5 @@
 //! A sealed node: one that belongs to a cluster but whose MEK file (`DATA/mek`, see
-//! [`crate::mek::MEK_FILE`]) is missing, e.g. after the operator moved it to a vault.
+//! [`meshward_node::mek::MEK_FILE`]) is missing, e.g. after the operator moved it to a vault.
 //!
 //! `meshward run` on a sealed node does not open the mesh. It serves the API on its local
 //! socket with three requests only: `GET /v1/status` (which says `sealed`), `GET /v1/health`
@@ -8,53 +8,21 @@
 //! go on starting. Every other request gets 503 saying how to unseal. A standalone node (no
 //! cluster yet) has no MEK and is not sealed.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use anyhow::Context as _;
 use axum::Router;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use clap::Args;
 use meshward_api::node::{Health, Unseal};
 use meshward_api::{Problem, ProblemKind, Reply, Request};
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
 use crate::api::{Body, answer, problem_response};
-use crate::cli::{Door, Global, LocalBackend};
-use crate::mek::MEK_FILE;
-
-/// `meshward unseal`
-#[derive(Debug, Args)]
-pub struct UnsealArgs {
-    /// The MEK file to install as the node's.
-    #[arg(long)]
-    pub mek: PathBuf,
-}
-
-pub use crate::authority::is_sealed;
-
-/// `meshward unseal --mek FILE`: sends the key to the sealed daemon, or installs it on the
-/// store when no daemon runs.
-pub fn unseal_command(g: &Global, args: &UnsealArgs, out: &mut dyn Write) -> anyhow::Result<()> {
-    let text = zeroize::Zeroizing::new(
-        String::from_utf8(crate::cli::read_bounded(&args.mek, 4096)?)
-            .with_context(|| format!("{} is not text", args.mek.display()))?,
-    );
-    let mut door = Door::new(g)?;
-    door.send(Request::Unseal(Unseal {
-        mek: text.to_string(),
-    }))?;
-    if g.json {
-        writeln!(out, "{}", serde_json::json!({"unsealed": true}))?;
-    } else {
-        writeln!(out, "unsealed")?;
-    }
-    Ok(())
-}
+use meshward_node::mek::MEK_FILE;
+use meshward_node::ops::LocalBackend;
 
 #[derive(Clone)]
 struct Sealed {
@@ -114,7 +82,7 @@ pub async fn serve(data: &Path) -> anyhow::Result<()> {
 
 fn run_local(s: &Sealed, request: Request) -> Result<Reply, Problem> {
     let mut backend = s.backend.lock().unwrap_or_else(PoisonError::into_inner);
-    crate::ops::execute(&mut *backend, request)
+    meshward_node::ops::execute(&mut *backend, request)
 }
 
 async fn status(State(s): State<Sealed>) -> Response {

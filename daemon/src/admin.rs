@@ -1,7 +1,7 @@
 //! The HTTPS admin API (`meshward run --admin-listen ADDR`).
 //!
 //! TLS 1.3 (rustls) with a **required** client certificate that must chain to the cluster CA
-//! or to one of the node's external CAs ([`crate::certs`]; rustls' `WebPkiClientVerifier`, as
+//! or to one of the node's external CAs ([`meshward_node::certs`]; rustls' `WebPkiClientVerifier`, as
 //! the setup endpoint does): a certificate of any other CA is refused during the handshake.
 //! The server presents the node's own certificate. After the handshake the certificate's CN is
 //! the caller's user name; on **every request** the daemon actor checks the certificate's
@@ -11,7 +11,7 @@
 //! connections already open.
 //!
 //! It serves the API's router ([`crate::api`]): every request is decided by the actor with
-//! [`check`] and the table of [`crate::ops::access`]. Request bodies are limited to
+//! [`check`] and the table of [`meshward_node::ops::access`]. Request bodies are limited to
 //! [`crate::api::MAX_BODY`] bytes (413 beyond) and connections to [`MAX_CONNECTIONS`] (more
 //! wait).
 //!
@@ -25,7 +25,7 @@
 //! handshake), else it is closed and its slot freed.
 //!
 //! New connections are rate-limited per client address, before the TLS handshake, and requests
-//! per user certificate, before anything else (429 beyond): see [`crate::admin_limits`]. Every limit
+//! per user certificate, before anything else (429 beyond): see [`limits`]. Every limit
 //! counts when hit ([`AdminMetrics`]).
 
 use std::net::SocketAddr;
@@ -49,15 +49,16 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
-use crate::admin_limits::{AdminLimits, Limiters};
 use crate::api::Caller;
-use crate::authority::Access;
-use crate::certs::Serial;
-use crate::grants::{Action, Decision, UserName, authorize};
+use limits::Limiters;
+use meshward_node::admin_limits::{AdminLimits, MAX_CONNECTIONS};
+use meshward_node::authority::Access;
+use meshward_node::certs::Serial;
+use meshward_node::grants::{Action, Decision, UserName, authorize};
 
-/// Connections held at once, from all addresses; more are closed at once and counted. Each
-/// costs a task and its TLS and HTTP buffers (some tens of KiB).
-pub const MAX_CONNECTIONS: usize = 256;
+mod limits;
+
+pub use limits::{RATE_KEYS, address_key};
 /// How long a new connection may take to finish its TLS handshake: a few round trips, with
 /// room for a slow link; a silent connection frees its slot after this.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -98,13 +99,13 @@ pub struct AdminMetrics {
     /// ([`AdminLimits::per_address`]).
     pub address_rate_limited: u64,
     /// Users forgotten by the per-user limit while short of a full burst, because it tracked
-    /// [`crate::admin_limits::RATE_KEYS`] users.
+    /// [`limits::RATE_KEYS`] users.
     pub rate_forgotten: u64,
     /// Addresses forgotten likewise by the per-address limit.
     pub address_rate_forgotten: u64,
-    /// Users the per-user limit tracks now (at most [`crate::admin_limits::RATE_KEYS`]).
+    /// Users the per-user limit tracks now (at most [`limits::RATE_KEYS`]).
     pub rate_tracked_users: u64,
-    /// Addresses the per-address limit tracks now (at most [`crate::admin_limits::RATE_KEYS`]).
+    /// Addresses the per-address limit tracks now (at most [`limits::RATE_KEYS`]).
     pub rate_tracked_addresses: u64,
 }
 
@@ -552,8 +553,8 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::certs::Revoked;
-    use crate::grants::{Grant, UserChange, Users};
+    use meshward_node::certs::Revoked;
+    use meshward_node::grants::{Grant, UserChange, Users};
 
     fn users() -> Access {
         let mut users = Users::default();
@@ -614,7 +615,7 @@ mod tests {
     }
 
     fn decide(user: &str, request: &Request) -> Result<(), (u16, String)> {
-        match crate::ops::access::required(request) {
+        match meshward_node::ops::access::required(request) {
             None => Err((403, "local socket only".into())),
             Some(action) => check(&users(), Some(&cert(user)), Some(&action)),
         }
@@ -666,11 +667,37 @@ mod tests {
         assert_eq!(check(&users(), Some(&no_cn), None).unwrap_err().0, 403);
     }
 
+    /// A genesis and `records`, signed by a test leader and verified.
+    fn verified(
+        records: Vec<(meshward_crdt::mastered::RecordKind, Vec<u8>)>,
+    ) -> Vec<meshward_crdt::mastered::Verified<meshward_crdt::mastered::SignedRecord>> {
+        use meshward_crdt::mastered::{Chain, Member, RecordKind, Roster, TrustAnchor};
+        let leader = ed25519_dalek::SigningKey::from_bytes(&[1; 32]);
+        let mut chain = Chain::new(TrustAnchor {
+            cluster: meshward_crdt::ClusterId([2; 16]),
+            genesis_leader: leader.verifying_key().to_bytes(),
+        });
+        let roster = Roster {
+            members: vec![Member {
+                key: leader.verifying_key().to_bytes(),
+                address: "a".into(),
+            }],
+        };
+        let genesis = (RecordKind::Genesis, roster.encode());
+        let mut verified = Vec::new();
+        for (kind, payload) in std::iter::once(genesis).chain(records) {
+            let record = chain.sign_next(&leader, kind, payload);
+            verified.push(chain.verify(&record).unwrap());
+            chain.apply(chain.verify(&record).unwrap()).unwrap();
+        }
+        verified
+    }
+
     #[test]
     fn a_revoked_certificate_is_refused_whoever_it_names() {
         let mut access = users();
         let revoked = cert("boss");
-        let records = crate::certs::tests::verified(vec![revoked.serial.revocation()]);
+        let records = verified(vec![revoked.serial.revocation()]);
         access.revoked = Revoked::fold(&records).unwrap();
         let (code, message) = check(&access, Some(&revoked), None).unwrap_err();
         assert_eq!(code, 401);
@@ -733,7 +760,7 @@ mod tests {
             let got = decide(user, &request);
             let users = users().users;
             let grants = users.grants(&user.parse().unwrap());
-            match (grants, crate::ops::access::required(&request)) {
+            match (grants, meshward_node::ops::access::required(&request)) {
                 (None, _) | (_, None) => prop_assert_eq!(got.unwrap_err().0, 403),
                 (Some(grants), Some(action)) => prop_assert_eq!(
                     got.is_ok(),

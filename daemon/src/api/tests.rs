@@ -352,7 +352,7 @@ fn the_openapi_document_lists_every_route_and_equals_the_copy_in_docs() {
     let copy = include_str!("../../../docs/openapi.json");
     assert!(
         copy.trim() == generated.trim(),
-        "docs/openapi.json is stale: regenerate it with `cargo run -p meshward-node -- openapi > docs/openapi.json`"
+        "docs/openapi.json is stale: regenerate it with `cargo run -p meshward -- openapi > docs/openapi.json`"
     );
 }
 

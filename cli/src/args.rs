@@ -1,19 +1,14 @@
-//! The `meshward` command line: arguments (clap) and what each command does on the local
-//! store. Every command takes `--data DIR` (or `MESHWARD_DATA`) and `--json`.
+//! The `meshward` command line's arguments (clap). Every command takes `--data DIR` (or
+//! `MESHWARD_DATA`) and `--json`.
 //!
 //! Bad input is refused before the store is touched, with a message naming what was wrong,
 //! and a non-zero exit status.
 
-use std::io::Write;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
-use meshward_crdt::{Op, ReplicaConfig, RowChange};
-
-use crate::store::Store;
 
 /// meshward: a gossip-mesh node for clusters of privileged-access-management servers.
 #[derive(Debug, Parser)]
@@ -84,10 +79,10 @@ pub enum Command {
     Config(ConfigCmd),
     /// Leadership and HA: demote, failback, failover, superseded, make-standalone.
     #[command(subcommand)]
-    Ha(crate::ha::HaCmd),
+    Ha(HaCmd),
     /// Local users' passwords (set by the leader under its policy).
     #[command(subcommand)]
-    Password(crate::ha::PasswordCmd),
+    Password(PasswordCmd),
     /// The node's identity, what its store holds and, with a running daemon, its mesh.
     Status,
     /// Whether the node should take traffic behind a load balancer (exit status 1 if not).
@@ -103,16 +98,16 @@ pub enum Command {
     Mastered(MasteredCmd),
     /// Admin users and their grants (mastered; written on the leader).
     #[command(subcommand)]
-    User(crate::cli_admin::UserCmd),
+    User(crate::offline::UserCmd),
     /// Admin API client certificates: revoke by serial, list the revoked (mastered).
     #[command(subcommand)]
-    Cert(crate::cli_admin::CertCmd),
+    Cert(crate::offline::CertCmd),
     /// Write a sealed backup of the node's store (consistent while a daemon runs).
-    Backup(crate::cli_admin::BackupArgs),
+    Backup(crate::offline::BackupArgs),
     /// Restore a sealed backup into --data (a new directory, or --force).
-    Restore(crate::cli_admin::RestoreArgs),
+    Restore(crate::offline::RestoreArgs),
     /// Install the MEK of a sealed node (one whose DATA/mek is missing).
-    Unseal(crate::sealed::UnsealArgs),
+    Unseal(crate::unseal::UnsealArgs),
     /// Print the API's OpenAPI document (it is kept in docs/openapi.json).
     #[command(hide = true)]
     Openapi,
@@ -120,15 +115,15 @@ pub enum Command {
     #[command(subcommand, hide = true)]
     Fault(FaultCmd),
     /// Create a new cluster with this node as its leader (epoch 1); prints the MEK once.
-    Init(crate::cluster::InitArgs),
+    Init(InitArgs),
     /// Join a cluster with a joining bundle and the cluster's MEK.
-    Join(crate::cluster::JoinArgs),
+    Join(JoinArgs),
     /// Joining bundles (leader only).
     #[command(subcommand)]
-    Bundle(crate::cluster::BundleCmd),
+    Bundle(BundleCmd),
     /// The cluster licence.
     #[command(subcommand)]
-    Licence(crate::cluster::LicenceCmd),
+    Licence(LicenceCmd),
     /// Start a local 3-node demo cluster on 127.0.0.1 (Ctrl-C stops it).
     Demo(crate::demo::DemoArgs),
 }
@@ -226,85 +221,6 @@ fn parse_delay(s: &str) -> Result<DelayMs, String> {
     })
 }
 
-pub use crate::ops::Backend;
-pub use exec::{Door, run};
-pub use files::backup;
-
-mod exec;
-mod files;
-mod render;
-
-/// Runs commands directly on the store in a data directory.
-#[derive(Debug)]
-pub struct LocalBackend {
-    data: PathBuf,
-    store: Option<Store>,
-    read_only: bool,
-}
-
-impl LocalBackend {
-    /// A backend for the store in `data` (opened read-write when first needed).
-    pub fn new(data: PathBuf) -> Self {
-        LocalBackend {
-            data,
-            store: None,
-            read_only: false,
-        }
-    }
-
-    /// A backend for `request` on the store in `data`: opened read-only when the request only
-    /// reads, so it cannot change the store and other readers may hold it at once.
-    pub fn for_request(data: PathBuf, request: &meshward_api::Request) -> Self {
-        let (_, access) = crate::ops::access::resource(request);
-        LocalBackend {
-            read_only: access == crate::ops::access::Access::Read,
-            ..LocalBackend::new(data)
-        }
-    }
-}
-
-/// Opens the store in `data` read-only. The first command on a new data directory creates the
-/// store and the node's identity first, as every command always did.
-fn open_for_reading(data: &Path) -> anyhow::Result<Store> {
-    let context = || format!("opening the store in {}", data.display());
-    if data.join(crate::store::STORE_FILE).is_file() {
-        let store = Store::open_read_only(data).with_context(context)?;
-        if store.has_identity()? {
-            return Ok(store);
-        }
-    }
-    Store::open(data).with_context(context)?.identity()?;
-    Store::open_read_only(data).with_context(context)
-}
-
-impl Backend for LocalBackend {
-    fn store(&mut self) -> anyhow::Result<&Store> {
-        if self.store.is_none() {
-            let store = if self.read_only {
-                open_for_reading(&self.data)?
-            } else {
-                Store::open(&self.data)
-                    .with_context(|| format!("opening the store in {}", self.data.display()))?
-            };
-            self.store = Some(store);
-        }
-        self.store.as_ref().context("store not open")
-    }
-
-    fn data_dir(&mut self) -> anyhow::Result<PathBuf> {
-        Ok(self.data.clone())
-    }
-
-    fn commit(&mut self, ops: Vec<Op>) -> anyhow::Result<Vec<RowChange>> {
-        let store = self.store()?;
-        let identity = store.identity()?;
-        let mut replica = store.load_replica(&identity, ReplicaConfig::default())?;
-        let effects = replica.commit(now_ms(), ops)?;
-        store.persist(&effects)?;
-        Ok(effects.rows)
-    }
-}
-
 /// `meshward event …`
 #[derive(Debug, Subcommand)]
 pub enum EventCmd {
@@ -389,7 +305,7 @@ pub enum FingerprintCmd {
     },
 }
 
-/// `meshward config …`: mastered cluster settings (see [`crate::cluster_config`]).
+/// `meshward config …`: mastered cluster settings (see [`meshward_node::cluster_config`]).
 #[derive(Debug, Subcommand)]
 pub enum ConfigCmd {
     /// Set a cluster setting (leader only).
@@ -493,87 +409,141 @@ pub enum LocalCmd {
     },
 }
 
-/// Reads a file of at most `max` bytes; a larger one is refused, naming the file.
-pub(crate) fn read_bounded(path: &std::path::Path, max: usize) -> anyhow::Result<Vec<u8>> {
-    match crate::disk::read_at_most(path, max as u64)
-        .with_context(|| format!("reading {}", path.display()))?
-    {
-        Some(bytes) => Ok(bytes),
-        None => bail!("{} is over the limit of {max} bytes", path.display()),
+/// `meshward ha …`
+#[derive(Debug, Subcommand)]
+pub enum HaCmd {
+    /// Roles and states of every member, as this node sees them.
+    Status,
+    /// Hand leadership to another member (run on the leader): a planned hand-over, epoch + 1.
+    Demote {
+        /// The next leader: its address as in the roster, or its id (at least 8 hex digits).
+        #[arg(long)]
+        to: String,
+    },
+    /// Hand leadership back to the primary, the node that created the cluster (run on the
+    /// current leader after a failover, once the primary is back).
+    Failback,
+    /// Become the leader of the next epoch (run on a follower whose leader is gone): needs
+    /// endorsements from a majority of the roster.
+    Failover {
+        /// Break-glass for a two-node pair whose other node is gone: take over alone. If the
+        /// other node still leads elsewhere, the higher epoch wins when they meet and the
+        /// other side's later mastered writes become superseded.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Mastered records that lost when two leaders' chains met, for review.
+    Superseded,
+    /// Leave the cluster (on a follower; local data and MEK are kept), or remove `--node`
+    /// (on the leader). A removed node needs a new joining bundle to come back.
+    MakeStandalone {
+        /// The member to remove (leader only): address or id.
+        #[arg(long)]
+        node: Option<String>,
+    },
+}
+
+/// `meshward password …`
+#[derive(Debug, Subcommand)]
+pub enum PasswordCmd {
+    /// Change a local user's password: the new password is read from stdin (one line). On a
+    /// follower the change is delegated to the leader, which applies its password policy.
+    Change {
+        /// The user.
+        user: String,
+    },
+    /// Users whose password the leader set, with the mastered version of the last change.
+    List,
+}
+
+/// `meshward init`
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// This node's address: FQDN or IP, optionally with its mesh port (unique in the cluster;
+    /// an FQDN must resolve to a local address).
+    #[arg(long)]
+    pub address: String,
+    /// UDP address `meshward run` listens on for the mesh (the setup endpoint uses the next
+    /// port); stored, default 127.0.0.1:7400.
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+}
+
+/// `meshward join`
+#[derive(Debug, Args)]
+pub struct JoinArgs {
+    /// The joining bundle file from the leader's `meshward bundle create`.
+    #[arg(long)]
+    pub bundle: PathBuf,
+    /// The cluster's MEK file.
+    #[arg(long)]
+    pub mek: PathBuf,
+    /// This node's address (as for `init`).
+    #[arg(long)]
+    pub address: String,
+    /// UDP address `meshward run` listens on for the mesh; stored, default 127.0.0.1:7400.
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+}
+
+/// `meshward bundle …`
+#[derive(Debug, Subcommand)]
+pub enum BundleCmd {
+    /// Write a one-time joining bundle (leader only); it supersedes any earlier one.
+    Create {
+        /// How long it is valid: e.g. 30m, 2h, 24h (the default and the longest).
+        #[arg(long, value_parser = meshward_node::config::parse_duration, default_value = "24h")]
+        ttl: Duration,
+        /// The file to write (mode 0600; must not exist).
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// `meshward licence …`
+#[derive(Debug, Subcommand)]
+pub enum LicenceCmd {
+    /// Verify a licence file against the configured issuer and store it (leader only).
+    Install {
+        /// The licence file.
+        file: PathBuf,
+    },
+    /// Show the installed licence.
+    Show,
+}
+
+impl InitArgs {
+    /// What `init` needs.
+    pub fn options(&self) -> meshward_node::lifecycle::InitOptions {
+        meshward_node::lifecycle::InitOptions {
+            address: self.address.clone(),
+            listen: self.listen,
+        }
     }
 }
 
-pub use crate::ops::now_ms;
-
-/// The new password of `password change`, read from stdin (one line, bounded).
-pub fn read_password() -> anyhow::Result<String> {
-    use std::io::{BufRead as _, Read as _};
-    let mut line = zeroize::Zeroizing::new(String::new());
-    std::io::stdin()
-        .lock()
-        .take(crate::core::MAX_PASSWORD as u64 + 2)
-        .read_line(&mut line)?;
-    let password = line.trim_end_matches(['\r', '\n']).to_string();
-    anyhow::ensure!(
-        !password.is_empty(),
-        "give the new password on stdin (one line)"
-    );
-    Ok(password)
+impl JoinArgs {
+    /// What `join` needs.
+    pub fn options(&self) -> meshward_daemon::setup::JoinOptions {
+        meshward_daemon::setup::JoinOptions {
+            bundle: self.bundle.clone(),
+            mek: self.mek.clone(),
+            address: self.address.clone(),
+            listen: self.listen,
+        }
+    }
 }
 
-/// `audit record --stdin`: `actor TAB action TAB target TAB detail` lines, each answered `ack
-/// SEQ` once durable. Through a running daemon, lines are sent in batches as they come;
-/// without one, the store's group committer writes them.
-fn audit_stdin(door: &mut Door, g: &Global, out: &mut dyn Write) -> anyhow::Result<()> {
-    use std::io::BufRead as _;
-    if !door.daemon() {
-        let store = Store::open(&g.data)
-            .with_context(|| format!("opening the store in {}", g.data.display()))?;
-        return crate::audit::run_stdin_writer(
-            store.db()?,
-            std::io::BufReader::new(std::io::stdin()),
-            out,
-        );
-    }
-    let stdin = std::io::stdin();
-    let mut batch = Vec::new();
-    let mut flush = |batch: &mut Vec<meshward_api::local::NewAudit>,
-                     out: &mut dyn Write|
-     -> anyhow::Result<()> {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let records = std::mem::take(batch);
-        let reply = door.send(meshward_api::Request::RecordAudit(
-            meshward_api::local::RecordAudit { records },
-        ))?;
-        if let meshward_api::Reply::Recorded(r) = reply {
-            for seq in r.first_seq..=r.last_seq {
-                writeln!(out, "ack {seq}")?;
-            }
-            out.flush()?;
-        }
-        Ok(())
-    };
-    for line in stdin.lock().lines() {
-        let line = line?;
-        let mut fields = line.splitn(4, '\t');
-        let (Some(actor), Some(action), Some(target)) =
-            (fields.next(), fields.next(), fields.next())
-        else {
-            bail!("a line must be actor TAB action TAB target [TAB detail]: {line:?}");
-        };
-        batch.push(meshward_api::local::NewAudit {
-            actor: actor.into(),
-            action: action.into(),
-            target: target.into(),
-            detail: fields.next().unwrap_or_default().into(),
-        });
-        if batch.len() >= 1024 {
-            flush(&mut batch, out)?;
+impl RunArgs {
+    /// How the daemon runs.
+    pub fn options(&self) -> meshward_daemon::RunOptions {
+        meshward_daemon::RunOptions {
+            listen: self.listen,
+            setup_listen: self.setup_listen,
+            peers: self.peers.clone(),
+            admin_listen: self.admin_listen,
         }
     }
-    flush(&mut batch, out)
 }
 
 #[cfg(test)]

@@ -20,15 +20,14 @@ use meshward_api::shared::{AppendEvents, Approve, EventQuery, HostKey, NewEvent}
 use meshward_api::{FaultRequest, Reply, Request};
 use meshward_client::{Client, ClientError};
 
-use super::render::render;
-use super::{
-    AuditCmd, Cli, Command, ConfigCmd, EventCmd, ExceptionCmd, FaultCmd, FingerprintCmd, Global,
-    LocalBackend, LocalCmd, MasteredCmd,
+use crate::args::{
+    AuditCmd, BundleCmd, Cli, Command, ConfigCmd, EventCmd, ExceptionCmd, FaultCmd, FingerprintCmd,
+    Global, HaCmd, LicenceCmd, LocalCmd, MasteredCmd, PasswordCmd,
 };
-use crate::cli_admin::{CertCmd, UserCmd};
-use crate::cluster::{BundleCmd, LicenceCmd};
-use crate::ha::{HaCmd, PasswordCmd};
-use crate::ops;
+use crate::offline::{CertCmd, UserCmd};
+use crate::render::render;
+use meshward_node::disk::read_bounded;
+use meshward_node::ops::{self, LocalBackend};
 
 /// Where requests go: a node's API, or the store when no daemon runs.
 pub struct Door {
@@ -56,7 +55,7 @@ impl Door {
                     let path = path
                         .as_ref()
                         .with_context(|| format!("--remote needs --{what}"))?;
-                    super::read_bounded(path, 64 * 1024)
+                    read_bounded(path, 64 * 1024)
                 };
                 Client::remote(
                     url,
@@ -161,7 +160,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
             return list_events(&mut door, &g, query, limit, out);
         }
         Command::Audit(AuditCmd::Record { stdin: true, .. }) => {
-            return super::audit_stdin(&mut door, &g, out);
+            return audit_stdin(&mut door, &g, out);
         }
         Command::User(UserCmd::Cert {
             name,
@@ -175,13 +174,13 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
                     valid_days: Some(days),
                 },
             })?;
-            return super::files::write_certificate(&g, &dir, reply, out);
+            return crate::files::write_certificate(&g, &dir, reply, out);
         }
         Command::Bundle(BundleCmd::Create { ttl, out: path }) => {
             let reply = door.send(Request::CreateBundle(CreateBundle {
                 ttl_s: Some(ttl.as_secs()),
             }))?;
-            return super::files::write_bundle(&g, &path, reply, out);
+            return crate::files::write_bundle(&g, &path, reply, out);
         }
         command => request_of(command)?,
     };
@@ -281,7 +280,7 @@ fn request_of(command: Command) -> anyhow::Result<Request> {
         Command::Password(PasswordCmd::Change { user }) => Request::ChangePassword {
             user,
             body: ChangePassword {
-                password: super::read_password()?,
+                password: read_password()?,
             },
         },
         Command::Password(PasswordCmd::List) => Request::ListPasswords,
@@ -300,14 +299,14 @@ fn request_of(command: Command) -> anyhow::Result<Request> {
         }
         Command::Cert(CertCmd::Revoked) => Request::ListRevoked,
         Command::Licence(LicenceCmd::Install { file }) => {
-            let bytes = super::read_bounded(&file, crate::licence::MAX_LICENCE_FILE)?;
+            let bytes = read_bounded(&file, meshward_node::licence::MAX_LICENCE_FILE)?;
             let licence = String::from_utf8(bytes)
                 .with_context(|| format!("the licence file {} is not text", file.display()))?;
             Request::InstallLicence(InstallLicence { licence })
         }
         Command::Licence(LicenceCmd::Show) => Request::GetLicence,
         Command::Mastered(MasteredCmd::Import { file }) => {
-            let bytes = super::read_bounded(&file, crate::roster::MAX_BUNDLE)?;
+            let bytes = read_bounded(&file, meshward_node::roster::MAX_BUNDLE)?;
             Request::ImportMastered(ImportMastered {
                 bundle_base64: base64::engine::general_purpose::STANDARD.encode(bytes),
             })
@@ -327,7 +326,7 @@ fn request_of(command: Command) -> anyhow::Result<Request> {
     })
 }
 
-fn host_key(key: super::HostKey) -> HostKey {
+fn host_key(key: crate::args::HostKey) -> HostKey {
     HostKey {
         host: key.host,
         key_type: key.key_type,
@@ -372,10 +371,81 @@ fn list_events(
             None => break,
         }
     }
-    super::render::events(g, &rows, out)
+    crate::render::events(g, &rows, out)
 }
 
 /// Whether `path` exists or is a (dangling) symlink: output files are never replaced.
 pub(super) fn taken(path: &Path) -> bool {
     std::fs::symlink_metadata(path).is_ok()
+}
+
+/// The new password of `password change`, read from stdin (one line, bounded).
+pub fn read_password() -> anyhow::Result<String> {
+    use std::io::{BufRead as _, Read as _};
+    let mut line = zeroize::Zeroizing::new(String::new());
+    std::io::stdin()
+        .lock()
+        .take(meshward_node::core::MAX_PASSWORD as u64 + 2)
+        .read_line(&mut line)?;
+    let password = line.trim_end_matches(['\r', '\n']).to_string();
+    anyhow::ensure!(
+        !password.is_empty(),
+        "give the new password on stdin (one line)"
+    );
+    Ok(password)
+}
+
+/// `audit record --stdin`: `actor TAB action TAB target TAB detail` lines, each answered `ack
+/// SEQ` once durable. Through a running daemon, lines are sent in batches as they come;
+/// without one, the store's group committer writes them.
+fn audit_stdin(door: &mut Door, g: &Global, out: &mut dyn Write) -> anyhow::Result<()> {
+    use std::io::BufRead as _;
+    if !door.daemon() {
+        let store = meshward_node::store::Store::open(&g.data)
+            .with_context(|| format!("opening the store in {}", g.data.display()))?;
+        return meshward_node::audit::run_stdin_writer(
+            store.db()?,
+            std::io::BufReader::new(std::io::stdin()),
+            out,
+        );
+    }
+    let stdin = std::io::stdin();
+    let mut batch = Vec::new();
+    let mut flush = |batch: &mut Vec<meshward_api::local::NewAudit>,
+                     out: &mut dyn Write|
+     -> anyhow::Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let records = std::mem::take(batch);
+        let reply = door.send(meshward_api::Request::RecordAudit(
+            meshward_api::local::RecordAudit { records },
+        ))?;
+        if let meshward_api::Reply::Recorded(r) = reply {
+            for seq in r.first_seq..=r.last_seq {
+                writeln!(out, "ack {seq}")?;
+            }
+            out.flush()?;
+        }
+        Ok(())
+    };
+    for line in stdin.lock().lines() {
+        let line = line?;
+        let mut fields = line.splitn(4, '\t');
+        let (Some(actor), Some(action), Some(target)) =
+            (fields.next(), fields.next(), fields.next())
+        else {
+            bail!("a line must be actor TAB action TAB target [TAB detail]: {line:?}");
+        };
+        batch.push(meshward_api::local::NewAudit {
+            actor: actor.into(),
+            action: action.into(),
+            target: target.into(),
+            detail: fields.next().unwrap_or_default().into(),
+        });
+        if batch.len() >= 1024 {
+            flush(&mut batch, out)?;
+        }
+    }
+    flush(&mut batch, out)
 }

@@ -1,11 +1,11 @@
-//! The node's API: one axum router ([`router`]) over the operations of [`crate::ops`], served
+//! The node's API: one axum router ([`router`]) over the operations of [`meshward_node::ops`], served
 //! through two doors.
 //!
 //! - **The local socket** `DATA/meshward.sock` (mode 0600: only the node's own user can
 //!   connect). Its caller is the node's local operator, with `root` rights. The CLI uses it.
 //! - **HTTPS** with a required client certificate (`meshward run --admin-listen ADDR`, see
 //!   [`crate::admin`]): the certificate's CN is the user, whose grants decide (per request,
-//!   also on open connections) what it may do ([`crate::ops::access`]).
+//!   also on open connections) what it may do ([`meshward_node::ops::access`]).
 //!
 //! Every handler is thin: it parses the path, query and JSON body into one
 //! [`meshward_api::Request`], sends it with the caller to the daemon actor (a bounded channel,
@@ -39,8 +39,7 @@ pub use routes::{openapi, router};
 
 /// Requests waiting for the actor.
 pub const JOB_QUEUE: usize = 64;
-/// Largest request body, in bytes.
-pub const MAX_BODY: usize = 16 * 1024 * 1024;
+pub use meshward_api::MAX_BODY;
 
 /// Who sends a request.
 #[derive(Clone, Debug)]

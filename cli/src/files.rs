@@ -12,9 +12,9 @@ use meshward_api::Reply;
 use serde_json::json;
 use zeroize::Zeroizing;
 
-use super::Global;
-use crate::disk::create_new;
-use crate::store::create_private_dir;
+use crate::args::Global;
+use meshward_node::disk::create_new;
+use meshward_node::store::create_private_dir;
 
 /// Writes each `(path, bytes, mode)` to a new file ([`create_new`]: never over a file or
 /// through a link). All files are created before any is written, and if one cannot be, those
@@ -64,7 +64,7 @@ pub fn write_certificate(
     ];
     // Several users' files may share a directory: a ca.crt that holds this CA is kept.
     let keep_ca = std::fs::symlink_metadata(&ca_path).is_ok()
-        && crate::disk::holds_exactly(&ca_path, c.ca_pem.as_bytes())
+        && meshward_node::disk::holds_exactly(&ca_path, c.ca_pem.as_bytes())
             .context("the certificate files were not written")?;
     if !keep_ca {
         files.push((ca_path.clone(), c.ca_pem.as_bytes(), 0o644));
@@ -118,7 +118,7 @@ pub fn write_bundle(
             "wrote joining bundle {}; valid until {} or until the next `meshward bundle create`; \
              use it once with `meshward join --bundle {} --mek MEK_FILE --address ADDR`",
             path.display(),
-            crate::join::utc(b.expires_at_ms),
+            meshward_node::join::utc(b.expires_at_ms),
             path.display()
         )?;
     }
@@ -130,20 +130,20 @@ pub fn write_bundle(
 /// FILE and renamed when complete; a failure leaves nothing behind.
 pub fn backup(
     g: &Global,
-    args: crate::cli_admin::BackupArgs,
+    args: crate::offline::BackupArgs,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
-    use crate::cli_admin::{partial_path, says_disk_full, sync_parent};
-    if super::exec::taken(&args.out) {
+    use crate::offline::{partial_path, says_disk_full, sync_parent};
+    if crate::exec::taken(&args.out) {
         bail!(
             "{} exists; choose a new file name for the backup",
             args.out.display()
         );
     }
-    let mut door = super::Door::new(g)?;
+    let mut door = crate::exec::Door::new(g)?;
     if !door.daemon() {
-        let mut backend = super::LocalBackend::new(g.data.clone());
-        return crate::cli_admin::backup(g, args, &mut backend, out);
+        let mut backend = meshward_node::ops::LocalBackend::new(g.data.clone());
+        return crate::offline::backup(g, args, &mut backend, out);
     }
     if args.mek.is_some() {
         bail!("a running node seals the backup with its own MEK (DATA/mek); leave out --mek");
@@ -181,7 +181,7 @@ pub fn backup(
             return Err(e.context(format!("writing the backup {}", args.out.display())));
         }
     };
-    if let Err(e) = crate::disk::publish(&tmp, &args.out) {
+    if let Err(e) = meshward_node::disk::publish(&tmp, &args.out) {
         let _ = std::fs::remove_file(&tmp);
         return Err(e).with_context(|| format!("moving the backup to {}", args.out.display()));
     }

@@ -14,9 +14,9 @@ use anyhow::{Context as _, bail};
 use clap::Args;
 use ed25519_dalek::SigningKey;
 
-use crate::cluster::MEK_FILE;
-use crate::config::CONFIG_FILE;
-use crate::licence::LicenceTerms;
+use meshward_node::config::CONFIG_FILE;
+use meshward_node::licence::LicenceTerms;
+use meshward_node::mek::MEK_FILE;
 
 /// How long a node may take to start.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -84,9 +84,9 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
             dir.display()
         );
     }
-    crate::disk::private_data_dir(&nodes[0].0)?;
+    meshward_node::disk::private_data_dir(&nodes[0].0)?;
     let issuer = SigningKey::generate(&mut rand::rngs::OsRng);
-    crate::disk::write_new(
+    meshward_node::disk::write_new(
         &nodes[0].0.join(CONFIG_FILE),
         format!(
             "# written by `meshward demo`: the demo's own licence issuer\nlicence-issuer = \"{}\"\n",
@@ -105,11 +105,11 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     let licence = LicenceTerms {
         customer: "meshward demo".into(),
         max_nodes: 3,
-        expires_at_ms: crate::cli::now_ms() as u64 + 30 * 24 * 3600 * 1000,
+        expires_at_ms: meshward_node::ops::now_ms() as u64 + 30 * 24 * 3600 * 1000,
     }
     .sign(&issuer);
     let licence_file = dir.join("licence.json");
-    crate::disk::write_new(&licence_file, licence.to_file().as_bytes(), 0o644)?;
+    meshward_node::disk::write_new(&licence_file, licence.to_file().as_bytes(), 0o644)?;
     step(&exe, leader, &["licence", "install", path(&licence_file)?])?;
     let mut running = Nodes::default();
     running.0.push(start(&exe, leader, &[])?);
@@ -193,7 +193,7 @@ fn step(exe: &Path, data: &Path, args: &[&str]) -> anyhow::Result<()> {
 
 /// Starts `meshward run` on `data` and waits until its setup endpoint listens.
 fn start(exe: &Path, data: &Path, peers: &[&String]) -> anyhow::Result<Child> {
-    let log = crate::disk::create_new(&data.join("daemon.log"), 0o600)?;
+    let log = meshward_node::disk::create_new(&data.join("daemon.log"), 0o600)?;
     let mut cmd = Command::new(exe);
     cmd.arg("--data").arg(data).arg("run");
     for p in peers {

@@ -22,41 +22,34 @@
 //! occurrence and counted (`mesh.store` in `status --json`, `meshward_store_*` in `/metrics`).
 //! Any other store failure still stops the daemon.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use meshward_crdt::{CommitError, ReplicaConfig, RowChange, WriterId};
+use meshward_crdt::{CommitError, RowChange, WriterId};
 use meshward_transport::setup::{Incoming, SetupServer};
-use meshward_transport::{Event, Handle, MessageId, RequestId, ResponseId, Transport};
+use meshward_transport::{Event, Handle, MessageId, RequestId, ResponseId};
 use serde_json::json;
-use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use crate::api::ApiState;
-use crate::cli::RunArgs;
-use crate::core::{Core, CoreConfig, Input, Output, Verdict};
-use crate::join::Admission;
-use crate::ops::now_ms;
-use crate::setup_gate::SetupGate;
-use crate::store::{HighWater, Identity, PeerEntry, Store};
+use meshward_node::core::{Core, Input, Output, Verdict};
+use meshward_node::join::Admission;
+use meshward_node::ops::now_ms;
+use meshward_node::setup_gate::SetupGate;
+use meshward_node::store::{HighWater, PeerEntry, Store};
 
 mod backend;
 mod jobs;
+mod start;
 
-/// Tick period: timers (redial, periodic sync, adverts) resolve to this. 50 ms.
-const TICK: Duration = Duration::from_millis(50);
-/// Transport events handled together, under one durable commit.
-const EVENT_BATCH: usize = 256;
+use start::core_from;
+pub use start::{RunOptions, run};
+
 /// Ids waiting for an answer (gossip verdicts, response channels, requests), per map.
 const MAX_PENDING: usize = 4096;
-/// How long the daemon waits at start for a command that holds the store to finish.
-const BUSY_WAIT: Duration = Duration::from_secs(5);
-/// How long resolving a roster member's name may take at start.
-const RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
 /// After a write refused for a full disk, how long the core's replication stays held before
 /// the node tries writing replicated data again: 5 s, doubling on each refusal up to
 /// [`FULL_RETRY_MAX`]. Each refusal costs a reopen of the store and a rebuild of the core
@@ -65,29 +58,6 @@ const FULL_RETRY_MIN: Duration = Duration::from_secs(5);
 /// The longest hold: replication resumes within a minute of space being freed even when no
 /// local write shows it sooner.
 const FULL_RETRY_MAX: Duration = Duration::from_secs(60);
-
-/// Runs the daemon until SIGINT or SIGTERM.
-pub fn run(data: &Path, args: &RunArgs) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
-    let mut peers = Vec::new();
-    for peer in &args.peers {
-        let addrs: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(peer.as_str())
-            .with_context(|| {
-                format!("peer address {peer:?} does not resolve; give IP:PORT or HOST:PORT")
-            })?
-            .collect();
-        anyhow::ensure!(
-            !addrs.is_empty(),
-            "peer address {peer:?} resolves to no address"
-        );
-        peers.extend(addrs);
-    }
-    runtime.block_on(serve(data.to_path_buf(), args, peers))
-}
 
 /// A map of ids awaiting an answer, bounded: inserting into a full map evicts the oldest.
 #[derive(Debug)]
@@ -193,7 +163,7 @@ struct Node {
     lag: Lag,
     /// The setup endpoint, when the node was initialised or joined (it has a certificate).
     setup: Option<SetupServer>,
-    /// Which certificates may hold a setup connection ([`crate::setup_gate`]).
+    /// Which certificates may hold a setup connection ([`meshward_node::setup_gate`]).
     gate: Arc<SetupGate>,
     /// Pending join challenges (leader side).
     admission: Admission,
@@ -201,9 +171,9 @@ struct Node {
     admin: Option<crate::admin::AdminServer>,
     /// The users and revoked serials for the admin API, keyed by the stored chain's
     /// high-water mark.
-    access_cache: Option<(Option<HighWater>, crate::cli_admin::Access)>,
+    access_cache: Option<(Option<HighWater>, meshward_node::authority::Access)>,
     /// The verified mastered chain, rebuilt only when the stored chain moved (setup requests).
-    chain_cache: crate::roster::ChainCache,
+    chain_cache: meshward_node::roster::ChainCache,
     /// Writes refused for a full disk.
     disk: DiskFull,
 }
@@ -252,7 +222,7 @@ fn now_us() -> u64 {
 impl Node {
     /// (Re)loads the stored mastered chain into the core, which admits its roster.
     fn load_mastered(&mut self) -> anyhow::Result<()> {
-        crate::roster::load_into(&self.store, &mut self.core, now_ms() as u64)
+        meshward_node::roster::load_into(&self.store, &mut self.core, now_ms() as u64)
     }
 
     fn feed(&mut self, input: Input) -> anyhow::Result<()> {
@@ -289,7 +259,7 @@ impl Node {
             Err(e) if self.store.write_refused() => {
                 debug!(error = %format!("{e:#}"), "a write was refused for a full disk");
                 self.recover(asked)?;
-                Err(Refused(crate::disk::full_error(&self.data).to_string()).into())
+                Err(Refused(meshward_node::disk::full_error(&self.data).to_string()).into())
             }
             other => other,
         }
@@ -388,7 +358,7 @@ impl Node {
         drop(std::mem::replace(&mut self.store, Store::in_memory()?));
         let reopen = || -> anyhow::Result<(Store, Core)> {
             let store = Store::open(&self.data)?;
-            let roster = crate::roster::admitted(&store)?;
+            let roster = meshward_node::roster::admitted(&store)?;
             let core = core_from(&store, &store.identity()?, roster, now)?;
             Ok((store, core))
         };
@@ -400,7 +370,7 @@ impl Node {
         })?;
         self.store = store;
         self.access_cache = None;
-        self.chain_cache = crate::roster::ChainCache::default();
+        self.chain_cache = meshward_node::roster::ChainCache::default();
         let old = std::mem::replace(&mut self.core, core);
         self.core.carry_counters(old.counters().clone());
         self.core.set_held(now, true);
@@ -411,7 +381,7 @@ impl Node {
         self.done = None;
         let error = format!(
             "{}; the command was not completed: check with `meshward status` and try again",
-            crate::disk::full_error(&self.data)
+            meshward_node::disk::full_error(&self.data)
         );
         self.fail_waiters(&error);
         let mut inputs: Vec<Input> = old
@@ -633,7 +603,7 @@ impl Node {
             reply,
         } = incoming;
         let mut admission = std::mem::replace(&mut self.admission, Admission::new([0; 32]));
-        let response = crate::cluster::serve_setup(
+        let response = crate::setup::serve_setup(
             &mut backend::DaemonBackend { node: self },
             &mut admission,
             &data,
@@ -651,7 +621,7 @@ impl Node {
     /// Gives the setup endpoint's gate the current bundle, and the revoked serials when the
     /// stored chain changed (two small reads otherwise).
     pub(super) fn refresh_gate(&mut self) -> anyhow::Result<()> {
-        let bundle = crate::authority::bundle_state(&self.store)?;
+        let bundle = meshward_node::authority::bundle_state(&self.store)?;
         let chain = self.store.mastered_high_water()?;
         let revoked = if self.gate.knows(chain) {
             None
@@ -665,220 +635,15 @@ impl Node {
     /// The users and revoked serials of the verified mastered chain, folded again only when
     /// the stored chain changed (its high-water mark: the newest record's epoch, version and
     /// hash, one small read), so a request costs no signature checks and no read of the chain.
-    fn admin_access(&mut self) -> anyhow::Result<&crate::cli_admin::Access> {
+    fn admin_access(&mut self) -> anyhow::Result<&meshward_node::authority::Access> {
         let key = self.store.mastered_high_water()?;
         let fresh = matches!(&self.access_cache, Some((k, _)) if *k == key);
         if !fresh {
-            self.access_cache = Some((key, crate::cli_admin::access(&self.store)?));
+            self.access_cache = Some((key, meshward_node::authority::access(&self.store)?));
         }
         self.access_cache
             .as_ref()
             .map(|(_, access)| access)
             .context("no users view")
-    }
-}
-
-/// A core on what `store` holds: the replica, the admitted `roster`, the peers it knows.
-fn core_from(
-    store: &Store,
-    identity: &Identity,
-    roster: BTreeSet<WriterId>,
-    now: u64,
-) -> anyhow::Result<Core> {
-    let replica = store.load_replica(identity, ReplicaConfig::default())?;
-    let known = store.known_peers()?;
-    Ok(Core::new(
-        replica,
-        roster,
-        CoreConfig::default(),
-        rand::random(),
-        known,
-        now,
-    ))
-}
-
-async fn serve(data: PathBuf, args: &RunArgs, mut dial: Vec<SocketAddr>) -> anyhow::Result<()> {
-    let mut store = open_waiting(&data).await?;
-    if crate::sealed::is_sealed(&data, &store)? {
-        drop(store);
-        crate::sealed::serve(&data).await?;
-        store = open_waiting(&data).await?;
-    }
-    let identity = store.identity()?;
-    // The admin API's external CAs, read before anything listens: a bad file stops the start.
-    let node_config = crate::config::NodeConfig::load(&data)?;
-    let external = match node_config.admin_client_ca.clone() {
-        Some(path) if args.admin_listen.is_some() => {
-            crate::certs::load_ca_file(&data.join(path))
-                .context("admin-client-ca in DATA/meshward.toml")?
-        }
-        _ => Vec::new(),
-    };
-    let listen = match args.listen {
-        Some(listen) => listen,
-        None => store
-            .setting(crate::cluster::LISTEN_SETTING)?
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(crate::cluster::default_listen),
-    };
-    dial.extend(roster_addresses(&store, &identity).await?);
-    let roster: BTreeSet<WriterId> = crate::roster::admitted(&store)?;
-    if roster.is_empty() {
-        warn!("no roster: this node runs standalone and admits no peer");
-    }
-    let core = core_from(&store, &identity, roster.clone(), now_ms() as u64)?;
-    let config = meshward_transport::Config {
-        listen,
-        ..meshward_transport::Config::default()
-    };
-    let (handle, mut events) = Transport::spawn(identity.key.to_bytes(), roster.clone(), config)
-        .context("starting the mesh transport")?;
-    let setup_tls = crate::cluster::tls_identity(&store)?;
-    let mut node = Node {
-        data: data.clone(),
-        store,
-        core,
-        handle,
-        listen: None,
-        gossip: Pending::new(),
-        channels: Pending::new(),
-        requests: Pending::new(),
-        next_id: 0,
-        next_token: 0,
-        committed: None,
-        done: None,
-        waiters: BTreeMap::new(),
-        lag: Lag::default(),
-        setup: None,
-        gate: Arc::new(SetupGate::default()),
-        admission: Admission::new(rand::random()),
-        admin: None,
-        access_cache: None,
-        chain_cache: crate::roster::ChainCache::default(),
-        disk: DiskFull::default(),
-    };
-    node.load_mastered()?;
-    // The gate knows the current bundle before the setup endpoint listens.
-    node.refresh_gate()?;
-    let mut setup_rx = None;
-    if let Some(tls) = setup_tls {
-        let bind = args
-            .setup_listen
-            .unwrap_or_else(|| crate::cluster::setup_listen(listen));
-        let (server, rx) =
-            SetupServer::listen(bind, &tls, node.gate.clone()).with_context(|| {
-                format!("starting the setup endpoint on {bind}; give another --setup-listen")
-            })?;
-        info!(addr = %server.local_addr(), "setup endpoint listening");
-        node.setup = Some(server);
-        setup_rx = Some(rx);
-    }
-    for addr in dial {
-        let _ = node.handle.dial(addr);
-    }
-    let (api_tx, mut api_rx) = mpsc::channel(crate::api::JOB_QUEUE);
-    let router = crate::api::router(ApiState { jobs: api_tx });
-    let (socket, _server) = crate::api::serve_local(&data, router.clone())?;
-    if let Some(bind) = args.admin_listen {
-        let tls = crate::cluster::tls_identity(&node.store)?.context(
-            "the admin API needs the node's certificate: run `meshward init` or `join` first",
-        )?;
-        node.admin = Some(
-            crate::admin::spawn(bind, &tls, &external, node_config.admin_limits(), router).await?,
-        );
-    }
-    let mut tick = tokio::time::interval(TICK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
-    info!(writer = %identity.writer().to_hex(), "node running");
-    let result = loop {
-        let step = tokio::select! {
-            biased;
-            _ = term.recv() => break Ok(()),
-            _ = int.recv() => break Ok(()),
-            Some(job) = api_rx.recv() => {
-                node.api_job(job);
-                Ok(())
-            }
-            Some(incoming) = next_setup(&mut setup_rx) => {
-                node.setup_request(incoming);
-                Ok(())
-            }
-            event = events.recv() => {
-                let Some(event) = event else {
-                    break Err(anyhow::anyhow!("the mesh transport stopped"));
-                };
-                // Take whatever else is ready too: one durable commit for the whole batch.
-                let mut inputs: Vec<Input> = node.on_event(event).into_iter().collect();
-                while inputs.len() < EVENT_BATCH {
-                    let Ok(event) = events.try_recv() else { break };
-                    inputs.extend(node.on_event(event));
-                }
-                node.feed_batch(inputs)
-            }
-            _ = tick.tick() => {
-                node.retry_writes();
-                if let Err(e) = node.refresh_gate() {
-                    warn!(error = %format!("{e:#}"), "the setup endpoint's gate keeps its last state");
-                }
-                node.feed(Input::Tick)
-            }
-        };
-        // A write refused for a full disk is survived (the node recovered); any other
-        // failure stops the daemon.
-        if let Err(e) = survive(step).and_then(|()| node.check_store()) {
-            break Err(e);
-        }
-    };
-    let _ = std::fs::remove_file(&socket);
-    info!("node stopped");
-    result
-}
-
-/// The next setup request; never ready when the node runs no setup endpoint.
-async fn next_setup(rx: &mut Option<mpsc::Receiver<Incoming>>) -> Option<Incoming> {
-    match rx {
-        Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
-/// The mesh addresses of the other roster members whose address carries a port (names are
-/// resolved, each within [`RESOLVE_TIMEOUT`]); dialled at start.
-async fn roster_addresses(store: &Store, identity: &Identity) -> anyhow::Result<Vec<SocketAddr>> {
-    let me = identity.key.verifying_key().to_bytes();
-    let mut out = Vec::new();
-    let Some(chain) = crate::roster::chain(store)? else {
-        return Ok(out);
-    };
-    for member in chain.roster().members.iter().filter(|m| m.key != me) {
-        if let Ok(addr) = member.address.parse::<SocketAddr>() {
-            out.push(addr);
-        } else if crate::cluster::address_host(&member.address) != member.address
-            && let Ok(Ok(addrs)) =
-                tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host(&member.address))
-                    .await
-        {
-            out.extend(addrs);
-        }
-    }
-    Ok(out)
-}
-
-/// Opens the store, waiting up to [`BUSY_WAIT`] while a one-shot command holds it.
-async fn open_waiting(data: &Path) -> anyhow::Result<Store> {
-    let deadline = tokio::time::Instant::now() + BUSY_WAIT;
-    loop {
-        match Store::open(data) {
-            Err(crate::store::StoreError::Busy { .. })
-                if tokio::time::Instant::now() < deadline =>
-            {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            other => {
-                return other.with_context(|| format!("opening the store in {}", data.display()));
-            }
-        }
     }
 }

@@ -11,12 +11,12 @@ use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-pub use crate::authority::{Access, access, users};
-use crate::backup::{ArchiveReader, ArchiveWriter, BackupError};
-use crate::cli::{Backend, Global};
-use crate::disk::{create_new, exists_error, private_data_dir};
-use crate::mek::{MEK_FILE, Mek};
-use crate::store::{STORE_FILE, Store, StoreError, create_private_dir};
+use crate::args::Global;
+use meshward_node::backup::{ArchiveReader, ArchiveWriter, BackupError};
+use meshward_node::disk::{create_new, exists_error, private_data_dir};
+use meshward_node::mek::{MEK_FILE, Mek};
+use meshward_node::ops::Backend;
+use meshward_node::store::{STORE_FILE, Store, StoreError, create_private_dir};
 
 /// `meshward user …`
 #[derive(Debug, Subcommand)]
@@ -123,22 +123,23 @@ pub fn backup(
     let cluster = store.identity()?.cluster;
     let estimate = fs::metadata(data.join(STORE_FILE)).map_or(0, |m| m.len());
     let tmp = partial_path(&args.out);
-    let result = (|| -> anyhow::Result<crate::backup::SnapshotStats> {
+    let result = (|| -> anyhow::Result<meshward_node::backup::SnapshotStats> {
         let file = create_new(&tmp, 0o600)?;
         let mut archive = ArchiveWriter::new(BufWriter::new(file), &mek, cluster.0)?;
         let mut next = PROGRESS_STEP;
         let started = std::time::Instant::now();
-        let stats = crate::backup::write_snapshot(store.reader(), &mut archive, &mut |bytes| {
-            if bytes >= next {
-                next += PROGRESS_STEP;
-                eprintln!(
-                    "backup: {} MiB written (store file {} MiB), {:.0} s",
-                    bytes >> 20,
-                    estimate >> 20,
-                    started.elapsed().as_secs_f64()
-                );
-            }
-        })?;
+        let stats =
+            meshward_node::backup::write_snapshot(store.reader(), &mut archive, &mut |bytes| {
+                if bytes >= next {
+                    next += PROGRESS_STEP;
+                    eprintln!(
+                        "backup: {} MiB written (store file {} MiB), {:.0} s",
+                        bytes >> 20,
+                        estimate >> 20,
+                        started.elapsed().as_secs_f64()
+                    );
+                }
+            })?;
         let file = archive.finish()?.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
         Ok(stats)
@@ -163,7 +164,7 @@ pub fn backup(
             return Err(e.context(format!("writing the backup {}", args.out.display())));
         }
     };
-    if let Err(e) = crate::disk::publish(&tmp, &args.out) {
+    if let Err(e) = meshward_node::disk::publish(&tmp, &args.out) {
         let _ = fs::remove_file(&tmp);
         return Err(e).with_context(|| format!("moving the backup to {}", args.out.display()));
     }
@@ -216,12 +217,12 @@ pub fn restore(
         .with_context(|| format!("opening the backup {}", args.file.display()))?;
     private_data_dir(data).with_context(|| format!("creating {}", data.display()))?;
     let tmp = data.join(format!(".{STORE_FILE}.restore"));
-    let result = (|| -> Result<crate::backup::SnapshotStats, BackupError> {
+    let result = (|| -> Result<meshward_node::backup::SnapshotStats, BackupError> {
         let _ = fs::remove_file(&tmp); // a leftover of an interrupted restore
         create_new(&tmp, 0o600)?;
-        let db = crate::disk::open_database(&tmp).map_err(StoreError::from)?;
+        let db = meshward_node::disk::open_database(&tmp).map_err(StoreError::from)?;
         let mut reader = ArchiveReader::new(BufReader::new(file), &mek)?;
-        let stats = crate::backup::read_snapshot(&db, &mut reader)?;
+        let stats = meshward_node::backup::read_snapshot(&db, &mut reader)?;
         drop(db);
         fs::File::open(&tmp)?.sync_all()?;
         Ok(stats)

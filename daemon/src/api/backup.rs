@@ -2,7 +2,7 @@
 //!
 //! The snapshot is one redb read transaction (consistent while the node keeps writing), taken
 //! on a blocking thread from the store's shared database; the archive is sealed under the
-//! node's MEK ([`crate::backup`]: XChaCha20-Poly1305 chunks bound to the archive id, their
+//! node's MEK ([`meshward_node::backup`]: XChaCha20-Poly1305 chunks bound to the archive id, their
 //! index and a last-chunk flag). The body is sent as the chunks are sealed, through a bounded
 //! channel. If writing fails midway the connection is cut: the client holds an archive without
 //! its last chunk, which every restore refuses as truncated.
@@ -20,8 +20,8 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
 use super::{ApiState, Caller, Job, ask, problem_response};
-use crate::backup::{ArchiveWriter, write_snapshot};
-use crate::mek::Mek;
+use meshward_node::backup::{ArchiveWriter, write_snapshot};
+use meshward_node::mek::Mek;
 
 /// Chunks of the archive in flight to the client.
 const IN_FLIGHT: usize = 8;

@@ -1,5 +1,5 @@
 //! API requests in the actor: the caller is authorized against the verified users view, then
-//! the request runs on the live node ([`crate::ops::execute`]), or, when it waits for other
+//! the request runs on the live node ([`meshward_node::ops::execute`]), or, when it waits for other
 //! nodes (failover, hand-over, leaving, a delegated password change), goes to the core and is
 //! answered when the core is done. Every HA operation and its outcome is appended to the HA
 //! command log.
@@ -13,10 +13,10 @@ use tokio::sync::oneshot;
 use super::Node;
 use super::backend::DaemonBackend;
 use crate::api::{ApiJob, Caller, Job};
-use crate::core::{Input, Secret};
-use crate::ops::{self, failure};
+use meshward_node::core::{Input, Secret};
+use meshward_node::ops::{self, failure};
 
-/// A client waiting for an [`crate::core::Output::Done`].
+/// A client waiting for an [`meshward_node::core::Output::Done`].
 #[derive(Debug)]
 pub(super) struct Waiter {
     reply: oneshot::Sender<Result<Reply, Problem>>,
@@ -77,7 +77,7 @@ impl Node {
         };
         let need = match job {
             Job::CheckUser => None,
-            Job::Backup(_) => Some(crate::grants::Action::Backup),
+            Job::Backup(_) => Some(meshward_node::grants::Action::Backup),
             Job::Run(request) => Some(ops::access::required(request).ok_or_else(|| {
                 Problem::new(
                     ProblemKind::Forbidden,
@@ -98,7 +98,7 @@ impl Node {
 
     /// What a backup is written from: the store's database and the node's MEK.
     fn backup_source(&mut self) -> Result<crate::api::BackupSource, Problem> {
-        let mek = crate::authority::load_mek(&self.data)
+        let mek = meshward_node::authority::load_mek(&self.data)
             .map_err(|e| Problem::new(ProblemKind::Unavailable, format!("{e:#}")))?;
         let cluster = self
             .store
@@ -130,7 +130,7 @@ impl Node {
                     "this node is not part of a cluster",
                 )
             })?;
-            crate::ha::resolve_member(chain, name)
+            meshward_node::ha::resolve_member(chain, name)
                 .map(WriterId)
                 .map_err(|e| Problem::bad_input(field, format!("{e:#}")))
         };
@@ -149,9 +149,8 @@ impl Node {
                     .anchor()
                     .map_err(|e| failure(e.into()))?
                     .map(|a| a.genesis_leader);
-                let next =
-                    crate::ha::handover_target(chain()?, primary, &crate::ha::HaCmd::Failback)
-                        .map_err(|e| Problem::new(ProblemKind::Conflict, format!("{e:#}")))?;
+                let next = meshward_node::ha::failback_target(chain()?, primary)
+                    .map_err(|e| Problem::new(ProblemKind::Conflict, format!("{e:#}")))?;
                 Input::Handover {
                     token,
                     next: WriterId(next),
@@ -181,7 +180,7 @@ impl Node {
         let leader = self
             .core
             .chain()
-            .map(crate::roster::leader_address)
+            .map(meshward_node::roster::leader_address)
             .unwrap_or_default();
         let command = waiter.request.describe();
         let is_ha = !matches!(waiter.request, Request::ChangePassword { .. });
@@ -191,7 +190,7 @@ impl Node {
                 format!("done at mastered version {version}; epoch {epoch}, leader {leader}")
             })
             .map_err(Clone::clone);
-        crate::ha::log(
+        meshward_node::ha::log(
             &self.data,
             &command,
             logged.as_deref().map_err(Clone::clone),
