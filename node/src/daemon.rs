@@ -40,6 +40,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
+use crate::bootstrap::Bootstrap;
 use crate::cli::{Backend, Cli, Command, RunArgs, now_ms, run as run_command};
 use crate::control::{ControlReply, ControlRequest, MAX_REQUEST, SOCKET};
 use crate::core::{Core, CoreConfig, Input, Output, Secret, Verdict};
@@ -210,6 +211,8 @@ struct Node {
     chain_cache: crate::roster::ChainCache,
     /// Writes refused for a full disk.
     disk: DiskFull,
+    /// The `--peer` and roster addresses, dialled again while a member was never reached.
+    bootstrap: Bootstrap,
 }
 
 /// A control client waiting for an [`Output::Done`].
@@ -454,6 +457,23 @@ impl Node {
             self.recover(Vec::new())?;
         }
         Ok(())
+    }
+
+    /// Dials the bootstrap addresses again when some roster member was never reached and a
+    /// retry is due (see [`crate::bootstrap`]).
+    fn retry_bootstrap(&mut self) {
+        let unreached = self.core.unreached();
+        let connected: BTreeSet<SocketAddr> = self
+            .core
+            .peers()
+            .filter(|(_, p)| p.connected)
+            .filter_map(|(_, p)| p.addr)
+            .collect();
+        let due = self.bootstrap.due(now_ms() as u64, unreached);
+        for addr in due.iter().filter(|a| !connected.contains(a)) {
+            debug!(%addr, "dialling a bootstrap address again");
+            let _ = self.handle.dial(*addr);
+        }
     }
 
     /// Releases the core's hold after a full disk once its time has come, so replicated data
@@ -1103,6 +1123,7 @@ impl Backend for DaemonBackend<'_> {
         self.node.handle.set_blocked(peers)?;
         if heal {
             self.node.core.redial_now(now_ms() as u64);
+            self.node.bootstrap.now(now_ms() as u64);
             self.node.feed(Input::Tick)?;
         }
         Ok(())
@@ -1187,6 +1208,7 @@ async fn serve(data: PathBuf, args: &RunArgs, mut dial: Vec<SocketAddr>) -> anyh
         access_cache: None,
         chain_cache: crate::roster::ChainCache::default(),
         disk: DiskFull::default(),
+        bootstrap: Bootstrap::new(Vec::new(), 0),
     };
     node.load_mastered()?;
     // The gate knows the current bundle before the setup endpoint listens.
@@ -1204,9 +1226,10 @@ async fn serve(data: PathBuf, args: &RunArgs, mut dial: Vec<SocketAddr>) -> anyh
         node.setup = Some(server);
         setup_rx = Some(rx);
     }
-    for addr in dial {
-        let _ = node.handle.dial(addr);
+    for addr in &dial {
+        let _ = node.handle.dial(*addr);
     }
+    node.bootstrap = Bootstrap::new(dial, now_ms() as u64);
     let socket = data.join(SOCKET);
     let _ = std::fs::remove_file(&socket);
     let listener = UnixListener::bind(&socket)
@@ -1262,6 +1285,7 @@ async fn serve(data: PathBuf, args: &RunArgs, mut dial: Vec<SocketAddr>) -> anyh
             }
             _ = tick.tick() => {
                 node.retry_writes();
+                node.retry_bootstrap();
                 if let Err(e) = node.refresh_gate() {
                     warn!(error = %format!("{e:#}"), "the setup endpoint's gate keeps its last state");
                 }

@@ -12,6 +12,7 @@ pub mod admin;
 pub mod admin_limits;
 pub mod audit;
 pub mod backup;
+pub mod bootstrap;
 pub mod certs;
 #[cfg(feature = "daemon")]
 pub mod cli;
