@@ -22,7 +22,7 @@
 //! occurrence and counted (`mesh.store` in `status --json`, `meshward_store_*` in `/metrics`).
 //! Any other store failure still stops the daemon.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -35,6 +35,7 @@ use meshward_transport::{Event, Handle, MessageId, RequestId, ResponseId};
 use serde_json::json;
 use tracing::{debug, info, warn};
 
+use meshward_node::bootstrap::Bootstrap;
 use meshward_node::core::{Core, Input, Output, Verdict};
 use meshward_node::join::Admission;
 use meshward_node::ops::now_ms;
@@ -176,6 +177,8 @@ struct Node {
     chain_cache: meshward_node::roster::ChainCache,
     /// Writes refused for a full disk.
     disk: DiskFull,
+    /// The `--peer` and roster addresses, dialled again while a member was never reached.
+    bootstrap: Bootstrap,
 }
 
 /// Replication lag of applied pushes (commit on the origin → durable here), over the last
@@ -409,6 +412,23 @@ impl Node {
             self.recover(Vec::new())?;
         }
         Ok(())
+    }
+
+    /// Dials the bootstrap addresses again when some roster member was never reached and a
+    /// retry is due (see [`meshward_node::bootstrap`]).
+    fn retry_bootstrap(&mut self) {
+        let unreached = self.core.unreached();
+        let connected: BTreeSet<SocketAddr> = self
+            .core
+            .peers()
+            .filter(|(_, p)| p.connected)
+            .filter_map(|(_, p)| p.addr)
+            .collect();
+        let due = self.bootstrap.due(now_ms() as u64, unreached);
+        for addr in due.iter().filter(|a| !connected.contains(a)) {
+            debug!(%addr, "dialling a bootstrap address again");
+            let _ = self.handle.dial(*addr);
+        }
     }
 
     /// Releases the core's hold after a full disk once its time has come, so replicated data

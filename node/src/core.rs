@@ -615,6 +615,18 @@ impl Core {
         }
     }
 
+    /// Whether some other roster member is neither connected nor has an address to redial it
+    /// at (it was never reached): the driver then dials its bootstrap addresses again (see
+    /// [`crate::bootstrap`]).
+    pub fn unreached(&self) -> bool {
+        let me = self.me();
+        self.roster.iter().filter(|w| **w != me).any(|w| {
+            self.peers
+                .get(w)
+                .is_none_or(|p| !p.status.connected && p.status.addr.is_none())
+        })
+    }
+
     /// Holds (or releases) replication while the driver's store refuses writes (its disk is
     /// full). Held, the core applies no changes or mastered records from peers (they are
     /// counted in `held_dropped` and answered [`Verdict::Ignore`]: not forwarded, no

@@ -22,6 +22,7 @@ pub mod admin_limits;
 pub mod audit;
 pub mod authority;
 pub mod backup;
+pub mod bootstrap;
 pub mod certs;
 pub mod cluster_config;
 pub mod config;

@@ -66,7 +66,9 @@ impl Daemon {
         cmd.arg("--data").arg(data).arg("run").args(args);
         let log = std::fs::File::create(data.join("daemon.log"))?;
         cmd.stdout(std::process::Stdio::null()).stderr(log);
-        cmd.env("MESHWARD_LOG", "info");
+        // MESHWARD_TEST_LOG sets the daemons' log filter (e.g. `debug` to chase a failure).
+        let filter = std::env::var("MESHWARD_TEST_LOG").unwrap_or_else(|_| "info".into());
+        cmd.env("MESHWARD_LOG", filter);
         let child = cmd.spawn().context("starting meshward run")?;
         let daemon = Daemon {
             data: data.to_path_buf(),

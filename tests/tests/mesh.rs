@@ -208,6 +208,37 @@ fn a_node_killed_with_sigkill_catches_up_after_restart() {
     wait_for(CONVERGE, || all_converged(&daemons, 11)).expect("the restarted node catches up");
 }
 
+fn connected_peers(d: &Daemon) -> anyhow::Result<usize> {
+    let status = d.status()?;
+    let peers = status["mesh"]["peers"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    Ok(peers.values().filter(|p| p["connected"] == true).count())
+}
+
+#[test]
+fn a_peer_given_by_address_that_is_down_at_start_is_dialled_again_until_it_answers() {
+    let _serial = serial();
+    let root = tempfile::tempdir().unwrap();
+    let nodes = cluster(root.path(), 2).unwrap();
+    // Node 0 runs once to learn a free port, then stops: node 1 starts dialling a dead port.
+    let first = Daemon::start(&nodes[0].0, &[]).unwrap();
+    let addr0 = first.listen_addr().unwrap().unwrap();
+    first.kill(libc::SIGTERM);
+    let node1 = Daemon::start(&nodes[1].0, &[addr0]).unwrap();
+    // Past QUIC's 5 s handshake deadline, so that first dial has given up for good.
+    std::thread::sleep(Duration::from_secs(7));
+    assert_eq!(connected_peers(&node1).unwrap(), 0);
+    // Node 0 comes back on that port knowing no address of node 1 (the roster's are names,
+    // and they never met): only node 1 dialling again can bring them together.
+    let node0 = Daemon::start_with(&nodes[0].0, &["--listen".into(), addr0.to_string()]).unwrap();
+    wait_for(CONVERGE, || {
+        Ok(connected_peers(&node0)? == 1 && connected_peers(&node1)? == 1)
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\nnode 1:\n{}", node1.log_tail(30)));
+}
+
 #[test]
 fn a_peer_outside_the_roster_is_refused_and_the_node_keeps_serving() {
     let _serial = serial();
@@ -641,15 +672,8 @@ fn a_former_leader_restarted_from_an_old_copy_of_its_data_cannot_roll_the_chain_
         .map(|d| d.listen_addr().unwrap().unwrap())
         .collect();
     daemons.insert(0, Daemon::start(&data0, &peers).unwrap());
-    wait_for(CONVERGE, || {
-        let status = daemons[0].status()?;
-        let peers = status["mesh"]["peers"]
-            .as_object()
-            .cloned()
-            .unwrap_or_default();
-        Ok(peers.values().filter(|p| p["connected"] == true).count() == 2)
-    })
-    .expect("node 0 reconnects to both members");
+    wait_for(CONVERGE, || Ok(connected_peers(&daemons[0])? == 2))
+        .expect("node 0 reconnects to both members");
     cli(&daemons[0].data, &["ha", "demote", "--to", &real_name]).unwrap();
     wait_for(CONVERGE, || {
         all_led_by(&daemons.iter().collect::<Vec<_>>(), 2, &real_name)

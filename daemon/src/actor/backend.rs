@@ -254,6 +254,7 @@ impl Backend for DaemonBackend<'_> {
         self.node.handle.set_blocked(peers)?;
         if heal {
             self.node.core.redial_now(now_ms() as u64);
+            self.node.bootstrap.now(now_ms() as u64);
             self.node.feed(Input::Tick)?;
         }
         Ok(())

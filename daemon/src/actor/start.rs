@@ -16,6 +16,7 @@ use tracing::{info, warn};
 
 use super::{DiskFull, Lag, Node, Pending, survive};
 use crate::api::ApiState;
+use meshward_node::bootstrap::Bootstrap;
 use meshward_node::core::{Core, CoreConfig, Input};
 use meshward_node::join::Admission;
 use meshward_node::ops::now_ms;
@@ -144,6 +145,7 @@ async fn serve(data: PathBuf, args: &RunOptions, mut dial: Vec<SocketAddr>) -> a
         access_cache: None,
         chain_cache: meshward_node::roster::ChainCache::default(),
         disk: DiskFull::default(),
+        bootstrap: Bootstrap::new(Vec::new(), 0),
     };
     node.load_mastered()?;
     // The gate knows the current bundle before the setup endpoint listens.
@@ -165,9 +167,10 @@ async fn serve(data: PathBuf, args: &RunOptions, mut dial: Vec<SocketAddr>) -> a
         node.setup = Some(server);
         setup_rx = Some(rx);
     }
-    for addr in dial {
-        let _ = node.handle.dial(addr);
+    for addr in &dial {
+        let _ = node.handle.dial(*addr);
     }
+    node.bootstrap = Bootstrap::new(dial, now_ms() as u64);
     let (api_tx, mut api_rx) = mpsc::channel(crate::api::JOB_QUEUE);
     let router = crate::api::router(ApiState { jobs: api_tx });
     let (socket, _server) = crate::api::serve_local(&data, router.clone())?;
@@ -211,6 +214,7 @@ async fn serve(data: PathBuf, args: &RunOptions, mut dial: Vec<SocketAddr>) -> a
             }
             _ = tick.tick() => {
                 node.retry_writes();
+                node.retry_bootstrap();
                 if let Err(e) = node.refresh_gate() {
                     warn!(error = %format!("{e:#}"), "the setup endpoint's gate keeps its last state");
                 }
