@@ -100,7 +100,7 @@ pub struct InstallLicence {
 /// `POST /v1/bundles`: make a one-time joining bundle (it supersedes any earlier one).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct CreateBundle {
-    /// Validity in seconds (60 to 86 400; default 86 400).
+    /// Validity in seconds (1 to 86 400; default 86 400).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_s: Option<u64>,
 }

@@ -428,8 +428,21 @@ impl Request {
 
     /// A one-line description for logs and the HA command log; never a secret.
     pub fn describe(&self) -> String {
-        let Route { method, path, .. } = self.route();
-        format!("{method:?} {path}").to_uppercase()
+        match self {
+            Request::Failover(f) if f.force => "ha failover --force".into(),
+            Request::Failover(_) => "ha failover".into(),
+            Request::Demote(d) => format!("ha demote --to {}", d.to),
+            Request::Failback => "ha failback".into(),
+            Request::MakeStandalone(m) => match &m.node {
+                Some(node) => format!("ha make-standalone --node {node}"),
+                None => "ha make-standalone".into(),
+            },
+            Request::ChangePassword { user, .. } => format!("password change {user}"),
+            _ => {
+                let Route { method, path, .. } = self.route();
+                format!("{} {path}", format!("{method:?}").to_uppercase())
+            }
+        }
     }
 }
 

@@ -43,6 +43,7 @@ use meshward_node::setup_gate::SetupGate;
 use meshward_node::store::{HighWater, PeerEntry, Store};
 
 mod backend;
+mod forward;
 mod jobs;
 mod start;
 
@@ -161,6 +162,10 @@ struct Node {
     done: Option<(u64, Result<u64, String>)>,
     /// Control clients waiting for other nodes (failover, delegation), by core token.
     waiters: BTreeMap<u64, jobs::Waiter>,
+    /// Callers waiting for the leader's answer to a forwarded request, by core token.
+    forwards: BTreeMap<u64, jobs::Waiter>,
+    /// Requests forwarded to this node as the leader, and their answers.
+    serving: forward::ServeQueue,
     lag: Lag,
     /// The setup endpoint, when the node was initialised or joined (it has a certificate).
     setup: Option<SetupServer>,
@@ -481,6 +486,12 @@ impl Node {
                 .store
                 .add_superseded(&records)
                 .context("keeping superseded records; the node cannot go on")?,
+            Output::Forwarded { token, result } => self.forwarded(token, result),
+            Output::Serve {
+                channel,
+                have,
+                envelope,
+            } => self.queue_serve(channel, have, envelope, queue),
             Output::Done { token, result } => {
                 if !self.done(token, result.clone()) {
                     self.done = Some((token, result));

@@ -265,12 +265,20 @@ pub fn unseal(data: &Path, store: &Store, mek: &Mek) -> anyhow::Result<()> {
     let anchor = store
         .anchor()?
         .context("the node is not sealed: it belongs to no cluster")?;
-    open_ca(store, anchor.cluster, mek).map_err(|_| {
-        anyhow::anyhow!(
-            "this key is not the cluster's MEK: it does not open the sealed cluster CA; \
-             nothing was written"
-        )
-    })?;
+    if let Err(e) = open_ca(store, anchor.cluster, mek) {
+        return Err(match e.downcast_ref::<crate::pki::PkiError>() {
+            Some(crate::pki::PkiError::WrongMek) => anyhow::anyhow!(
+                "this key is not this cluster's MEK: it does not open the cluster CA sealed in \
+                 the mastered chain; nothing was written: give the MEK file `meshward init` \
+                 wrote (from your vault)"
+            ),
+            Some(crate::pki::PkiError::NoCa) => anyhow::anyhow!(
+                "this node's mastered chain holds no cluster CA sealed with the MEK, so the key \
+                 cannot be checked; nothing was written"
+            ),
+            _ => e.context("checking the key against the sealed cluster CA"),
+        });
+    }
     mek.write_new(&target)?;
     Ok(())
 }

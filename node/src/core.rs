@@ -66,6 +66,9 @@ use tracing::{debug, warn};
 mod advert;
 mod election;
 mod fork;
+mod forward;
+
+pub use forward::{MAX_FORWARD, Opaque};
 mod ha;
 
 pub use advert::{ADVERT_DOMAIN, Advert};
@@ -226,6 +229,23 @@ pub enum Input {
         /// The new password.
         password: Secret,
     },
+    /// A write only the leader makes, on a follower: send `envelope` (opaque to the core) to
+    /// the leader. Answered by [`Output::Forwarded`] (see [`forward`]).
+    Forward {
+        /// Caller's token.
+        token: u64,
+        /// What to forward.
+        envelope: Opaque,
+    },
+    /// The driver's answer to an [`Output::Serve`] (opaque to the core).
+    Served {
+        /// The channel of the [`Output::Serve`].
+        channel: u64,
+        /// The asker's last mastered version, from the [`Output::Serve`].
+        have: u64,
+        /// The answer.
+        answer: Opaque,
+    },
 }
 
 /// What the core asks its driver to do, in order.
@@ -265,6 +285,22 @@ pub enum Output {
         token: u64,
         /// The version, or a message for the operator.
         result: Result<u64, String>,
+    },
+    /// The result of an [`Input::Forward`]: the leader's answer, or why there is none.
+    Forwarded {
+        /// The caller's token.
+        token: u64,
+        /// The leader's answer (opaque), or a message for the operator.
+        result: Result<Opaque, String>,
+    },
+    /// As the leader: run this forwarded `envelope` and answer with [`Input::Served`].
+    Serve {
+        /// Give it back in [`Input::Served`].
+        channel: u64,
+        /// Give it back in [`Input::Served`].
+        have: u64,
+        /// What a follower forwarded (opaque to the core).
+        envelope: Opaque,
     },
     /// Publish on gossip.
     Publish(Vec<u8>),
@@ -733,6 +769,12 @@ impl Core {
                 user,
                 password,
             } => self.password(now, token, user, password),
+            Input::Forward { token, envelope } => self.forward(now, token, envelope),
+            Input::Served {
+                channel,
+                have,
+                answer,
+            } => self.served(channel, have, answer),
             Input::SyncFailed { peer, request } => {
                 if let Some(pending) = self.asks.remove(&request) {
                     self.ha_reply(now, peer, pending, None);
@@ -1269,6 +1311,13 @@ pub enum Ask {
         /// The new password.
         password: Secret,
     },
+    /// (To the leader) run this write only you make (see [`forward`]).
+    Forward {
+        /// The asker's last mastered version.
+        have: u64,
+        /// What to run, opaque to the core.
+        envelope: Opaque,
+    },
     /// (From the leader) endorse `next_leader` to lead `next_epoch`, at this chain position:
     /// a planned hand-over.
     EndorseHandover {
@@ -1294,6 +1343,13 @@ pub enum Reply {
     Chain(Vec<Vec<u8>>),
     /// The leader did it: the mastered records after the asker's `have`, encoded; or why not.
     Done(Result<Vec<Vec<u8>>, String>),
+    /// The leader's answer to [`Ask::Forward`], after the records the asker lacks.
+    Forwarded {
+        /// The mastered records after the asker's `have`, encoded.
+        records: Vec<Vec<u8>>,
+        /// The answer, opaque to the core.
+        answer: Opaque,
+    },
 }
 
 /// A secret string (a password): never shown by `Debug`, zeroed when dropped.

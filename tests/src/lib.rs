@@ -315,6 +315,38 @@ pub fn cluster(root: &Path, n: usize) -> anyhow::Result<Vec<(PathBuf, String)>> 
     Ok(nodes)
 }
 
+/// Starts daemons for `nodes`; each dials every daemon started before it.
+pub fn start_all(nodes: &[(PathBuf, String)]) -> Vec<Daemon> {
+    let mut daemons: Vec<Daemon> = Vec::new();
+    for (data, _) in nodes {
+        let peers: Vec<_> = daemons
+            .iter()
+            .map(|d| d.listen_addr().expect("status").expect("listening"))
+            .collect();
+        daemons.push(Daemon::start(data, &peers).expect("start daemon"));
+    }
+    daemons
+}
+
+/// A daemon's view of leadership: its epoch and the leader's address.
+pub fn leadership(d: &Daemon) -> anyhow::Result<(u64, String)> {
+    let ha = d.status()?["ha"].clone();
+    Ok((
+        ha["epoch"].as_u64().unwrap_or(0),
+        ha["leader"].as_str().unwrap_or_default().to_string(),
+    ))
+}
+
+/// Whether every daemon sees epoch `epoch` led by `leader`.
+pub fn all_led_by(daemons: &[&Daemon], epoch: u64, leader: &str) -> anyhow::Result<bool> {
+    for d in daemons {
+        if leadership(d)? != (epoch, leader.to_string()) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 /// Appends `n` login events of `user` (targets host-0, host-1, …) through the CLI.
 pub fn append(data: &Path, user: &str, n: usize) -> anyhow::Result<()> {
     for i in 0..n {

@@ -16,56 +16,87 @@ use crate::api::{ApiJob, Caller, Job};
 use meshward_node::core::{Input, Secret};
 use meshward_node::ops::{self, failure};
 
-/// A client waiting for an [`meshward_node::core::Output::Done`].
+/// Where an answer goes: an API caller, or a follower that forwarded the request.
+#[derive(Debug)]
+pub(super) enum Sink {
+    /// A caller of this node's API.
+    Client(oneshot::Sender<Result<Reply, Problem>>),
+    /// A follower's forwarded request ([`super::forward`]): answered through the core.
+    Peer {
+        /// The core's channel of the request.
+        channel: u64,
+        /// The follower's last mastered version.
+        have: u64,
+    },
+}
+
+/// A caller waiting for the core ([`meshward_node::core::Output::Done`] or
+/// [`meshward_node::core::Output::Forwarded`]).
 #[derive(Debug)]
 pub(super) struct Waiter {
-    reply: oneshot::Sender<Result<Reply, Problem>>,
-    request: Request,
+    pub(super) sink: Sink,
+    pub(super) request: Request,
 }
 
 impl Node {
     /// Decides and runs one API request.
     pub(super) fn api_job(&mut self, job: ApiJob) {
         let ApiJob { caller, job, reply } = job;
+        self.run_job(caller, job, Sink::Client(reply));
+    }
+
+    /// Authorizes and runs `job` for `caller`; `sink` gets the answer, now or once the core is
+    /// done. A write only the leader makes is forwarded to it when this node does not lead.
+    pub(super) fn run_job(&mut self, caller: Caller, job: Job, sink: Sink) {
         if let Err(problem) = self.authorize(&caller, &job) {
-            let _ = reply.send(Err(problem));
-            return;
+            return self.answer(sink, Err(problem));
         }
         let request = match job {
-            Job::CheckUser => {
-                let _ = reply.send(Ok(Reply::Empty));
-                return;
-            }
+            Job::CheckUser => return self.answer(sink, Ok(Reply::Empty)),
             Job::Backup(source) => {
-                let _ = reply.send(self.backup_source().map(|s| {
+                let result = self.backup_source().map(|s| {
                     let _ = source.send(s);
                     Reply::Empty
-                }));
-                return;
+                });
+                return self.answer(sink, result);
             }
             Job::Run(request) => request,
         };
+        // A forwarded request is not forwarded again: if leadership moved meanwhile, the
+        // operation refuses with the new leader's name.
+        if ops::leader_only(&request) && !self.leads() && matches!(sink, Sink::Client(_)) {
+            return self.forward(&caller, request, sink);
+        }
         if !ops::deferred(&request) {
             let result = ops::execute(&mut DaemonBackend { node: self }, request);
             // Before the answer: a bundle just created is let through at once.
             if let Err(e) = self.refresh_gate() {
                 tracing::warn!(error = %format!("{e:#}"), "the setup endpoint's gate keeps its last state");
             }
-            let _ = reply.send(result);
-            return;
+            return self.answer(sink, result);
         }
         self.next_token += 1;
         let token = self.next_token;
         match self.deferred_input(token, &request) {
             Err(problem) => {
-                self.finish(Waiter { reply, request }, Err(problem.detail.clone()));
+                self.finish(Waiter { sink, request }, Err(problem.detail.clone()));
             }
             Ok(input) => {
-                self.waiters.insert(token, Waiter { reply, request });
+                self.waiters.insert(token, Waiter { sink, request });
                 if let Err(e) = self.feed(input) {
                     tracing::warn!(error = %e, "an API request failed");
                 }
             }
+        }
+    }
+
+    /// Sends an answer where it goes.
+    pub(super) fn answer(&mut self, sink: Sink, result: Result<Reply, Problem>) {
+        match sink {
+            Sink::Client(reply) => {
+                let _ = reply.send(result);
+            }
+            Sink::Peer { channel, have } => self.serve_answer(channel, have, result),
         }
     }
 
@@ -204,13 +235,17 @@ impl Node {
             Ok(version) => Ok(Reply::Written(Written { version })),
             Err(detail) => Err(core_problem(detail)),
         };
-        let _ = waiter.reply.send(answer);
+        self.answer(waiter.sink, answer);
     }
 
     /// Answers every waiting client with `error` (the node recovered from a refused write).
     pub(super) fn fail_waiters(&mut self, error: &str) {
         for (_, waiter) in std::mem::take(&mut self.waiters) {
             self.finish(waiter, Err(error.to_string()));
+        }
+        for (_, waiter) in std::mem::take(&mut self.forwards) {
+            let problem = Problem::new(ProblemKind::Unavailable, error);
+            self.answer(waiter.sink, Err(problem));
         }
     }
 

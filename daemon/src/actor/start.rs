@@ -137,6 +137,8 @@ async fn serve(data: PathBuf, args: &RunOptions, mut dial: Vec<SocketAddr>) -> a
         committed: None,
         done: None,
         waiters: BTreeMap::new(),
+        forwards: BTreeMap::new(),
+        serving: Default::default(),
         lag: Lag::default(),
         setup: None,
         gate: Arc::new(SetupGate::default()),
@@ -223,6 +225,7 @@ async fn serve(data: PathBuf, args: &RunOptions, mut dial: Vec<SocketAddr>) -> a
         };
         // A write refused for a full disk is survived (the node recovered); any other
         // failure stops the daemon.
+        let step = step.and_then(|()| node.run_served());
         if let Err(e) = survive(step).and_then(|()| node.check_store()) {
             break Err(e);
         }

@@ -34,6 +34,13 @@ pub(super) enum Pending {
         /// When the caller gets an error.
         deadline: Millis,
     },
+    /// A request forwarded to the leader for the caller's `token` ([`super::forward`]).
+    Forwarded {
+        /// The caller's token.
+        token: u64,
+        /// When the caller gets an error.
+        deadline: Millis,
+    },
 }
 
 pub(super) const NO_CLUSTER: &str =
@@ -315,6 +322,10 @@ impl Core {
                 self.respond(channel, Reply::Done(result));
                 return;
             }
+            Ask::Forward { have, envelope } => {
+                self.serve_forward(channel, have, envelope);
+                return;
+            }
             Ask::Password {
                 have,
                 user,
@@ -404,6 +415,7 @@ impl Core {
                     _ => self.counters.malformed += u64::from(reply.is_some()),
                 }
             }
+            Pending::Forwarded { token, .. } => self.forward_reply(now, peer, token, reply),
             Pending::Delegated { token, .. } => {
                 let result = match reply {
                     Some(Reply::Done(Ok(records))) => {
@@ -436,17 +448,32 @@ impl Core {
         let expired: Vec<u64> = self
             .asks
             .iter()
-            .filter(|(_, p)| matches!(p, Pending::Delegated { deadline, .. } if *deadline <= now))
+            .filter(|(_, p)| {
+                matches!(p, Pending::Delegated { deadline, .. } | Pending::Forwarded { deadline, .. }
+                    if *deadline <= now)
+            })
             .map(|(r, _)| *r)
             .collect();
         for request in expired {
-            if let Some(Pending::Delegated { token, .. }) = self.asks.remove(&request) {
-                let result = Err(format!(
-                    "the leader did not answer within {} s; the change may not have been made: \
-                     check with `meshward status` and try again",
-                    self.config.ask_timeout.as_secs()
-                ));
-                self.outbox.push(Output::Done { token, result });
+            let why = format!(
+                "the leader did not answer within {} s; the change may not have been made: \
+                 check with `meshward status` and try again",
+                self.config.ask_timeout.as_secs()
+            );
+            match self.asks.remove(&request) {
+                Some(Pending::Delegated { token, .. }) => {
+                    self.outbox.push(Output::Done {
+                        token,
+                        result: Err(why),
+                    });
+                }
+                Some(Pending::Forwarded { token, .. }) => {
+                    self.outbox.push(Output::Forwarded {
+                        token,
+                        result: Err(why),
+                    });
+                }
+                _ => {}
             }
         }
         if self

@@ -251,11 +251,11 @@ pub(super) fn create_bundle(
     body: CreateBundle,
 ) -> Result<Reply, Problem> {
     let ttl = Duration::from_secs(body.ttl_s.unwrap_or(authority::MAX_TTL.as_secs()));
-    if ttl < Duration::from_secs(60) || ttl > authority::MAX_TTL {
+    if ttl.is_zero() || ttl > authority::MAX_TTL {
         return Err(Problem::bad_input(
             "ttl_s",
             format!(
-                "a joining bundle is valid for 60 to {} seconds",
+                "a joining bundle is valid for at most 24h ({} s), and at least 1 s",
                 authority::MAX_TTL.as_secs()
             ),
         ));

@@ -95,10 +95,13 @@ pub trait Backend {
 /// Executes `request` on `backend`: its reply, or why not (the state unchanged).
 pub fn execute(backend: &mut dyn Backend, request: Request) -> Result<Reply, Problem> {
     if deferred(&request) {
-        return Err(Problem::new(
-            ProblemKind::Unavailable,
-            "this operation talks to other nodes: start the node with `meshward run` first",
-        ));
+        let detail = if matches!(request, Request::Demote(_) | Request::Failback) {
+            "a hand-over needs endorsements from a majority of the members, the next leader \
+             included: start the node with `meshward run` first"
+        } else {
+            "this operation talks to other nodes: start the node with `meshward run` first"
+        };
+        return Err(Problem::new(ProblemKind::Unavailable, detail));
     }
     match request {
         Request::AppendEvents(body) => shared::append_events(backend, body),
