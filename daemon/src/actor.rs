@@ -30,7 +30,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use meshward_crdt::{CommitError, RowChange, WriterId};
-use meshward_transport::setup::{Incoming, SetupServer};
+use meshward_node::join::wire::{SetupRequest, SetupResponse};
+use meshward_transport::setup::{Answer, Incoming, SetupServer, Then};
 use meshward_transport::{Event, Handle, MessageId, RequestId, ResponseId};
 use serde_json::json;
 use tracing::{debug, info, warn};
@@ -633,8 +634,19 @@ impl Node {
             request,
             reply,
         } = incoming;
+        let Some(request) = SetupRequest::decode(&request) else {
+            let reason = "malformed setup request".to_string();
+            let refusal = SetupResponse::Refused {
+                reason: reason.clone(),
+            };
+            let _ = reply.send(Answer {
+                bytes: refusal.encode(),
+                then: Then::Malformed(reason),
+            });
+            return;
+        };
         let mut admission = std::mem::replace(&mut self.admission, Admission::new([0; 32]));
-        let response = crate::setup::serve_setup(
+        let response = meshward_node::join::leader::serve_setup(
             &mut backend::DaemonBackend { node: self },
             &mut admission,
             &data,
@@ -646,7 +658,15 @@ impl Node {
         if let Err(e) = self.refresh_gate() {
             warn!(error = %format!("{e:#}"), "the setup endpoint's gate keeps its last state");
         }
-        let _ = reply.send(response);
+        let then = match response.ends() {
+            None => Then::Next,
+            Some(Ok(())) => Then::Done,
+            Some(Err(reason)) => Then::Refused(reason.to_string()),
+        };
+        let _ = reply.send(Answer {
+            bytes: response.encode(),
+            then,
+        });
     }
 
     /// Gives the setup endpoint's gate the current bundle, and the revoked serials when the

@@ -1,35 +1,31 @@
-//! The setup endpoint's two sides: `meshward join` (a joiner talking to the leader's endpoint)
-//! and the leader's answers to it.
+//! The setup endpoint's glue: `meshward join` (a joiner talking to the leader's endpoint), the
+//! node's TLS identity and gate for the endpoint.
 //!
-//! `join` runs the protocol of [`meshward_node::join`] against the leader's setup endpoint,
-//! verifies every mastered record it receives from the bundle's trust anchor before storing
-//! any, and keeps a copy of the MEK (0600). The leader answers with [`serve_setup`] on its
-//! live node.
+//! `join` runs the protocol of [`meshward_node::join`] (its messages are
+//! [`meshward_node::join::wire`]) against the leader's setup endpoint, verifies every mastered
+//! record it receives from the bundle's trust anchor before storing any, and keeps a copy of
+//! the MEK (0600). The leader answers with [`meshward_node::join::leader::serve_setup`] on its
+//! live node (the actor).
 
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use meshward_crdt::mastered::{Chain, Member, RecordKind, SignedRecord, TrustAnchor};
-use meshward_transport::setup::{Gate, Request, Response, SetupClient, SetupError, TlsIdentity};
+use meshward_crdt::mastered::{Chain, Member, SignedRecord, TrustAnchor};
+use meshward_transport::setup::{Gate, SetupClient, SetupError, TlsIdentity};
 use tracing::info;
 
-use meshward_node::authority::{
-    BUNDLE_STATE, address_host, bundle_state, ca_secret, current_licence, load_mek, open_ca,
-};
+use meshward_node::authority::ca_secret;
 use meshward_node::disk::read_bounded;
-use meshward_node::join::{
-    Admission, BundleState, ClusterClaim, Facts, Hello, JoinRefusal, JoiningBundle,
-    MAX_JOINING_BUNDLE,
-};
+use meshward_node::join::wire::{SetupRequest, SetupResponse};
+use meshward_node::join::{ClusterClaim, Hello, JoiningBundle, MAX_JOINING_BUNDLE};
 use meshward_node::lifecycle::{
     check_address, refuse_initialised, refuse_member, store_credentials,
 };
 use meshward_node::mek::{MEK_FILE, Mek};
-use meshward_node::ops::{Backend, now_ms};
 use meshward_node::roster::MasteredBundle;
 use meshward_node::setup_gate::SetupGate;
 use meshward_node::store::Store;
@@ -103,8 +99,18 @@ pub fn join(data: &Path, args: &JoinOptions, out: &mut dyn Write) -> anyhow::Res
                 });
             }
         };
+        // One request, its answer decoded.
+        let ask = |request: SetupRequest| {
+            let client = &client;
+            async move {
+                let bytes = client.request(&request.encode()).await?;
+                SetupResponse::decode(&bytes).context(
+                    "the leader's answer does not decode; does it run the same meshward version?",
+                )
+            }
+        };
         let exchange = async {
-            let request = Request::JoinHelloV2 {
+            let request = SetupRequest::JoinHelloV2 {
                 node_key: member.key,
                 address: member.address.clone(),
                 tls_key: tls_public.clone(),
@@ -112,14 +118,12 @@ pub fn join(data: &Path, args: &JoinOptions, out: &mut dyn Write) -> anyhow::Res
                 genesis_leader: claim.genesis_leader,
                 ca_cert: claim.ca_cert,
             };
-            let nonce = leader_challenge(client.request(&request).await?, &claim)?;
+            let nonce = leader_challenge(ask(request).await?, &claim)?;
             let (answer, signature) =
                 meshward_node::join::respond(&mek, &identity.key, &nonce, &bundle.id, &hello);
-            Ok(client
-                .request(&Request::JoinAnswer { answer, signature })
-                .await?)
+            ask(SetupRequest::JoinAnswer { answer, signature }).await
         };
-        let reply: anyhow::Result<Response> = exchange.await;
+        let reply: anyhow::Result<SetupResponse> = exchange.await;
         // On every path, so the leader's endpoint frees the slot at once.
         client.close().await;
         let reply = match reply {
@@ -132,13 +136,13 @@ pub fn join(data: &Path, args: &JoinOptions, out: &mut dyn Write) -> anyhow::Res
             },
         };
         match reply {
-            Response::Joined {
+            SetupResponse::Joined {
                 cluster,
                 genesis_leader,
                 records,
                 node_cert,
             } => anyhow::Ok((cluster, genesis_leader, records, node_cert)),
-            Response::Refused { reason } => bail!("the leader refused the join: {reason}"),
+            SetupResponse::Refused { reason } => bail!("the leader refused the join: {reason}"),
             other => bail!("unexpected answer from the leader: {other:?}"),
         }
     })?;
@@ -202,9 +206,9 @@ pub fn join(data: &Path, args: &JoinOptions, out: &mut dyn Write) -> anyhow::Res
 
 /// The nonce of the leader's answer to our hello, once the leader's cluster is the one our
 /// bundle names (`claim`); nothing is answered otherwise.
-fn leader_challenge(reply: Response, claim: &ClusterClaim) -> anyhow::Result<[u8; 32]> {
+fn leader_challenge(reply: SetupResponse, claim: &ClusterClaim) -> anyhow::Result<[u8; 32]> {
     match reply {
-        Response::ChallengeV2 {
+        SetupResponse::ChallengeV2 {
             nonce,
             cluster,
             genesis_leader,
@@ -224,141 +228,12 @@ fn leader_challenge(reply: Response, claim: &ClusterClaim) -> anyhow::Result<[u8
             }
             Ok(nonce)
         }
-        Response::Challenge { .. } => bail!(
+        SetupResponse::Challenge { .. } => bail!(
             "the leader runs an older meshward that does not confirm its cluster; upgrade \
              meshward on the leader first"
         ),
-        Response::Refused { reason } => bail!("the leader refused the join: {reason}"),
+        SetupResponse::Refused { reason } => bail!("the leader refused the join: {reason}"),
         other => bail!("unexpected answer from the leader: {other:?}"),
-    }
-}
-
-/// The leader's answer to one setup request (never an error: a refusal is an answer).
-pub fn serve_setup(
-    backend: &mut dyn Backend,
-    admission: &mut Admission,
-    data: &Path,
-    connection: u64,
-    client_cert: [u8; 32],
-    request: Request,
-) -> Response {
-    match answer_setup(backend, admission, data, connection, client_cert, request) {
-        Ok(response) => response,
-        Err(e) => {
-            tracing::warn!(connection, error = %format!("{e:#}"), "setup request refused");
-            Response::Refused {
-                reason: format!("{e:#}"),
-            }
-        }
-    }
-}
-
-fn answer_setup(
-    backend: &mut dyn Backend,
-    admission: &mut Admission,
-    data: &Path,
-    connection: u64,
-    client_cert: [u8; 32],
-    request: Request,
-) -> anyhow::Result<Response> {
-    let now = now_ms() as u64;
-    let chain = backend.chain()?;
-    let store = backend.store()?;
-    let chain = meshward_node::authority::leader_of(store, chain)?;
-    let bundle = bundle_state(store)?;
-    let licence = current_licence(store)?;
-    let records: Vec<Vec<u8>> = store
-        .mastered_records()?
-        .iter()
-        .map(SignedRecord::encode)
-        .collect();
-    // What the joiner checks our final answer against, so that it is checked before anything
-    // is committed: the trust anchor and the CA of the mastered chain.
-    let ours = ClusterClaim::new(
-        chain.cluster().0,
-        store.anchor()?.context("no trust anchor")?.genesis_leader,
-        &ca_secret(&records)?.public,
-    );
-    let facts = Facts {
-        bundle: bundle.as_ref(),
-        roster: chain.roster(),
-        licence: licence.as_ref(),
-        cluster: ours,
-    };
-    match request {
-        Request::JoinHello { .. } => bail!(
-            "this joiner runs an older meshward whose hello does not say which cluster its \
-             bundle is for; upgrade meshward on the joining node"
-        ),
-        Request::JoinHelloV2 {
-            node_key,
-            address,
-            tls_key,
-            cluster,
-            genesis_leader,
-            ca_cert,
-        } => {
-            let hello = Hello {
-                member: Member {
-                    key: node_key,
-                    address,
-                },
-                tls_key,
-                claim: ClusterClaim {
-                    cluster,
-                    genesis_leader,
-                    ca_cert,
-                },
-            };
-            let nonce = admission.hello(now, connection, client_cert, hello, facts)?;
-            Ok(Response::ChallengeV2 {
-                nonce,
-                cluster: ours.cluster,
-                genesis_leader: ours.genesis_leader,
-                ca_cert: ours.ca_cert,
-            })
-        }
-        Request::JoinAnswer { answer, signature } => {
-            let mek = load_mek(data)?;
-            let admit = admission.answer(now, connection, answer, &signature, &mek, facts)?;
-            let ca = open_ca(store, chain.cluster(), &mek)?;
-            let node_cert = ca.issue_node(
-                &admit.tls_key,
-                address_host(&admit.member.address),
-                SystemTime::now(),
-            )?;
-            // The durable "used" mark is the arbiter between racing joiners: only one
-            // compare-and-set from the unused state succeeds.
-            let before = bundle.context("no bundle")?;
-            let after = BundleState {
-                used_by: Some(admit.member.key),
-                ..before.clone()
-            };
-            if !store.swap_blob(
-                BUNDLE_STATE,
-                &postcard::to_allocvec(&before)?,
-                &postcard::to_allocvec(&after)?,
-            )? {
-                return Err(JoinRefusal::Reused.into());
-            }
-            backend.master(RecordKind::Roster, admit.roster.encode())?;
-            info!(
-                node = %hex::encode(&admit.member.key[..8]),
-                address = %admit.member.address,
-                "node joined the cluster"
-            );
-            let store = backend.store()?;
-            Ok(Response::Joined {
-                cluster: chain.cluster().0,
-                genesis_leader: store.anchor()?.context("no trust anchor")?.genesis_leader,
-                records: store
-                    .mastered_records()?
-                    .iter()
-                    .map(SignedRecord::encode)
-                    .collect(),
-                node_cert,
-            })
-        }
     }
 }
 
