@@ -98,16 +98,16 @@ pub enum Command {
     Mastered(MasteredCmd),
     /// Admin users and their grants (mastered; written on the leader).
     #[command(subcommand)]
-    User(crate::offline::UserCmd),
+    User(UserCmd),
     /// Admin API client certificates: revoke by serial, list the revoked (mastered).
     #[command(subcommand)]
-    Cert(crate::offline::CertCmd),
+    Cert(CertCmd),
     /// Write a sealed backup of the node's store (consistent while a daemon runs).
-    Backup(crate::offline::BackupArgs),
+    Backup(BackupArgs),
     /// Restore a sealed backup into --data (a new directory, or --force).
-    Restore(crate::offline::RestoreArgs),
+    Restore(RestoreArgs),
     /// Install the MEK of a sealed node (one whose DATA/mek is missing).
-    Unseal(crate::unseal::UnsealArgs),
+    Unseal(UnsealArgs),
     /// Print the API's OpenAPI document (it is kept in docs/openapi.json).
     #[command(hide = true)]
     Openapi,
@@ -544,6 +544,92 @@ impl RunArgs {
             admin_listen: self.admin_listen,
         }
     }
+}
+
+/// `meshward user …`
+#[derive(Debug, Subcommand)]
+pub enum UserCmd {
+    /// Create an admin user, with no grant (leader only).
+    Create {
+        /// The user name (also the CN of its certificates).
+        name: String,
+    },
+    /// Give a user a grant: root, admin:NS, guest:NS or guest:* (leader only).
+    Grant {
+        /// The user.
+        name: String,
+        /// The grant.
+        grant: String,
+    },
+    /// Take a grant back, or without GRANT delete the user (leader only).
+    Revoke {
+        /// The user.
+        name: String,
+        /// The grant to take back; omitted: delete the user.
+        grant: Option<String>,
+    },
+    /// List users and their grants.
+    List,
+    /// Issue a client certificate for the admin API (leader only; needs DATA/mek): writes
+    /// DIR/NAME.key (0600), DIR/NAME.crt (CN=NAME, signed by the cluster CA) and DIR/ca.crt
+    /// (kept if it holds this CA already), and prints the certificate's serial (for `cert
+    /// revoke`).
+    Cert {
+        /// The user (must exist).
+        name: String,
+        /// The directory to write to (created 0700 if missing). Existing files, and links, are
+        /// refused: nothing is written then.
+        #[arg(long)]
+        out: PathBuf,
+        /// How long the certificate is valid, e.g. 90d.
+        #[arg(long, default_value = "365d", value_parser = humantime::parse_duration)]
+        valid: std::time::Duration,
+    },
+}
+
+/// `meshward cert …`
+#[derive(Debug, Subcommand)]
+pub enum CertCmd {
+    /// Revoke an admin API client certificate by its serial, whichever CA issued it (leader
+    /// only); the API refuses it from the next request on, also on open connections.
+    Revoke {
+        /// The serial in hex, as `user cert` or `openssl x509 -serial` prints it (`:` allowed).
+        serial: String,
+    },
+    /// List the revoked serials.
+    Revoked,
+}
+
+/// `meshward backup`
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// The archive to write (must not exist).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The MEK file (default: the node's, DATA/mek).
+    #[arg(long)]
+    pub mek: Option<PathBuf>,
+}
+
+/// `meshward restore`
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The archive to restore.
+    pub file: PathBuf,
+    /// The MEK file the archive was sealed with.
+    #[arg(long)]
+    pub mek: PathBuf,
+    /// Replace an existing store (atomically: the old one stays until the new one is complete).
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `meshward unseal`
+#[derive(Debug, Args)]
+pub struct UnsealArgs {
+    /// The MEK file to install as the node's.
+    #[arg(long)]
+    pub mek: PathBuf,
 }
 
 #[cfg(test)]

@@ -130,17 +130,17 @@ pub fn write_bundle(
 /// FILE and renamed when complete; a failure leaves nothing behind.
 pub fn backup(
     g: &Global,
-    args: crate::offline::BackupArgs,
+    args: crate::args::BackupArgs,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     use crate::offline::{partial_path, says_disk_full, sync_parent};
-    if crate::exec::taken(&args.out) {
+    if crate::door::taken(&args.out) {
         bail!(
             "{} exists; choose a new file name for the backup",
             args.out.display()
         );
     }
-    let mut door = crate::exec::Door::new(g)?;
+    let mut door = crate::door::Door::new(g)?;
     if !door.daemon() {
         let mut backend = meshward_node::ops::LocalBackend::new(g.data.clone());
         return crate::offline::backup(g, args, &mut backend, out);

@@ -11,6 +11,7 @@ use meshward_node::ops::LocalBackend;
 
 mod args;
 mod demo;
+mod door;
 mod exec;
 mod files;
 mod offline;

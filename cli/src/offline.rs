@@ -1,100 +1,20 @@
 //! The admin commands of `meshward`: users, grants and certificate revocations (mastered),
 //! backup and restore.
 //!
-//! Kept apart from [`crate::cli`] so that each command family has its own enum and function.
 
 use std::fs;
 use std::io::{BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
-use clap::{Args, Subcommand};
 use serde_json::json;
 
-use crate::args::Global;
+use crate::args::{BackupArgs, Global, RestoreArgs};
 use meshward_node::backup::{ArchiveReader, ArchiveWriter, BackupError};
 use meshward_node::disk::{create_new, exists_error, private_data_dir};
 use meshward_node::mek::{MEK_FILE, Mek};
 use meshward_node::ops::Backend;
 use meshward_node::store::{STORE_FILE, Store, StoreError, create_private_dir};
-
-/// `meshward user …`
-#[derive(Debug, Subcommand)]
-pub enum UserCmd {
-    /// Create an admin user, with no grant (leader only).
-    Create {
-        /// The user name (also the CN of its certificates).
-        name: String,
-    },
-    /// Give a user a grant: root, admin:NS, guest:NS or guest:* (leader only).
-    Grant {
-        /// The user.
-        name: String,
-        /// The grant.
-        grant: String,
-    },
-    /// Take a grant back, or without GRANT delete the user (leader only).
-    Revoke {
-        /// The user.
-        name: String,
-        /// The grant to take back; omitted: delete the user.
-        grant: Option<String>,
-    },
-    /// List users and their grants.
-    List,
-    /// Issue a client certificate for the admin API (leader only; needs DATA/mek): writes
-    /// DIR/NAME.key (0600), DIR/NAME.crt (CN=NAME, signed by the cluster CA) and DIR/ca.crt
-    /// (kept if it holds this CA already), and prints the certificate's serial (for `cert
-    /// revoke`).
-    Cert {
-        /// The user (must exist).
-        name: String,
-        /// The directory to write to (created 0700 if missing). Existing files, and links, are
-        /// refused: nothing is written then.
-        #[arg(long)]
-        out: PathBuf,
-        /// How long the certificate is valid, e.g. 90d.
-        #[arg(long, default_value = "365d", value_parser = humantime::parse_duration)]
-        valid: std::time::Duration,
-    },
-}
-
-/// `meshward cert …`
-#[derive(Debug, Subcommand)]
-pub enum CertCmd {
-    /// Revoke an admin API client certificate by its serial, whichever CA issued it (leader
-    /// only); the API refuses it from the next request on, also on open connections.
-    Revoke {
-        /// The serial in hex, as `user cert` or `openssl x509 -serial` prints it (`:` allowed).
-        serial: String,
-    },
-    /// List the revoked serials.
-    Revoked,
-}
-
-/// `meshward backup`
-#[derive(Debug, Args)]
-pub struct BackupArgs {
-    /// The archive to write (must not exist).
-    #[arg(long)]
-    pub out: PathBuf,
-    /// The MEK file (default: the node's, DATA/mek).
-    #[arg(long)]
-    pub mek: Option<PathBuf>,
-}
-
-/// `meshward restore`
-#[derive(Debug, Args)]
-pub struct RestoreArgs {
-    /// The archive to restore.
-    pub file: PathBuf,
-    /// The MEK file the archive was sealed with.
-    #[arg(long)]
-    pub mek: PathBuf,
-    /// Replace an existing store (atomically: the old one stays until the new one is complete).
-    #[arg(long)]
-    pub force: bool,
-}
 
 /// Plaintext bytes between two progress lines of a backup.
 const PROGRESS_STEP: u64 = 64 << 20;

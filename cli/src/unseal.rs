@@ -2,24 +2,14 @@
 //! store when no daemon runs.
 
 use std::io::Write;
-use std::path::PathBuf;
 
 use anyhow::Context as _;
-use clap::Args;
 use meshward_api::Request;
 use meshward_api::node::Unseal;
 use meshward_node::disk::read_bounded;
 
-use crate::args::Global;
-use crate::exec::Door;
-
-/// `meshward unseal`
-#[derive(Debug, Args)]
-pub struct UnsealArgs {
-    /// The MEK file to install as the node's.
-    #[arg(long)]
-    pub mek: PathBuf,
-}
+use crate::args::{Global, UnsealArgs};
+use crate::door::Door;
 
 /// `meshward unseal --mek FILE`: sends the key to the sealed daemon, or installs it on the
 /// store when no daemon runs.

@@ -595,6 +595,17 @@ impl Chain {
         self.leader
     }
 
+    /// The current leader's address as the roster names it (its key in hex if the roster
+    /// does not list it), for messages to operators.
+    pub fn leader_address(&self) -> String {
+        self.roster()
+            .members
+            .iter()
+            .find(|m| m.key == self.leader)
+            .map(|m| m.address.clone())
+            .unwrap_or_else(|| hex::encode(self.leader))
+    }
+
     /// Version of the last applied record; 0 before genesis.
     pub fn last_version(&self) -> u64 {
         self.last_version

@@ -646,7 +646,7 @@ impl Node {
             return;
         };
         let mut admission = std::mem::replace(&mut self.admission, Admission::new([0; 32]));
-        let response = meshward_node::join::leader::serve_setup(
+        let response = meshward_node::ops::setup::serve_setup(
             &mut backend::DaemonBackend { node: self },
             &mut admission,
             &data,

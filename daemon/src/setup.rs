@@ -4,7 +4,7 @@
 //! `join` runs the protocol of [`meshward_node::join`] (its messages are
 //! [`meshward_node::join::wire`]) against the leader's setup endpoint, verifies every mastered
 //! record it receives from the bundle's trust anchor before storing any, and keeps a copy of
-//! the MEK (0600). The leader answers with [`meshward_node::join::leader::serve_setup`] on its
+//! the MEK (0600). The leader answers with [`meshward_node::ops::setup::serve_setup`] on its
 //! live node (the actor).
 
 use std::io::Write;

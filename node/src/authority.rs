@@ -18,7 +18,7 @@ use crate::join::{BundleState, JoinRefusal, JoiningBundle};
 use crate::licence::Licence;
 use crate::mek::{MEK_FILE, Mek};
 use crate::pki::{Ca, SealedSecret};
-use crate::roster::{WriteError, leader_address};
+use crate::roster::WriteError;
 use crate::store::Store;
 
 /// Longest (and default) joining bundle lifetime.
@@ -86,7 +86,7 @@ pub fn leader_of(store: &Store, chain: Option<Chain>) -> anyhow::Result<Chain> {
     let me = store.identity()?.key.verifying_key().to_bytes();
     if chain.leader() != me {
         return Err(WriteError::NotLeader {
-            leader: leader_address(&chain),
+            leader: chain.leader_address(),
             epoch: chain.epoch(),
         }
         .into());
@@ -183,7 +183,7 @@ pub fn create_bundle(
     }
     let mek = load_mek(data)?;
     let ca = open_ca(store, chain.cluster(), &mek)?;
-    let address = leader_address(&chain);
+    let address = chain.leader_address();
     let host = address_host(&address);
     let setup_addr = match host.parse::<IpAddr>() {
         Ok(IpAddr::V6(ip)) => format!("[{ip}]:{setup_port}"),

@@ -41,7 +41,6 @@ use rand_chacha::ChaCha20Rng;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-pub mod leader;
 pub mod wire;
 
 use crate::licence::Licence;

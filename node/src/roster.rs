@@ -234,18 +234,6 @@ impl From<StoreError> for WriteError {
     }
 }
 
-/// The leader's address as the roster names it (its key in hex if absent from the roster).
-pub fn leader_address(chain: &Chain) -> String {
-    let leader = chain.leader();
-    chain
-        .roster()
-        .members
-        .iter()
-        .find(|m| m.key == leader)
-        .map(|m| m.address.clone())
-        .unwrap_or_else(|| hex::encode(leader))
-}
-
 /// Signs the next mastered record with this node's key, if it is the current leader, verifies
 /// it against the stored chain and stores it durably. Returns the stored record, to announce.
 pub fn write(
@@ -257,7 +245,7 @@ pub fn write(
     let key = store.identity()?.key;
     if key.verifying_key().to_bytes() != chain.leader() {
         return Err(WriteError::NotLeader {
-            leader: leader_address(&chain),
+            leader: chain.leader_address(),
             epoch: chain.epoch(),
         });
     }

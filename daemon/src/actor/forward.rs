@@ -128,7 +128,7 @@ impl Node {
                 let leader = self
                     .core
                     .chain()
-                    .map(meshward_node::roster::leader_address)
+                    .map(meshward_crdt::mastered::Chain::leader_address)
                     .unwrap_or_default();
                 Err(Problem::new(ProblemKind::Unavailable, why).with_leader(leader))
             }

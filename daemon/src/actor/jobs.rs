@@ -211,7 +211,7 @@ impl Node {
         let leader = self
             .core
             .chain()
-            .map(meshward_node::roster::leader_address)
+            .map(meshward_crdt::mastered::Chain::leader_address)
             .unwrap_or_default();
         let command = waiter.request.describe();
         let is_ha = !matches!(waiter.request, Request::ChangePassword { .. });

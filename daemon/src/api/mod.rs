@@ -27,19 +27,28 @@ use meshward_api::{PROBLEM_JSON, Problem, ProblemKind, Reply, Request};
 use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, oneshot};
 
-pub use crate::admin::ClientCert;
-
 mod backup;
 mod local;
+mod pages;
 mod routes;
 
 pub use backup::BackupSource;
 pub use local::serve_local;
+pub use pages::{prometheus, status_page};
 pub use routes::{openapi, router};
 
 /// Requests waiting for the actor.
 pub const JOB_QUEUE: usize = 64;
 pub use meshward_api::MAX_BODY;
+
+/// What the API knows of a connection's verified client certificate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientCert {
+    /// Its subject CN, the user name (`None`: it has none).
+    pub cn: Option<String>,
+    /// Its serial, for the revocation list.
+    pub serial: meshward_node::certs::Serial,
+}
 
 /// Who sends a request.
 #[derive(Clone, Debug)]

@@ -493,7 +493,7 @@ async fn metrics(State(s): S, Extension(c): C) -> Response {
                     header::CONTENT_TYPE,
                     "text/plain; version=0.0.4; charset=utf-8",
                 )],
-                crate::admin::prometheus(&value),
+                super::prometheus(&value),
             )
                 .into_response()
         }
@@ -506,7 +506,7 @@ async fn page(State(s): S, Extension(c): C) -> Response {
     match ask(&s, c, Job::Run(Request::Status)).await {
         Ok(Reply::Status(status)) => {
             let value = serde_json::to_value(&status).unwrap_or_default();
-            Html(crate::admin::status_page(&value)).into_response()
+            Html(super::status_page(&value)).into_response()
         }
         other => answer(other),
     }

@@ -28,7 +28,6 @@ use tracing::{info, warn};
 
 use super::ha::{HELD, NO_CLUSTER, Pending};
 use super::{Ask, Core, Millis, Output};
-use crate::roster::leader_address;
 
 /// An election this node runs: a failover as candidate, or a planned hand-over as leader.
 #[derive(Debug)]
@@ -118,7 +117,7 @@ impl Core {
             return Err(format!(
                 "the leader {} is alive (heard {ago} ms ago); a failover needs it gone: for a \
                  planned hand-over run `meshward ha demote --to NODE` on the leader",
-                leader_address(&m.chain)
+                m.chain.leader_address()
             ));
         }
         let leader = m.chain.leader();
@@ -137,7 +136,7 @@ impl Core {
         if m.chain.leader() != me.0 {
             return Err(format!(
                 "only the leader hands over leadership; the leader is {} (epoch {}): run this on it",
-                leader_address(&m.chain),
+                m.chain.leader_address(),
                 m.chain.epoch()
             ));
         }

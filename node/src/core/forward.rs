@@ -24,7 +24,6 @@ use serde::{Deserialize, Serialize};
 
 use super::ha::{HELD, NO_CLUSTER, Pending};
 use super::{Ask, Core, Millis, Output, Reply};
-use crate::roster::leader_address;
 
 /// Bytes the core carries without reading them (a forwarded request, its answer). They may
 /// hold secrets (a new user's password, an issued key), so `Debug` shows only their length.
@@ -63,7 +62,7 @@ impl Core {
         };
         let have = chain.last_version();
         let leader = WriterId(chain.leader());
-        let address = leader_address(chain);
+        let address = chain.leader_address();
         if leader == self.me() {
             return fail(
                 self,

@@ -17,7 +17,6 @@ use tracing::info;
 
 use super::{Ask, Core, Millis, Output, Reply, Secret, Taken};
 use crate::cluster_config::{ClusterConfig, PasswordSet};
-use crate::roster::leader_address;
 use meshward_crdt::WriterId;
 
 /// A request of ours in flight.
@@ -102,7 +101,7 @@ impl Core {
         if m.chain.leader() != me.0 {
             return Err(format!(
                 "only the leader writes mastered config; the leader is {} (epoch {}): run this on it",
-                leader_address(&m.chain),
+                m.chain.leader_address(),
                 m.chain.epoch()
             ));
         }
@@ -155,7 +154,7 @@ impl Core {
         } else if node.is_some_and(|n| n != me) {
             let result = Err(format!(
                 "only the leader removes other nodes; the leader is {}",
-                leader_address(&m.chain)
+                m.chain.leader_address()
             ));
             self.outbox.push(Output::Done { token, result });
         } else {
@@ -247,7 +246,7 @@ impl Core {
         if heard.is_none() {
             let address = self
                 .chain()
-                .map(leader_address)
+                .map(Chain::leader_address)
                 .unwrap_or_else(|| leader.to_string());
             let result = Err(format!(
                 "the leader {address} is not connected to this node; nothing was changed: try \

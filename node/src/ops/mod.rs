@@ -24,6 +24,7 @@ pub mod access;
 mod cluster;
 mod local;
 mod offline;
+pub mod setup;
 mod shared;
 mod status;
 
@@ -226,7 +227,7 @@ fn require_leader(backend: &mut dyn Backend) -> Result<Chain, Problem> {
         .and_then(|s| Ok(s.identity()?.writer()))
         .map_err(failure)?;
     if chain.leader() != me.0 {
-        let leader = crate::roster::leader_address(&chain);
+        let leader = chain.leader_address();
         return Err(Problem::new(
             ProblemKind::Unavailable,
             format!(

@@ -13,7 +13,6 @@ use meshward_crdt::{TableId, WriterId};
 
 use super::{Backend, failure};
 use crate::audit::AuditLog;
-use crate::roster::leader_address;
 
 /// Default `max_lag_ms` of `GET /v1/health`.
 pub const DEFAULT_MAX_LAG_MS: u64 = 5_000;
@@ -165,7 +164,7 @@ pub fn status(backend: &mut dyn Backend) -> Result<Status, Problem> {
             epoch: c.epoch(),
             version: c.last_version(),
             leader: hex::encode(c.leader()),
-            leader_address: leader_address(c),
+            leader_address: c.leader_address(),
             members: c.roster().members.len() as u64,
         }),
         mesh,

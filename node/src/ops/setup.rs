@@ -1,7 +1,7 @@
 //! The leader's answers on the setup endpoint: a joiner's hello gets a MEK challenge naming
 //! the leader's cluster, its answer gets it admitted (the bundle burned by one compare-and-set,
 //! the new roster written) or refused with the cause. Runs on the leader's live node through
-//! a [`Backend`]; the daemon carries the bytes ([`super::wire`]).
+//! a [`Backend`]; the daemon carries the bytes ([`crate::join::wire`]).
 
 use std::path::Path;
 use std::time::SystemTime;
@@ -10,12 +10,12 @@ use anyhow::{Context as _, bail};
 use meshward_crdt::mastered::{Member, RecordKind, SignedRecord};
 use tracing::info;
 
-use super::wire::{SetupRequest, SetupResponse};
-use super::{Admission, BundleState, ClusterClaim, Facts, Hello, JoinRefusal};
+use super::{Backend, now_ms};
 use crate::authority::{
     BUNDLE_STATE, address_host, bundle_state, ca_secret, current_licence, load_mek, open_ca,
 };
-use crate::ops::{Backend, now_ms};
+use crate::join::wire::{SetupRequest, SetupResponse};
+use crate::join::{Admission, BundleState, ClusterClaim, Facts, Hello, JoinRefusal};
 
 /// The leader's answer to one setup request (never an error: a refusal is an answer).
 pub fn serve_setup(
