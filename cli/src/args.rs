@@ -54,6 +54,25 @@ pub struct Global {
     /// With --remote: the CA certificate(s) the node's certificate must chain to (PEM).
     #[arg(long = "ca", id = "remote_ca", global = true, env = "MESHWARD_CA")]
     pub ca: Option<PathBuf>,
+    /// Log lines on stderr as `text` (coloured only on a terminal) or `json` (one object per
+    /// line). Which lines: MESHWARD_LOG (e.g. `debug`, `info,meshward_transport=debug`);
+    /// default `info` for `run` and `demo`, `warn` for other commands.
+    #[arg(
+        long,
+        global = true,
+        env = "MESHWARD_LOG_FORMAT",
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// The commands.

@@ -19,11 +19,8 @@ mod render;
 mod unseal;
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_env("MESHWARD_LOG"))
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    init_logs(&cli);
     let out = &mut std::io::stdout().lock();
     let g = &cli.global;
     let result = match cli.command {
@@ -48,5 +45,26 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Logs to stderr: MESHWARD_LOG's filter (default `info` for the daemon and the demo, `warn`
+/// for one-shot commands, so they print only their answer), as text, coloured only on a
+/// terminal, or as JSON lines.
+fn init_logs(cli: &Cli) {
+    use std::io::IsTerminal as _;
+    use tracing_subscriber::EnvFilter;
+    let default = match cli.command {
+        Command::Run(_) | Command::Demo(_) => "info",
+        _ => "warn",
+    };
+    let filter =
+        EnvFilter::try_from_env("MESHWARD_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.global.log_format {
+        args::LogFormat::Json => logs.json().init(),
+        args::LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
     }
 }
