@@ -1,6 +1,8 @@
 //! End-to-end test package; the tests live in `tests/tests/`. This library holds their shared
 //! helpers.
 
+pub mod https;
+
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -101,20 +101,21 @@ impl Node {
     }
 
     /// Whether `caller` may do `job`: the local socket's caller is root; a certificate must
-    /// not be revoked, must name a user, and that user's grants must allow the request.
+    /// not be revoked (401), must name a user, and that user's grants must allow the request
+    /// (403). Operations of the local socket only are refused to every certificate, after
+    /// it was authenticated.
     fn authorize(&mut self, caller: &Caller, job: &Job) -> Result<(), Problem> {
         let Caller::Cert(cert) = caller else {
             return Ok(());
         };
-        let need = match job {
-            Job::CheckUser => None,
-            Job::Backup(_) => Some(meshward_node::grants::Action::Backup),
-            Job::Run(request) => Some(ops::access::required(request).ok_or_else(|| {
-                Problem::new(
-                    ProblemKind::Forbidden,
-                    "this operation is served on the node's local socket only",
-                )
-            })?),
+        let (need, local_only) = match job {
+            Job::CheckUser => (None, false),
+            Job::Backup(_) => (Some(meshward_node::grants::Action::Backup), false),
+            Job::Run(request) => {
+                let need = ops::access::required(request);
+                let local_only = need.is_none();
+                (need, local_only)
+            }
         };
         let access = self.admin_access().map_err(failure)?;
         crate::admin::check(access, cert.as_ref(), need.as_ref()).map_err(|(status, detail)| {
@@ -124,7 +125,14 @@ impl Node {
                 ProblemKind::Forbidden
             };
             Problem::new(kind, detail)
-        })
+        })?;
+        if local_only {
+            return Err(Problem::new(
+                ProblemKind::Forbidden,
+                "this operation is served on the node's local socket only",
+            ));
+        }
+        Ok(())
     }
 
     /// What a backup is written from: the store's database and the node's MEK.

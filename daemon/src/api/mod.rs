@@ -19,8 +19,9 @@
 //! `/openapi.json`, and kept in `docs/openapi.json` (a test checks both are equal).
 
 use axum::Json;
-use axum::extract::FromRequest;
 use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest, FromRequestParts};
+use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use meshward_api::{PROBLEM_JSON, Problem, ProblemKind, Reply, Request};
@@ -173,18 +174,45 @@ where
     }
 }
 
+/// A query string: 400 naming the parameter that does not parse.
+#[derive(Debug)]
+pub struct Params<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for Params<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parse_query(parts.uri.query().unwrap_or_default())
+            .map(Params)
+            .map_err(problem_response)
+    }
+}
+
+/// Parses a query string, naming the parameter that is wrong.
+pub fn parse_query<T: DeserializeOwned>(query: &str) -> Result<T, Problem> {
+    let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+    serde_path_to_error::deserialize(de).map_err(|e| named(&e, "query"))
+}
+
+/// A parse error as a 400 naming the field at its path (`whole`: the input had none).
+fn named<E: std::fmt::Display>(e: &serde_path_to_error::Error<E>, whole: &str) -> Problem {
+    let path = e.path().to_string();
+    let field = if path == "." || path == "?" {
+        whole.to_string()
+    } else {
+        path
+    };
+    Problem::bad_input(field, e.inner().to_string())
+}
+
 /// Parses a JSON body, naming the path of the field that is wrong.
 pub fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let field = if path == "." || path == "?" {
-            "body".to_string()
-        } else {
-            path
-        };
-        Problem::bad_input(field, e.inner().to_string())
-    })?;
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| named(&e, "body"))?;
     de.end()
         .map_err(|e| Problem::bad_input("body", e.to_string()))?;
     Ok(value)

@@ -1,6 +1,6 @@
 //! The routes: each parses its path, query and body into one [`Request`] and runs it.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{Html, IntoResponse, Response};
 use axum::{Extension, Router};
@@ -25,7 +25,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{ApiState, Body, Caller, Job, answer, ask, problem_response, run};
+use super::{ApiState, Body, Caller, Job, Params, answer, ask, problem_response, run};
 
 type S = State<ApiState>;
 type C = Extension<Caller>;
@@ -117,7 +117,7 @@ async fn append_events(State(s): S, Extension(c): C, Body(b): Body<AppendEvents>
 /// List events of every writer, filtered, a page at a time (`next` → `after=`).
 #[utoipa::path(get, path = "/v1/events", tag = "events", params(EventQuery),
     responses((status = 200, body = EventPage), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json")))]
-async fn list_events(State(s): S, Extension(c): C, Query(q): Query<EventQuery>) -> Response {
+async fn list_events(State(s): S, Extension(c): C, Params(q): Params<EventQuery>) -> Response {
     run(&s, c, Request::ListEvents(q)).await
 }
 
@@ -189,7 +189,7 @@ async fn record_audit(State(s): S, Extension(c): C, Body(b): Body<RecordAudit>) 
 /// This node's session audit records.
 #[utoipa::path(get, path = "/v1/audit", tag = "audit", params(AuditQuery),
     responses((status = 200, body = [AuditRow]), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json")))]
-async fn list_audit(State(s): S, Extension(c): C, Query(q): Query<AuditQuery>) -> Response {
+async fn list_audit(State(s): S, Extension(c): C, Params(q): Params<AuditQuery>) -> Response {
     run(&s, c, Request::ListAudit(q)).await
 }
 
@@ -352,8 +352,9 @@ async fn install_licence(State(s): S, Extension(c): C, Body(b): Body<InstallLice
 }
 
 /// Make a one-time joining bundle (it supersedes any earlier one); the file is in the answer.
+/// 409 without a valid licence.
 #[utoipa::path(post, path = "/v1/bundles", tag = "cluster", request_body = CreateBundle,
-    responses((status = 200, body = Bundle), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"), (status = 503, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = Bundle), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json"), (status = 503, body = Problem, content_type = "application/problem+json")))]
 async fn create_bundle(State(s): S, Extension(c): C, Body(b): Body<CreateBundle>) -> Response {
     run(&s, c, Request::CreateBundle(b)).await
 }
@@ -437,7 +438,7 @@ async fn status(State(s): S, Extension(c): C) -> Response {
 /// 200 when the node should take traffic behind a load balancer, else 503 with the reasons.
 #[utoipa::path(get, path = "/v1/health", tag = "node", params(HealthQuery),
     responses((status = 200, body = Health), (status = 503, body = Health), (status = 403, body = Problem, content_type = "application/problem+json")))]
-async fn health(State(s): S, Extension(c): C, Query(q): Query<HealthQuery>) -> Response {
+async fn health(State(s): S, Extension(c): C, Params(q): Params<HealthQuery>) -> Response {
     health_answer(ask(&s, c, Job::Run(Request::Health(q))).await)
 }
 

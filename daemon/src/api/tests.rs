@@ -365,3 +365,21 @@ fn matches_template(template: &str, path: &str) -> bool {
             .zip(&p)
             .all(|(t, p)| t == p || (t.starts_with('{') && t.ends_with('}')))
 }
+
+#[test]
+fn a_query_that_does_not_parse_names_the_parameter() {
+    let problem = parse_query::<EventQuery>("limit=abc").expect_err("not a number");
+    assert_eq!(problem.status, 400);
+    assert_eq!(problem.field.as_deref(), Some("limit"), "{problem:?}");
+    let problem = parse_query::<AuditQuery>("from=-1&limit=2").expect_err("negative");
+    assert_eq!(problem.field.as_deref(), Some("from"), "{problem:?}");
+    // Garbage: never a panic, a problem or a query.
+    for query in ["%ff%fe=%00", "&&&==", "limit", "limit=1&limit=2", "x=%"] {
+        let _ = parse_query::<EventQuery>(query);
+    }
+    let query: EventQuery = parse_query("kind=login&limit=5").expect("a query");
+    assert_eq!(
+        (query.kind.as_deref(), query.limit),
+        (Some("login"), Some(5))
+    );
+}

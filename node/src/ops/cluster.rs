@@ -18,6 +18,7 @@ use crate::authority::{self, access};
 use crate::certs::{RevokeError, Serial};
 use crate::cluster_config::{self, ClusterConfig, ConfigChange};
 use crate::grants::{ChangeError, Grant, UserChange, UserName};
+use crate::join::JoinRefusal;
 use crate::licence::{Licence, MAX_LICENCE_FILE};
 
 /// Default validity of a client certificate, days.
@@ -270,6 +271,18 @@ pub(super) fn create_bundle(
     };
     let data = backend.data_dir().map_err(failure)?;
     let store = backend.store().map_err(failure)?;
+    // No licence, or an expired one, is the cluster's state, not a passing outage: 409.
+    let now_ms = authority::ms(SystemTime::now());
+    let refusal = match authority::current_licence(store).map_err(failure)? {
+        None => Some(JoinRefusal::NoLicence),
+        Some(l) if l.check_time(now_ms).is_err() => Some(JoinRefusal::LicenceExpired {
+            at_ms: l.terms.expires_at_ms,
+        }),
+        Some(_) => None,
+    };
+    if let Some(refusal) = refusal {
+        return Err(Problem::new(ProblemKind::Conflict, refusal.to_string()));
+    }
     let bundle = authority::create_bundle(store, &data, setup_port, ttl, SystemTime::now())
         .map_err(unavailable)?;
     let file = zeroize::Zeroizing::new(bundle.encode());
