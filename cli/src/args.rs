@@ -167,6 +167,12 @@ pub struct RunArgs {
     /// cluster (`init` or `join`): clients present certificates from `user cert`.
     #[arg(long)]
     pub admin_listen: Option<SocketAddr>,
+    /// TCP address of a plain-HTTP door that serves only `GET /v1/health` (200, or 503 with
+    /// the reasons), with no client certificate, for load balancers, e.g. 127.0.0.1:7480
+    /// (port 0: any free port; the bound address is in `status --json` under mesh.health).
+    /// Off when not given.
+    #[arg(long)]
+    pub health_listen: Option<SocketAddr>,
 }
 
 /// `meshward mastered …`
@@ -561,6 +567,7 @@ impl RunArgs {
             setup_listen: self.setup_listen,
             peers: self.peers.clone(),
             admin_listen: self.admin_listen,
+            health_listen: self.health_listen,
         }
     }
 }

@@ -176,6 +176,8 @@ struct Node {
     admission: Admission,
     /// The admin API, when it runs.
     admin: Option<crate::admin::AdminServer>,
+    /// The plain health door, when it runs.
+    health: Option<crate::api::HealthServer>,
     /// The users and revoked serials for the admin API, keyed by the stored chain's
     /// high-water mark.
     access_cache: Option<(Option<HighWater>, meshward_node::authority::Access)>,

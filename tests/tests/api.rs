@@ -625,3 +625,57 @@ fn bad_input_is_a_problem_naming_the_field_and_changes_nothing() {
     }
     api.daemon.kill(libc::SIGTERM);
 }
+
+/// One plain HTTP/1.1 GET to `addr`; the status and body.
+fn plain_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read as _, Write as _};
+    let mut tcp = TcpStream::connect(addr).expect("connect");
+    tcp.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    write!(
+        tcp,
+        "GET {path} HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut reply = Vec::new();
+    tcp.read_to_end(&mut reply).expect("reply");
+    let (code, _, body) = parse_reply(reply).expect("an HTTP reply");
+    (code, body)
+}
+
+#[test]
+fn the_health_door_answers_load_balancers_without_a_certificate_and_serves_nothing_else() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let health = ["--health-listen".to_string(), "127.0.0.1:0".to_string()];
+    let door = |daemon: &meshward_tests::Daemon| -> std::net::SocketAddr {
+        let status = daemon.status().expect("status");
+        status["mesh"]["health"]
+            .as_str()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no health address in status: {status}"))
+    };
+    // A node in no cluster should take no traffic: 503 with the reason.
+    let alone_data = root.path().join("alone");
+    std::fs::create_dir_all(&alone_data).expect("data directory");
+    let alone = meshward_tests::Daemon::start_with(&alone_data, &health).expect("daemon");
+    let (code, body) = plain_get(door(&alone), "/v1/health");
+    assert_eq!(code, 503, "{body}");
+    assert_eq!(json(&body)["healthy"], false, "{body}");
+    assert!(body.contains("not in a cluster"), "{body}");
+    alone.kill(libc::SIGTERM);
+
+    // A leader is healthy; nothing but health is served, and bad input is a problem.
+    let (data, _, _) = leader_with_users(root.path(), &[]);
+    let leader = meshward_tests::Daemon::start_with(&data, &health).expect("daemon");
+    let addr = door(&leader);
+    let (code, body) = plain_get(addr, "/v1/health?max_lag_ms=60000");
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(json(&body)["healthy"], true, "{body}");
+    for path in ["/v1/status", "/metrics", "/", "/v1/users", "/v1/backup"] {
+        assert_eq!(plain_get(addr, path).0, 404, "{path}");
+    }
+    let (code, body) = plain_get(addr, "/v1/health?max_lag_ms=soon");
+    assert_eq!(code, 400, "{body}");
+    assert_eq!(json(&body)["field"], "max_lag_ms", "{body}");
+    leader.kill(libc::SIGTERM);
+}

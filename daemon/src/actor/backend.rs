@@ -68,6 +68,7 @@ impl Backend for DaemonBackend<'_> {
             "pending_evicted": node.gossip.evicted + node.channels.evicted + node.requests.evicted,
             "setup": node.setup.as_ref().map(|s| s.local_addr().to_string()),
             "admin": node.admin.as_ref().map(|a| a.local_addr().to_string()),
+            "health": node.health.as_ref().map(|h| h.local_addr().to_string()),
             "setup_metrics": node.setup.as_ref().map(SetupServer::metrics),
             "admin_metrics": node.admin.as_ref().map(crate::admin::AdminServer::metrics),
             "join": node.admission.counters(),

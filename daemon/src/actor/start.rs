@@ -42,6 +42,8 @@ pub struct RunOptions {
     pub peers: Vec<String>,
     /// The HTTPS admin API's TCP address; off when `None`.
     pub admin_listen: Option<SocketAddr>,
+    /// The plain health door's TCP address (`GET /v1/health` only); off when `None`.
+    pub health_listen: Option<SocketAddr>,
 }
 
 /// Runs the daemon until SIGINT or SIGTERM.
@@ -144,6 +146,7 @@ async fn serve(data: PathBuf, args: &RunOptions, mut dial: Vec<SocketAddr>) -> a
         gate: Arc::new(SetupGate::default()),
         admission: Admission::new(rand::random()),
         admin: None,
+        health: None,
         access_cache: None,
         chain_cache: meshward_node::roster::ChainCache::default(),
         disk: DiskFull::default(),
@@ -174,7 +177,11 @@ async fn serve(data: PathBuf, args: &RunOptions, mut dial: Vec<SocketAddr>) -> a
     }
     node.bootstrap = Bootstrap::new(dial, now_ms() as u64);
     let (api_tx, mut api_rx) = mpsc::channel(crate::api::JOB_QUEUE);
-    let router = crate::api::router(ApiState { jobs: api_tx });
+    let state = ApiState { jobs: api_tx };
+    let router = crate::api::router(state.clone());
+    if let Some(bind) = args.health_listen {
+        node.health = Some(crate::api::serve_health(bind, state).await?);
+    }
     let (socket, _server) = crate::api::serve_local(&data, router.clone())?;
     if let Some(bind) = args.admin_listen {
         let tls = crate::setup::tls_identity(&node.store)?.context(

@@ -29,11 +29,13 @@ use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, oneshot};
 
 mod backup;
+mod health;
 mod local;
 mod pages;
 mod routes;
 
 pub use backup::BackupSource;
+pub use health::{HEALTH_CONNECTIONS, HealthServer, serve_health};
 pub use local::serve_local;
 pub use pages::{prometheus, status_page};
 pub use routes::{openapi, router};

@@ -438,7 +438,11 @@ async fn status(State(s): S, Extension(c): C) -> Response {
 /// 200 when the node should take traffic behind a load balancer, else 503 with the reasons.
 #[utoipa::path(get, path = "/v1/health", tag = "node", params(HealthQuery),
     responses((status = 200, body = Health), (status = 503, body = Health), (status = 403, body = Problem, content_type = "application/problem+json")))]
-async fn health(State(s): S, Extension(c): C, Params(q): Params<HealthQuery>) -> Response {
+pub(super) async fn health(
+    State(s): S,
+    Extension(c): C,
+    Params(q): Params<HealthQuery>,
+) -> Response {
     health_answer(ask(&s, c, Job::Run(Request::Health(q))).await)
 }
 
