@@ -492,6 +492,11 @@ pub struct InitArgs {
     /// port); stored, default 127.0.0.1:7400.
     #[arg(long)]
     pub listen: Option<SocketAddr>,
+    /// The licence issuer's public key (64 hex digits, from the vendor's `licence keygen`),
+    /// recorded in the cluster's genesis for good: only licences it signed are installed.
+    /// Without it the cluster takes no licence and stays one node.
+    #[arg(long, value_parser = meshward_node::licence::parse_issuer)]
+    pub licence_issuer: Option<[u8; 32]>,
 }
 
 /// `meshward join`
@@ -528,13 +533,44 @@ pub enum BundleCmd {
 /// `meshward licence …`
 #[derive(Debug, Subcommand)]
 pub enum LicenceCmd {
-    /// Verify a licence file against the configured issuer and store it (leader only).
+    /// Verify a licence file against the cluster's licence issuer (named at `init`) and store
+    /// it (leader only).
     Install {
         /// The licence file.
         file: PathBuf,
     },
     /// Show the installed licence.
     Show,
+    /// The vendor's side: make a licence issuer key pair. Writes FILE (the signing key, mode
+    /// 0600: keep it offline) and FILE.pub (the public key), and prints the public key, which
+    /// `init --licence-issuer` takes.
+    Keygen {
+        /// Where to write the signing key (never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// The vendor's side: sign a licence for one cluster.
+    Issue {
+        /// The issuer's signing key file, from `licence keygen`.
+        #[arg(long)]
+        issuer_key: PathBuf,
+        /// The cluster's id, 32 hex digits (`meshward status` shows it).
+        #[arg(long)]
+        cluster: String,
+        /// The most nodes the cluster may have, the leader included (1 to 4096).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096))]
+        nodes: u32,
+        /// When it ends: a date (2027-12-31, midnight UTC), an RFC 3339 time
+        /// (2027-12-31T12:00:00Z), or a duration from now (90d, 1y).
+        #[arg(long)]
+        expires: String,
+        /// Whom it is for.
+        #[arg(long, default_value = "")]
+        customer: String,
+        /// Where to write the licence file (never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 impl InitArgs {
@@ -543,6 +579,7 @@ impl InitArgs {
         meshward_node::lifecycle::InitOptions {
             address: self.address.clone(),
             listen: self.listen,
+            licence_issuer: self.licence_issuer,
         }
     }
 }

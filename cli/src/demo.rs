@@ -12,10 +12,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use clap::Args;
-use ed25519_dalek::SigningKey;
 
-use meshward_node::config::CONFIG_FILE;
-use meshward_node::licence::LicenceTerms;
+use meshward_node::licence::{IssuerKey, LicenceTerms};
 use meshward_node::mek::MEK_FILE;
 
 /// How long a node may take to start.
@@ -85,29 +83,32 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         );
     }
     meshward_node::disk::private_data_dir(&nodes[0].0)?;
-    let issuer = SigningKey::generate(&mut rand::rngs::OsRng);
-    meshward_node::disk::write_new(
-        &nodes[0].0.join(CONFIG_FILE),
-        format!(
-            "# written by `meshward demo`: the demo's own licence issuer\nlicence-issuer = \"{}\"\n",
-            hex::encode(issuer.verifying_key().to_bytes())
-        )
-        .as_bytes(),
-        0o600,
-    )?;
+    // The demo is its own licence vendor: an issuer key of its own, named at `init`.
+    let issuer = IssuerKey::generate();
     let (leader, leader_addr) = &nodes[0];
     println!("meshward demo in {}", dir.display());
     step(
         &exe,
         leader,
-        &["init", "--address", leader_addr, "--listen", leader_addr],
+        &[
+            "init",
+            "--address",
+            leader_addr,
+            "--listen",
+            leader_addr,
+            "--licence-issuer",
+            &issuer.public_hex(),
+        ],
     )?;
-    let licence = LicenceTerms {
+    let cluster = meshward_node::store::Store::open(leader)?
+        .identity()?
+        .cluster;
+    let licence = issuer.sign(LicenceTerms {
         customer: "meshward demo".into(),
+        cluster: cluster.to_hex(),
         max_nodes: 3,
         expires_at_ms: meshward_node::ops::now_ms() as u64 + 30 * 24 * 3600 * 1000,
-    }
-    .sign(&issuer);
+    });
     let licence_file = dir.join("licence.json");
     meshward_node::disk::write_new(&licence_file, licence.to_file().as_bytes(), 0o644)?;
     step(&exe, leader, &["licence", "install", path(&licence_file)?])?;

@@ -196,6 +196,9 @@ fn request_of(command: Command) -> anyhow::Result<Request> {
             Request::InstallLicence(InstallLicence { licence })
         }
         Command::Licence(LicenceCmd::Show) => Request::GetLicence,
+        Command::Licence(LicenceCmd::Keygen { .. } | LicenceCmd::Issue { .. }) => {
+            bail!("this command is run by the binary on its own")
+        }
         Command::Mastered(MasteredCmd::Import { file }) => {
             let bytes = read_bounded(&file, meshward_node::roster::MAX_BUNDLE)?;
             Request::ImportMastered(ImportMastered {

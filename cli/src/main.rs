@@ -17,6 +17,7 @@ mod files;
 mod offline;
 mod render;
 mod unseal;
+mod vendor;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -33,6 +34,8 @@ fn main() -> ExitCode {
         }
         Command::Unseal(args) => unseal::unseal_command(g, &args, out),
         Command::Backup(args) => files::backup(g, args, out),
+        Command::Licence(args::LicenceCmd::Keygen { out: ref file }) => vendor::keygen(file, out),
+        Command::Licence(ref cmd @ args::LicenceCmd::Issue { .. }) => vendor::issue(cmd, out),
         Command::Openapi => {
             use std::io::Write as _;
             writeln!(out, "{}", meshward_daemon::api::openapi()).map_err(Into::into)

@@ -16,7 +16,8 @@
 //! ([`VerifyError::Rollback`]), gaps are refused ([`VerifyError::VersionGap`]) so the caller
 //! fetches what is missing first, and a record that does not extend our chain is refused
 //! ([`VerifyError::BrokenChain`]). Version 1 is always a `Genesis` record carrying the first
-//! [`Roster`]; no other record may be `Genesis`.
+//! [`Roster`] and the licence issuer the cluster trusts for its whole life ([`Genesis`]); no
+//! other record may be `Genesis`.
 //!
 //! # Epochs and fencing
 //!
@@ -127,7 +128,7 @@ use sha2::{Digest, Sha256};
 mod error;
 mod payload;
 
-pub use payload::{Candidacy, Endorsement, Handover, Member, Roster};
+pub use payload::{Candidacy, Endorsement, Genesis, Handover, Member, Roster};
 
 /// Domain-separation prefix of the bytes a leader signs for a record.
 pub const RECORD_DOMAIN: &[u8] = b"meshward/mastered/v1\0";
@@ -257,6 +258,7 @@ pub struct Chain {
     last_version: u64,
     last_hash: RecordHash,
     roster: Roster,
+    licence_issuer: Option<[u8; 32]>,
 }
 
 impl RecordHash {
@@ -532,6 +534,7 @@ impl Chain {
             last_version: 0,
             last_hash: RecordHash::ZERO,
             roster: Roster::default(),
+            licence_issuer: None,
         }
     }
 
@@ -621,6 +624,12 @@ impl Chain {
         &self.roster
     }
 
+    /// The licence issuer named by the genesis record, fixed for the cluster's life; `None`
+    /// before genesis or when the cluster was created without one.
+    pub fn licence_issuer(&self) -> Option<[u8; 32]> {
+        self.licence_issuer
+    }
+
     /// Checks whether `signed` may be applied next; see the module docs for the rules and
     /// [`VerifyError`] for the order of checks. Pure: the chain does not change.
     pub fn verify(&self, signed: &SignedRecord) -> Result<Verified<SignedRecord>, VerifyError> {
@@ -691,7 +700,10 @@ impl Chain {
             source,
         };
         let effect = match record.kind {
-            RecordKind::Genesis | RecordKind::Roster => {
+            RecordKind::Genesis => {
+                Effect::Genesis(Genesis::decode(&record.payload).map_err(bad_payload)?)
+            }
+            RecordKind::Roster => {
                 Effect::Roster(Roster::decode(&record.payload).map_err(bad_payload)?)
             }
             RecordKind::Handover => {
@@ -773,6 +785,10 @@ impl Chain {
         self.last_hash = proof.hash;
         match &proof.effect {
             Effect::None => {}
+            Effect::Genesis(genesis) => {
+                self.roster = genesis.roster.clone();
+                self.licence_issuer = genesis.licence_issuer;
+            }
             Effect::Roster(roster) => self.roster = roster.clone(),
             Effect::Handover { epoch, leader } => {
                 self.epoch = *epoch;
@@ -873,6 +889,7 @@ struct Proof {
 #[derive(Debug)]
 enum Effect {
     None,
+    Genesis(Genesis),
     Roster(Roster),
     Handover { epoch: u64, leader: [u8; 32] },
 }

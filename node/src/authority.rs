@@ -60,8 +60,14 @@ pub fn setup_port_from_settings(store: &Store) -> anyhow::Result<u16> {
     }
 }
 
-/// The installed licence: the payload of the last `Licence` record.
+/// The installed licence: the payload of the last `Licence` record, checked again against the
+/// licence issuer and cluster the genesis names (a record that does not verify counts as no
+/// licence; only a genesis written before issuers were recorded trusts the record as its
+/// leader stored it).
 pub fn current_licence(store: &Store) -> anyhow::Result<Option<Licence>> {
+    let Some(chain) = crate::roster::chain(store)? else {
+        return Ok(None);
+    };
     let Some(record) = store
         .mastered_records()?
         .into_iter()
@@ -70,9 +76,17 @@ pub fn current_licence(store: &Store) -> anyhow::Result<Option<Licence>> {
     else {
         return Ok(None);
     };
-    Licence::decode(&record.record.payload)
-        .map(Some)
-        .context("the stored licence record is damaged")
+    let licence =
+        Licence::decode(&record.record.payload).context("the stored licence record is damaged")?;
+    match chain.licence_issuer() {
+        Some(issuer) if licence.verify_for(&issuer, &chain.cluster()).is_err() => {
+            tracing::warn!(
+                "the stored licence does not verify against the genesis issuer; ignored"
+            );
+            Ok(None)
+        }
+        _ => Ok(Some(licence)),
+    }
 }
 
 /// The chain, if this node leads it; else an error naming the leader.

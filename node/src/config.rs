@@ -23,8 +23,9 @@ pub const MAX_RATE_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct NodeConfig {
-    /// ed25519 public key (64 hex digits) of the licence issuer: `meshward licence install`
-    /// accepts only licences it signed. Default: none, so no licence can be installed.
+    /// No longer read: the licence issuer is fixed when the cluster is created (`meshward init
+    /// --licence-issuer KEY`). A file that still sets it is refused with that advice, so the
+    /// operator does not believe it does something.
     pub licence_issuer: Option<String>,
     /// A PEM file of external CA certificates whose client certificates the admin API accepts
     /// beside the cluster CA's (a relative path is taken from the data directory). Read when
@@ -76,7 +77,10 @@ impl NodeConfig {
     pub fn parse(text: &str) -> anyhow::Result<NodeConfig> {
         let config: NodeConfig = toml::from_str(text)?;
         if config.licence_issuer.is_some() {
-            config.issuer()?;
+            anyhow::bail!(
+                "`licence-issuer` is no longer read from {CONFIG_FILE}: a cluster's licence issuer is \
+                 fixed when it is created (`meshward init --licence-issuer KEY`); remove the line"
+            );
         }
         Ok(config)
     }
@@ -103,20 +107,6 @@ impl NodeConfig {
                 .admin_address_connections
                 .unwrap_or(default.connections_per_address),
         }
-    }
-
-    /// The licence issuer's key, or a clear error when none is configured.
-    pub fn issuer(&self) -> anyhow::Result<[u8; 32]> {
-        let hex = self.licence_issuer.as_deref().ok_or_else(|| {
-            anyhow::anyhow!(
-                "no licence issuer configured; set `licence-issuer = \"<64 hex digits>\"` in \
-                 DATA/{CONFIG_FILE} (see meshward.example.toml)"
-            )
-        })?;
-        let mut key = [0u8; 32];
-        hex::decode_to_slice(hex.trim(), &mut key)
-            .map_err(|_| anyhow::anyhow!("licence-issuer is not 64 hex digits"))?;
-        Ok(key)
     }
 }
 
@@ -218,7 +208,7 @@ mod tests {
     #[test]
     fn the_shipped_example_parses() {
         let config = NodeConfig::parse(include_str!("../../meshward.example.toml")).unwrap();
-        assert!(config.issuer().is_ok());
+        assert_eq!(config.licence_issuer, None);
         // Its commented-out rate limits are the defaults, and parse when uncommented.
         let uncommented = include_str!("../../meshward.example.toml").replace("# admin-", "admin-");
         let config = NodeConfig::parse(&uncommented).unwrap();
@@ -246,11 +236,12 @@ mod tests {
     }
 
     #[test]
-    fn unknown_keys_and_bad_issuers_are_refused() {
+    fn unknown_keys_and_the_retired_licence_issuer_key_are_refused() {
         assert!(NodeConfig::parse("licence_issuer = \"00\"").is_err());
-        assert!(NodeConfig::parse("licence-issuer = \"zz\"").is_err());
+        let key = format!("licence-issuer = \"{}\"", "ab".repeat(32));
+        let err = NodeConfig::parse(&key).unwrap_err().to_string();
+        assert!(err.contains("init --licence-issuer"), "{err}");
         assert!(NodeConfig::parse("\u{0}garbage[[").is_err());
-        assert!(NodeConfig::parse("").unwrap().issuer().is_err());
         let config = NodeConfig::parse("admin-client-ca = \"ca.pem\"").unwrap();
         assert_eq!(config.admin_client_ca, Some("ca.pem".into()));
         assert!(NodeConfig::parse("admin-client-ca = 3").is_err());

@@ -549,6 +549,7 @@ enum JoinOutcome {
 fn join_licence() -> Licence {
     LicenceTerms {
         customer: "acme".into(),
+        cluster: CLUSTER.to_hex(),
         max_nodes: 3,
         expires_at_ms: JOIN_T0 * 10,
     }
@@ -782,7 +783,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
         (
             "mastered_bundle",
             vec![
-                MasteredBundle::genesis(&key(1), CLUSTER, genesis_roster().members).encode(),
+                MasteredBundle::genesis(&key(1), CLUSTER, genesis_roster().members, None).encode(),
                 bundle.clone(),
             ],
         ),

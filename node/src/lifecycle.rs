@@ -41,6 +41,9 @@ pub struct InitOptions {
     pub address: String,
     /// The mesh address `meshward run` listens on, stored (default 127.0.0.1:7400).
     pub listen: Option<SocketAddr>,
+    /// The licence issuer's public key, recorded in the genesis for the cluster's life
+    /// (`None`: licences can never be installed, and the cluster stays one node).
+    pub licence_issuer: Option<[u8; 32]>,
 }
 
 /// The node's TLS credentials (DER), as `init` and `join` stored them.
@@ -94,6 +97,7 @@ pub fn init(data: &Path, args: &InitOptions, out: &mut dyn Write) -> anyhow::Res
             key: identity.key.verifying_key().to_bytes(),
             address: args.address.clone(),
         }],
+        args.licence_issuer,
     );
     // The MEK file first: it refuses to overwrite, and without it the cluster is useless.
     mek.write_new(&mek_path)?;
@@ -107,6 +111,16 @@ pub fn init(data: &Path, args: &InitOptions, out: &mut dyn Write) -> anyhow::Res
         return Err(e.context("initialising the cluster"));
     }
     info!(cluster = %cluster.to_hex(), "cluster initialised; this node leads epoch 1");
+    let licence_step = if args.licence_issuer.is_some() {
+        format!(
+            "Next: install a licence for cluster {} (`meshward licence install FILE`), start the node (`meshward run`),",
+            cluster.to_hex()
+        )
+    } else {
+        "This cluster names no licence issuer (`init --licence-issuer`), so it stays one node.\n\
+         Next: start the node (`meshward run`),"
+            .to_string()
+    };
     writeln!(
         out,
         "initialised cluster {} with this node ({}) as leader of epoch 1\n\
@@ -114,7 +128,7 @@ pub fn init(data: &Path, args: &InitOptions, out: &mut dyn Write) -> anyhow::Res
          Master Encryption Key (shown once; also written to {}):\n\
          \n    {}\n\n\
          Store it in your vault now: joining nodes and restores need it.\n\
-         Next: install a licence (`meshward licence install FILE`), start the node (`meshward run`),\n\
+         {licence_step}\n\
          then create a joining bundle for each new node (`meshward bundle create --out FILE`).",
         cluster.to_hex(),
         args.address,

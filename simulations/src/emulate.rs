@@ -618,6 +618,7 @@ impl Lab {
             &leader,
             meshward_crdt::ClusterId([0x6d; 16]),
             members,
+            None,
         );
         let file = self.work.join("roster.bundle");
         std::fs::write(&file, bundle.encode())?;

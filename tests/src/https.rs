@@ -173,7 +173,8 @@ pub fn p(path: &Path) -> &str {
     path.to_str().expect("utf-8 path")
 }
 
-/// A leader made by `init` in ROOT/leader, with `users` and their grants and a certificate
+/// A leader made by `init` in ROOT/leader (naming the test licence issuer of
+/// [`crate::ISSUER_SEED`]), with `users` and their grants and a certificate
 /// each in ROOT/certs. Returns the data and certificate directories and each user's serial as
 /// `user cert --json` printed it.
 ///
@@ -185,7 +186,7 @@ pub fn leader_with_users(
 ) -> (PathBuf, PathBuf, BTreeMap<String, String>) {
     let data = root.join("leader");
     let addr = format!("127.0.0.1:{}", free_port_pair().expect("free ports"));
-    cli(&data, &["init", "--address", &addr, "--listen", &addr]).expect("init");
+    crate::init_with_issuer(&data, &addr, crate::ISSUER_SEED).expect("init");
     let certs = root.join("certs");
     let mut serials = BTreeMap::new();
     for &(user, grant) in users {

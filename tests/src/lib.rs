@@ -302,6 +302,11 @@ pub fn cluster(root: &Path, n: usize) -> anyhow::Result<Vec<(PathBuf, String)>> 
         &leader,
         meshward_crdt::ClusterId([0x6d; 16]),
         members,
+        Some(
+            ed25519_dalek::SigningKey::from_bytes(&ISSUER_SEED)
+                .verifying_key()
+                .to_bytes(),
+        ),
     );
     let file = root.join("roster.bundle");
     std::fs::write(&file, bundle.encode())?;
@@ -487,21 +492,52 @@ impl ClientIdentity {
     }
 }
 
-/// Makes the `init`ed node of `data` trust a test licence issuer (an ed25519 key from `seed`,
-/// written to `DATA/meshward.toml`) and installs a licence it signed for `max_nodes` nodes
-/// (the licence file is written next to `data`).
+/// The seed of the test licence issuer that [`cluster`] and [`https::leader_with_users`]
+/// name in their genesis.
+pub const ISSUER_SEED: [u8; 32] = [0x11; 32];
+
+/// The public key (hex) of the test licence issuer made from `seed`, as `init
+/// --licence-issuer` takes it.
+pub fn issuer_hex(seed: [u8; 32]) -> String {
+    hex::encode(
+        ed25519_dalek::SigningKey::from_bytes(&seed)
+            .verifying_key()
+            .to_bytes(),
+    )
+}
+
+/// `meshward init` of `data` at `addr` (also its listen address), naming the test licence
+/// issuer of `seed`; what init printed.
+pub fn init_with_issuer(data: &Path, addr: &str, seed: [u8; 32]) -> anyhow::Result<String> {
+    let issuer = issuer_hex(seed);
+    let init = [
+        "init",
+        "--address",
+        addr,
+        "--listen",
+        addr,
+        "--licence-issuer",
+        &issuer,
+    ];
+    cli(data, &init)
+}
+
+/// Installs on the leader of `data` a licence for `max_nodes` nodes of its cluster, signed by
+/// the test issuer of `seed` (the cluster must have been created naming that issuer). The
+/// licence file is written next to `data`.
 pub fn install_licence(data: &Path, seed: [u8; 32], max_nodes: u32) -> anyhow::Result<()> {
-    let issuer = ed25519_dalek::SigningKey::from_bytes(&seed);
-    let issuer_hex = hex::encode(issuer.verifying_key().to_bytes());
-    std::fs::write(
-        data.join("meshward.toml"),
-        format!("licence-issuer = \"{issuer_hex}\"\n"),
-    )?;
+    let status: serde_json::Value = serde_json::from_str(&cli(data, &["status", "--json"])?)?;
+    let cluster = status["cluster"]
+        .as_str()
+        .context("no cluster id in status")?
+        .to_string();
     let terms = meshward_node::licence::LicenceTerms {
         customer: "acme".into(),
+        cluster,
         max_nodes,
         expires_at_ms: 4_000_000_000_000,
     };
+    let issuer = ed25519_dalek::SigningKey::from_bytes(&seed);
     let licence = data.with_extension("licence.json");
     std::fs::write(&licence, terms.sign(&issuer).to_file())?;
     cli(

@@ -21,8 +21,8 @@ use meshward_node::admin_limits::ADDRESS_CONNECTIONS;
 use meshward_node::join::JoiningBundle;
 use meshward_node::join::wire::SetupRequest;
 use meshward_tests::{
-    ClientIdentity as Identity, Daemon, cli, cli_fails, free_port_pair, install_licence,
-    meshward_bin, wait_for, wait_or_kill,
+    ClientIdentity as Identity, Daemon, cli, cli_fails, free_port_pair, init_with_issuer,
+    install_licence, meshward_bin, wait_for, wait_or_kill,
 };
 use meshward_transport::setup::ALPN;
 use rustls::pki_types::ServerName;
@@ -70,7 +70,7 @@ fn p(path: &Path) -> &str {
 fn licensed_leader(root: &Path) -> PathBuf {
     let data = root.join("leader");
     let addr = format!("127.0.0.1:{}", free_port_pair().expect("free ports"));
-    cli(&data, &["init", "--address", &addr, "--listen", &addr]).expect("init");
+    init_with_issuer(&data, &addr, [0x22; 32]).expect("init");
     install_licence(&data, [0x22; 32], 3).expect("licence install");
     data
 }

@@ -240,8 +240,18 @@ pub(super) fn install_licence(
         ));
     }
     require_leader(backend)?;
-    let issuer = backend.licence_issuer().map_err(unavailable)?;
-    let licence = Licence::from_file(body.licence.as_bytes(), &issuer, super::now_ms() as u64)
+    let chain = backend
+        .chain()
+        .map_err(failure)?
+        .ok_or_else(|| Problem::new(ProblemKind::Conflict, "this node is in no cluster"))?;
+    let issuer = chain.licence_issuer().ok_or_else(|| {
+        Problem::new(
+            ProblemKind::Conflict,
+            "this cluster was created without a licence issuer (`meshward init --licence-issuer KEY`), so it takes no licence",
+        )
+    })?;
+    let now = super::now_ms() as u64;
+    let licence = Licence::from_file(body.licence.as_bytes(), &issuer, &chain.cluster(), now)
         .map_err(|e| Problem::bad_input("licence", e.to_string()))?;
     let version = master(backend, RecordKind::Licence, licence.encode())?;
     Ok(Reply::Written(Written { version }))

@@ -59,11 +59,6 @@ pub trait Backend {
     }
     /// The node's data directory.
     fn data_dir(&mut self) -> anyhow::Result<PathBuf>;
-    /// The licence issuer's public key this node trusts (`licence-issuer` in
-    /// `DATA/meshward.toml`).
-    fn licence_issuer(&mut self) -> anyhow::Result<[u8; 32]> {
-        crate::config::NodeConfig::load(&self.data_dir()?)?.issuer()
-    }
     /// The address the running setup endpoint listens on, when a daemon runs one.
     fn setup_addr(&mut self) -> Option<SocketAddr> {
         None

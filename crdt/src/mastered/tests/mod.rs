@@ -679,3 +679,45 @@ proptest! {
         prop_assert!(SignedRecord::decode(&longer).is_err());
     }
 }
+
+#[test]
+fn the_genesis_names_the_licence_issuer_for_good_and_old_geneses_have_none() {
+    let issuer = pk(42);
+    let genesis = Genesis {
+        roster: roster([1, 2]),
+        licence_issuer: Some(issuer),
+    };
+    let mut chain = Chain::new(anchor());
+    assert_eq!(chain.licence_issuer(), None);
+    let record = chain.sign_next(&key(1), RecordKind::Genesis, genesis.encode());
+    accept(&mut chain, &record);
+    assert_eq!(chain.licence_issuer(), Some(issuer));
+    assert_eq!(Genesis::decode(&genesis.encode()), Ok(genesis.clone()));
+    // Later rosters keep it: nothing but the genesis sets it.
+    let next = chain.sign_next(&key(1), RecordKind::Roster, roster([1, 2, 3]).encode());
+    accept(&mut chain, &next);
+    assert_eq!(chain.licence_issuer(), Some(issuer));
+
+    // A genesis written before the issuer was recorded: the roster alone, no issuer.
+    let mut old = Chain::new(anchor());
+    let record = old.sign_next(&key(1), RecordKind::Genesis, roster([1, 2]).encode());
+    accept(&mut old, &record);
+    assert_eq!(old.licence_issuer(), None);
+    assert_eq!(old.roster(), &roster([1, 2]));
+
+    // An issuer key that is no usable ed25519 key, trailing bytes, garbage: refused.
+    let bad = Genesis {
+        licence_issuer: Some([0; 32]),
+        ..genesis.clone()
+    };
+    assert_eq!(
+        Genesis::decode(&bad.encode()),
+        Err(PayloadError::InvalidIssuerKey)
+    );
+    let mut long = genesis.encode();
+    long.push(0);
+    assert!(Genesis::decode(&long).is_err());
+    for garbage in [&[][..], &[1], &[0xff; 40]] {
+        assert!(Genesis::decode(garbage).is_err(), "{garbage:?}");
+    }
+}
