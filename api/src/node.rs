@@ -83,6 +83,34 @@ pub struct HaDone {
     pub leader: String,
 }
 
+/// `GET /v1/ha/log`: how many entries, newest first.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema, IntoParams)]
+pub struct HaLogQuery {
+    /// At most this many (default 50, most [`MAX_HA_LOG_PAGE`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+}
+
+/// Most HA log entries one page holds.
+pub const MAX_HA_LOG_PAGE: usize = 1000;
+
+/// One line of the HA command log: who ran what, when, on which node, with what result.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct HaLogEntry {
+    /// When (RFC 3339, UTC).
+    pub at: String,
+    /// The node it ran on (its address).
+    pub node: String,
+    /// Who asked: `local operator`, or `user NAME`.
+    pub who: String,
+    /// The command, as the CLI names it (`ha failover --force`, ...).
+    pub command: String,
+    /// Whether it succeeded.
+    pub ok: bool,
+    /// What it did, or why it failed.
+    pub message: String,
+}
+
 /// A superseded mastered record, kept for review.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct SupersededRecord {

@@ -13,8 +13,8 @@ use crate::cluster::{
 };
 use crate::local::{AuditQuery, AuditRow, AuditVerified, RecordAudit, Recorded, SetValue, Setting};
 use crate::node::{
-    Demote, Failover, HaDone, HaStatus, Health, HealthQuery, MakeStandalone, Status,
-    SupersededRecord, Unseal,
+    Demote, Failover, HaDone, HaLogEntry, HaLogQuery, HaStatus, Health, HealthQuery,
+    MakeStandalone, Status, SupersededRecord, Unseal,
 };
 use crate::shared::{
     AppendEvents, Appended, Approve, EventPage, EventQuery, ExceptionRow, FingerprintRow,
@@ -161,6 +161,8 @@ pub enum Request {
     MakeStandalone(MakeStandalone),
     /// `GET /v1/ha/superseded`
     Superseded,
+    /// `GET /v1/ha/log`: this node's HA command log, newest first
+    HaLog(HaLogQuery),
     /// `GET /v1/status`
     Status,
     /// `GET /v1/health`
@@ -223,6 +225,8 @@ pub enum Reply {
     HaDone(HaDone),
     /// Superseded records.
     Superseded(Vec<SupersededRecord>),
+    /// HA command log entries, newest first.
+    HaLog(Vec<HaLogEntry>),
     /// The node's status.
     Status(Box<Status>),
     /// The node's health.
@@ -364,6 +368,10 @@ impl Request {
             Request::Failover(b) => with_body(Post, "/v1/ha/failover".into(), json(b)),
             Request::MakeStandalone(b) => with_body(Post, "/v1/ha/make-standalone".into(), json(b)),
             Request::Superseded => r(Get, "/v1/ha/superseded".into()),
+            Request::HaLog(q) => Route {
+                query: query_of(q),
+                ..r(Get, "/v1/ha/log".into())
+            },
             Request::Status => r(Get, "/v1/status".into()),
             Request::Health(q) => Route {
                 query: query_of(q),
@@ -409,6 +417,7 @@ impl Request {
             | Request::Failover(_)
             | Request::MakeStandalone(_) => Reply::HaDone(de(body)?),
             Request::Superseded => Reply::Superseded(de(body)?),
+            Request::HaLog(_) => Reply::HaLog(de(body)?),
             Request::Status => Reply::Status(Box::new(de(body)?)),
             Request::Health(_) => Reply::Health(de(body)?),
             Request::Fault(_) => Reply::Fault(de(body)?),

@@ -459,6 +459,13 @@ pub enum HaCmd {
     },
     /// Mastered records that lost when two leaders' chains met, for review.
     Superseded,
+    /// This node's HA command log, newest first: who ran what, when, on which node, with what
+    /// result.
+    Log {
+        /// At most this many entries (1 to 1000).
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
     /// Leave the cluster (on a follower; local data and MEK are kept), or remove `--node`
     /// (on the leader). A removed node needs a new joining bundle to come back.
     MakeStandalone {

@@ -165,6 +165,9 @@ fn request_of(command: Command) -> anyhow::Result<Request> {
         Command::Ha(HaCmd::Failback) => Request::Failback,
         Command::Ha(HaCmd::Failover { force }) => Request::Failover(Failover { force }),
         Command::Ha(HaCmd::Superseded) => Request::Superseded,
+        Command::Ha(HaCmd::Log { limit }) => {
+            Request::HaLog(meshward_api::node::HaLogQuery { limit: Some(limit) })
+        }
         Command::Ha(HaCmd::MakeStandalone { node }) => {
             Request::MakeStandalone(MakeStandalone { node })
         }

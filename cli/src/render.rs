@@ -168,6 +168,16 @@ fn shown(request: &Request, reply: Reply) -> (serde_json::Value, String) {
             "done at mastered version {}; epoch {}, leader {}",
             d.version, d.epoch, d.leader
         ),
+        (Reply::HaLog(rows), _) if rows.is_empty() => "no HA command has run on this node".into(),
+        (Reply::HaLog(rows), _) => lines(rows, |e| {
+            let outcome = if e.ok { "ok" } else { "FAILED" };
+            let by = if e.who.is_empty() { "?" } else { &e.who };
+            let on = if e.node.is_empty() { "?" } else { &e.node };
+            format!(
+                "{}  {on}  {by}  {}  {outcome}: {}",
+                e.at, e.command, e.message
+            )
+        }),
         (Reply::Superseded(rows), _) => lines(rows, |r| {
             format!(
                 "version {} epoch {} {} signed by {} ({} bytes)",

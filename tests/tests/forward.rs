@@ -78,8 +78,16 @@ fn a_follower_forwards_leader_writes_and_holds_them_when_it_answers() {
         all_led_by(&daemons.iter().collect::<Vec<_>>(), 2, "node2.test")
     })
     .unwrap();
-    let log = std::fs::read_to_string(daemons[0].data.join("ha-commands.log")).unwrap();
-    assert!(log.contains("ha demote --to node2.test\tok"), "{log}");
+    // The leader that ran it logged who asked, where, and the result; `ha log` shows it.
+    let log = cli(&daemons[0].data, &["ha", "log", "--json"]).unwrap();
+    let log: serde_json::Value = serde_json::from_str(&log).unwrap();
+    let entry = &log[0];
+    assert_eq!(entry["command"], "ha demote --to node2.test", "{log}");
+    assert_eq!(entry["ok"], true, "{log}");
+    assert_eq!(entry["who"], "local operator", "{log}");
+    assert_eq!(entry["node"], "node0.test", "{log}");
+    let text = cli(&daemons[0].data, &["ha", "log"]).unwrap();
+    assert!(text.contains("ha demote --to node2.test  ok"), "{text}");
 }
 
 #[test]

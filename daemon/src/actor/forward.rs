@@ -68,6 +68,7 @@ impl Node {
 
     /// Forwards `request` from `caller` to the leader; `sink` gets the answer.
     pub(super) fn forward(&mut self, caller: &Caller, request: Request, sink: Sink) {
+        let who = caller.who();
         let caller = match caller {
             Caller::Local => Forwarder::Local,
             Caller::Cert(Some(cert)) => Forwarder::Cert {
@@ -95,6 +96,7 @@ impl Node {
             Waiter {
                 sink,
                 request: envelope.request,
+                who,
             },
         );
         if let Err(e) = self.feed(Input::Forward {

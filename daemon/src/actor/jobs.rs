@@ -36,6 +36,8 @@ pub(super) enum Sink {
 pub(super) struct Waiter {
     pub(super) sink: Sink,
     pub(super) request: Request,
+    /// Who asked ([`Caller::who`]), for the HA command log.
+    pub(super) who: String,
 }
 
 impl Node {
@@ -77,12 +79,14 @@ impl Node {
         }
         self.next_token += 1;
         let token = self.next_token;
+        let who = caller.who();
         match self.deferred_input(token, &request) {
             Err(problem) => {
-                self.finish(Waiter { sink, request }, Err(problem.detail.clone()));
+                let waiter = Waiter { sink, request, who };
+                self.finish(waiter, Err(problem.detail.clone()));
             }
             Ok(input) => {
-                self.waiters.insert(token, Waiter { sink, request });
+                self.waiters.insert(token, Waiter { sink, request, who });
                 if let Err(e) = self.feed(input) {
                     tracing::warn!(error = %e, "an API request failed");
                 }
@@ -229,9 +233,25 @@ impl Node {
                 format!("done at mastered version {version}; epoch {epoch}, leader {leader}")
             })
             .map_err(Clone::clone);
+        let node = self
+            .core
+            .chain()
+            .and_then(|c| {
+                let me = self.core.me().0;
+                c.roster()
+                    .members
+                    .iter()
+                    .find(|m| m.key == me)
+                    .map(|m| m.address.clone())
+            })
+            .unwrap_or_else(|| self.core.me().to_hex());
         meshward_node::ha::log(
             &self.data,
-            &command,
+            &meshward_node::ha::LogEntry {
+                node: &node,
+                who: &waiter.who,
+                command: &command,
+            },
             logged.as_deref().map_err(Clone::clone),
         );
         let answer = match result {

@@ -62,6 +62,17 @@ pub enum Caller {
     Cert(Option<ClientCert>),
 }
 
+impl Caller {
+    /// Who it is, for the HA command log: `local operator`, or the certificate's user.
+    pub fn who(&self) -> String {
+        match self {
+            Caller::Local => "local operator".into(),
+            Caller::Cert(Some(ClientCert { cn: Some(cn), .. })) => format!("user {cn}"),
+            Caller::Cert(_) => "a certificate without a user".into(),
+        }
+    }
+}
+
 /// What a request needs checked and done by the actor.
 #[derive(Debug)]
 pub enum Job {

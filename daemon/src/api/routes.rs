@@ -13,8 +13,8 @@ use meshward_api::local::{
     AuditQuery, AuditRow, AuditVerified, RecordAudit, Recorded, SetValue, Setting,
 };
 use meshward_api::node::{
-    Demote, Failover, HaDone, HaStatus, Health, HealthQuery, MakeStandalone, Status,
-    SupersededRecord,
+    Demote, Failover, HaDone, HaLogEntry, HaLogQuery, HaStatus, Health, HealthQuery,
+    MakeStandalone, Status, SupersededRecord,
 };
 use meshward_api::shared::{
     AppendEvents, Appended, Approve, EventPage, EventQuery, ExceptionRow, FingerprintRow,
@@ -75,6 +75,7 @@ fn routes(state: ApiState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(failover))
         .routes(routes!(make_standalone))
         .routes(routes!(superseded))
+        .routes(routes!(ha_log))
         .routes(routes!(status))
         .routes(routes!(health))
         .routes(routes!(fault))
@@ -426,6 +427,14 @@ async fn make_standalone(State(s): S, Extension(c): C, Body(b): Body<MakeStandal
     responses((status = 200, body = [SupersededRecord]), (status = 403, body = Problem, content_type = "application/problem+json")))]
 async fn superseded(State(s): S, Extension(c): C) -> Response {
     run(&s, c, Request::Superseded).await
+}
+
+/// This node's HA command log, newest first: who ran what, when, on which node, with what
+/// result (local to the node, never replicated).
+#[utoipa::path(get, path = "/v1/ha/log", tag = "ha", params(HaLogQuery),
+    responses((status = 200, body = [HaLogEntry]), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json")))]
+async fn ha_log(State(s): S, Extension(c): C, Params(q): Params<HaLogQuery>) -> Response {
+    run(&s, c, Request::HaLog(q)).await
 }
 
 /// The node's identity, what its store holds, leadership and its mesh.

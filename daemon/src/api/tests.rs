@@ -63,10 +63,11 @@ fn variant(r: &Request) -> usize {
         Request::Health(_) => 39,
         Request::Fault(_) => 40,
         Request::Unseal(_) => 41,
+        Request::HaLog(_) => 42,
     }
 }
 
-const VARIANTS: usize = 42;
+const VARIANTS: usize = 43;
 
 /// One request of every variant, with awkward text where text goes into a path.
 fn every_request() -> Vec<Request> {
@@ -194,6 +195,7 @@ fn every_request() -> Vec<Request> {
             node: Some("node-c".into()),
         }),
         Request::Superseded,
+        Request::HaLog(meshward_api::node::HaLogQuery { limit: Some(5) }),
         Request::Status,
         Request::Health(HealthQuery {
             max_lag_ms: Some(100),

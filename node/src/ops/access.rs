@@ -65,6 +65,7 @@ pub fn resource(request: &Request) -> (Resource, Access) {
         | Request::Health(_)
         | Request::Ha
         | Request::Superseded
+        | Request::HaLog(_)
         | Request::ListConfig
         | Request::GetConfig { .. }
         | Request::ListLocal

@@ -139,6 +139,7 @@ pub fn execute(backend: &mut dyn Backend, request: Request) -> Result<Reply, Pro
         Request::ImportMastered(body) => cluster::import_mastered(backend, body),
         Request::Ha => status::ha(backend).map(Reply::Ha),
         Request::Superseded => status::superseded(backend),
+        Request::HaLog(query) => status::ha_log(backend, &query),
         Request::Status => status::status(backend).map(|s| Reply::Status(Box::new(s))),
         Request::Health(query) => status::health(backend, query),
         Request::Fault(fault) => status::fault(backend, fault),

@@ -306,3 +306,22 @@ pub(super) fn unseal(
         .map_err(|e| Problem::new(meshward_api::ProblemKind::Conflict, format!("{e:#}")))?;
     Ok(Reply::Empty)
 }
+
+/// This node's HA command log, newest first.
+pub(super) fn ha_log(
+    backend: &mut dyn Backend,
+    query: &meshward_api::node::HaLogQuery,
+) -> Result<Reply, Problem> {
+    use meshward_api::node::MAX_HA_LOG_PAGE;
+    let limit = query.limit.unwrap_or(50);
+    if limit == 0 || limit > MAX_HA_LOG_PAGE {
+        return Err(Problem::bad_input(
+            "limit",
+            format!("give 1 to {MAX_HA_LOG_PAGE} entries"),
+        ));
+    }
+    let data = backend.data_dir().map_err(failure)?;
+    crate::ha::read_log(&data, limit)
+        .map(Reply::HaLog)
+        .map_err(failure)
+}
