@@ -532,3 +532,95 @@ fn the_licence_issuer_is_fixed_at_init_and_nothing_else_names_one() {
     assert!(err.contains("not 64 hex digits"), "{err}");
     assert!(!other.data.join("mek").exists());
 }
+
+/// The events a node holds, and its replica digest.
+fn events_and_digest(d: &Daemon) -> anyhow::Result<(usize, String)> {
+    let events: serde_json::Value =
+        serde_json::from_str(&cli(&d.data, &["event", "list", "--json"])?)?;
+    let digest = d.status()?["digest"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    Ok((events.as_array().map_or(0, Vec::len), digest))
+}
+
+#[test]
+fn seven_nodes_made_with_init_licence_and_joins_write_through_a_partition_and_heal() {
+    let _serial = serial();
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    // The seeds' largest cluster, made only as an operator makes one.
+    let leader = leader(root, 7);
+    let mek = leader.data.join("mek");
+    let mut daemons = vec![leader.start()];
+    for i in 1..7 {
+        let node = Node::new(root, &format!("node{i}"));
+        let b = bundle(&leader, root, &format!("bundle-{i}"), "1h");
+        cli(&node.data, &join_args(&node, &b, &mek)).unwrap();
+        daemons.push(node.start());
+    }
+    let writers: Vec<String> = daemons
+        .iter()
+        .map(|d| d.status().unwrap()["writer"].as_str().unwrap().to_string())
+        .collect();
+    wait_for(CONVERGE, || {
+        Ok(daemons
+            .iter()
+            .all(|d| d.status().is_ok_and(|s| s["mastered"]["members"] == 7)))
+    })
+    .expect("every node holds the 7-member roster");
+
+    // A 4|3 cut: the leader's side (0..4) keeps its leader; both sides keep writing.
+    let (left, right) = (0..4, 4..7);
+    for (i, daemon) in daemons.iter().enumerate() {
+        let other = if left.contains(&i) {
+            &writers[right.clone()]
+        } else {
+            &writers[left.clone()]
+        };
+        let mut args = vec!["fault", "block"];
+        for w in other {
+            args.extend(["--peer", w.as_str()]);
+        }
+        cli(&daemon.data, &args).unwrap();
+    }
+    for (i, d) in daemons.iter().enumerate() {
+        let user = format!("user{i}");
+        for n in 0..3 {
+            let target = format!("host-{n}");
+            cli(
+                &d.data,
+                &[
+                    "event", "append", "--kind", "login", "--user", &user, "--target", &target,
+                ],
+            )
+            .unwrap();
+        }
+    }
+    cli(&daemons[1].data, &["config", "set", "managed.site", "cut"]).unwrap();
+    wait_for(CONVERGE, || {
+        Ok(daemons[left.clone()]
+            .iter()
+            .all(|d| events_and_digest(d).is_ok_and(|(n, _)| n == 12))
+            && daemons[right.clone()]
+                .iter()
+                .all(|d| events_and_digest(d).is_ok_and(|(n, _)| n == 9)))
+    })
+    .expect("each side holds its own writes during the cut");
+
+    // The heal: every node holds all 21 events, the same digest, and the cut's config write.
+    for d in &daemons {
+        cli(&d.data, &["fault", "heal"]).unwrap();
+    }
+    wait_for(CONVERGE, || {
+        let first = events_and_digest(&daemons[0])?;
+        Ok(first.0 == 21
+            && daemons
+                .iter()
+                .all(|d| events_and_digest(d).is_ok_and(|e| e == first))
+            && daemons.iter().all(|d| {
+                cli(&d.data, &["config", "get", "managed.site"]).is_ok_and(|v| v.contains("cut"))
+            }))
+    })
+    .expect("all 7 converge after the heal");
+}
