@@ -2,9 +2,10 @@
 //!
 //! One actor task owns the store, the [`Core`] and the transport handle, and runs a single
 //! `tokio::select!` loop over, in priority order: shutdown signals, local commands from the
-//! control socket, transport events, and the tick. Each input goes to the core; its outputs
-//! are executed in order, and [`Output::Persist`] is written durably before anything after it
-//! (an announce, a forward, a reply) happens. Every queue is bounded; the maps of ids waiting
+//! control socket, transport events, and the tick. Each input goes to the core, and its
+//! outputs are executed by the executor the simulator shares ([`meshward_node::drive`]): the
+//! rows to persist are written durably, in one transaction, before anything after them (an
+//! announce, a forward, a reply) happens. Every queue is bounded; the maps of ids waiting
 //! for an answer are bounded too and evict their oldest entry, counted, when full.
 //!
 //! # A full disk
@@ -37,13 +38,14 @@ use serde_json::json;
 use tracing::{debug, info, warn};
 
 use meshward_node::bootstrap::Bootstrap;
-use meshward_node::core::{Core, Input, Output, Verdict};
+use meshward_node::core::{Core, Input};
 use meshward_node::join::Admission;
 use meshward_node::ops::now_ms;
 use meshward_node::setup_gate::SetupGate;
 use meshward_node::store::{HighWater, PeerEntry, Store};
 
 mod backend;
+mod drive;
 mod forward;
 mod jobs;
 mod start;
@@ -159,7 +161,7 @@ struct Node {
     next_id: u64,
     next_token: u64,
     committed: Option<(u64, Result<Vec<RowChange>, CommitError>)>,
-    /// The last [`Output::Done`] nobody waited for (a leader write answered at once).
+    /// The last [`meshward_node::core::Output::Done`] nobody waited for (a leader write answered at once).
     done: Option<(u64, Result<u64, String>)>,
     /// Control clients waiting for other nodes (failover, delegation), by core token.
     waiters: BTreeMap<u64, jobs::Waiter>,
@@ -240,7 +242,7 @@ impl Node {
         self.feed_batch(vec![input])
     }
 
-    /// Feeds inputs to the core, then executes their outputs: every [`Output::Persist`] first,
+    /// Feeds inputs to the core, then executes their outputs: every row to persist first,
     /// in one durable transaction (group commit), then the rest (announces, forwards, answers,
     /// replies) in order. Nothing is announced or forwarded before it is durable.
     ///
@@ -276,60 +278,16 @@ impl Node {
         }
     }
 
-    /// [`Node::feed_batch`] without the recovery.
+    /// [`Node::feed_batch`] without the recovery: the shared executor
+    /// ([`meshward_node::drive::run`]) with this node as its [`meshward_node::drive::Driver`]
+    /// (`actor/drive.rs`).
     fn run_batch(&mut self, inputs: Vec<Input>) -> anyhow::Result<()> {
-        let mut queue = VecDeque::from(inputs);
-        while !queue.is_empty() {
-            let mut persist = Vec::new();
-            let mut rest = Vec::new();
-            while let Some(input) = queue.pop_front() {
-                self.core.handle(now_ms() as u64, input);
-                for output in self.core.drain() {
-                    match output {
-                        Output::Persist(effects) => persist.push(effects),
-                        other => rest.push(other),
-                    }
-                }
-            }
-            if !persist.is_empty() {
-                if let Err(e) = self.store.persist_all(&persist) {
-                    self.unsent(rest);
-                    return Err(e).context("persisting replicated data; the node cannot go on");
-                }
-                self.wrote();
-            }
-            let mut rest = rest.into_iter();
-            while let Some(output) = rest.next() {
-                if let Err(e) = self.execute(output, &mut queue) {
-                    self.unsent(rest);
-                    return Err(e);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Outputs left unexecuted because a write before them failed. They were computed from
-    /// state that is not durable, so none is sent; only gossip still gets a verdict, so it
-    /// does not wait for one: what would have been accepted is ignored (not forwarded, no
-    /// penalty), what was invalid stays rejected.
-    fn unsent(&mut self, outputs: impl IntoIterator<Item = Output>) {
-        for output in outputs {
-            if let Output::Validate { id, verdict } = output
-                && let Some(message) = self.gossip.remove(&id)
-            {
-                let verdict = match verdict {
-                    Verdict::Reject => meshward_transport::Verdict::Reject,
-                    Verdict::Accept | Verdict::Ignore => meshward_transport::Verdict::Ignore,
-                };
-                let _ = self.handle.report(message, verdict);
-            }
-        }
+        meshward_node::drive::run(self, |_, _| {}, inputs.into()).context("the node cannot go on")
     }
 
     /// A write to the store was durable: if the disk was full, it has space again, and the
     /// core's replication is released at once.
-    fn wrote(&mut self) {
+    pub(super) fn wrote(&mut self) {
         if self.disk.full {
             self.disk.full = false;
             self.disk.retry_at = None;
@@ -451,101 +409,6 @@ impl Node {
             debug!("trying replicated writes again after a full disk");
             self.core.set_held(now_ms() as u64, false);
         }
-    }
-
-    /// Executes one output that is not a persist. Follow-up inputs (a request the transport
-    /// could not take) go to `queue`.
-    fn execute(&mut self, output: Output, queue: &mut VecDeque<Input>) -> anyhow::Result<()> {
-        let writes = matches!(
-            output,
-            Output::Persist(_)
-                | Output::PersistMastered(_)
-                | Output::PersistVote { .. }
-                | Output::AdoptChain { .. }
-                | Output::Superseded(_)
-        );
-        match output {
-            Output::Persist(effects) => self
-                .store
-                .persist(&effects)
-                .context("persisting replicated data; the node cannot go on")?,
-            Output::PersistMastered(record) => self
-                .store
-                .append_mastered(&record)
-                .context("persisting a mastered record; the node cannot go on")?,
-            Output::PersistVote { epoch, candidate } => self
-                .store
-                .set_vote(epoch, &candidate)
-                .context("persisting an endorsement; the node cannot go on")?,
-            Output::AdoptChain {
-                from,
-                records,
-                superseded,
-            } => self
-                .store
-                .replace_mastered(from, &records, &superseded)
-                .context("replacing the mastered chain; the node cannot go on")?,
-            Output::Superseded(records) => self
-                .store
-                .add_superseded(&records)
-                .context("keeping superseded records; the node cannot go on")?,
-            Output::Forwarded { token, result } => self.forwarded(token, result),
-            Output::Serve {
-                channel,
-                have,
-                envelope,
-            } => self.queue_serve(channel, have, envelope, queue),
-            Output::Done { token, result } => {
-                if !self.done(token, result.clone()) {
-                    self.done = Some((token, result));
-                }
-            }
-            Output::Roster(roster) => {
-                info!(members = roster.len(), "roster changed");
-                self.handle.set_roster(roster)?;
-            }
-            Output::Publish(data) => {
-                if let Err(e) = self.handle.publish(data) {
-                    debug!(error = %e, "gossip publish dropped");
-                }
-            }
-            Output::Validate { id, verdict } => {
-                if let Some(message) = self.gossip.remove(&id) {
-                    let verdict = match verdict {
-                        Verdict::Accept => meshward_transport::Verdict::Accept,
-                        Verdict::Ignore => meshward_transport::Verdict::Ignore,
-                        Verdict::Reject => meshward_transport::Verdict::Reject,
-                    };
-                    let _ = self.handle.report(message, verdict);
-                }
-            }
-            Output::Request {
-                peer,
-                request,
-                data,
-            } => match self.handle.request(peer, data) {
-                Ok(id) => self.requests.insert(id, (peer, request)),
-                Err(e) => {
-                    debug!(peer = %peer, error = %e, "sync request not sent");
-                    queue.push_back(Input::SyncFailed { peer, request });
-                }
-            },
-            Output::Respond { channel, data } => {
-                if let Some(ch) = self.channels.remove(&channel) {
-                    let _ = self.handle.respond(ch, data);
-                }
-            }
-            Output::Dial { peer, addr } => {
-                debug!(peer = %peer, %addr, "dialling");
-                let _ = self.handle.dial(addr);
-            }
-            Output::Committed { token, result } => self.committed = Some((token, result)),
-            Output::Applied { sent_us, .. } => self.lag.record(now_us().saturating_sub(sent_us)),
-        }
-        if writes {
-            self.wrote();
-        }
-        Ok(())
     }
 
     /// Turns a transport event into a core input (or handles it here).

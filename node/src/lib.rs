@@ -28,6 +28,7 @@ pub mod cluster_config;
 pub mod config;
 pub mod core;
 pub mod disk;
+pub mod drive;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
