@@ -70,6 +70,7 @@ mod forward;
 
 pub use forward::{MAX_FORWARD, Opaque};
 mod ha;
+pub mod wire;
 
 pub use advert::{ADVERT_DOMAIN, Advert};
 pub use fork::MAX_LOSERS;
@@ -387,17 +388,17 @@ pub enum Gossip {
 pub const MAX_GOSSIP: usize = 64 * 1024;
 
 impl Gossip {
-    /// Encodes the envelope.
+    /// Encodes the envelope ([`wire`]: versioned).
     pub fn encode(&self) -> Vec<u8> {
-        postcard::to_allocvec(self).unwrap_or_default()
+        wire::encode(self)
     }
 
-    /// Decodes an envelope, refusing oversize or malformed bytes.
+    /// Decodes an envelope, refusing oversize or malformed bytes and other major versions.
     pub fn decode(bytes: &[u8]) -> Option<Gossip> {
         if bytes.len() > MAX_GOSSIP {
             return None;
         }
-        postcard::from_bytes(bytes).ok()
+        wire::decode(bytes).ok()
     }
 }
 
@@ -1372,32 +1373,32 @@ impl Drop for Secret {
 pub const MAX_ASK: usize = meshward_crdt::MAX_DIGEST + 64 * 1024;
 
 impl Ask {
-    /// Encodes the request.
+    /// Encodes the request ([`wire`]: versioned).
     pub fn encode(&self) -> Vec<u8> {
-        postcard::to_allocvec(self).unwrap_or_default()
+        wire::encode(self)
     }
 
-    /// Decodes a request, refusing oversize or malformed bytes.
+    /// Decodes a request, refusing oversize or malformed bytes and other major versions.
     pub fn decode(bytes: &[u8]) -> Option<Ask> {
         if bytes.len() > MAX_ASK {
             return None;
         }
-        postcard::from_bytes(bytes).ok()
+        wire::decode(bytes).ok()
     }
 }
 
 impl Reply {
-    /// Encodes the reply.
+    /// Encodes the reply ([`wire`]: versioned).
     pub fn encode(&self) -> Vec<u8> {
-        postcard::to_allocvec(self).unwrap_or_default()
+        wire::encode(self)
     }
 
-    /// Decodes a reply, refusing oversize or malformed bytes.
+    /// Decodes a reply, refusing oversize or malformed bytes and other major versions.
     pub fn decode(bytes: &[u8]) -> Option<Reply> {
         if bytes.len() > meshward_crdt::MAX_WIRE {
             return None;
         }
-        postcard::from_bytes(bytes).ok()
+        wire::decode(bytes).ok()
     }
 }
 

@@ -37,8 +37,10 @@ use crate::{
 /// [`Task::on_gossip`], which rejects and counts it, instead of vanishing in the frame codec.
 const RPC_OVERHEAD: usize = 1024;
 
-/// Identify protocol version; peers with another version still connect (admission decides).
-const IDENTIFY_VERSION: &str = "/meshward/1";
+/// Identify protocol version: `/meshward/MAJOR`. A peer of another major version is told
+/// apart at identify and disconnected, with a warning naming both versions (minor versions
+/// of the node's messages are handled by the node, see `meshward_node::core::wire`).
+pub const IDENTIFY_VERSION: &str = "/meshward/1";
 
 /// A command from a [`Handle`] to the swarm task.
 #[derive(Debug)]
@@ -233,7 +235,7 @@ fn behaviour(
         request_response::Config::default().with_request_timeout(config.request_timeout),
     );
     let identify = identify::Behaviour::new(identify::Config::new(
-        IDENTIFY_VERSION.into(),
+        config.protocol_version.clone(),
         keypair.public(),
     ));
     Ok(Behaviour {
@@ -525,6 +527,17 @@ impl Task {
                 ..
             })) => {
                 debug!(peer = %peer_id, version = %info.protocol_version, "identified");
+                let ours = &self.config.protocol_version;
+                if &info.protocol_version != ours {
+                    metrics::inc(&self.counters.refused_version);
+                    metrics::inc(&self.counters.refused_connections);
+                    warn!(
+                        peer = %peer_id,
+                        "the peer speaks another major version of the meshward protocol ({}, this node {ours}); disconnected: upgrade the older node",
+                        info.protocol_version
+                    );
+                    let _ = self.swarm.disconnect_peer_id(peer_id);
+                }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Admission(never)) => match never {},
             _ => {}
