@@ -112,7 +112,7 @@ pub enum Command {
     },
     /// Run the node: join the mesh and serve the other commands over a local socket.
     Run(RunArgs),
-    /// Leader-signed mastered records (until `init`/`join` exist: import a signed bundle).
+    /// Leader-signed mastered records: import a signed bundle of them (every record verified).
     #[command(subcommand)]
     Mastered(MasteredCmd),
     /// Admin users and their grants (mastered; written on the leader).
@@ -130,6 +130,13 @@ pub enum Command {
     /// Print the API's OpenAPI document (it is kept in docs/openapi.json).
     #[command(hide = true)]
     Openapi,
+    /// Wait until the node's daemon answers on its local socket (for scripts, after
+    /// `meshward run &`); fails after --timeout.
+    Wait {
+        /// How long to wait, e.g. 30s.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
     /// Fault hooks for tests and simulations (only in builds with `fault-injection`).
     #[command(subcommand, hide = true)]
     Fault(FaultCmd),

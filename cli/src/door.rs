@@ -12,6 +12,11 @@ use meshward_node::ops::{self, LocalBackend};
 
 use crate::args::Global;
 
+/// How long a command waits for a starting daemon's socket when the store is held.
+const DAEMON_START_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+/// What the store says when another process holds it ([`meshward_node::store::StoreError::Busy`]).
+const STORE_BUSY: &str = "is in use by another meshward process";
+
 /// Where requests go: a node's API, or the store when no daemon runs.
 pub struct Door {
     client: Client,
@@ -60,19 +65,31 @@ impl Door {
     }
 
     /// Sends `request`; a problem becomes an error carrying its detail (and the leader).
+    ///
+    /// With no daemon answering, the store is used directly. A daemon that is starting holds
+    /// the store before its socket answers: then the command waits for the socket (at most
+    /// [`DAEMON_START_WAIT`]) instead of failing with "in use".
     pub fn send(&mut self, request: Request) -> anyhow::Result<Reply> {
-        let sent = self.runtime.block_on(self.client.send(&request));
-        let problem = match sent {
-            Ok(reply) => return Ok(reply),
-            Err(ClientError::NoDaemon(_)) if self.client.is_local() => {
-                let mut backend = LocalBackend::for_request(self.data.clone(), &request);
-                match ops::execute(&mut backend, request) {
-                    Ok(reply) => return Ok(reply),
-                    Err(problem) => problem,
+        let deadline = std::time::Instant::now() + DAEMON_START_WAIT;
+        let problem = loop {
+            match self.runtime.block_on(self.client.send(&request)) {
+                Ok(reply) => return Ok(reply),
+                Err(ClientError::NoDaemon(_)) if self.client.is_local() => {
+                    let mut backend = LocalBackend::for_request(self.data.clone(), &request);
+                    match ops::execute(&mut backend, request.clone()) {
+                        Ok(reply) => return Ok(reply),
+                        Err(problem)
+                            if problem.detail.contains(STORE_BUSY)
+                                && std::time::Instant::now() < deadline =>
+                        {
+                            std::thread::sleep(std::time::Duration::from_millis(100));
+                        }
+                        Err(problem) => break problem,
+                    }
                 }
+                Err(ClientError::Problem(problem)) => break *problem,
+                Err(e) => return Err(e.into()),
             }
-            Err(ClientError::Problem(problem)) => *problem,
-            Err(e) => return Err(e.into()),
         };
         let mut message = problem.detail.clone();
         if let Some(field) = &problem.field {
@@ -123,3 +140,33 @@ impl Door {
 pub fn taken(path: &Path) -> bool {
     std::fs::symlink_metadata(path).is_ok()
 }
+
+/// `meshward wait`: polls the local socket until the daemon answers `status`, or `timeout`.
+pub fn wait_for_daemon(
+    data: &Path,
+    timeout: std::time::Duration,
+    out: &mut dyn std::io::Write,
+) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let client = Client::local(data);
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match runtime.block_on(client.send(&Request::Status)) {
+            Ok(_) => {
+                writeln!(out, "the daemon of {} answers", data.display())?;
+                return Ok(());
+            }
+            Err(e) if std::time::Instant::now() >= deadline => {
+                anyhow::bail!(
+                    "no daemon answered on {} within {}: {e}",
+                    data.display(),
+                    humantime::format_duration(timeout)
+                );
+            }
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(100)),
+        }
+    }
+}
+

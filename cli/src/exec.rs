@@ -219,7 +219,8 @@ fn request_of(command: Command) -> anyhow::Result<Request> {
         | Command::Backup(_)
         | Command::Restore(_)
         | Command::Unseal(_)
-        | Command::Openapi => bail!("this command is run by the binary on its own"),
+        | Command::Openapi
+        | Command::Wait { .. } => bail!("this command is run by the binary on its own"),
     })
 }
 

@@ -36,6 +36,7 @@ fn main() -> ExitCode {
         Command::Backup(args) => files::backup(g, args, out),
         Command::Licence(args::LicenceCmd::Keygen { out: ref file }) => vendor::keygen(file, out),
         Command::Licence(ref cmd @ args::LicenceCmd::Issue { .. }) => vendor::issue(cmd, out),
+        Command::Wait { timeout } => door::wait_for_daemon(&g.data, timeout, out),
         Command::Openapi => {
             use std::io::Write as _;
             writeln!(out, "{}", meshward_daemon::api::openapi()).map_err(Into::into)

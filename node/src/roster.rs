@@ -1,8 +1,8 @@
 //! The node's mastered chain, and importing leader-signed records into it.
 //!
-//! Until joining bundles exist, a cluster's first records (genesis with its roster) reach a
-//! node as a [`MasteredBundle`] file made by whoever holds the leader key (the tests' helper
-//! signs one with a real ed25519 key). Every record is verified against the bundle's trust
+//! Records reach a node through the mesh, a join, or a [`MasteredBundle`] file (`meshward
+//! mastered import`; `init` makes the genesis one, and the tests' helper signs whole
+//! clusters' first records with real ed25519 keys). Every record is verified against the bundle's trust
 //! anchor with [`Chain::verify`] before it is stored; the roster of the verified chain decides
 //! which peers the mesh admits.
 
