@@ -145,6 +145,21 @@ pub struct PasswordEntry {
     pub version: u64,
 }
 
+/// The answer to `POST /v1/passwords/{user}/verify`: whether the password is the user's,
+/// checked on this node against the Argon2id hash the leader set (also during a partition).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PasswordChecked {
+    /// The user.
+    pub user: String,
+    /// Whether the password matches.
+    pub valid: bool,
+    /// Whether it is older than the leader's `password.max-age-days` (a valid but expired
+    /// password should be changed before it is accepted).
+    pub expired: bool,
+    /// When it was set, unix ms (0: unknown, a record of an earlier version).
+    pub set_at_ms: u64,
+}
+
 /// `POST /v1/mastered/import`: a signed mastered bundle, every record verified.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ImportMastered {

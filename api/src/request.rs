@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::cluster::{
     Bundle, ChangePassword, ConfigEntry, CreateBundle, ImportMastered, Imported, InstallLicence,
-    IssueCertificate, IssuedCertificate, LicenceInfo, PasswordEntry, RevokeCertificate,
-    RevokedEntry, UserEntry, Written,
+    IssueCertificate, IssuedCertificate, LicenceInfo, PasswordChecked, PasswordEntry,
+    RevokeCertificate, RevokedEntry, UserEntry, Written,
 };
 use crate::local::{AuditQuery, AuditRow, AuditVerified, RecordAudit, Recorded, SetValue, Setting};
 use crate::node::{
@@ -147,6 +147,14 @@ pub enum Request {
     },
     /// `GET /v1/passwords`
     ListPasswords,
+    /// `POST /v1/passwords/{user}/verify` (on this node, against the leader's hash)
+    VerifyPassword {
+        /// The user.
+        user: String,
+        /// The password to check.
+        #[serde(flatten)]
+        body: ChangePassword,
+    },
     /// `POST /v1/mastered/import`
     ImportMastered(ImportMastered),
     /// `GET /v1/ha`
@@ -217,6 +225,8 @@ pub enum Reply {
     Bundle(Bundle),
     /// Users whose password the leader set.
     Passwords(Vec<PasswordEntry>),
+    /// A password checked.
+    PasswordChecked(PasswordChecked),
     /// What an import stored.
     Imported(Imported),
     /// Leadership.
@@ -361,6 +371,11 @@ impl Request {
                 with_body(Post, format!("/v1/passwords/{}", s(user)), json(body))
             }
             Request::ListPasswords => r(Get, "/v1/passwords".into()),
+            Request::VerifyPassword { user, body } => with_body(
+                Post,
+                format!("/v1/passwords/{}/verify", s(user)),
+                json(body),
+            ),
             Request::ImportMastered(b) => with_body(Post, "/v1/mastered/import".into(), json(b)),
             Request::Ha => r(Get, "/v1/ha".into()),
             Request::Demote(b) => with_body(Post, "/v1/ha/demote".into(), json(b)),
@@ -410,6 +425,7 @@ impl Request {
             Request::GetLicence => Reply::Licence(de(body)?),
             Request::CreateBundle(_) => Reply::Bundle(de(body)?),
             Request::ListPasswords => Reply::Passwords(de(body)?),
+            Request::VerifyPassword { .. } => Reply::PasswordChecked(de(body)?),
             Request::ImportMastered(_) => Reply::Imported(de(body)?),
             Request::Ha => Reply::Ha(de(body)?),
             Request::Demote(_)

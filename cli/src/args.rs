@@ -493,6 +493,13 @@ pub enum PasswordCmd {
     },
     /// Users whose password the leader set, with the mastered version of the last change.
     List,
+    /// Check a user's password (read from stdin, one line) against the hash the leader set,
+    /// on this node, also during a partition. Fails (exit 1) when it does not match or has
+    /// expired (`password.max-age-days`).
+    Verify {
+        /// The user.
+        user: String,
+    },
 }
 
 /// `meshward init`

@@ -169,4 +169,3 @@ pub fn wait_for_daemon(
         }
     }
 }
-

@@ -77,8 +77,17 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
     };
     let shown = request.clone();
     let reply = door.send(request)?;
+    // A password that does not match, or expired, fails the command (after showing why).
+    let refused = match &reply {
+        Reply::PasswordChecked(c) if !c.valid => Some("the password does not match"),
+        Reply::PasswordChecked(c) if c.expired => Some("the password is right but expired"),
+        _ => None,
+    };
     let unhealthy = matches!(&reply, Reply::Health(h) if !h.healthy);
     render(&g, &shown, reply, out)?;
+    if let Some(why) = refused {
+        bail!("{why}");
+    }
     if unhealthy {
         bail!("the node is not healthy");
     }
@@ -178,6 +187,12 @@ fn request_of(command: Command) -> anyhow::Result<Request> {
             },
         },
         Command::Password(PasswordCmd::List) => Request::ListPasswords,
+        Command::Password(PasswordCmd::Verify { user }) => Request::VerifyPassword {
+            user,
+            body: ChangePassword {
+                password: read_password()?,
+            },
+        },
         Command::Status => Request::Status,
         Command::Health { max_lag_ms } => Request::Health(HealthQuery { max_lag_ms }),
         Command::User(UserCmd::List) => Request::ListUsers,

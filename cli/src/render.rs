@@ -138,6 +138,11 @@ fn shown(request: &Request, reply: Reply) -> (serde_json::Value, String) {
             l.max_nodes,
             meshward_node::join::utc(l.expires_at_ms)
         ),
+        (Reply::PasswordChecked(c), _) => match (c.valid, c.expired) {
+            (false, _) => format!("{}: the password does not match", c.user),
+            (true, true) => format!("{}: the password is right but expired", c.user),
+            (true, false) => format!("{}: the password is valid", c.user),
+        },
         (Reply::Passwords(rows), _) => lines(rows, |p| {
             format!("{} (mastered version {})", p.user, p.version)
         }),

@@ -67,12 +67,34 @@ pub struct PasswordSet {
     pub user: String,
     /// `$argon2id$…` (salted hash; the password itself never leaves the leader).
     pub hash: String,
+    /// When the leader set it, unix ms (0 in records of earlier versions: unknown, so it
+    /// never counts as expired).
+    pub set_at_ms: u64,
 }
 
 impl PasswordSet {
     /// Encodes the payload.
     pub fn encode(&self) -> Vec<u8> {
         postcard::to_allocvec(self).unwrap_or_default()
+    }
+
+    /// Decodes a payload, also one of earlier versions (user and hash only).
+    pub fn decode(bytes: &[u8]) -> Option<PasswordSet> {
+        if let Ok((set, [])) = postcard::take_from_bytes::<PasswordSet>(bytes) {
+            return Some(set);
+        }
+        let ((user, hash), rest) = postcard::take_from_bytes::<(String, String)>(bytes).ok()?;
+        rest.is_empty().then_some(PasswordSet {
+            user,
+            hash,
+            set_at_ms: 0,
+        })
+    }
+
+    /// Whether it expired at `now_ms` under a maximum age of `max_age_days` (0: never).
+    pub fn expired(&self, max_age_days: u32, now_ms: u64) -> bool {
+        let max_age_ms = u64::from(max_age_days) * 86_400_000;
+        max_age_days > 0 && self.set_at_ms > 0 && now_ms >= self.set_at_ms + max_age_ms
     }
 }
 
@@ -139,6 +161,8 @@ pub struct ClusterConfig {
     pub approvals: BTreeMap<(String, KeyType, String), bool>,
     /// Local users whose password the leader set: the mastered version of the last change.
     pub passwords: BTreeMap<String, u64>,
+    /// Each user's last password record.
+    pub password_sets: BTreeMap<String, PasswordSet>,
 }
 
 impl ConfigChange {
@@ -229,11 +253,12 @@ impl ClusterConfig {
                         Err(_) => warn!(version = r.record.version, "approval not understood"),
                     }
                 }
-                RecordKind::Password => match postcard::from_bytes::<PasswordSet>(payload) {
-                    Ok(p) => {
-                        config.passwords.insert(p.user, r.record.version);
+                RecordKind::Password => match PasswordSet::decode(payload) {
+                    Some(p) => {
+                        config.passwords.insert(p.user.clone(), r.record.version);
+                        config.password_sets.insert(p.user.clone(), p);
                     }
-                    Err(_) => warn!(version = r.record.version, "password record not understood"),
+                    None => warn!(version = r.record.version, "password record not understood"),
                 },
                 _ => {}
             }
@@ -326,6 +351,27 @@ mod tests {
     use meshward_crdt::mastered::{Chain, TrustAnchor};
 
     use super::*;
+
+    #[test]
+    fn password_records_of_both_versions_decode_and_expire_by_the_leaders_max_age() {
+        let set = PasswordSet {
+            user: "alice".into(),
+            hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+            set_at_ms: 1_000,
+        };
+        assert_eq!(PasswordSet::decode(&set.encode()), Some(set.clone()));
+        let old = postcard::to_allocvec(&(&set.user, &set.hash)).unwrap();
+        let legacy = PasswordSet::decode(&old).unwrap();
+        assert_eq!((legacy.user.as_str(), legacy.set_at_ms), ("alice", 0));
+        for garbage in [&b""[..], b"\x01", &[0xff; 12]] {
+            assert_eq!(PasswordSet::decode(garbage), None, "{garbage:?}");
+        }
+        let day = 86_400_000;
+        assert!(!set.expired(0, u64::MAX), "0 days: never");
+        assert!(!set.expired(1, 1_000 + day - 1));
+        assert!(set.expired(1, 1_000 + day));
+        assert!(!legacy.expired(1, u64::MAX), "unknown age: not expired");
+    }
 
     fn chain_of(changes: &[(RecordKind, Vec<u8>)]) -> Vec<SignedRecord> {
         let key = SigningKey::from_bytes(&[1; 32]);

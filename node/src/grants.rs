@@ -394,6 +394,13 @@ impl Users {
     pub fn fold<'a>(
         records: impl IntoIterator<Item = &'a Verified<SignedRecord>>,
     ) -> Result<Users, FoldError> {
+        Users::fold_held(records.into_iter().map(|v| &**v))
+    }
+
+    /// [`Users::fold`] over records a chain already verified and holds (the core's).
+    pub fn fold_held<'a>(
+        records: impl IntoIterator<Item = &'a SignedRecord>,
+    ) -> Result<Users, FoldError> {
         let mut users = Users::default();
         for record in records {
             let record = &record.record;

@@ -345,8 +345,12 @@ fn leadership_moves_by_hand_over_and_majority_failover_never_on_a_minority_and_a
     let mut daemons = start_all(&nodes);
     let writer = |i: usize| nodes[i].1.as_str();
 
-    // Planned hand-over, then failback to the primary.
-    cli(&daemons[0].data, &["ha", "demote", "--to", "node1.test"]).unwrap();
+    // Planned hand-over, then failback to the primary (once the next leader is connected: it
+    // endorses the hand-over itself).
+    wait_for(CONVERGE, || {
+        Ok(cli(&daemons[0].data, &["ha", "demote", "--to", "node1.test"]).is_ok())
+    })
+    .expect("the hand-over is made once node 1 is connected");
     wait_for(CONVERGE, || {
         all_led_by(&daemons.iter().collect::<Vec<_>>(), 2, "node1.test")
     })
@@ -362,7 +366,15 @@ fn leadership_moves_by_hand_over_and_majority_failover_never_on_a_minority_and_a
     })
     .expect("every node follows the failback");
 
-    // A follower's password change is decided by the leader's policy.
+    // A password change needs an existing user; a follower's is decided by the leader's policy.
+    let err = cli_stdin(
+        &daemons[2].data,
+        &["password", "change", "alice"],
+        "Correct-horse-battery-9\n",
+    )
+    .unwrap_err();
+    assert!(format!("{err:#}").contains("no user \"alice\""), "{err:#}");
+    cli(&daemons[2].data, &["user", "create", "alice"]).unwrap();
     let err = cli_stdin(
         &daemons[2].data,
         &["password", "change", "alice"],
@@ -390,9 +402,26 @@ fn leadership_moves_by_hand_over_and_majority_failover_never_on_a_minority_and_a
     })
     .expect("node 2 follows the new leader");
 
-    // Cut node 2 off: alone it is a minority and cannot lead.
+    // Cut node 2 off: alone it is a minority and cannot lead. It still checks passwords.
     cli(&daemons[1].data, &["fault", "block", "--peer", writer(1)]).unwrap();
     cli(&daemons[0].data, &["fault", "block", "--peer", writer(2)]).unwrap();
+    let verify = |password: &str| {
+        cli_stdin(
+            &daemons[1].data,
+            &["password", "verify", "alice", "--json"],
+            &format!("{password}\n"),
+        )
+    };
+    let checked: serde_json::Value =
+        serde_json::from_str(&verify("Correct-horse-battery-9").unwrap()).unwrap();
+    assert_eq!(checked["valid"], true, "{checked}");
+    assert_eq!(checked["expired"], false, "{checked}");
+    assert!(
+        checked["set_at_ms"].as_u64().is_some_and(|t| t > 0),
+        "{checked}"
+    );
+    let err = verify("Correct-horse-battery-8").unwrap_err();
+    assert!(format!("{err:#}").contains("does not match"), "{err:#}");
     wait_for(CONVERGE, || {
         let err = cli(&daemons[1].data, &["ha", "failover"]).unwrap_err();
         Ok(format!("{err:#}").contains("minority"))

@@ -6,8 +6,8 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::{Extension, Router};
 use meshward_api::cluster::{
     Bundle, ChangePassword, ConfigEntry, CreateBundle, ImportMastered, Imported, InstallLicence,
-    IssueCertificate, IssuedCertificate, LicenceInfo, PasswordEntry, RevokeCertificate,
-    RevokedEntry, UserEntry, Written,
+    IssueCertificate, IssuedCertificate, LicenceInfo, PasswordChecked, PasswordEntry,
+    RevokeCertificate, RevokedEntry, UserEntry, Written,
 };
 use meshward_api::local::{
     AuditQuery, AuditRow, AuditVerified, RecordAudit, Recorded, SetValue, Setting,
@@ -67,6 +67,7 @@ fn routes(state: ApiState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(get_licence, install_licence))
         .routes(routes!(create_bundle))
         .routes(routes!(change_password))
+        .routes(routes!(verify_password))
         .routes(routes!(list_passwords))
         .routes(routes!(import_mastered))
         .routes(routes!(ha))
@@ -371,6 +372,20 @@ async fn change_password(
     Body(body): Body<ChangePassword>,
 ) -> Response {
     run(&s, c, Request::ChangePassword { user, body }).await
+}
+
+/// Check a password against the hash the leader set for the user, on this node (also during
+/// a partition); whether it is valid and whether it expired. Root only: it answers guesses.
+#[utoipa::path(post, path = "/v1/passwords/{user}/verify", tag = "cluster",
+    params(("user" = String, Path)), request_body = ChangePassword,
+    responses((status = 200, body = PasswordChecked), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json")))]
+async fn verify_password(
+    State(s): S,
+    Extension(c): C,
+    Path(user): Path<String>,
+    Body(body): Body<ChangePassword>,
+) -> Response {
+    run(&s, c, Request::VerifyPassword { user, body }).await
 }
 
 /// Users whose password the leader set.

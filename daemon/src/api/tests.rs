@@ -64,10 +64,11 @@ fn variant(r: &Request) -> usize {
         Request::Fault(_) => 40,
         Request::Unseal(_) => 41,
         Request::HaLog(_) => 42,
+        Request::VerifyPassword { .. } => 43,
     }
 }
 
-const VARIANTS: usize = 43;
+const VARIANTS: usize = 44;
 
 /// One request of every variant, with awkward text where text goes into a path.
 fn every_request() -> Vec<Request> {
@@ -196,6 +197,12 @@ fn every_request() -> Vec<Request> {
         }),
         Request::Superseded,
         Request::HaLog(meshward_api::node::HaLogQuery { limit: Some(5) }),
+        Request::VerifyPassword {
+            user: "alice@corp".into(),
+            body: ChangePassword {
+                password: "x y/z".into(),
+            },
+        },
         Request::Status,
         Request::Health(HealthQuery {
             max_lag_ms: Some(100),

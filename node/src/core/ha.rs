@@ -216,6 +216,16 @@ impl Core {
     /// Applies the leader's password policy and writes the new password hash, as the leader.
     fn set_password(&mut self, now: Millis, user: &str, password: &Secret) -> Result<u64, String> {
         let m = self.mastered.as_ref().ok_or(NO_CLUSTER)?;
+        let users = crate::grants::Users::fold_held(&m.records).map_err(|e| e.to_string())?;
+        let known = user
+            .parse::<crate::grants::UserName>()
+            .ok()
+            .is_some_and(|name| users.grants(&name).is_some());
+        if !known {
+            return Err(format!(
+                "no user {user:?}: create it first (`meshward user create {user}`)"
+            ));
+        }
         ClusterConfig::from_records(&m.records)
             .password_policy()
             .check(&password.0)
@@ -230,6 +240,7 @@ impl Core {
         let payload = PasswordSet {
             user: user.to_string(),
             hash,
+            set_at_ms: now,
         }
         .encode();
         self.write_mastered(now, RecordKind::Password, payload)

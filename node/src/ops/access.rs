@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | events, fingerprints (observed), exceptions, audit, the watch stream | read namespace `default` | write in `default` |
 //! | status, health, HA state, config, users, revoked certificates, licence, passwords, superseded | read the cluster | – |
-//! | fingerprint approvals, config, local settings, licence, bundles, mastered import, passwords | – | cluster admin |
+//! | fingerprint approvals, config, local settings, licence, bundles, mastered import, passwords (change and verify: a verify answers whether a guess is right) | – | cluster admin |
 //! | users and grants, certificates (issue, revoke) | – | user admin |
 //! | HA operations (demote, failback, failover, make-standalone) | – | HA ops |
 //! | backup | read: backup | – |
@@ -81,7 +81,8 @@ pub fn resource(request: &Request) -> (Resource, Access) {
         | Request::InstallLicence(_)
         | Request::CreateBundle(_)
         | Request::ImportMastered(_)
-        | Request::ChangePassword { .. } => (Cluster, Write),
+        | Request::ChangePassword { .. }
+        | Request::VerifyPassword { .. } => (Cluster, Write),
         Request::CreateUser { .. }
         | Request::DeleteUser { .. }
         | Request::Grant { .. }

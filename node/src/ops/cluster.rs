@@ -312,6 +312,46 @@ pub(super) fn list_passwords(backend: &mut dyn Backend) -> Result<Reply, Problem
     ))
 }
 
+/// Checks a password against the user's last hash the leader set, on this node.
+pub(super) fn verify_password(
+    backend: &mut dyn Backend,
+    user: String,
+    body: &meshward_api::cluster::ChangePassword,
+) -> Result<Reply, Problem> {
+    use argon2::password_hash::{PasswordHash, PasswordVerifier as _};
+    if body.password.len() > crate::core::MAX_PASSWORD {
+        return Err(Problem::bad_input(
+            "password",
+            format!("a password is at most {} bytes", crate::core::MAX_PASSWORD),
+        ));
+    }
+    let config = config(backend)?;
+    let set = config.password_sets.get(&user).ok_or_else(|| {
+        Problem::new(
+            ProblemKind::NotFound,
+            format!("no password was set for {user:?} (`meshward password change {user}`)"),
+        )
+    })?;
+    let hash = PasswordHash::new(&set.hash).map_err(|e| {
+        Problem::new(
+            ProblemKind::Internal,
+            format!("the stored hash of {user:?} does not parse: {e}"),
+        )
+    })?;
+    let valid = argon2::Argon2::default()
+        .verify_password(body.password.as_bytes(), &hash)
+        .is_ok();
+    let max_age = config.password_policy().max_age_days;
+    Ok(Reply::PasswordChecked(
+        meshward_api::cluster::PasswordChecked {
+            expired: set.expired(max_age, super::now_ms() as u64),
+            set_at_ms: set.set_at_ms,
+            valid,
+            user,
+        },
+    ))
+}
+
 pub(super) fn import_mastered(
     backend: &mut dyn Backend,
     body: ImportMastered,

@@ -136,6 +136,7 @@ pub fn execute(backend: &mut dyn Backend, request: Request) -> Result<Reply, Pro
         Request::InstallLicence(body) => cluster::install_licence(backend, body),
         Request::CreateBundle(body) => cluster::create_bundle(backend, body),
         Request::ListPasswords => cluster::list_passwords(backend),
+        Request::VerifyPassword { user, body } => cluster::verify_password(backend, user, &body),
         Request::ImportMastered(body) => cluster::import_mastered(backend, body),
         Request::Ha => status::ha(backend).map(Reply::Ha),
         Request::Superseded => status::superseded(backend),
