@@ -5,6 +5,7 @@ use meshward_crdt::mastered::{Chain, RecordHash, SignedRecord, TrustAnchor, Veri
 use meshward_crdt::{ClusterId, WriterId};
 use redb::ReadableTable;
 
+use super::changes::{self, Change};
 use super::{HEADS, MASTERED, META, SUPERSEDED, Store, StoreError};
 
 /// The newest mastered record stored: a node never accepts anything older (fencing), and
@@ -102,6 +103,10 @@ impl Store {
             hw.extend(record.hash().0);
             meta.insert("mastered_high_water", hw.as_slice())?;
         }
+        let logged = Change::Mastered {
+            record: record.encode(),
+        };
+        changes::log_changes(&tx, [logged], self.keep_changes)?;
         tx.commit()?;
         Ok(())
     }
@@ -180,6 +185,10 @@ impl Store {
                 kept.insert(r.hash().0.as_slice(), r.encode().as_slice())?;
             }
         }
+        let logged = records
+            .iter()
+            .map(|r| Change::Mastered { record: r.encode() });
+        changes::log_changes(&tx, logged, self.keep_changes)?;
         tx.commit()?;
         Ok(())
     }

@@ -11,6 +11,7 @@
 //! | `mastered_records` | version | signed mastered record | mastered |
 //! | `settings` | name | value | local |
 //! | `peers` | peer id | addresses, last seen | local |
+//! | `change_log` | cursor | a row or record change, see [`changes`] | local |
 //! | `audit_*` | see [`crate::audit`] | | local |
 //!
 //! Shared data is written only through [`Store::persist`], which applies a replica's
@@ -30,10 +31,12 @@ use meshward_crdt::{
 use redb::{Database, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
+mod changes;
 mod mastered;
 mod read_only;
 mod shared;
 
+pub use changes::{Change, ChangeReader, DEFAULT_KEEP_CHANGES, MAX_CHANGE_PAGE, Marks, Page};
 pub use mastered::HighWater;
 pub use shared::{EventFilter, EventRecord};
 
@@ -181,6 +184,8 @@ pub struct Store {
     db: read_only::Db,
     /// Learns when a write is refused for a full disk (file stores only).
     watch: crate::disk::DiskWatch,
+    /// How many entries the change log keeps ([`changes`]).
+    keep_changes: std::num::NonZeroU64,
 }
 
 impl Store {
@@ -216,6 +221,7 @@ impl Store {
         let store = Store {
             db: read_only::Db::Write(std::sync::Arc::new(db)),
             watch,
+            keep_changes: DEFAULT_KEEP_CHANGES,
         };
         store.init_schema().map_err(|e| match e {
             StoreError::Corrupt { reason, .. } => StoreError::Corrupt {
@@ -235,6 +241,7 @@ impl Store {
         let store = Store {
             db: read_only::Db::Write(std::sync::Arc::new(db)),
             watch: crate::disk::DiskWatch::default(),
+            keep_changes: DEFAULT_KEEP_CHANGES,
         };
         store.init_schema()?;
         Ok(store)
@@ -283,6 +290,7 @@ impl Store {
             tx.open_table(SETTINGS)?;
             tx.open_table(PEERS)?;
             tx.open_table(SUPERSEDED)?;
+            tx.open_table(changes::CHANGE_LOG)?;
         }
         tx.commit()?;
         Ok(())

@@ -69,6 +69,7 @@ impl Store {
         let store = Store {
             db: Db::Read(db),
             watch: crate::disk::DiskWatch::default(),
+            keep_changes: super::DEFAULT_KEEP_CHANGES,
         };
         let schema = store.begin_read()?.open_table(META).ok().and_then(|meta| {
             meta.get("schema")

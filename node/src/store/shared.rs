@@ -4,6 +4,7 @@ use std::ops::Bound;
 
 use meshward_crdt::{Effects, Event, Persist, Row, RowChange, TableId, WriterId};
 
+use super::changes::{self, Change};
 use super::{
     CHANGES, EVENTS_VIEW, HEADS, MAP_VIEW, SNAPSHOTS, Store, StoreError, encode, map_key,
     segment_key, table_byte,
@@ -97,6 +98,8 @@ impl Store {
                     }
                 }
             }
+            let logged = effects.rows.iter().map(Change::of_row);
+            changes::log_changes(&tx, logged, self.keep_changes)?;
         }
         tx.commit()?;
         Ok(())

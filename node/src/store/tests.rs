@@ -115,6 +115,15 @@ fn the_mastered_chain_is_stored_in_order_and_rebuilds() {
     let rebuilt = Chain::rebuild(anchor, &store.mastered_records().unwrap()).unwrap();
     assert_eq!(rebuilt.last_version(), 2);
     assert_eq!(rebuilt.last_hash(), chain.last_hash());
+    // Both applied records are in the change log, the refused one is not.
+    let Page::Changes(log) = store.changes_after(0, 10).unwrap() else {
+        panic!("compacted");
+    };
+    let versions: Vec<(u64, u64)> = log
+        .iter()
+        .map(|(c, change)| (*c, change.record().unwrap().unwrap().record.version))
+        .collect();
+    assert_eq!(versions, [(1, 1), (2, 2)]);
 }
 
 #[test]
