@@ -61,6 +61,10 @@ impl Node {
                 return self.answer(sink, result);
             }
             Job::Run(request) => request,
+            Job::Watch(w) => {
+                let result = self.watch_step(caller, w);
+                return self.answer(sink, result);
+            }
         };
         // A forwarded request is not forwarded again: if leadership moved meanwhile, the
         // operation refuses with the new leader's name.
@@ -103,28 +107,43 @@ impl Node {
     /// Whether `caller` may do `job`: the local socket's caller is root; a certificate must
     /// not be revoked, must name a user, and that user's grants must allow the request.
     fn authorize(&mut self, caller: &Caller, job: &Job) -> Result<(), Problem> {
-        let Caller::Cert(cert) = caller else {
-            return Ok(());
-        };
-        let need = match job {
-            Job::CheckUser => None,
-            Job::Backup(_) => Some(meshward_node::grants::Action::Backup),
-            Job::Run(request) => Some(ops::access::required(request).ok_or_else(|| {
+        let needs = match job {
+            Job::CheckUser => vec![None],
+            Job::Backup(_) => vec![Some(meshward_node::grants::Action::Backup)],
+            Job::Run(request) => vec![Some(ops::access::required(request).ok_or_else(|| {
                 Problem::new(
                     ProblemKind::Forbidden,
                     "this operation is served on the node's local socket only",
                 )
-            })?),
+            })?)],
+            Job::Watch(w) => w.tables.required().into_iter().map(Some).collect(),
+        };
+        self.check_caller(caller, &needs)
+    }
+
+    /// Whether `caller` holds every one of `needs` (`None`: only that it is a user).
+    pub(super) fn check_caller(
+        &mut self,
+        caller: &Caller,
+        needs: &[Option<meshward_node::grants::Action>],
+    ) -> Result<(), Problem> {
+        let Caller::Cert(cert) = caller else {
+            return Ok(());
         };
         let access = self.admin_access().map_err(failure)?;
-        crate::admin::check(access, cert.as_ref(), need.as_ref()).map_err(|(status, detail)| {
-            let kind = if status == 401 {
-                ProblemKind::Unauthenticated
-            } else {
-                ProblemKind::Forbidden
-            };
-            Problem::new(kind, detail)
-        })
+        for need in needs {
+            crate::admin::check(access, cert.as_ref(), need.as_ref()).map_err(
+                |(status, detail)| {
+                    let kind = if status == 401 {
+                        ProblemKind::Unauthenticated
+                    } else {
+                        ProblemKind::Forbidden
+                    };
+                    Problem::new(kind, detail)
+                },
+            )?;
+        }
+        Ok(())
     }
 
     /// What a backup is written from: the store's database and the node's MEK.

@@ -31,6 +31,7 @@ mod backup;
 mod local;
 mod pages;
 mod routes;
+pub mod watch;
 
 pub use backup::BackupSource;
 pub use local::serve_local;
@@ -68,6 +69,8 @@ pub enum Job {
     CheckUser,
     /// Hand out what a backup is written from (root only).
     Backup(oneshot::Sender<backup::BackupSource>),
+    /// A step of a watch stream ([`watch`]).
+    Watch(watch::WatchJob),
 }
 
 /// A request for the daemon actor.
@@ -86,6 +89,8 @@ pub struct ApiJob {
 pub struct ApiState {
     /// The actor's queue.
     pub jobs: mpsc::Sender<ApiJob>,
+    /// The watch streams' limits.
+    pub watch: watch::WatchDoor,
 }
 
 /// Sends a job to the actor and waits for its answer.
