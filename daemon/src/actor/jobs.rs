@@ -107,6 +107,9 @@ impl Node {
     /// Whether `caller` may do `job`: the local socket's caller is root; a certificate must
     /// not be revoked, must name a user, and that user's grants must allow the request.
     fn authorize(&mut self, caller: &Caller, job: &Job) -> Result<(), Problem> {
+        if !matches!(caller, Caller::Cert(_)) {
+            return Ok(());
+        }
         let needs = match job {
             Job::CheckUser => vec![None],
             Job::Backup(_) => vec![Some(meshward_node::grants::Action::Backup)],

@@ -57,7 +57,7 @@ impl Node {
         } = job;
         let reply = match step {
             Step::Begin => {
-                let config = self.watch_config().map_err(|e| failure(e.into()))?;
+                let config = self.watch_config().map_err(failure)?;
                 let reader = self.store.change_reader().map_err(|e| failure(e.into()))?;
                 let marks = reader.marks().map_err(|e| failure(e.into()))?;
                 Answer::View(reader, Box::new(config), marks)
@@ -77,12 +77,16 @@ impl Node {
     ) -> Result<Answer, Problem> {
         let marks = self.store.change_marks().map_err(|e| failure(e.into()))?;
         let near = marks.last.saturating_sub(after) as usize <= buffer.min(PAGE);
-        let changes = match self.store.changes_after(after, PAGE).map_err(|e| failure(e.into()))? {
+        let changes = match self
+            .store
+            .changes_after(after, PAGE)
+            .map_err(|e| failure(e.into()))?
+        {
             Page::Compacted { first } => return Ok(Answer::Compacted(first)),
             Page::Changes(changes) => changes,
         };
         let end = changes.last().map_or(after, |(c, _)| *c);
-        let frames = self.render(tables, &changes).map_err(|e| failure(e.into()))?;
+        let frames = self.render(tables, &changes).map_err(failure)?;
         if !near {
             return Ok(Answer::Page(frames, end));
         }
@@ -108,7 +112,10 @@ impl Node {
         let mut out = Vec::new();
         for (cursor, change) in changes {
             if tables.wants(change) {
-                out.push((*cursor, watch::change_frame(*cursor, change, &config)?.into()));
+                out.push((
+                    *cursor,
+                    watch::change_frame(*cursor, change, &config)?.into(),
+                ));
             }
         }
         Ok(out)

@@ -224,7 +224,8 @@ fn echo_router() -> (axum::Router, mpsc::Receiver<Request>) {
     let router = router(ApiState {
         jobs,
         watch: Default::default(),
-    }).layer(axum::Extension(Caller::Local));
+    })
+    .layer(axum::Extension(Caller::Local));
     (router, seen)
 }
 

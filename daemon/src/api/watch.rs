@@ -29,9 +29,9 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, body::Bytes};
 use meshward_api::node::WatchQuery;
 use meshward_api::{Problem, ProblemKind};
+use meshward_crdt::TableId;
 use meshward_node::cluster_config::ClusterConfig;
 use meshward_node::ops::watch::{self, Start, Tables};
-use meshward_crdt::TableId;
 use meshward_node::store::{ChangeReader, Marks};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
@@ -162,7 +162,12 @@ pub async fn watch_stream(
     }
 }
 
-async fn open(s: ApiState, c: Caller, q: WatchQuery, headers: &HeaderMap) -> Result<Response, Problem> {
+async fn open(
+    s: ApiState,
+    c: Caller,
+    q: WatchQuery,
+    headers: &HeaderMap,
+) -> Result<Response, Problem> {
     let tables = watch::parse_tables(q.tables.as_deref())?;
     let last_id = match headers.get("last-event-id") {
         Some(v) => Some(
@@ -179,9 +184,16 @@ async fn open(s: ApiState, c: Caller, q: WatchQuery, headers: &HeaderMap) -> Res
         )
     })?;
     let Answer::View(reader, config, marks) = step(&s, &c, tables, Step::Begin).await? else {
-        return Err(Problem::new(ProblemKind::Internal, "unexpected watch answer"));
+        return Err(Problem::new(
+            ProblemKind::Internal,
+            "unexpected watch answer",
+        ));
     };
-    let field = if q.from.is_some() { "from" } else { "Last-Event-ID" };
+    let field = if q.from.is_some() {
+        "from"
+    } else {
+        "Last-Event-ID"
+    };
     let (snapshot, cursor) = match start {
         Start::Snapshot => (Some((reader, config)), marks.last),
         Start::Now => (None, marks.last),
@@ -198,7 +210,9 @@ async fn open(s: ApiState, c: Caller, q: WatchQuery, headers: &HeaderMap) -> Res
         let _permit = permit;
         let out = Out(tx);
         if let Some((reader, config)) = snapshot
-            && send_snapshot(&out, &reader, &config, tables, cursor).await.is_err()
+            && send_snapshot(&out, &reader, &config, tables, cursor)
+                .await
+                .is_err()
         {
             return;
         }
@@ -209,7 +223,10 @@ async fn open(s: ApiState, c: Caller, q: WatchQuery, headers: &HeaderMap) -> Res
     });
     let mut response = axum::body::Body::from_stream(body).into_response();
     let h = response.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     Ok(response)
 }
@@ -280,10 +297,25 @@ async fn send_snapshot(
 }
 
 /// Catches up from `cursor` a page at a time, then follows the live changes.
-async fn follow(out: &Out, s: &ApiState, c: &Caller, tables: Tables, mut cursor: u64) -> Result<(), ()> {
+async fn follow(
+    out: &Out,
+    s: &ApiState,
+    c: &Caller,
+    tables: Tables,
+    mut cursor: u64,
+) -> Result<(), ()> {
     let buffer = s.watch.buffer;
     let (mut live, closed) = loop {
-        let answer = step(s, c, tables, Step::Follow { after: cursor, buffer }).await;
+        let answer = step(
+            s,
+            c,
+            tables,
+            Step::Follow {
+                after: cursor,
+                buffer,
+            },
+        )
+        .await;
         match answer {
             Ok(Answer::Page(frames, end)) => {
                 for (_, text) in &frames {
