@@ -350,3 +350,46 @@ fn a_guest_without_the_grant_is_refused_and_one_with_it_watches() {
     let got = rt.block_on(changes(&mut watch, 2));
     assert_eq!(got[1].1, "a-1");
 }
+
+#[test]
+fn the_cli_prints_one_json_line_per_change() {
+    use std::io::BufRead as _;
+    let root = tempfile::tempdir().unwrap();
+    let nodes = cluster(root.path(), 1).unwrap();
+    let data = nodes[0].0.clone();
+    let _daemon = Daemon::start(&data, &[]).unwrap();
+    append_events(&data, "alice", "a", 3, 0);
+    let mut child = std::process::Command::new(meshward_tests::meshward_bin())
+        .arg("--data")
+        .arg(&data)
+        .args(["watch", "--tables", "events", "--from", "0", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let guard = Stop(child);
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let mut targets = Vec::new();
+    for _ in 0..3 {
+        let line = lines.next().expect("a line").unwrap();
+        let change: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(change["op"], "append", "{line}");
+        targets.push(change["row"]["target"].as_str().unwrap().to_string());
+    }
+    drop(guard);
+    assert_eq!(targets, ["a-0", "a-1", "a-2"]);
+}
+
+/// A child process stopped (by its pid) and reaped when dropped, also when the test fails.
+struct Stop(std::process::Child);
+
+impl Drop for Stop {
+    fn drop(&mut self) {
+        // Our own child: signalling its pid cannot reach another process.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::kill(self.0.id() as i32, libc::SIGTERM);
+        }
+        let _ = self.0.wait();
+    }
+}
