@@ -393,3 +393,82 @@ impl Drop for Stop {
         let _ = self.0.wait();
     }
 }
+
+/// `examples/pam-app` against a 3-node cluster: it appends events on node 2, prints the
+/// approvals the leader (node 0) makes, and a second run resumes from its saved cursor.
+#[test]
+fn the_python_pam_app_follows_approvals_and_resumes_from_its_cursor() {
+    if std::process::Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIPPED: python3 is not installed; the pam-app example was NOT tested");
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let nodes = cluster(root.path(), 3).unwrap();
+    let daemons = start_all(&nodes);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/pam-app/pam_app.py");
+    let state = root.path().join("cursor");
+    let run = |max: &str, append: &str| {
+        std::process::Command::new("python3")
+            .arg(&script)
+            .args(["--data", daemons[2].data.to_str().unwrap()])
+            .args(["--state", state.to_str().unwrap(), "--max", max])
+            .args(["--append", append, "--user", "pam"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let approve = |host: &str| {
+        cli(
+            &daemons[0].data,
+            &[
+                "fingerprint",
+                "approve",
+                "--host",
+                host,
+                "--key-type",
+                "ssh-ed25519",
+                "--fingerprint",
+                &format!("SHA256:{host}"),
+            ],
+        )
+        .unwrap();
+    };
+    let mut first = run("2", "3");
+    approve("db1");
+    approve("db2");
+    meshward_tests::wait_or_kill(&mut first, SILENCE).expect("the app exits after 2 approvals");
+    let mut out = String::new();
+    first
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert_eq!(
+        out,
+        "appended 3 events\napproved db1 ssh-ed25519 SHA256:db1\n\
+         approved db2 ssh-ed25519 SHA256:db2\n"
+    );
+    // Its events reached the leader.
+    meshward_tests::wait_for(SILENCE, || {
+        let list = cli(&daemons[0].data, &["event", "list", "--json"])?;
+        Ok(list.matches("\"user\":\"pam\"").count() == 3)
+    })
+    .expect("the app's events replicate");
+    // A second run resumes after the cursor it saved: only the new approval.
+    let mut second = run("1", "0");
+    approve("db3");
+    meshward_tests::wait_or_kill(&mut second, SILENCE).expect("the app exits after 1 approval");
+    let mut out = String::new();
+    second
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert_eq!(out, "approved db3 ssh-ed25519 SHA256:db3\n");
+}
