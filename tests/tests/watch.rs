@@ -349,6 +349,16 @@ fn a_guest_without_the_grant_is_refused_and_one_with_it_watches() {
     let mut watch = rt.block_on(gus.watch(Some("events"), Some("0"))).unwrap();
     let got = rt.block_on(changes(&mut watch, 2));
     assert_eq!(got[1].1, "a-1");
+    // Taking the grant back ends the open stream (the revocation is a mastered record).
+    cli(&data, &["user", "revoke", "gus", "guest:*"]).unwrap();
+    append_events(&data, "alice", "after", 1, 0);
+    match rt.block_on(next(&mut watch)) {
+        Some(WatchEvent::Closed(why)) => assert!(why.contains("grants"), "{why}"),
+        other => panic!("expected the stream closed, got {other:?}"),
+    }
+    assert_eq!(rt.block_on(watch.next()).unwrap(), None);
+    let p = problem(rt.block_on(gus.watch(Some("events"), None)));
+    assert_eq!(p.status, 403, "{p:?}");
 }
 
 #[test]
