@@ -482,3 +482,53 @@ fn the_python_pam_app_follows_approvals_and_resumes_from_its_cursor() {
         .unwrap();
     assert_eq!(out, "approved db3 ssh-ed25519 SHA256:db3\n");
 }
+
+/// Catch-up in pages, then the switch to live while a writer keeps appending: every event
+/// once, in order.
+#[test]
+fn catching_up_under_writes_switches_to_live_with_no_gap_and_no_duplicate() {
+    let root = tempfile::tempdir().unwrap();
+    let nodes = cluster(root.path(), 1).unwrap();
+    let data = nodes[0].0.clone();
+    let _daemon = Daemon::start(&data, &[]).unwrap();
+    append_events(&data, "alice", "a", 600, 0);
+    let writer = {
+        let data = data.clone();
+        std::thread::spawn(move || {
+            for b in 0..100 {
+                let batch: Vec<NewEvent> = (0..10)
+                    .map(|k| NewEvent {
+                        kind: "login".into(),
+                        user: "bob".into(),
+                        target: format!("b-{}", b * 10 + k),
+                        detail: String::new(),
+                        at_ms: None,
+                    })
+                    .collect();
+                api(&data, Request::AppendEvents(AppendEvents { events: batch })).unwrap();
+            }
+        })
+    };
+    let rt = runtime();
+    let client = Client::local(&data);
+    let mut watch = rt
+        .block_on(client.watch(Some("events"), Some("0")))
+        .unwrap();
+    let got = rt.block_on(changes(&mut watch, 1600));
+    writer.join().unwrap();
+    assert_increasing(&got);
+    let a: Vec<&str> = got
+        .iter()
+        .map(|(_, t)| t.as_str())
+        .filter(|t| t.starts_with("a-"))
+        .collect();
+    let b: Vec<&str> = got
+        .iter()
+        .map(|(_, t)| t.as_str())
+        .filter(|t| t.starts_with("b-"))
+        .collect();
+    let want_a: Vec<String> = (0..600).map(|k| format!("a-{k}")).collect();
+    let want_b: Vec<String> = (0..1000).map(|k| format!("b-{k}")).collect();
+    assert_eq!(a, want_a);
+    assert_eq!(b, want_b);
+}
