@@ -367,6 +367,7 @@ impl Node {
             );
         }
         // Close the refused database before opening the file again (it is locked while open).
+        self.watchers.take_views();
         drop(std::mem::replace(&mut self.store, Store::in_memory()?));
         let reopen = || -> anyhow::Result<(Store, Core)> {
             let mut store = Store::open(&self.data)?;

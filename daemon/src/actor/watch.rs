@@ -40,7 +40,22 @@ struct Sub {
 #[derive(Debug, Default)]
 pub(super) struct Watchers {
     subs: Vec<Sub>,
+    /// Views lent to streams for their snapshots.
+    lent: Vec<std::sync::Weak<std::sync::Mutex<Option<meshward_node::store::ChangeReader>>>>,
     config: Option<(Option<HighWater>, ClusterConfig)>,
+}
+
+impl Watchers {
+    /// Takes back every lent view (before the store is reopened: a view holds the file).
+    pub(super) fn take_views(&mut self) {
+        for weak in self.lent.drain(..) {
+            if let Some(lent) = weak.upgrade()
+                && let Ok(mut view) = lent.lock()
+            {
+                *view = None;
+            }
+        }
+    }
 }
 
 impl Node {
@@ -60,7 +75,10 @@ impl Node {
                 let config = self.watch_config().map_err(failure)?;
                 let reader = self.store.change_reader().map_err(|e| failure(e.into()))?;
                 let marks = reader.marks().map_err(|e| failure(e.into()))?;
-                Answer::View(reader, Box::new(config), marks)
+                let lent = Arc::new(std::sync::Mutex::new(Some(reader)));
+                self.watchers.lent.retain(|w| w.strong_count() > 0);
+                self.watchers.lent.push(Arc::downgrade(&lent));
+                Answer::View(lent, Box::new(config), marks)
             }
             Step::Follow { after, buffer } => self.follow(caller, tables, after, buffer)?,
         };

@@ -91,10 +91,15 @@ pub enum Step {
     },
 }
 
+/// A consistent view of the store lent to a stream for its snapshot. The actor takes it back
+/// (leaving `None`) before it reopens the store after a full disk: a view holds the old file
+/// open.
+pub type Lent = Arc<std::sync::Mutex<Option<ChangeReader>>>;
+
 /// The actor's answer to a [`Step`].
 pub enum Answer {
     /// A consistent view, the approvals to show fingerprints with, and the log's marks in it.
-    View(ChangeReader, Box<ClusterConfig>, Marks),
+    View(Lent, Box<ClusterConfig>, Marks),
     /// The wanted changes of a page, and the cursor the page ends at.
     Page(Vec<Frame>, u64),
     /// Registered: the live changes come here (the changes up to the head already in it).
@@ -247,7 +252,7 @@ impl Out {
 /// with the view's cursor.
 async fn send_snapshot(
     out: &Out,
-    reader: &ChangeReader,
+    reader: &Lent,
     config: &ClusterConfig,
     tables: Tables,
     at: u64,
@@ -258,8 +263,9 @@ async fn send_snapshot(
         }
         let mut after: Option<Vec<u8>> = None;
         loop {
-            let Ok(rows) = reader.rows_after(table, after.as_deref(), PAGE) else {
-                return Err(());
+            let rows = match read(reader, |r| r.rows_after(table, after.as_deref(), PAGE)) {
+                Some(rows) => rows,
+                None => return taken(out).await,
             };
             let Some((last, _, _)) = rows.last() else {
                 break;
@@ -280,8 +286,9 @@ async fn send_snapshot(
     if tables.has(None) {
         let mut version = 0;
         loop {
-            let Ok(records) = reader.mastered_after(version, PAGE) else {
-                return Err(());
+            let records = match read(reader, |r| r.mastered_after(version, PAGE)) {
+                Some(records) => records,
+                None => return taken(out).await,
             };
             let Some(last) = records.last() else {
                 break;
@@ -294,6 +301,24 @@ async fn send_snapshot(
         }
     }
     Ok(())
+}
+
+/// One page from a lent view; `None`: the actor took it back, or it failed.
+fn read<T>(
+    lent: &Lent,
+    page: impl FnOnce(&ChangeReader) -> Result<T, meshward_node::store::StoreError>,
+) -> Option<T> {
+    let guard = lent.lock().ok()?;
+    page(guard.as_ref()?).ok()
+}
+
+/// The snapshot cannot go on: the stream ends with `closed`, to be started again.
+async fn taken(out: &Out) -> Result<(), ()> {
+    let data = serde_json::json!({
+        "detail": "the node reopened its store during the snapshot; start the stream again"
+    });
+    out.send(&watch::frame("closed", None, &data)).await?;
+    Err(())
 }
 
 /// Catches up from `cursor` a page at a time, then follows the live changes.
