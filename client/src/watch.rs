@@ -15,6 +15,8 @@ pub const MAX_EVENT: usize = 1024 * 1024;
 pub enum WatchEvent {
     /// A row of the current state (a stream started without `from`).
     Snapshot(Change),
+    /// The snapshot is complete; the changes after this cursor follow.
+    Ready(u64),
     /// A change; its `cursor` is the event's id.
     Change(Change),
     /// The client read too slowly: the stream closed; resume after this cursor.
@@ -124,6 +126,7 @@ impl Watch {
         let number = |key: &str| json[key].as_u64().ok_or_else(|| bad(&format!("no {key}")));
         Ok(Some(match event {
             "snapshot" => WatchEvent::Snapshot(change(json)?),
+            "ready" => WatchEvent::Ready(number("cursor")?),
             "change" => WatchEvent::Change(change(json)?),
             "overflow" => WatchEvent::Overflow {
                 resume_from: number("resume_from")?,

@@ -137,6 +137,11 @@ fn watch_resumes_after_a_daemon_restart_with_no_gap_and_no_duplicate() {
             other => panic!("expected the snapshot, got {other:?}"),
         }
     }
+    match rt.block_on(next(&mut fresh)) {
+        Some(WatchEvent::Ready(at)) => assert_eq!(at, every[8].0),
+        other => panic!("expected ready, got {other:?}"),
+    }
+    assert_eq!(fresh.last_id(), Some(every[8].0));
     append_events(&data, "dave", "d", 1, 0);
     let live = rt.block_on(changes(&mut fresh, 1));
     assert_eq!(live[0].1, "d-0");

@@ -4,7 +4,8 @@
 //! authorizes the caller for the tables asked (the grants of [`meshward_node::ops::access`]:
 //! shared tables need read on `default`, `mastered` needs read on the cluster) and hands out a
 //! consistent view of the store (one read transaction) to send the current state from
-//! (`snapshot` events, all with the `id:` of the cursor the view was read at); `Follow` then
+//! (`snapshot` events without an `id:`, then `ready` with the `id:` of the cursor the view was
+//! read at: see [`meshward_node::ops::watch`]); `Follow` then
 //! answers the changes after the stream's cursor a page at a time, until the stream is close
 //! enough to the head to be registered as a live subscriber: the actor reads the last
 //! changes and registers in one step, and every write goes through the actor, so nothing is
@@ -300,7 +301,7 @@ async fn send_snapshot(
             }
         }
     }
-    Ok(())
+    out.send(&watch::ready_frame(at)).await
 }
 
 /// One page from a lent view; `None`: the actor took it back, or it failed.

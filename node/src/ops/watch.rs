@@ -5,10 +5,17 @@
 //!
 //! | SSE event | `id:` | `data:` |
 //! |---|---|---|
-//! | `snapshot` | the cursor the state was read at | a row of the current state |
+//! | `snapshot` | none (its `cursor` field is the cursor the state was read at) | a row of the current state |
+//! | `ready` | the cursor the state was read at | `{"cursor": CURSOR}`: the snapshot is complete, changes after it follow |
 //! | `change` | its cursor | the change |
 //! | `overflow` | the last cursor sent | `{"resume_from": CURSOR}`: reconnect from there |
 //! | `compacted` | – | `{"first_kept": CURSOR, ...}`: the cursor is older than what the node keeps; restart with a snapshot (no `from`) |
+//! | `closed` | – | `{"detail": ...}`: the grants no longer allow the stream, or the snapshot was cut |
+//!
+//! Snapshot rows carry no `id:` on purpose: a client cut in the middle of the snapshot (an
+//! `EventSource` reconnecting with `Last-Event-ID`) must not resume after rows it never got;
+//! without an id it starts the snapshot again. The id comes with `ready`, once all rows are
+//! out.
 
 use meshward_api::node::Change as WireChange;
 use meshward_api::{Problem, ProblemKind};
@@ -293,9 +300,14 @@ pub fn snapshot_frame(at: u64, table: Option<TableId>, row: serde_json::Value) -
     };
     frame(
         "snapshot",
-        Some(at),
+        None,
         &serde_json::to_value(wire).unwrap_or_default(),
     )
+}
+
+/// The end of a snapshot read at cursor `at`: its `id:` is where the changes go on.
+pub fn ready_frame(at: u64) -> String {
+    frame("ready", Some(at), &serde_json::json!({ "cursor": at }))
 }
 
 #[cfg(test)]
