@@ -38,6 +38,12 @@ pub enum WatchEvent {
 #[derive(Debug)]
 pub struct Watch {
     body: Incoming,
+    parser: Parser,
+}
+
+/// Splits Server-Sent Events out of the bytes of a stream, however they are cut.
+#[derive(Debug, Default)]
+struct Parser {
     buf: Vec<u8>,
     last_id: Option<u64>,
 }
@@ -66,8 +72,7 @@ impl Client {
         let response = self.stream(&path).await?;
         Ok(Watch {
             body: response.into_body(),
-            buf: Vec::new(),
-            last_id: None,
+            parser: Parser::default(),
         })
     }
 }
@@ -76,21 +81,15 @@ impl Watch {
     /// The next event; `None` when the stream ended.
     pub async fn next(&mut self) -> Result<Option<WatchEvent>, ClientError> {
         loop {
-            while let Some(end) = find_blank(&self.buf) {
-                let block: Vec<u8> = self.buf.drain(..end + 2).collect();
-                if let Some(event) = self.parse(&block[..end])? {
-                    return Ok(Some(event));
-                }
-            }
-            if self.buf.len() > MAX_EVENT {
-                return Err(ClientError::Protocol("a watch event is too large".into()));
+            if let Some(event) = self.parser.next_event()? {
+                return Ok(Some(event));
             }
             match self.body.frame().await {
                 None => return Ok(None),
                 Some(Err(e)) => return Err(ClientError::Transport(e.to_string())),
                 Some(Ok(frame)) => {
                     if let Ok(data) = frame.into_data() {
-                        self.buf.extend_from_slice(&data);
+                        self.parser.buf.extend_from_slice(&data);
                     }
                 }
             }
@@ -99,7 +98,23 @@ impl Watch {
 
     /// The `id:` of the last event read: the cursor to resume after.
     pub fn last_id(&self) -> Option<u64> {
-        self.last_id
+        self.parser.last_id
+    }
+}
+
+impl Parser {
+    /// The next complete event in the buffer, if any; an event over [`MAX_EVENT`] is an error.
+    fn next_event(&mut self) -> Result<Option<WatchEvent>, ClientError> {
+        while let Some(end) = find_blank(&self.buf) {
+            let block: Vec<u8> = self.buf.drain(..end + 2).collect();
+            if let Some(event) = self.parse(&block[..end])? {
+                return Ok(Some(event));
+            }
+        }
+        if self.buf.len() > MAX_EVENT {
+            return Err(ClientError::Protocol("a watch event is too large".into()));
+        }
+        Ok(None)
     }
 
     fn parse(&mut self, block: &[u8]) -> Result<Option<WatchEvent>, ClientError> {
@@ -154,4 +169,50 @@ fn encode(text: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn events(chunks: &[&[u8]]) -> (Vec<WatchEvent>, Option<u64>) {
+        let mut p = Parser::default();
+        let mut out = Vec::new();
+        for c in chunks {
+            p.buf.extend_from_slice(c);
+            while let Some(e) = p.next_event().unwrap() {
+                out.push(e);
+            }
+        }
+        (out, p.last_id)
+    }
+
+    #[test]
+    fn events_cut_anywhere_parse_the_same() {
+        let text = b"event: change\nid: 7\ndata: {\"cursor\":\"7\",\"table\":\"events\",\"op\":\"append\",\"row\":{}}\n\n: keep-alive\n\nevent: overflow\nid: 7\ndata: {\"resume_from\":7}\n\nevent: future\ndata: {}\n\n";
+        let whole = events(&[text]);
+        assert_eq!(whole.1, Some(7));
+        assert_eq!(whole.0.len(), 2);
+        assert!(matches!(&whole.0[0], WatchEvent::Change(c) if c.cursor == "7"));
+        assert_eq!(whole.0[1], WatchEvent::Overflow { resume_from: 7 });
+        for cut in 1..text.len() {
+            assert_eq!(events(&[&text[..cut], &text[cut..]]), whole, "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn garbage_and_oversize_are_errors_not_panics() {
+        for bad in [
+            &b"event: change\ndata: nope\n\n"[..],
+            b"id: x\ndata: {}\n\n",
+            b"data: \xff\n\n",
+        ] {
+            let mut p = Parser::default();
+            p.buf.extend_from_slice(bad);
+            assert!(p.next_event().is_err(), "{bad:?}");
+        }
+        let mut p = Parser::default();
+        p.buf = vec![b'x'; MAX_EVENT + 1];
+        assert!(p.next_event().is_err());
+    }
 }
