@@ -211,8 +211,10 @@ mod tests {
             p.buf.extend_from_slice(bad);
             assert!(p.next_event().is_err(), "{bad:?}");
         }
-        let mut p = Parser::default();
-        p.buf = vec![b'x'; MAX_EVENT + 1];
+        let mut p = Parser {
+            buf: vec![b'x'; MAX_EVENT + 1],
+            ..Default::default()
+        };
         assert!(p.next_event().is_err());
     }
 }
