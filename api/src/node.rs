@@ -231,6 +231,9 @@ pub struct Change {
     pub cursor: String,
     /// events, fingerprints, exceptions or mastered.
     pub table: String,
+    /// `append` (events), `put` or `delete` (fingerprints, exceptions), `record` (a mastered
+    /// record applied), or `snapshot` (a row of the current state, before the stream).
+    pub op: String,
     /// The row (shared tables) or the record (mastered), as the listings show them.
     #[schema(value_type = Object)]
     pub row: serde_json::Value,

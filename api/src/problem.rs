@@ -35,6 +35,8 @@ pub enum ProblemKind {
     Unavailable,
     /// The node failed (500); its log says more.
     Internal,
+    /// A watch cursor older than what the node keeps (410): restart from a snapshot.
+    Compacted,
 }
 
 /// A problem document (RFC 9457), the body of every error answer.
@@ -62,7 +64,7 @@ pub struct Problem {
 
 impl ProblemKind {
     /// Every kind.
-    pub const ALL: [ProblemKind; 10] = [
+    pub const ALL: [ProblemKind; 11] = [
         ProblemKind::BadInput,
         ProblemKind::Unauthenticated,
         ProblemKind::Forbidden,
@@ -73,6 +75,7 @@ impl ProblemKind {
         ProblemKind::RateLimited,
         ProblemKind::Unavailable,
         ProblemKind::Internal,
+        ProblemKind::Compacted,
     ];
 
     /// The stable name in the `type` URI.
@@ -88,6 +91,7 @@ impl ProblemKind {
             ProblemKind::RateLimited => "rate-limited",
             ProblemKind::Unavailable => "unavailable",
             ProblemKind::Internal => "internal",
+            ProblemKind::Compacted => "compacted",
         }
     }
 
@@ -104,6 +108,7 @@ impl ProblemKind {
             ProblemKind::RateLimited => 429,
             ProblemKind::Unavailable => 503,
             ProblemKind::Internal => 500,
+            ProblemKind::Compacted => 410,
         }
     }
 
@@ -120,6 +125,7 @@ impl ProblemKind {
             ProblemKind::RateLimited => "too many requests",
             ProblemKind::Unavailable => "unavailable",
             ProblemKind::Internal => "internal error",
+            ProblemKind::Compacted => "cursor compacted",
         }
     }
 

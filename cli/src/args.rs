@@ -110,6 +110,20 @@ pub enum Command {
         #[arg(long)]
         max_lag_ms: Option<u64>,
     },
+    /// Follow the node's changes (the watch stream): one line per change, JSON lines with
+    /// --json; resumes by itself after an overflow. Needs a running daemon (or --remote).
+    Watch {
+        /// Comma-separated: events, fingerprints, exceptions, mastered (default: all).
+        #[arg(long)]
+        tables: Option<String>,
+        /// Start after this cursor (an `id` printed before, on the same node) or `now`;
+        /// default: the current state first, then the changes.
+        #[arg(long)]
+        from: Option<String>,
+        /// Print each event as a JSON line.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run the node: join the mesh and serve the other commands over a local socket.
     Run(RunArgs),
     /// Leader-signed mastered records: import a signed bundle of them (every record verified).

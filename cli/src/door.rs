@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::Context as _;
 use meshward_api::{Reply, Request};
-use meshward_client::{Client, ClientError};
+use meshward_client::{Client, ClientError, WatchEvent};
 use meshward_node::disk::read_bounded;
 use meshward_node::ops::{self, LocalBackend};
 
@@ -124,6 +124,57 @@ impl Door {
                 }
             }
             Ok(Some(written))
+        })
+    }
+
+    /// Follows the watch stream, handing each event to `each`; after an `overflow` it
+    /// resumes from the cursor given. Ends when the node ends the stream.
+    pub fn watch(
+        &mut self,
+        tables: Option<&str>,
+        from: Option<&str>,
+        mut each: impl FnMut(WatchEvent) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        let client = self.client.clone();
+        self.runtime.block_on(async {
+            let mut from = from.map(str::to_string);
+            loop {
+                let mut watch = match client.watch(tables, from.as_deref()).await {
+                    Err(ClientError::NoDaemon(path)) => anyhow::bail!(
+                        "watch needs a running daemon: none answers on {}",
+                        path.display()
+                    ),
+                    Err(ClientError::Problem(p)) => {
+                        let field = p.field.map(|f| format!(" (field {f})")).unwrap_or_default();
+                        anyhow::bail!("{}{field}", p.detail)
+                    }
+                    other => other?,
+                };
+                let mut resume = None;
+                while let Some(event) = watch.next().await? {
+                    match event {
+                        WatchEvent::Overflow { resume_from } => resume = Some(resume_from),
+                        WatchEvent::Compacted { first_kept } => anyhow::bail!(
+                            "this node dropped changes before cursor {first_kept}: \
+                             run `meshward watch` without --from to start from the current state"
+                        ),
+                        WatchEvent::Closed(why) => {
+                            anyhow::bail!("the node closed the stream: {why}")
+                        }
+                        other => each(other)?,
+                    }
+                }
+                match resume {
+                    Some(cursor) => from = Some(cursor.to_string()),
+                    None => {
+                        let last = watch
+                            .last_id()
+                            .map(|c| format!(" (resume with --from {c})"))
+                            .unwrap_or_default();
+                        anyhow::bail!("the node ended the stream{last}")
+                    }
+                }
+            }
         })
     }
 

@@ -50,6 +50,11 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
             };
             return list_events(&mut door, &g, query, limit, out);
         }
+        Command::Watch { tables, from, json } => {
+            return door.watch(tables.as_deref(), from.as_deref(), |event| {
+                crate::render::watch_line(&event, json, out)
+            });
+        }
         Command::Audit(AuditCmd::Record { stdin: true, .. }) => {
             return audit_stdin(&mut door, &g, out);
         }
@@ -234,6 +239,7 @@ fn request_of(command: Command) -> anyhow::Result<Request> {
         | Command::Backup(_)
         | Command::Restore(_)
         | Command::Unseal(_)
+        | Command::Watch { .. }
         | Command::Openapi
         | Command::Wait { .. } => bail!("this command is run by the binary on its own"),
     })

@@ -299,3 +299,65 @@ fn status_text(s: &meshward_api::node::Status) -> String {
         s.audit_records,
     )
 }
+
+/// One line of `meshward watch`: `CURSOR TABLE OP WHAT` (a snapshot row: `snapshot` as the
+/// op), or the event as a JSON line with `--json`.
+pub fn watch_line(
+    event: &meshward_client::WatchEvent,
+    as_json: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    use meshward_client::WatchEvent;
+    let (WatchEvent::Snapshot(c) | WatchEvent::Change(c)) = event else {
+        return Ok(());
+    };
+    if as_json {
+        writeln!(out, "{}", serde_json::to_string(c)?)?;
+    } else {
+        let r = &c.row;
+        let s = |k: &str| r[k].as_str().unwrap_or_default().to_string();
+        let what = match c.table.as_str() {
+            "events" => format!("{} {} {}", s("kind"), s("user"), s("target")),
+            "fingerprints" if c.op != "delete" => format!(
+                "{} {} {}{}",
+                s("host"),
+                s("key_type"),
+                s("fingerprint"),
+                if r["approved"] == true {
+                    " approved"
+                } else {
+                    ""
+                }
+            ),
+            "exceptions" if c.op != "delete" => format!("{} {}", s("user"), s("field")),
+            "mastered" => {
+                let mut w = format!("{} v{} epoch {}", s("kind"), r["version"], r["epoch"]);
+                if let Some(a) = r.get("approval") {
+                    let verb = if a["approved"] == true {
+                        "approve"
+                    } else {
+                        "withdraw"
+                    };
+                    w.push_str(&format!(
+                        " {verb} {} {} {}",
+                        a["host"].as_str().unwrap_or_default(),
+                        a["key_type"].as_str().unwrap_or_default(),
+                        a["fingerprint"].as_str().unwrap_or_default()
+                    ));
+                }
+                if let Some(cfg) = r.get("config") {
+                    w.push_str(&format!(
+                        " {}={}",
+                        cfg["key"].as_str().unwrap_or_default(),
+                        cfg["value"]
+                    ));
+                }
+                w
+            }
+            _ => format!("{} {}", s("writer"), s("key")),
+        };
+        writeln!(out, "{} {} {} {what}", c.cursor, c.table, c.op)?;
+    }
+    out.flush()?;
+    Ok(())
+}

@@ -16,6 +16,10 @@
 
 #![deny(missing_docs)]
 
+mod watch;
+
+pub use watch::{MAX_EVENT, Watch, WatchEvent};
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;

@@ -49,6 +49,7 @@ mod drive;
 mod forward;
 mod jobs;
 mod start;
+mod watch;
 
 use start::core_from;
 pub use start::{RunOptions, run};
@@ -189,6 +190,8 @@ struct Node {
     disk: DiskFull,
     /// The `--peer` and roster addresses, dialled again while a member was never reached.
     bootstrap: Bootstrap,
+    /// Live watch streams ([`watch`]).
+    watchers: watch::Watchers,
 }
 
 /// Replication lag of applied pushes (commit on the origin → durable here), over the last
@@ -324,9 +327,12 @@ impl Node {
             );
         }
         // Close the refused database before opening the file again (it is locked while open).
+        self.watchers.take_views();
         drop(std::mem::replace(&mut self.store, Store::in_memory()?));
         let reopen = || -> anyhow::Result<(Store, Core)> {
-            let store = Store::open(&self.data)?;
+            let mut store = Store::open(&self.data)?;
+            let config = meshward_node::config::NodeConfig::load(&self.data)?;
+            store.set_keep_changes(config.watch_limits().keep_changes);
             let roster = meshward_node::roster::admitted(&store)?;
             let core = core_from(&store, &store.identity()?, roster, now)?;
             Ok((store, core))

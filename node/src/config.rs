@@ -53,6 +53,39 @@ pub struct NodeConfig {
     /// handshake). Default: [`crate::admin_limits::ADDRESS_CONNECTIONS`].
     #[serde(default, deserialize_with = "admin_address_connections")]
     pub admin_address_connections: Option<NonZeroUsize>,
+    /// Changes the watch stream's change log keeps (by count, 1 to [`MAX_KEEP_CHANGES`]); a
+    /// watcher resuming from an older cursor gets `compacted`. Default:
+    /// [`crate::store::DEFAULT_KEEP_CHANGES`].
+    pub watch_keep_changes: Option<std::num::NonZeroU64>,
+    /// Changes buffered for each watcher that does not read fast enough (1 to
+    /// [`MAX_WATCH_BUFFER`]); past it the stream sends `overflow` and closes. Default:
+    /// [`DEFAULT_WATCH_BUFFER`].
+    pub watch_buffer: Option<NonZeroUsize>,
+    /// Watch streams open at once on this node (1 to [`MAX_WATCHERS`]); beyond, 503.
+    /// Default: [`DEFAULT_WATCHERS`].
+    pub watch_subscribers: Option<NonZeroUsize>,
+}
+
+/// Largest `watch-keep-changes`.
+pub const MAX_KEEP_CHANGES: u64 = 100_000_000;
+/// Largest `watch-buffer`.
+pub const MAX_WATCH_BUFFER: usize = 1_000_000;
+/// Largest `watch-subscribers`.
+pub const MAX_WATCHERS: usize = 100_000;
+/// Default `watch-buffer`.
+pub const DEFAULT_WATCH_BUFFER: usize = 4096;
+/// Default `watch-subscribers`.
+pub const DEFAULT_WATCHERS: usize = 256;
+
+/// The watch stream's limits as configured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WatchLimits {
+    /// Changes the log keeps.
+    pub keep_changes: std::num::NonZeroU64,
+    /// Each watcher's buffer.
+    pub buffer: usize,
+    /// Watchers at once.
+    pub subscribers: usize,
 }
 
 impl NodeConfig {
@@ -82,6 +115,25 @@ impl NodeConfig {
                  fixed when it is created (`meshward init --licence-issuer KEY`); remove the line"
             );
         }
+        let over = |key: &str, max: u64| anyhow::anyhow!("{key} is over its limit of {max}");
+        if config
+            .watch_keep_changes
+            .is_some_and(|n| n.get() > MAX_KEEP_CHANGES)
+        {
+            return Err(over("watch-keep-changes", MAX_KEEP_CHANGES));
+        }
+        if config
+            .watch_buffer
+            .is_some_and(|n| n.get() > MAX_WATCH_BUFFER)
+        {
+            return Err(over("watch-buffer", MAX_WATCH_BUFFER as u64));
+        }
+        if config
+            .watch_subscribers
+            .is_some_and(|n| n.get() > MAX_WATCHERS)
+        {
+            return Err(over("watch-subscribers", MAX_WATCHERS as u64));
+        }
         Ok(config)
     }
 
@@ -106,6 +158,17 @@ impl NodeConfig {
             connections_per_address: self
                 .admin_address_connections
                 .unwrap_or(default.connections_per_address),
+        }
+    }
+
+    /// The watch stream's limits: the configured values, defaults for the rest.
+    pub fn watch_limits(&self) -> WatchLimits {
+        WatchLimits {
+            keep_changes: self
+                .watch_keep_changes
+                .unwrap_or(crate::store::DEFAULT_KEEP_CHANGES),
+            buffer: self.watch_buffer.map_or(DEFAULT_WATCH_BUFFER, |n| n.get()),
+            subscribers: self.watch_subscribers.map_or(DEFAULT_WATCHERS, |n| n.get()),
         }
     }
 }

@@ -138,6 +138,19 @@ fn every_request(tag: &str) -> Vec<(Request, Option<u16>)> {
             },
         }),
         ok(Request::ListRevoked),
+        ok(Request::ChangePassword {
+            user: user.clone(),
+            body: ChangePassword {
+                password: "Correct-horse-battery-9".into(),
+            },
+        }),
+        ok(Request::VerifyPassword {
+            user: user.clone(),
+            body: ChangePassword {
+                password: "Correct-horse-battery-9".into(),
+            },
+        }),
+        ok(Request::ListPasswords),
         ok(Request::RevokeGrant {
             name: user.clone(),
             grant: "guest:*".into(),
@@ -145,15 +158,9 @@ fn every_request(tag: &str) -> Vec<(Request, Option<u16>)> {
         ok(Request::DeleteUser { name: user.clone() }),
         ok(Request::GetLicence),
         ok(Request::CreateBundle(CreateBundle { ttl_s: Some(60) })),
-        ok(Request::ChangePassword {
-            user: user.clone(),
-            body: ChangePassword {
-                password: "Correct-horse-battery-9".into(),
-            },
-        }),
-        ok(Request::ListPasswords),
         ok(Request::Ha),
         ok(Request::Superseded),
+        ok(Request::HaLog(meshward_api::node::HaLogQuery::default())),
         ok(Request::Status),
         ok(Request::Health(HealthQuery::default())),
         // Refusals are the same problem through both doors.

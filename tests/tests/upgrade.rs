@@ -42,7 +42,32 @@ fn a_schema_1_store_opens_migrated_with_everything_it_held() {
     assert!(config.contains("14"), "{config}");
     let status = json(&data, &["status", "--json"]);
     assert_eq!(status["mastered"]["version"], 4, "{status}");
-    // Opened again, it is the same: the migration ran once.
+    // Reading changed nothing: still schema 1.
+    assert_eq!(schema(&data), 1);
+    // The first write migrates it (one transaction), and it holds the same.
+    cli(&data, &["local", "set", "site.name", "north"]).unwrap();
+    assert_eq!(schema(&data), meshward_node::store::SCHEMA_VERSION);
     let again = json(&data, &["status", "--json"]);
     assert_eq!(again["digest"], status["digest"]);
+    assert_eq!(again["mastered"]["version"], 4, "{again}");
+    // New writes go on after the migration.
+    cli(
+        &data,
+        &[
+            "event", "append", "--kind", "login", "--user", "bob", "--target", "db-9",
+        ],
+    )
+    .unwrap();
+    let events = json(&data, &["event", "list", "--json"]);
+    assert_eq!(events.as_array().map(Vec::len), Some(4), "{events}");
+}
+
+/// The schema version the store of `data` records.
+fn schema(data: &Path) -> u32 {
+    let db = redb::Database::open(data.join("meshward.redb")).expect("the store");
+    let read = redb::ReadableDatabase::begin_read(&db).expect("a read");
+    let meta: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("meta");
+    let table = read.open_table(meta).expect("meta");
+    let bytes = table.get("schema").expect("read").expect("a schema");
+    u32::from_be_bytes(bytes.value().try_into().expect("4 bytes"))
 }

@@ -63,6 +63,10 @@ impl Node {
                 return self.answer(sink, result);
             }
             Job::Run(request) => request,
+            Job::Watch(w) => {
+                let result = self.watch_step(caller, w);
+                return self.answer(sink, result);
+            }
         };
         // A forwarded request is not forwarded again: if leadership moved meanwhile, the
         // operation refuses with the new leader's name.
@@ -109,32 +113,51 @@ impl Node {
     /// (403). Operations of the local socket only are refused to every certificate, after
     /// it was authenticated.
     fn authorize(&mut self, caller: &Caller, job: &Job) -> Result<(), Problem> {
-        let Caller::Cert(cert) = caller else {
+        if !matches!(caller, Caller::Cert(_)) {
             return Ok(());
-        };
-        let (need, local_only) = match job {
-            Job::CheckUser => (None, false),
-            Job::Backup(_) => (Some(meshward_node::grants::Action::Backup), false),
+        }
+        let mut local_only = false;
+        let needs = match job {
+            Job::CheckUser => vec![None],
+            Job::Backup(_) => vec![Some(meshward_node::grants::Action::Backup)],
             Job::Run(request) => {
                 let need = ops::access::required(request);
-                let local_only = need.is_none();
-                (need, local_only)
+                local_only = need.is_none();
+                vec![need]
             }
+            Job::Watch(w) => w.tables.required().into_iter().map(Some).collect(),
         };
-        let access = self.admin_access().map_err(failure)?;
-        crate::admin::check(access, cert.as_ref(), need.as_ref()).map_err(|(status, detail)| {
-            let kind = if status == 401 {
-                ProblemKind::Unauthenticated
-            } else {
-                ProblemKind::Forbidden
-            };
-            Problem::new(kind, detail)
-        })?;
+        self.check_caller(caller, &needs)?;
         if local_only {
             return Err(Problem::new(
                 ProblemKind::Forbidden,
                 "this operation is served on the node's local socket only",
             ));
+        }
+        Ok(())
+    }
+
+    /// Whether `caller` holds every one of `needs` (`None`: only that it is a user).
+    pub(super) fn check_caller(
+        &mut self,
+        caller: &Caller,
+        needs: &[Option<meshward_node::grants::Action>],
+    ) -> Result<(), Problem> {
+        let Caller::Cert(cert) = caller else {
+            return Ok(());
+        };
+        let access = self.admin_access().map_err(failure)?;
+        for need in needs {
+            crate::admin::check(access, cert.as_ref(), need.as_ref()).map_err(
+                |(status, detail)| {
+                    let kind = if status == 401 {
+                        ProblemKind::Unauthenticated
+                    } else {
+                        ProblemKind::Forbidden
+                    };
+                    Problem::new(kind, detail)
+                },
+            )?;
         }
         Ok(())
     }

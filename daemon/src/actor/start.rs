@@ -90,6 +90,8 @@ pub(super) fn core_from(
 
 async fn serve(data: PathBuf, args: &RunOptions, mut dial: Vec<SocketAddr>) -> anyhow::Result<()> {
     let mut store = open_waiting(&data).await?;
+    let node_config = meshward_node::config::NodeConfig::load(&data)?;
+    store.set_keep_changes(node_config.watch_limits().keep_changes);
     if meshward_node::authority::is_sealed(&data, &store)? {
         drop(store);
         crate::sealed::serve(&data).await?;
@@ -97,7 +99,6 @@ async fn serve(data: PathBuf, args: &RunOptions, mut dial: Vec<SocketAddr>) -> a
     }
     let identity = store.identity()?;
     // The admin API's external CAs, read before anything listens: a bad file stops the start.
-    let node_config = meshward_node::config::NodeConfig::load(&data)?;
     let external = match node_config.admin_client_ca.clone() {
         Some(path) if args.admin_listen.is_some() => {
             meshward_node::certs::load_ca_file(&data.join(path))
@@ -151,6 +152,7 @@ async fn serve(data: PathBuf, args: &RunOptions, mut dial: Vec<SocketAddr>) -> a
         chain_cache: meshward_node::roster::ChainCache::default(),
         disk: DiskFull::default(),
         bootstrap: Bootstrap::new(Vec::new(), 0),
+        watchers: Default::default(),
     };
     node.load_mastered()?;
     // The gate knows the current bundle before the setup endpoint listens.
@@ -177,7 +179,10 @@ async fn serve(data: PathBuf, args: &RunOptions, mut dial: Vec<SocketAddr>) -> a
     }
     node.bootstrap = Bootstrap::new(dial, now_ms() as u64);
     let (api_tx, mut api_rx) = mpsc::channel(crate::api::JOB_QUEUE);
-    let state = ApiState { jobs: api_tx };
+    let state = ApiState {
+        jobs: api_tx,
+        watch: crate::api::watch::WatchDoor::new(node_config.watch_limits()),
+    };
     let router = crate::api::router(state.clone());
     if let Some(bind) = args.health_listen {
         node.health = Some(crate::api::serve_health(bind, state).await?);
@@ -233,6 +238,7 @@ async fn serve(data: PathBuf, args: &RunOptions, mut dial: Vec<SocketAddr>) -> a
         // A write refused for a full disk is survived (the node recovered); any other
         // failure stops the daemon.
         let step = step.and_then(|()| node.run_served());
+        node.publish_watch();
         if let Err(e) = survive(step).and_then(|()| node.check_store()) {
             break Err(e);
         }

@@ -33,6 +33,7 @@ mod health;
 mod local;
 mod pages;
 mod routes;
+pub mod watch;
 
 pub use backup::BackupSource;
 pub use health::{HEALTH_CONNECTIONS, HealthServer, serve_health};
@@ -82,6 +83,8 @@ pub enum Job {
     CheckUser,
     /// Hand out what a backup is written from (root only).
     Backup(oneshot::Sender<backup::BackupSource>),
+    /// A step of a watch stream ([`watch`]).
+    Watch(watch::WatchJob),
 }
 
 /// A request for the daemon actor.
@@ -100,6 +103,8 @@ pub struct ApiJob {
 pub struct ApiState {
     /// The actor's queue.
     pub jobs: mpsc::Sender<ApiJob>,
+    /// The watch streams' limits.
+    pub watch: watch::WatchDoor,
 }
 
 /// Sends a job to the actor and waits for its answer.

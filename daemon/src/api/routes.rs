@@ -82,6 +82,7 @@ fn routes(state: ApiState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(fault))
         .routes(routes!(unseal))
         .routes(routes!(super::backup::backup))
+        .routes(routes!(super::watch::watch_stream))
         .split_for_parts();
     let router = router
         .route("/metrics", axum::routing::get(metrics))
@@ -105,7 +106,10 @@ pub fn router(state: ApiState) -> Router {
 /// The OpenAPI document generated from the handlers (kept in `docs/openapi.json`).
 pub fn openapi() -> String {
     let (tx, _rx) = tokio::sync::mpsc::channel(1);
-    let (_, api) = routes(ApiState { jobs: tx });
+    let (_, api) = routes(ApiState {
+        jobs: tx,
+        watch: Default::default(),
+    });
     api.to_pretty_json().unwrap_or_default()
 }
 

@@ -230,7 +230,11 @@ fn echo_router() -> (axum::Router, mpsc::Receiver<Request>) {
             let _ = job.reply.send(Ok(Reply::Empty));
         }
     });
-    let router = router(ApiState { jobs }).layer(axum::Extension(Caller::Local));
+    let router = router(ApiState {
+        jobs,
+        watch: Default::default(),
+    })
+    .layer(axum::Extension(Caller::Local));
     (router, seen)
 }
 

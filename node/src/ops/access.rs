@@ -4,6 +4,7 @@
 //! | resource | read | write |
 //! |---|---|---|
 //! | events, fingerprints (observed), exceptions, audit, the watch stream | read namespace `default` | write in `default` |
+//! | the watch stream (`GET /v1/watch`, see [`crate::ops::watch::Tables::required`]) | `events`, `fingerprints`, `exceptions`: read namespace `default`; `mastered`: read the cluster | – |
 //! | status, health, HA state, config, users, revoked certificates, licence, passwords, superseded | read the cluster | – |
 //! | fingerprint approvals, config, local settings, licence, bundles, mastered import, passwords (change and verify: a verify answers whether a guess is right) | – | cluster admin |
 //! | users and grants, certificates (issue, revoke) | – | user admin |

@@ -27,6 +27,7 @@ mod offline;
 pub mod setup;
 mod shared;
 mod status;
+pub mod watch;
 
 pub use offline::LocalBackend;
 pub use status::{ha_status, status};

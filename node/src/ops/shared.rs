@@ -196,7 +196,11 @@ fn approvals(backend: &mut dyn Backend) -> Result<ClusterConfig, Problem> {
     Ok(ClusterConfig::from_records(&records))
 }
 
-fn fingerprint_row(writer: &WriterId, f: &Fingerprint, config: &ClusterConfig) -> FingerprintRow {
+pub(super) fn fingerprint_row(
+    writer: &WriterId,
+    f: &Fingerprint,
+    config: &ClusterConfig,
+) -> FingerprintRow {
     FingerprintRow {
         seen_by: writer.to_hex(),
         key: HostKey {
@@ -299,7 +303,7 @@ pub(super) fn list_exceptions(backend: &mut dyn Backend) -> Result<Reply, Proble
     ))
 }
 
-fn exception_row(writer: &WriterId, x: &UserDataException) -> ExceptionRow {
+pub(super) fn exception_row(writer: &WriterId, x: &UserDataException) -> ExceptionRow {
     ExceptionRow {
         writer: writer.to_hex(),
         user: x.user.clone(),

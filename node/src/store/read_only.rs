@@ -17,7 +17,7 @@ use redb::{
     Database, DatabaseError, ReadOnlyDatabase, ReadTransaction, ReadableDatabase, WriteTransaction,
 };
 
-use super::{META, SCHEMA_VERSION, STORE_FILE, Store, StoreError};
+use super::{META, STORE_FILE, Store, StoreError};
 
 /// The database behind a [`Store`]: writable, or opened read-only.
 pub(super) enum Db {
@@ -69,6 +69,7 @@ impl Store {
         let store = Store {
             db: Db::Read(db),
             watch: crate::disk::DiskWatch::default(),
+            keep_changes: super::DEFAULT_KEEP_CHANGES,
         };
         let schema = store.begin_read()?.open_table(META).ok().and_then(|meta| {
             meta.get("schema")
@@ -76,11 +77,24 @@ impl Store {
                 .flatten()
                 .map(|v| v.value().to_vec())
         });
-        if schema.as_deref() != Some(SCHEMA_VERSION.to_be_bytes().as_slice()) {
-            return Err(StoreError::Corrupt {
-                path,
-                reason: format!("not a meshward store of schema version {SCHEMA_VERSION}"),
-            });
+        // An earlier schema reads as it is (what a migration adds is read as empty); the
+        // migration runs at the next open for writing. A later one is refused.
+        let corrupt = |e: StoreError| match e {
+            StoreError::Corrupt { reason, .. } => StoreError::Corrupt {
+                path: path.clone(),
+                reason,
+            },
+            other => other,
+        };
+        match schema {
+            Some(bytes) => super::check_not_newer(super::schema_of(&bytes).map_err(corrupt)?)
+                .map_err(corrupt)?,
+            None => {
+                return Err(StoreError::Corrupt {
+                    path,
+                    reason: "it records no schema version: not a meshward store".into(),
+                });
+            }
         }
         Ok(store)
     }

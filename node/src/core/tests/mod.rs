@@ -572,6 +572,20 @@ fn a_password_change_on_a_follower_is_decided_by_the_leader() {
         user: "alice".into(),
         password: Secret(password.into()),
     };
+    // Only a user's password is set.
+    net.input(2, change(1, "Correct-horse-battery-9"));
+    let err = net.last_done(2).unwrap_err();
+    assert!(err.contains("no user \"alice\""), "{err}");
+    let (kind, payload) = crate::grants::UserChange::Create("alice".parse().unwrap()).encode();
+    net.input(
+        0,
+        Input::Master {
+            token: 1,
+            kind,
+            payload,
+        },
+    );
+    assert_eq!(net.last_done(0), Ok(2));
     net.input(2, change(1, "short"));
     let err = net.last_done(2).unwrap_err();
     assert!(
@@ -579,9 +593,9 @@ fn a_password_change_on_a_follower_is_decided_by_the_leader() {
         "{err}"
     );
     net.input(2, change(2, "Correct-horse-battery-9"));
-    assert_eq!(net.last_done(2), Ok(2));
-    assert_eq!(versions(&net), [2, 2, 2]);
-    let record = &net.cores[1].mastered.as_ref().unwrap().records[1];
+    assert_eq!(net.last_done(2), Ok(3));
+    assert_eq!(versions(&net), [3, 3, 3]);
+    let record = &net.cores[1].mastered.as_ref().unwrap().records[2];
     assert_eq!(record.record.kind, RecordKind::Password);
     assert_eq!(record.signer, net.cores[0].me().0);
     // The leader unreachable: a clear error at once, nothing queued.
@@ -590,7 +604,7 @@ fn a_password_change_on_a_follower_is_decided_by_the_leader() {
     let err = net.last_done(2).unwrap_err();
     assert!(err.contains("not connected"), "{err}");
     net.tick_all(10_000);
-    assert_eq!(versions(&net), [2, 2, 2]);
+    assert_eq!(versions(&net), [3, 3, 3]);
 }
 
 #[test]

@@ -1,0 +1,347 @@
+//! The watch stream's pure parts: which tables a watcher asked for and what it may read,
+//! where it starts, and how a logged change ([`crate::store::Change`]) looks on the wire (an
+//! SSE frame whose `id:` is the change's cursor and whose `data:` is a
+//! [`meshward_api::node::Change`]). The daemon serves the stream (`GET /v1/watch`).
+//!
+//! | SSE event | `id:` | `data:` |
+//! |---|---|---|
+//! | `snapshot` | none (its `cursor` field is the cursor the state was read at) | a row of the current state |
+//! | `ready` | the cursor the state was read at | `{"cursor": CURSOR}`: the snapshot is complete, changes after it follow |
+//! | `change` | its cursor | the change |
+//! | `overflow` | the last cursor sent | `{"resume_from": CURSOR}`: reconnect from there |
+//! | `compacted` | – | `{"first_kept": CURSOR, ...}`: the cursor is older than what the node keeps; restart with a snapshot (no `from`) |
+//! | `closed` | – | `{"detail": ...}`: the grants no longer allow the stream, or the snapshot was cut |
+//!
+//! Snapshot rows carry no `id:` on purpose: a client cut in the middle of the snapshot (an
+//! `EventSource` reconnecting with `Last-Event-ID`) must not resume after rows it never got;
+//! without an id it starts the snapshot again. The id comes with `ready`, once all rows are
+//! out.
+
+use meshward_api::node::Change as WireChange;
+use meshward_api::{Problem, ProblemKind};
+use meshward_crdt::mastered::{RecordKind, SignedRecord};
+use meshward_crdt::{Row, TableId, WriterId};
+
+use crate::cluster_config::{Approval, ClusterConfig, ConfigChange};
+use crate::grants::{Action, Namespace};
+use crate::store::{Change, StoreError};
+
+/// The tables a watcher may name, in their wire spelling.
+pub const TABLES: [&str; 4] = ["events", "fingerprints", "exceptions", "mastered"];
+/// Longest `tables` parameter accepted.
+pub const MAX_TABLES_PARAM: usize = 256;
+
+/// A set of watched tables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tables(u8);
+
+impl Tables {
+    /// Every table.
+    pub const ALL: Tables = Tables(0b1111);
+
+    fn bit(table: Option<TableId>) -> u8 {
+        match table {
+            Some(TableId::Events) => 1,
+            Some(TableId::Fingerprints) => 2,
+            Some(TableId::Exceptions) => 4,
+            None => 8,
+        }
+    }
+
+    /// Whether it holds a shared table (`Some`) or the mastered records (`None`).
+    pub fn has(self, table: Option<TableId>) -> bool {
+        self.0 & Tables::bit(table) != 0
+    }
+
+    /// Whether a change is of a watched table.
+    pub fn wants(self, change: &Change) -> bool {
+        self.has(change.table())
+    }
+
+    /// What reading these tables needs of a certificate's grants ([`crate::ops::access`]):
+    /// the shared tables are data (read `default`), the mastered records the cluster's state.
+    pub fn required(self) -> Vec<Action> {
+        let mut out = Vec::new();
+        if self.0 & 0b0111 != 0 {
+            out.push(Action::Read(Namespace::default_data()));
+        }
+        if self.has(None) {
+            out.push(Action::ReadCluster);
+        }
+        out
+    }
+}
+
+/// Parses `tables=` (comma-separated names; absent: all).
+pub fn parse_tables(text: Option<&str>) -> Result<Tables, Problem> {
+    let Some(text) = text else {
+        return Ok(Tables::ALL);
+    };
+    if text.len() > MAX_TABLES_PARAM {
+        return Err(Problem::bad_input(
+            "tables",
+            "too long: name at most the four tables",
+        ));
+    }
+    let mut bits = 0;
+    for name in text.split(',').map(str::trim) {
+        bits |= match name {
+            "events" => Tables::bit(Some(TableId::Events)),
+            "fingerprints" => Tables::bit(Some(TableId::Fingerprints)),
+            "exceptions" => Tables::bit(Some(TableId::Exceptions)),
+            "mastered" => Tables::bit(None),
+            other => {
+                return Err(Problem::bad_input(
+                    "tables",
+                    format!(
+                        "unknown table {other:?}: name some of {}, comma-separated",
+                        TABLES.join(", ")
+                    ),
+                ));
+            }
+        };
+    }
+    Ok(Tables(bits))
+}
+
+/// Where a stream starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Start {
+    /// The current state first (`snapshot` events), then the changes after it.
+    Snapshot,
+    /// Only changes from now on.
+    Now,
+    /// The changes after this cursor.
+    After(u64),
+}
+
+/// Parses where to start: `from=` (a cursor or `now`) or else the `Last-Event-ID` header
+/// (a reconnecting browser sends it); neither: a snapshot first.
+pub fn parse_start(from: Option<&str>, last_event_id: Option<&str>) -> Result<Start, Problem> {
+    let (field, text) = match (from, last_event_id) {
+        (Some(f), _) => ("from", f),
+        (None, Some(l)) => ("Last-Event-ID", l),
+        (None, None) => return Ok(Start::Snapshot),
+    };
+    let text = text.trim();
+    if text == "now" {
+        return Ok(Start::Now);
+    }
+    text.parse::<u64>().map(Start::After).map_err(|_| {
+        Problem::bad_input(
+            field,
+            "not a cursor: give the `id:` of the last event received (a number), or `now`",
+        )
+    })
+}
+
+/// The answer to a cursor this node no longer keeps changes after.
+pub fn compacted(field: &str, after: u64, first_kept: u64) -> Problem {
+    let mut p = Problem::new(
+        ProblemKind::Compacted,
+        format!(
+            "changes after cursor {after} were dropped (this node keeps changes from cursor \
+             {first_kept}, see watch-keep-changes): restart without `from` to get the current \
+             state, then the stream"
+        ),
+    );
+    p.field = Some(field.into());
+    p
+}
+
+/// The answer to a cursor this node has not reached (it came from another node).
+pub fn ahead(field: &str, after: u64, last: u64) -> Problem {
+    Problem::bad_input(
+        field,
+        format!(
+            "cursor {after} is past this node's last change ({last}); cursors are per node: \
+             on another node restart without `from`"
+        ),
+    )
+}
+
+/// One SSE frame.
+pub fn frame(event: &str, id: Option<u64>, data: &serde_json::Value) -> String {
+    let mut out = format!("event: {event}\n");
+    if let Some(id) = id {
+        out.push_str(&format!("id: {id}\n"));
+    }
+    out.push_str(&format!("data: {data}\n\n"));
+    out
+}
+
+fn table_name(table: Option<TableId>) -> &'static str {
+    match table {
+        Some(TableId::Events) => "events",
+        Some(TableId::Fingerprints) => "fingerprints",
+        Some(TableId::Exceptions) => "exceptions",
+        None => "mastered",
+    }
+}
+
+/// A row as the listings show it (events, fingerprints, exceptions).
+pub fn row_json(
+    writer: &WriterId,
+    row: &Row,
+    segment_index: Option<(u32, u64)>,
+    config: &ClusterConfig,
+) -> serde_json::Value {
+    let value = match row {
+        Row::Event(e) => {
+            let (segment, index) = segment_index.unwrap_or_default();
+            serde_json::to_value(meshward_api::shared::EventRow {
+                writer: writer.to_hex(),
+                segment,
+                index,
+                at_ms: e.at_ms,
+                kind: e.kind.as_str().to_string(),
+                user: e.user.clone(),
+                target: e.target.clone(),
+                detail: e.detail.clone(),
+            })
+        }
+        Row::Fingerprint(f) => {
+            serde_json::to_value(super::shared::fingerprint_row(writer, f, config))
+        }
+        Row::Exception(x) => serde_json::to_value(super::shared::exception_row(writer, x)),
+    };
+    value.unwrap_or_default()
+}
+
+/// A mastered record: version, epoch, kind, signer, hash, and for approvals and config
+/// changes what they say (never a password hash).
+pub fn record_json(r: &SignedRecord) -> serde_json::Value {
+    let mut v = serde_json::json!({
+        "version": r.record.version,
+        "epoch": r.record.epoch,
+        "kind": r.record.kind.as_str(),
+        "signer": hex::encode(r.signer),
+        "hash": r.hash().to_hex(),
+    });
+    match r.record.kind {
+        RecordKind::FingerprintApproval => {
+            if let Ok(a) = postcard::from_bytes::<Approval>(&r.record.payload) {
+                v["approval"] = serde_json::json!({
+                    "host": a.host,
+                    "key_type": a.key_type.as_str(),
+                    "fingerprint": a.fingerprint,
+                    "approved": a.approved,
+                });
+            }
+        }
+        RecordKind::Config => match postcard::from_bytes::<ConfigChange>(&r.record.payload) {
+            Ok(ConfigChange::Set { key, value }) => {
+                v["config"] = serde_json::json!({ "key": key, "value": value });
+            }
+            Ok(ConfigChange::Unset { key }) => {
+                v["config"] = serde_json::json!({ "key": key, "value": null });
+            }
+            Err(_) => {}
+        },
+        _ => {}
+    }
+    v
+}
+
+/// A logged change as the stream's `change` event.
+pub fn change_frame(
+    cursor: u64,
+    change: &Change,
+    config: &ClusterConfig,
+) -> Result<String, StoreError> {
+    let (op, row) = match change {
+        Change::Appended {
+            writer,
+            segment,
+            index,
+            ..
+        } => {
+            let row = change
+                .row()?
+                .map(|r| row_json(writer, &r, Some((*segment, *index)), config));
+            ("append", row.unwrap_or_default())
+        }
+        Change::Put { writer, .. } => {
+            let row = change.row()?.map(|r| row_json(writer, &r, None, config));
+            ("put", row.unwrap_or_default())
+        }
+        Change::Deleted { writer, key, .. } => (
+            "delete",
+            serde_json::json!({ "writer": writer.to_hex(), "key": key }),
+        ),
+        Change::Mastered { .. } => (
+            "record",
+            change
+                .record()?
+                .map(|r| record_json(&r))
+                .unwrap_or_default(),
+        ),
+    };
+    let wire = WireChange {
+        cursor: cursor.to_string(),
+        table: table_name(change.table()).into(),
+        op: op.into(),
+        row,
+    };
+    Ok(frame(
+        "change",
+        Some(cursor),
+        &serde_json::to_value(wire).unwrap_or_default(),
+    ))
+}
+
+/// A row of the current state as a `snapshot` event, read at cursor `at`.
+pub fn snapshot_frame(at: u64, table: Option<TableId>, row: serde_json::Value) -> String {
+    let wire = WireChange {
+        cursor: at.to_string(),
+        table: table_name(table).into(),
+        op: "snapshot".into(),
+        row,
+    };
+    frame(
+        "snapshot",
+        None,
+        &serde_json::to_value(wire).unwrap_or_default(),
+    )
+}
+
+/// The end of a snapshot read at cursor `at`: its `id:` is where the changes go on.
+pub fn ready_frame(at: u64) -> String {
+    frame("ready", Some(at), &serde_json::json!({ "cursor": at }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_and_start_parse_or_name_the_field() {
+        assert_eq!(parse_tables(None).unwrap(), Tables::ALL);
+        let t = parse_tables(Some("events, mastered")).unwrap();
+        assert!(t.has(Some(TableId::Events)) && t.has(None) && !t.has(Some(TableId::Exceptions)));
+        assert_eq!(t.required().len(), 2);
+        let e = parse_tables(Some("events,users")).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("tables"));
+        assert_eq!(
+            parse_tables(Some(&"e".repeat(300))).unwrap_err().status,
+            400
+        );
+        assert_eq!(parse_start(None, None).unwrap(), Start::Snapshot);
+        assert_eq!(parse_start(Some("now"), Some("3")).unwrap(), Start::Now);
+        assert_eq!(parse_start(None, Some("42")).unwrap(), Start::After(42));
+        assert_eq!(
+            parse_start(Some("x1"), None).unwrap_err().field.as_deref(),
+            Some("from")
+        );
+        assert_eq!(
+            parse_start(None, Some("-1")).unwrap_err().field.as_deref(),
+            Some("Last-Event-ID")
+        );
+    }
+
+    #[test]
+    fn frames_carry_the_cursor_as_id() {
+        let f = frame("change", Some(7), &serde_json::json!({"a": 1}));
+        assert_eq!(f, "event: change\nid: 7\ndata: {\"a\":1}\n\n");
+    }
+}
