@@ -52,7 +52,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use tracing::{debug, warn};
 
-mod election;
+pub mod election;
 mod fork;
 mod ha;
 
