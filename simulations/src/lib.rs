@@ -19,6 +19,7 @@
 #![deny(missing_docs)]
 
 pub mod emulate;
+pub mod fencing;
 pub mod oracle;
 pub mod report;
 pub mod scenario;

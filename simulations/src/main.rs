@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
-use meshward_simulations::{Scenario, emulate, simulate};
+use meshward_simulations::{Scenario, emulate, fencing, simulate};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -38,6 +38,22 @@ enum Cmd {
         #[arg(long)]
         quiet: bool,
     },
+    /// Model-checks the HA rules: every interleaving of elections, endorsements, writes and
+    /// delayed chains for a few nodes, exhaustively within the bounds.
+    Fencing {
+        /// Nodes (2 to 6).
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        /// Highest epoch an election may start.
+        #[arg(long, default_value_t = 3)]
+        max_epoch: u64,
+        /// Config records per epoch and branch.
+        #[arg(long, default_value_t = 1)]
+        writes: u8,
+        /// Stop after this many states.
+        #[arg(long, default_value_t = 20_000_000)]
+        max_states: usize,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -58,13 +74,46 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let Cmd::Run {
-        scenario: path,
-        seed,
-        mode,
-        report,
-        quiet,
-    } = cli.command;
+    match cli.command {
+        Cmd::Run {
+            scenario,
+            seed,
+            mode,
+            report,
+            quiet,
+        } => run_scenario(scenario, seed, mode, report, quiet),
+        Cmd::Fencing {
+            nodes,
+            max_epoch,
+            writes,
+            max_states,
+        } => {
+            anyhow::ensure!(
+                (2..=6).contains(&nodes),
+                "--nodes {nodes}: the model checks 2 to 6 nodes"
+            );
+            let report = fencing::check(&fencing::Bounds {
+                writes_per_epoch: writes,
+                max_states,
+                ..fencing::Bounds::new(nodes, max_epoch)
+            });
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(if report.violation.is_none() && !report.cut {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+    }
+}
+
+fn run_scenario(
+    path: PathBuf,
+    seed: Option<u64>,
+    mode: Mode,
+    report: PathBuf,
+    quiet: bool,
+) -> anyhow::Result<ExitCode> {
     let scenario = Scenario::load(&path)?;
     let seed = seed.unwrap_or(scenario.seed);
     match mode {
