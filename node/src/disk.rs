@@ -52,10 +52,11 @@ pub fn read_at_most(path: &Path, max: u64) -> io::Result<Option<Vec<u8>>> {
     Ok((bytes.len() as u64 <= max).then_some(bytes))
 }
 
-/// redb's file backend for a file in `dir`; a full disk becomes [`disk_full`]'s error.
+/// A redb backend (the file backend for a file in `dir`, or a simulated disk); a full disk
+/// becomes [`disk_full`]'s error.
 #[derive(Debug)]
-struct DataFile {
-    inner: FileBackend,
+struct DataFile<B = FileBackend> {
+    inner: B,
     dir: PathBuf,
     watch: DiskWatch,
 }
@@ -83,6 +84,21 @@ pub fn open_database_watched(path: &Path, watch: DiskWatch) -> Result<Database, 
     Database::builder().create_with_backend(DataFile { inner, dir, watch })
 }
 
+/// Opens (creating if empty) a database over any storage `backend` (the simulator's disk),
+/// with the same handling of a full disk as a file in `dir`: the error names `dir`, and
+/// `watch` learns of it.
+pub fn open_backend_watched(
+    backend: impl StorageBackend,
+    dir: &Path,
+    watch: DiskWatch,
+) -> Result<Database, DatabaseError> {
+    Database::builder().create_with_backend(DataFile {
+        inner: backend,
+        dir: dir.to_path_buf(),
+        watch,
+    })
+}
+
 /// The error of a write to the store in `dir` refused because its disk is full.
 pub fn full_error(dir: &Path) -> io::Error {
     io::Error::new(
@@ -103,7 +119,7 @@ fn disk_full(dir: &Path, e: io::Error) -> io::Error {
     full_error(dir)
 }
 
-impl DataFile {
+impl<B> DataFile<B> {
     /// A failed write, renamed if the disk is full and noted in the watch.
     fn refused(&self, e: io::Error) -> io::Error {
         self.watch.saw(&e);
@@ -111,7 +127,7 @@ impl DataFile {
     }
 }
 
-impl StorageBackend for DataFile {
+impl<B: StorageBackend> StorageBackend for DataFile<B> {
     fn len(&self) -> Result<u64, io::Error> {
         self.inner.len()
     }

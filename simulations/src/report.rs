@@ -113,6 +113,10 @@ pub struct Oracles {
     pub commits_only_on_down_nodes: u64,
     /// Chains a node gave up although a majority-endorsed hand-over left an epoch on them.
     pub rollbacks: u64,
+    /// Acknowledged writes (changes, mastered records, votes) a node's store lost.
+    pub acknowledged_lost: u64,
+    /// Nodes whose store served rows that differ from its replica's (corrupt data).
+    pub corrupt_stores: u64,
     /// Times a live node replaced its mastered chain by a competing one that won.
     pub chain_switches: u64,
     /// Double signatures live nodes proved when chains met (the core's counter).
@@ -126,6 +130,23 @@ pub struct Oracles {
     pub nodes_by_last_epoch: BTreeMap<u64, u64>,
     /// Everything that failed; empty on success.
     pub failures: Vec<String>,
+}
+
+/// What the disk faults did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct DiskCounts {
+    /// Power losses (nodes).
+    pub power_losses: u64,
+    /// Unsynced writes a power loss dropped or tore.
+    pub writes_torn_or_lost: u64,
+    /// Store writes refused for a full disk (each one rebuilt the node and held replication).
+    pub full_refusals: u64,
+    /// Holds on replication released (the disk had space again, or the hold ran out).
+    pub holds_released: u64,
+    /// Nodes that stopped because their store failed: when (ms), which, and why.
+    pub store_stops: Vec<(u64, u32, String)>,
+    /// Restarts checked for acknowledged writes and for rows that match the replica.
+    pub stores_checked: u64,
 }
 
 /// A `master` or `demote` fault: what was asked, and the core's answer.
@@ -160,6 +181,10 @@ pub struct Metrics {
     pub writes: u64,
     /// Writes scheduled on a node that was down.
     pub writes_skipped: u64,
+    /// Writes a node's store refused (a disk fault): not acknowledged.
+    pub writes_refused: u64,
+    /// Disk faults and what they did.
+    pub disk: DiskCounts,
     /// Pushes published.
     pub pushes: u64,
     /// Adverts published.
@@ -347,7 +372,8 @@ impl Metrics {
                 "rejected": self.gossip_rejected,
             },
             "sync_requests": self.sync_requests,
-            "writes": { "committed": self.writes, "skipped_on_down_nodes": self.writes_skipped },
+            "writes": { "committed": self.writes, "skipped_on_down_nodes": self.writes_skipped, "refused_by_store": self.writes_refused },
+            "disk": self.disk,
             "network": {
                 "lost": self.lost, "retransmitted": self.retransmitted,
                 "duplicated": self.network_duplicated, "reordered": self.reordered,

@@ -381,6 +381,35 @@ pub enum FaultKind {
         /// The next leader.
         to: usize,
     },
+    /// The power goes on the nodes during their next store writes (after a random number of
+    /// page writes and syncs): each stops, its disk keeps what was synced plus any subset of
+    /// the unsynced writes, the last one torn; it starts again `down` later. Every write it
+    /// acknowledged must still be there.
+    PowerLoss {
+        /// Which.
+        nodes: Nodes,
+        /// How long each stays down.
+        #[serde(with = "humantime_serde")]
+        down: Duration,
+    },
+    /// The nodes' disks are full for `lasts`: every store write fails with ENOSPC, and the
+    /// node holds replication as the daemon does (README "A full disk").
+    DiskFull {
+        /// Which.
+        nodes: Nodes,
+        /// How long.
+        #[serde(with = "humantime_serde")]
+        lasts: Duration,
+    },
+    /// The nodes' disks fail every read, write and sync with EIO for `lasts`: a node whose
+    /// store fails so stops, saying why, and is started again when the disk works again.
+    DiskError {
+        /// Which.
+        nodes: Nodes,
+        /// How long.
+        #[serde(with = "humantime_serde")]
+        lasts: Duration,
+    },
     /// Set the clock offset of nodes (from now on they read virtual time + `offset-ms`).
     Skew {
         /// Which.
@@ -406,6 +435,9 @@ impl FaultKind {
             FaultKind::Restore { .. } => "restore",
             FaultKind::Master { .. } => "master",
             FaultKind::Demote { .. } => "demote",
+            FaultKind::PowerLoss { .. } => "power-loss",
+            FaultKind::DiskFull { .. } => "disk-full",
+            FaultKind::DiskError { .. } => "disk-error",
         }
     }
 }
@@ -515,7 +547,10 @@ impl Scenario {
                 | FaultKind::RollingRestart { nodes, .. }
                 | FaultKind::Skew { nodes, .. }
                 | FaultKind::Snapshot { nodes }
-                | FaultKind::Restore { nodes } => {
+                | FaultKind::Restore { nodes }
+                | FaultKind::PowerLoss { nodes, .. }
+                | FaultKind::DiskFull { nodes, .. }
+                | FaultKind::DiskError { nodes, .. } => {
                     nodes.resolve(n)?;
                 }
                 FaultKind::Master { node } => ensure!(

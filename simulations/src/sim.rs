@@ -45,10 +45,12 @@ use crate::report::Metrics;
 use crate::scenario::{FaultKind, Latency, Scenario};
 
 mod checks;
+pub mod disk;
 mod faults;
 mod gossip;
 mod network;
 mod node;
+mod storage;
 
 /// Virtual time in microseconds since the start of the run.
 pub type Micros = u64;
@@ -130,6 +132,16 @@ struct SimNode {
     leader_ops: BTreeMap<u64, usize>,
     /// The copy of its store a `snapshot` fault took (a backup snapshot's bytes).
     snapshot: Option<Vec<u8>>,
+    /// The disk under its store.
+    disk: disk::Disk,
+    /// What its store acknowledged as durable beyond `held`: mastered records and the vote.
+    acked: storage::Acked,
+    /// A full disk: the hold on replication, as the daemon's.
+    full: storage::FullDisk,
+    /// A power loss armed by a fault: how long the node then stays down.
+    power_down: Option<Micros>,
+    /// Why it stopped, when its store failed (it cannot trust it).
+    stopped: Option<String>,
 }
 
 #[derive(Debug)]
@@ -207,6 +219,13 @@ enum Ev {
     },
     /// An attempt of the failover `metrics.failovers[record]`.
     Failover(usize),
+    /// A power loss armed on the node that its writes have not set off yet: now.
+    PowerOff(u32),
+    /// A disk fault ends on these nodes (`full`: a full disk, else I/O errors).
+    DiskHeal {
+        nodes: Vec<u32>,
+        full: bool,
+    },
     Sample,
 }
 
@@ -269,8 +288,13 @@ impl Sim {
             .verify(&genesis)
             .context("verifying the genesis record")?;
         let mut nodes = Vec::with_capacity(n);
-        for key in keys {
-            let store = Store::in_memory().context("creating an in-memory store")?;
+        let durable = sc
+            .faults
+            .iter()
+            .any(|f| matches!(f.kind, FaultKind::PowerLoss { .. }));
+        for (i, key) in keys.into_iter().enumerate() {
+            let disk = disk::Disk::new(durable);
+            let store = storage::open(&disk, i as u32).context("creating a store")?;
             store.adopt_anchor(&anchor)?;
             store
                 .append_mastered(&genesis)
@@ -294,6 +318,14 @@ impl Sim {
                 failover: None,
                 leader_ops: BTreeMap::new(),
                 snapshot: None,
+                disk,
+                acked: storage::Acked {
+                    mastered: 1,
+                    vote: None,
+                },
+                full: storage::FullDisk::default(),
+                power_down: None,
+                stopped: None,
             });
         }
         let mut sim = Sim {
@@ -467,6 +499,7 @@ impl Sim {
             Ev::Tick { node, inc } => {
                 if self.alive(node, inc) {
                     self.heartbeat(node);
+                    self.release_hold(node)?;
                     self.feed(node, Input::Tick, Via::Local)?;
                     let tick = self.sc.tick.as_micros() as u64;
                     self.push(self.now + tick, Ev::Tick { node, inc });
@@ -544,6 +577,8 @@ impl Sim {
             }
             Ev::Write { series, k } => self.write(series, k)?,
             Ev::Failover(record) => self.failover(record)?,
+            Ev::PowerOff(node) => self.power_off(node)?,
+            Ev::DiskHeal { nodes, full } => self.disk_heal(&nodes, full)?,
             Ev::Sample => {
                 self.sample();
                 self.push(self.now + SAMPLE_US, Ev::Sample);

@@ -249,3 +249,29 @@ fn a_former_leader_restored_from_an_old_copy_never_wins_and_takes_the_majoritys_
     assert_eq!(oracles["nodes_by_last_epoch"]["2"], 5, "{oracles}");
     assert_eq!(oracles["leaders_by_epoch"]["2"], serde_json::json!([1]));
 }
+
+#[test]
+fn disks_that_lose_power_fill_up_and_fail_lose_no_acknowledged_write() {
+    let summary = run("disk-faults");
+    let disk = &summary["disk"];
+    // Every kind of disk fault bit: power went mid-write (unsynced writes torn or lost), a
+    // full disk refused writes and held replication until space came back, a failing disk
+    // stopped its node, which said why and came back.
+    assert_eq!(disk["power_losses"], 4, "{disk}");
+    assert!(disk["writes_torn_or_lost"].as_u64() > Some(0), "{disk}");
+    assert!(disk["full_refusals"].as_u64() > Some(0), "{disk}");
+    assert!(disk["holds_released"].as_u64() > Some(0), "{disk}");
+    let stops = disk["store_stops"].as_array().expect("stops");
+    assert!(
+        stops
+            .iter()
+            .any(|s| s[1] == 3 && s[2].as_str().is_some_and(|why| why.contains("I/O error"))),
+        "{disk}"
+    );
+    assert!(disk["stores_checked"].as_u64() >= Some(5), "{disk}");
+    let oracles = &summary["oracles"];
+    assert_eq!(oracles["acknowledged_lost"], 0);
+    assert_eq!(oracles["corrupt_stores"], 0);
+    assert_eq!(summary["live_nodes_at_end"], 5);
+    assert_eq!(oracles["event_rows"], summary["writes"]["committed"]);
+}

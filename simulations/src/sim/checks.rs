@@ -92,6 +92,17 @@ impl Sim {
             *rows.entry(r).or_insert(0u64) += 1;
         }
         o.distinct_digests = digests.len() as u64;
+        // No node serves corrupt data: the rows its store serves are its replica's.
+        for &i in &live {
+            if let Some(corrupt) = self.corrupt(i as u32) {
+                self.metrics.oracles.corrupt_stores += 1;
+                self.metrics
+                    .oracles
+                    .failures
+                    .push(format!("node {i} at the end: {corrupt}"));
+            }
+        }
+        let o = &mut self.metrics.oracles;
         o.event_rows = rows.keys().next_back().copied().unwrap_or(0);
         if digests.len() > 1 {
             o.failures.push(format!(

@@ -74,15 +74,20 @@ impl Sim {
     }
 
     pub(super) fn crash(&mut self, node: u32) {
+        if self.nodes[node as usize].core.is_none() {
+            return;
+        }
+        self.fired("crash");
+        self.stop_core(node);
+    }
+
+    /// Stops the node's core abruptly (its store is kept); its peers notice when their
+    /// connections idle out.
+    pub(super) fn stop_core(&mut self, node: u32) {
         let n = &mut self.nodes[node as usize];
         if n.core.is_none() {
             return;
         }
-        *self
-            .metrics
-            .faults_fired
-            .entry("crash".to_string())
-            .or_default() += 1;
         n.core = None;
         n.incarnation += 1;
         n.crashed_at = Some(self.now);
@@ -110,12 +115,18 @@ impl Sim {
         if self.nodes[node as usize].core.is_some() {
             return Ok(());
         }
-        *self
-            .metrics
-            .faults_fired
-            .entry("restart".to_string())
-            .or_default() += 1;
-        self.start_node(node)?;
+        self.fired("restart");
+        self.start_again(node)
+    }
+
+    /// Starts a stopped node from its store (reopened first if the store failed).
+    pub(super) fn start_again(&mut self, node: u32) -> anyhow::Result<()> {
+        if self.nodes[node as usize].stopped.is_some() && !self.reopen(node) {
+            return Ok(());
+        }
+        if let Err(e) = self.start_node(node) {
+            return self.store_failed(node, e, None);
+        }
         self.dial_edges(node);
         let inc = self.nodes[node as usize].incarnation;
         self.push(self.now, Ev::Tick { node, inc });
@@ -125,15 +136,61 @@ impl Sim {
     }
 
     /// Feeds one input, then executes the outputs as the daemon does: persists first (one
-    /// transaction), then the rest in order; follow-up inputs are fed after.
+    /// transaction), then the rest in order; follow-up inputs are fed after. A store that
+    /// fails (a disk fault) is handled as the daemon handles it ([`super::storage`]).
     pub(super) fn feed(&mut self, node: u32, input: Input, via: Via) -> anyhow::Result<()> {
-        let mut inputs = VecDeque::from([input]);
-        while let Some(input) = inputs.pop_front() {
+        // A sync request is answered again by the rebuilt core if a full disk refuses the
+        // write of its batch (the daemon keeps the batch's requests for that).
+        let again = match &input {
+            Input::SyncRequest {
+                peer,
+                channel,
+                data,
+            } => Some(Input::SyncRequest {
+                peer: *peer,
+                channel: *channel,
+                data: data.clone(),
+            }),
+            _ => None,
+        };
+        self.feed_call(node, via, again, |core, now| core.handle(now, input))
+    }
+
+    /// Runs `call` on the node's core, then executes its outputs and follow-up inputs as
+    /// [`Sim::feed`] does.
+    pub(super) fn feed_call(
+        &mut self,
+        node: u32,
+        via: Via,
+        again: Option<Input>,
+        call: impl FnOnce(&mut Core, u64),
+    ) -> anyhow::Result<()> {
+        match self.run_outputs(node, via, call) {
+            Ok(()) => Ok(()),
+            Err(e) => self.store_failed(node, e, again),
+        }
+    }
+
+    fn run_outputs(
+        &mut self,
+        node: u32,
+        via: Via,
+        call: impl FnOnce(&mut Core, u64),
+    ) -> anyhow::Result<()> {
+        let mut inputs = VecDeque::new();
+        let mut call = Some(call);
+        loop {
             let now = self.clock_ms(node);
             let Some(core) = self.nodes[node as usize].core.as_mut() else {
                 return Ok(());
             };
-            core.handle(now, input);
+            if let Some(call) = call.take() {
+                call(core, now);
+            } else if let Some(input) = inputs.pop_front() {
+                core.handle(now, input);
+            } else {
+                return Ok(());
+            }
             let mut persist = Vec::new();
             let mut rest = Vec::new();
             for out in core.drain() {
@@ -147,6 +204,7 @@ impl Sim {
                     .store
                     .persist_all(&persist)
                     .context("persisting replicated data")?;
+                self.wrote(node)?;
                 for effects in &persist {
                     self.track(node, effects, via);
                 }
@@ -161,7 +219,6 @@ impl Sim {
                 self.check_followed();
             }
         }
-        Ok(())
     }
 
     pub(super) fn execute(
@@ -243,14 +300,20 @@ impl Sim {
                 let to = self.index[&peer];
                 self.dial(node, to);
             }
-            Output::PersistMastered(record) => self.nodes[node as usize]
-                .store
-                .append_mastered(&record)
-                .context("persisting a mastered record")?,
-            Output::PersistVote { epoch, candidate } => self.nodes[node as usize]
-                .store
-                .set_vote(epoch, &candidate)
-                .context("persisting a vote")?,
+            Output::PersistMastered(record) => {
+                let n = &mut self.nodes[node as usize];
+                n.store
+                    .append_mastered(&record)
+                    .context("persisting a mastered record")?;
+                n.acked.mastered += 1;
+            }
+            Output::PersistVote { epoch, candidate } => {
+                let n = &mut self.nodes[node as usize];
+                n.store
+                    .set_vote(epoch, &candidate)
+                    .context("persisting a vote")?;
+                n.acked.vote = Some((epoch, candidate));
+            }
             Output::AdoptChain {
                 from,
                 records,
@@ -267,10 +330,11 @@ impl Sim {
                             .push(format!("node {node} at {} µs: {failure}", self.now));
                     }
                 }
-                self.nodes[node as usize]
-                    .store
+                let n = &mut self.nodes[node as usize];
+                n.store
                     .replace_mastered(from, &records, &superseded)
-                    .context("replacing the mastered chain")?
+                    .context("replacing the mastered chain")?;
+                n.acked.mastered = from as usize - 1 + records.len();
             }
             Output::Superseded(records) => self.nodes[node as usize]
                 .store
@@ -356,7 +420,7 @@ impl Sim {
         let n = &mut self.nodes[node as usize];
         n.next_token += 1;
         let token = n.next_token;
-        self.metrics.writes += 1;
+        let before = self.metrics.messages.len();
         self.feed(
             node,
             Input::Commit {
@@ -365,6 +429,13 @@ impl Sim {
                 at_us: at_ms as u64 * 1000,
             },
             Via::Local,
-        )
+        )?;
+        // Acknowledged once durable; a store that refused it (a disk fault) did not.
+        if self.metrics.messages.len() > before {
+            self.metrics.writes += 1;
+        } else {
+            self.metrics.writes_refused += 1;
+        }
+        Ok(())
     }
 }
