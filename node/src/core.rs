@@ -52,10 +52,14 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use tracing::{debug, warn};
 
+#[cfg(feature = "bugs")]
+mod bugs;
 pub mod election;
 mod fork;
 mod ha;
 
+#[cfg(feature = "bugs")]
+pub use bugs::Bug;
 pub use fork::MAX_LOSERS;
 pub use ha::{MAX_PASSWORD, MAX_USER};
 
@@ -481,6 +485,9 @@ pub struct Core {
     /// The driver's store refuses writes (see [`Core::set_held`]).
     held: bool,
     outbox: Vec<Output>,
+    /// A deliberate bug for the simulator's tests.
+    #[cfg(feature = "bugs")]
+    bugs: bugs::Bugs,
 }
 
 impl Core {
@@ -513,6 +520,8 @@ impl Core {
             release_at: None,
             held: false,
             outbox: Vec::new(),
+            #[cfg(feature = "bugs")]
+            bugs: bugs::Bugs::default(),
         };
         for (peer, addr) in known {
             if peer != core.me() && core.roster.contains(&peer) {
@@ -746,6 +755,8 @@ impl Core {
             Ok(effects) => {
                 let push = effects.push.clone();
                 let rows = effects.rows.clone();
+                #[cfg(feature = "bugs")]
+                let effects = self.bugged_commit(effects);
                 self.outbox.push(Output::Persist(Effects {
                     push: Vec::new(),
                     ..effects

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
-use meshward_simulations::{Scenario, emulate, fencing, simulate};
+use meshward_simulations::{Scenario, compare, emulate, farm, fencing, simulate};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -37,6 +37,39 @@ enum Cmd {
         /// No progress line.
         #[arg(long)]
         quiet: bool,
+    },
+    /// Runs scenarios generated from seeds, checks every oracle on each, shrinks failures to
+    /// a minimal scenario (written under --out) and counts coverage.
+    Fuzz {
+        /// Seeds to run.
+        #[arg(long, default_value_t = 100)]
+        seeds: u64,
+        /// First seed.
+        #[arg(long, default_value_t = 0)]
+        first: u64,
+        /// Stop starting runs after this many minutes.
+        #[arg(long)]
+        minutes: Option<f64>,
+        /// Directory for farm.json and the failures (each with its minimal scenario).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Fail if a fault kind, network decision or oracle was never reached.
+        #[arg(long)]
+        coverage: bool,
+        /// Runs a shrink may spend.
+        #[arg(long, default_value_t = 150)]
+        shrink_runs: usize,
+        /// One line per run on stderr.
+        #[arg(long)]
+        verbose: bool,
+    },
+    /// Prints the figures of two reports side by side (report directories or their
+    /// summary.json).
+    Compare {
+        /// The first report.
+        a: PathBuf,
+        /// The second report.
+        b: PathBuf,
     },
     /// Model-checks the HA rules: every interleaving of elections, endorsements, writes and
     /// delayed chains for a few nodes, exhaustively within the bounds.
@@ -82,6 +115,44 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             report,
             quiet,
         } => run_scenario(scenario, seed, mode, report, quiet),
+        Cmd::Fuzz {
+            seeds,
+            first,
+            minutes,
+            out,
+            coverage,
+            shrink_runs,
+            verbose,
+        } => {
+            let batch = farm::fuzz(&farm::Options {
+                first,
+                seeds,
+                minutes,
+                out: out.clone(),
+                shrink_runs,
+                verbose,
+                hooks: farm::Hooks::default(),
+            })?;
+            print_batch(&batch);
+            let mut ok = batch.failed.is_empty();
+            if coverage && !batch.never.is_empty() {
+                eprintln!("FAILED: never reached: {}", batch.never.join(", "));
+                ok = false;
+            }
+            if let Some(out) = out {
+                println!("farm.json and failures in {}", out.display());
+            }
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Cmd::Compare { a, b } => {
+            let (a, b) = (compare::load(&a)?, compare::load(&b)?);
+            print!("{}", compare::compare(&a, &b));
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Fencing {
             nodes,
             max_epoch,
@@ -105,6 +176,44 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
     }
+}
+
+fn print_batch(batch: &farm::Batch) {
+    println!(
+        "{} runs (seeds {}..{}), {} failed; {:.1} CPU s, {:.0} runs per CPU minute, {:.0} virtual s \
+         ({:.0}x real time per CPU s)",
+        batch.runs,
+        batch.first,
+        batch.first + batch.runs,
+        batch.failed.len(),
+        batch.cpu_seconds,
+        batch.runs_per_cpu_minute,
+        batch.virtual_seconds,
+        batch.virtual_seconds / batch.cpu_seconds.max(1e-9),
+    );
+    for f in &batch.failed {
+        eprintln!(
+            "FAILED seed {} ({}): {}\n  shrunk from {:?} to {:?} (nodes, faults, writes) in {} runs{}\n  replay: {}",
+            f.seed,
+            f.class,
+            f.failures[0],
+            f.shrunk[0],
+            f.shrunk[1],
+            f.shrink_runs,
+            if f.replays {
+                ""
+            } else {
+                " (the minimal run does NOT replay the same)"
+            },
+            f.replay
+        );
+    }
+    let never = if batch.never.is_empty() {
+        "every point reached".to_string()
+    } else {
+        format!("never reached: {}", batch.never.join(", "))
+    };
+    println!("coverage: {never}");
 }
 
 fn run_scenario(

@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use meshward_crdt::fork::{self, Standing};
-use meshward_crdt::mastered::{Chain, SignedRecord, TrustAnchor};
+use meshward_crdt::mastered::{Chain, RecordKind, SignedRecord, TrustAnchor};
 
 /// A public key: the leader of an epoch.
 pub type Key = [u8; 32];
@@ -124,6 +124,21 @@ pub fn rolled_back(
             base.epoch()
         )
     })
+}
+
+/// Revocations among `superseded` (records a node gives up) that `adopted` (what replaces
+/// them) does not carry: access a merge gives back. DESIGN.md §6 wants the winner to re-apply
+/// them; the core does not yet, so the simulator counts these instead of failing.
+pub fn revocations_dropped(superseded: &[SignedRecord], adopted: &[SignedRecord]) -> u64 {
+    superseded
+        .iter()
+        .filter(|r| r.record.kind == RecordKind::Revocation)
+        .filter(|r| {
+            !adopted.iter().any(|a| {
+                a.record.kind == RecordKind::Revocation && a.record.payload == r.record.payload
+            })
+        })
+        .count() as u64
 }
 
 fn hex8(key: &Key) -> String {

@@ -103,6 +103,11 @@ pub struct Sim {
     /// Collected measurements.
     pub metrics: Metrics,
     quiet: bool,
+    /// A fault asked for that never fired fails the run (the farm counts them instead).
+    require_fired: bool,
+    /// A deliberate bug injected into every core (tests only).
+    #[cfg(feature = "bugs")]
+    bug: Option<meshward_node::core::Bug>,
 }
 
 #[derive(Debug)]
@@ -352,6 +357,9 @@ impl Sim {
             pending_faults: 0,
             awaiting_convergence: Vec::new(),
             quiet,
+            require_fired: true,
+            #[cfg(feature = "bugs")]
+            bug: None,
             rng: ChaCha8Rng::seed_from_u64(rng.r#gen()),
             sc,
         };
@@ -424,6 +432,19 @@ impl Sim {
         }
         sim.push(SAMPLE_US, Ev::Sample);
         Ok(sim)
+    }
+
+    /// Counts faults that did not fire instead of failing the run for them (a generated
+    /// scenario asks for faults that may rightly not happen: a failover the others refuse, a
+    /// crash of a node already down).
+    pub fn count_unfired_faults(&mut self) {
+        self.require_fired = false;
+    }
+
+    /// Injects `bug` into every core this run starts (tests of the oracles).
+    #[cfg(feature = "bugs")]
+    pub fn inject(&mut self, bug: meshward_node::core::Bug) {
+        self.bug = Some(bug);
     }
 
     /// Runs to the end: past the scenario's duration and every scheduled write and fault,

@@ -4,6 +4,7 @@ use anyhow::Context as _;
 use meshward_crdt::WriterId;
 use meshward_crdt::mastered::{Chain, RecordKind};
 use meshward_node::backup::{read_snapshot, write_snapshot};
+use meshward_node::certs::Serial;
 use meshward_node::cluster_config::ConfigChange;
 use meshward_node::core::{Core, Input};
 
@@ -119,17 +120,27 @@ impl Sim {
                     self.restore(i as u32)?;
                 }
             }
-            FaultKind::Master { node } => {
-                let payload = ConfigChange::Set {
-                    key: "managed.sim".into(),
-                    value: format!("node-{node}-at-{}us", self.now),
-                }
-                .encode();
+            FaultKind::Master { node, revoke } => {
+                let (kind, payload) = if revoke {
+                    // A certificate serial of its own per write.
+                    let serial = format!("sim-{node}-{}", self.now);
+                    Serial::from_der_integer(serial.as_bytes()).revocation()
+                } else {
+                    let change = ConfigChange::Set {
+                        key: "managed.sim".into(),
+                        value: format!("node-{node}-at-{}us", self.now),
+                    };
+                    (RecordKind::Config, change.encode())
+                };
+                let op = self.metrics.leader_ops.len();
                 self.leader_op(node as u32, "master", |token| Input::Master {
                     token,
-                    kind: RecordKind::Config,
+                    kind,
                     payload,
                 })?;
+                if revoke {
+                    self.metrics.leader_ops[op].kind = "revoke".into();
+                }
             }
             FaultKind::Demote { node, to } => {
                 let next = self.ids[to];

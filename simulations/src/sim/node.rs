@@ -55,6 +55,10 @@ impl Sim {
             now,
         );
         roster::load_into(&n.store, &mut core, now)?;
+        #[cfg(feature = "bugs")]
+        if let Some(bug) = self.bug {
+            core.inject(bug);
+        }
         n.core = Some(core);
         n.next_heartbeat = self.now;
         Ok(())
@@ -323,6 +327,8 @@ impl Sim {
                 if let Some(anchor) = store.anchor()? {
                     let mut kept = store.mastered_records()?;
                     kept.truncate(from.saturating_sub(1) as usize);
+                    self.metrics.oracles.revocations_undone +=
+                        oracle::revocations_dropped(&superseded, &records);
                     if let Some(failure) = oracle::rolled_back(anchor, &kept, &superseded) {
                         self.metrics.oracles.rollbacks += 1;
                         self.metrics

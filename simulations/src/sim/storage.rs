@@ -68,7 +68,9 @@ fn dir(node: u32) -> PathBuf {
 
 impl Sim {
     /// A store operation of `node` failed with `e`: a power loss, a full disk or a failing
-    /// disk is handled as the daemon would; anything else is the simulator's own error.
+    /// disk is handled as the daemon would. Any other failure (a store whose data does not
+    /// match its signed heads, say) also stops the node, saying why, as it stops the daemon;
+    /// with no disk fault to explain it, it fails the run.
     pub(super) fn store_failed(
         &mut self,
         node: u32,
@@ -82,11 +84,15 @@ impl Sim {
         if n.store.write_refused() {
             return self.full_disk(node, again);
         }
-        if n.disk.failing() {
-            self.stop(node, format!("{e:#}"));
-            return Ok(());
+        let failing = n.disk.failing();
+        if !failing {
+            self.metrics.errors.push(format!(
+                "node {node} at {} µs stopped: its store failed with no disk fault: {e:#}",
+                self.now
+            ));
         }
-        Err(e)
+        self.stop(node, format!("{e:#}"));
+        Ok(())
     }
 
     /// A write of `node` was durable: a hold for a full disk ends at its next tick.
