@@ -26,6 +26,16 @@ pub enum CommitError {
         /// The limit.
         max: usize,
     },
+    /// This node's event log holds [`crate::MAX_SEGMENTS_PER_WRITER`] segments, the most one
+    /// writer may have: nothing was committed.
+    #[error(
+        "this node's event log is full ({max} sealed segments, the most one writer may hold); \
+         no more events can be written by it"
+    )]
+    LogFull {
+        /// The bound.
+        max: u32,
+    },
     /// The segment's document could not be brought up to date to commit on (a change that
     /// had passed its checks failed to apply): nothing was committed to that segment.
     #[error("cannot commit: {0}")]
@@ -38,6 +48,44 @@ pub enum ApplyError {
     /// The signed head is for another cluster or its signature does not verify.
     #[error(transparent)]
     Head(#[from] HeadError),
+    /// The segment's writer is not one this replica accepts (see [`crate::Replica::set_writers`]):
+    /// a made-up identity, a removed member, or a member whose roster record has not arrived
+    /// yet. Not the sender's fault by itself: do not penalise it.
+    #[error(
+        "rows of {key}: its writer is not in the roster known here (yet); they are not stored, \
+         and anti-entropy brings them again once the roster admits the writer"
+    )]
+    UnknownWriter {
+        /// The segment.
+        key: SegmentKey,
+    },
+    /// The segment number is past the bound for its table (a map table has one segment, a
+    /// log [`crate::MAX_SEGMENTS_PER_WRITER`]); an honest writer never signs such a head.
+    #[error("segment {key} is numbered past the bound of {max} segments of its table per writer")]
+    SegmentOutOfRange {
+        /// The segment.
+        key: SegmentKey,
+        /// The bound.
+        max: u32,
+    },
+    /// The replica holds segments of [`crate::MAX_WRITERS`] other writers; a new one is
+    /// refused.
+    #[error("cannot hold {key}: this replica already holds rows of {max} other writers")]
+    TooManyWriters {
+        /// The segment.
+        key: SegmentKey,
+        /// The bound.
+        max: usize,
+    },
+    /// The replica holds [`crate::MAX_SEGMENTS`] segments of other writers; a new one is
+    /// refused.
+    #[error("cannot hold {key}: this replica already holds {max} segments of other writers")]
+    TooManySegments {
+        /// The segment.
+        key: SegmentKey,
+        /// The bound.
+        max: usize,
+    },
     /// A change is authored by someone other than the segment's writer.
     #[error("change by actor {actor} touches rows of {key}, which only its writer may change")]
     NotOwner {

@@ -17,6 +17,11 @@
 //! - after every commit the writer signs the segment's head ([`SignedHead`]). The head hash
 //!   commits to the whole chain of changes, so relayed data is authenticated by one
 //!   signature check however many hops it took.
+//! - only the roster's writers are accepted ([`Replica::set_writers`]; the node core tells the
+//!   replica the verified roster): a head of any other writer is refused with
+//!   [`ApplyError::UnknownWriter`] before its data is looked at, and the writers and segments
+//!   a replica holds are bounded ([`MAX_WRITERS`], [`MAX_SEGMENTS_PER_WRITER`],
+//!   [`MAX_SEGMENTS`]); see [`writers`].
 //! - received data is checked completely before it is applied: signature, author of every
 //!   change (a change by another actor is refused with [`ApplyError::NotOwner`]), chain
 //!   continuity, schema (only appends to a log, only puts and deletes of well-keyed rows in a
@@ -30,7 +35,8 @@
 //! head. We do not use automerge's bloom-filter sync protocol: it needs several round trips,
 //! its messages are uncompressed, and it falls back to sending whole documents when more than
 //! a third of the changes are missing — all of which the exact digest avoids. Messages are
-//! compressed with zstd and decoded under size bounds.
+//! compressed with zstd and decoded under size bounds, the decompressed size also bounded by
+//! the input's ([`MAX_RATIO`]).
 //!
 //! # Mastered records
 //! Written by the leader only; see [`mastered`]: signed, versioned, epoch-fenced records, and
@@ -46,6 +52,7 @@ mod replica;
 mod row;
 mod segment;
 mod sync;
+pub mod writers;
 
 pub use error::{ApplyError, CommitError};
 pub use id::{ClusterId, SegmentKey, TableId, TableShape, WriterId};
@@ -58,9 +65,10 @@ pub use row::{
     UserDataException, exception_key, fingerprint_key,
 };
 pub use sync::{
-    Digest, Head, HeadError, MAX_DECODED, MAX_DIGEST, MAX_WIRE, SegmentState, SignedHead, SyncItem,
-    SyncMessage, WireError,
+    Digest, Head, HeadError, MAX_DECODED, MAX_DIGEST, MAX_RATIO, MAX_WIRE, RATIO_FLOOR,
+    SegmentState, SignedHead, SyncItem, SyncMessage, WireError, decoded_bound,
 };
+pub use writers::{MAX_SEGMENTS, MAX_SEGMENTS_PER_WRITER, MAX_WRITERS};
 
 #[cfg(test)]
 mod tests;

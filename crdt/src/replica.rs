@@ -18,6 +18,7 @@ use crate::row::{
 };
 use crate::segment::{Body, Live, RowOp, Segment, as_map, check_snapshot};
 use crate::sync::{Digest, Head, SignedHead, SyncItem};
+use crate::writers::{MAX_SEGMENTS_PER_WRITER, Writers};
 
 /// Most operations one [`Replica::commit`] accepts. A node commits once per tick, so this only
 /// bounds a single change's size (about 4 MiB of events at the row size limit of typical rows).
@@ -172,10 +173,12 @@ pub struct Replica {
     me: WriterId,
     config: ReplicaConfig,
     segments: BTreeMap<SegmentKey, Segment>,
+    writers: Writers,
 }
 
 impl Replica {
-    /// An empty replica for the node with signing key `key`.
+    /// An empty replica for the node with signing key `key`. It accepts only its own rows
+    /// until told the roster with [`Replica::set_writers`].
     pub fn new(cluster: ClusterId, key: SigningKey, config: ReplicaConfig) -> Self {
         let me = WriterId::from_key(&key.verifying_key());
         Replica {
@@ -184,11 +187,14 @@ impl Replica {
             me,
             config,
             segments: BTreeMap::new(),
+            writers: Writers::new(me),
         }
     }
 
     /// Rebuilds a replica from what the store holds. Sealed segments stay as bytes (they are
-    /// not parsed), so a restart costs one document load per live segment.
+    /// not parsed), so a restart costs one document load per live segment. Everything stored
+    /// is loaded, also rows of writers no longer accepted (history); the replica accepts only
+    /// its own new rows until told the roster with [`Replica::set_writers`].
     pub fn restore(
         cluster: ClusterId,
         key: SigningKey,
@@ -231,9 +237,28 @@ impl Replica {
                     Body::Live(Box::new(live))
                 }
             };
-            replica.segments.insert(k, Segment { head: s.head, body });
+            if replica
+                .segments
+                .insert(k, Segment { head: s.head, body })
+                .is_none()
+            {
+                replica.writers.hold(&k);
+            }
         }
         Ok(replica)
+    }
+
+    /// Sets the writers whose rows this replica accepts from now on: the members of the
+    /// verified roster (its own are always accepted). Rows of other writers already held stay
+    /// readable but are no longer advertised or offered, and new heads of them are refused
+    /// with [`ApplyError::UnknownWriter`]. See [`crate::writers`] for why and for the bounds.
+    pub fn set_writers(&mut self, writers: impl IntoIterator<Item = WriterId>) {
+        self.writers.set(writers);
+    }
+
+    /// Whether new rows of `writer` are accepted.
+    pub fn accepts(&self, writer: &WriterId) -> bool {
+        self.writers.accepts(writer)
     }
 
     /// This node's writer id.
@@ -272,6 +297,13 @@ impl Replica {
             }
             by_table.entry(table).or_default().push(row_op);
         }
+        for (table, ops) in &by_table {
+            if table.shape() == TableShape::Log && !self.log_fits(*table, ops.len() as u64) {
+                return Err(CommitError::LogFull {
+                    max: MAX_SEGMENTS_PER_WRITER,
+                });
+            }
+        }
         let mut effects = Effects::default();
         for (table, ops) in by_table {
             match table.shape() {
@@ -300,6 +332,7 @@ impl Replica {
     }
 
     /// Applies received data after checking it completely: the writer's signature on the head,
+    /// that the writer is accepted and the segment within the bounds ([`crate::writers`]),
     /// that every change is authored by the segment's writer and continues our chain, the
     /// schema, every row, and that the result is exactly the signed head. On error nothing
     /// changed. Data we already hold is accepted as a no-op.
@@ -307,13 +340,8 @@ impl Replica {
         let head = item.head().clone();
         head.verify(self.cluster)?;
         let key = head.head.key;
-        if key.table.shape() == TableShape::Map && key.segment != 0 {
-            return Err(ApplyError::schema(
-                &key,
-                0,
-                "map tables have a single segment",
-            ));
-        }
+        self.writers
+            .check(&key, !self.segments.contains_key(&key))?;
         let (have, have_hash, sealed) = match self.segments.get(&key) {
             None => (0, None, false),
             Some(s) => (
@@ -337,7 +365,7 @@ impl Replica {
         }
     }
 
-    /// What this replica holds.
+    /// What this replica holds, including rows of writers no longer accepted (history).
     pub fn digest(&self) -> Digest {
         Digest {
             segments: self
@@ -348,10 +376,25 @@ impl Replica {
         }
     }
 
+    /// What this replica holds of the writers it accepts: what it advertises, so that two
+    /// replicas holding the same rows of the current members agree even when one of them
+    /// also keeps a former member's history.
+    pub fn accepted_digest(&self) -> Digest {
+        Digest {
+            segments: self
+                .segments
+                .iter()
+                .filter(|(k, _)| self.writers.accepts(&k.writer))
+                .map(|(_, s)| s.head.head.state())
+                .collect(),
+        }
+    }
+
     /// Exactly what a peer with digest `peer` lacks, as items to send in order, stopping once
     /// `budget` payload bytes are reached (at least one item is always returned when anything
     /// is missing). The flag says whether more remains; the peer's next digest will show it.
-    /// Segments on which the peer's chain differs from ours (a fork) are skipped.
+    /// Segments on which the peer's chain differs from ours (a fork) are skipped, and so are
+    /// segments of writers this replica no longer accepts (the peer would refuse them too).
     pub fn missing_for(
         &self,
         peer: &Digest,
@@ -360,6 +403,9 @@ impl Replica {
         let mut items = Vec::new();
         let mut size = 0;
         for (key, seg) in &self.segments {
+            if !self.writers.accepts(&key.writer) {
+                continue;
+            }
             if size >= budget && !items.is_empty() {
                 return Ok((items, true));
             }
@@ -517,6 +563,17 @@ impl Replica {
         }
     }
 
+    /// Whether `rows` more rows fit in this node's log of `table` without opening a segment
+    /// numbered past [`MAX_SEGMENTS_PER_WRITER`].
+    fn log_fits(&self, table: TableId, rows: u64) -> bool {
+        let seal = self.config.seal_rows.get();
+        let key = self.open_log_segment(table);
+        let held = self.segments.get(&key).map_or(0, |s| s.head.head.rows);
+        let beyond = rows.saturating_sub(seal.saturating_sub(held));
+        let last = u64::from(key.segment) + beyond.div_ceil(seal);
+        last < u64::from(MAX_SEGMENTS_PER_WRITER)
+    }
+
     /// Commits row ops to one of our own segments and produces the effects.
     fn commit_segment(
         &mut self,
@@ -524,6 +581,9 @@ impl Replica {
         at_ms: i64,
         ops: &[RowOp],
     ) -> Result<Effects, CommitError> {
+        if !self.segments.contains_key(&key) {
+            self.writers.hold(&key);
+        }
         let seg = self.segments.entry(key).or_insert_with(|| Segment {
             head: Head {
                 cluster: self.cluster,
@@ -612,6 +672,9 @@ impl Replica {
             ));
         }
         // Checked: now apply.
+        if !self.segments.contains_key(&key) {
+            self.writers.hold(&key);
+        }
         let seg = self.segments.entry(key).or_insert_with(|| Segment {
             head: head.clone(),
             body: Body::Live(Box::new(Live::empty(&key))),
@@ -683,13 +746,16 @@ impl Replica {
         } else {
             Body::Live(Box::new(live))
         };
-        self.segments.insert(
+        let replaced = self.segments.insert(
             key,
             Segment {
                 head: head.clone(),
                 body,
             },
         );
+        if replaced.is_none() {
+            self.writers.hold(&key);
+        }
         Ok(Effects {
             rows: changes,
             persist: vec![Persist::Snapshot { head, doc: bytes }],

@@ -13,8 +13,12 @@
 //! changes the peer lacks, in one step.
 //!
 //! On the wire a [`SyncMessage`] is postcard, compressed with zstd. Decoding is bounded at
-//! both ends: compressed input over [`MAX_WIRE`] and decompressed output over [`MAX_DECODED`]
-//! are refused before any parsing.
+//! both ends: compressed input over [`MAX_WIRE`] is refused, and so is a frame that declares
+//! more decompressed bytes than its size justifies ([`decoded_bound`]: [`MAX_RATIO`] times the
+//! input, at least [`RATIO_FLOOR`], at most [`MAX_DECODED`]), before anything is allocated or
+//! decompressed; a zstd bomb of 64 KiB that declares 128 MiB costs nothing. A message that
+//! compresses better than the ratio allows is sent as a stored frame (zstd raw blocks,
+//! RFC 8878), so every message a node encodes is one its peers accept.
 
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier};
 use serde::{Deserialize, Serialize};
@@ -26,6 +30,12 @@ use crate::id::{ClusterId, SegmentKey, TableId};
 pub const MAX_WIRE: usize = 32 * 1024 * 1024;
 /// Largest decompressed sync message accepted: a few sealed segments.
 pub const MAX_DECODED: usize = 128 * 1024 * 1024;
+/// Most decompressed bytes a sync message may declare per byte of input. zstd level 3 packs
+/// automerge changes and saved documents 2–10 times; a message that packs better travels as a
+/// stored frame instead.
+pub const MAX_RATIO: usize = 32;
+/// Decompressed bytes any message may declare however small it is (a short push).
+pub const RATIO_FLOOR: usize = 256 * 1024;
 /// Largest digest accepted (a node holding thousands of segments stays far below it).
 pub const MAX_DIGEST: usize = 4 * 1024 * 1024;
 /// zstd level for sync messages: level 3 is zstd's default speed/ratio balance.
@@ -243,15 +253,28 @@ pub enum WireError {
     Malformed,
 }
 
+/// The most decompressed bytes a message of `wire` bytes may declare: [`MAX_RATIO`] times
+/// `wire`, at least [`RATIO_FLOOR`], at most [`MAX_DECODED`].
+pub fn decoded_bound(wire: usize) -> usize {
+    wire.saturating_mul(MAX_RATIO)
+        .clamp(RATIO_FLOOR, MAX_DECODED)
+}
+
 impl SyncMessage {
-    /// Encodes and compresses the message.
+    /// Encodes and compresses the message; one that would compress past [`MAX_RATIO`] is
+    /// written as a stored frame, which any zstd decoder reads.
     pub fn encode(&self) -> Vec<u8> {
         let plain = postcard::to_allocvec(self).unwrap_or_default();
         // Compressing into a Vec only fails on allocation failure.
-        zstd::bulk::compress(&plain, ZSTD_LEVEL).unwrap_or_default()
+        let packed = zstd::bulk::compress(&plain, ZSTD_LEVEL).unwrap_or_default();
+        if plain.len() <= decoded_bound(packed.len()) {
+            packed
+        } else {
+            stored_frame(&plain)
+        }
     }
 
-    /// Decompresses and decodes a message, bounded by [`MAX_WIRE`] and [`MAX_DECODED`].
+    /// Decompresses and decodes a message, bounded by [`MAX_WIRE`] and [`decoded_bound`].
     pub fn decode(bytes: &[u8]) -> Result<Self, WireError> {
         if bytes.len() > MAX_WIRE {
             return Err(WireError::TooLarge {
@@ -266,16 +289,44 @@ impl SyncMessage {
             .ok()
             .flatten()
             .ok_or(WireError::Malformed)?;
+        let max = decoded_bound(bytes.len());
         let size = usize::try_from(size)
             .ok()
-            .filter(|&n| n <= MAX_DECODED)
+            .filter(|&n| n <= max)
             .ok_or(WireError::TooLarge {
                 len: usize::try_from(size).unwrap_or(usize::MAX),
-                max: MAX_DECODED,
+                max,
             })?;
         let plain = zstd::bulk::decompress(bytes, size).map_err(|_| WireError::Malformed)?;
         postcard::from_bytes(&plain).map_err(|_| WireError::Malformed)
     }
+}
+
+/// A zstd frame holding `plain` uncompressed (RFC 8878, section 3.1.1): the magic number, a
+/// single-segment header with the 8-byte content size, and raw blocks of at most 128 KiB.
+fn stored_frame(plain: &[u8]) -> Vec<u8> {
+    const MAGIC: u32 = 0xFD2F_B528;
+    /// Frame header descriptor: 8-byte content size field, single segment, no checksum, no
+    /// dictionary.
+    const DESCRIPTOR: u8 = 0b1110_0000;
+    const MAX_BLOCK: usize = 128 * 1024;
+    let mut out = Vec::with_capacity(plain.len() + 16 + 3 * plain.len().div_ceil(MAX_BLOCK));
+    out.extend(MAGIC.to_le_bytes());
+    out.push(DESCRIPTOR);
+    out.extend((plain.len() as u64).to_le_bytes());
+    let mut blocks = plain.chunks(MAX_BLOCK).peekable();
+    if blocks.peek().is_none() {
+        // An empty frame still has one (empty, last) block.
+        out.extend([1, 0, 0]);
+    }
+    while let Some(block) = blocks.next() {
+        let last = u32::from(blocks.peek().is_none());
+        // Block header: last-block bit, type 0 (raw) in bits 1-2, size in bits 3-23.
+        let header = last | ((block.len() as u32) << 3);
+        out.extend(&header.to_le_bytes()[..3]);
+        out.extend(block);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -332,6 +383,20 @@ mod tests {
             SyncMessage::decode(&bomb),
             Err(WireError::TooLarge { .. })
         ));
+        // Within the absolute bound but far past what its size justifies.
+        let bomb = zstd::bulk::compress(&vec![0u8; 8 << 20], 3).unwrap_or_default();
+        assert!(
+            bomb.len() * MAX_RATIO < 8 << 20,
+            "a bomb: {} bytes",
+            bomb.len()
+        );
+        assert_eq!(
+            SyncMessage::decode(&bomb),
+            Err(WireError::TooLarge {
+                len: 8 << 20,
+                max: RATIO_FLOOR
+            })
+        );
         // A frame that does not state its decompressed size is refused.
         let unsized_frame = {
             let mut c = zstd::bulk::Compressor::new(3).expect("zstd");
@@ -344,6 +409,37 @@ mod tests {
             Err(WireError::Malformed)
         );
         assert!(Digest::decode(&[0xff; 10]).is_err());
+    }
+
+    #[test]
+    fn a_message_that_packs_past_the_ratio_is_stored_and_still_decodes() {
+        for len in [0, 1, 300_000, 128 * 1024 * 3, 1 << 20] {
+            let msg = SyncMessage {
+                items: vec![SyncItem::Changes {
+                    head: head().sign(&SigningKey::from_bytes(&[3; 32])),
+                    changes: vec![vec![7; len]],
+                }],
+            };
+            let wire = msg.encode();
+            let plain = postcard::to_allocvec(&msg).expect("encode").len();
+            assert!(
+                plain <= decoded_bound(wire.len()),
+                "{len}: within the ratio"
+            );
+            if len >= 300_000 {
+                assert!(wire.len() >= plain, "{len}: a stored frame");
+            }
+            assert_eq!(
+                zstd::bulk::decompress(&wire, plain).map(|d| d.len()).ok(),
+                Some(plain),
+                "{len}: zstd reads it"
+            );
+            assert_eq!(SyncMessage::decode(&wire), Ok(msg), "{len}");
+        }
+        assert_eq!(
+            zstd::bulk::decompress(&stored_frame(&[]), 0).ok(),
+            Some(Vec::new())
+        );
     }
 
     #[test]

@@ -18,12 +18,23 @@ fn key(n: u8) -> SigningKey {
     SigningKey::from_bytes(&[n; 32])
 }
 
+fn writer(n: u8) -> WriterId {
+    WriterId::from_key(&key(n).verifying_key())
+}
+
+/// The roster of these tests: keys 1 to 8.
+fn roster() -> impl Iterator<Item = WriterId> {
+    (1..=8).map(writer)
+}
+
 fn replica(n: u8, seal: u64) -> Replica {
     let config = ReplicaConfig {
         seal_rows: NonZeroU64::new(seal).unwrap_or(NonZeroU64::MIN),
         compact_after: NonZeroU64::new(4).unwrap_or(NonZeroU64::MIN),
     };
-    Replica::new(CLUSTER, key(n), config)
+    let mut replica = Replica::new(CLUSTER, key(n), config);
+    replica.set_writers(roster());
+    replica
 }
 
 fn event(i: u64) -> Op {
@@ -314,7 +325,11 @@ fn changes_waiting_for_a_batched_apply_are_served_read_and_sealed() {
         seal_rows: NonZeroU64::new(25).unwrap_or(NonZeroU64::MIN),
         compact_after: NonZeroU64::new(1000).unwrap_or(NonZeroU64::MIN),
     };
-    let [mut a, mut b, mut c] = [1, 2, 3].map(|n| Replica::new(CLUSTER, key(n), config.clone()));
+    let [mut a, mut b, mut c] = [1, 2, 3].map(|n| {
+        let mut r = Replica::new(CLUSTER, key(n), config.clone());
+        r.set_writers(roster());
+        r
+    });
     for i in 0..40 {
         let e = a.commit(0, vec![event(i)]).expect("commit");
         let applied = apply_all(&mut b, &e.push);
@@ -382,7 +397,8 @@ fn a_replica_restored_from_its_persist_effects_is_identical() {
         stored.into_values(),
     )
     .expect("restore");
-    assert_eq!(restored.digest(), b.digest());
+    assert_eq!(restored.digest(), b.digest(), "history is restored unasked");
+    assert_eq!(restored.accepted_digest().segments.len(), 0, "until told");
     assert_eq!(
         restored.rows(TableId::Events).expect("rows"),
         b.rows(TableId::Events).expect("rows")
@@ -520,3 +536,5 @@ proptest! {
         }
     }
 }
+
+mod roster;

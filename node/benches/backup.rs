@@ -22,7 +22,7 @@ mod common;
 fn backup(store: &Store, mek: &Mek, out: &std::path::Path) -> u64 {
     let file = File::create(out).expect("archive file");
     let mut archive = ArchiveWriter::new(BufWriter::new(file), mek, [7; 16]).expect("header");
-    let stats = write_snapshot(store.db(), &mut archive, &mut |_| {}).expect("snapshot");
+    let stats = write_snapshot(store.reader(), &mut archive, &mut |_| {}).expect("snapshot");
     let file = archive
         .finish()
         .expect("finish")

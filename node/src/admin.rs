@@ -23,7 +23,16 @@
 //!
 //! Shared data (events, fingerprints, exceptions, the audit) is not namespaced yet: it is
 //! namespace [`DATA_NAMESPACE`] for the authorizer. Request bodies are limited to
-//! [`MAX_BODY`] bytes (413 beyond) and connections to [`MAX_CONNECTIONS`] (more wait).
+//! [`MAX_BODY`] bytes (413 beyond).
+//!
+//! **Connections.** The accept loop never waits: each new connection is checked against its
+//! address's rate, then takes a slot (`meshward_transport::slots`): at most
+//! [`AdminLimits::connections_per_address`] held by one client address (IPv6: one /64) and
+//! [`MAX_CONNECTIONS`] in all, from the accept until the connection ends. A connection over
+//! either is closed at once, so one address holding idle connections cannot keep others from
+//! being served. A held connection must finish its TLS handshake within [`HANDSHAKE_TIMEOUT`]
+//! and send each request's headers within [`IDLE_TIMEOUT`] of the previous answer (or of the
+//! handshake), else it is closed and its slot freed.
 //!
 //! New connections are rate-limited per client address, before the TLS handshake, and requests
 //! per user certificate, before anything else (429 beyond): see [`crate::admin_limits`]. Every limit
@@ -47,12 +56,13 @@ use clap::Parser as _;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use meshward_transport::setup::TlsIdentity;
+use meshward_transport::slots::{SlotRefused, Slots};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::server::WebPkiClientVerifier;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use crate::admin_limits::{AdminLimits, Limiters};
@@ -61,6 +71,7 @@ use crate::cli::{AuditCmd, Cli, Command, ConfigCmd, EventCmd, ExceptionCmd, Fing
 use crate::cli::{LocalCmd, MasteredCmd};
 use crate::cli_admin::{Access, CertCmd, UserCmd};
 use crate::control::ControlReply;
+use crate::core::Secret;
 use crate::grants::{Action, Decision, Namespace, UserName, authorize};
 
 /// Largest request body, in bytes.
@@ -71,11 +82,15 @@ pub const DATA_NAMESPACE: &str = "default";
 pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
 /// Admin requests waiting for the actor.
 pub const JOB_QUEUE: usize = 64;
-/// Connections served at once; further ones wait (one accepted, the rest in the listen
-/// backlog) and are counted.
-pub const MAX_CONNECTIONS: usize = 64;
-/// How long a TLS handshake or a request's headers may take.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections held at once, from all addresses; more are closed at once and counted. Each
+/// costs a task and its TLS and HTTP buffers (some tens of KiB).
+pub const MAX_CONNECTIONS: usize = 256;
+/// How long a new connection may take to finish its TLS handshake: a few round trips, with
+/// room for a slow link; a silent connection frees its slot after this.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a connection may wait before it sends a request's headers, after the handshake
+/// or the previous answer (an idle keep-alive connection is closed after this).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a request needs besides a verified certificate.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -104,8 +119,8 @@ pub struct AdminJob {
     pub need: Need,
     /// The command line to run after the check (none: only check).
     pub args: Option<Vec<String>>,
-    /// A secret the command reads from stdin (`password change`).
-    pub secret: Option<String>,
+    /// A secret the command reads from stdin (`password change`); `Debug` never shows it.
+    pub secret: Option<Secret>,
     /// Where the actor answers.
     pub reply: oneshot::Sender<AdminAnswer>,
 }
@@ -124,10 +139,19 @@ pub enum AdminAnswer {
 /// Counters of the admin API (in `status --json` under `mesh.admin_metrics`, and `/metrics`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct AdminMetrics {
-    /// Connections accepted.
+    /// Connections accepted (given a slot).
     pub connections: u64,
-    /// Connections that had to wait because [`MAX_CONNECTIONS`] were open.
-    pub waited_full: u64,
+    /// Connections closed at once because [`MAX_CONNECTIONS`] were held.
+    pub refused_full: u64,
+    /// Connections closed at once because their address held
+    /// [`AdminLimits::connections_per_address`].
+    pub refused_address_full: u64,
+    /// Connections closed because their TLS handshake took longer than [`HANDSHAKE_TIMEOUT`].
+    pub handshake_timeouts: u64,
+    /// Connections closed because no request's headers came within [`IDLE_TIMEOUT`].
+    pub idle_timeouts: u64,
+    /// Connections held now (a gauge).
+    pub open: u64,
     /// Requests refused with 413: a body over [`MAX_BODY`].
     pub body_too_large: u64,
     /// Requests refused with 429: over their user's rate ([`AdminLimits::per_user`]).
@@ -152,12 +176,16 @@ pub struct AdminServer {
     local: SocketAddr,
     counters: Arc<Counters>,
     limiters: Arc<Limiters>,
+    slots: Arc<Slots>,
 }
 
 #[derive(Debug, Default)]
 struct Counters {
     connections: AtomicU64,
-    waited_full: AtomicU64,
+    refused_full: AtomicU64,
+    refused_address_full: AtomicU64,
+    handshake_timeouts: AtomicU64,
+    idle_timeouts: AtomicU64,
     body_too_large: AtomicU64,
 }
 
@@ -178,7 +206,7 @@ struct AppState {
 struct CliBody {
     args: Vec<String>,
     #[serde(default)]
-    secret: Option<String>,
+    secret: Option<Secret>,
 }
 
 /// Maps a parsed command to what the authorizer decides; `Err` names why the command is not
@@ -345,6 +373,7 @@ pub async fn spawn(
     let local = listener.local_addr()?;
     let counters = Arc::new(Counters::default());
     let limiters = Arc::new(Limiters::new(limits));
+    let slots = Slots::new(MAX_CONNECTIONS, limits.connections_per_address.get());
     let router = router(AppState {
         jobs,
         counters: counters.clone(),
@@ -353,15 +382,19 @@ pub async fn spawn(
     info!(addr = %local, external_cas = external.len(), ?limits, "admin API listening");
     tokio::spawn(accept(
         listener,
-        acceptor,
-        router,
-        counters.clone(),
+        Serve {
+            acceptor,
+            router,
+            counters: counters.clone(),
+        },
         limiters.clone(),
+        slots.clone(),
     ));
     Ok(AdminServer {
         local,
         counters,
         limiters,
+        slots,
     })
 }
 
@@ -376,7 +409,11 @@ impl AdminServer {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let mut metrics = AdminMetrics {
             connections: get(&self.counters.connections),
-            waited_full: get(&self.counters.waited_full),
+            refused_full: get(&self.counters.refused_full),
+            refused_address_full: get(&self.counters.refused_address_full),
+            handshake_timeouts: get(&self.counters.handshake_timeouts),
+            idle_timeouts: get(&self.counters.idle_timeouts),
+            open: self.slots.taken() as u64,
             body_too_large: get(&self.counters.body_too_large),
             ..AdminMetrics::default()
         };
@@ -412,14 +449,16 @@ async fn limit_user(
     }
 }
 
-async fn accept(
-    listener: TcpListener,
+/// What serving one connection needs.
+#[derive(Clone)]
+struct Serve {
     acceptor: tokio_rustls::TlsAcceptor,
     router: Router,
     counters: Arc<Counters>,
-    limiters: Arc<Limiters>,
-) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+}
+
+/// Accepts connections; never waits for anything but the listener, so no address can stall it.
+async fn accept(listener: TcpListener, serve: Serve, limiters: Arc<Limiters>, slots: Arc<Slots>) {
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -434,46 +473,64 @@ async fn accept(
             drop(tcp);
             continue;
         }
-        let permit = match slots.clone().try_acquire_owned() {
-            Ok(permit) => permit,
-            Err(_) => {
-                counters.waited_full.fetch_add(1, Ordering::Relaxed);
-                debug!(%peer, "admin API connection limit reached; the connection waits");
-                let Ok(permit) = slots.clone().acquire_owned().await else {
-                    return;
+        let slot = match slots.try_acquire(peer.ip()) {
+            Ok(slot) => slot,
+            Err(refused) => {
+                let counter = match refused {
+                    SlotRefused::Full => &serve.counters.refused_full,
+                    SlotRefused::SourceFull => &serve.counters.refused_address_full,
                 };
-                permit
+                counter.fetch_add(1, Ordering::Relaxed);
+                debug!(%peer, %refused, "admin API connection closed before the handshake");
+                drop(tcp);
+                continue;
             }
         };
-        counters.connections.fetch_add(1, Ordering::Relaxed);
-        let acceptor = acceptor.clone();
-        let router = router.clone();
+        serve.counters.connections.fetch_add(1, Ordering::Relaxed);
+        let serve = serve.clone();
         tokio::spawn(async move {
-            let _permit = permit;
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    debug!(%peer, error = %e, "admin API handshake refused");
-                    return;
-                }
-                Err(_) => return,
-            };
-            let cert = tls
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|certs| certs.first())
-                .and_then(|cert| client_cert(cert));
-            let service = TowerToHyperService::new(router.layer(Extension(Caller(cert))));
-            let served = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HANDSHAKE_TIMEOUT)
-                .serve_connection(TokioIo::new(tls), service)
-                .await;
-            if let Err(e) = served {
-                debug!(%peer, error = %e, "admin API connection ended");
-            }
+            let _slot = slot;
+            serve.connection(tcp, peer).await;
         });
+    }
+}
+
+impl Serve {
+    /// The TLS handshake (at most [`HANDSHAKE_TIMEOUT`]), then HTTP/1.1 requests until the
+    /// client closes or is silent for [`IDLE_TIMEOUT`].
+    async fn connection(self, tcp: tokio::net::TcpStream, peer: SocketAddr) {
+        let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.acceptor.accept(tcp)).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                debug!(%peer, error = %e, "admin API handshake refused");
+                return;
+            }
+            Err(_) => {
+                self.counters
+                    .handshake_timeouts
+                    .fetch_add(1, Ordering::Relaxed);
+                debug!(%peer, "admin API handshake timed out");
+                return;
+            }
+        };
+        let cert = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|certs| certs.first())
+            .and_then(|cert| client_cert(cert));
+        let service = TowerToHyperService::new(self.router.layer(Extension(Caller(cert))));
+        let served = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(IDLE_TIMEOUT)
+            .serve_connection(TokioIo::new(tls), service)
+            .await;
+        if let Err(e) = served {
+            if e.is_timeout() {
+                self.counters.idle_timeouts.fetch_add(1, Ordering::Relaxed);
+            }
+            debug!(%peer, error = %e, "admin API connection ended");
+        }
     }
 }
 
@@ -504,7 +561,7 @@ async fn ask(
     caller: Caller,
     need: Need,
     args: Option<Vec<String>>,
-    secret: Option<String>,
+    secret: Option<Secret>,
 ) -> Result<Option<ControlReply>, Response> {
     let stopped = || error(StatusCode::SERVICE_UNAVAILABLE, "the node is stopping");
     let (tx, rx) = oneshot::channel();
@@ -765,6 +822,24 @@ mod tests {
     use super::*;
     use crate::certs::Revoked;
     use crate::grants::{Grant, UserChange, Users};
+
+    #[test]
+    fn debug_of_an_api_request_never_shows_its_secret() {
+        let body: CliBody = serde_json::from_str(
+            r#"{"args": ["password", "change", "alice"], "secret": "Tr0ub4dor-3"}"#,
+        )
+        .unwrap();
+        assert!(!format!("{body:?}").contains("Tr0ub4dor-3"), "{body:?}");
+        let (reply, _rx) = oneshot::channel();
+        let job = AdminJob {
+            cert: None,
+            need: Need::Command,
+            args: Some(body.args.clone()),
+            secret: body.secret.clone(),
+            reply,
+        };
+        assert!(!format!("{job:?}").contains("Tr0ub4dor-3"), "{job:?}");
+    }
 
     fn users() -> Access {
         let mut users = Users::default();

@@ -1,8 +1,11 @@
-//! The admin API's rate limits, on [`crate::rate`]'s GCRA.
+//! The admin API's limits: rates on [`crate::rate`]'s GCRA, and connections held per address.
 //!
 //! - **Per client address** ([`address_key`]: an IPv4 address, an IPv6 /64), on each new
 //!   connection, before the TLS handshake: a flood of handshakes, failed or not, costs little.
 //!   Over the limit the connection is closed at once (no HTTP answer is possible before TLS).
+//! - **Connections held per client address** ([`AdminLimits::connections_per_address`]), from
+//!   the accept until the connection ends (see [`crate::admin`]): over it the new connection is
+//!   closed at once, so an address that holds idle connections only uses up its own share.
 //! - **Per certificate** (the verified certificate's CN and serial), on each request, before
 //!   anything else reads it, including the actor's authorization: over the limit the answer is 429 with
 //!   `Retry-After` (whole seconds, rounded up) and a JSON `error`.
@@ -11,7 +14,7 @@
 //! and track at most [`RATE_KEYS`] users or addresses each; their counters are in
 //! [`crate::admin::AdminMetrics`].
 
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -39,14 +42,19 @@ pub const ADDRESS_BURST: u32 = 128;
 /// handshakes per second, a few percent of one core. Configurable:
 /// `admin-address-rate-interval`.
 pub const ADDRESS_INTERVAL: Duration = Duration::from_millis(10);
+/// Connections one client address may hold at once: a few operators behind one address (a
+/// NAT, a bastion), each with a browser's handful of connections and a script or two; far
+/// below [`crate::admin::MAX_CONNECTIONS`], so that one address cannot take the slots of
+/// others. Configurable: `admin-address-connections`.
+pub const ADDRESS_CONNECTIONS: usize = 16;
 /// Users, and client addresses, each limit tracks at most (beyond, the table forgets the one
 /// closest to a full burst, and counts it); a few hundred KiB at most.
 pub const RATE_KEYS: usize = 4096;
 /// Longest CN kept as a rate-limit key (user names are far shorter).
 const MAX_RATE_KEY: usize = 128;
 
-/// The admin API's rate limits (`admin-rate-*` and `admin-address-rate-*` in
-/// `DATA/meshward.toml`).
+/// The admin API's limits (`admin-rate-*`, `admin-address-rate-*` and
+/// `admin-address-connections` in `DATA/meshward.toml`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AdminLimits {
     /// Requests per user (certificate CN); 429 beyond.
@@ -54,6 +62,9 @@ pub struct AdminLimits {
     /// New connections per client address ([`address_key`]); closed before the TLS handshake
     /// beyond.
     pub per_address: Rate,
+    /// Connections one client address ([`address_key`]) may hold at once; a new one beyond is
+    /// closed before the TLS handshake.
+    pub connections_per_address: NonZeroUsize,
 }
 
 /// The limits' state, on a monotonic clock that starts with the server.
@@ -65,7 +76,8 @@ pub(crate) struct Limiters {
 }
 
 impl Default for AdminLimits {
-    /// [`USER_BURST`] per [`USER_INTERVAL`], [`ADDRESS_BURST`] per [`ADDRESS_INTERVAL`].
+    /// [`USER_BURST`] per [`USER_INTERVAL`], [`ADDRESS_BURST`] per [`ADDRESS_INTERVAL`],
+    /// [`ADDRESS_CONNECTIONS`] held per address.
     fn default() -> AdminLimits {
         let rate = |burst: u32, interval| Rate {
             burst: NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN),
@@ -74,18 +86,18 @@ impl Default for AdminLimits {
         AdminLimits {
             per_user: rate(USER_BURST, USER_INTERVAL),
             per_address: rate(ADDRESS_BURST, ADDRESS_INTERVAL),
+            connections_per_address: NonZeroUsize::new(ADDRESS_CONNECTIONS)
+                .unwrap_or(NonZeroUsize::MIN),
         }
     }
 }
 
-/// What the per-address limit counts a client under: its IPv4 address, or the /64 of its IPv6
+/// What the per-address limits count a client under: its IPv4 address, or the /64 of its IPv6
 /// address (a host's or site's usual allocation, so that changing the low bits does not dodge
-/// the limit). An IPv4-mapped IPv6 address counts as the IPv4 address.
+/// the limit). An IPv4-mapped IPv6 address counts as the IPv4 address. The same sources as the
+/// connection slots' (`meshward_transport::slots::source_key`).
 pub fn address_key(ip: IpAddr) -> IpAddr {
-    match ip.to_canonical() {
-        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
-        v4 => v4,
-    }
+    meshward_transport::slots::source_key(ip)
 }
 
 impl Limiters {
@@ -203,6 +215,7 @@ mod tests {
         Limiters::new(AdminLimits {
             per_user: rate(user_burst),
             per_address: rate(address_burst),
+            ..AdminLimits::default()
         })
     }
 

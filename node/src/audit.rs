@@ -388,7 +388,7 @@ impl AuditLog {
     /// Up to `limit` records from `from_seq` on, in seq order. Does not check the chain (see
     /// [`AuditLog::verify`]); a record that does not decode is an error.
     pub fn list(
-        db: &Database,
+        db: &(impl ReadableDatabase + ?Sized),
         from_seq: u64,
         limit: usize,
     ) -> Result<Vec<AuditRecord>, AuditError> {
@@ -416,7 +416,7 @@ impl AuditLog {
     }
 
     /// The stored head, if any record was ever appended.
-    pub fn head(db: &Database) -> Result<Option<Head>, AuditError> {
+    pub fn head(db: &(impl ReadableDatabase + ?Sized)) -> Result<Option<Head>, AuditError> {
         let txn = db.begin_read().map_err(redb::Error::from)?;
         let meta = match txn.open_table(META) {
             Ok(meta) => meta,
@@ -431,7 +431,7 @@ impl AuditLog {
     ///
     /// Faults in the data are reported in [`VerifyReport::first_break`], not as errors; an
     /// error means the store could not be read at all.
-    pub fn verify(db: &Database) -> Result<VerifyReport, AuditError> {
+    pub fn verify(db: &(impl ReadableDatabase + ?Sized)) -> Result<VerifyReport, AuditError> {
         let txn = db.begin_read().map_err(redb::Error::from)?;
         let head = match txn.open_table(META) {
             Ok(meta) => meta
@@ -1250,7 +1250,7 @@ mod tests {
         committer.shutdown();
         seqs.sort_unstable();
         assert_eq!(seqs, (1..=1000).collect::<Vec<_>>());
-        let report = AuditLog::verify(&db).unwrap();
+        let report = AuditLog::verify(&*db).unwrap();
         assert!(report.is_intact());
         assert_eq!(report.verified, 1000);
     }
@@ -1271,7 +1271,7 @@ mod tests {
         // Dropped without waiting: still committed, by shutdown at the latest.
         drop(committer.submit(rec(3)).unwrap());
         committer.shutdown();
-        assert_eq!(AuditLog::head(&db).unwrap().map(|h| h.seq), Some(2));
+        assert_eq!(AuditLog::head(&*db).unwrap().map(|h| h.seq), Some(2));
     }
 
     #[test]

@@ -371,7 +371,7 @@ pub fn archive_error(e: io::Error) -> BackupError {
 /// Writes a consistent snapshot of every table of `db` (one read transaction) to `out`.
 /// `progress` is called with the plaintext bytes written so far, after each row.
 pub fn write_snapshot(
-    db: &Database,
+    db: &(impl ReadableDatabase + ?Sized),
     out: &mut dyn Write,
     progress: &mut dyn FnMut(u64),
 ) -> Result<SnapshotStats, BackupError> {
@@ -795,7 +795,7 @@ mod tests {
 
     fn dump(store: &Store) -> Vec<u8> {
         let mut out = Vec::new();
-        write_snapshot(store.db(), &mut out, &mut |_| {}).unwrap();
+        write_snapshot(store.reader(), &mut out, &mut |_| {}).unwrap();
         out
     }
 
@@ -806,7 +806,7 @@ mod tests {
             .set_setting("fingerprint-enforcement", "warn")
             .unwrap();
         crate::audit::AuditLog::append_batch(
-            store.db(),
+            store.db().unwrap(),
             &[crate::audit::NewAuditRecord {
                 at_ms: 1,
                 actor: "a".into(),

@@ -237,6 +237,14 @@ impl Revoked {
     pub fn iter(&self) -> impl Iterator<Item = (&Serial, u64)> {
         self.serials.iter().map(|(s, v)| (s, *v))
     }
+
+    /// A list of `serials`, as if version 1 revoked them (tests of what consults the list).
+    #[cfg(test)]
+    pub(crate) fn of(serials: impl IntoIterator<Item = Serial>) -> Revoked {
+        Revoked {
+            serials: serials.into_iter().map(|s| (s, 1)).collect(),
+        }
+    }
 }
 
 /// Reads the external CA file `path` (bounded by [`MAX_CA_FILE`]) and returns its CA

@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, bail};
@@ -114,6 +114,74 @@ pub enum Command {
     Demo(crate::demo::DemoArgs),
 }
 
+impl Command {
+    /// Whether the command only reads the store (lists, `get`s, `status`, `audit verify`,
+    /// `backup`, which reads one snapshot, and `unseal`, which writes only the MEK file).
+    pub fn reads_only(&self) -> bool {
+        use crate::cli_admin::{CertCmd, UserCmd};
+        use crate::cluster::LicenceCmd;
+        use crate::ha::{HaCmd, PasswordCmd};
+        matches!(
+            self,
+            Command::Event(EventCmd::List { .. })
+                | Command::Fingerprint(FingerprintCmd::List)
+                | Command::Exception(ExceptionCmd::List)
+                | Command::Audit(AuditCmd::List { .. } | AuditCmd::Verify)
+                | Command::Local(LocalCmd::Get { .. })
+                | Command::Config(ConfigCmd::Get { .. } | ConfigCmd::List)
+                | Command::Status
+                | Command::User(UserCmd::List)
+                | Command::Cert(CertCmd::Revoked)
+                | Command::Licence(LicenceCmd::Show)
+                | Command::Ha(HaCmd::Superseded)
+                | Command::Password(PasswordCmd::List)
+                | Command::Backup(_)
+                | Command::Unseal(_)
+        )
+    }
+
+    /// Makes every relative path of the command absolute, against `base` (the caller's working
+    /// directory, for a command a daemon runs on the caller's behalf). With no `base`, a
+    /// relative path is refused: the error names the argument.
+    pub fn resolve_paths(&mut self, base: Option<&Path>) -> Result<(), String> {
+        use crate::cluster::{BundleCmd, LicenceCmd};
+        let paths: Vec<(&str, &mut PathBuf)> = match self {
+            Command::Mastered(MasteredCmd::Import { file }) => vec![("FILE", file)],
+            Command::User(crate::cli_admin::UserCmd::Cert { out, .. }) => vec![("--out", out)],
+            Command::Backup(args) => {
+                let mut paths = vec![("--out", &mut args.out)];
+                paths.extend(args.mek.as_mut().map(|m| ("--mek", m)));
+                paths
+            }
+            Command::Restore(args) => vec![("FILE", &mut args.file), ("--mek", &mut args.mek)],
+            Command::Unseal(args) => vec![("--mek", &mut args.mek)],
+            Command::Join(args) => vec![("--bundle", &mut args.bundle), ("--mek", &mut args.mek)],
+            Command::Bundle(BundleCmd::Create { out, .. }) => vec![("--out", out)],
+            Command::Licence(LicenceCmd::Install { file }) => vec![("FILE", file)],
+            Command::Demo(args) => args
+                .dir
+                .as_mut()
+                .map(|d| ("--dir", d))
+                .into_iter()
+                .collect(),
+            _ => Vec::new(),
+        };
+        for (name, path) in paths {
+            if path.is_relative() {
+                match base {
+                    Some(base) => *path = base.join(&*path),
+                    None => {
+                        return Err(format!(
+                            "give {name} as an absolute path: this request has no working directory"
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// `meshward run`
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -171,10 +239,12 @@ pub enum FaultCmd {
     /// Misbehave towards every peer, to show they refuse and count it: `garbage` publishes
     /// and requests junk bytes and answers the next sync requests with junk; `oversize`
     /// does the same with messages one byte over the peers' limits; `foreign` publishes
-    /// another writer's rows re-signed as ours.
+    /// another writer's rows re-signed as ours; `phantom` publishes rows of a made-up writer
+    /// (a fresh key outside the roster); `advert` publishes adverts "from" each peer, signed
+    /// by us.
     Misbehave {
-        /// garbage, oversize or foreign.
-        #[arg(long, value_parser = ["garbage", "oversize", "foreign"])]
+        /// garbage, oversize, foreign, phantom or advert.
+        #[arg(long, value_parser = ["garbage", "oversize", "foreign", "phantom", "advert"])]
         kind: String,
     },
 }
@@ -226,6 +296,11 @@ pub trait Backend {
         self.roster_changed()?;
         Ok(record.record.version)
     }
+    /// The verified mastered chain (`None` before any import); the daemon keeps it cached
+    /// per stored chain ([`crate::roster::ChainCache`]).
+    fn chain(&mut self) -> anyhow::Result<Option<meshward_crdt::mastered::Chain>> {
+        Ok(crate::roster::chain(self.store()?)?)
+    }
     /// The node's data directory.
     fn data_dir(&mut self) -> anyhow::Result<PathBuf>;
     /// The address the running setup endpoint listens on, when a daemon runs one.
@@ -257,20 +332,53 @@ pub trait Backend {
 pub struct LocalBackend {
     data: PathBuf,
     store: Option<Store>,
+    read_only: bool,
 }
 
 impl LocalBackend {
-    /// A backend for the store in `data` (opened when first needed).
+    /// A backend for the store in `data` (opened read-write when first needed).
     pub fn new(data: PathBuf) -> Self {
-        LocalBackend { data, store: None }
+        LocalBackend {
+            data,
+            store: None,
+            read_only: false,
+        }
     }
+
+    /// A backend for `command` on the store in `data`: opened read-only when the command only
+    /// reads ([`Command::reads_only`]), so it cannot change the store and other readers may
+    /// hold it at once.
+    pub fn for_command(data: PathBuf, command: &Command) -> Self {
+        LocalBackend {
+            read_only: command.reads_only(),
+            ..LocalBackend::new(data)
+        }
+    }
+}
+
+/// Opens the store in `data` read-only. The first command on a new data directory creates the
+/// store and the node's identity first, as every command always did.
+fn open_for_reading(data: &Path) -> anyhow::Result<Store> {
+    let context = || format!("opening the store in {}", data.display());
+    if data.join(crate::store::STORE_FILE).is_file() {
+        let store = Store::open_read_only(data).with_context(context)?;
+        if store.has_identity()? {
+            return Ok(store);
+        }
+    }
+    Store::open(data).with_context(context)?.identity()?;
+    Store::open_read_only(data).with_context(context)
 }
 
 impl Backend for LocalBackend {
     fn store(&mut self) -> anyhow::Result<&Store> {
         if self.store.is_none() {
-            let store = Store::open(&self.data)
-                .with_context(|| format!("opening the store in {}", self.data.display()))?;
+            let store = if self.read_only {
+                open_for_reading(&self.data)?
+            } else {
+                Store::open(&self.data)
+                    .with_context(|| format!("opening the store in {}", self.data.display()))?
+            };
             self.store = Some(store);
         }
         self.store.as_ref().context("store not open")
@@ -751,7 +859,7 @@ pub fn run(cli: Cli, backend: &mut dyn Backend, out: &mut dyn Write) -> anyhow::
             }
             let store = backend.store()?;
             crate::audit::run_stdin_writer(
-                store.db(),
+                store.db()?,
                 std::io::BufReader::new(std::io::stdin()),
                 out,
             )?;
@@ -772,7 +880,7 @@ pub fn run(cli: Cli, backend: &mut dyn Backend, out: &mut dyn Write) -> anyhow::
             };
             record.validate()?;
             let store = backend.store()?;
-            let written = AuditLog::append_batch(store.db(), std::slice::from_ref(&record))?;
+            let written = AuditLog::append_batch(store.db()?, std::slice::from_ref(&record))?;
             for r in written {
                 emit(
                     g,
@@ -784,7 +892,7 @@ pub fn run(cli: Cli, backend: &mut dyn Backend, out: &mut dyn Write) -> anyhow::
         }
         Command::Audit(AuditCmd::List { from, limit }) => {
             let store = backend.store()?;
-            let records = AuditLog::list(store.db(), from, limit)?;
+            let records = AuditLog::list(store.reader(), from, limit)?;
             if g.json {
                 writeln!(out, "{}", serde_json::to_string(&records.iter().map(|r| json!({
                     "seq": r.seq, "at_ms": r.at_ms, "actor": r.actor, "action": r.action,
@@ -807,7 +915,7 @@ pub fn run(cli: Cli, backend: &mut dyn Backend, out: &mut dyn Write) -> anyhow::
         }
         Command::Audit(AuditCmd::Verify) => {
             let store = backend.store()?;
-            let report = AuditLog::verify(store.db())?;
+            let report = AuditLog::verify(store.reader())?;
             let broken = report.first_break.map(|b| {
                 let what = match b {
                     ChainBreak::Altered { .. } => "altered",
@@ -860,7 +968,7 @@ pub fn run(cli: Cli, backend: &mut dyn Backend, out: &mut dyn Write) -> anyhow::
             let mesh = backend.mesh();
             let store = backend.store()?;
             let identity = store.identity()?;
-            let audit = AuditLog::head(store.db())?;
+            let audit = AuditLog::head(store.reader())?;
             let chain = crate::roster::chain(store)?;
             let primary = store.anchor()?.map(|a| a.genesis_leader);
             let ha = crate::ha::status(chain.as_ref(), primary, identity.writer(), mesh.as_ref());
@@ -946,7 +1054,8 @@ pub fn run(cli: Cli, backend: &mut dyn Backend, out: &mut dyn Write) -> anyhow::
             if backend.mesh().is_some() {
                 bail!("the node is not sealed: its daemon runs");
             }
-            crate::sealed::unseal(&backend.data_dir()?, &args.mek)?;
+            let data = backend.data_dir()?;
+            crate::sealed::unseal(&data, backend.store()?, &args.mek)?;
             emit(g, out, json!({"unsealed": true}), "unsealed")?;
         }
         Command::Run(_) | Command::Init(_) | Command::Join(_) | Command::Demo(_) => {
@@ -1127,6 +1236,43 @@ pub fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_path_argument_is_resolved_against_the_callers_directory() {
+        let cases: &[&[&str]] = &[
+            &["mastered", "import", "f"],
+            &["user", "cert", "alice", "--out", "f"],
+            &["backup", "--out", "f", "--mek", "f"],
+            &["restore", "f", "--mek", "f"],
+            &["unseal", "--mek", "f"],
+            &["join", "--bundle", "f", "--mek", "f", "--address", "a"],
+            &["bundle", "create", "--out", "f"],
+            &["licence", "install", "f"],
+            &["demo", "--dir", "f"],
+        ];
+        for args in cases {
+            let parse = || {
+                Cli::try_parse_from(std::iter::once("meshward").chain(args.iter().copied()))
+                    .unwrap()
+            };
+            let mut cli = parse();
+            cli.command
+                .resolve_paths(Some(Path::new("/caller")))
+                .unwrap();
+            let text = format!("{:?}", cli.command);
+            assert!(text.contains("\"/caller/f\""), "{args:?}: {text}");
+            assert!(!text.contains("\"f\""), "{args:?}: {text}");
+            let err = parse().command.resolve_paths(None).unwrap_err();
+            assert!(err.contains("absolute"), "{args:?}: {err}");
+        }
+        // Absolute paths are kept as they are, with or without a base.
+        let mut cli = Cli::try_parse_from(["meshward", "licence", "install", "/abs/f"]).unwrap();
+        cli.command.resolve_paths(None).unwrap();
+        cli.command
+            .resolve_paths(Some(Path::new("/caller")))
+            .unwrap();
+        assert!(format!("{:?}", cli.command).contains("\"/abs/f\""));
+    }
 
     #[test]
     fn a_fault_delay_is_n_or_a_range_of_at_most_one_second() {

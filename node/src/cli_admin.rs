@@ -14,9 +14,10 @@ use serde_json::json;
 use crate::backup::{ArchiveReader, ArchiveWriter, BackupError};
 use crate::certs::{Revoked, Serial};
 use crate::cli::{Backend, Global};
+use crate::disk::{create_new, exists_error, private_data_dir};
 use crate::grants::{Grant, UserChange, UserName, Users};
 use crate::mek::{MEK_FILE, Mek};
-use crate::store::{STORE_FILE, Store, StoreError, create_private_dir, create_private_file};
+use crate::store::{STORE_FILE, Store, StoreError, create_private_dir};
 
 /// `meshward user …`
 #[derive(Debug, Subcommand)]
@@ -43,12 +44,14 @@ pub enum UserCmd {
     /// List users and their grants.
     List,
     /// Issue a client certificate for the admin API (leader only; needs DATA/mek): writes
-    /// DIR/NAME.key (0600), DIR/NAME.crt (CN=NAME, signed by the cluster CA) and DIR/ca.crt,
-    /// and prints the certificate's serial (for `cert revoke`).
+    /// DIR/NAME.key (0600), DIR/NAME.crt (CN=NAME, signed by the cluster CA) and DIR/ca.crt
+    /// (kept if it holds this CA already), and prints the certificate's serial (for `cert
+    /// revoke`).
     Cert {
         /// The user (must exist).
         name: String,
-        /// The directory to write to (created 0700 if missing; existing files are refused).
+        /// The directory to write to (created 0700 if missing). Existing files, and links, are
+        /// refused: nothing is written then.
         #[arg(long)]
         out: PathBuf,
         /// How long the certificate is valid, e.g. 90d.
@@ -177,11 +180,6 @@ fn user_cert(
     if valid.is_zero() || valid > MAX_CERT_VALIDITY {
         bail!("--valid must be more than zero and at most 10 years");
     }
-    if backend.mesh().is_some() && dir.is_relative() {
-        bail!(
-            "a daemon runs on this node and writes the files itself: give --out as an absolute path"
-        );
-    }
     let data = backend.data_dir()?;
     let store = backend.store()?;
     if users(store)?.grants(&user).is_none() {
@@ -196,23 +194,24 @@ fn user_cert(
     let key_path = dir.join(format!("{user}.key"));
     let cert_path = dir.join(format!("{user}.crt"));
     let ca_path = dir.join("ca.crt");
-    for path in [&key_path, &cert_path] {
-        if path.exists() {
-            bail!("{} exists; choose another --out directory", path.display());
-        }
-    }
     let key_der = pem::Pem::new("PRIVATE KEY", issued.key.to_vec());
     let key_pem = zeroize::Zeroizing::new(pem::encode(&key_der));
     // The PEM wrapper's copy of the key is wiped too.
     drop(zeroize::Zeroizing::new(key_der.into_contents()));
-    let mut file = create_private_file(&key_path)
-        .with_context(|| format!("creating {}", key_path.display()))?;
-    file.write_all(key_pem.as_bytes())?;
-    file.sync_all()?;
     let cert_pem = pem::encode(&pem::Pem::new("CERTIFICATE", issued.cert.clone()));
     let ca_pem = pem::encode(&pem::Pem::new("CERTIFICATE", ca.cert.clone()));
-    fs::write(&cert_path, &cert_pem).with_context(|| format!("writing {}", cert_path.display()))?;
-    fs::write(&ca_path, &ca_pem).with_context(|| format!("writing {}", ca_path.display()))?;
+    let mut files = vec![
+        (key_path.as_path(), key_pem.as_bytes(), 0o600),
+        (cert_path.as_path(), cert_pem.as_bytes(), 0o644),
+    ];
+    // Several users' files may share a directory: a ca.crt that holds this CA is kept.
+    let keep_ca = fs::symlink_metadata(&ca_path).is_ok()
+        && crate::disk::holds_exactly(&ca_path, ca_pem.as_bytes())
+            .context("the certificate files were not written")?;
+    if !keep_ca {
+        files.push((ca_path.as_path(), ca_pem.as_bytes(), 0o644));
+    }
+    write_all_new(&files).context("the certificate files were not written")?;
     let serial = Serial::of_certificate(&issued.cert).context("the new certificate")?;
     if g.json {
         writeln!(
@@ -230,6 +229,33 @@ fn user_cert(
         )?;
     }
     Ok(())
+}
+
+/// Writes each `(path, bytes, mode)` to a new file ([`create_new`]: never over a file or
+/// through a link). All files are created before any is written, and if one cannot be, those
+/// created are removed: either all are written or none.
+fn write_all_new(files: &[(&Path, &[u8], u32)]) -> std::io::Result<()> {
+    let mut created: Vec<(&Path, fs::File)> = Vec::new();
+    let result = (|| {
+        for (path, _, mode) in files {
+            created.push((path, create_new(path, *mode)?));
+        }
+        for ((_, file), (path, bytes, _)) in created.iter_mut().zip(files) {
+            file.write_all(bytes)
+                .and_then(|()| file.sync_all())
+                .map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("writing {}: {e}", path.display()))
+                })?;
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        for (path, file) in created {
+            drop(file);
+            let _ = fs::remove_file(path);
+        }
+    }
+    result
 }
 
 /// Runs `meshward cert …`. Revocations go through [`Backend::master`] (leader only).
@@ -313,17 +339,8 @@ pub fn backup(
     backend: &mut dyn Backend,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
-    let in_daemon = backend.mesh().is_some();
-    if in_daemon && (args.out.is_relative() || args.mek.as_ref().is_some_and(|m| m.is_relative())) {
-        bail!(
-            "a daemon runs on this node and writes the backup itself: give --out (and --mek) as absolute paths"
-        );
-    }
-    if args.out.exists() {
-        bail!(
-            "{} exists; choose a new file name for the backup",
-            args.out.display()
-        );
+    if fs::symlink_metadata(&args.out).is_ok() {
+        return Err(exists_error(&args.out)).context("choose a new file name for the backup");
     }
     let data = backend.data_dir()?;
     let mek_path = args.mek.unwrap_or_else(|| data.join(MEK_FILE));
@@ -338,12 +355,11 @@ pub fn backup(
     let estimate = fs::metadata(data.join(STORE_FILE)).map_or(0, |m| m.len());
     let tmp = partial_path(&args.out);
     let result = (|| -> anyhow::Result<crate::backup::SnapshotStats> {
-        let file =
-            create_private_file(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        let file = create_new(&tmp, 0o600)?;
         let mut archive = ArchiveWriter::new(BufWriter::new(file), &mek, cluster.0)?;
         let mut next = PROGRESS_STEP;
         let started = std::time::Instant::now();
-        let stats = crate::backup::write_snapshot(store.db(), &mut archive, &mut |bytes| {
+        let stats = crate::backup::write_snapshot(store.reader(), &mut archive, &mut |bytes| {
             if bytes >= next {
                 next += PROGRESS_STEP;
                 eprintln!(
@@ -378,9 +394,9 @@ pub fn backup(
             return Err(e.context(format!("writing the backup {}", args.out.display())));
         }
     };
-    if let Err(e) = fs::rename(&tmp, &args.out) {
+    if let Err(e) = crate::disk::publish(&tmp, &args.out) {
         let _ = fs::remove_file(&tmp);
-        return Err(e).with_context(|| format!("renaming to {}", args.out.display()));
+        return Err(e).with_context(|| format!("moving the backup to {}", args.out.display()));
     }
     sync_parent(&args.out)?;
     let size = fs::metadata(&args.out).map_or(0, |m| m.len());
@@ -429,11 +445,11 @@ pub fn restore(
     let mek = Mek::load(&args.mek)?;
     let file = fs::File::open(&args.file)
         .with_context(|| format!("opening the backup {}", args.file.display()))?;
-    create_private_dir(data).with_context(|| format!("creating {}", data.display()))?;
+    private_data_dir(data).with_context(|| format!("creating {}", data.display()))?;
     let tmp = data.join(format!(".{STORE_FILE}.restore"));
     let result = (|| -> Result<crate::backup::SnapshotStats, BackupError> {
         let _ = fs::remove_file(&tmp); // a leftover of an interrupted restore
-        create_private_file(&tmp)?;
+        create_new(&tmp, 0o600)?;
         let db = crate::disk::open_database(&tmp).map_err(StoreError::from)?;
         let mut reader = ArchiveReader::new(BufReader::new(file), &mek)?;
         let stats = crate::backup::read_snapshot(&db, &mut reader)?;

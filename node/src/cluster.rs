@@ -19,14 +19,13 @@
 
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
 use meshward_crdt::mastered::{Chain, Member, RecordKind, SignedRecord, TrustAnchor};
-use meshward_transport::setup::{Request, Response, SetupClient, TlsIdentity};
+use meshward_transport::setup::{Request, Response, SetupClient, SetupError, TlsIdentity};
 use rand::RngCore as _;
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
@@ -36,7 +35,8 @@ use zeroize::Zeroizing;
 use crate::cli::{Backend, Global, emit, now_ms, read_bounded};
 use crate::config::NodeConfig;
 use crate::join::{
-    Admission, BundleState, Facts, JoinRefusal, JoiningBundle, MAX_JOINING_BUNDLE, utc,
+    Admission, BundleState, ClusterClaim, Facts, Hello, JoinRefusal, JoiningBundle,
+    MAX_JOINING_BUNDLE, utc,
 };
 use crate::licence::{Licence, MAX_LICENCE_FILE};
 use crate::mek::Mek;
@@ -162,7 +162,7 @@ pub fn run_bundle(
     rand::rngs::OsRng.fill_bytes(&mut id);
     let expires = now + ttl;
     let client = ca.issue_client(
-        &format!("meshward joining bundle {}", hex::encode(id)),
+        &format!("{}{}", crate::join::BUNDLE_CN_PREFIX, hex::encode(id)),
         now,
         expires + CERT_GRACE,
     )?;
@@ -180,7 +180,7 @@ pub fn run_bundle(
         client_key: client.key.to_vec(),
         expires_at_ms: ms(expires),
     };
-    write_private(&path, &Zeroizing::new(bundle.encode()))?;
+    crate::disk::write_new(&path, &Zeroizing::new(bundle.encode()), 0o600)?;
     let state = BundleState {
         id,
         cert: Sha256::digest(&client.cert).into(),
@@ -328,6 +328,12 @@ pub fn join(data: &Path, args: &JoinArgs, out: &mut dyn Write) -> anyhow::Result
         address: args.address.clone(),
     };
     let (tls_key, tls_public) = crate::pki::node_key()?;
+    let claim = ClusterClaim::of_bundle(&bundle);
+    let hello = Hello {
+        member: member.clone(),
+        tls_key: tls_public.clone(),
+        claim,
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -344,30 +350,48 @@ pub fn join(data: &Path, args: &JoinArgs, out: &mut dyn Write) -> anyhow::Result
             key: bundle.client_key.clone(),
             ca: bundle.ca_cert.clone(),
         };
-        let client = SetupClient::connect(addr, &bundle.server_name, &tls)
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot reach the leader's setup endpoint at {}; is `meshward run` running on the leader?",
-                    bundle.setup_addr
-                )
-            })?;
-        let hello = Request::JoinHello {
-            node_key: member.key,
-            address: member.address.clone(),
-            tls_key: tls_public.clone(),
+        let client = match SetupClient::connect(addr, &bundle.server_name, &tls).await {
+            Ok(client) => client,
+            Err(SetupError::Refused { reason, .. }) => {
+                bail!("the leader refused the join: {reason}")
+            }
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!(
+                        "cannot reach the leader's setup endpoint at {}; is `meshward run` running on the leader?",
+                        bundle.setup_addr
+                    )
+                });
+            }
         };
-        let nonce = match client.request(&hello).await? {
-            Response::Challenge { nonce } => nonce,
-            Response::Refused { reason } => bail!("the leader refused the join: {reason}"),
-            other => bail!("unexpected answer from the leader: {other:?}"),
+        let exchange = async {
+            let request = Request::JoinHelloV2 {
+                node_key: member.key,
+                address: member.address.clone(),
+                tls_key: tls_public.clone(),
+                cluster: claim.cluster,
+                genesis_leader: claim.genesis_leader,
+                ca_cert: claim.ca_cert,
+            };
+            let nonce = leader_challenge(client.request(&request).await?, &claim)?;
+            let (answer, signature) =
+                crate::join::respond(&mek, &identity.key, &nonce, &bundle.id, &hello);
+            Ok(client
+                .request(&Request::JoinAnswer { answer, signature })
+                .await?)
         };
-        let (answer, signature) =
-            crate::join::respond(&mek, &identity.key, &nonce, &bundle.id, &member, &tls_public);
-        let reply = client
-            .request(&Request::JoinAnswer { answer, signature })
-            .await?;
+        let reply: anyhow::Result<Response> = exchange.await;
+        // On every path, so the leader's endpoint frees the slot at once.
         client.close().await;
+        let reply = match reply {
+            Ok(reply) => reply,
+            Err(e) => match e.downcast_ref::<SetupError>() {
+                Some(SetupError::Refused { reason, .. }) => {
+                    bail!("the leader refused the join: {reason}")
+                }
+                _ => return Err(e),
+            },
+        };
         match reply {
             Response::Joined {
                 cluster,
@@ -437,6 +461,39 @@ pub fn join(data: &Path, args: &JoinArgs, out: &mut dyn Write) -> anyhow::Result
     Ok(())
 }
 
+/// The nonce of the leader's answer to our hello, once the leader's cluster is the one our
+/// bundle names (`claim`); nothing is answered otherwise.
+fn leader_challenge(reply: Response, claim: &ClusterClaim) -> anyhow::Result<[u8; 32]> {
+    match reply {
+        Response::ChallengeV2 {
+            nonce,
+            cluster,
+            genesis_leader,
+            ca_cert,
+        } => {
+            let theirs = ClusterClaim {
+                cluster,
+                genesis_leader,
+                ca_cert,
+            };
+            if let Some(field) = claim.differs_from(&theirs) {
+                bail!(
+                    "the leader's {field} is not the joining bundle's: the bundle was altered or \
+                     belongs to another cluster; nothing was sent or stored: use the file exactly \
+                     as `meshward bundle create` wrote it"
+                );
+            }
+            Ok(nonce)
+        }
+        Response::Challenge { .. } => bail!(
+            "the leader runs an older meshward that does not confirm its cluster; upgrade \
+             meshward on the leader first"
+        ),
+        Response::Refused { reason } => bail!("the leader refused the join: {reason}"),
+        other => bail!("unexpected answer from the leader: {other:?}"),
+    }
+}
+
 /// The leader's answer to one setup request (never an error: a refusal is an answer).
 pub fn serve_setup(
     backend: &mut dyn Backend,
@@ -466,27 +523,61 @@ fn answer_setup(
     request: Request,
 ) -> anyhow::Result<Response> {
     let now = now_ms() as u64;
+    let chain = backend.chain()?;
     let store = backend.store()?;
-    let chain = require_leader(store)?;
+    let chain = leader_of(store, chain)?;
     let bundle = bundle_state(store)?;
     let licence = current_licence(store)?;
+    let records: Vec<Vec<u8>> = store
+        .mastered_records()?
+        .iter()
+        .map(SignedRecord::encode)
+        .collect();
+    // What the joiner checks our final answer against, so that it is checked before anything
+    // is committed: the trust anchor and the CA of the mastered chain.
+    let ours = ClusterClaim::new(
+        chain.cluster().0,
+        store.anchor()?.context("no trust anchor")?.genesis_leader,
+        &ca_secret(&records)?.public,
+    );
     let facts = Facts {
         bundle: bundle.as_ref(),
         roster: chain.roster(),
         licence: licence.as_ref(),
+        cluster: ours,
     };
     match request {
-        Request::JoinHello {
+        Request::JoinHello { .. } => bail!(
+            "this joiner runs an older meshward whose hello does not say which cluster its \
+             bundle is for; upgrade meshward on the joining node"
+        ),
+        Request::JoinHelloV2 {
             node_key,
             address,
             tls_key,
+            cluster,
+            genesis_leader,
+            ca_cert,
         } => {
-            let member = Member {
-                key: node_key,
-                address,
+            let hello = Hello {
+                member: Member {
+                    key: node_key,
+                    address,
+                },
+                tls_key,
+                claim: ClusterClaim {
+                    cluster,
+                    genesis_leader,
+                    ca_cert,
+                },
             };
-            let nonce = admission.hello(now, connection, client_cert, member, tls_key, facts)?;
-            Ok(Response::Challenge { nonce })
+            let nonce = admission.hello(now, connection, client_cert, hello, facts)?;
+            Ok(Response::ChallengeV2 {
+                nonce,
+                cluster: ours.cluster,
+                genesis_leader: ours.genesis_leader,
+                ca_cert: ours.ca_cert,
+            })
         }
         Request::JoinAnswer { answer, signature } => {
             let mek = load_mek(data)?;
@@ -664,7 +755,12 @@ pub fn default_listen() -> SocketAddr {
 }
 
 pub(crate) fn require_leader(store: &Store) -> anyhow::Result<Chain> {
-    let chain = crate::roster::chain(store)?.ok_or(WriteError::NoCluster)?;
+    leader_of(store, crate::roster::chain(store)?)
+}
+
+/// `chain`, the verified chain of `store`, if this node leads it.
+fn leader_of(store: &Store, chain: Option<Chain>) -> anyhow::Result<Chain> {
+    let chain = chain.ok_or(WriteError::NoCluster)?;
     let me = store.identity()?.key.verifying_key().to_bytes();
     if chain.leader() != me {
         return Err(WriteError::NotLeader {
@@ -676,7 +772,8 @@ pub(crate) fn require_leader(store: &Store) -> anyhow::Result<Chain> {
     Ok(chain)
 }
 
-fn bundle_state(store: &Store) -> anyhow::Result<Option<BundleState>> {
+/// The current joining bundle's state, if one was created.
+pub(crate) fn bundle_state(store: &Store) -> anyhow::Result<Option<BundleState>> {
     store
         .blob(BUNDLE_STATE)?
         .map(|b| postcard::from_bytes(&b).context("the stored joining bundle state is damaged"))
@@ -736,18 +833,6 @@ fn refuse_member(store: &Store, data: &Path) -> anyhow::Result<()> {
             anchor.cluster.to_hex()
         );
     }
-    Ok(())
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating {} (it must not exist yet)", path.display()))?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
     Ok(())
 }
 

@@ -1,7 +1,7 @@
 //! The node's config file, `DATA/meshward.toml` (optional; TOML, kebab-case keys). See the
 //! shipped `meshward.example.toml` for every key.
 
-use std::num::NonZeroU32;
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::Path;
 use std::time::Duration;
 
@@ -47,6 +47,11 @@ pub struct NodeConfig {
     /// Default: [`crate::admin_limits::ADDRESS_INTERVAL`].
     #[serde(default, deserialize_with = "admin_address_rate_interval")]
     pub admin_address_rate_interval: Option<Duration>,
+    /// Admin API connections each client address (IPv6: each /64) may hold at once, 1 to
+    /// [`crate::admin::MAX_CONNECTIONS`] (a new one beyond is closed before the TLS
+    /// handshake). Default: [`crate::admin_limits::ADDRESS_CONNECTIONS`].
+    #[serde(default, deserialize_with = "admin_address_connections")]
+    pub admin_address_connections: Option<NonZeroUsize>,
 }
 
 impl NodeConfig {
@@ -94,6 +99,9 @@ impl NodeConfig {
                 self.admin_address_rate_interval,
                 default.per_address,
             ),
+            connections_per_address: self
+                .admin_address_connections
+                .unwrap_or(default.connections_per_address),
         }
     }
 
@@ -130,6 +138,25 @@ fn admin_address_rate_interval<'de, D: Deserializer<'de>>(
     d: D,
 ) -> Result<Option<Duration>, D::Error> {
     interval("admin-address-rate-interval", d)
+}
+
+fn admin_address_connections<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<NonZeroUsize>, D::Error> {
+    let key = "admin-address-connections";
+    let max = crate::admin::MAX_CONNECTIONS;
+    let n = i64::deserialize(d)?;
+    usize::try_from(n)
+        .ok()
+        .filter(|n| *n <= max)
+        .and_then(NonZeroUsize::new)
+        .map(Some)
+        .ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "{key} is {n}; give a number of connections from 1 to {max} (all the admin API \
+                 holds)"
+            ))
+        })
 }
 
 /// A burst: a whole number from 1 to [`MAX_RATE_BURST`].
@@ -213,10 +240,12 @@ mod tests {
         let config = NodeConfig::parse("").unwrap();
         assert_eq!(config.admin_limits(), AdminLimits::default());
         let config = NodeConfig::parse(
-            "admin-rate-burst = 3\nadmin-rate-interval = \"10s\"\nadmin-address-rate-burst = 7\n",
+            "admin-rate-burst = 3\nadmin-rate-interval = \"10s\"\nadmin-address-rate-burst = 7\n\
+             admin-address-connections = 5\n",
         )
         .unwrap();
         let limits = config.admin_limits();
+        assert_eq!(limits.connections_per_address.get(), 5);
         assert_eq!(limits.per_user.burst.get(), 3);
         assert_eq!(limits.per_user.interval, Duration::from_secs(10));
         assert_eq!(limits.per_address.burst.get(), 7);
@@ -244,6 +273,16 @@ mod tests {
             ),
             ("admin-rate-interval = \"1.5s\"", "the unit must be"),
             ("admin-rate-interval = 50", "invalid type"),
+            (
+                "admin-address-connections = 0",
+                "admin-address-connections is 0; give a number of connections from 1 to 256",
+            ),
+            ("admin-address-connections = 257", "from 1 to 256"),
+            (
+                "admin-address-connections = -1",
+                "admin-address-connections is -1",
+            ),
+            ("admin-address-connections = \"16\"", "invalid type"),
         ] {
             let err = format!("{:#}", NodeConfig::parse(text).unwrap_err());
             assert!(err.contains(want), "{text}: {err}");

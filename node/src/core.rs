@@ -10,7 +10,18 @@
 //! # Replication
 //! - **Push.** A local commit is announced at once on gossip as a [`Gossip::Push`] of the
 //!   changes. A push larger than the gossip size bound is replaced by an [`Gossip::Advert`],
-//!   and receivers fetch from the origin with a sync request.
+//!   and receivers fetch from the origin with a sync request. A push is its origin's own
+//!   rows (every item's signed head names the origin as writer); one carrying anyone else's is
+//!   refused and counted (`forged_gossip`). Adverts are signed by their origin ([`advert`]).
+//! - **Roster members only.** The replica accepts rows of the verified roster's members only
+//!   ([`Replica::set_writers`], set with the roster). Rows of any other writer are refused and
+//!   counted (`unknown_writer`), not stored and not forwarded, without penalising the sender:
+//!   they may be a just-joined member's whose roster record has not arrived yet (mastered
+//!   records and rows travel separately). The core then syncs with the sender, whose answer
+//!   carries the mastered records before the rows, and again with every such sender once the
+//!   roster changes, so those rows are taken as soon as the roster admits their writer. A
+//!   removed member's rows already held stay readable. Refusals by the replica's writer and
+//!   segment bounds are counted in `over_limit`.
 //! - **Validation before forwarding.** A received push is applied only after the replica's full
 //!   checks; the verdict ([`Output::Validate`]) lets gossip forward only what was accepted. A
 //!   push that does not continue what we hold (a gap) is ignored, not forwarded, and triggers
@@ -52,12 +63,14 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use tracing::{debug, warn};
 
+mod advert;
 #[cfg(feature = "bugs")]
 mod bugs;
 pub mod election;
 mod fork;
 mod ha;
 
+pub use advert::{ADVERT_DOMAIN, Advert};
 #[cfg(feature = "bugs")]
 pub use bugs::Bug;
 pub use fork::MAX_LOSERS;
@@ -329,19 +342,8 @@ pub enum Gossip {
         /// `SyncMessage::encode` output.
         message: Vec<u8>,
     },
-    /// A summary of what `origin` holds.
-    Advert {
-        /// The advertising node.
-        origin: WriterId,
-        /// Its digest fingerprint.
-        fingerprint: [u8; 32],
-        /// Changes it holds in all tables.
-        changes: u64,
-        /// Last mastered version it holds.
-        mastered: u64,
-        /// Hash of that record (zero when none), to notice a competing chain.
-        mastered_hash: [u8; 32],
-    },
+    /// A summary of what its origin holds, signed by it.
+    Advert(Advert),
     /// A mastered record (`SignedRecord::encode` output), signed by the leader of its epoch.
     Mastered {
         /// The encoded record.
@@ -387,6 +389,8 @@ struct Peer {
     status: PeerStatus,
     backoff: Option<Duration>,
     redial_at: Option<Millis>,
+    /// `at_ms` of the last advert taken from it (see [`advert`]).
+    advert_at: Option<Millis>,
 }
 
 /// Counters of the core, for status and metrics.
@@ -431,6 +435,19 @@ pub struct CoreCounters {
     /// Received changes and mastered records dropped unapplied while the store refused
     /// writes (a full disk, see [`Core::set_held`]); anti-entropy brings them again later.
     pub held_dropped: u64,
+    /// Received segments refused because their writer is not in the roster known here: a
+    /// made-up identity, a removed member, or a member whose roster record has not arrived
+    /// yet. Not stored, not forwarded, the sender not penalised.
+    pub unknown_writer: u64,
+    /// Received segments refused by the replica's bounds on the writers and segments it
+    /// holds (`MAX_WRITERS`, `MAX_SEGMENTS`).
+    pub over_limit: u64,
+    /// Gossip whose origin is not its author (an advert not signed by its origin, a push of
+    /// another writer's rows): rejected.
+    pub forged_gossip: u64,
+    /// Adverts not newer than the last one taken from their origin (a replay or a late
+    /// copy): ignored.
+    pub stale_adverts: u64,
 }
 
 /// The verified mastered chain and its records (kept to serve peers that lack them).
@@ -484,6 +501,13 @@ pub struct Core {
     release_at: Option<Millis>,
     /// The driver's store refuses writes (see [`Core::set_held`]).
     held: bool,
+    /// Peers that sent rows of a writer not in our roster; asked again when it changes. At
+    /// most the admitted peers (only they send).
+    unknown_from: BTreeSet<WriterId>,
+    /// The latest `now` given to [`Core::handle`].
+    clock: Millis,
+    /// Our last advert (see [`advert`]).
+    last_advert: Option<Advert>,
     outbox: Vec<Output>,
     /// A deliberate bug for the simulator's tests.
     #[cfg(feature = "bugs")]
@@ -493,13 +517,14 @@ pub struct Core {
 impl Core {
     /// A core over `replica`, admitting `roster`, that will dial `known` peers at once.
     pub fn new(
-        replica: Replica,
+        mut replica: Replica,
         roster: BTreeSet<WriterId>,
         config: CoreConfig,
         seed: u64,
         known: impl IntoIterator<Item = (WriterId, SocketAddr)>,
         now: Millis,
     ) -> Self {
+        replica.set_writers(roster.iter().copied());
         let mut core = Core {
             replica,
             config,
@@ -519,6 +544,9 @@ impl Core {
             chain_fetch: None,
             release_at: None,
             held: false,
+            unknown_from: BTreeSet::new(),
+            clock: now,
+            last_advert: None,
             outbox: Vec::new(),
             #[cfg(feature = "bugs")]
             bugs: bugs::Bugs::default(),
@@ -577,10 +605,11 @@ impl Core {
         Ok(())
     }
 
-    /// Replaces the admitted peers; peers no longer admitted are forgotten (the transport
-    /// disconnects them).
+    /// Replaces the admitted peers, whose rows the replica accepts too; peers no longer
+    /// admitted are forgotten (the transport disconnects them).
     pub fn set_roster(&mut self, roster: BTreeSet<WriterId>) {
         self.peers.retain(|k, _| roster.contains(k));
+        self.replica.set_writers(roster.iter().copied());
         self.roster = roster;
     }
 
@@ -641,6 +670,7 @@ impl Core {
 
     /// Feeds one input at time `now`.
     pub fn handle(&mut self, now: Millis, input: Input) {
+        self.clock = self.clock.max(now);
         match input {
             Input::Tick => self.tick(now),
             Input::Commit { ops, token, at_us } => self.commit(now, ops, token, at_us),
@@ -651,6 +681,8 @@ impl Core {
                 p.status.last_seen_ms = Some(now);
                 p.backoff = None;
                 p.redial_at = None;
+                // It may have restarted with its clock set back (see `advert`).
+                p.advert_at = None;
                 self.request_sync(now, peer);
             }
             Input::Disconnected { peer } => {
@@ -789,22 +821,6 @@ impl Core {
         }
     }
 
-    /// Publishes a summary of what we hold; peers whose digest differs sync with us.
-    fn advertise(&mut self) {
-        let digest = self.replica.digest();
-        let advert = Gossip::Advert {
-            origin: self.me(),
-            fingerprint: digest.fingerprint(),
-            changes: total_changes(&digest),
-            mastered: self.mastered_version(),
-            mastered_hash: self
-                .mastered
-                .as_ref()
-                .map_or([0; 32], |m| m.chain.last_hash().0),
-        };
-        self.outbox.push(Output::Publish(advert.encode()));
-    }
-
     fn gossip(&mut self, now: Millis, source: WriterId, id: u64, data: Vec<u8>) {
         self.seen(now, source);
         self.counters.bytes_received += data.len() as u64;
@@ -818,32 +834,7 @@ impl Core {
             return;
         };
         match gossip {
-            Gossip::Advert {
-                origin,
-                fingerprint,
-                changes,
-                mastered,
-                mastered_hash,
-            } => {
-                self.seen(now, origin);
-                if let Some(p) = self.peers.get_mut(&origin) {
-                    p.status.changes = Some(changes);
-                }
-                if self.head_conflicts(mastered, mastered_hash) {
-                    self.counters.mastered_forks += 1;
-                    self.fetch_chain(now, origin);
-                }
-                let differs = fingerprint != self.replica.digest().fingerprint()
-                    || mastered > self.mastered_version();
-                self.outbox.push(Output::Validate {
-                    id,
-                    verdict: Verdict::Accept,
-                });
-                if differs && origin != self.me() {
-                    let target = self.sync_target(origin, source);
-                    self.request_sync(now, target);
-                }
-            }
+            Gossip::Advert(advert) => self.advert(now, source, id, advert),
             Gossip::Push {
                 origin,
                 sent_us,
@@ -854,7 +845,12 @@ impl Core {
                         self.counters.malformed += 1;
                         Verdict::Reject
                     }
-                    Ok(msg) => self.apply_items(msg.items, origin),
+                    Ok(msg) if msg.items.iter().any(|i| i.head().head.key.writer != origin) => {
+                        self.counters.forged_gossip += 1;
+                        warn!(peer = %source, origin = %origin, "push of rows not its origin's refused");
+                        Verdict::Reject
+                    }
+                    Ok(msg) => self.apply_items(msg.items, origin, source),
                 };
                 if verdict == Verdict::Accept {
                     self.outbox.push(Output::Applied { origin, sent_us });
@@ -993,6 +989,10 @@ impl Core {
             BTreeSet::new()
         };
         self.set_roster(roster.clone());
+        // Rows refused as of an unknown writer may be of a member this roster admits.
+        for peer in std::mem::take(&mut self.unknown_from) {
+            self.request_sync(now, peer);
+        }
         for (peer, addr) in members {
             if peer == me || !roster.contains(&peer) {
                 continue;
@@ -1006,9 +1006,11 @@ impl Core {
         self.outbox.push(Output::Roster(roster));
     }
 
-    /// Applies items, persisting what changed. Accept if all applied (or already held),
-    /// Ignore on a gap, Reject on anything invalid.
-    fn apply_items(&mut self, items: Vec<SyncItem>, from: WriterId) -> Verdict {
+    /// Applies items from `source` (on behalf of `from`), persisting what changed. Accept if
+    /// all applied (or already held); Ignore on a gap, or when items were skipped as of a
+    /// writer not in our roster or over the replica's bounds (not the sender's fault); Reject
+    /// on anything invalid.
+    fn apply_items(&mut self, items: Vec<SyncItem>, from: WriterId, source: WriterId) -> Verdict {
         if self.held {
             self.counters.held_dropped += items.len() as u64;
             return Verdict::Ignore;
@@ -1025,6 +1027,20 @@ impl Core {
                     effects.persist.extend(e.persist);
                 }
                 Err(ApplyError::Gap { .. }) => verdict = Verdict::Ignore,
+                Err(ApplyError::UnknownWriter { key }) => {
+                    self.counters.unknown_writer += 1;
+                    // Bounded: only admitted peers send.
+                    self.unknown_from.insert(source);
+                    debug!(peer = %source, segment = %key, "rows of a writer not in the roster here refused");
+                    verdict = Verdict::Ignore;
+                }
+                Err(
+                    e @ (ApplyError::TooManyWriters { .. } | ApplyError::TooManySegments { .. }),
+                ) => {
+                    self.counters.over_limit += 1;
+                    warn!(peer = %source, error = %e, "replicated rows refused: the replica is full");
+                    verdict = Verdict::Ignore;
+                }
                 Err(e) => {
                     warn!(peer = %from, error = %e, "refused replicated data");
                     verdict = Verdict::Reject;
@@ -1093,10 +1109,9 @@ impl Core {
         self.counters.sync_served += 1;
         self.respond(channel, Reply::Sync(answer));
         let ours = self.replica.digest();
-        let they_have_more = theirs
-            .segments
-            .iter()
-            .any(|s| ours.get(&s.key).is_none_or(|o| o.seq < s.seq));
+        let they_have_more = theirs.segments.iter().any(|s| {
+            self.replica.accepts(&s.key.writer) && ours.get(&s.key).is_none_or(|o| o.seq < s.seq)
+        });
         if let Some(p) = self.peers.get_mut(&peer) {
             p.status.changes = Some(total_changes(&theirs));
             p.status.behind = Some(behind(&ours, &theirs));
@@ -1144,7 +1159,7 @@ impl Core {
                         break;
                     }
                 }
-                match self.apply_items(msg.items, peer) {
+                match self.apply_items(msg.items, peer, peer) {
                     Verdict::Reject => self.counters.sync_rejected += 1,
                     _ if refused => self.counters.sync_rejected += 1,
                     _ => self.counters.sync_rounds += 1,

@@ -25,6 +25,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
@@ -43,6 +44,7 @@ use crate::cli::{Backend, Cli, Command, RunArgs, now_ms, run as run_command};
 use crate::control::{ControlReply, ControlRequest, MAX_REQUEST, SOCKET};
 use crate::core::{Core, CoreConfig, Input, Output, Secret, Verdict};
 use crate::join::Admission;
+use crate::setup_gate::SetupGate;
 use crate::store::{HighWater, Identity, PeerEntry, Store};
 
 /// Tick period: timers (redial, periodic sync, adverts) resolve to this. 50 ms.
@@ -195,6 +197,8 @@ struct Node {
     lag: Lag,
     /// The setup endpoint, when the node was initialised or joined (it has a certificate).
     setup: Option<SetupServer>,
+    /// Which certificates may hold a setup connection ([`crate::setup_gate`]).
+    gate: Arc<SetupGate>,
     /// Pending join challenges (leader side).
     admission: Admission,
     /// The admin API, when it runs.
@@ -202,6 +206,8 @@ struct Node {
     /// The users and revoked serials for the admin API, keyed by the stored chain's
     /// high-water mark.
     access_cache: Option<(Option<HighWater>, crate::cli_admin::Access)>,
+    /// The verified mastered chain, rebuilt only when the stored chain moved (setup requests).
+    chain_cache: crate::roster::ChainCache,
     /// Writes refused for a full disk.
     disk: DiskFull,
 }
@@ -407,6 +413,7 @@ impl Node {
         })?;
         self.store = store;
         self.access_cache = None;
+        self.chain_cache = crate::roster::ChainCache::default();
         let old = std::mem::replace(&mut self.core, core);
         self.core.carry_counters(old.counters().clone());
         self.core.set_held(now, true);
@@ -649,7 +656,24 @@ impl Node {
             request,
         );
         self.admission = admission;
+        if let Err(e) = self.refresh_gate() {
+            warn!(error = %format!("{e:#}"), "the setup endpoint's gate keeps its last state");
+        }
         let _ = reply.send(response);
+    }
+
+    /// Gives the setup endpoint's gate the current bundle, and the revoked serials when the
+    /// stored chain changed (two small reads otherwise).
+    fn refresh_gate(&mut self) -> anyhow::Result<()> {
+        let bundle = crate::cluster::bundle_state(&self.store)?;
+        let chain = self.store.mastered_high_water()?;
+        let revoked = if self.gate.knows(chain) {
+            None
+        } else {
+            Some(self.admin_access()?.revoked.clone())
+        };
+        self.gate.update(bundle, chain, revoked);
+        Ok(())
     }
 
     /// Decides an admin API request on the verified users view, then runs its command like a
@@ -671,6 +695,8 @@ impl Node {
                             ControlRequest {
                                 args,
                                 secret: job.secret,
+                                // The API has no working directory: its paths are absolute.
+                                cwd: None,
                             },
                             tx,
                         );
@@ -701,12 +727,20 @@ impl Node {
     /// later, when the core is done.
     fn control_job(&mut self, request: ControlRequest, reply: oneshot::Sender<ControlReply>) {
         let args = std::iter::once("meshward".to_string()).chain(request.args);
-        let cli = match Cli::try_parse_from(args) {
+        let parsed = Cli::try_parse_from(args)
+            .map_err(|e| e.to_string())
+            .and_then(|mut cli| {
+                // The caller's paths, on this daemon's data directory (see `crate::control`).
+                cli.command.resolve_paths(request.cwd.as_deref())?;
+                cli.global.data = self.data.clone();
+                Ok(cli)
+            });
+        let cli = match parsed {
             Ok(cli) => cli,
             Err(e) => {
                 let _ = reply.send(ControlReply {
                     stdout: String::new(),
-                    error: Some(e.to_string()),
+                    error: Some(e),
                 });
                 return;
             }
@@ -747,7 +781,7 @@ impl Node {
         &self,
         token: u64,
         command: Command,
-        secret: Option<String>,
+        secret: Option<Secret>,
     ) -> anyhow::Result<Input> {
         use crate::ha::{HaCmd, PasswordCmd};
         Ok(match command {
@@ -771,7 +805,7 @@ impl Node {
             Command::Password(PasswordCmd::Change { user }) => Input::Password {
                 token,
                 user,
-                password: Secret(secret.context("give the new password on stdin")?),
+                password: secret.context("give the new password on stdin")?,
             },
             _ => bail!("not a command that waits for other nodes"),
         })
@@ -828,6 +862,10 @@ impl Node {
         }
         let mut out = Vec::new();
         let result = run_command(cli, &mut DaemonBackend { node: self }, &mut out);
+        // Before the answer: a bundle just created is let through at once.
+        if let Err(e) = self.refresh_gate() {
+            warn!(error = %format!("{e:#}"), "the setup endpoint's gate keeps its last state");
+        }
         ControlReply {
             stdout: String::from_utf8_lossy(&out).into_owned(),
             error: result.err().map(|e| format!("{e:#}")),
@@ -843,6 +881,10 @@ struct DaemonBackend<'a> {
 impl Backend for DaemonBackend<'_> {
     fn store(&mut self) -> anyhow::Result<&Store> {
         Ok(&self.node.store)
+    }
+
+    fn chain(&mut self) -> anyhow::Result<Option<meshward_crdt::mastered::Chain>> {
+        Ok(self.node.chain_cache.get(&self.node.store)?)
     }
 
     fn data_dir(&mut self) -> anyhow::Result<PathBuf> {
@@ -955,6 +997,54 @@ impl Backend for DaemonBackend<'_> {
                 node.handle
                     .misbehave(Misbehaviour::OversizeResponses(peers.len()))?;
             }
+            "phantom" => {
+                // Rows under a made-up identity: a fresh key, not in the roster, signs its own
+                // segment. Signature and authorship are valid; the writer is nobody.
+                let identity = node.store.identity()?;
+                let phantom = ed25519_dalek::SigningKey::from_bytes(&rand::random());
+                let mut replica = meshward_crdt::Replica::new(
+                    identity.cluster,
+                    phantom.clone(),
+                    ReplicaConfig::default(),
+                );
+                let event = meshward_crdt::Event {
+                    at_ms: now_ms(),
+                    kind: meshward_crdt::EventKind::Login,
+                    user: "phantom".into(),
+                    target: "nowhere".into(),
+                    detail: "written by nobody in the roster".into(),
+                };
+                let items = replica
+                    .commit(now_ms(), vec![meshward_crdt::Op::Append(event)])?
+                    .push;
+                node.handle.publish(
+                    Gossip::Push {
+                        origin: replica.writer(),
+                        sent_us: 0,
+                        message: SyncMessage { items }.encode(),
+                    }
+                    .encode(),
+                )?;
+                sent += 1;
+            }
+            "advert" => {
+                // An advert "from" each peer, signed by us: it must not pass for theirs.
+                let identity = node.store.identity()?;
+                for &peer in &peers {
+                    let advert = crate::core::Advert {
+                        origin: peer,
+                        fingerprint: [0; 32],
+                        changes: u64::MAX,
+                        mastered: 0,
+                        mastered_hash: [0; 32],
+                        at_ms: u64::MAX,
+                        signature: ed25519_dalek::Signature::from_bytes(&[0; 64]),
+                    }
+                    .sign(&identity.key, identity.cluster);
+                    node.handle.publish(Gossip::Advert(advert).encode())?;
+                    sent += 1;
+                }
+            }
             _ => {
                 // Another writer's event segment, re-signed as if we had written it: the
                 // signature is valid, the authorship is not.
@@ -973,7 +1063,7 @@ impl Backend for DaemonBackend<'_> {
                 let forged = Head {
                     key: SegmentKey {
                         writer: me,
-                        segment: 9_999,
+                        segment: 999,
                         ..head.head.key
                     },
                     ..head.head
@@ -1074,19 +1164,7 @@ async fn serve(data: PathBuf, args: &RunArgs, mut dial: Vec<SocketAddr>) -> anyh
     };
     let (handle, mut events) = Transport::spawn(identity.key.to_bytes(), roster.clone(), config)
         .context("starting the mesh transport")?;
-    let (setup, mut setup_rx) = match crate::cluster::tls_identity(&store)? {
-        Some(tls) => {
-            let bind = args
-                .setup_listen
-                .unwrap_or_else(|| crate::cluster::setup_listen(listen));
-            let (server, rx) = SetupServer::listen(bind, &tls).with_context(|| {
-                format!("starting the setup endpoint on {bind}; give another --setup-listen")
-            })?;
-            info!(addr = %server.local_addr(), "setup endpoint listening");
-            (Some(server), Some(rx))
-        }
-        None => (None, None),
-    };
+    let setup_tls = crate::cluster::tls_identity(&store)?;
     let mut node = Node {
         data: data.clone(),
         store,
@@ -1102,13 +1180,30 @@ async fn serve(data: PathBuf, args: &RunArgs, mut dial: Vec<SocketAddr>) -> anyh
         done: None,
         waiters: BTreeMap::new(),
         lag: Lag::default(),
-        setup,
+        setup: None,
+        gate: Arc::new(SetupGate::default()),
         admission: Admission::new(rand::random()),
         admin: None,
         access_cache: None,
+        chain_cache: crate::roster::ChainCache::default(),
         disk: DiskFull::default(),
     };
     node.load_mastered()?;
+    // The gate knows the current bundle before the setup endpoint listens.
+    node.refresh_gate()?;
+    let mut setup_rx = None;
+    if let Some(tls) = setup_tls {
+        let bind = args
+            .setup_listen
+            .unwrap_or_else(|| crate::cluster::setup_listen(listen));
+        let (server, rx) =
+            SetupServer::listen(bind, &tls, node.gate.clone()).with_context(|| {
+                format!("starting the setup endpoint on {bind}; give another --setup-listen")
+            })?;
+        info!(addr = %server.local_addr(), "setup endpoint listening");
+        node.setup = Some(server);
+        setup_rx = Some(rx);
+    }
     for addr in dial {
         let _ = node.handle.dial(addr);
     }
@@ -1167,6 +1262,9 @@ async fn serve(data: PathBuf, args: &RunArgs, mut dial: Vec<SocketAddr>) -> anyh
             }
             _ = tick.tick() => {
                 node.retry_writes();
+                if let Err(e) = node.refresh_gate() {
+                    warn!(error = %format!("{e:#}"), "the setup endpoint's gate keeps its last state");
+                }
                 node.feed(Input::Tick)
             }
         };

@@ -84,14 +84,16 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
             dir.display()
         );
     }
-    crate::store::create_private_dir(&nodes[0].0)?;
+    crate::disk::private_data_dir(&nodes[0].0)?;
     let issuer = SigningKey::generate(&mut rand::rngs::OsRng);
-    std::fs::write(
-        nodes[0].0.join(CONFIG_FILE),
+    crate::disk::write_new(
+        &nodes[0].0.join(CONFIG_FILE),
         format!(
             "# written by `meshward demo`: the demo's own licence issuer\nlicence-issuer = \"{}\"\n",
             hex::encode(issuer.verifying_key().to_bytes())
-        ),
+        )
+        .as_bytes(),
+        0o600,
     )?;
     let (leader, leader_addr) = &nodes[0];
     println!("meshward demo in {}", dir.display());
@@ -107,7 +109,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     }
     .sign(&issuer);
     let licence_file = dir.join("licence.json");
-    std::fs::write(&licence_file, licence.to_file())?;
+    crate::disk::write_new(&licence_file, licence.to_file().as_bytes(), 0o644)?;
     step(&exe, leader, &["licence", "install", path(&licence_file)?])?;
     let mut running = Nodes::default();
     running.0.push(start(&exe, leader, &[])?);
@@ -191,7 +193,7 @@ fn step(exe: &Path, data: &Path, args: &[&str]) -> anyhow::Result<()> {
 
 /// Starts `meshward run` on `data` and waits until its setup endpoint listens.
 fn start(exe: &Path, data: &Path, peers: &[&String]) -> anyhow::Result<Child> {
-    let log = std::fs::File::create(data.join("daemon.log"))?;
+    let log = crate::disk::create_new(&data.join("daemon.log"), 0o600)?;
     let mut cmd = Command::new(exe);
     cmd.arg("--data").arg(data).arg("run");
     for p in peers {

@@ -18,14 +18,18 @@ use meshward_crdt::{
     UserDataException, WriterId,
 };
 use rand::SeedableRng as _;
-use redb::{ReadableDatabase, ReadableTable as _};
+use redb::ReadableTable as _;
 
 use crate::audit::{AuditLog, NewAuditRecord};
 use crate::backup::{ArchiveReader, ArchiveWriter, read_snapshot, write_snapshot};
 use crate::certs::Serial;
-use crate::core::{Ask, Core, CoreConfig, Gossip, Input, Output, Reply, SyncAnswer, SyncAsk};
+use crate::core::{
+    Advert, Ask, Core, CoreConfig, Gossip, Input, Output, Reply, SyncAnswer, SyncAsk,
+};
 use crate::grants::{Grant, UserChange, UserName};
-use crate::join::{Admission, Admit, BundleState, Facts, JoinRefusal, JoiningBundle};
+use crate::join::{
+    Admission, Admit, BundleState, ClusterClaim, Facts, Hello, JoinRefusal, JoiningBundle,
+};
 use crate::licence::{Licence, LicenceTerms};
 use crate::mek::Mek;
 use crate::pki::Ca;
@@ -48,9 +52,12 @@ fn anchor() -> TrustAnchor {
     }
 }
 
-/// The replica the targets feed: key(2)'s, empty.
+/// The replica the targets feed: key(2)'s, empty, accepting the rows of key(1) to key(3) (the
+/// seeds' writers); any other writer's are refused.
 fn replica() -> Replica {
-    Replica::new(CLUSTER, key(2), ReplicaConfig::default())
+    let mut replica = Replica::new(CLUSTER, key(2), ReplicaConfig::default());
+    replica.set_writers((1..=3).map(|n| WriterId::from_key(&key(n).verifying_key())));
+    replica
 }
 
 /// The MEK [`backup_archive`] opens archives with.
@@ -238,7 +245,7 @@ pub fn audit_records(data: &[u8]) {
     let Some(store) = audit_store(data) else {
         return;
     };
-    let db = store.db();
+    let db = store.reader();
     let _ = AuditLog::verify(db);
     let _ = AuditLog::list(db, 1, 32);
     let _ = db.begin_read();
@@ -247,7 +254,7 @@ pub fn audit_records(data: &[u8]) {
 /// A store whose audit table holds `data` split at each `0xff` byte, as records 1, 2, ….
 fn audit_store(data: &[u8]) -> Option<Store> {
     let store = Store::in_memory().ok()?;
-    let txn = store.db().begin_write().ok()?;
+    let txn = store.db().ok()?.begin_write().ok()?;
     if let Ok(mut table) = txn.open_table(crate::audit::RECORDS) {
         for (i, part) in data.split(|&b| b == 0xff).take(16).enumerate() {
             let _ = table.insert(i as u64 + 1, part);
@@ -298,8 +305,12 @@ pub fn grants_payload(data: &[u8]) {
 /// (the CA certificate, the one-time client certificate and its PKCS#8 key) are parsed with
 /// the pure parsers the node has (x509-parser, rcgen), and the client certificate's issuer
 /// compared with the CA's subject. (The joiner checks nothing else before connecting: the
-/// bundle's expiry is the leader's to check, see [`join_setup`].)
+/// bundle's expiry is the leader's to check, see [`join_setup`].) The leader's setup gate
+/// ([`crate::setup_gate::decide`]) decides on the bytes as a certificate, and on the bundle's
+/// certificate with the bundle current.
 pub fn joining_bundle(data: &[u8]) {
+    let revoked = crate::certs::Revoked::default();
+    let _ = crate::setup_gate::decide(0, data, None, &revoked);
     let Ok(bundle) = JoiningBundle::decode(data) else {
         return;
     };
@@ -316,6 +327,15 @@ pub fn joining_bundle(data: &[u8]) {
         let _ = client.issuer() == ca.subject();
     }
     let _ = rcgen::KeyPair::try_from(bundle.client_key.as_slice());
+    // The setup endpoint's gate on the bundle's certificate, with this bundle current.
+    let state = crate::join::BundleState {
+        id: bundle.id,
+        cert: <sha2::Sha256 as sha2::Digest>::digest(&bundle.client_cert).into(),
+        expires_at_ms: bundle.expires_at_ms,
+        used_by: None,
+    };
+    let _ = crate::setup_gate::decide(0, &bundle.client_cert, Some(&state), &revoked)
+        .map_err(|e| e.to_string());
 }
 
 /// When the [`join_setup`] leader's clock starts, unix ms.
@@ -354,6 +374,36 @@ enum JoinRequest {
 /// its other bits.
 const STEP_WRONG_CERT: u8 = 0b10;
 const STEP_SUPERSEDE: u8 = 0b100;
+/// A hello whose bundle names another cluster id, genesis leader key or CA certificate.
+const STEP_FOREIGN_CLUSTER: u8 = 0b1000;
+const STEP_FOREIGN_GENESIS: u8 = 0b1_0000;
+const STEP_FOREIGN_CA: u8 = 0b10_0000;
+const STEP_FOREIGN: u8 = STEP_FOREIGN_CLUSTER | STEP_FOREIGN_GENESIS | STEP_FOREIGN_CA;
+
+/// The [`join_setup`] leader's cluster.
+fn join_cluster() -> ClusterClaim {
+    ClusterClaim::new(
+        CLUSTER.0,
+        key(1).verifying_key().to_bytes(),
+        b"the cluster CA",
+    )
+}
+
+/// What a hello with `flags` claims: the leader's cluster, with the fields the flags name
+/// altered.
+fn join_claim(flags: u8) -> ClusterClaim {
+    let mut claim = join_cluster();
+    if flags & STEP_FOREIGN_CLUSTER != 0 {
+        claim.cluster[0] ^= 1;
+    }
+    if flags & STEP_FOREIGN_GENESIS != 0 {
+        claim.genesis_leader[0] ^= 1;
+    }
+    if flags & STEP_FOREIGN_CA != 0 {
+        claim.ca_cert[0] ^= 1;
+    }
+    claim
+}
 
 impl JoinStep {
     /// Reads the steps, stopping at the first that the bytes do not hold entirely.
@@ -468,6 +518,8 @@ fn join_bundle_state(n: u8, now_ms: u64) -> BundleState {
 /// - op (1 byte): bit 0 is the request, 0 `JoinHello` and 1 `JoinAnswer`; bit 1: the
 ///   connection presents a certificate that is no bundle's (`[0; 32]`) instead of the current
 ///   bundle's; bit 2: before the step, a new bundle (the next id) supersedes the current one;
+///   bits 3, 4 and 5 (a hello): its bundle names another cluster id, genesis leader key or CA
+///   certificate than the leader's ([`join_cluster`]);
 /// - connection id (1 byte), then a delay (u16, big-endian, ms) the clock moves on by first;
 /// - a hello: node key (32 bytes), address (1 length byte, then bytes; UTF-8, lossily), TLS
 ///   public key (1 length byte, then bytes);
@@ -475,7 +527,7 @@ fn join_bundle_state(n: u8, now_ms: u64) -> BundleState {
 ///
 /// Reading stops at the first step the bytes do not hold entirely. Each refusal is formatted
 /// as the joiner would read it. An admission that does not grow the roster by one new member,
-/// or a second one from the same bundle, panics.
+/// a second one from the same bundle, or one whose hello named another cluster, panics.
 pub fn join_setup(data: &[u8]) {
     // The refusals as the joiner reads them.
     for outcome in run_join_setup(data) {
@@ -496,6 +548,8 @@ fn run_join_setup(data: &[u8]) -> Vec<JoinOutcome> {
     let mut bundle = join_bundle_state(1, now);
     let mut admission = Admission::new(JOIN_SEED);
     let mut outcomes = Vec::new();
+    // Per connection, whether its last hello named another cluster.
+    let mut foreign = std::collections::BTreeMap::new();
     for JoinStep {
         flags,
         connection,
@@ -516,6 +570,7 @@ fn run_join_setup(data: &[u8]) -> Vec<JoinOutcome> {
             bundle: Some(&bundle),
             roster: &roster,
             licence: Some(&LICENCE),
+            cluster: join_cluster(),
         };
         let connection = u64::from(connection);
         outcomes.push(match request {
@@ -524,18 +579,26 @@ fn run_join_setup(data: &[u8]) -> Vec<JoinOutcome> {
                 address,
                 tls_key,
             } => {
-                let member = Member {
-                    key: node_key,
-                    address: String::from_utf8_lossy(&address).into_owned(),
+                let hello = Hello {
+                    member: Member {
+                        key: node_key,
+                        address: String::from_utf8_lossy(&address).into_owned(),
+                    },
+                    tls_key,
+                    claim: join_claim(flags),
                 };
-                JoinOutcome::Challenge(
-                    admission.hello(now, connection, cert, member, tls_key, facts),
-                )
+                foreign.insert(connection, flags & STEP_FOREIGN != 0);
+                JoinOutcome::Challenge(admission.hello(now, connection, cert, hello, facts))
             }
             JoinRequest::Answer { answer, signature } => {
                 let admitted = admission.answer(now, connection, answer, &signature, &MEK, facts);
                 if let Ok(admit) = &admitted {
                     assert!(bundle.used_by.is_none(), "a used bundle admitted {admit:?}");
+                    assert_eq!(
+                        foreign.get(&connection),
+                        Some(&false),
+                        "a bundle of another cluster admitted {admit:?}"
+                    );
                     assert!(
                         !roster.contains(&admit.member.key),
                         "a member admitted again"
@@ -577,9 +640,13 @@ fn join_seeds() -> Vec<Vec<u8>> {
         panic!("the seed's hello gets no challenge");
     };
     let bundle = join_bundle_state(1, JOIN_T0).id;
+    let hello_of = Hello {
+        member: member.clone(),
+        tls_key: tls_key.to_vec(),
+        claim: join_cluster(),
+    };
     let answer = |mek: &Mek| {
-        let (answer, signature) =
-            crate::join::respond(mek, &joiner, &nonce, &bundle, &member, &tls_key);
+        let (answer, signature) = crate::join::respond(mek, &joiner, &nonce, &bundle, &hello_of);
         JoinStep {
             flags: 0,
             connection: 1,
@@ -589,9 +656,14 @@ fn join_seeds() -> Vec<Vec<u8>> {
         .encode()
     };
     let wrong = Mek::generate(&mut rand_chacha::ChaCha8Rng::seed_from_u64(99));
+    // The same hello on connection 2, from a bundle whose genesis key was altered.
+    let mut foreign = hello.clone();
+    foreign[0] |= STEP_FOREIGN_GENESIS;
+    foreign[1] = 2;
     vec![
         [hello.clone(), answer(&mek())].concat(),
-        [hello, answer(&wrong)].concat(),
+        [hello.clone(), answer(&wrong)].concat(),
+        [hello, foreign, answer(&mek())].concat(),
     ]
 }
 
@@ -662,13 +734,18 @@ pub fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
                     message: first_push,
                 }
                 .encode(),
-                Gossip::Advert {
-                    origin: peer,
-                    fingerprint: digest.fingerprint(),
-                    changes: digest.segments.iter().map(|s| s.seq).sum(),
-                    mastered: 0,
-                    mastered_hash: [0; 32],
-                }
+                Gossip::Advert(
+                    Advert {
+                        origin: peer,
+                        fingerprint: digest.fingerprint(),
+                        changes: digest.segments.iter().map(|s| s.seq).sum(),
+                        mastered: 0,
+                        mastered_hash: [0; 32],
+                        at_ms: 1,
+                        signature: ed25519_dalek::Signature::from_bytes(&[0; 64]),
+                    }
+                    .sign(&key(3), CLUSTER),
+                )
                 .encode(),
                 Ask::Sync(SyncAsk {
                     mastered: 0,
@@ -851,8 +928,8 @@ fn audit_chain(count: i64) -> Vec<Vec<u8>> {
             let store = Store::in_memory().ok()?;
             let start = 1_700_000_000_000 + attempt * 1000;
             let inputs: Vec<_> = (0..count).map(|n| audit_input(start + n)).collect();
-            AuditLog::append_batch(store.db(), &inputs).ok()?;
-            let txn = store.db().begin_read().ok()?;
+            AuditLog::append_batch(store.db().ok()?, &inputs).ok()?;
+            let txn = store.reader().begin_read().ok()?;
             let table = txn.open_table(crate::audit::RECORDS).ok()?;
             let records = table
                 .iter()
@@ -876,9 +953,11 @@ fn backups(writes: &[Effects], bundle: &[u8]) -> Vec<Vec<u8>> {
     for effects in writes {
         store.persist(effects).expect("persisted");
     }
-    AuditLog::append_batch(store.db(), &[audit_input(1), audit_input(2)]).expect("audited");
+    // Invariant: an in-memory store is writable.
+    let db = store.db().expect("a writable store");
+    AuditLog::append_batch(db, &[audit_input(1), audit_input(2)]).expect("audited");
     let mut snapshot = Vec::new();
-    write_snapshot(store.db(), &mut snapshot, &mut |_| {}).expect("a snapshot");
+    write_snapshot(store.reader(), &mut snapshot, &mut |_| {}).expect("a snapshot");
     let mek = mek();
     let mut archive = ArchiveWriter::new(Vec::new(), &mek, CLUSTER.0).expect("writes to a Vec");
     archive.write_all(&snapshot).expect("writes to a Vec");
@@ -1018,14 +1097,14 @@ mod tests {
             "audit_record" => {
                 let records = seed.split(|&b| b == 0xff).count() as u64;
                 let store = audit_store(seed).ok_or("no store")?;
-                let report = AuditLog::verify(store.db()).map_err(|e| e.to_string())?;
+                let report = AuditLog::verify(store.reader()).map_err(|e| e.to_string())?;
                 // Every record verifies; the target writes no head, so the chain ends there.
                 check(
                     report.verified == records
                         && report.first_break == Some(ChainBreak::HeadMismatch { seq: records }),
                     &format!("{report:?}"),
                 )?;
-                let listed = AuditLog::list(store.db(), 1, 32).map_err(|e| e.to_string())?;
+                let listed = AuditLog::list(store.reader(), 1, 32).map_err(|e| e.to_string())?;
                 check(listed.len() as u64 == records, "not every record listed")
             }
             "backup_archive" => {
@@ -1126,6 +1205,21 @@ mod tests {
                 Some(JoinOutcome::Answer(Err(JoinRefusal::WrongMek)))
             ),
             "{refused:?}"
+        );
+        // A bundle of another cluster is refused at hello, and the bundle stays usable.
+        let foreign = run_join_setup(&seeds[2]);
+        assert!(
+            matches!(
+                foreign.as_slice(),
+                [
+                    JoinOutcome::Challenge(Ok(_)),
+                    JoinOutcome::Challenge(Err(JoinRefusal::ForeignBundle {
+                        field: "genesis leader key"
+                    })),
+                    JoinOutcome::Answer(Ok(_)),
+                ]
+            ),
+            "{foreign:?}"
         );
         // Answering again on the same connection after the admission: no challenge pending.
         let again = run_join_setup(&[seeds[0].clone(), seeds[0].clone()].concat());

@@ -275,11 +275,8 @@ pub fn log(data: &Path, command: &str, outcome: Result<&str, String>) {
         Err(error) => format!("{when}\t{loud}{command}\terror\t{error}\n"),
     };
     let path = data.join(HA_LOG);
-    let written = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .and_then(|mut f| f.write_all(line.as_bytes()));
+    let written =
+        crate::disk::open_append_private(&path).and_then(|mut f| f.write_all(line.as_bytes()));
     if let Err(e) = written {
         eprintln!("warning: could not append to {}: {e}", path.display());
     }

@@ -2,17 +2,28 @@
 //! (time is an argument, randomness a seeded RNG).
 //!
 //! 1. The joiner connects to the setup endpoint with the bundle's one-time client certificate
-//!    and sends `JoinHello` (its node key, address and TLS public key). [`Admission::hello`]
-//!    checks the bundle (current, unused, unexpired, and this connection's certificate is the
-//!    bundle's) and that the node is admissible (licence, unique address and key), then
-//!    returns a fresh random nonce bound to this connection.
+//!    and sends a [`Hello`]: its node key, address and TLS public key, and what its bundle says
+//!    about the cluster (a [`ClusterClaim`]: cluster id, genesis leader key, CA certificate
+//!    hash). [`Admission::hello`] checks that the claim is this leader's cluster, the bundle
+//!    (current, unused, unexpired, and this connection's certificate is the bundle's) and that
+//!    the node is admissible (licence, unique address and key), then returns a fresh random
+//!    nonce bound to this connection. The leader's answer names its own claim, and the joiner
+//!    compares it with its bundle before it answers.
 //! 2. The joiner answers with `Mek::challenge_answer(nonce, context(bundle id, node key))` and
-//!    an ed25519 signature of the [`transcript`] by its node key. [`Admission::answer`]
-//!    consumes the connection's pending challenge (single use), refuses an answer it has seen
-//!    before (a replay), checks the MEK answer in constant time, the signature, and everything
-//!    of step 1 again, and returns an [`Admit`]: the new roster to write.
+//!    an ed25519 signature of the [`transcript`] (which covers the claim) by its node key.
+//!    [`Admission::answer`] consumes the connection's pending challenge (single use), refuses an
+//!    answer it has seen before (a replay), checks the MEK answer in constant time, the
+//!    signature, and everything of step 1 again, and returns an [`Admit`]: the new roster to
+//!    write.
 //! 3. The caller then, in this order: issues the node certificate, marks the bundle used
 //!    durably (the arbiter when two joiners race), writes the roster record, and answers.
+//!
+//! Everything the joiner checks in the leader's final answer that depends on its bundle (the
+//! cluster id and genesis key the chain is verified from, the CA certificate) is checked by the
+//! leader at step 1, before anything is committed: a bundle with one of those fields altered is
+//! refused at hello, the bundle stays usable, and the leader never admits a member whose joiner
+//! would then refuse the answer (a ghost member that would count toward the majority and the
+//! licence).
 //!
 //! The MEK never crosses the network: only an HMAC of a fresh nonce does.
 //!
@@ -28,6 +39,7 @@ use meshward_crdt::mastered::{MAX_ADDRESS_BYTES, Member, Roster};
 use rand::{RngCore as _, SeedableRng as _};
 use rand_chacha::ChaCha20Rng;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
 
 use crate::licence::Licence;
 use crate::mek::Mek;
@@ -56,6 +68,9 @@ pub const MAX_JOINING_BUNDLE: usize = 64 * 1024;
 const BUNDLE_MAGIC: &[u8] = b"meshward-joining-bundle\n";
 /// Format of the joining bundle file.
 const BUNDLE_FORMAT: u8 = 1;
+/// The subject CN of every joining bundle's one-time certificate starts with this (then the
+/// bundle id in hex); user names cannot (they have no spaces).
+pub const BUNDLE_CN_PREFIX: &str = "meshward joining bundle ";
 
 /// A one-time joining bundle: everything a joiner needs besides the MEK.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -141,6 +156,62 @@ pub struct Facts<'a> {
     pub roster: &'a Roster,
     /// The installed licence, if any.
     pub licence: Option<&'a Licence>,
+    /// This leader's cluster, as a joiner's bundle must name it.
+    pub cluster: ClusterClaim,
+}
+
+/// What a joining bundle says about the cluster it joins: everything of the bundle the joiner
+/// later checks the leader's answer against. A joiner sends it in its hello; the leader
+/// refuses a claim that is not its own before it commits anything.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterClaim {
+    /// The cluster id (the trust anchor's).
+    pub cluster: [u8; 16],
+    /// The genesis leader's key (the trust anchor's).
+    pub genesis_leader: [u8; 32],
+    /// SHA-256 of the cluster CA certificate (DER).
+    pub ca_cert: [u8; 32],
+}
+
+impl ClusterClaim {
+    /// The claim of a cluster with this anchor and CA certificate (DER).
+    pub fn new(cluster: [u8; 16], genesis_leader: [u8; 32], ca_cert: &[u8]) -> ClusterClaim {
+        ClusterClaim {
+            cluster,
+            genesis_leader,
+            ca_cert: Sha256::digest(ca_cert).into(),
+        }
+    }
+
+    /// What `bundle` claims.
+    pub fn of_bundle(bundle: &JoiningBundle) -> ClusterClaim {
+        ClusterClaim::new(bundle.cluster, bundle.genesis_leader, &bundle.ca_cert)
+    }
+
+    /// The first field in which `self` (a joiner's claim) differs from `ours`, named for the
+    /// operator; `None` when they agree.
+    pub fn differs_from(&self, ours: &ClusterClaim) -> Option<&'static str> {
+        if self.cluster != ours.cluster {
+            Some("cluster id")
+        } else if self.genesis_leader != ours.genesis_leader {
+            Some("genesis leader key")
+        } else if self.ca_cert != ours.ca_cert {
+            Some("cluster CA certificate")
+        } else {
+            None
+        }
+    }
+}
+
+/// A joiner's hello: who it is and which cluster its bundle is for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hello {
+    /// Its node key and address.
+    pub member: Member,
+    /// The raw P-256 public key its node certificate should carry.
+    pub tls_key: Vec<u8>,
+    /// What its bundle says about the cluster.
+    pub claim: ClusterClaim,
 }
 
 /// A joiner passed every check: write this roster.
@@ -228,6 +299,18 @@ pub enum JoinRefusal {
     /// The node key is a member already.
     #[error("this node is already a member of the cluster")]
     AlreadyMember,
+    /// The bundle names another cluster than this leader's (its cluster id, genesis leader key
+    /// or CA certificate differs): it was altered, or belongs to another cluster. Refused at
+    /// hello; the bundle stays usable.
+    #[error(
+        "the joining bundle's {field} is not this leader's: the bundle file was altered or \
+         belongs to another cluster; nothing was changed and the bundle stays usable: join with \
+         the file exactly as `meshward bundle create` wrote it"
+    )]
+    ForeignBundle {
+        /// Which field differs.
+        field: &'static str,
+    },
     /// Too many join attempts in a short time.
     #[error(
         "too many join attempts: the leader answers {CHALLENGE_BURST} at once, then one per \
@@ -247,8 +330,7 @@ struct Pending {
     nonce: [u8; 32],
     bundle: [u8; 16],
     client_cert: [u8; 32],
-    member: Member,
-    tls_key: Vec<u8>,
+    hello: Hello,
     issued_ms: u64,
 }
 
@@ -301,10 +383,10 @@ impl Admission {
         now_ms: u64,
         connection: u64,
         client_cert: [u8; 32],
-        member: Member,
-        tls_key: Vec<u8>,
+        hello: Hello,
         facts: Facts<'_>,
     ) -> Result<[u8; 32], JoinRefusal> {
+        let member = &hello.member;
         if member.address.is_empty()
             || member.address.len() > MAX_ADDRESS_BYTES
             || member
@@ -314,11 +396,12 @@ impl Admission {
         {
             return Err(JoinRefusal::Malformed("bad address"));
         }
-        if tls_key.len() != 65 {
+        if hello.tls_key.len() != 65 {
             return Err(JoinRefusal::Malformed("bad TLS public key"));
         }
+        check_claim(&hello.claim, facts)?;
         let bundle = check_bundle(now_ms, client_cert, facts.bundle)?;
-        admissible(now_ms, &member, facts)?;
+        admissible(now_ms, member, facts)?;
         if let Err(limited) = self.rate.check(CHALLENGE_RATE, now_ms) {
             self.counters.rate_limited += 1;
             return Err(JoinRefusal::Busy {
@@ -341,8 +424,7 @@ impl Admission {
                 nonce,
                 bundle: bundle.id,
                 client_cert,
-                member,
-                tls_key,
+                hello,
                 issued_ms: now_ms,
             },
         );
@@ -379,30 +461,27 @@ impl Admission {
         if now_ms.saturating_sub(pending.issued_ms) > CHALLENGE_TTL_MS {
             return Err(JoinRefusal::ChallengeExpired);
         }
-        let context = context(&pending.bundle, &pending.member.key);
+        let hello = pending.hello;
+        let context = context(&pending.bundle, &hello.member.key);
         if !mek.check_answer(&pending.nonce, &context, &answer) {
             return Err(JoinRefusal::WrongMek);
         }
         let key =
-            VerifyingKey::from_bytes(&pending.member.key).map_err(|_| JoinRefusal::BadSignature)?;
+            VerifyingKey::from_bytes(&hello.member.key).map_err(|_| JoinRefusal::BadSignature)?;
         let signature = Signature::from_slice(signature).map_err(|_| JoinRefusal::BadSignature)?;
         key.verify_strict(
-            &transcript(
-                &pending.nonce,
-                &pending.bundle,
-                &pending.member,
-                &pending.tls_key,
-            ),
+            &transcript(&pending.nonce, &pending.bundle, &hello),
             &signature,
         )
         .map_err(|_| JoinRefusal::BadSignature)?;
-        admissible(now_ms, &pending.member, facts)?;
+        check_claim(&hello.claim, facts)?;
+        admissible(now_ms, &hello.member, facts)?;
         let mut roster = facts.roster.clone();
-        roster.members.push(pending.member.clone());
+        roster.members.push(hello.member.clone());
         Ok(Admit {
             bundle: pending.bundle,
-            member: pending.member,
-            tls_key: pending.tls_key,
+            member: hello.member,
+            tls_key: hello.tls_key,
             roster,
         })
     }
@@ -416,8 +495,10 @@ pub fn context(bundle: &[u8; 16], node_key: &[u8; 32]) -> Vec<u8> {
     out
 }
 
-/// What the joiner signs with its node key: the nonce, bundle, key, address and TLS key.
-pub fn transcript(nonce: &[u8; 32], bundle: &[u8; 16], member: &Member, tls_key: &[u8]) -> Vec<u8> {
+/// What the joiner signs with its node key: the nonce, bundle, key, address, TLS key and the
+/// cluster its bundle names.
+pub fn transcript(nonce: &[u8; 32], bundle: &[u8; 16], hello: &Hello) -> Vec<u8> {
+    let member = &hello.member;
     let mut out = DOMAIN.to_vec();
     out.extend(b"transcript");
     out.extend(nonce);
@@ -425,24 +506,35 @@ pub fn transcript(nonce: &[u8; 32], bundle: &[u8; 16], member: &Member, tls_key:
     out.extend(member.key);
     out.extend((member.address.len() as u64).to_be_bytes());
     out.extend(member.address.as_bytes());
-    out.extend(tls_key);
+    out.extend((hello.tls_key.len() as u64).to_be_bytes());
+    out.extend(&hello.tls_key);
+    out.extend(hello.claim.cluster);
+    out.extend(hello.claim.genesis_leader);
+    out.extend(hello.claim.ca_cert);
     out
 }
 
 /// The joiner's side of the handshake: the answer to the leader's `nonce` with the MEK, and the
-/// node key's signature over the transcript (the nonce, `bundle` id, `member` and `tls_key`).
+/// node key's signature over the transcript (the nonce, `bundle` id and the `hello`).
 pub fn respond(
     mek: &Mek,
     node_key: &ed25519_dalek::SigningKey,
     nonce: &[u8; 32],
     bundle: &[u8; 16],
-    member: &Member,
-    tls_key: &[u8],
+    hello: &Hello,
 ) -> ([u8; 32], Vec<u8>) {
     use ed25519_dalek::Signer as _;
-    let answer = mek.challenge_answer(nonce, &context(bundle, &member.key));
-    let signature = node_key.sign(&transcript(nonce, bundle, member, tls_key));
+    let answer = mek.challenge_answer(nonce, &context(bundle, &hello.member.key));
+    let signature = node_key.sign(&transcript(nonce, bundle, hello));
     (answer, signature.to_bytes().to_vec())
+}
+
+/// Whether a joiner's `claim` names this leader's cluster (`facts.cluster`).
+pub fn check_claim(claim: &ClusterClaim, facts: Facts<'_>) -> Result<(), JoinRefusal> {
+    match claim.differs_from(&facts.cluster) {
+        Some(field) => Err(JoinRefusal::ForeignBundle { field }),
+        None => Ok(()),
+    }
 }
 
 /// Whether the bundle presented with `client_cert` may be used at `now_ms`.
@@ -515,446 +607,4 @@ pub fn utc(ms: u64) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use ed25519_dalek::SigningKey;
-    use rand::SeedableRng as _;
-
-    use super::*;
-    use crate::licence::LicenceTerms;
-
-    const T0: u64 = 1_000_000;
-
-    struct World {
-        mek: Mek,
-        bundle: BundleState,
-        roster: Roster,
-        licence: Licence,
-        admission: Admission,
-    }
-
-    impl World {
-        fn new() -> World {
-            let mek = Mek::generate(&mut ChaCha20Rng::seed_from_u64(1));
-            World {
-                mek,
-                bundle: BundleState {
-                    id: [1; 16],
-                    cert: [2; 32],
-                    expires_at_ms: T0 + 60_000,
-                    used_by: None,
-                },
-                roster: Roster {
-                    members: vec![Member {
-                        key: SigningKey::from_bytes(&[9; 32]).verifying_key().to_bytes(),
-                        address: "leader.example".into(),
-                    }],
-                },
-                licence: LicenceTerms {
-                    customer: "acme".into(),
-                    max_nodes: 3,
-                    expires_at_ms: T0 * 10,
-                }
-                .sign(&SigningKey::from_bytes(&[7; 32])),
-                admission: Admission::new([3; 32]),
-            }
-        }
-
-        fn facts(&self) -> Facts<'_> {
-            Facts {
-                bundle: Some(&self.bundle),
-                roster: &self.roster,
-                licence: Some(&self.licence),
-            }
-        }
-
-        fn hello(
-            &mut self,
-            now: u64,
-            conn: u64,
-            joiner: &SigningKey,
-            address: &str,
-        ) -> Result<[u8; 32], JoinRefusal> {
-            let facts = Facts {
-                bundle: Some(&self.bundle),
-                roster: &self.roster,
-                licence: Some(&self.licence),
-            };
-            self.admission.hello(
-                now,
-                conn,
-                self.bundle.cert,
-                member(joiner, address),
-                vec![4; 65],
-                facts,
-            )
-        }
-
-        fn answer_with(
-            &mut self,
-            now: u64,
-            conn: u64,
-            answer: [u8; 32],
-            signature: &[u8],
-        ) -> Result<Admit, JoinRefusal> {
-            let facts = Facts {
-                bundle: Some(&self.bundle),
-                roster: &self.roster,
-                licence: Some(&self.licence),
-            };
-            self.admission
-                .answer(now, conn, answer, signature, &self.mek, facts)
-        }
-    }
-
-    fn member(key: &SigningKey, address: &str) -> Member {
-        Member {
-            key: key.verifying_key().to_bytes(),
-            address: address.into(),
-        }
-    }
-
-    /// The joiner's side: the MEK answer and the transcript signature.
-    fn respond(
-        mek: &Mek,
-        joiner: &SigningKey,
-        address: &str,
-        nonce: &[u8; 32],
-    ) -> ([u8; 32], Vec<u8>) {
-        super::respond(
-            mek,
-            joiner,
-            nonce,
-            &[1; 16],
-            &member(joiner, address),
-            &[4; 65],
-        )
-    }
-
-    #[test]
-    fn a_joiner_with_the_mek_is_admitted_with_a_new_roster() {
-        let mut w = World::new();
-        let joiner = SigningKey::from_bytes(&[5; 32]);
-        let nonce = w.hello(T0, 1, &joiner, "node2.example").unwrap();
-        let (answer, sig) = respond(&w.mek, &joiner, "node2.example", &nonce);
-        let admit = w.answer_with(T0 + 10, 1, answer, &sig).unwrap();
-        assert_eq!(admit.roster.members.len(), 2);
-        assert_eq!(admit.member, member(&joiner, "node2.example"));
-        assert_eq!(admit.bundle, [1; 16]);
-    }
-
-    #[test]
-    fn rejects_a_wrong_mek_and_leaves_the_bundle_usable() {
-        let mut w = World::new();
-        let joiner = SigningKey::from_bytes(&[5; 32]);
-        let nonce = w.hello(T0, 1, &joiner, "node2.example").unwrap();
-        let wrong = Mek::generate(&mut ChaCha20Rng::seed_from_u64(99));
-        let (answer, sig) = respond(&wrong, &joiner, "node2.example", &nonce);
-        assert_eq!(
-            w.answer_with(T0, 1, answer, &sig),
-            Err(JoinRefusal::WrongMek)
-        );
-        let nonce = w.hello(T0, 2, &joiner, "node2.example").unwrap();
-        let (answer, sig) = respond(&w.mek, &joiner, "node2.example", &nonce);
-        assert!(w.answer_with(T0, 2, answer, &sig).is_ok());
-    }
-
-    #[test]
-    fn rejects_a_replayed_answer_on_a_new_connection_and_a_second_answer_on_the_same() {
-        let mut w = World::new();
-        let joiner = SigningKey::from_bytes(&[5; 32]);
-        let nonce = w.hello(T0, 1, &joiner, "node2.example").unwrap();
-        let (answer, sig) = respond(&w.mek, &joiner, "node2.example", &nonce);
-        // The eavesdropper records the answer; the honest join fails for another reason
-        // (say the connection dropped) and the attacker replays on its own connection.
-        let fresh = w.hello(T0, 2, &joiner, "node2.example").unwrap();
-        assert_ne!(fresh, nonce, "nonces are fresh");
-        assert!(w.answer_with(T0, 1, answer, &sig).is_ok());
-        assert_eq!(
-            w.answer_with(T0, 2, answer, &sig),
-            Err(JoinRefusal::Replayed)
-        );
-        // Answering again on a connection whose challenge was consumed.
-        let (answer2, sig2) = respond(&w.mek, &joiner, "node2.example", &fresh);
-        assert_eq!(
-            w.answer_with(T0, 2, answer2, &sig2),
-            Err(JoinRefusal::Replayed)
-        );
-        // An answer for one nonce is wrong for another.
-        let third = w.hello(T0, 3, &joiner, "node2.example").unwrap();
-        let (old, sig3) = respond(&w.mek, &joiner, "node2.example", &nonce);
-        let _ = third;
-        assert_eq!(w.answer_with(T0, 3, old, &sig3), Err(JoinRefusal::Replayed));
-    }
-
-    #[test]
-    fn an_answer_for_another_nonce_is_a_wrong_mek_answer() {
-        let mut w = World::new();
-        let joiner = SigningKey::from_bytes(&[5; 32]);
-        w.hello(T0, 1, &joiner, "node2.example").unwrap();
-        let (answer, sig) = respond(&w.mek, &joiner, "node2.example", &[0; 32]);
-        assert_eq!(
-            w.answer_with(T0, 1, answer, &sig),
-            Err(JoinRefusal::WrongMek)
-        );
-    }
-
-    #[test]
-    fn rejects_expired_used_and_superseded_bundles_with_a_fake_clock() {
-        let mut w = World::new();
-        let joiner = SigningKey::from_bytes(&[5; 32]);
-        let nonce = w.hello(T0, 1, &joiner, "node2.example").unwrap();
-        let (answer, sig) = respond(&w.mek, &joiner, "node2.example", &nonce);
-        let late = w.bundle.expires_at_ms;
-        assert_eq!(
-            w.answer_with(late, 1, answer, &sig),
-            Err(JoinRefusal::Expired { at_ms: late })
-        );
-        let text = JoinRefusal::Expired { at_ms: late }.to_string();
-        assert!(text.contains("1970-01-01T00:17:40Z"), "{text}");
-        assert_eq!(
-            w.hello(late + 1, 2, &joiner, "node2.example"),
-            Err(JoinRefusal::Expired { at_ms: late })
-        );
-        w.bundle.used_by = Some([8; 32]);
-        assert_eq!(
-            w.hello(T0, 3, &joiner, "node2.example"),
-            Err(JoinRefusal::Reused)
-        );
-        w.bundle.used_by = None;
-        let nonce = w.hello(T0, 4, &joiner, "node2.example").unwrap();
-        w.bundle = BundleState {
-            id: [2; 16],
-            cert: [3; 32],
-            ..w.bundle.clone()
-        };
-        let (answer, sig) = respond(&w.mek, &joiner, "node2.example", &nonce);
-        assert_eq!(
-            w.answer_with(T0, 4, answer, &sig),
-            Err(JoinRefusal::Superseded)
-        );
-        let facts = w.facts();
-        assert_eq!(
-            check_bundle(T0, [2; 32], facts.bundle),
-            Err(JoinRefusal::Superseded)
-        );
-        assert_eq!(check_bundle(T0, [2; 32], None), Err(JoinRefusal::NoBundle));
-    }
-
-    #[test]
-    fn a_challenge_answered_too_late_is_refused() {
-        let mut w = World::new();
-        let joiner = SigningKey::from_bytes(&[5; 32]);
-        let nonce = w.hello(T0, 1, &joiner, "node2.example").unwrap();
-        let (answer, sig) = respond(&w.mek, &joiner, "node2.example", &nonce);
-        assert_eq!(
-            w.answer_with(T0 + CHALLENGE_TTL_MS + 1, 1, answer, &sig),
-            Err(JoinRefusal::ChallengeExpired)
-        );
-    }
-
-    #[test]
-    fn rejects_a_forged_key_signature() {
-        let mut w = World::new();
-        let joiner = SigningKey::from_bytes(&[5; 32]);
-        let nonce = w.hello(T0, 1, &joiner, "node2.example").unwrap();
-        let (answer, _) = respond(&w.mek, &joiner, "node2.example", &nonce);
-        let (_, other) = respond(
-            &w.mek,
-            &SigningKey::from_bytes(&[6; 32]),
-            "node2.example",
-            &nonce,
-        );
-        assert_eq!(
-            w.answer_with(T0, 1, answer, &other),
-            Err(JoinRefusal::BadSignature)
-        );
-    }
-
-    #[test]
-    fn licence_address_and_membership_bound_who_may_join() {
-        let mut w = World::new();
-        let joiner = SigningKey::from_bytes(&[5; 32]);
-        assert_eq!(
-            w.hello(T0, 1, &joiner, "LEADER.example"),
-            Err(JoinRefusal::AddressTaken {
-                address: "LEADER.example".into()
-            })
-        );
-        assert_eq!(
-            w.hello(T0, 1, &SigningKey::from_bytes(&[9; 32]), "x.example"),
-            Err(JoinRefusal::AlreadyMember)
-        );
-        w.licence.terms.max_nodes = 1;
-        assert_eq!(
-            w.hello(T0, 1, &joiner, "node2.example"),
-            Err(JoinRefusal::LicenceExceeded { max: 1, members: 1 })
-        );
-        w.licence.terms.max_nodes = 3;
-        w.licence.terms.expires_at_ms = T0;
-        assert!(matches!(
-            w.hello(T0, 1, &joiner, "node2.example"),
-            Err(JoinRefusal::LicenceExpired { .. })
-        ));
-        let roster = w.roster.clone();
-        let facts = Facts {
-            bundle: Some(&w.bundle),
-            roster: &roster,
-            licence: None,
-        };
-        assert_eq!(
-            w.admission.hello(
-                T0,
-                1,
-                w.bundle.cert,
-                member(&joiner, "n"),
-                vec![4; 65],
-                facts
-            ),
-            Err(JoinRefusal::NoLicence)
-        );
-    }
-
-    #[test]
-    fn malformed_hellos_are_refused() {
-        let mut w = World::new();
-        let joiner = SigningKey::from_bytes(&[5; 32]);
-        for address in ["", "a b", &"x".repeat(300)] {
-            assert!(matches!(
-                w.hello(T0, 1, &joiner, address),
-                Err(JoinRefusal::Malformed(_))
-            ));
-        }
-        let facts = Facts {
-            bundle: Some(&w.bundle),
-            roster: &w.roster,
-            licence: Some(&w.licence),
-        };
-        assert!(matches!(
-            w.admission.hello(
-                T0,
-                1,
-                w.bundle.cert,
-                member(&joiner, "n"),
-                vec![4; 3],
-                facts
-            ),
-            Err(JoinRefusal::Malformed(_))
-        ));
-    }
-
-    #[test]
-    fn pending_challenges_are_bounded() {
-        let mut w = World::new();
-        let joiner = SigningKey::from_bytes(&[5; 32]);
-        // The burst, then one per interval: within the rate limit and the bundle's minute.
-        for conn in 0..(MAX_PENDING as u64 + 10) {
-            let at = T0 + conn.saturating_sub(CHALLENGE_BURST - 1) * CHALLENGE_INTERVAL_MS;
-            w.hello(at, conn, &joiner, "node2.example").unwrap();
-        }
-        assert_eq!(w.admission.pending.len(), MAX_PENDING);
-        assert_eq!(w.admission.counters().pending_dropped, 10);
-        // The oldest was dropped: its answer finds no challenge.
-        assert_eq!(
-            w.answer_with(T0, 0, [0; 32], &[]),
-            Err(JoinRefusal::Replayed)
-        );
-    }
-
-    #[test]
-    fn challenges_beyond_the_burst_are_refused_until_the_rate_allows_more() {
-        let mut w = World::new();
-        let joiner = SigningKey::from_bytes(&[5; 32]);
-        for conn in 0..CHALLENGE_BURST {
-            w.hello(T0, conn, &joiner, "node2.example").unwrap();
-        }
-        assert_eq!(
-            w.hello(T0, 100, &joiner, "node2.example"),
-            Err(JoinRefusal::Busy {
-                retry_after_secs: 1
-            })
-        );
-        assert_eq!(
-            w.hello(
-                T0 + CHALLENGE_INTERVAL_MS - 1,
-                101,
-                &joiner,
-                "node2.example"
-            ),
-            Err(JoinRefusal::Busy {
-                retry_after_secs: 1
-            })
-        );
-        assert_eq!(w.admission.counters().rate_limited, 2);
-        assert_eq!(w.admission.pending.len(), CHALLENGE_BURST as usize);
-        // One more per interval; after a quiet spell the whole burst again.
-        w.hello(T0 + CHALLENGE_INTERVAL_MS, 102, &joiner, "node2.example")
-            .unwrap();
-        assert_eq!(
-            w.hello(T0 + CHALLENGE_INTERVAL_MS, 103, &joiner, "node2.example"),
-            Err(JoinRefusal::Busy {
-                retry_after_secs: 1
-            })
-        );
-        let later = T0 + (CHALLENGE_BURST + 2) * CHALLENGE_INTERVAL_MS;
-        for conn in 200..200 + CHALLENGE_BURST {
-            w.hello(later, conn, &joiner, "node2.example").unwrap();
-        }
-        assert_eq!(w.admission.counters().rate_limited, 3);
-    }
-
-    #[test]
-    fn remembered_answers_are_bounded_and_forgetting_is_counted() {
-        let mut w = World::new();
-        let joiner = SigningKey::from_bytes(&[5; 32]);
-        // One hello per interval (the rate limit), for longer than a bundle normally lives.
-        w.bundle.expires_at_ms = T0 * 10;
-        for conn in 0..=(MAX_SEEN_ANSWERS as u64) {
-            let at = T0 + conn * CHALLENGE_INTERVAL_MS;
-            w.hello(at, conn, &joiner, "node2.example").unwrap();
-            let mut answer = [0; 32];
-            answer[..8].copy_from_slice(&conn.to_be_bytes());
-            assert_eq!(
-                w.answer_with(at, conn, answer, &[]),
-                Err(JoinRefusal::WrongMek)
-            );
-        }
-        assert_eq!(w.admission.seen.len(), MAX_SEEN_ANSWERS);
-        assert_eq!(w.admission.counters().seen_forgotten, 1);
-        assert_eq!(w.admission.counters().pending_dropped, 0);
-    }
-
-    #[test]
-    fn garbage_bundle_files_are_refused() {
-        let bundle = JoiningBundle {
-            id: [1; 16],
-            cluster: [2; 16],
-            genesis_leader: [3; 32],
-            setup_addr: "127.0.0.1:7401".into(),
-            server_name: "127.0.0.1".into(),
-            ca_cert: vec![1],
-            client_cert: vec![2],
-            client_key: vec![3],
-            expires_at_ms: 9,
-        };
-        let bytes = bundle.encode();
-        assert_eq!(JoiningBundle::decode(&bytes).unwrap(), bundle);
-        assert!(!format!("{bundle:?}").contains("client_key"));
-        for bad in [
-            &b""[..],
-            b"garbage",
-            &bytes[..bytes.len() - 3],
-            &bytes[..BUNDLE_MAGIC.len()],
-        ] {
-            assert!(JoiningBundle::decode(bad).is_err());
-        }
-        let mut future = bytes.clone();
-        future[BUNDLE_MAGIC.len()] = 2;
-        assert!(
-            JoiningBundle::decode(&future)
-                .unwrap_err()
-                .to_string()
-                .contains("format 2")
-        );
-        assert!(JoiningBundle::decode(&vec![0; MAX_JOINING_BUNDLE + 1]).is_err());
-    }
-}
+mod tests;

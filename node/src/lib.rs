@@ -42,4 +42,5 @@ pub mod rate;
 pub mod roster;
 #[cfg(feature = "daemon")]
 pub mod sealed;
+pub mod setup_gate;
 pub mod store;

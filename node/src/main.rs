@@ -4,10 +4,11 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 use meshward_node::cli::{Cli, Command, LocalBackend, run};
+use meshward_node::core::Secret;
 use meshward_node::{cluster, control, daemon, demo};
 
 /// The new password of `password change`, read from stdin (one line, bounded).
-fn read_secret(command: &Command) -> anyhow::Result<Option<String>> {
+fn read_secret(command: &Command) -> anyhow::Result<Option<Secret>> {
     use std::io::{BufRead as _, Read as _};
     if !matches!(
         command,
@@ -15,14 +16,15 @@ fn read_secret(command: &Command) -> anyhow::Result<Option<String>> {
     ) {
         return Ok(None);
     }
-    let mut line = String::new();
+    // Wiped when dropped, whatever happens below.
+    let mut line = Secret(String::new());
     std::io::stdin()
         .lock()
         .take(meshward_node::core::MAX_PASSWORD as u64 + 2)
-        .read_line(&mut line)?;
-    let password = line.trim_end_matches(['\r', '\n']).to_string();
+        .read_line(&mut line.0)?;
+    let password = Secret(line.0.trim_end_matches(['\r', '\n']).to_string());
     anyhow::ensure!(
-        !password.is_empty(),
+        !password.0.is_empty(),
         "give the new password on stdin (one line)"
     );
     Ok(Some(password))
@@ -51,7 +53,7 @@ fn main() -> ExitCode {
                 }
             }
             Ok(None) => {
-                let mut backend = LocalBackend::new(cli.global.data.clone());
+                let mut backend = LocalBackend::for_command(cli.global.data.clone(), &cli.command);
                 run(cli, &mut backend, &mut std::io::stdout().lock())
             }
             Err(e) => Err(e),

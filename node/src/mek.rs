@@ -13,8 +13,6 @@
 //! exactly one other non-empty line holds the 64 hexadecimal digits of the key.
 
 use std::fmt;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use chacha20poly1305::aead::{Aead, AeadCore, AeadInPlace, OsRng, Payload};
@@ -118,24 +116,17 @@ impl Mek {
         Ok(Mek(key))
     }
 
-    /// Writes the MEK to a new file created with mode 0600; refuses to overwrite anything.
+    /// Writes the MEK to a new file created with mode 0600; refuses to overwrite anything or
+    /// to follow a link ([`crate::disk::write_new`]).
     pub fn write_new(&self, path: &Path) -> Result<(), MekError> {
-        let io = |source| MekError::Io {
-            path: path.display().to_string(),
-            source,
-        };
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(io)?;
         let text = Zeroizing::new(format!(
             "# meshward Master Encryption Key. Store it in a vault; joins and restores need it.\n{}\n",
             self.to_hex().as_str()
         ));
-        file.write_all(text.as_bytes()).map_err(io)?;
-        file.sync_all().map_err(io)
+        crate::disk::write_new(path, text.as_bytes(), 0o600).map_err(|source| MekError::Io {
+            path: path.display().to_string(),
+            source,
+        })
     }
 
     /// The key as 64 hex digits, for showing once at `init`.

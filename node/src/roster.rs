@@ -15,7 +15,7 @@ use meshward_crdt::mastered::{Chain, Member, RecordKind, Roster, SignedRecord, T
 use serde::{Deserialize, Serialize};
 
 use crate::core::Core;
-use crate::store::{Store, StoreError};
+use crate::store::{HighWater, Store, StoreError};
 
 /// Largest bundle file accepted.
 pub const MAX_BUNDLE: usize = 8 * 1024 * 1024;
@@ -172,6 +172,41 @@ pub fn chain(store: &Store) -> Result<Option<Chain>, ImportError> {
         })
 }
 
+/// The verified chain of a store, rebuilt (every record verified again from the trust anchor)
+/// only when the stored chain changed: its key is the trust anchor and the high-water mark
+/// (the newest record's epoch, version and hash), two small reads. The daemon answers every
+/// setup request from it instead of verifying the whole chain per request.
+#[derive(Debug, Default)]
+pub struct ChainCache {
+    cached: Option<(ChainKey, Option<Chain>)>,
+    rebuilds: u64,
+}
+
+type ChainKey = (Option<TrustAnchor>, Option<HighWater>);
+
+impl ChainCache {
+    /// The store's verified chain (`None` before any import), rebuilt if the stored chain
+    /// moved since the last call.
+    pub fn get(&mut self, store: &Store) -> Result<Option<Chain>, ImportError> {
+        let key = (store.anchor()?, store.mastered_high_water()?);
+        if let Some((cached, chain)) = &self.cached
+            && *cached == key
+        {
+            return Ok(chain.clone());
+        }
+        self.cached = None;
+        let chain = chain(store)?;
+        self.rebuilds += 1;
+        self.cached = Some((key, chain.clone()));
+        Ok(chain)
+    }
+
+    /// How many times the chain was rebuilt.
+    pub fn rebuilds(&self) -> u64 {
+        self.rebuilds
+    }
+}
+
 /// Why a mastered write was refused. Nothing was stored.
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
@@ -324,6 +359,26 @@ mod tests {
         let err = write(&follower_store, RecordKind::Config, vec![1]).unwrap_err();
         assert!(err.to_string().contains("127.0.0.1:5000"), "{err}");
         assert_eq!(follower_store.mastered_records().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn the_chain_cache_verifies_once_per_stored_chain_and_follows_every_write() {
+        let store = Store::in_memory().unwrap();
+        let leader = store.identity().unwrap().key;
+        let mut cache = ChainCache::default();
+        assert_eq!(cache.get(&store).unwrap(), None);
+        let me = leader.verifying_key().to_bytes();
+        import(&store, &bundle(&leader, &[me]).encode()).unwrap();
+        let first = cache.get(&store).unwrap().expect("a chain");
+        for _ in 0..10 {
+            assert_eq!(cache.get(&store).unwrap().as_ref(), Some(&first));
+        }
+        assert_eq!(cache.rebuilds(), 2, "one rebuild per stored chain");
+        write(&store, RecordKind::Config, vec![1]).unwrap();
+        let second = cache.get(&store).unwrap().expect("a chain");
+        assert_eq!(second.last_version(), 2, "a write invalidates the cache");
+        assert_eq!(Some(second), chain(&store).unwrap());
+        assert_eq!(cache.rebuilds(), 3);
     }
 
     #[test]

@@ -3,13 +3,14 @@
 //!
 //! `meshward run` on a sealed node does not open the mesh. It serves the control socket with
 //! two commands only: `status` (which says the node is sealed) and `unseal --mek FILE`, which
-//! checks that FILE holds a MEK, installs it as `DATA/mek` (0600) and lets the daemon go on
-//! starting. Every other command is refused with a message saying how to unseal. A standalone
-//! node (no cluster yet) has no MEK and is not sealed.
+//! checks that FILE holds the cluster's MEK, installs it as `DATA/mek` (0600) and lets the
+//! daemon go on starting. Every other command is refused with a message saying how to unseal.
+//! A standalone node (no cluster yet) has no MEK and is not sealed.
 //!
-//! Limitation: nothing on the node yet records which MEK is the cluster's, so `unseal` checks
-//! the file's format, not that it is the right key; a wrong key shows when a backup made with
-//! the right one fails to open.
+//! The check: the key must open the cluster CA's key, sealed with the MEK in the node's
+//! verified mastered chain (the `SealedSecret` record `init` writes). A key that does not, a
+//! file that holds no key, or a node whose chain holds nothing sealed to check against, is
+//! refused, and nothing is written.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -24,6 +25,7 @@ use tracing::{info, warn};
 use crate::cli::{Cli, Command};
 use crate::control::{ControlReply, ControlRequest, MAX_REQUEST, SOCKET};
 use crate::mek::{MEK_FILE, Mek};
+use crate::pki::PkiError;
 use crate::store::Store;
 
 /// How long a control connection may take to send its request while sealed.
@@ -42,16 +44,40 @@ pub fn is_sealed(data: &Path, store: &Store) -> anyhow::Result<bool> {
     Ok(store.anchor()?.is_some() && !data.join(MEK_FILE).exists())
 }
 
-/// Installs the MEK in `file` as the node's, checking its format first. Refuses to replace an
-/// existing MEK file.
-pub fn unseal(data: &Path, file: &Path) -> anyhow::Result<()> {
+/// Installs the MEK in `file` as the node's (in `data`, whose store is `store`), once it has
+/// opened the cluster CA's key sealed in the node's mastered chain. Refuses to replace an
+/// existing MEK file; a refused key writes nothing.
+pub fn unseal(data: &Path, store: &Store, file: &Path) -> anyhow::Result<()> {
     let target = data.join(MEK_FILE);
-    if target.exists() {
+    if std::fs::symlink_metadata(&target).is_ok() {
         anyhow::bail!("the node is not sealed: {} exists", target.display());
     }
     let mek = Mek::load(file)?;
+    check_mek(store, &mek, file)?;
     mek.write_new(&target)?;
     Ok(())
+}
+
+/// Whether `mek` is the cluster's: it must open the CA key sealed in the verified chain.
+fn check_mek(store: &Store, mek: &Mek, file: &Path) -> anyhow::Result<()> {
+    let chain = crate::roster::chain(store)?.context("this node belongs to no cluster")?;
+    match crate::cluster::open_ca(store, chain.cluster(), mek) {
+        Ok(_) => Ok(()),
+        Err(e) => match e.downcast_ref::<PkiError>() {
+            Some(PkiError::WrongMek) => anyhow::bail!(
+                "the key in {} is not this cluster's MEK: it does not open the cluster CA sealed \
+                 in the mastered chain; nothing was written: give the MEK file `meshward init` \
+                 wrote (from your vault)",
+                file.display()
+            ),
+            Some(PkiError::NoCa) => anyhow::bail!(
+                "this node's mastered chain holds no cluster CA sealed with the MEK, so the key \
+                 in {} cannot be checked; nothing was written",
+                file.display()
+            ),
+            _ => Err(e.context("checking the key against the sealed cluster CA")),
+        },
+    }
 }
 
 /// Serves `status` and `unseal` on the control socket until the node is unsealed (`Ok`) or a
@@ -117,11 +143,14 @@ fn answer(data: &Path, line: &[u8]) -> (ControlReply, bool) {
         Ok(r) => r,
         Err(e) => return fail(format!("malformed control request: {e}")),
     };
-    let cli = match Cli::try_parse_from(std::iter::once("meshward".to_string()).chain(request.args))
-    {
-        Ok(cli) => cli,
-        Err(e) => return fail(e.to_string()),
-    };
+    let mut cli =
+        match Cli::try_parse_from(std::iter::once("meshward".to_string()).chain(request.args)) {
+            Ok(cli) => cli,
+            Err(e) => return fail(e.to_string()),
+        };
+    if let Err(e) = cli.command.resolve_paths(request.cwd.as_deref()) {
+        return fail(e);
+    }
     let mek = data.join(MEK_FILE);
     match cli.command {
         Command::Status => {
@@ -141,10 +170,10 @@ fn answer(data: &Path, line: &[u8]) -> (ControlReply, bool) {
                 false,
             )
         }
-        Command::Unseal(args) if args.mek.is_relative() => fail(
-            "the sealed daemon reads the MEK file itself: give --mek as an absolute path".into(),
-        ),
-        Command::Unseal(args) => match unseal(data, &args.mek) {
+        Command::Unseal(args) => match Store::open_read_only(data)
+            .with_context(|| format!("opening the store in {}", data.display()))
+            .and_then(|store| unseal(data, &store, &args.mek))
+        {
             Ok(()) => (
                 ControlReply {
                     stdout: "unsealed\n".into(),

@@ -29,8 +29,10 @@ use meshward_crdt::{
     ClusterId, Effects, Event, Persist, Replica, ReplicaConfig, Row, RowChange, SegmentKey,
     SignedHead, StoredSegment, TableId, WriterId,
 };
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
+
+mod read_only;
 
 /// File name of the store inside the data directory.
 pub const STORE_FILE: &str = "meshward.redb";
@@ -113,6 +115,9 @@ pub enum StoreError {
     /// its transaction rolled back: nothing was changed.
     #[error("{0}")]
     DiskFull(std::io::Error),
+    /// A write to a store opened read-only ([`Store::open_read_only`]); nothing was changed.
+    #[error("the store was opened read-only for a command that only reads, and cannot be written")]
+    ReadOnly,
     /// redb failed.
     #[error("store failure: {0}")]
     Db(String),
@@ -206,26 +211,28 @@ pub struct PeerEntry {
     pub last_seen_ms: i64,
 }
 
-/// The node's redb store.
+/// The node's redb store, opened read-write ([`Store::open`]) or read-only
+/// ([`Store::open_read_only`]).
 #[derive(Debug)]
 pub struct Store {
-    db: Database,
+    db: read_only::Db,
     /// Learns when a write is refused for a full disk (file stores only).
     watch: crate::disk::DiskWatch,
 }
 
 impl Store {
-    /// Opens the store in `dir`, creating the directory (0700) and the file (0600) on first
-    /// use. A file that is not a meshward store is refused and left untouched.
+    /// Opens the store in `dir`, creating the directory (0700; an existing one open to others
+    /// is tightened, see [`crate::disk::private_data_dir`]) and the file (0600) on first use. A
+    /// file that is not a meshward store is refused and left untouched.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         let path = dir.join(STORE_FILE);
         let open_err = |reason: String| StoreError::Open {
             path: path.clone(),
             reason,
         };
-        create_private_dir(dir).map_err(|e| open_err(e.to_string()))?;
+        crate::disk::private_data_dir(dir).map_err(|e| open_err(e.to_string()))?;
         if !path.exists() {
-            create_private_file(&path).map_err(|e| open_err(e.to_string()))?;
+            crate::disk::create_new(&path, 0o600).map_err(|e| open_err(e.to_string()))?;
         }
         let watch = crate::disk::DiskWatch::default();
         let db = match crate::disk::open_database_watched(&path, watch.clone()) {
@@ -243,7 +250,10 @@ impl Store {
                 });
             }
         };
-        let store = Store { db, watch };
+        let store = Store {
+            db: read_only::Db::Write(db),
+            watch,
+        };
         store.init_schema().map_err(|e| match e {
             StoreError::Corrupt { reason, .. } => StoreError::Corrupt {
                 path: path.clone(),
@@ -280,7 +290,10 @@ impl Store {
                 });
             }
         };
-        let store = Store { db, watch };
+        let store = Store {
+            db: read_only::Db::Write(db),
+            watch,
+        };
         store.init_schema()?;
         Ok(store)
     }
@@ -291,7 +304,7 @@ impl Store {
             .create_with_backend(redb::backends::InMemoryBackend::new())
             .map_err(|e| StoreError::Db(e.to_string()))?;
         let store = Store {
-            db,
+            db: read_only::Db::Write(db),
             watch: crate::disk::DiskWatch::default(),
         };
         store.init_schema()?;
@@ -305,14 +318,9 @@ impl Store {
         self.watch.refused()
     }
 
-    /// The underlying database, for modules that keep their own tables (audit).
-    pub fn db(&self) -> &Database {
-        &self.db
-    }
-
     fn init_schema(&self) -> Result<(), StoreError> {
         // An existing store of this version is opened without writing anything.
-        let read = self.db.begin_read()?;
+        let read = self.begin_read()?;
         if let Ok(meta) = read.open_table(META)
             && meta
                 .get("schema")?
@@ -321,7 +329,7 @@ impl Store {
             return Ok(());
         }
         drop(read);
-        let tx = self.db.begin_write()?;
+        let tx = self.begin_write()?;
         {
             let mut meta = tx.open_table(META)?;
             let version = meta.get("schema")?.map(|v| v.value().to_vec());
@@ -351,15 +359,21 @@ impl Store {
         Ok(())
     }
 
+    /// Whether the node's identity exists yet (see [`Store::identity`]); only reads.
+    pub fn has_identity(&self) -> Result<bool, StoreError> {
+        let read = self.begin_read()?;
+        Ok(read_identity(&read.open_table(META)?)?.is_some())
+    }
+
     /// The node's identity, created on first use: a fresh key from the OS's random source
     /// and, until the node is initialised or joins a cluster, a fresh standalone cluster id.
     pub fn identity(&self) -> Result<Identity, StoreError> {
-        let read = self.db.begin_read()?;
+        let read = self.begin_read()?;
         if let Some(identity) = read_identity(&read.open_table(META)?)? {
             return Ok(identity);
         }
         drop(read);
-        let tx = self.db.begin_write()?;
+        let tx = self.begin_write()?;
         let identity = {
             let mut meta = tx.open_table(META)?;
             match read_identity(&meta)? {
@@ -388,7 +402,7 @@ impl Store {
         identity: &Identity,
         config: ReplicaConfig,
     ) -> Result<Replica, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.begin_read()?;
         let heads = tx.open_table(HEADS)?;
         let snapshots = tx.open_table(SNAPSHOTS)?;
         let changes = tx.open_table(CHANGES)?;
@@ -432,7 +446,7 @@ impl Store {
 
     /// Makes several effects durable, in order, in one transaction (group commit).
     pub fn persist_all(&self, all: &[Effects]) -> Result<(), StoreError> {
-        let tx = self.db.begin_write()?;
+        let tx = self.begin_write()?;
         for effects in all {
             let mut heads = tx.open_table(HEADS)?;
             let mut snapshots = tx.open_table(SNAPSHOTS)?;
@@ -489,7 +503,7 @@ impl Store {
 
     /// Events from the query view, in (writer, segment, index) order.
     pub fn events(&self, filter: &EventFilter) -> Result<Vec<EventRecord>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.begin_read()?;
         let table = tx.open_table(EVENTS_VIEW)?;
         let prefix = filter.writer.map(|w| w.0.to_vec()).unwrap_or_default();
         let mut out = Vec::new();
@@ -525,7 +539,7 @@ impl Store {
 
     /// Rows of a map table (fingerprints, exceptions) from the query view, by writer then key.
     pub fn map_rows(&self, table: TableId) -> Result<Vec<(WriterId, Row)>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.begin_read()?;
         let view = tx.open_table(MAP_VIEW)?;
         let prefix = [table_byte(table)];
         let mut out = Vec::new();
@@ -544,7 +558,7 @@ impl Store {
 
     /// The trust anchor of the node's mastered chain (cluster and genesis leader), if set.
     pub fn anchor(&self) -> Result<Option<TrustAnchor>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.begin_read()?;
         let meta = tx.open_table(META)?;
         let Some(leader) = meta.get("anchor_leader")? else {
             return Ok(None);
@@ -579,7 +593,7 @@ impl Store {
             )));
         }
         let identity = self.identity()?;
-        let tx = self.db.begin_write()?;
+        let tx = self.begin_write()?;
         {
             let has_shared = tx.open_table(HEADS)?.first()?.is_some();
             if has_shared && identity.cluster != anchor.cluster {
@@ -603,7 +617,7 @@ impl Store {
     /// the stored hash) is written; verification itself is [`meshward_crdt::mastered::Chain`]'s
     /// job, and only its [`Verified`] type reaches this call.
     pub fn append_mastered(&self, record: &Verified<SignedRecord>) -> Result<(), StoreError> {
-        let tx = self.db.begin_write()?;
+        let tx = self.begin_write()?;
         {
             let mut meta = tx.open_table(META)?;
             let last = read_high_water(&meta)?;
@@ -630,7 +644,7 @@ impl Store {
 
     /// The stored mastered records in version order, to rebuild the chain from.
     pub fn mastered_records(&self) -> Result<Vec<SignedRecord>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.begin_read()?;
         let table = tx.open_table(MASTERED)?;
         let mut out = Vec::new();
         for entry in table.iter()? {
@@ -646,7 +660,7 @@ impl Store {
 
     /// The high-water mark of the mastered chain, if any record is stored.
     pub fn mastered_high_water(&self) -> Result<Option<HighWater>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.begin_read()?;
         read_high_water(&tx.open_table(META)?)
     }
 
@@ -678,7 +692,7 @@ impl Store {
         let rebuilt = Chain::rebuild(anchor, &chain).map_err(|_| StoreError::Decode {
             what: "replacement mastered chain (it does not verify)",
         })?;
-        let tx = self.db.begin_write()?;
+        let tx = self.begin_write()?;
         {
             let mut table = tx.open_table(MASTERED)?;
             let stale: Vec<u64> = table
@@ -708,7 +722,7 @@ impl Store {
 
     /// Keeps records of a losing competing chain for review.
     pub fn add_superseded(&self, records: &[SignedRecord]) -> Result<(), StoreError> {
-        let tx = self.db.begin_write()?;
+        let tx = self.begin_write()?;
         {
             let mut kept = tx.open_table(SUPERSEDED)?;
             for r in records {
@@ -721,7 +735,7 @@ impl Store {
 
     /// Superseded mastered records, by version.
     pub fn superseded(&self) -> Result<Vec<SignedRecord>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.begin_read()?;
         let table = match tx.open_table(SUPERSEDED) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
@@ -744,7 +758,7 @@ impl Store {
     pub fn set_vote(&self, epoch: u64, candidate: &WriterId) -> Result<(), StoreError> {
         let mut v = epoch.to_be_bytes().to_vec();
         v.extend(candidate.0);
-        let tx = self.db.begin_write()?;
+        let tx = self.begin_write()?;
         tx.open_table(META)?.insert("ha_vote", v.as_slice())?;
         tx.commit()?;
         Ok(())
@@ -752,7 +766,7 @@ impl Store {
 
     /// The last endorsement this node gave, if any.
     pub fn vote(&self) -> Result<Option<(u64, WriterId)>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.begin_read()?;
         let meta = tx.open_table(META)?;
         let Some(v) = meta.get("ha_vote")? else {
             return Ok(None);
@@ -788,7 +802,7 @@ impl Store {
                 "values are at most 4096 bytes with no control characters",
             ));
         }
-        let tx = self.db.begin_write()?;
+        let tx = self.begin_write()?;
         tx.open_table(SETTINGS)?.insert(name, value)?;
         tx.commit()?;
         Ok(())
@@ -796,7 +810,7 @@ impl Store {
 
     /// A node-only setting.
     pub fn setting(&self, name: &str) -> Result<Option<String>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.begin_read()?;
         Ok(tx
             .open_table(SETTINGS)?
             .get(name)?
@@ -805,7 +819,7 @@ impl Store {
 
     /// A node-managed local value (never replicated), if set.
     pub fn blob(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.begin_read()?;
         let table = match tx.open_table(BLOBS) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
@@ -816,7 +830,7 @@ impl Store {
 
     /// Sets node-managed local values, all in one durable transaction.
     pub fn set_blobs(&self, values: &[(&str, &[u8])]) -> Result<(), StoreError> {
-        let tx = self.db.begin_write()?;
+        let tx = self.begin_write()?;
         {
             let mut table = tx.open_table(BLOBS)?;
             for (name, value) in values {
@@ -830,7 +844,7 @@ impl Store {
     /// Replaces a node-managed value with `new` only if it still equals `expected`, in one
     /// durable transaction (compare-and-set). Returns whether it was replaced.
     pub fn swap_blob(&self, name: &str, expected: &[u8], new: &[u8]) -> Result<bool, StoreError> {
-        let tx = self.db.begin_write()?;
+        let tx = self.begin_write()?;
         let swapped = {
             let mut table = tx.open_table(BLOBS)?;
             let current = table.get(name)?.map(|v| v.value().to_vec());
@@ -851,7 +865,7 @@ impl Store {
 
     /// Records a peer's addresses and the time it was seen.
     pub fn remember_peer(&self, peer: &str, entry: &PeerEntry) -> Result<(), StoreError> {
-        let tx = self.db.begin_write()?;
+        let tx = self.begin_write()?;
         tx.open_table(PEERS)?
             .insert(peer, encode(entry).as_slice())?;
         tx.commit()?;
@@ -860,7 +874,7 @@ impl Store {
 
     /// The peer book.
     pub fn peers(&self) -> Result<Vec<(String, PeerEntry)>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.begin_read()?;
         let table = tx.open_table(PEERS)?;
         let mut out = Vec::new();
         for entry in table.iter()? {
@@ -965,16 +979,6 @@ pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
         .recursive(true)
         .mode(0o700)
         .create(dir)
-}
-
-/// Creates an empty file with mode 0600; an existing file is an error.
-pub fn create_private_file(path: &Path) -> std::io::Result<fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
 }
 
 #[cfg(test)]

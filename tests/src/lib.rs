@@ -4,9 +4,11 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use anyhow::Context as _;
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 /// Path of the `meshward` binary, built once per test process, with the `fault-injection`
 /// feature (the `meshward fault` hooks the partition tests use; production builds lack it).
@@ -145,6 +147,17 @@ impl Drop for Daemon {
 /// Runs a `meshward` command on `data` and returns its whole output, success or not.
 pub fn run_cli(data: &Path, args: &[&str]) -> anyhow::Result<std::process::Output> {
     Command::new(meshward_bin())
+        .arg("--data")
+        .arg(data)
+        .args(args)
+        .output()
+        .context("running meshward")
+}
+
+/// Like [`run_cli`], in the working directory `cwd` (for relative paths in `args`).
+pub fn run_cli_in(cwd: &Path, data: &Path, args: &[&str]) -> anyhow::Result<std::process::Output> {
+    Command::new(meshward_bin())
+        .current_dir(cwd)
         .arg("--data")
         .arg(data)
         .args(args)
@@ -378,4 +391,76 @@ pub fn fill(path: &Path) {
             }
         }
     }
+}
+
+/// A TLS client identity: the CA the server must chain to, a certificate and its key (DER).
+#[derive(Clone, Debug)]
+pub struct ClientIdentity {
+    /// The CA certificate the server's must chain to.
+    pub ca: Vec<u8>,
+    /// The client certificate.
+    pub cert: Vec<u8>,
+    /// Its private key (PKCS#8).
+    pub key: Vec<u8>,
+}
+
+impl ClientIdentity {
+    /// The files `meshward user cert USER --out DIR` wrote (`ca.crt`, `USER.crt`, `USER.key`).
+    ///
+    /// # Panics
+    /// If a file is missing or not PEM: the test cannot go on.
+    pub fn load(dir: &Path, user: &str) -> ClientIdentity {
+        let der = |name: String| {
+            CertificateDer::from_pem_file(dir.join(name))
+                .expect("PEM certificate")
+                .to_vec()
+        };
+        let key = PrivateKeyDer::from_pem_file(dir.join(format!("{user}.key"))).expect("PEM key");
+        ClientIdentity {
+            ca: der("ca.crt".into()),
+            cert: der(format!("{user}.crt")),
+            key: key.secret_der().to_vec(),
+        }
+    }
+
+    /// A TLS 1.3 client configuration that trusts only its CA, presents its certificate and
+    /// offers `alpn` (none: no ALPN).
+    pub fn rustls(&self, alpn: Option<&[u8]>) -> anyhow::Result<rustls::ClientConfig> {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(CertificateDer::from(self.ca.clone()))?;
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(
+                vec![CertificateDer::from(self.cert.clone())],
+                PrivateKeyDer::try_from(self.key.clone()).map_err(anyhow::Error::msg)?,
+            )?;
+        config.alpn_protocols = alpn.map(|a| vec![a.to_vec()]).unwrap_or_default();
+        Ok(config)
+    }
+}
+
+/// Makes the `init`ed node of `data` trust a test licence issuer (an ed25519 key from `seed`,
+/// written to `DATA/meshward.toml`) and installs a licence it signed for `max_nodes` nodes
+/// (the licence file is written next to `data`).
+pub fn install_licence(data: &Path, seed: [u8; 32], max_nodes: u32) -> anyhow::Result<()> {
+    let issuer = ed25519_dalek::SigningKey::from_bytes(&seed);
+    let issuer_hex = hex::encode(issuer.verifying_key().to_bytes());
+    std::fs::write(
+        data.join("meshward.toml"),
+        format!("licence-issuer = \"{issuer_hex}\"\n"),
+    )?;
+    let terms = meshward_node::licence::LicenceTerms {
+        customer: "acme".into(),
+        max_nodes,
+        expires_at_ms: 4_000_000_000_000,
+    };
+    let licence = data.with_extension("licence.json");
+    std::fs::write(&licence, terms.sign(&issuer).to_file())?;
+    cli(
+        data,
+        &["licence", "install", licence.to_str().context("path")?],
+    )?;
+    Ok(())
 }

@@ -15,7 +15,8 @@ use meshward_node::mek::{MEK_FILE, Mek};
 use meshward_node::roster::MasteredBundle;
 use meshward_node::store::Store;
 use meshward_tests::{
-    Daemon, Mount, append, cli, cli_fails, cluster, fill, meshward_bin, run_cli, wait_for,
+    Daemon, Mount, append, cli, cli_fails, cluster, fill, free_port_pair, meshward_bin, run_cli,
+    run_cli_in, wait_for,
 };
 
 fn meshward(data: &Path, args: &[&str]) -> Output {
@@ -202,8 +203,17 @@ fn a_backup_taken_while_the_daemon_writes_restores_and_bad_archives_are_refused(
             }
         })
     };
-    let err = fails(&node, &["backup", "--out", "relative.backup"]);
-    assert!(err.contains("absolute"), "{err}");
+    // A relative --out is the caller's, though the daemon writes the file.
+    let out = run_cli_in(dir.path(), &node, &["backup", "--out", "relative.backup"]).unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(dir.path().join("relative.backup").is_file());
+    // A link at --out is neither followed nor replaced.
+    let elsewhere = dir.path().join("elsewhere");
+    let link = dir.path().join("link.backup");
+    std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
+    let err = fails(&node, &["backup", "--out", link.to_str().unwrap()]);
+    assert!(err.contains("link"), "{err}");
+    assert!(!elsewhere.exists());
     ok(&node, &["backup", "--out", archive.to_str().unwrap()]);
     writer.join().unwrap();
     drop(daemon);
@@ -382,20 +392,39 @@ fn a_full_disk_refuses_writes_clearly_and_corrupts_nothing() {
 }
 
 #[test]
-fn a_member_without_its_mek_runs_sealed_until_unsealed() {
+fn a_member_without_its_mek_runs_sealed_until_unsealed_with_the_clusters_key() {
     let dir = tempfile::tempdir().unwrap();
     let node = dir.path().join("node");
-    cluster_led_by(dir.path(), &node, &[]);
+    let addr = format!("127.0.0.1:{}", free_port_pair().unwrap());
+    ok(&node, &["init", "--address", &addr, "--listen", &addr]);
+    // The operator moved the MEK to a vault: the node is sealed.
     let vault = dir.path().join("vault.key");
-    write_mek(&vault);
-    let mut child = Command::new(meshward_bin())
-        .arg("--data")
-        .arg(&node)
-        .args(["run", "--listen", "127.0.0.1:0"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    std::fs::rename(node.join(MEK_FILE), &vault).unwrap();
+    let wrong = dir.path().join("wrong.key");
+    write_mek(&wrong);
+    // Without a daemon: a well-formed key that is not the cluster's is refused, nothing written.
+    let err = fails(&node, &["unseal", "--mek", wrong.to_str().unwrap()]);
+    assert!(err.contains("not this cluster's MEK"), "{err}");
+    assert!(!node.join(MEK_FILE).exists());
+
+    /// Our own child, killed by its handle (its pid) and reaped when the test ends.
+    struct Child(std::process::Child);
+    impl Drop for Child {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _child = Child(
+        Command::new(meshward_bin())
+            .arg("--data")
+            .arg(&node)
+            .args(["run", "--listen", "127.0.0.1:0"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let socket = node.join("meshward.sock");
     meshward_tests::wait_for(std::time::Duration::from_secs(30), || Ok(socket.exists())).unwrap();
 
@@ -409,15 +438,21 @@ fn a_member_without_its_mek_runs_sealed_until_unsealed() {
         ],
     );
     assert!(err.contains("sealed"), "{err}");
-    let err = fails(&node, &["unseal", "--mek", "vault.key"]);
-    assert!(err.contains("absolute"), "{err}");
     let garbage = dir.path().join("garbage.key");
     std::fs::write(&garbage, "not a key\n").unwrap();
     let err = fails(&node, &["unseal", "--mek", garbage.to_str().unwrap()]);
     assert!(err.contains("not a meshward MEK"), "{err}");
+    // The sealed daemon refuses a wrong key too, and stays sealed.
+    let err = fails(&node, &["unseal", "--mek", wrong.to_str().unwrap()]);
+    assert!(err.contains("not this cluster's MEK"), "{err}");
     assert!(!node.join(MEK_FILE).exists());
+    let status: serde_json::Value =
+        serde_json::from_str(&ok(&node, &["status", "--json"])).unwrap();
+    assert_eq!(status["sealed"], true, "{status}");
 
-    ok(&node, &["unseal", "--mek", vault.to_str().unwrap()]);
+    // A relative --mek is the caller's.
+    let out = run_cli_in(dir.path(), &node, &["unseal", "--mek", "vault.key"]).unwrap();
+    assert!(out.status.success(), "{out:?}");
     assert_eq!(
         std::fs::read(node.join(MEK_FILE)).unwrap(),
         std::fs::read(&vault).unwrap()
@@ -436,8 +471,6 @@ fn a_member_without_its_mek_runs_sealed_until_unsealed() {
     );
     let err = fails(&node, &["unseal", "--mek", vault.to_str().unwrap()]);
     assert!(err.contains("not sealed"), "{err}");
-    child.kill().unwrap(); // our own child, by its handle
-    child.wait().unwrap();
 }
 
 // A full disk under a running node: it must refuse writes with a clear error, keep answering,

@@ -217,3 +217,66 @@ fn a_corrupt_store_file_is_refused_and_left_as_it_was() {
     }
     assert_eq!(digest(&store), before);
 }
+
+#[test]
+fn commands_that_only_read_open_the_store_read_only_and_share_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    ok(
+        data,
+        &[
+            "event", "append", "--kind", "login", "--user", "alice", "--target", "db-01",
+        ],
+    );
+    ok(
+        data,
+        &[
+            "audit", "record", "--actor", "a", "--action", "b", "--target", "c",
+        ],
+    );
+    ok(data, &["local", "set", "fingerprint-enforcement", "warn"]);
+    let file = data.join("meshward.redb");
+    let before = digest(&file);
+    let shown = state(data);
+    for args in [
+        &["audit", "verify"][..],
+        &["local", "get", "fingerprint-enforcement"],
+        &["config", "list"],
+        &["user", "list"],
+        &["password", "list"],
+    ] {
+        ok(data, args);
+    }
+    assert_eq!(
+        digest(&file),
+        before,
+        "a command that only reads changed the store file"
+    );
+    // Another process holding the store read-only (here, redb in this test) does not stop
+    // them.
+    let held = redb::ReadOnlyDatabase::open(&file).unwrap();
+    assert_eq!(state(data), shown);
+    ok(data, &["audit", "verify"]);
+    // A write still needs the store to itself, and says so.
+    let out = meshward(data, &["local", "set", "fingerprint-enforcement", "block"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("in use"), "{err}");
+    drop(held);
+    ok(data, &["local", "set", "fingerprint-enforcement", "block"]);
+}
+
+#[test]
+fn a_data_directory_open_to_others_is_tightened_to_0700_and_said_so() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("node");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = meshward(&data, &["local", "set", "fingerprint-enforcement", "warn"]);
+    assert!(out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("0755") && err.contains("0700"), "{err}");
+    let mode = std::fs::metadata(&data).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o700);
+}

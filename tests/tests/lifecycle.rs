@@ -344,3 +344,125 @@ fn two_joiners_racing_for_one_bundle_exactly_one_succeeds() {
         1
     );
 }
+
+/// Members of the leader's verified roster, read through its daemon.
+fn roster_size(leader: &Daemon) -> u64 {
+    leader.status().expect("status")["mastered"]["members"]
+        .as_u64()
+        .expect("a cluster")
+}
+
+#[test]
+fn a_bundle_naming_another_cluster_is_refused_before_the_leader_commits_anything() {
+    use meshward_node::join::JoiningBundle;
+    let _serial = serial();
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let leader = leader(root, 3);
+    let mek = leader.data.join("mek");
+    let d = leader.start();
+    let file = bundle(&leader, root, "b", "24h");
+    let original = JoiningBundle::decode(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(roster_size(&d), 1);
+    let mut other_cluster = original.clone();
+    other_cluster.cluster[0] ^= 1;
+    let mut other_genesis = original.clone();
+    other_genesis.genesis_leader[0] ^= 1;
+    // A CA certificate with its signature altered still pins the same key for TLS, but is not
+    // the certificate of the cluster's mastered chain.
+    let mut other_ca = original.clone();
+    *other_ca.ca_cert.last_mut().unwrap() ^= 1;
+    for (name, altered, field) in [
+        ("cluster", other_cluster, "cluster id"),
+        ("genesis", other_genesis, "genesis leader key"),
+        ("ca", other_ca, "cluster CA certificate"),
+    ] {
+        let path = root.join(format!("altered-{name}"));
+        std::fs::write(&path, altered.encode()).unwrap();
+        let joiner = Node::new(root, &format!("joiner-{name}"));
+        let err = cli_fails(&joiner.data, &join_args(&joiner, &path, &mek)).unwrap();
+        // No ghost member: the roster did not grow, and the bundle was not burnt.
+        assert_eq!(roster_size(&d), 1, "{name}: {err}");
+        assert!(err.contains(field), "{name}: {err}");
+        assert!(!joiner.data.join("mek").exists(), "{name}");
+    }
+    let joiner = Node::new(root, "joiner");
+    let out = cli(&joiner.data, &join_args(&joiner, &file, &mek)).unwrap();
+    assert!(out.contains("joined cluster"), "{out}");
+    assert_eq!(roster_size(&d), 2);
+}
+
+/// Runs `meshward --data DATA ARGS` in the working directory `cwd`; must succeed.
+fn cli_in(cwd: &Path, data: &str, args: &[&str]) -> String {
+    let out = meshward_tests::run_cli_in(cwd, Path::new(data), args).expect("run meshward");
+    assert!(
+        out.status.success(),
+        "meshward {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+#[test]
+fn relative_paths_are_the_callers_with_a_daemon_running_and_links_are_never_followed() {
+    let _serial = serial();
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let node = Node::new(root, "leader");
+    std::fs::create_dir_all(&node.data).unwrap();
+    std::fs::write(
+        node.data.join("meshward.toml"),
+        format!(
+            "licence-issuer = \"{}\"\n",
+            hex(&issuer().verifying_key().to_bytes())
+        ),
+    )
+    .unwrap();
+    cli(
+        &node.data,
+        &["init", "--address", &node.addr, "--listen", &node.addr],
+    )
+    .unwrap();
+    cli(&node.data, &["user", "create", "alice"]).unwrap();
+    cli(&node.data, &["user", "create", "bob"]).unwrap();
+
+    // Links planted in the --out directory are refused, not followed; nothing is written.
+    let certs = root.join("planted");
+    std::fs::create_dir(&certs).unwrap();
+    let elsewhere = root.join("elsewhere");
+    std::fs::write(&elsewhere, b"precious").unwrap();
+    std::os::unix::fs::symlink(&elsewhere, certs.join("ca.crt")).unwrap();
+    let through = root.join("created-through-a-link");
+    std::os::unix::fs::symlink(&through, certs.join("alice.crt")).unwrap();
+    let err = cli_fails(&node.data, &["user", "cert", "alice", "--out", p(&certs)]).unwrap();
+    assert!(err.contains("link"), "{err}");
+    assert_eq!(std::fs::read(&elsewhere).unwrap(), b"precious");
+    assert!(!through.exists());
+    assert!(!certs.join("alice.key").exists());
+    std::fs::remove_file(certs.join("ca.crt")).unwrap();
+    let err = cli_fails(&node.data, &["user", "cert", "alice", "--out", p(&certs)]).unwrap();
+    assert!(err.contains("alice.crt") && err.contains("link"), "{err}");
+    assert!(!through.exists() && !certs.join("alice.key").exists());
+
+    // With a daemon running, commands given relative paths (and a relative --data) mean the
+    // caller's directory, though the daemon reads and writes the files.
+    licence_file(root, 3);
+    let _d = node.start();
+    cli_in(root, "leader", &["licence", "install", "licence-3.json"]);
+    cli_in(root, "leader", &["bundle", "create", "--out", "bundle-rel"]);
+    assert_eq!(mode(&root.join("bundle-rel")), 0o600);
+    for user in ["alice", "bob"] {
+        cli_in(root, "leader", &["user", "cert", user, "--out", "./certs"]);
+        assert_eq!(mode(&root.join("certs").join(format!("{user}.key"))), 0o600);
+    }
+    assert!(root.join("certs/ca.crt").is_file());
+    // The HA log is the daemon's, private.
+    let out = meshward_tests::run_cli_in(
+        root,
+        Path::new("leader"),
+        &["ha", "demote", "--to", "nobody"],
+    )
+    .unwrap();
+    assert!(!out.status.success());
+    assert_eq!(mode(&node.data.join("ha-commands.log")), 0o600);
+}

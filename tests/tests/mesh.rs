@@ -234,7 +234,7 @@ fn a_peer_outside_the_roster_is_refused_and_the_node_keeps_serving() {
 }
 
 #[test]
-fn garbage_oversize_messages_and_rows_of_another_writer_are_refused_and_counted_and_the_peers_keep_serving()
+fn garbage_oversize_foreign_and_made_up_writers_rows_and_forged_adverts_are_refused_and_counted_and_the_peers_keep_serving()
  {
     let _serial = serial();
     let root = tempfile::tempdir().unwrap();
@@ -282,17 +282,22 @@ fn garbage_oversize_messages_and_rows_of_another_writer_are_refused_and_counted_
     })
     .expect("both peers refused and counted the oversize gossip, requests and answers");
 
-    cli(
-        &daemons[0].data,
-        &["fault", "misbehave", "--kind", "foreign"],
-    )
-    .unwrap();
-    wait_for(CONVERGE, || {
-        Ok(daemons[1..]
-            .iter()
-            .all(|d| counter(d, "core", "pushes_rejected") >= 1))
-    })
-    .expect("both peers refused and counted the foreign rows");
+    // Each kind, and the core counter both peers must show for it.
+    for (kind, field, what) in [
+        // Another writer's rows re-signed as its own.
+        ("foreign", "pushes_rejected", "the foreign rows"),
+        // Rows under a made-up writer (a fresh key outside the roster, signing its own
+        // rows): refused as of a writer not in the roster, not stored, the sender not blamed.
+        ("phantom", "unknown_writer", "the made-up writer's rows"),
+        // Adverts "from" each peer, signed by the misbehaving node.
+        ("advert", "forged_gossip", "the forged adverts"),
+    ] {
+        cli(&daemons[0].data, &["fault", "misbehave", "--kind", kind]).unwrap();
+        wait_for(CONVERGE, || {
+            Ok(daemons[1..].iter().all(|d| counter(d, "core", field) >= 1))
+        })
+        .unwrap_or_else(|e| panic!("both peers refused and counted {what}: {e:#}"));
+    }
 
     // They keep serving and replicating, also with the misbehaving node, and hold no row
     // under its name that it did not write.
@@ -303,7 +308,7 @@ fn garbage_oversize_messages_and_rows_of_another_writer_are_refused_and_counted_
         assert_eq!(
             d.status().unwrap()["segments"].as_u64(),
             Some(3),
-            "no forged segment stored"
+            "no forged or made-up writer's segment stored"
         );
     }
 }

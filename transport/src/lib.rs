@@ -62,6 +62,7 @@ mod config;
 mod delay;
 mod metrics;
 pub mod setup;
+pub mod slots;
 mod swarm;
 
 use std::collections::BTreeSet;

@@ -15,9 +15,28 @@
 //!   ends. Frames are bounded ([`MAX_REQUEST_FRAME`], [`MAX_RESPONSE_FRAME`]); an oversize
 //!   length is refused before anything is allocated, and undecodable bytes get
 //!   [`Response::Refused`].
-//! - **Limits.** At most [`MAX_CONNECTIONS`] connections at once (more are refused and
-//!   counted), streams of one connection are served one at a time, every handshake and request
-//!   has a timeout, idle connections close after [`IDLE_TIMEOUT`].
+//! - **Address validation.** A client whose address QUIC has not validated yet gets a
+//!   stateless Retry and nothing else, so a spoofed source address takes no slot and no
+//!   handshake work.
+//! - **Slots per source.** A validated connection takes a slot ([`crate::slots`]) before its
+//!   handshake and keeps it until it ends: at most [`SOURCE_CONNECTIONS`] for one source (an
+//!   IPv4 address, an IPv6 /64) and [`MAX_CONNECTIONS`] in all. One over either is refused at
+//!   once (QUIC `CONNECTION_REFUSED`) and counted; nothing waits for a slot.
+//! - **Deadlines.** The handshake must finish within [`HANDSHAKE_TIMEOUT`], each request and
+//!   its answer within [`REQUEST_TIMEOUT`]; connections with no traffic close after
+//!   [`IDLE_TIMEOUT`]. Streams of one connection are served one at a time.
+//! - **Gate.** Once the handshake is done, the node's [`Gate`] decides whether the client's
+//!   certificate may hold a connection at all (the node lets only the current, unused,
+//!   unexpired joining bundle's certificate through, and no revoked one): any other is closed
+//!   at once with [`CLOSE_REFUSED`] and the gate's reason, and counted. So a used or
+//!   superseded bundle, or an admin or node certificate of the same CA, holds nothing past
+//!   its handshake.
+//! - **Closing.** A [`Response::Refused`] or [`Response::Joined`] ends the connection: the
+//!   server gives the client a moment to read it and close ([`CLOSE_GRACE`], or
+//!   [`REQUEST_TIMEOUT`] for the joined answer), then closes it, a refusal with
+//!   [`CLOSE_REFUSED`] and its reason, so the client learns it even if it did not read the
+//!   answer. [`SetupClient`] closes its connection when dropped, and reports a close with a
+//!   reason, or a refused connection, as [`SetupError::Refused`].
 //! - **Hand-off.** Decoded requests go to the node through a bounded channel
 //!   ([`REQUEST_QUEUE`]); when it is full the client is told the node is busy (counted). The
 //!   node answers through the [`Incoming::reply`] oneshot.
@@ -35,8 +54,10 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::server::WebPkiClientVerifier;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
+
+use crate::slots::{SlotRefused, Slots};
 
 /// ALPN protocol id of the setup endpoint.
 pub const ALPN: &[u8] = b"meshward-setup/1";
@@ -44,20 +65,57 @@ pub const ALPN: &[u8] = b"meshward-setup/1";
 pub const MAX_REQUEST_FRAME: usize = 64 * 1024;
 /// Largest response frame (a join answer carries the whole mastered chain).
 pub const MAX_RESPONSE_FRAME: usize = 16 * 1024 * 1024;
-/// Connections served at once; more are refused.
-pub const MAX_CONNECTIONS: usize = 32;
+/// Connections held at once, handshakes included; more are refused. A pending handshake costs
+/// a task and a few KiB, so this is generous: joins are rare and one at a time.
+pub const MAX_CONNECTIONS: usize = 64;
+/// Connections one source (an IPv4 address, an IPv6 /64) may hold at once; more are refused.
+/// A joiner needs one; a few more let two joiners behind one NAT race for a bundle.
+pub const SOURCE_CONNECTIONS: usize = 4;
 /// Requests waiting for the node.
 pub const REQUEST_QUEUE: usize = 16;
-/// How long a TLS handshake, or one request and its answer, may take.
+/// How long the QUIC and TLS handshake may take once the client's address is validated: a few
+/// round trips, with room for lost packets on a slow WAN link.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one request and its answer may take (the leader's answer to a join writes to its
+/// store), and how long a client waits for the handshake.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections with no traffic for this long are closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(15);
+/// After a refusal, how long the server waits for the client to take the answer and close
+/// before it closes the connection itself.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// QUIC application close code: the exchange is over.
+pub const CLOSE_DONE: u32 = 0;
+/// QUIC application close code: refused; the close reason says why.
+pub const CLOSE_REFUSED: u32 = 1;
+/// Longest close reason sent (a QUIC close must fit in one packet).
+const MAX_CLOSE_REASON: usize = 512;
 
-/// A request to a node's setup endpoint.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// Decides, once the TLS handshake is done, whether a client certificate may hold a connection
+/// to the setup endpoint. It runs on the endpoint's tasks, not the node's actor, so it must be
+/// quick (no I/O).
+pub trait Gate: Send + Sync + 'static {
+    /// `Ok`: the connection goes on. `Err(reason)`: it is closed at once with
+    /// [`CLOSE_REFUSED`] and `reason` (meant for the operator: say what to do). `cert` is the
+    /// client's certificate (DER), already verified to chain to the cluster CA.
+    fn admit(&self, cert: &[u8]) -> Result<(), String>;
+}
+
+impl<F> Gate for F
+where
+    F: Fn(&[u8]) -> Result<(), String> + Send + Sync + 'static,
+{
+    fn admit(&self, cert: &[u8]) -> Result<(), String> {
+        self(cert)
+    }
+}
+
+/// A request to a node's setup endpoint. `Debug` never shows a challenge answer.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
-    /// A joiner (connected with the bundle's client certificate) introduces itself and asks for
-    /// a MEK challenge.
+    /// A joiner of an older meshward introduces itself. It does not say which cluster its
+    /// bundle is for, so a leader refuses it (asking for an upgrade): use
+    /// [`Request::JoinHelloV2`].
     JoinHello {
         /// The joiner's ed25519 node key (its mesh identity).
         node_key: [u8; 32],
@@ -73,12 +131,62 @@ pub enum Request {
         /// ed25519 signature by the node key over the join transcript (proof of possession).
         signature: Vec<u8>,
     },
+    /// A joiner (connected with the bundle's client certificate) introduces itself, says which
+    /// cluster its bundle is for, and asks for a MEK challenge. The leader refuses a bundle of
+    /// another cluster (an altered one) here, before it commits anything.
+    JoinHelloV2 {
+        /// The joiner's ed25519 node key (its mesh identity).
+        node_key: [u8; 32],
+        /// The joiner's node address (FQDN or IP, optionally with the mesh port).
+        address: String,
+        /// The raw public key (uncompressed P-256 point) its node certificate should carry.
+        tls_key: Vec<u8>,
+        /// The cluster id the bundle names.
+        cluster: [u8; 16],
+        /// The genesis leader key the bundle names.
+        genesis_leader: [u8; 32],
+        /// SHA-256 of the cluster CA certificate (DER) the bundle pins.
+        ca_cert: [u8; 32],
+    },
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Request::JoinHello {
+                node_key, address, ..
+            } => f
+                .debug_struct("JoinHello")
+                .field("node_key", &hex(node_key))
+                .field("address", address)
+                .finish_non_exhaustive(),
+            // The answer proves the MEK for one nonce: never shown.
+            Request::JoinAnswer { .. } => f.debug_struct("JoinAnswer").finish_non_exhaustive(),
+            Request::JoinHelloV2 {
+                node_key,
+                address,
+                cluster,
+                ..
+            } => f
+                .debug_struct("JoinHelloV2")
+                .field("node_key", &hex(node_key))
+                .field("address", address)
+                .field("cluster", &hex(cluster))
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
+/// Lowercase hex, for `Debug`.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A setup endpoint's answer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
     /// A fresh nonce to answer with the MEK; good for this connection and one answer only.
+    /// Sent by older leaders; a joiner now expects [`Response::ChallengeV2`].
     Challenge {
         /// The nonce.
         nonce: [u8; 32],
@@ -98,6 +206,18 @@ pub enum Response {
     Refused {
         /// Why, and what to do.
         reason: String,
+    },
+    /// The answer to [`Request::JoinHelloV2`]: a fresh nonce (as [`Response::Challenge`]) and
+    /// the leader's own cluster, which the joiner compares with its bundle before it answers.
+    ChallengeV2 {
+        /// The nonce.
+        nonce: [u8; 32],
+        /// The leader's cluster id.
+        cluster: [u8; 16],
+        /// The leader's genesis leader key.
+        genesis_leader: [u8; 32],
+        /// SHA-256 of the leader's cluster CA certificate (DER).
+        ca_cert: [u8; 32],
     },
 }
 
@@ -164,6 +284,15 @@ pub enum SetupError {
     /// A frame was oversize or did not decode.
     #[error("malformed setup message: {0}")]
     Frame(String),
+    /// The endpoint refused the connection or closed it with a reason: its gate refused the
+    /// certificate, it refused a request, or it holds as many connections as it allows.
+    #[error("{addr} refused the connection: {reason}")]
+    Refused {
+        /// The peer.
+        addr: SocketAddr,
+        /// Why, as the endpoint said it.
+        reason: String,
+    },
 }
 
 /// Counters of a setup server.
@@ -173,21 +302,33 @@ pub struct SetupMetrics {
     pub connections: u64,
     /// Connections refused because [`MAX_CONNECTIONS`] were open.
     pub refused_full: u64,
-    /// Handshakes that failed (bad or missing client certificate, timeout, ...).
+    /// Connections refused because their source held [`SOURCE_CONNECTIONS`].
+    pub refused_source: u64,
+    /// Handshakes that failed (bad or missing client certificate, ...).
     pub handshakes_failed: u64,
+    /// Handshakes closed because they took longer than [`HANDSHAKE_TIMEOUT`].
+    pub handshake_timeouts: u64,
+    /// Connections closed right after the handshake because the [`Gate`] refused the client's
+    /// certificate (used, superseded or expired bundle, revoked or other certificate).
+    pub refused_certificate: u64,
     /// Requests handed to the node.
     pub requests: u64,
     /// Requests refused because the node's queue was full.
     pub refused_busy: u64,
     /// Frames that were oversize or did not decode.
     pub malformed: u64,
+    /// Connections held now, handshakes included (a gauge).
+    pub open: u64,
 }
 
 #[derive(Debug, Default)]
 struct Counters {
     connections: AtomicU64,
     refused_full: AtomicU64,
+    refused_source: AtomicU64,
     handshakes_failed: AtomicU64,
+    handshake_timeouts: AtomicU64,
+    refused_certificate: AtomicU64,
     requests: AtomicU64,
     refused_busy: AtomicU64,
     malformed: AtomicU64,
@@ -199,14 +340,17 @@ pub struct SetupServer {
     endpoint: quinn::Endpoint,
     local: SocketAddr,
     counters: Arc<Counters>,
+    slots: Arc<Slots>,
 }
 
 impl SetupServer {
-    /// Binds `bind` (UDP) and serves setup requests, handing them to the returned channel.
+    /// Binds `bind` (UDP) and serves setup requests, handing them to the returned channel;
+    /// `gate` decides which client certificates may hold a connection past the handshake.
     /// Must be called inside a tokio runtime.
     pub fn listen(
         bind: SocketAddr,
         identity: &TlsIdentity,
+        gate: Arc<dyn Gate>,
     ) -> Result<(SetupServer, mpsc::Receiver<Incoming>), SetupError> {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let verifier = WebPkiClientVerifier::builder_with_provider(
@@ -235,12 +379,19 @@ impl SetupServer {
             .map_err(|source| SetupError::Bind { addr: bind, source })?;
         let (tx, rx) = mpsc::channel(REQUEST_QUEUE);
         let counters = Arc::new(Counters::default());
-        tokio::spawn(accept(endpoint.clone(), tx, counters.clone()));
+        let slots = Slots::new(MAX_CONNECTIONS, SOURCE_CONNECTIONS);
+        let server = Server {
+            tx,
+            counters: counters.clone(),
+            gate,
+        };
+        tokio::spawn(accept(endpoint.clone(), Arc::new(server), slots.clone()));
         Ok((
             SetupServer {
                 endpoint,
                 local,
                 counters,
+                slots,
             },
             rx,
         ))
@@ -258,10 +409,14 @@ impl SetupServer {
         SetupMetrics {
             connections: get(&c.connections),
             refused_full: get(&c.refused_full),
+            refused_source: get(&c.refused_source),
             handshakes_failed: get(&c.handshakes_failed),
+            handshake_timeouts: get(&c.handshake_timeouts),
+            refused_certificate: get(&c.refused_certificate),
             requests: get(&c.requests),
             refused_busy: get(&c.refused_busy),
             malformed: get(&c.malformed),
+            open: self.slots.taken() as u64,
         }
     }
 }
@@ -289,6 +444,22 @@ impl SetupClient {
         server_name: &str,
         identity: &TlsIdentity,
     ) -> Result<SetupClient, SetupError> {
+        let bind: SocketAddr = if addr.is_ipv4() {
+            (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+        } else {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        SetupClient::connect_from(bind, addr, server_name, identity).await
+    }
+
+    /// Like [`SetupClient::connect`], from the local address `bind` (port 0: any).
+    /// Cancel-safe.
+    pub async fn connect_from(
+        bind: SocketAddr,
+        addr: SocketAddr,
+        server_name: &str,
+        identity: &TlsIdentity,
+    ) -> Result<SetupClient, SetupError> {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let mut config = rustls::ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])
@@ -303,26 +474,23 @@ impl SetupClient {
         let crypto = QuicClientConfig::try_from(config).map_err(tls)?;
         let mut client = quinn::ClientConfig::new(Arc::new(crypto));
         client.transport_config(transport_config());
-        let bind: SocketAddr = if addr.is_ipv4() {
-            (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
-        } else {
-            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-        };
         let mut endpoint = quinn::Endpoint::client(bind)
             .map_err(|source| SetupError::Bind { addr: bind, source })?;
         endpoint.set_default_client_config(client);
-        let broke = |e: &dyn std::fmt::Display| SetupError::Connection {
-            addr,
-            reason: e.to_string(),
-        };
-        let connecting = endpoint.connect(addr, server_name).map_err(|e| broke(&e))?;
+        let connecting =
+            endpoint
+                .connect(addr, server_name)
+                .map_err(|e| SetupError::Connection {
+                    addr,
+                    reason: e.to_string(),
+                })?;
         let connection = tokio::time::timeout(REQUEST_TIMEOUT, connecting)
             .await
             .map_err(|_| SetupError::Timeout {
                 addr,
                 after: REQUEST_TIMEOUT,
             })?
-            .map_err(|e| broke(&e))?;
+            .map_err(|e| closed(addr, &e))?;
         Ok(SetupClient {
             endpoint,
             connection,
@@ -331,7 +499,9 @@ impl SetupClient {
     }
 
     /// Sends one request on a new stream and waits (at most [`REQUEST_TIMEOUT`]) for its
-    /// answer. Not cancel-safe: a dropped call leaves the server's answer unread.
+    /// answer. Not cancel-safe: a dropped call leaves the server's answer unread. When the
+    /// server closed the connection with a reason (it refused the certificate or an earlier
+    /// request), the error is [`SetupError::Refused`] with that reason.
     pub async fn request(&self, request: &Request) -> Result<Response, SetupError> {
         let addr = self.addr;
         let exchange = async {
@@ -349,21 +519,59 @@ impl SetupClient {
             let reply = read_frame(&mut recv, MAX_RESPONSE_FRAME).await?;
             postcard::from_bytes(&reply).map_err(|e| SetupError::Frame(e.to_string()))
         };
-        tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+        let result = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
             .await
             .map_err(|_| SetupError::Timeout {
                 addr,
                 after: REQUEST_TIMEOUT,
-            })?
+            })?;
+        match (result, self.connection.close_reason()) {
+            (Err(_), Some(e)) => Err(closed(addr, &e)),
+            (result, _) => result,
+        }
     }
 
     /// Closes the connection and waits briefly for the close to reach the server.
     pub async fn close(self) {
-        self.connection.close(0u32.into(), b"done");
+        self.connection.close(CLOSE_DONE.into(), b"done");
         let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
     }
 }
 
+impl Drop for SetupClient {
+    /// Closes the connection (without waiting), so that no path leaves it open on the server
+    /// until its idle timeout; [`SetupClient::close`] also waits for the close to be sent.
+    fn drop(&mut self) {
+        self.connection.close(CLOSE_DONE.into(), b"done");
+    }
+}
+
+/// A connection error as the client reports it: a close with a reason, or a refused
+/// connection, is [`SetupError::Refused`].
+fn closed(addr: SocketAddr, error: &quinn::ConnectionError) -> SetupError {
+    match error {
+        quinn::ConnectionError::ApplicationClosed(close) if !close.reason.is_empty() => {
+            SetupError::Refused {
+                addr,
+                reason: String::from_utf8_lossy(&close.reason).into_owned(),
+            }
+        }
+        quinn::ConnectionError::ConnectionClosed(close)
+            if close.error_code == quinn::TransportErrorCode::CONNECTION_REFUSED =>
+        {
+            SetupError::Refused {
+                addr,
+                reason: "it holds as many connections as it allows, from this address or in \
+                         all; try again in a few seconds"
+                    .into(),
+            }
+        }
+        other => SetupError::Connection {
+            addr,
+            reason: other.to_string(),
+        },
+    }
+}
 fn tls(e: impl std::fmt::Display) -> SetupError {
     SetupError::Tls(e.to_string())
 }
@@ -389,20 +597,48 @@ fn transport_config() -> Arc<quinn::TransportConfig> {
     Arc::new(t)
 }
 
-async fn accept(endpoint: quinn::Endpoint, tx: mpsc::Sender<Incoming>, counters: Arc<Counters>) {
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+/// What every connection of a setup server shares.
+struct Server {
+    tx: mpsc::Sender<Incoming>,
+    counters: Arc<Counters>,
+    gate: Arc<dyn Gate>,
+}
+
+/// How a served connection goes on after an answer.
+enum After {
+    /// It may send another request.
+    Next,
+    /// It is over: close it with this code and reason once the client had a moment.
+    End(u32, String, Duration),
+}
+
+async fn accept(endpoint: quinn::Endpoint, server: Arc<Server>, slots: Arc<Slots>) {
     let mut next = 0u64;
     while let Some(incoming) = endpoint.accept().await {
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            counters.refused_full.fetch_add(1, Ordering::Relaxed);
-            incoming.refuse();
+        if !incoming.remote_address_validated() {
+            // A stateless Retry: the client must show it receives at its address before it
+            // costs a slot or a handshake. (If quinn cannot retry, dropping refuses.)
+            let _ = incoming.retry();
             continue;
+        }
+        let slot = match slots.try_acquire(incoming.remote_address().ip()) {
+            Ok(slot) => slot,
+            Err(refused) => {
+                let counter = match refused {
+                    SlotRefused::Full => &server.counters.refused_full,
+                    SlotRefused::SourceFull => &server.counters.refused_source,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                debug!(peer = %incoming.remote_address(), %refused, "setup connection refused");
+                incoming.refuse();
+                continue;
+            }
         };
         next += 1;
-        let (id, tx, counters) = (next, tx.clone(), counters.clone());
+        let (id, server) = (next, server.clone());
         tokio::spawn(async move {
-            let _permit = permit;
-            if let Err(e) = serve_connection(incoming, id, tx, &counters).await {
+            let _slot = slot;
+            if let Err(e) = serve_connection(incoming, id, &server).await {
                 debug!(connection = id, error = %e, "setup connection ended");
             }
         });
@@ -412,86 +648,134 @@ async fn accept(endpoint: quinn::Endpoint, tx: mpsc::Sender<Incoming>, counters:
 async fn serve_connection(
     incoming: quinn::Incoming,
     id: u64,
-    tx: mpsc::Sender<Incoming>,
-    counters: &Counters,
+    server: &Server,
 ) -> Result<(), String> {
-    let handshake = tokio::time::timeout(REQUEST_TIMEOUT, incoming).await;
-    let connection = match handshake {
+    let counters = &server.counters;
+    let connection = match tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => {
             counters.handshakes_failed.fetch_add(1, Ordering::Relaxed);
             return Err(format!("handshake failed: {e}"));
         }
         Err(_) => {
-            counters.handshakes_failed.fetch_add(1, Ordering::Relaxed);
+            counters.handshake_timeouts.fetch_add(1, Ordering::Relaxed);
             return Err("handshake timed out".into());
         }
     };
     counters.connections.fetch_add(1, Ordering::Relaxed);
     // The verifier required a client certificate, so the chain is there.
-    let client_cert: [u8; 32] = connection
+    let cert = connection
         .peer_identity()
         .and_then(|i| i.downcast::<Vec<CertificateDer<'static>>>().ok())
-        .and_then(|chain| chain.first().map(|c| Sha256::digest(c.as_ref()).into()))
-        .ok_or("no client certificate")?;
+        .and_then(|chain| chain.into_iter().next());
+    let admitted = match &cert {
+        None => Err("no client certificate".to_string()),
+        Some(cert) => server.gate.admit(cert.as_ref()),
+    };
+    let (Some(cert), Ok(())) = (cert, admitted.as_ref()) else {
+        let reason = admitted.err().unwrap_or_default();
+        counters.refused_certificate.fetch_add(1, Ordering::Relaxed);
+        close(&connection, CLOSE_REFUSED, &reason);
+        return Err(format!("certificate refused: {reason}"));
+    };
+    let client_cert: [u8; 32] = Sha256::digest(cert.as_ref()).into();
     while let Ok((mut send, mut recv)) = connection.accept_bi().await {
-        let exchange = async {
-            let bytes = match read_frame(&mut recv, MAX_REQUEST_FRAME).await {
-                Ok(b) => b,
-                Err(e) => {
-                    counters.malformed.fetch_add(1, Ordering::Relaxed);
-                    return Err(e.to_string());
-                }
-            };
-            let response = match postcard::from_bytes::<Request>(&bytes) {
-                Err(_) => {
-                    counters.malformed.fetch_add(1, Ordering::Relaxed);
-                    Response::Refused {
-                        reason: "malformed setup request".into(),
-                    }
-                }
-                Ok(request) => {
-                    let (reply, answer) = oneshot::channel();
-                    let incoming = Incoming {
-                        connection: id,
-                        client_cert,
-                        request,
-                        reply,
-                    };
-                    match tx.try_send(incoming) {
-                        Ok(()) => {
-                            counters.requests.fetch_add(1, Ordering::Relaxed);
-                            answer.await.unwrap_or(Response::Refused {
-                                reason: "the node stopped".into(),
-                            })
-                        }
-                        Err(mpsc::error::TrySendError::Full(_)) => {
-                            counters.refused_busy.fetch_add(1, Ordering::Relaxed);
-                            Response::Refused {
-                                reason: "the node is busy; try again in a moment".into(),
-                            }
-                        }
-                        Err(mpsc::error::TrySendError::Closed(_)) => {
-                            return Err("the node stopped".to_string());
-                        }
-                    }
-                }
-            };
-            let bytes = postcard::to_allocvec(&response).map_err(|e| e.to_string())?;
-            write_frame(&mut send, &bytes)
-                .await
-                .map_err(|e| e.to_string())?;
-            send.finish().map_err(|e| e.to_string())
+        let exchange = answer(&mut send, &mut recv, id, client_cert, server);
+        let after = match tokio::time::timeout(REQUEST_TIMEOUT, exchange).await {
+            Ok(Ok(after)) => after,
+            Ok(Err(e)) => {
+                close(&connection, CLOSE_REFUSED, &e);
+                return Err(e);
+            }
+            Err(_) => {
+                close(&connection, CLOSE_REFUSED, "the request timed out");
+                return Err("request timed out".into());
+            }
         };
-        match tokio::time::timeout(REQUEST_TIMEOUT, exchange).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(e),
-            Err(_) => return Err("request timed out".into()),
+        if let After::End(code, reason, grace) = after {
+            // Let the client read the answer and close first; then close it ourselves.
+            let _ = tokio::time::timeout(grace, async {
+                let _ = send.stopped().await;
+                connection.closed().await
+            })
+            .await;
+            close(&connection, code, &reason);
+            return Ok(());
         }
     }
     Ok(())
 }
 
+/// Reads one request, hands it to the node, writes the node's answer; says whether the
+/// connection goes on.
+async fn answer(
+    send: &mut quinn::SendStream,
+    recv: &mut quinn::RecvStream,
+    id: u64,
+    client_cert: [u8; 32],
+    server: &Server,
+) -> Result<After, String> {
+    let counters = &server.counters;
+    let bytes = match read_frame(recv, MAX_REQUEST_FRAME).await {
+        Ok(b) => b,
+        Err(e) => {
+            counters.malformed.fetch_add(1, Ordering::Relaxed);
+            return Err(e.to_string());
+        }
+    };
+    let response = match postcard::from_bytes::<Request>(&bytes) {
+        Err(_) => {
+            counters.malformed.fetch_add(1, Ordering::Relaxed);
+            Response::Refused {
+                reason: "malformed setup request".into(),
+            }
+        }
+        Ok(request) => {
+            let (reply, answer) = oneshot::channel();
+            let incoming = Incoming {
+                connection: id,
+                client_cert,
+                request,
+                reply,
+            };
+            match server.tx.try_send(incoming) {
+                Ok(()) => {
+                    counters.requests.fetch_add(1, Ordering::Relaxed);
+                    answer.await.unwrap_or(Response::Refused {
+                        reason: "the node stopped".into(),
+                    })
+                }
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    counters.refused_busy.fetch_add(1, Ordering::Relaxed);
+                    Response::Refused {
+                        reason: "the node is busy; try again in a moment".into(),
+                    }
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    return Err("the node stopped".to_string());
+                }
+            }
+        }
+    };
+    let bytes = postcard::to_allocvec(&response).map_err(|e| e.to_string())?;
+    write_frame(send, &bytes).await.map_err(|e| e.to_string())?;
+    send.finish().map_err(|e| e.to_string())?;
+    Ok(match response {
+        Response::Challenge { .. } | Response::ChallengeV2 { .. } => After::Next,
+        Response::Refused { reason } => After::End(CLOSE_REFUSED, reason, CLOSE_GRACE),
+        Response::Joined { .. } => After::End(CLOSE_DONE, "done".into(), REQUEST_TIMEOUT),
+    })
+}
+
+/// Closes `connection` with `code` and `reason` (cut to [`MAX_CLOSE_REASON`] bytes, on a
+/// character boundary).
+fn close(connection: &quinn::Connection, code: u32, reason: &str) {
+    let mut end = reason.len().min(MAX_CLOSE_REASON);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    connection.close(code.into(), &reason.as_bytes()[..end]);
+}
 async fn write_frame(send: &mut quinn::SendStream, bytes: &[u8]) -> Result<(), quinn::WriteError> {
     let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
     send.write_all(&len.to_be_bytes()).await?;
@@ -517,151 +801,4 @@ async fn read_frame(recv: &mut quinn::RecvStream, max: usize) -> Result<Vec<u8>,
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    struct Pki {
-        ca: rcgen::Certificate,
-        ca_key: rcgen::KeyPair,
-    }
-
-    impl Pki {
-        fn new(name: &str) -> Pki {
-            let ca_key = rcgen::KeyPair::generate().unwrap();
-            let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-            params
-                .distinguished_name
-                .push(rcgen::DnType::CommonName, name);
-            params.key_usages = vec![
-                rcgen::KeyUsagePurpose::KeyCertSign,
-                rcgen::KeyUsagePurpose::DigitalSignature,
-            ];
-            let ca = params.self_signed(&ca_key).unwrap();
-            Pki { ca, ca_key }
-        }
-
-        fn issue(&self, san: &str) -> TlsIdentity {
-            let key = rcgen::KeyPair::generate().unwrap();
-            let params = rcgen::CertificateParams::new(vec![san.to_string()]).unwrap();
-            let cert = params.signed_by(&key, &self.ca, &self.ca_key).unwrap();
-            TlsIdentity {
-                cert: cert.der().to_vec(),
-                key: key.serialize_der(),
-                ca: self.ca.der().to_vec(),
-            }
-        }
-    }
-
-    async fn echo_server(pki: &Pki) -> SetupServer {
-        let (server, mut rx) =
-            SetupServer::listen("127.0.0.1:0".parse().unwrap(), &pki.issue("127.0.0.1")).unwrap();
-        tokio::spawn(async move {
-            while let Some(incoming) = rx.recv().await {
-                let _ = incoming.reply.send(Response::Refused {
-                    reason: format!("seen {}", incoming.connection),
-                });
-            }
-        });
-        server
-    }
-
-    #[tokio::test]
-    async fn a_client_of_the_cluster_ca_gets_answers() {
-        let pki = Pki::new("cluster");
-        let server = echo_server(&pki).await;
-        let client = SetupClient::connect(server.local_addr(), "127.0.0.1", &pki.issue("joiner"))
-            .await
-            .unwrap();
-        let hello = Request::JoinAnswer {
-            answer: [1; 32],
-            signature: vec![2; 64],
-        };
-        for _ in 0..2 {
-            let reply = client.request(&hello).await.unwrap();
-            assert_eq!(
-                reply,
-                Response::Refused {
-                    reason: "seen 1".into()
-                }
-            );
-        }
-        client.close().await;
-        assert_eq!(server.metrics().requests, 2);
-    }
-
-    #[tokio::test]
-    async fn a_client_certificate_of_another_ca_is_refused_at_the_handshake() {
-        let pki = Pki::new("cluster");
-        let server = echo_server(&pki).await;
-        let mut stranger = Pki::new("other").issue("joiner");
-        stranger.ca = pki.ca.der().to_vec(); // trusts the server, but its cert is foreign
-        let result = match SetupClient::connect(server.local_addr(), "127.0.0.1", &stranger).await {
-            Ok(client) => client
-                .request(&Request::JoinAnswer {
-                    answer: [0; 32],
-                    signature: vec![],
-                })
-                .await
-                .map(|_| ()),
-            Err(e) => Err(e),
-        };
-        assert!(result.is_err(), "a foreign client certificate was served");
-        assert_eq!(server.metrics().requests, 0);
-    }
-
-    #[tokio::test]
-    async fn a_connection_over_the_limit_is_refused_and_counted() {
-        let pki = Pki::new("cluster");
-        let server = echo_server(&pki).await;
-        let identity = pki.issue("joiner");
-        let mut open = Vec::new();
-        for _ in 0..MAX_CONNECTIONS {
-            open.push(
-                SetupClient::connect(server.local_addr(), "127.0.0.1", &identity)
-                    .await
-                    .unwrap(),
-            );
-        }
-        assert_eq!(server.metrics().refused_full, 0);
-        let over = SetupClient::connect(server.local_addr(), "127.0.0.1", &identity).await;
-        assert!(
-            over.is_err(),
-            "connection {} was served",
-            MAX_CONNECTIONS + 1
-        );
-        assert_eq!(server.metrics().refused_full, 1);
-    }
-
-    #[tokio::test]
-    async fn a_server_of_another_ca_is_not_trusted() {
-        let pki = Pki::new("cluster");
-        let server = echo_server(&Pki::new("impostor")).await;
-        let err = SetupClient::connect(server.local_addr(), "127.0.0.1", &pki.issue("joiner"))
-            .await
-            .unwrap_err();
-        assert!(matches!(err, SetupError::Connection { .. }), "{err}");
-    }
-
-    #[tokio::test]
-    async fn garbage_and_oversize_frames_are_refused_without_reaching_the_node() {
-        let pki = Pki::new("cluster");
-        let server = echo_server(&pki).await;
-        let client = SetupClient::connect(server.local_addr(), "127.0.0.1", &pki.issue("joiner"))
-            .await
-            .unwrap();
-        let (mut send, mut recv) = client.connection.open_bi().await.unwrap();
-        write_frame(&mut send, &[0xff; 100]).await.unwrap();
-        send.finish().unwrap();
-        let reply: Response =
-            postcard::from_bytes(&read_frame(&mut recv, MAX_RESPONSE_FRAME).await.unwrap())
-                .unwrap();
-        assert!(matches!(reply, Response::Refused { reason } if reason.contains("malformed")));
-        let (mut send, mut recv) = client.connection.open_bi().await.unwrap();
-        send.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
-        let _ = send.finish();
-        assert!(read_frame(&mut recv, MAX_RESPONSE_FRAME).await.is_err());
-        assert_eq!(server.metrics().requests, 0);
-        assert_eq!(server.metrics().malformed, 2);
-    }
-}
+mod tests;

@@ -103,7 +103,7 @@ impl Sim {
             FaultKind::Snapshot { nodes } => {
                 for i in nodes.resolve(n)? {
                     let mut copy = Vec::new();
-                    let taken = write_snapshot(self.nodes[i].store.db(), &mut copy, &mut |_| {});
+                    let taken = write_snapshot(self.nodes[i].store.db()?, &mut copy, &mut |_| {});
                     match taken {
                         Ok(_) => {
                             self.nodes[i].snapshot = Some(copy);
@@ -195,7 +195,7 @@ impl Sim {
         let durable = self.nodes[node as usize].disk.tracks_durable();
         let disk = Disk::new(durable);
         let store = storage::open(&disk, node).context("creating a store")?;
-        read_snapshot(store.db(), &mut copy.as_slice()).context("restoring a snapshot")?;
+        read_snapshot(store.db()?, &mut copy.as_slice()).context("restoring a snapshot")?;
         let n = &mut self.nodes[node as usize];
         // What the restored store holds is what it acknowledges from now on.
         n.acked = Acked {

@@ -908,3 +908,4 @@ fn a_held_core_refuses_to_endorse_a_failover() {
 }
 
 mod fencing;
+mod rows;
