@@ -200,8 +200,11 @@ pub struct Metrics {
     pub publish_duplicates: u64,
     /// Publishes refused because the node had no peer to send to.
     pub publish_no_peers: u64,
-    /// Gossip messages the core ignored (a gap).
+    /// Pushes the core ignored (a gap).
     pub gossip_ignored: u64,
+    /// Adverts (and mastered records) taken but not relayed: a follower's adverts go to its
+    /// neighbours only.
+    pub not_relayed: u64,
     /// Gossip messages the core rejected.
     pub gossip_rejected: u64,
     /// Sync requests sent.
@@ -372,6 +375,7 @@ impl Metrics {
                 "publish_duplicates_dropped": self.publish_duplicates,
                 "publish_without_peers": self.publish_no_peers,
                 "ignored": self.gossip_ignored,
+                "not_relayed": self.not_relayed,
                 "rejected": self.gossip_rejected,
             },
             "sync_requests": self.sync_requests,

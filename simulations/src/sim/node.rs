@@ -238,6 +238,8 @@ impl Sim {
                 if let Some((env, source)) = self.nodes[node as usize].pending_gossip.remove(&id) {
                     match verdict {
                         Verdict::Accept => self.forward(node, source, &env),
+                        // A follower's advert, taken but kept to its neighbours.
+                        Verdict::Ignore if !env.push => self.metrics.not_relayed += 1,
                         Verdict::Ignore => self.metrics.gossip_ignored += 1,
                         Verdict::Reject => self.metrics.gossip_rejected += 1,
                     }
