@@ -596,13 +596,27 @@ impl Core {
         records: Vec<SignedRecord>,
     ) -> Result<(), RebuildError> {
         let chain = Chain::rebuild(anchor, &records)?;
+        self.load_verified(now, anchor, chain, records);
+        Ok(())
+    }
+
+    /// Loads a mastered chain verified already: `chain` is what [`Chain::rebuild`] made of
+    /// exactly these `records` from `anchor` (a [`Chain`] only comes from verification). The
+    /// simulator verifies the chain its nodes share once instead of once per node; the daemon
+    /// uses [`Core::load_mastered`]. Admits the roster as that does.
+    pub fn load_verified(
+        &mut self,
+        now: Millis,
+        anchor: TrustAnchor,
+        chain: Chain,
+        records: Vec<SignedRecord>,
+    ) {
         self.mastered = Some(Mastered {
             anchor,
             chain,
             records,
         });
         self.roster_from_chain(now);
-        Ok(())
     }
 
     /// Replaces the admitted peers, whose rows the replica accepts too; peers no longer

@@ -14,6 +14,9 @@ use serde::{Deserialize, Serialize};
 
 /// Shortest failover retry interval (a zero interval would retry forever at one instant).
 const MIN_RETRY: Duration = Duration::from_millis(10);
+/// Most nodes a scenario may have. Up to [`MAX_ROSTER_MEMBERS`] they form one cluster with a
+/// genesis roster of all of them; beyond, they replicate without a mastered chain.
+pub const MAX_NODES: usize = 20_000;
 /// Largest scenario file read (the shipped ones are under 4 KiB).
 pub const MAX_SCENARIO_FILE: u64 = 1024 * 1024;
 
@@ -507,8 +510,9 @@ impl Scenario {
         let n = self.nodes;
         ensure!(n >= 1, "a scenario needs at least one node");
         ensure!(
-            n <= MAX_ROSTER_MEMBERS,
-            "{n} nodes: a cluster's roster holds at most {MAX_ROSTER_MEMBERS}"
+            n <= MAX_NODES,
+            "{n} nodes: the simulator runs at most {MAX_NODES} (a cluster's roster holds at \
+             most {MAX_ROSTER_MEMBERS}; beyond that a run has no mastered chain)"
         );
         ensure!(!self.tick.is_zero(), "tick must be more than 0");
         let g = &self.gossip;
@@ -795,7 +799,7 @@ mod tests {
         );
         let err = Scenario::parse(&format!("{base}node = 0\nretry = \"0s\"\n")).unwrap_err();
         assert!(format!("{err:#}").contains("at least 10ms"), "{err:#}");
-        let err = Scenario::parse("name = \"x\"\nnodes = 1025\nduration = \"1s\"\n").unwrap_err();
-        assert!(format!("{err:#}").contains("at most 1024"), "{err:#}");
+        let err = Scenario::parse("name = \"x\"\nnodes = 20001\nduration = \"1s\"\n").unwrap_err();
+        assert!(format!("{err:#}").contains("at most 20000"), "{err:#}");
     }
 }

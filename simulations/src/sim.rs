@@ -33,7 +33,7 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 use ed25519_dalek::SigningKey;
-use meshward_crdt::mastered::{Chain, Member, RecordKind, Roster, TrustAnchor};
+use meshward_crdt::mastered::{Chain, MAX_ROSTER_MEMBERS, Member, RecordKind, Roster, TrustAnchor};
 use meshward_crdt::{ClusterId, SegmentKey, WriterId};
 use meshward_node::core::{Core, Input};
 use meshward_node::store::{Identity, Store};
@@ -51,6 +51,9 @@ mod gossip;
 mod network;
 mod node;
 mod storage;
+
+/// A stored chain: cluster, genesis leader, last record's hash, length.
+type ChainKey = ([u8; 16], [u8; 32], Option<[u8; 32]>, usize);
 
 /// Virtual time in microseconds since the start of the run.
 pub type Micros = u64;
@@ -77,6 +80,11 @@ pub struct Sim {
     ids: Vec<WriterId>,
     index: BTreeMap<WriterId, u32>,
     roster: BTreeSet<WriterId>,
+    /// Nodes that write (every node's core admits them).
+    writers: BTreeSet<u32>,
+    /// Verified chains by (cluster, genesis leader, last record hash, length): a stored chain
+    /// many nodes hold is verified once.
+    chains: HashMap<ChainKey, Chain>,
     site: Vec<usize>,
     /// One-way latency range (µs) per site pair, `sites × sites`.
     latencies: Vec<(Micros, Micros)>,
@@ -272,26 +280,34 @@ impl Sim {
         // The cluster's mastered chain as `init` starts it: a genesis roster of every node,
         // signed by node 0, the leader of epoch 1. Roster addresses are names, not socket
         // addresses, so cores do not dial every member: the topology decides who dials whom.
-        let members = (0..n)
-            .map(|i| Member {
-                key: ids[i].0,
-                address: format!("node-{i}.sim"),
-            })
-            .collect();
+        // A roster holds at most MAX_ROSTER_MEMBERS: a larger run has no chain (see
+        // `Sim::admitted`).
         let anchor = TrustAnchor {
             cluster,
             genesis_leader: keys[0].verifying_key().to_bytes(),
         };
-        let genesis = Chain::new(anchor).sign_next(
-            &keys[0],
-            RecordKind::Genesis,
-            Roster { members }.encode(),
-        );
-        // Verified once (checking a roster of 1 000 keys takes milliseconds) and stored in
-        // every store, which all start from the same empty chain of this anchor.
-        let genesis = Chain::new(anchor)
-            .verify(&genesis)
-            .context("verifying the genesis record")?;
+        let genesis = if n <= MAX_ROSTER_MEMBERS {
+            let members = (0..n)
+                .map(|i| Member {
+                    key: ids[i].0,
+                    address: format!("node-{i}.sim"),
+                })
+                .collect();
+            let genesis = Chain::new(anchor).sign_next(
+                &keys[0],
+                RecordKind::Genesis,
+                Roster { members }.encode(),
+            );
+            // Verified once (checking a roster of 1 000 keys takes milliseconds) and stored in
+            // every store, which all start from the same empty chain of this anchor.
+            Some(
+                Chain::new(anchor)
+                    .verify(&genesis)
+                    .context("verifying the genesis record")?,
+            )
+        } else {
+            None
+        };
         let mut nodes = Vec::with_capacity(n);
         let durable = sc
             .faults
@@ -300,10 +316,12 @@ impl Sim {
         for (i, key) in keys.into_iter().enumerate() {
             let disk = disk::Disk::new(durable);
             let store = storage::open(&disk, i as u32).context("creating a store")?;
-            store.adopt_anchor(&anchor)?;
-            store
-                .append_mastered(&genesis)
-                .context("storing the genesis record")?;
+            if let Some(genesis) = &genesis {
+                store.adopt_anchor(&anchor)?;
+                store
+                    .append_mastered(genesis)
+                    .context("storing the genesis record")?;
+            }
             nodes.push(SimNode {
                 store,
                 identity: Identity { key, cluster },
@@ -325,7 +343,7 @@ impl Sim {
                 snapshot: None,
                 disk,
                 acked: storage::Acked {
-                    mastered: 1,
+                    mastered: usize::from(genesis.is_some()),
                     vote: None,
                 },
                 full: storage::FullDisk::default(),
@@ -342,6 +360,8 @@ impl Sim {
             ids,
             index,
             roster,
+            writers: BTreeSet::new(),
+            chains: HashMap::new(),
             site,
             latencies,
             edges: Vec::new(),
@@ -389,6 +409,10 @@ impl Sim {
             }
         }
         sim.edges = edges;
+        for w in &sim.sc.writes {
+            sim.writers
+                .extend(w.nodes.resolve(n)?.into_iter().map(|i| i as u32));
+        }
         let spread = sim.sc.start_spread.as_micros() as u64;
         for i in 0..n as u32 {
             let at = if spread == 0 {
@@ -445,6 +469,22 @@ impl Sim {
     #[cfg(feature = "bugs")]
     pub fn inject(&mut self, bug: meshward_node::core::Bug) {
         self.bug = Some(bug);
+    }
+
+    /// The peers node `node`'s core admits: every node, as the genesis roster says; beyond
+    /// a roster's bound (no chain), its topology neighbours and every node that writes, which
+    /// is all it needs to relay and keep their rows (a real cluster stops at the bound).
+    fn admitted(&self, node: u32) -> BTreeSet<WriterId> {
+        if self.sc.nodes <= MAX_ROSTER_MEMBERS {
+            return self.roster.clone();
+        }
+        let mut admitted: BTreeSet<WriterId> = self.edges[node as usize]
+            .iter()
+            .map(|&b| self.ids[b as usize])
+            .collect();
+        admitted.insert(self.ids[node as usize]);
+        admitted.extend(self.writers.iter().map(|&w| self.ids[w as usize]));
+        admitted
     }
 
     /// Runs to the end: past the scenario's duration and every scheduled write and fault,
@@ -585,7 +625,6 @@ impl Sim {
             Ev::Flap { fault, cut, left } => self.flap(fault, cut, left)?,
             Ev::Start(node) => {
                 self.start_node(node)?;
-                self.dial_edges(node);
                 self.push(self.now, Ev::Tick { node, inc: 0 });
             }
             Ev::CrashOne(n) => {

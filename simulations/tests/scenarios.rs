@@ -275,3 +275,37 @@ fn disks_that_lose_power_fill_up_and_fail_lose_no_acknowledged_write() {
     assert_eq!(summary["live_nodes_at_end"], 5);
     assert_eq!(oracles["event_rows"], summary["writes"]["committed"]);
 }
+
+/// Found by the farm (seed 352, shrunk): node 1 starts while its link to node 0 is cut, so its
+/// first dial fails. The core must dial again (the daemon's core redials the roster's
+/// addresses with backoff); before, the simulator dialled a node's neighbours once per start
+/// and the two never met.
+const FIRST_DIAL_FAILS: &str = r#"
+name = "first-dial-fails"
+nodes = 2
+seed = 352
+duration = "2259ms"
+settle = "2m"
+[[write]]
+at = "1164ms"
+count = 1
+nodes = [0]
+[[fault]]
+at = "1s"
+kind = "flap"
+a = [0]
+b = [1]
+count = 5
+down = "2414ms"
+up = "582ms"
+"#;
+
+#[test]
+fn a_node_whose_first_dial_fails_dials_again_until_it_connects() {
+    let scenario = Scenario::parse(FIRST_DIAL_FAILS).unwrap();
+    let outcome = simulate(Path::new("first-dial.toml"), scenario, 352, None, true).unwrap();
+    assert_eq!(outcome.failures, Vec::<String>::new());
+    let net = &outcome.summary["network"];
+    assert!(net["dials_failed"].as_u64() >= Some(1), "{net}");
+    assert!(net["connections"].as_u64() >= Some(1), "{net}");
+}

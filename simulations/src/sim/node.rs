@@ -4,11 +4,14 @@
 use std::collections::VecDeque;
 
 use anyhow::Context as _;
+use meshward_crdt::mastered::Chain;
 use meshward_crdt::{Effects, Event, EventKind, Op, Persist, ReplicaConfig};
 use meshward_node::core::{Core, CoreConfig, Input, Output, Verdict};
-use meshward_node::roster;
 
-use super::{Channel, EPOCH_MS, Ev, Sim, Via, derive, pair};
+use super::{Channel, EPOCH_MS, Ev, Sim, Via, addr, derive, pair};
+
+/// Verified chains kept for nodes that start from the same stored chain.
+const MAX_CACHED_CHAINS: usize = 64;
 use crate::oracle;
 use crate::report::Reach;
 
@@ -34,27 +37,54 @@ impl Sim {
             )[..8]
                 .try_into()?,
         );
+        let admitted = self.admitted(node);
         let n = &mut self.nodes[node as usize];
         let replica = n
             .store
             .load_replica(&n.identity, ReplicaConfig::default())
             .context("loading the replica from the store")?;
-        let known = n.store.known_peers()?;
+        // The peers it knows from its peer book, and its topology neighbours: the roster
+        // addresses the daemon resolves at start, which its core dials and redials with
+        // backoff until they answer (roster addresses here are names: see `Sim::new`).
+        let mut known = n.store.known_peers()?;
+        for &b in &self.edges[node as usize] {
+            let id = self.ids[b as usize];
+            if !known.iter().any(|(k, _)| *k == id) {
+                known.push((id, addr(b)));
+            }
+        }
         n.held = replica
             .digest()
             .segments
             .iter()
             .map(|s| (s.key, s.seq))
             .collect();
-        let mut core = Core::new(
-            replica,
-            self.roster.clone(),
-            CoreConfig::default(),
-            seed,
-            known,
-            now,
-        );
-        roster::load_into(&n.store, &mut core, now)?;
+        let mut core = Core::new(replica, admitted, CoreConfig::default(), seed, known, now);
+        // As `roster::load_into` (the daemon's start), but a chain every node holds, such as
+        // the genesis roster, is verified once for all of them.
+        core.set_vote(n.store.vote()?);
+        if let Some(anchor) = n.store.anchor()? {
+            let records = n.store.mastered_records()?;
+            let key = (
+                anchor.cluster.0,
+                anchor.genesis_leader,
+                records.last().map(|r| r.hash().0),
+                records.len(),
+            );
+            let chain = match self.chains.get(&key) {
+                Some(chain) => chain.clone(),
+                None => {
+                    let chain = Chain::rebuild(anchor, &records)
+                        .context("the stored mastered chain no longer verifies")?;
+                    if self.chains.len() >= MAX_CACHED_CHAINS {
+                        self.chains.clear();
+                    }
+                    self.chains.insert(key, chain.clone());
+                    chain
+                }
+            };
+            core.load_verified(now, anchor, chain, records);
+        }
         #[cfg(feature = "bugs")]
         if let Some(bug) = self.bug {
             core.inject(bug);
@@ -62,19 +92,6 @@ impl Sim {
         n.core = Some(core);
         n.next_heartbeat = self.now;
         Ok(())
-    }
-
-    /// Dials the node's topology peers that are up (its `--peer` list, given again at
-    /// every start).
-    pub(super) fn dial_edges(&mut self, node: u32) {
-        let peers: Vec<u32> = self.edges[node as usize]
-            .iter()
-            .copied()
-            .filter(|&b| self.nodes[b as usize].core.is_some())
-            .collect();
-        for b in peers {
-            self.dial(node, b);
-        }
     }
 
     pub(super) fn crash(&mut self, node: u32) {
@@ -131,7 +148,6 @@ impl Sim {
         if let Err(e) = self.start_node(node) {
             return self.store_failed(node, e, None);
         }
-        self.dial_edges(node);
         let inc = self.nodes[node as usize].incarnation;
         self.push(self.now, Ev::Tick { node, inc });
         self.await_convergence();
