@@ -41,7 +41,7 @@ struct Pages {
 impl Pages {
     fn resize(&mut self, len: usize) {
         self.pages.resize(len.div_ceil(BLOCK), None);
-        if len < self.len && len % BLOCK != 0 {
+        if len < self.len && !len.is_multiple_of(BLOCK) {
             // Bytes past the new end read as zero if the file grows again.
             if let Some(Some(page)) = self.pages.last_mut() {
                 page[len % BLOCK..].fill(0);
