@@ -231,19 +231,25 @@ pub fn open_database_watched(path: &Path, watch: DiskWatch) -> Result<Database, 
     Database::builder().create_with_backend(DataFile { inner, dir, watch })
 }
 
-/// Opens (creating if empty) a database over any storage `backend` (the simulator's disk),
-/// with the same handling of a full disk as a file in `dir`: the error names `dir`, and
-/// `watch` learns of it.
+/// redb's page cache over a backend that is memory already (the simulator's disks): small, or
+/// a thousand simulated stores each cache what they hold a second time.
+const MEMORY_BACKEND_CACHE: usize = 256 * 1024;
+
+/// Opens (creating if empty) a database over a storage `backend` that is memory (the
+/// simulator's disk), with the same handling of a full disk as a file in `dir`: the error
+/// names `dir`, and `watch` learns of it. Its page cache is small ([`MEMORY_BACKEND_CACHE`]).
 pub fn open_backend_watched(
     backend: impl StorageBackend,
     dir: &Path,
     watch: DiskWatch,
 ) -> Result<Database, DatabaseError> {
-    Database::builder().create_with_backend(DataFile {
-        inner: backend,
-        dir: dir.to_path_buf(),
-        watch,
-    })
+    Database::builder()
+        .set_cache_size(MEMORY_BACKEND_CACHE)
+        .create_with_backend(DataFile {
+            inner: backend,
+            dir: dir.to_path_buf(),
+            watch,
+        })
 }
 
 /// The error of a write to the store in `dir` refused because its disk is full.

@@ -76,9 +76,10 @@ pub struct Topology {
     pub degree: usize,
 }
 
-/// The gossip layer: a gossipsub-like relay over the connections.
+/// The gossip layer: a gossipsub-like relay over the connections. Keys left out take their
+/// defaults.
 #[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
 pub struct GossipModel {
     /// Mesh peers per node (gossipsub `D`). Default 6, the transport's `large_mesh` preset.
     pub mesh_n: usize,
