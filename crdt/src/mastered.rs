@@ -115,6 +115,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::ops::Deref;
 use std::str::FromStr;
+use std::sync::Arc;
 
 pub use crate::id::ClusterId;
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
@@ -256,7 +257,9 @@ pub struct Chain {
     leader: [u8; 32],
     last_version: u64,
     last_hash: RecordHash,
-    roster: Roster,
+    /// Shared by clones: a node's copies of its chain (and a simulator's thousand nodes) hold
+    /// one roster of up to 1 024 members, not one each.
+    roster: Arc<Roster>,
 }
 
 impl RecordHash {
@@ -531,7 +534,7 @@ impl Chain {
             leader: anchor.genesis_leader,
             last_version: 0,
             last_hash: RecordHash::ZERO,
-            roster: Roster::default(),
+            roster: Arc::new(Roster::default()),
         }
     }
 
@@ -680,9 +683,9 @@ impl Chain {
             source,
         };
         let effect = match record.kind {
-            RecordKind::Genesis | RecordKind::Roster => {
-                Effect::Roster(Roster::decode(&record.payload).map_err(bad_payload)?)
-            }
+            RecordKind::Genesis | RecordKind::Roster => Effect::Roster(Arc::new(
+                Roster::decode(&record.payload).map_err(bad_payload)?,
+            )),
             RecordKind::Handover => {
                 let handover = Handover::decode(&record.payload).map_err(bad_payload)?;
                 self.check_handover(signed.signer, &handover)?;
@@ -762,7 +765,7 @@ impl Chain {
         self.last_hash = proof.hash;
         match &proof.effect {
             Effect::None => {}
-            Effect::Roster(roster) => self.roster = roster.clone(),
+            Effect::Roster(roster) => self.roster = Arc::clone(roster),
             Effect::Handover { epoch, leader } => {
                 self.epoch = *epoch;
                 self.leader = *leader;
@@ -862,7 +865,7 @@ struct Proof {
 #[derive(Debug)]
 enum Effect {
     None,
-    Roster(Roster),
+    Roster(Arc<Roster>),
     Handover { epoch: u64, leader: [u8; 32] },
 }
 

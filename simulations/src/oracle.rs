@@ -24,15 +24,18 @@ type ChainKey = ([u8; 16], Key);
 /// Epoch → leader → the nodes whose chain names it.
 pub type Leaders = BTreeMap<u64, BTreeMap<Key, BTreeSet<u32>>>;
 
-/// The leaders each epoch had, over every node's chain. Chains that do not verify are reported in the second value.
-pub fn leaders_per_epoch<'a>(
-    chains: impl IntoIterator<Item = (u32, TrustAnchor, &'a [SignedRecord])>,
+/// The leaders each epoch had, over every node's chain (records in version order, a slice or
+/// a vector: each is read once, so a caller may load them one node at a time). Chains that do
+/// not verify are reported in the second value.
+pub fn leaders_per_epoch<R: AsRef<[SignedRecord]>>(
+    chains: impl IntoIterator<Item = (u32, TrustAnchor, R)>,
 ) -> (Leaders, Vec<String>) {
     let mut leaders = Leaders::new();
     let mut failures = Vec::new();
     // Identical chains (the common case: 1 000 nodes holding one genesis) are replayed once.
     let mut replayed: BTreeMap<(ChainKey, Vec<Key>), Replay> = BTreeMap::new();
     for (node, anchor, records) in chains {
+        let records = records.as_ref();
         let id = (anchor.cluster.0, anchor.genesis_leader);
         let key = (id, records.iter().map(|r| r.hash().0).collect());
         let replay = replayed

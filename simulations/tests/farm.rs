@@ -52,3 +52,47 @@ fn a_core_that_drops_a_change_is_found_by_the_farm_and_shrunk_to_a_replayable_sc
     let writes: u64 = minimal.writes.iter().map(|w| w.count).sum();
     assert!((7..=14).contains(&writes), "{writes} commits left");
 }
+
+/// The CI's random batch (`.ci/run`): seeds 0..100 of the farm on both cores, every oracle
+/// on each; fails on any failure, and if a fault kind, network decision or oracle was never
+/// reached. `cargo test -p meshward-simulations --test farm -- --ignored farm_ci_batch`
+#[test]
+#[ignore = "the CI's random batch, run by .ci/run (about a minute)"]
+fn farm_ci_batch() {
+    const SEEDS: u64 = 100;
+    let half = SEEDS / 2;
+    let batches: Vec<farm::Batch> = [0, half]
+        .into_iter()
+        .map(|first| {
+            std::thread::spawn(move || {
+                farm::fuzz(&Options {
+                    first,
+                    seeds: half,
+                    ..Options::default()
+                })
+                .expect("the farm runs")
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().expect("a batch thread"))
+        .collect();
+    let mut never: Vec<&str> = farm::COVERAGE.to_vec();
+    for b in &batches {
+        never.retain(|c| b.never.contains(c));
+        eprintln!(
+            "seeds {}..{}: {} runs, {:.1} CPU s, {:.0} runs per CPU minute",
+            b.first,
+            b.first + b.runs,
+            b.runs,
+            b.cpu_seconds,
+            b.runs_per_cpu_minute
+        );
+    }
+    let failed: Vec<_> = batches.iter().flat_map(|b| &b.failed).collect();
+    assert!(failed.is_empty(), "{failed:#?}");
+    assert!(
+        never.is_empty(),
+        "never reached in {SEEDS} seeds: {never:?}"
+    );
+}
