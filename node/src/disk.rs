@@ -233,7 +233,7 @@ pub fn open_database_watched(path: &Path, watch: DiskWatch) -> Result<Database, 
 
 /// redb's page cache over a backend that is memory already (the simulator's disks): small, or
 /// a thousand simulated stores each cache what they hold a second time.
-const MEMORY_BACKEND_CACHE: usize = 64 * 1024;
+const MEMORY_BACKEND_CACHE: usize = 16 * 1024;
 
 /// Opens (creating if empty) a database over a storage `backend` that is memory (the
 /// simulator's disk), with the same handling of a full disk as a file in `dir`: the error

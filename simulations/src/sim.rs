@@ -313,15 +313,21 @@ impl Sim {
             .faults
             .iter()
             .any(|f| matches!(f.kind, FaultKind::PowerLoss { .. }));
-        for (i, key) in keys.into_iter().enumerate() {
-            let disk = disk::Disk::new(durable);
-            let store = storage::open(&disk, i as u32).context("creating a store")?;
+        // Every store starts the same (the schema, the anchor, the genesis record): one is
+        // made, and each node's disk is a copy sharing its pages until the node writes them.
+        let template = disk::Disk::new(durable);
+        {
+            let store = storage::open(&template, 0).context("creating a store")?;
             if let Some(genesis) = &genesis {
                 store.adopt_anchor(&anchor)?;
                 store
                     .append_mastered(genesis)
                     .context("storing the genesis record")?;
             }
+        }
+        for (i, key) in keys.into_iter().enumerate() {
+            let disk = template.fork();
+            let store = storage::open(&disk, i as u32).context("opening a store")?;
             nodes.push(SimNode {
                 store,
                 identity: Identity { key, cluster },

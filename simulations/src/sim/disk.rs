@@ -31,11 +31,12 @@ const SECTOR: usize = 512;
 /// Filesystem block: the first write into one allocates it. Also the page of [`Pages`].
 const BLOCK: usize = 4096;
 
-/// Bytes in 4 KiB pages; a page never written reads as zeroes and takes no memory.
+/// Bytes in 4 KiB pages; a page never written reads as zeroes and takes no memory, and a
+/// copy shares its pages until one side writes them.
 #[derive(Clone, Debug, Default)]
 struct Pages {
     len: usize,
-    pages: Vec<Option<Box<[u8; BLOCK]>>>,
+    pages: Vec<Option<Arc<[u8; BLOCK]>>>,
 }
 
 impl Pages {
@@ -44,7 +45,7 @@ impl Pages {
         if len < self.len && !len.is_multiple_of(BLOCK) {
             // Bytes past the new end read as zero if the file grows again.
             if let Some(Some(page)) = self.pages.last_mut() {
-                page[len % BLOCK..].fill(0);
+                Arc::make_mut(page)[len % BLOCK..].fill(0);
             }
         }
         self.len = len;
@@ -73,12 +74,12 @@ impl Pages {
             let chunk = &bytes[done..done + n];
             let slot = &mut self.pages[page];
             match slot {
-                Some(p) => p[within..within + n].copy_from_slice(chunk),
+                Some(p) => Arc::make_mut(p)[within..within + n].copy_from_slice(chunk),
                 None if chunk.iter().all(|&b| b == 0) => {}
                 None => {
-                    let mut p = Box::new([0u8; BLOCK]);
+                    let mut p = [0u8; BLOCK];
                     p[within..within + n].copy_from_slice(chunk);
-                    *slot = Some(p);
+                    *slot = Some(Arc::new(p));
                 }
             }
             done += n;
@@ -137,6 +138,19 @@ impl Disk {
     pub fn new(durable: bool) -> Disk {
         Disk(Arc::new(Mutex::new(State {
             durable: durable.then(Pages::default),
+            ..State::default()
+        })))
+    }
+
+    /// A copy of this disk (what it holds now, its durable part too; not its faults) that
+    /// shares its pages until one of them writes: many nodes started from one image hold it
+    /// once.
+    pub fn fork(&self) -> Disk {
+        let s = self.state();
+        Disk(Arc::new(Mutex::new(State {
+            data: s.data.clone(),
+            durable: s.durable.clone(),
+            blocks: s.blocks.clone(),
             ..State::default()
         })))
     }
@@ -438,6 +452,32 @@ mod tests {
         p.resize(4_100);
         p.resize(10_000);
         assert!(p.bytes()[4_100..].iter().all(|&x| x == 0));
+    }
+
+    #[test]
+    fn a_fork_shares_pages_until_written() {
+        let disk = Disk::new(true);
+        let b = disk.backend();
+        b.set_len(8192).unwrap();
+        b.write(0, &[1; 8192]).unwrap();
+        b.sync_data().unwrap();
+        let fork = disk.fork();
+        fork.backend().write(0, &[2; 10]).unwrap();
+        let (mut x, mut y) = ([0u8; 12], [0u8; 12]);
+        b.read(0, &mut x).unwrap();
+        fork.backend().read(0, &mut y).unwrap();
+        assert_eq!(x, [1; 12]);
+        assert_eq!(y[..10], [2; 10]);
+        assert_eq!(y[10..], [1; 2]);
+        let shared = |a: &Disk, b: &Disk, page: usize| {
+            let (a, b) = (a.state(), b.state());
+            Arc::ptr_eq(
+                a.data.pages[page].as_ref().unwrap(),
+                b.data.pages[page].as_ref().unwrap(),
+            )
+        };
+        assert!(!shared(&disk, &fork, 0));
+        assert!(shared(&disk, &fork, 1));
     }
 
     #[test]

@@ -57,9 +57,27 @@ pub(super) struct FullDisk {
     refused: bool,
 }
 
-/// Opens node `node`'s store on `disk` (created on first use).
+/// Opens node `node`'s store on `disk` (created on first use). redb 4.5 panics on some
+/// damaged files (an allocator-state key it does not know: `unreachable!`), as a disk that
+/// acknowledges syncs it did not keep can leave them; that panic is turned into the error it
+/// should have been, so the node stops and says why (the daemon would abort instead).
 pub(super) fn open(disk: &Disk, node: u32) -> Result<Store, StoreError> {
-    Store::with_backend(disk.backend(), &dir(node))
+    let backend = disk.backend();
+    let dir = dir(node);
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        Store::with_backend(backend, &dir)
+    }))
+    .unwrap_or_else(|panic| {
+        let why = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        Err(StoreError::Corrupt {
+            path: dir.join("meshward.redb"),
+            reason: format!("redb panicked opening it: {why}"),
+        })
+    })
 }
 
 fn dir(node: u32) -> PathBuf {
