@@ -232,6 +232,12 @@ fn run_scenario(
                 "{}",
                 serde_json::to_string_pretty(&outcome.summary["messages"])?
             );
+            let virtual_s = outcome.summary["virtual_seconds"].as_f64().unwrap_or(0.0);
+            let wall_s = outcome.summary["wall_ms"].as_f64().unwrap_or(0.0) / 1000.0;
+            println!(
+                "{virtual_s:.1} virtual s in {wall_s:.2} s: {:.0}x real time",
+                virtual_s / wall_s.max(1e-3)
+            );
             if outcome.failures.is_empty() {
                 println!("passed; report in {}", report.display());
                 Ok(ExitCode::SUCCESS)

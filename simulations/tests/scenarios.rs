@@ -309,3 +309,12 @@ fn a_node_whose_first_dial_fails_dials_again_until_it_connects() {
     assert!(net["dials_failed"].as_u64() >= Some(1), "{net}");
     assert!(net["connections"].as_u64() >= Some(1), "{net}");
 }
+
+#[test]
+fn an_hour_of_a_seven_node_cluster_converges_after_its_restart_and_its_cut() {
+    let summary = run("seven-nodes-hour");
+    assert_eq!(summary["virtual_seconds"], 3600.0);
+    assert_eq!(summary["oracles"]["event_rows"], 358);
+    let heals = summary["convergence"]["after_heals_ms"].as_array().unwrap();
+    assert_eq!(heals.len(), 2, "{heals:?}");
+}
