@@ -53,13 +53,13 @@ fn a_core_that_drops_a_change_is_found_by_the_farm_and_shrunk_to_a_replayable_sc
     assert!((7..=14).contains(&writes), "{writes} commits left");
 }
 
-/// The CI's random batch (`.ci/run`): seeds 0..100 of the farm on both cores, every oracle
+/// The CI's random batch (`.ci/run`): seeds 0..80 of the farm on both cores, every oracle
 /// on each; fails on any failure, and if a fault kind, network decision or oracle was never
 /// reached. `cargo test -p meshward-simulations --test farm -- --ignored farm_ci_batch`
 #[test]
 #[ignore = "the CI's random batch, run by .ci/run (about a minute)"]
 fn farm_ci_batch() {
-    const SEEDS: u64 = 100;
+    const SEEDS: u64 = 80;
     let half = SEEDS / 2;
     let batches: Vec<farm::Batch> = [0, half]
         .into_iter()

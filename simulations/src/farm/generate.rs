@@ -165,8 +165,19 @@ impl Gen {
                     groups.push(Nodes::List(other));
                 }
                 self.fault(at, FaultKind::Partition { groups });
+                let heal = (at + self.rng.gen_range(500..=10_000)).min(self.end);
+                if kind == "one-node-cut" && self.rng.gen_bool(0.4) {
+                    // The cut-off node dies before the heal, for good: what it wrote meanwhile
+                    // is only in its store.
+                    let crash = self.rng.gen_range(at..=heal);
+                    self.fault(
+                        crash,
+                        FaultKind::Crash {
+                            nodes: Nodes::List(group.clone()),
+                        },
+                    );
+                }
                 if self.rng.gen_bool(0.7) {
-                    let heal = (at + self.rng.gen_range(500..=10_000)).min(self.end);
                     self.fault(heal, FaultKind::Heal {});
                 }
             }
