@@ -16,7 +16,8 @@
 //! ([`VerifyError::Rollback`]), gaps are refused ([`VerifyError::VersionGap`]) so the caller
 //! fetches what is missing first, and a record that does not extend our chain is refused
 //! ([`VerifyError::BrokenChain`]). Version 1 is always a `Genesis` record carrying the first
-//! [`Roster`]; no other record may be `Genesis`.
+//! [`Roster`] and the licence issuer the cluster trusts for its whole life ([`Genesis`]); no
+//! other record may be `Genesis`.
 //!
 //! # Epochs and fencing
 //!
@@ -128,7 +129,7 @@ use sha2::{Digest, Sha256};
 mod error;
 mod payload;
 
-pub use payload::{Candidacy, Endorsement, Handover, Member, Roster};
+pub use payload::{Candidacy, Endorsement, Genesis, Handover, Member, Roster};
 
 /// Domain-separation prefix of the bytes a leader signs for a record.
 pub const RECORD_DOMAIN: &[u8] = b"meshward/mastered/v1\0";
@@ -260,6 +261,7 @@ pub struct Chain {
     /// Shared by clones: a node's copies of its chain (and a simulator's thousand nodes) hold
     /// one roster of up to 1 024 members, not one each.
     roster: Arc<Roster>,
+    licence_issuer: Option<[u8; 32]>,
 }
 
 impl RecordHash {
@@ -535,6 +537,7 @@ impl Chain {
             last_version: 0,
             last_hash: RecordHash::ZERO,
             roster: Arc::new(Roster::default()),
+            licence_issuer: None,
         }
     }
 
@@ -598,6 +601,17 @@ impl Chain {
         self.leader
     }
 
+    /// The current leader's address as the roster names it (its key in hex if the roster
+    /// does not list it), for messages to operators.
+    pub fn leader_address(&self) -> String {
+        self.roster()
+            .members
+            .iter()
+            .find(|m| m.key == self.leader)
+            .map(|m| m.address.clone())
+            .unwrap_or_else(|| hex::encode(self.leader))
+    }
+
     /// Version of the last applied record; 0 before genesis.
     pub fn last_version(&self) -> u64 {
         self.last_version
@@ -611,6 +625,12 @@ impl Chain {
     /// The current roster; empty before genesis.
     pub fn roster(&self) -> &Roster {
         &self.roster
+    }
+
+    /// The licence issuer named by the genesis record, fixed for the cluster's life; `None`
+    /// before genesis or when the cluster was created without one.
+    pub fn licence_issuer(&self) -> Option<[u8; 32]> {
+        self.licence_issuer
     }
 
     /// Checks whether `signed` may be applied next; see the module docs for the rules and
@@ -683,7 +703,11 @@ impl Chain {
             source,
         };
         let effect = match record.kind {
-            RecordKind::Genesis | RecordKind::Roster => Effect::Roster(Arc::new(
+            RecordKind::Genesis => {
+                let genesis = Genesis::decode(&record.payload).map_err(bad_payload)?;
+                Effect::Genesis(Arc::new(genesis.roster), genesis.licence_issuer)
+            }
+            RecordKind::Roster => Effect::Roster(Arc::new(
                 Roster::decode(&record.payload).map_err(bad_payload)?,
             )),
             RecordKind::Handover => {
@@ -765,6 +789,10 @@ impl Chain {
         self.last_hash = proof.hash;
         match &proof.effect {
             Effect::None => {}
+            Effect::Genesis(roster, licence_issuer) => {
+                self.roster = Arc::clone(roster);
+                self.licence_issuer = *licence_issuer;
+            }
             Effect::Roster(roster) => self.roster = Arc::clone(roster),
             Effect::Handover { epoch, leader } => {
                 self.epoch = *epoch;
@@ -865,6 +893,7 @@ struct Proof {
 #[derive(Debug)]
 enum Effect {
     None,
+    Genesis(Arc<Roster>, Option<[u8; 32]>),
     Roster(Arc<Roster>),
     Handover { epoch: u64, leader: [u8; 32] },
 }

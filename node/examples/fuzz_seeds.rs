@@ -2,7 +2,7 @@
 //! creating the directories; `.ci/fuzz` passes DIR/TARGET to each run as a second corpus.
 //!
 //! ```sh
-//! cargo run -q -p meshward-node --example fuzz_seeds -- DIR
+//! cargo run -q -p meshward-node --features fuzzing --example fuzz_seeds -- DIR
 //! ```
 
 use std::path::Path;

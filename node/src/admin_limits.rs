@@ -1,31 +1,14 @@
-//! The admin API's limits: rates on [`crate::rate`]'s GCRA, and connections held per address.
-//!
-//! - **Per client address** ([`address_key`]: an IPv4 address, an IPv6 /64), on each new
-//!   connection, before the TLS handshake: a flood of handshakes, failed or not, costs little.
-//!   Over the limit the connection is closed at once (no HTTP answer is possible before TLS).
-//! - **Connections held per client address** ([`AdminLimits::connections_per_address`]), from
-//!   the accept until the connection ends (see [`crate::admin`]): over it the new connection is
-//!   closed at once, so an address that holds idle connections only uses up its own share.
-//! - **Per certificate** (the verified certificate's CN and serial), on each request, before
-//!   anything else reads it, including the actor's authorization: over the limit the answer is 429 with
-//!   `Retry-After` (whole seconds, rounded up) and a JSON `error`.
-//!
-//! Both are configurable in `DATA/meshward.toml` ([`crate::config::NodeConfig::admin_limits`])
-//! and track at most [`RATE_KEYS`] users or addresses each; their counters are in
-//! [`crate::admin::AdminMetrics`].
+//! The admin API's limits as configured (`admin-*` keys of `DATA/meshward.toml`) and their
+//! defaults; the daemon enforces them.
 
-use std::net::IpAddr;
 use std::num::{NonZeroU32, NonZeroUsize};
-use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::Response;
-use tracing::debug;
+use crate::rate::Rate;
 
-use crate::admin::{AdminMetrics, ClientCert, error};
-use crate::certs::Serial;
-use crate::rate::{Limited, Rate, RateTable};
+/// Connections held at once, from all addresses; more are closed at once and counted. Each
+/// costs a task and its TLS and HTTP buffers (some tens of KiB).
+pub const MAX_CONNECTIONS: usize = 256;
 
 /// Requests a user may make at once (the per-user burst): a script's batch or a dashboard's
 /// refresh of every endpoint passes without waiting. Configurable: `admin-rate-burst`.
@@ -44,35 +27,21 @@ pub const ADDRESS_BURST: u32 = 128;
 pub const ADDRESS_INTERVAL: Duration = Duration::from_millis(10);
 /// Connections one client address may hold at once: a few operators behind one address (a
 /// NAT, a bastion), each with a browser's handful of connections and a script or two; far
-/// below [`crate::admin::MAX_CONNECTIONS`], so that one address cannot take the slots of
+/// below [`MAX_CONNECTIONS`], so that one address cannot take the slots of
 /// others. Configurable: `admin-address-connections`.
 pub const ADDRESS_CONNECTIONS: usize = 16;
-/// Users, and client addresses, each limit tracks at most (beyond, the table forgets the one
-/// closest to a full burst, and counts it); a few hundred KiB at most.
-pub const RATE_KEYS: usize = 4096;
-/// Longest CN kept as a rate-limit key (user names are far shorter).
-const MAX_RATE_KEY: usize = 128;
-
 /// The admin API's limits (`admin-rate-*`, `admin-address-rate-*` and
 /// `admin-address-connections` in `DATA/meshward.toml`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AdminLimits {
     /// Requests per user (certificate CN); 429 beyond.
     pub per_user: Rate,
-    /// New connections per client address ([`address_key`]); closed before the TLS handshake
+    /// New connections per client address (client address (an IPv4 address, an IPv6 /64)); closed before the TLS handshake
     /// beyond.
     pub per_address: Rate,
-    /// Connections one client address ([`address_key`]) may hold at once; a new one beyond is
+    /// Connections one client address (client address (an IPv4 address, an IPv6 /64)) may hold at once; a new one beyond is
     /// closed before the TLS handshake.
     pub connections_per_address: NonZeroUsize,
-}
-
-/// The limits' state, on a monotonic clock that starts with the server.
-#[derive(Debug)]
-pub(crate) struct Limiters {
-    origin: Instant,
-    users: Mutex<RateTable<UserKey>>,
-    addresses: Mutex<RateTable<IpAddr>>,
 }
 
 impl Default for AdminLimits {
@@ -89,213 +58,5 @@ impl Default for AdminLimits {
             connections_per_address: NonZeroUsize::new(ADDRESS_CONNECTIONS)
                 .unwrap_or(NonZeroUsize::MIN),
         }
-    }
-}
-
-/// What the per-address limits count a client under: its IPv4 address, or the /64 of its IPv6
-/// address (a host's or site's usual allocation, so that changing the low bits does not dodge
-/// the limit). An IPv4-mapped IPv6 address counts as the IPv4 address. The same sources as the
-/// connection slots' (`meshward_transport::slots::source_key`).
-pub fn address_key(ip: IpAddr) -> IpAddr {
-    meshward_transport::slots::source_key(ip)
-}
-
-impl Limiters {
-    /// Fresh limits; the clock starts now.
-    pub(crate) fn new(limits: AdminLimits) -> Limiters {
-        let keys = NonZeroUsize::new(RATE_KEYS).unwrap_or(NonZeroUsize::MIN);
-        Limiters {
-            origin: Instant::now(),
-            users: Mutex::new(RateTable::new(limits.per_user, keys)),
-            addresses: Mutex::new(RateTable::new(limits.per_address, keys)),
-        }
-    }
-
-    /// One request presenting `cert`: `None` when it may go on, else the 429 to answer.
-    pub(crate) fn user(&self, cert: Option<&ClientCert>) -> Option<Response> {
-        let key = user_key(cert);
-        let now = self.now_ms();
-        let mut users = lock(&self.users);
-        let limited = users.check(&key, now).err()?;
-        debug!(user = %key.0, retry_after_ms = limited.retry_after.as_millis(), "admin API request over the user's rate");
-        Some(too_many_requests(&key.0, users.rate(), limited))
-    }
-
-    /// One new connection from `ip`: `Err` when it must be closed.
-    pub(crate) fn address(&self, ip: IpAddr) -> Result<(), Limited> {
-        let now = self.now_ms();
-        lock(&self.addresses).check(&address_key(ip), now)
-    }
-
-    /// Writes the limits' counters into `metrics`.
-    pub(crate) fn fill(&self, metrics: &mut AdminMetrics) {
-        {
-            let users = lock(&self.users);
-            metrics.rate_limited = users.counters().limited;
-            metrics.rate_forgotten = users.counters().forgotten;
-            metrics.rate_tracked_users = users.len() as u64;
-        }
-        let addresses = lock(&self.addresses);
-        metrics.address_rate_limited = addresses.counters().limited;
-        metrics.address_rate_forgotten = addresses.counters().forgotten;
-        metrics.rate_tracked_addresses = addresses.len() as u64;
-    }
-
-    /// Milliseconds since the server started.
-    fn now_ms(&self) -> u64 {
-        u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
-}
-
-/// What the per-user limit counts a request under: its certificate, by CN (cut to
-/// [`MAX_RATE_KEY`] bytes; the empty name without one) and serial (`None`: it did not parse).
-/// Per certificate, not per CN alone: a revoked or stolen certificate naming alice spends its
-/// own budget, not that of alice's valid one.
-type UserKey = (String, Option<Serial>);
-
-/// The per-user limit's key for `cert`.
-fn user_key(cert: Option<&ClientCert>) -> UserKey {
-    let cn = cert.and_then(|c| c.cn.as_deref()).unwrap_or("");
-    let mut end = cn.len().min(MAX_RATE_KEY);
-    while !cn.is_char_boundary(end) {
-        end -= 1;
-    }
-    (cn[..end].to_string(), cert.map(|c| c.serial.clone()))
-}
-
-/// 429 with `Retry-After` (whole seconds, rounded up) and a JSON `error`.
-fn too_many_requests(user: &str, rate: Rate, limited: Limited) -> Response {
-    let secs = limited.retry_after_secs();
-    let who = if user.is_empty() {
-        "certificates without a CN".to_string()
-    } else {
-        format!("user {user}")
-    };
-    let mut response = error(
-        StatusCode::TOO_MANY_REQUESTS,
-        &format!(
-            "too many requests from {who}: the admin API answers {} at once, then one every {}; \
-             retry in {secs} s",
-            rate.burst,
-            humantime::format_duration(rate.interval)
-        ),
-    );
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-    response
-}
-
-/// Locks a rate table; a panic while it was held leaves it usable (each check is one step).
-fn lock<T>(table: &Mutex<T>) -> MutexGuard<'_, T> {
-    table.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-#[cfg(test)]
-mod tests {
-    use axum::body::to_bytes;
-
-    use super::*;
-
-    fn cert(cn: Option<&str>) -> ClientCert {
-        ClientCert {
-            cn: cn.map(String::from),
-            serial: Serial::from_der_integer(&[1]),
-        }
-    }
-
-    /// Slow limits: nothing refills during a test.
-    fn slow(user_burst: u32, address_burst: u32) -> Limiters {
-        let rate = |burst| {
-            Rate::new(
-                NonZeroU32::new(burst).expect("not zero"),
-                Duration::from_secs(3600),
-            )
-        };
-        Limiters::new(AdminLimits {
-            per_user: rate(user_burst),
-            per_address: rate(address_burst),
-            ..AdminLimits::default()
-        })
-    }
-
-    #[test]
-    fn addresses_are_counted_per_ipv4_address_and_per_ipv6_slash_64() {
-        let ip = |s: &str| s.parse::<IpAddr>().expect("an address");
-        assert_eq!(address_key(ip("192.0.2.7")), ip("192.0.2.7"));
-        assert_eq!(address_key(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
-        assert_eq!(
-            address_key(ip("2001:db8:1:2:aaaa::1")),
-            ip("2001:db8:1:2::")
-        );
-        assert_eq!(
-            address_key(ip("2001:db8:1:2:ffff:ffff:ffff:ffff")),
-            ip("2001:db8:1:2::")
-        );
-        assert_ne!(address_key(ip("2001:db8:1:3::1")), ip("2001:db8:1:2::"));
-        let limits = slow(1, 2);
-        limits.address(ip("2001:db8:1:2::1")).unwrap();
-        limits.address(ip("2001:db8:1:2::2")).unwrap();
-        assert!(limits.address(ip("2001:db8:1:2::3")).is_err());
-        limits.address(ip("2001:db8:1:3::1")).unwrap();
-        limits.address(ip("127.0.0.1")).unwrap();
-    }
-
-    #[test]
-    fn requests_are_limited_per_certificate() {
-        let limits = slow(2, 1);
-        for _ in 0..2 {
-            assert!(limits.user(Some(&cert(Some("alice")))).is_none());
-        }
-        assert!(limits.user(Some(&cert(Some("alice")))).is_some());
-        assert!(limits.user(Some(&cert(Some("bob")))).is_none());
-        // Another certificate of alice's (say, her new one after the old was revoked) has its own
-        // budget.
-        let renewed = ClientCert {
-            serial: Serial::from_der_integer(&[2]),
-            ..cert(Some("alice"))
-        };
-        assert!(limits.user(Some(&renewed)).is_none());
-        // A certificate without a CN is limited like any other; one that did not parse too.
-        for _ in 0..2 {
-            assert!(limits.user(Some(&cert(None))).is_none());
-        }
-        assert!(limits.user(Some(&cert(None))).is_some());
-        assert!(limits.user(None).is_none());
-        let mut metrics = AdminMetrics::default();
-        limits.fill(&mut metrics);
-        assert_eq!(metrics.rate_limited, 2);
-        assert_eq!(metrics.rate_tracked_users, 5);
-        assert_eq!(metrics.rate_forgotten, 0);
-        // Long CNs are cut, on a character boundary.
-        let long = "é".repeat(MAX_RATE_KEY);
-        let key = user_key(Some(&cert(Some(&long))));
-        assert!(
-            key.0.len() <= MAX_RATE_KEY && long.starts_with(&key.0),
-            "{key:?}"
-        );
-    }
-
-    #[tokio::test]
-    async fn over_the_limit_the_answer_is_429_with_retry_after_and_a_json_error() {
-        let limits = slow(1, 1);
-        assert!(limits.user(Some(&cert(Some("alice")))).is_none());
-        let response = limits
-            .user(Some(&cert(Some("alice"))))
-            .expect("over the limit");
-        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
-        assert_eq!(
-            response.headers()[header::RETRY_AFTER].to_str().ok(),
-            Some("3600")
-        );
-        let body = to_bytes(response.into_body(), 4096).await.expect("body");
-        let body: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
-        let message = body["error"].as_str().expect("an error");
-        assert!(
-            message.contains("too many requests from user alice")
-                && message.contains("1 at once, then one every 1h")
-                && message.contains("retry in 3600 s"),
-            "{message}"
-        );
     }
 }

@@ -23,8 +23,9 @@ pub const MAX_RATE_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct NodeConfig {
-    /// ed25519 public key (64 hex digits) of the licence issuer: `meshward licence install`
-    /// accepts only licences it signed. Default: none, so no licence can be installed.
+    /// No longer read: the licence issuer is fixed when the cluster is created (`meshward init
+    /// --licence-issuer KEY`). A file that still sets it is refused with that advice, so the
+    /// operator does not believe it does something.
     pub licence_issuer: Option<String>,
     /// A PEM file of external CA certificates whose client certificates the admin API accepts
     /// beside the cluster CA's (a relative path is taken from the data directory). Read when
@@ -48,7 +49,7 @@ pub struct NodeConfig {
     #[serde(default, deserialize_with = "admin_address_rate_interval")]
     pub admin_address_rate_interval: Option<Duration>,
     /// Admin API connections each client address (IPv6: each /64) may hold at once, 1 to
-    /// [`crate::admin::MAX_CONNECTIONS`] (a new one beyond is closed before the TLS
+    /// [`crate::admin_limits::MAX_CONNECTIONS`] (a new one beyond is closed before the TLS
     /// handshake). Default: [`crate::admin_limits::ADDRESS_CONNECTIONS`].
     #[serde(default, deserialize_with = "admin_address_connections")]
     pub admin_address_connections: Option<NonZeroUsize>,
@@ -76,7 +77,10 @@ impl NodeConfig {
     pub fn parse(text: &str) -> anyhow::Result<NodeConfig> {
         let config: NodeConfig = toml::from_str(text)?;
         if config.licence_issuer.is_some() {
-            config.issuer()?;
+            anyhow::bail!(
+                "`licence-issuer` is no longer read from {CONFIG_FILE}: a cluster's licence issuer is \
+                 fixed when it is created (`meshward init --licence-issuer KEY`); remove the line"
+            );
         }
         Ok(config)
     }
@@ -104,20 +108,6 @@ impl NodeConfig {
                 .unwrap_or(default.connections_per_address),
         }
     }
-
-    /// The licence issuer's key, or a clear error when none is configured.
-    pub fn issuer(&self) -> anyhow::Result<[u8; 32]> {
-        let hex = self.licence_issuer.as_deref().ok_or_else(|| {
-            anyhow::anyhow!(
-                "no licence issuer configured; set `licence-issuer = \"<64 hex digits>\"` in \
-                 DATA/{CONFIG_FILE} (see meshward.example.toml)"
-            )
-        })?;
-        let mut key = [0u8; 32];
-        hex::decode_to_slice(hex.trim(), &mut key)
-            .map_err(|_| anyhow::anyhow!("licence-issuer is not 64 hex digits"))?;
-        Ok(key)
-    }
 }
 
 fn admin_rate_burst<'de, D: Deserializer<'de>>(d: D) -> Result<Option<NonZeroU32>, D::Error> {
@@ -144,7 +134,7 @@ fn admin_address_connections<'de, D: Deserializer<'de>>(
     d: D,
 ) -> Result<Option<NonZeroUsize>, D::Error> {
     let key = "admin-address-connections";
-    let max = crate::admin::MAX_CONNECTIONS;
+    let max = crate::admin_limits::MAX_CONNECTIONS;
     let n = i64::deserialize(d)?;
     usize::try_from(n)
         .ok()
@@ -183,11 +173,32 @@ fn interval<'de, D: Deserializer<'de>>(key: &str, d: D) -> Result<Option<Duratio
              e.g. \"50ms\" for 20 per second"
         ))
     };
-    let interval = crate::cluster::parse_duration(&text).map_err(bad)?;
+    let interval = parse_duration(&text).map_err(bad)?;
     if interval < Duration::from_millis(1) || interval > MAX_RATE_INTERVAL {
         return Err(bad("out of range".into()));
     }
     Ok(Some(interval))
+}
+
+/// Parses `500ms`, `30s`, `10m`, `2h`, `1d`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (n, unit) = text.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 30m or 24h"))?;
+    let ms = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("{text:?}: the unit must be ms, s, m, h or d")),
+    };
+    Ok(Duration::from_millis(n.saturating_mul(ms)))
 }
 
 #[cfg(test)]
@@ -197,7 +208,7 @@ mod tests {
     #[test]
     fn the_shipped_example_parses() {
         let config = NodeConfig::parse(include_str!("../../meshward.example.toml")).unwrap();
-        assert!(config.issuer().is_ok());
+        assert_eq!(config.licence_issuer, None);
         // Its commented-out rate limits are the defaults, and parse when uncommented.
         let uncommented = include_str!("../../meshward.example.toml").replace("# admin-", "admin-");
         let config = NodeConfig::parse(&uncommented).unwrap();
@@ -225,11 +236,12 @@ mod tests {
     }
 
     #[test]
-    fn unknown_keys_and_bad_issuers_are_refused() {
+    fn unknown_keys_and_the_retired_licence_issuer_key_are_refused() {
         assert!(NodeConfig::parse("licence_issuer = \"00\"").is_err());
-        assert!(NodeConfig::parse("licence-issuer = \"zz\"").is_err());
+        let key = format!("licence-issuer = \"{}\"", "ab".repeat(32));
+        let err = NodeConfig::parse(&key).unwrap_err().to_string();
+        assert!(err.contains("init --licence-issuer"), "{err}");
         assert!(NodeConfig::parse("\u{0}garbage[[").is_err());
-        assert!(NodeConfig::parse("").unwrap().issuer().is_err());
         let config = NodeConfig::parse("admin-client-ca = \"ca.pem\"").unwrap();
         assert_eq!(config.admin_client_ca, Some("ca.pem".into()));
         assert!(NodeConfig::parse("admin-client-ca = 3").is_err());

@@ -68,7 +68,11 @@ mod advert;
 mod bugs;
 pub mod election;
 mod fork;
+mod forward;
+
+pub use forward::{MAX_FORWARD, Opaque};
 mod ha;
+pub mod wire;
 
 pub use advert::{ADVERT_DOMAIN, Advert};
 #[cfg(feature = "bugs")]
@@ -230,6 +234,23 @@ pub enum Input {
         /// The new password.
         password: Secret,
     },
+    /// A write only the leader makes, on a follower: send `envelope` (opaque to the core) to
+    /// the leader. Answered by [`Output::Forwarded`] (see [`forward`]).
+    Forward {
+        /// Caller's token.
+        token: u64,
+        /// What to forward.
+        envelope: Opaque,
+    },
+    /// The driver's answer to an [`Output::Serve`] (opaque to the core).
+    Served {
+        /// The channel of the [`Output::Serve`].
+        channel: u64,
+        /// The asker's last mastered version, from the [`Output::Serve`].
+        have: u64,
+        /// The answer.
+        answer: Opaque,
+    },
 }
 
 /// What the core asks its driver to do, in order.
@@ -269,6 +290,22 @@ pub enum Output {
         token: u64,
         /// The version, or a message for the operator.
         result: Result<u64, String>,
+    },
+    /// The result of an [`Input::Forward`]: the leader's answer, or why there is none.
+    Forwarded {
+        /// The caller's token.
+        token: u64,
+        /// The leader's answer (opaque), or a message for the operator.
+        result: Result<Opaque, String>,
+    },
+    /// As the leader: run this forwarded `envelope` and answer with [`Input::Served`].
+    Serve {
+        /// Give it back in [`Input::Served`].
+        channel: u64,
+        /// Give it back in [`Input::Served`].
+        have: u64,
+        /// What a follower forwarded (opaque to the core).
+        envelope: Opaque,
     },
     /// Publish on gossip.
     Publish(Vec<u8>),
@@ -355,17 +392,17 @@ pub enum Gossip {
 pub const MAX_GOSSIP: usize = 64 * 1024;
 
 impl Gossip {
-    /// Encodes the envelope.
+    /// Encodes the envelope ([`wire`]: versioned).
     pub fn encode(&self) -> Vec<u8> {
-        postcard::to_allocvec(self).unwrap_or_default()
+        wire::encode(self)
     }
 
-    /// Decodes an envelope, refusing oversize or malformed bytes.
+    /// Decodes an envelope, refusing oversize or malformed bytes and other major versions.
     pub fn decode(bytes: &[u8]) -> Option<Gossip> {
         if bytes.len() > MAX_GOSSIP {
             return None;
         }
-        postcard::from_bytes(bytes).ok()
+        wire::decode(bytes).ok()
     }
 }
 
@@ -658,6 +695,18 @@ impl Core {
         }
     }
 
+    /// Whether some other roster member is neither connected nor has an address to redial it
+    /// at (it was never reached): the driver then dials its bootstrap addresses again (see
+    /// [`crate::bootstrap`]).
+    pub fn unreached(&self) -> bool {
+        let me = self.me();
+        self.roster.iter().filter(|w| **w != me).any(|w| {
+            self.peers
+                .get(w)
+                .is_none_or(|p| !p.status.connected && p.status.addr.is_none())
+        })
+    }
+
     /// Holds (or releases) replication while the driver's store refuses writes (its disk is
     /// full). Held, the core applies no changes or mastered records from peers (they are
     /// counted in `held_dropped` and answered [`Verdict::Ignore`]: not forwarded, no
@@ -764,6 +813,12 @@ impl Core {
                 user,
                 password,
             } => self.password(now, token, user, password),
+            Input::Forward { token, envelope } => self.forward(now, token, envelope),
+            Input::Served {
+                channel,
+                have,
+                answer,
+            } => self.served(channel, have, answer),
             Input::SyncFailed { peer, request } => {
                 if let Some(pending) = self.asks.remove(&request) {
                     self.ha_reply(now, peer, pending, None);
@@ -1305,6 +1360,13 @@ pub enum Ask {
         /// The new password.
         password: Secret,
     },
+    /// (To the leader) run this write only you make (see [`forward`]).
+    Forward {
+        /// The asker's last mastered version.
+        have: u64,
+        /// What to run, opaque to the core.
+        envelope: Opaque,
+    },
     /// (From the leader) endorse `next_leader` to lead `next_epoch`, at this chain position:
     /// a planned hand-over.
     EndorseHandover {
@@ -1330,6 +1392,13 @@ pub enum Reply {
     Chain(Vec<Vec<u8>>),
     /// The leader did it: the mastered records after the asker's `have`, encoded; or why not.
     Done(Result<Vec<Vec<u8>>, String>),
+    /// The leader's answer to [`Ask::Forward`], after the records the asker lacks.
+    Forwarded {
+        /// The mastered records after the asker's `have`, encoded.
+        records: Vec<Vec<u8>>,
+        /// The answer, opaque to the core.
+        answer: Opaque,
+    },
 }
 
 /// A secret string (a password): never shown by `Debug`, zeroed when dropped.
@@ -1352,32 +1421,32 @@ impl Drop for Secret {
 pub const MAX_ASK: usize = meshward_crdt::MAX_DIGEST + 64 * 1024;
 
 impl Ask {
-    /// Encodes the request.
+    /// Encodes the request ([`wire`]: versioned).
     pub fn encode(&self) -> Vec<u8> {
-        postcard::to_allocvec(self).unwrap_or_default()
+        wire::encode(self)
     }
 
-    /// Decodes a request, refusing oversize or malformed bytes.
+    /// Decodes a request, refusing oversize or malformed bytes and other major versions.
     pub fn decode(bytes: &[u8]) -> Option<Ask> {
         if bytes.len() > MAX_ASK {
             return None;
         }
-        postcard::from_bytes(bytes).ok()
+        wire::decode(bytes).ok()
     }
 }
 
 impl Reply {
-    /// Encodes the reply.
+    /// Encodes the reply ([`wire`]: versioned).
     pub fn encode(&self) -> Vec<u8> {
-        postcard::to_allocvec(self).unwrap_or_default()
+        wire::encode(self)
     }
 
-    /// Decodes a reply, refusing oversize or malformed bytes.
+    /// Decodes a reply, refusing oversize or malformed bytes and other major versions.
     pub fn decode(bytes: &[u8]) -> Option<Reply> {
         if bytes.len() > meshward_crdt::MAX_WIRE {
             return None;
         }
-        postcard::from_bytes(bytes).ok()
+        wire::decode(bytes).ok()
     }
 }
 

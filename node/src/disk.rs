@@ -70,6 +70,15 @@ pub fn read_at_most(path: &Path, max: u64) -> io::Result<Option<Vec<u8>>> {
     Ok((bytes.len() as u64 <= max).then_some(bytes))
 }
 
+/// Reads a file of at most `max` bytes; a larger one is refused, naming the file.
+pub fn read_bounded(path: &Path, max: usize) -> anyhow::Result<Vec<u8>> {
+    use anyhow::Context as _;
+    match read_at_most(path, max as u64).with_context(|| format!("reading {}", path.display()))? {
+        Some(bytes) => Ok(bytes),
+        None => anyhow::bail!("{} is over the limit of {max} bytes", path.display()),
+    }
+}
+
 /// Creates the file `path` for writing with `mode` (e.g. `0o600`), refusing an existing file
 /// and a symbolic link, dangling or not (`O_CREAT|O_EXCL|O_NOFOLLOW`): see the module docs.
 pub fn create_new(path: &Path, mode: u32) -> io::Result<File> {

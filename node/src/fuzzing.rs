@@ -300,6 +300,68 @@ pub fn grants_payload(data: &[u8]) {
     let _ = crate::certs::parse_ca_pem(data);
 }
 
+/// A setup endpoint message ([`crate::join::wire`]), decoded as the leader's actor decodes a
+/// request and a joiner decodes an answer: one that decodes encodes back to itself, its
+/// `Debug` shows, and an answer says whether it ends the connection.
+pub fn setup_message(data: &[u8]) {
+    use crate::join::wire::{SetupRequest, SetupResponse};
+    if let Some(request) = SetupRequest::decode(data) {
+        let again = SetupRequest::decode(&request.encode());
+        assert!(
+            again.as_ref() == Some(&request),
+            "a decoded request does not survive encoding: {again:?}"
+        );
+        let _ = format!("{request:?}");
+    }
+    if let Some(response) = SetupResponse::decode(data) {
+        let again = SetupResponse::decode(&response.encode());
+        assert!(
+            again.as_ref() == Some(&response),
+            "a decoded answer does not survive encoding"
+        );
+        let _ = response.ends();
+    }
+}
+
+/// Valid setup messages: a hello, an answer, a challenge, a refusal and an admission.
+fn setup_seeds() -> Vec<Vec<u8>> {
+    use crate::join::wire::{SetupRequest, SetupResponse};
+    vec![
+        SetupRequest::JoinHelloV2 {
+            node_key: key(2).verifying_key().to_bytes(),
+            address: "b".into(),
+            tls_key: vec![4; 65],
+            cluster: CLUSTER.0,
+            genesis_leader: anchor().genesis_leader,
+            ca_cert: [5; 32],
+        }
+        .encode(),
+        SetupRequest::JoinAnswer {
+            answer: [6; 32],
+            signature: vec![7; 64],
+        }
+        .encode(),
+        SetupResponse::ChallengeV2 {
+            nonce: [8; 32],
+            cluster: CLUSTER.0,
+            genesis_leader: anchor().genesis_leader,
+            ca_cert: [5; 32],
+        }
+        .encode(),
+        SetupResponse::Refused {
+            reason: "the licence allows 3 nodes".into(),
+        }
+        .encode(),
+        SetupResponse::Joined {
+            cluster: CLUSTER.0,
+            genesis_leader: anchor().genesis_leader,
+            records: history().iter().map(SignedRecord::encode).collect(),
+            node_cert: vec![9; 300],
+        }
+        .encode(),
+    ]
+}
+
 /// A joining bundle file, decoded as `meshward join` does before it connects; if it decodes,
 /// it encodes back to the same bundle, and the DER items the joiner hands to its TLS stack
 /// (the CA certificate, the one-time client certificate and its PKCS#8 key) are parsed with
@@ -487,6 +549,7 @@ enum JoinOutcome {
 fn join_licence() -> Licence {
     LicenceTerms {
         customer: "acme".into(),
+        cluster: CLUSTER.to_hex(),
         max_nodes: 3,
         expires_at_ms: JOIN_T0 * 10,
     }
@@ -505,8 +568,8 @@ fn join_bundle_state(n: u8, now_ms: u64) -> BundleState {
 }
 
 /// The leader's side of the join handshake ([`crate::join::Admission`]) fed the setup
-/// protocol's `JoinHello` and `JoinAnswer` requests read from the bytes. (Their wire types live
-/// in meshward-transport, which the fuzz build lacks: the bytes give their fields instead.)
+/// protocol's `JoinHello` and `JoinAnswer` requests read from the bytes (their fields, so that
+/// the fuzzer steers the protocol; [`setup_message`] fuzzes their wire form).
 ///
 /// The leader: an admission with a fixed seed, the MEK of [`mek`], a licence for 3 nodes, the
 /// roster of [`genesis`] (key(1) at "a") and bundle 1 (id `[1; 16]`, certificate hash
@@ -720,7 +783,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
         (
             "mastered_bundle",
             vec![
-                MasteredBundle::genesis(&key(1), CLUSTER, genesis_roster().members).encode(),
+                MasteredBundle::genesis(&key(1), CLUSTER, genesis_roster().members, None).encode(),
                 bundle.clone(),
             ],
         ),
@@ -767,6 +830,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
         ("backup_archive", backups(&writes, &bundle)),
         ("joining_bundle", joining_bundles()),
         ("join_setup", join_seeds()),
+        ("setup_message", setup_seeds()),
         (
             "grants_payload",
             user_changes()
@@ -1026,6 +1090,7 @@ mod tests {
             "grants_payload" => grants_payload,
             "joining_bundle" => joining_bundle,
             "join_setup" => join_setup,
+            "setup_message" => setup_message,
             other => panic!("no fuzzing function for target {other}"),
         }
     }
@@ -1141,6 +1206,13 @@ mod tests {
             "joining_bundle" => {
                 let bundle = JoiningBundle::decode(seed).map_err(|e| e.to_string())?;
                 check(bundle.cluster == CLUSTER.0, "another cluster's bundle")
+            }
+            "setup_message" => {
+                use crate::join::wire::{SetupRequest, SetupResponse};
+                check(
+                    SetupRequest::decode(seed).is_some() || SetupResponse::decode(seed).is_some(),
+                    "neither a request nor an answer",
+                )
             }
             "join_setup" => {
                 let outcomes = run_join_setup(seed);
@@ -1265,6 +1337,7 @@ mod tests {
             grants_payload(&data);
             joining_bundle(&data);
             join_setup(&data);
+            setup_message(&data);
         }
     }
 }

@@ -1,5 +1,4 @@
-//! The HA commands (`meshward ha …`, `meshward password …`), the HA command log, and the HA
-//! part of `meshward status`.
+//! HA: the roles, resolving the members HA commands name, and the HA command log.
 //!
 //! Roles follow the HA guide: the **primary** is the node that created the cluster (the
 //! epoch-1 leader); the **active** node is the current leader; the others are **standby**. A
@@ -11,189 +10,33 @@
 //! failover` (on a follower) therefore talk to other nodes and need the running node, as do
 //! `ha make-standalone` on a follower and `password change` on a follower; the daemon answers
 //! them when the core is done ([`crate::core::Output::Done`]). Every HA command and its
-//! outcome is appended to `DATA/ha-commands.log`.
+//! outcome is appended to `DATA/ha-commands.log` (0600, local to the node, never replicated),
+//! one tab-separated line each: time, node, who, command, `ok` or `error`, message
+//! ([`log`]); `ha log` reads it back newest first ([`read_log`]).
 
-use std::io::Write as _;
+use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
 use std::path::Path;
 
 use anyhow::{Context as _, bail};
-use clap::Subcommand;
-use meshward_crdt::WriterId;
 use meshward_crdt::mastered::Chain;
-use serde_json::json;
-
-use crate::cli::{Backend, Global, emit};
-use crate::cluster_config::ClusterConfig;
 
 /// File name of the HA command log in the data directory.
 pub const HA_LOG: &str = "ha-commands.log";
 
-/// `meshward ha …`
-#[derive(Debug, Subcommand)]
-pub enum HaCmd {
-    /// Hand leadership to another member (run on the leader): a planned hand-over, epoch + 1.
-    Demote {
-        /// The next leader: its address as in the roster, or its id (at least 8 hex digits).
-        #[arg(long)]
-        to: String,
-    },
-    /// Hand leadership back to the primary, the node that created the cluster (run on the
-    /// current leader after a failover, once the primary is back).
-    Failback,
-    /// Become the leader of the next epoch (run on a follower whose leader is gone): needs
-    /// endorsements from a majority of the roster.
-    Failover {
-        /// Break-glass for a two-node pair whose other node is gone: take over alone. If the
-        /// other node still leads elsewhere, the higher epoch wins when they meet and the
-        /// other side's later mastered writes become superseded.
-        #[arg(long)]
-        force: bool,
-    },
-    /// Mastered records that lost when two leaders' chains met, for review.
-    Superseded,
-    /// Leave the cluster (on a follower; local data and MEK are kept), or remove `--node`
-    /// (on the leader). A removed node needs a new joining bundle to come back.
-    MakeStandalone {
-        /// The member to remove (leader only): address or id.
-        #[arg(long)]
-        node: Option<String>,
-    },
-}
-
-/// `meshward password …`
-#[derive(Debug, Subcommand)]
-pub enum PasswordCmd {
-    /// Change a local user's password: the new password is read from stdin (one line). On a
-    /// follower the change is delegated to the leader, which applies its password policy.
-    Change {
-        /// The user.
-        user: String,
-    },
-    /// Users whose password the leader set, with the mastered version of the last change.
-    List,
-}
-
-/// Whether a command is answered by the running node after other nodes reply.
-pub fn is_async(cmd: &crate::cli::Command) -> bool {
-    use crate::cli::Command;
-    matches!(
-        cmd,
-        Command::Ha(
-            HaCmd::Demote { .. }
-                | HaCmd::Failback
-                | HaCmd::Failover { .. }
-                | HaCmd::MakeStandalone { .. }
-        ) | Command::Password(PasswordCmd::Change { .. })
-    )
-}
-
-/// Runs an HA command that needs no other node.
-pub fn run_ha(
-    g: &Global,
-    cmd: HaCmd,
-    backend: &mut dyn Backend,
-    out: &mut dyn std::io::Write,
-) -> anyhow::Result<()> {
-    let line = command_line(&cmd);
-    let result = run_ha_inner(g, cmd, backend, out);
-    log(
-        &g.data,
-        &line,
-        result
-            .as_ref()
-            .map(|s| s.as_str())
-            .map_err(|e| format!("{e:#}")),
-    );
-    result.map(|_| ())
-}
-
-fn run_ha_inner(
-    g: &Global,
-    cmd: HaCmd,
-    backend: &mut dyn Backend,
-    out: &mut dyn std::io::Write,
-) -> anyhow::Result<String> {
-    crate::roster::chain(backend.store()?)?.context(
-        "this node is not part of a cluster; run `meshward init` or `meshward join` first",
-    )?;
-    match cmd {
-        HaCmd::Superseded => {
-            let records = backend.store()?.superseded()?;
-            let rows: Vec<serde_json::Value> = records
-                .iter()
-                .map(|r| {
-                    json!({"version": r.record.version, "epoch": r.record.epoch,
-                           "kind": r.record.kind.as_str(), "signer": hex::encode(r.signer),
-                           "hash": r.hash().to_hex(), "payload_bytes": r.record.payload.len()})
-                })
-                .collect();
-            let text = records
-                .iter()
-                .map(|r| {
-                    format!(
-                        "version {} epoch {} {} signed by {} ({} bytes)",
-                        r.record.version,
-                        r.record.epoch,
-                        r.record.kind,
-                        &hex::encode(r.signer)[..16],
-                        r.record.payload.len()
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join("\n");
-            emit(g, out, json!(rows), &text)?;
-            Ok(format!("{} superseded records", records.len()))
-        }
-        HaCmd::Demote { .. } | HaCmd::Failback => bail!(
-            "a hand-over needs endorsements from a majority of the members, the next leader \
-             included: start the node with `meshward run` first"
-        ),
-        HaCmd::Failover { .. } | HaCmd::MakeStandalone { .. } => {
-            bail!("this command talks to other nodes: start the node with `meshward run` first")
-        }
+/// The node `ha failback` hands leadership to: the primary, when it is in the roster and does
+/// not lead already. The core checks the rest (leader only, a majority).
+pub fn failback_target(chain: &Chain, primary: Option<[u8; 32]>) -> anyhow::Result<[u8; 32]> {
+    let primary = primary.context("no trust anchor")?;
+    if chain.leader() == primary {
+        bail!(
+            "the primary already leads (epoch {}): nothing to fail back",
+            chain.epoch()
+        );
     }
-}
-
-/// The node a planned hand-over goes to: `ha demote --to NODE`, or the primary for
-/// `ha failback`. The core checks the rest (leader only, another member, a majority).
-pub fn handover_target(
-    chain: &Chain,
-    primary: Option<[u8; 32]>,
-    cmd: &HaCmd,
-) -> anyhow::Result<[u8; 32]> {
-    match cmd {
-        HaCmd::Demote { to } => resolve_member(chain, to),
-        HaCmd::Failback => {
-            let primary = primary.context("no trust anchor")?;
-            if chain.leader() == primary {
-                bail!(
-                    "the primary already leads (epoch {}): nothing to fail back",
-                    chain.epoch()
-                );
-            }
-            if !chain.roster().contains(&primary) {
-                bail!("the primary is no longer in the roster; use `meshward ha demote --to NODE`");
-            }
-            Ok(primary)
-        }
-        _ => bail!("not a hand-over"),
+    if !chain.roster().contains(&primary) {
+        bail!("the primary is no longer in the roster; use `meshward ha demote --to NODE`");
     }
-}
-
-/// `meshward password list`.
-pub fn run_password_list(
-    g: &Global,
-    backend: &mut dyn Backend,
-    out: &mut dyn std::io::Write,
-) -> anyhow::Result<()> {
-    let config = ClusterConfig::from_records(&backend.store()?.mastered_records()?);
-    let text = config
-        .passwords
-        .iter()
-        .map(|(u, v)| format!("{u} (mastered version {v})"))
-        .collect::<Vec<_>>()
-        .join("\n");
-    emit(g, out, json!(config.passwords), &text)
+    Ok(primary)
 }
 
 /// A roster member named by address or by (a prefix of at least 8 hex digits of) its id.
@@ -226,44 +69,27 @@ pub fn resolve_member(chain: &Chain, name: &str) -> anyhow::Result<[u8; 32]> {
     }
 }
 
-fn member_name(chain: &Chain, key: &[u8; 32]) -> String {
-    chain
-        .roster()
-        .members
-        .iter()
-        .find(|m| &m.key == key)
-        .map_or_else(|| hex::encode(key), |m| m.address.clone())
+/// How much of the end of the HA command log [`read_log`] reads at most.
+pub const MAX_LOG_TAIL: u64 = 1024 * 1024;
+
+/// What one HA log line records besides the time and the outcome.
+#[derive(Clone, Copy, Debug)]
+pub struct LogEntry<'a> {
+    /// The node it ran on (its address).
+    pub node: &'a str,
+    /// Who asked (`local operator`, `user NAME`).
+    pub who: &'a str,
+    /// The command, as the CLI names it.
+    pub command: &'a str,
 }
 
-fn command_line(cmd: &HaCmd) -> String {
-    match cmd {
-        HaCmd::Demote { to } => format!("ha demote --to {to}"),
-        HaCmd::Failback => "ha failback".into(),
-        HaCmd::Failover { force } => {
-            format!("ha failover{}", if *force { " --force" } else { "" })
-        }
-        HaCmd::Superseded => "ha superseded".into(),
-        HaCmd::MakeStandalone { node } => format!(
-            "ha make-standalone{}",
-            node.as_ref()
-                .map_or(String::new(), |n| format!(" --node {n}"))
-        ),
-    }
-}
-
-/// The command line of an HA or password command, for the HA log (never a password).
-pub fn describe(cmd: &crate::cli::Command) -> String {
-    use crate::cli::Command;
-    match cmd {
-        Command::Ha(ha) => command_line(ha),
-        Command::Password(PasswordCmd::Change { user }) => format!("password change {user}"),
-        _ => String::new(),
-    }
-}
-
-/// Appends one line to the HA command log: time, command, outcome. A forced failover is
-/// marked loudly. Failure to log is reported on stderr, never fatal.
-pub fn log(data: &Path, command: &str, outcome: Result<&str, String>) {
+/// Appends one line to the HA command log: time, node, who, command, outcome. A forced
+/// failover is marked loudly. Tabs and line breaks in the fields become spaces, so a line is
+/// one entry. Failure to log is reported on stderr, never fatal.
+pub fn log(data: &Path, entry: &LogEntry<'_>, outcome: Result<&str, String>) {
+    let clean = |s: &str| s.replace(['\t', '\n', '\r'], " ");
+    let command = clean(entry.command);
+    let (node, who) = (clean(entry.node), clean(entry.who));
     let when = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
     let loud = if command.contains("--force") {
         "FORCED FAILOVER (break-glass) "
@@ -271,8 +97,14 @@ pub fn log(data: &Path, command: &str, outcome: Result<&str, String>) {
         ""
     };
     let line = match outcome {
-        Ok(message) => format!("{when}\t{loud}{command}\tok\t{message}\n"),
-        Err(error) => format!("{when}\t{loud}{command}\terror\t{error}\n"),
+        Ok(message) => format!(
+            "{when}\t{node}\t{who}\t{loud}{command}\tok\t{}\n",
+            clean(message)
+        ),
+        Err(error) => format!(
+            "{when}\t{node}\t{who}\t{loud}{command}\terror\t{}\n",
+            clean(&error)
+        ),
     };
     let path = data.join(HA_LOG);
     let written =
@@ -282,54 +114,105 @@ pub fn log(data: &Path, command: &str, outcome: Result<&str, String>) {
     }
 }
 
-/// The HA block of `meshward status`: this node's state, and each member's, with liveness
-/// from the running node's mesh when there is one.
-pub fn status(
-    chain: Option<&Chain>,
-    primary: Option<[u8; 32]>,
-    me: WriterId,
-    mesh: Option<&serde_json::Value>,
-) -> serde_json::Value {
-    let Some(chain) = chain else {
-        return json!({"state": "inactive", "role": "standalone"});
+/// The last `limit` entries of the HA command log, newest first, from at most its last
+/// [`MAX_LOG_TAIL`] bytes. No log yet: none. Lines of earlier versions (time, command,
+/// outcome, message) have an empty node and who; a line that is neither is skipped.
+pub fn read_log(data: &Path, limit: usize) -> anyhow::Result<Vec<meshward_api::node::HaLogEntry>> {
+    let path = data.join(HA_LOG);
+    let mut file = match std::fs::File::open(&path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("opening {}", path.display())),
     };
-    let role = |key: &[u8; 32]| {
-        if !chain.roster().contains(key) {
-            "inactive"
-        } else if *key == chain.leader() {
-            "active"
-        } else if Some(*key) == primary {
-            "demoted"
-        } else {
-            "standby"
+    let len = file.metadata()?.len();
+    let start = len.saturating_sub(MAX_LOG_TAIL);
+    file.seek(SeekFrom::Start(start))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_LOG_TAIL).read_to_end(&mut bytes)?;
+    let text = String::from_utf8_lossy(&bytes);
+    let mut lines: Vec<&str> = text.lines().collect();
+    if start > 0 && !lines.is_empty() {
+        lines.remove(0); // cut in the middle
+    }
+    Ok(lines
+        .into_iter()
+        .rev()
+        .filter_map(parse_line)
+        .take(limit)
+        .collect())
+}
+
+fn parse_line(line: &str) -> Option<meshward_api::node::HaLogEntry> {
+    let fields: Vec<&str> = line.split('\t').collect();
+    let (at, node, who, command, outcome, message) = match fields.as_slice() {
+        [at, node, who, command, outcome, message] => {
+            (*at, *node, *who, *command, *outcome, *message)
         }
+        [at, command, outcome, message] => (*at, "", "", *command, *outcome, *message),
+        _ => return None,
     };
-    let members: Vec<serde_json::Value> = chain
-        .roster()
-        .members
-        .iter()
-        .map(|m| {
-            let id = hex::encode(m.key);
-            let peer = mesh.and_then(|mesh| mesh["peers"].get(&id));
-            let connected = peer.and_then(|p| p["connected"].as_bool());
-            let state = match (m.key == me.0, connected) {
-                (false, Some(false)) => "failed",
-                _ => role(&m.key),
-            };
-            json!({
-                "id": id, "address": m.address, "state": state,
-                "leader": m.key == chain.leader(), "primary": Some(m.key) == primary,
-                "connected": connected, "last_seen_ms": peer.map(|p| p["last_seen_ms"].clone()),
-                "behind": peer.map(|p| p["behind"].clone()),
-            })
-        })
-        .collect();
-    json!({
-        "state": role(&me.0),
-        "role": if chain.leader() == me.0 { "leader" } else if chain.roster().contains(&me.0) { "follower" } else { "standalone" },
-        "epoch": chain.epoch(),
-        "leader": member_name(chain, &chain.leader()),
-        "primary": primary.map(|p| member_name(chain, &p)),
-        "members": members,
+    let ok = match outcome {
+        "ok" => true,
+        "error" => false,
+        _ => return None,
+    };
+    Some(meshward_api::node::HaLogEntry {
+        at: at.to_string(),
+        node: node.to_string(),
+        who: who.to_string(),
+        command: command.to_string(),
+        ok,
+        message: message.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_log_reads_back_newest_first_with_who_and_where_and_skips_garbage() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(read_log(dir.path(), 10).unwrap().is_empty());
+        let entry = |command| LogEntry {
+            node: "10.0.0.1:7400",
+            who: "user alice",
+            command,
+        };
+        log(
+            dir.path(),
+            &entry("ha demote --to b"),
+            Ok("done\tat version 3"),
+        );
+        // An earlier version's line, and garbage, in between.
+        let path = dir.path().join(HA_LOG);
+        let mut file = crate::disk::open_append_private(&path).unwrap();
+        file.write_all(b"2026-01-01T00:00:00Z\tha failback\terror\tno\n\xff\xfe junk\n")
+            .unwrap();
+        log(
+            dir.path(),
+            &entry("ha failover --force"),
+            Err("no majority\nreally".into()),
+        );
+        let entries = read_log(dir.path(), 10).unwrap();
+        assert_eq!(entries.len(), 3, "{entries:?}");
+        assert!(
+            entries[0].command.starts_with("FORCED FAILOVER"),
+            "{entries:?}"
+        );
+        assert!(!entries[0].ok && entries[0].message == "no majority really");
+        assert_eq!(entries[1].command, "ha failback");
+        assert_eq!(
+            (entries[1].node.as_str(), entries[1].who.as_str()),
+            ("", "")
+        );
+        assert_eq!(entries[2].who, "user alice");
+        assert_eq!(entries[2].node, "10.0.0.1:7400");
+        assert!(entries[2].ok && entries[2].message == "done at version 3");
+        assert_eq!(read_log(dir.path(), 1).unwrap().len(), 1);
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&path).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600);
+    }
 }

@@ -41,6 +41,8 @@ use rand_chacha::ChaCha20Rng;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
+pub mod wire;
+
 use crate::licence::Licence;
 use crate::mek::Mek;
 use crate::rate::{Gcra, Rate};

@@ -103,6 +103,16 @@ impl Mek {
                 .ok_or_else(|| bad("larger than 4 KiB"))?,
         );
         let text = std::str::from_utf8(&bytes).map_err(|_| bad("not UTF-8 text"))?;
+        Mek::parse(text, &path.display().to_string())
+    }
+
+    /// Reads the text of a MEK file (see the module docs for its format); `origin` names it
+    /// in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Mek, MekError> {
+        let bad = |reason| MekError::Malformed {
+            path: origin.to_string(),
+            reason,
+        };
         let mut lines = text
             .lines()
             .map(str::trim)

@@ -11,7 +11,9 @@ use std::collections::BTreeSet;
 use anyhow::Context as _;
 use ed25519_dalek::SigningKey;
 use meshward_crdt::WriterId;
-use meshward_crdt::mastered::{Chain, Member, RecordKind, Roster, SignedRecord, TrustAnchor};
+use meshward_crdt::mastered::{
+    Chain, Genesis, Member, RecordKind, Roster, SignedRecord, TrustAnchor,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::core::Core;
@@ -67,19 +69,25 @@ impl MasteredBundle {
         postcard::from_bytes(bytes).map_err(|e| ImportError::Malformed(e.to_string()))
     }
 
-    /// A new cluster's first bundle: its genesis record, carrying `members` as the roster,
-    /// signed by `leader` (the epoch-1 leader and trust anchor).
+    /// A new cluster's first bundle: its genesis record, carrying `members` as the roster and
+    /// the licence issuer the cluster trusts for good, signed by `leader` (the epoch-1 leader
+    /// and trust anchor).
     pub fn genesis(
         leader: &SigningKey,
         cluster: meshward_crdt::ClusterId,
         members: Vec<Member>,
+        licence_issuer: Option<[u8; 32]>,
     ) -> Self {
         let anchor = TrustAnchor {
             cluster,
             genesis_leader: leader.verifying_key().to_bytes(),
         };
-        let roster = Roster { members };
-        let genesis = Chain::new(anchor).sign_next(leader, RecordKind::Genesis, roster.encode());
+        let payload = Genesis {
+            roster: Roster { members },
+            licence_issuer,
+        }
+        .encode();
+        let genesis = Chain::new(anchor).sign_next(leader, RecordKind::Genesis, payload);
         MasteredBundle {
             cluster: cluster.0,
             genesis_leader: anchor.genesis_leader,
@@ -234,18 +242,6 @@ impl From<StoreError> for WriteError {
     }
 }
 
-/// The leader's address as the roster names it (its key in hex if absent from the roster).
-pub fn leader_address(chain: &Chain) -> String {
-    let leader = chain.leader();
-    chain
-        .roster()
-        .members
-        .iter()
-        .find(|m| m.key == leader)
-        .map(|m| m.address.clone())
-        .unwrap_or_else(|| hex::encode(leader))
-}
-
 /// Signs the next mastered record with this node's key, if it is the current leader, verifies
 /// it against the stored chain and stores it durably. Returns the stored record, to announce.
 pub fn write(
@@ -257,7 +253,7 @@ pub fn write(
     let key = store.identity()?.key;
     if key.verifying_key().to_bytes() != chain.leader() {
         return Err(WriteError::NotLeader {
-            leader: leader_address(&chain),
+            leader: chain.leader_address(),
             epoch: chain.epoch(),
         });
     }
@@ -310,7 +306,7 @@ mod tests {
                 address: format!("127.0.0.1:{}", 5000 + i),
             })
             .collect();
-        MasteredBundle::genesis(leader, meshward_crdt::ClusterId([3; 16]), members)
+        MasteredBundle::genesis(leader, meshward_crdt::ClusterId([3; 16]), members, None)
     }
 
     fn key(n: u8) -> [u8; 32] {

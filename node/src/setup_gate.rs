@@ -6,7 +6,7 @@
 //! endpoint serves joins only (delegation runs over the mesh), so the only certificate with
 //! business there is the **current** joining bundle's, while it is **unused**, **unexpired**
 //! and **not revoked**. [`decide`] says so, purely (time is an argument); the endpoint closes
-//! any other connection at once with the reason (`meshward_transport::setup::Gate`), so a
+//! any other connection at once with the reason (the daemon hands it to the transport's `Gate`), so a
 //! flood of old bundles or admin certificates holds no slot past a handshake. The join
 //! protocol ([`crate::join`]) checks the bundle again on every request: the gate only decides
 //! who may hold a connection.
@@ -127,13 +127,6 @@ impl SetupGate {
     /// Each update replaces whole fields, so a panic while it was held leaves it usable.
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-#[cfg(feature = "daemon")]
-impl meshward_transport::setup::Gate for SetupGate {
-    fn admit(&self, cert: &[u8]) -> Result<(), String> {
-        self.check(cert).map_err(|e| e.to_string())
     }
 }
 
@@ -269,25 +262,5 @@ mod tests {
         gate.update(Some(far(&second)), chain, Some(revoked(&[&second])));
         assert!(gate.knows(chain));
         assert!(matches!(gate.check(&second), Err(GateRefusal::Revoked(_))));
-    }
-
-    #[cfg(feature = "daemon")]
-    #[test]
-    fn the_setup_endpoint_gets_the_reason_as_text() {
-        use meshward_transport::setup::Gate as _;
-        let ca = ca();
-        let cert = issue(&ca, &format!("{BUNDLE_CN_PREFIX}01"));
-        let gate = SetupGate::default();
-        let refused = gate.admit(&cert).unwrap_err();
-        assert!(refused.contains("no current joining bundle"), "{refused}");
-        gate.update(
-            Some(BundleState {
-                expires_at_ms: u64::MAX,
-                ..state(&cert)
-            }),
-            None,
-            None,
-        );
-        assert_eq!(gate.admit(&cert), Ok(()));
     }
 }

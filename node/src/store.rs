@@ -188,6 +188,8 @@ pub struct EventFilter {
     pub kind: Option<meshward_crdt::EventKind>,
     /// At most this many.
     pub limit: Option<usize>,
+    /// Only events after this one (writer, segment, index): the cursor of the previous page.
+    pub after: Option<(WriterId, u32, u64)>,
 }
 
 /// The newest mastered record stored: a node never accepts anything older (fencing), and
@@ -251,7 +253,7 @@ impl Store {
             }
         };
         let store = Store {
-            db: read_only::Db::Write(db),
+            db: read_only::Db::Write(std::sync::Arc::new(db)),
             watch,
         };
         store.init_schema().map_err(|e| match e {
@@ -291,7 +293,7 @@ impl Store {
             }
         };
         let store = Store {
-            db: read_only::Db::Write(db),
+            db: read_only::Db::Write(std::sync::Arc::new(db)),
             watch,
         };
         store.init_schema()?;
@@ -304,7 +306,7 @@ impl Store {
             .create_with_backend(redb::backends::InMemoryBackend::new())
             .map_err(|e| StoreError::Db(e.to_string()))?;
         let store = Store {
-            db: read_only::Db::Write(db),
+            db: read_only::Db::Write(std::sync::Arc::new(db)),
             watch: crate::disk::DiskWatch::default(),
         };
         store.init_schema()?;
@@ -506,8 +508,18 @@ impl Store {
         let tx = self.begin_read()?;
         let table = tx.open_table(EVENTS_VIEW)?;
         let prefix = filter.writer.map(|w| w.0.to_vec()).unwrap_or_default();
+        let after = filter.after.map(|(w, segment, index)| {
+            let mut key = w.0.to_vec();
+            key.extend_from_slice(&segment.to_be_bytes());
+            key.extend_from_slice(&index.to_be_bytes());
+            key
+        });
+        let start = match &after {
+            Some(key) if key.as_slice() >= prefix.as_slice() => Bound::Excluded(key.as_slice()),
+            _ => Bound::Included(prefix.as_slice()),
+        };
         let mut out = Vec::new();
-        for entry in table.range::<&[u8]>((Bound::Included(prefix.as_slice()), Bound::Unbounded))? {
+        for entry in table.range::<&[u8]>((start, Bound::Unbounded))? {
             if filter.limit.is_some_and(|l| out.len() >= l) {
                 break;
             }
@@ -815,6 +827,18 @@ impl Store {
             .open_table(SETTINGS)?
             .get(name)?
             .map(|v| v.value().to_string()))
+    }
+
+    /// Every node-only setting, by name.
+    pub fn settings(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let tx = self.begin_read()?;
+        let table = tx.open_table(SETTINGS)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (k, v) = entry?;
+            out.push((k.value().to_string(), v.value().to_string()));
+        }
+        Ok(out)
     }
 
     /// A node-managed local value (never replicated), if set.

@@ -621,6 +621,7 @@ impl Lab {
             &leader,
             meshward_crdt::ClusterId([0x6d; 16]),
             members,
+            None,
         );
         let file = self.work.join("roster.bundle");
         std::fs::write(&file, bundle.encode())?;
@@ -838,7 +839,7 @@ pub fn build_meshward(release: bool) -> anyhow::Result<PathBuf> {
         "build",
         "--quiet",
         "-p",
-        "meshward-node",
+        "meshward",
         "--bin",
         "meshward",
         "--features",

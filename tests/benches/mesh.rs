@@ -17,8 +17,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use meshward_node::control::forward;
-use meshward_tests::{Daemon, cli, cluster, wait_for};
+use meshward_api::Request;
+use meshward_api::shared::{AppendEvents, NewEvent};
+use meshward_tests::{Daemon, api, cli, cluster, wait_for};
 
 const NODES: usize = 7;
 
@@ -55,28 +56,24 @@ fn start(root: &Path) -> (Vec<Daemon>, Vec<String>) {
 /// Appends `count` events in one commit; `seq` varies user, host and detail like real PAM
 /// traffic (200 users, 1 500 hosts), so rows compress like production rows, not like copies.
 fn append(data: &Path, count: u32, seq: u64) {
-    let args = [
-        "event".to_string(),
-        "append".into(),
-        "--kind".into(),
-        "session-start".into(),
-        "--user".into(),
-        format!("user{:03}", seq % 200),
-        "--target".into(),
-        format!("srv-{:04}.corp.example", seq % 1500),
-        "--detail".into(),
-        format!(
+    let event = NewEvent {
+        kind: "session-start".into(),
+        user: format!("user{:03}", seq % 200),
+        target: format!("srv-{:04}.corp.example", seq % 1500),
+        detail: format!(
             "session {seq} from 10.1.{}.{}",
             (seq / 256) % 256,
             seq % 256
         ),
-        "--count".into(),
-        count.to_string(),
-    ];
-    let reply = forward(data, args.to_vec(), None)
-        .expect("control")
-        .expect("daemon answers");
-    assert!(reply.error.is_none(), "{:?}", reply.error);
+        at_ms: None,
+    };
+    let events = (0..count)
+        .map(|i| NewEvent {
+            detail: format!("{} #{i}", event.detail),
+            ..event.clone()
+        })
+        .collect();
+    api(data, Request::AppendEvents(AppendEvents { events })).expect("the daemon appends");
 }
 
 /// Appends `rate` events/s (in commits of `per_commit`) for `seconds`, paced.

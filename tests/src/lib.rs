@@ -1,6 +1,8 @@
 //! End-to-end test package; the tests live in `tests/tests/`. This library holds their shared
 //! helpers.
 
+pub mod https;
+
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -13,7 +15,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 /// Path of the `meshward` binary, built once per test process, with the `fault-injection`
 /// feature (the `meshward fault` hooks the partition tests use; production builds lack it).
 ///
-/// Runs `cargo build -p meshward-node --bin meshward` (with `$CARGO` if set, so the same
+/// Runs `cargo build -p meshward --bin meshward` (with `$CARGO` if set, so the same
 /// toolchain, and the inherited `CARGO_TARGET_DIR`) and takes the executable's path from
 /// cargo's JSON messages, so it is right for any target directory. Builds in release when the
 /// tests themselves are built without debug assertions.
@@ -66,7 +68,9 @@ impl Daemon {
         cmd.arg("--data").arg(data).arg("run").args(args);
         let log = std::fs::File::create(data.join("daemon.log"))?;
         cmd.stdout(std::process::Stdio::null()).stderr(log);
-        cmd.env("MESHWARD_LOG", "info");
+        // MESHWARD_TEST_LOG sets the daemons' log filter (e.g. `debug` to chase a failure).
+        let filter = std::env::var("MESHWARD_TEST_LOG").unwrap_or_else(|_| "info".into());
+        cmd.env("MESHWARD_LOG", filter);
         let child = cmd.spawn().context("starting meshward run")?;
         let daemon = Daemon {
             data: data.to_path_buf(),
@@ -298,6 +302,11 @@ pub fn cluster(root: &Path, n: usize) -> anyhow::Result<Vec<(PathBuf, String)>> 
         &leader,
         meshward_crdt::ClusterId([0x6d; 16]),
         members,
+        Some(
+            ed25519_dalek::SigningKey::from_bytes(&ISSUER_SEED)
+                .verifying_key()
+                .to_bytes(),
+        ),
     );
     let file = root.join("roster.bundle");
     std::fs::write(&file, bundle.encode())?;
@@ -311,6 +320,38 @@ pub fn cluster(root: &Path, n: usize) -> anyhow::Result<Vec<(PathBuf, String)>> 
         mek.write_new(&data.join(meshward_node::mek::MEK_FILE))?;
     }
     Ok(nodes)
+}
+
+/// Starts daemons for `nodes`; each dials every daemon started before it.
+pub fn start_all(nodes: &[(PathBuf, String)]) -> Vec<Daemon> {
+    let mut daemons: Vec<Daemon> = Vec::new();
+    for (data, _) in nodes {
+        let peers: Vec<_> = daemons
+            .iter()
+            .map(|d| d.listen_addr().expect("status").expect("listening"))
+            .collect();
+        daemons.push(Daemon::start(data, &peers).expect("start daemon"));
+    }
+    daemons
+}
+
+/// A daemon's view of leadership: its epoch and the leader's address.
+pub fn leadership(d: &Daemon) -> anyhow::Result<(u64, String)> {
+    let ha = d.status()?["ha"].clone();
+    Ok((
+        ha["epoch"].as_u64().unwrap_or(0),
+        ha["leader"].as_str().unwrap_or_default().to_string(),
+    ))
+}
+
+/// Whether every daemon sees epoch `epoch` led by `leader`.
+pub fn all_led_by(daemons: &[&Daemon], epoch: u64, leader: &str) -> anyhow::Result<bool> {
+    for d in daemons {
+        if leadership(d)? != (epoch, leader.to_string()) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// Appends `n` login events of `user` (targets host-0, host-1, …) through the CLI.
@@ -393,6 +434,16 @@ pub fn fill(path: &Path) {
     }
 }
 
+/// Sends one API request to the daemon of `data` through its local socket (the caller is
+/// root), with the client crate.
+pub fn api(data: &Path, request: meshward_api::Request) -> anyhow::Result<meshward_api::Reply> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let client = meshward_client::Client::local(data);
+    Ok(runtime.block_on(client.send(&request))?)
+}
+
 /// A TLS client identity: the CA the server must chain to, a certificate and its key (DER).
 #[derive(Clone, Debug)]
 pub struct ClientIdentity {
@@ -441,21 +492,52 @@ impl ClientIdentity {
     }
 }
 
-/// Makes the `init`ed node of `data` trust a test licence issuer (an ed25519 key from `seed`,
-/// written to `DATA/meshward.toml`) and installs a licence it signed for `max_nodes` nodes
-/// (the licence file is written next to `data`).
+/// The seed of the test licence issuer that [`cluster`] and [`https::leader_with_users`]
+/// name in their genesis.
+pub const ISSUER_SEED: [u8; 32] = [0x11; 32];
+
+/// The public key (hex) of the test licence issuer made from `seed`, as `init
+/// --licence-issuer` takes it.
+pub fn issuer_hex(seed: [u8; 32]) -> String {
+    hex::encode(
+        ed25519_dalek::SigningKey::from_bytes(&seed)
+            .verifying_key()
+            .to_bytes(),
+    )
+}
+
+/// `meshward init` of `data` at `addr` (also its listen address), naming the test licence
+/// issuer of `seed`; what init printed.
+pub fn init_with_issuer(data: &Path, addr: &str, seed: [u8; 32]) -> anyhow::Result<String> {
+    let issuer = issuer_hex(seed);
+    let init = [
+        "init",
+        "--address",
+        addr,
+        "--listen",
+        addr,
+        "--licence-issuer",
+        &issuer,
+    ];
+    cli(data, &init)
+}
+
+/// Installs on the leader of `data` a licence for `max_nodes` nodes of its cluster, signed by
+/// the test issuer of `seed` (the cluster must have been created naming that issuer). The
+/// licence file is written next to `data`.
 pub fn install_licence(data: &Path, seed: [u8; 32], max_nodes: u32) -> anyhow::Result<()> {
-    let issuer = ed25519_dalek::SigningKey::from_bytes(&seed);
-    let issuer_hex = hex::encode(issuer.verifying_key().to_bytes());
-    std::fs::write(
-        data.join("meshward.toml"),
-        format!("licence-issuer = \"{issuer_hex}\"\n"),
-    )?;
+    let status: serde_json::Value = serde_json::from_str(&cli(data, &["status", "--json"])?)?;
+    let cluster = status["cluster"]
+        .as_str()
+        .context("no cluster id in status")?
+        .to_string();
     let terms = meshward_node::licence::LicenceTerms {
         customer: "acme".into(),
+        cluster,
         max_nodes,
         expires_at_ms: 4_000_000_000_000,
     };
+    let issuer = ed25519_dalek::SigningKey::from_bytes(&seed);
     let licence = data.with_extension("licence.json");
     std::fs::write(&licence, terms.sign(&issuer).to_file())?;
     cli(

@@ -55,7 +55,7 @@ fn cluster_led_by(root: &Path, leader: &Path, followers: &[&Path]) {
             address: format!("node{i}.test:7400"),
         })
         .collect();
-    let bundle = MasteredBundle::genesis(&keys[0], ClusterId([0x61; 16]), members);
+    let bundle = MasteredBundle::genesis(&keys[0], ClusterId([0x61; 16]), members, None);
     let file = root.join("genesis.bundle");
     std::fs::write(&file, bundle.encode()).unwrap();
     for data in std::iter::once(&leader).chain(followers) {

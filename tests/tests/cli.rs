@@ -280,3 +280,61 @@ fn a_data_directory_open_to_others_is_tightened_to_0700_and_said_so() {
     let mode = std::fs::metadata(&data).unwrap().permissions().mode() & 0o7777;
     assert_eq!(mode, 0o700);
 }
+
+/// Runs `meshward [ARGS] run` on `data` with no MESHWARD_LOG until it listens, stops it with
+/// SIGTERM (by its pid) and returns what it wrote on stderr.
+fn daemon_stderr(data: &Path, args: &[&str]) -> String {
+    let log = data.with_extension("log");
+    let mut child = std::process::Command::new(meshward_tests::meshward_bin())
+        .arg("--data")
+        .arg(data)
+        .args(args)
+        .args(["run", "--listen", "127.0.0.1:0"])
+        .env_remove("MESHWARD_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("start meshward run");
+    let socket = data.join("meshward.sock");
+    let started =
+        meshward_tests::wait_for(std::time::Duration::from_secs(30), || Ok(socket.exists()));
+    // Our own child: signalling its pid cannot reach another process.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    meshward_tests::wait_or_kill(&mut child, std::time::Duration::from_secs(30))
+        .expect("the daemon stops on SIGTERM");
+    started.expect("the daemon started");
+    std::fs::read_to_string(&log).expect("read the log")
+}
+
+#[test]
+fn the_daemon_logs_info_without_colour_into_a_file_and_json_lines_when_asked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = daemon_stderr(&dir.path().join("text"), &[]);
+    assert!(text.contains("node running"), "{text}");
+    assert!(
+        !text.contains('\x1b'),
+        "colour codes in a log file: {text:?}"
+    );
+    let json = daemon_stderr(&dir.path().join("json"), &["--log-format", "json"]);
+    let lines: Vec<serde_json::Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["fields"]["message"] == "node running" && l["level"] == "INFO"),
+        "{json}"
+    );
+    // A one-shot command prints its answer and no info lines.
+    let out = meshward(&dir.path().join("text"), &["status"]);
+    assert!(out.status.success());
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("INFO"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -19,11 +19,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use meshward_node::admin_limits::ADDRESS_CONNECTIONS;
 use meshward_node::join::JoiningBundle;
+use meshward_node::join::wire::SetupRequest;
 use meshward_tests::{
-    ClientIdentity as Identity, Daemon, cli, cli_fails, free_port_pair, install_licence,
-    meshward_bin, wait_for, wait_or_kill,
+    ClientIdentity as Identity, Daemon, cli, cli_fails, free_port_pair, init_with_issuer,
+    install_licence, meshward_bin, wait_for, wait_or_kill,
 };
-use meshward_transport::setup::{ALPN, Request};
+use meshward_transport::setup::ALPN;
 use rustls::pki_types::ServerName;
 
 /// Stalled handshakes the attacker keeps open from one address at first (the old endpoint
@@ -69,7 +70,7 @@ fn p(path: &Path) -> &str {
 fn licensed_leader(root: &Path) -> PathBuf {
     let data = root.join("leader");
     let addr = format!("127.0.0.1:{}", free_port_pair().expect("free ports"));
-    cli(&data, &["init", "--address", &addr, "--listen", &addr]).expect("init");
+    init_with_issuer(&data, &addr, [0x22; 32]).expect("init");
     install_licence(&data, [0x22; 32], 3).expect("licence install");
     data
 }
@@ -225,11 +226,12 @@ async fn flood(
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<Arc<Flooded>> {
     let flooded = Arc::new(Flooded::default());
-    let hello = postcard::to_allocvec(&Request::JoinHello {
+    let hello = SetupRequest::JoinHello {
         node_key: [7; 32],
         address: "127.0.0.9:7000".into(),
         tls_key: vec![4; 65],
-    })?;
+    }
+    .encode();
     let mut tasks = Vec::new();
     for _ in 0..FLOODERS {
         let mut endpoint = quinn::Endpoint::client(SocketAddr::new(from, 0))?;

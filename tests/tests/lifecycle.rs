@@ -6,8 +6,6 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ed25519_dalek::SigningKey;
-use meshward_node::licence::LicenceTerms;
 use meshward_tests::{Daemon, cli, cli_fails, free_port_pair, meshward_bin, wait_for};
 
 const CONVERGE: Duration = Duration::from_secs(90);
@@ -17,10 +15,6 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn issuer() -> SigningKey {
-    SigningKey::from_bytes(&[0x11; 32])
 }
 
 struct Node {
@@ -46,42 +40,86 @@ fn p(path: &Path) -> &str {
     path.to_str().expect("utf-8 path")
 }
 
-/// `init` on a new leader, with the test issuer configured and a licence for `max` nodes.
-fn leader(root: &Path, max: u32) -> Node {
-    let node = Node::new(root, "leader");
-    std::fs::create_dir_all(&node.data).expect("test setup");
-    std::fs::write(
-        node.data.join("meshward.toml"),
-        format!(
-            "licence-issuer = \"{}\"\n",
-            hex(&issuer().verifying_key().to_bytes())
-        ),
-    )
-    .expect("test setup");
+/// The vendor's licence issuer key, made with `licence keygen` once per test root: the key
+/// file and the public key.
+fn vendor(root: &Path) -> (PathBuf, String) {
+    let key = root.join("issuer.key");
+    if !key.exists() {
+        let out = cli(
+            &root.join("vendor"),
+            &["licence", "keygen", "--out", p(&key)],
+        )
+        .expect("test setup");
+        assert_eq!(mode(&key), 0o600);
+        assert!(out.contains("init --licence-issuer"), "{out}");
+    }
+    let public = std::fs::read_to_string(root.join("issuer.key.pub")).expect("test setup");
+    (key, public.trim().to_string())
+}
+
+/// `init` of `node` naming the vendor's issuer; prints what init printed.
+fn init(root: &Path, node: &Node) -> String {
+    let (_, issuer) = vendor(root);
     cli(
         &node.data,
-        &["init", "--address", &node.addr, "--listen", &node.addr],
+        &[
+            "init",
+            "--address",
+            &node.addr,
+            "--listen",
+            &node.addr,
+            "--licence-issuer",
+            &issuer,
+        ],
     )
-    .expect("test setup");
-    let licence = licence_file(root, max);
+    .expect("test setup")
+}
+
+/// The cluster id `status` shows.
+fn cluster_id(node: &Node) -> String {
+    let status: serde_json::Value =
+        serde_json::from_str(&cli(&node.data, &["status", "--json"]).expect("status"))
+            .expect("status JSON");
+    status["cluster"]
+        .as_str()
+        .expect("a cluster id")
+        .to_string()
+}
+
+/// `init` on a new leader naming the vendor's issuer, and a licence for `max` nodes.
+fn leader(root: &Path, max: u32) -> Node {
+    let node = Node::new(root, "leader");
+    init(root, &node);
+    let licence = licence_file(root, &cluster_id(&node), max);
     cli(&node.data, &["licence", "install", p(&licence)]).expect("test setup");
     node
 }
 
-fn licence_file(root: &Path, max: u32) -> PathBuf {
-    let file = root.join(format!("licence-{max}.json"));
-    let licence = LicenceTerms {
-        customer: "acme".into(),
-        max_nodes: max,
-        expires_at_ms: 4_000_000_000_000,
+/// A licence for `max` nodes of `cluster`, issued by the vendor with `licence issue`.
+fn licence_file(root: &Path, cluster: &str, max: u32) -> PathBuf {
+    let (key, _) = vendor(root);
+    let file = root.join(format!("licence-{}-{max}.json", &cluster[..8]));
+    if !file.exists() {
+        let nodes = max.to_string();
+        let issue = [
+            "licence",
+            "issue",
+            "--issuer-key",
+            p(&key),
+            "--cluster",
+            cluster,
+            "--nodes",
+            &nodes,
+            "--expires",
+            "2100-01-01",
+            "--customer",
+            "acme",
+            "--out",
+            p(&file),
+        ];
+        cli(&root.join("vendor"), &issue).expect("test setup");
     }
-    .sign(&issuer());
-    std::fs::write(&file, licence.to_file()).expect("test setup");
     file
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn bundle(leader: &Node, root: &Path, name: &str, ttl: &str) -> PathBuf {
@@ -128,11 +166,7 @@ fn init_and_two_joins_make_a_cluster_that_replicates_shared_tables() {
     let root = tempfile::tempdir().unwrap();
     let root = root.path();
     let leader = Node::new(root, "leader");
-    let out = cli(
-        &leader.data,
-        &["init", "--address", &leader.addr, "--listen", &leader.addr],
-    )
-    .unwrap();
+    let out = init(root, &leader);
     let mek = leader.data.join("mek");
     assert_eq!(mode(&mek), 0o600);
     let mek_hex = std::fs::read_to_string(&mek).unwrap();
@@ -151,18 +185,11 @@ fn init_and_two_joins_make_a_cluster_that_replicates_shared_tables() {
     .unwrap();
     assert!(err.contains("no licence"), "{err}");
     assert!(!root.join("b0").exists());
-    // A licence needs a configured issuer, and must verify.
-    let licence = licence_file(root, 3);
-    let err = cli_fails(&leader.data, &["licence", "install", p(&licence)]).unwrap();
-    assert!(err.contains("licence issuer"), "{err}");
-    std::fs::write(
-        leader.data.join("meshward.toml"),
-        format!(
-            "licence-issuer = \"{}\"\n",
-            hex(&issuer().verifying_key().to_bytes())
-        ),
-    )
-    .unwrap();
+    // A licence must verify: the cluster's issuer, this cluster, untouched terms.
+    let licence = licence_file(root, &cluster_id(&leader), 3);
+    let other = licence_file(root, &"ab".repeat(16), 3);
+    let err = cli_fails(&leader.data, &["licence", "install", p(&other)]).unwrap();
+    assert!(err.contains("is for cluster abab"), "{err}");
     let garbage = root.join("garbage");
     std::fs::write(&garbage, b"\x00\x01 not a licence").unwrap();
     let err = cli_fails(&leader.data, &["licence", "install", p(&garbage)]).unwrap();
@@ -176,7 +203,10 @@ fn init_and_two_joins_make_a_cluster_that_replicates_shared_tables() {
     )
     .unwrap();
     let err = cli_fails(&leader.data, &["licence", "install", p(&forged)]).unwrap();
-    assert!(err.contains("not signed by the configured issuer"), "{err}");
+    assert!(
+        err.contains("not signed by this cluster's licence issuer"),
+        "{err}"
+    );
     cli(&leader.data, &["licence", "install", p(&licence)]).unwrap();
 
     let d1 = leader.start();
@@ -192,13 +222,13 @@ fn init_and_two_joins_make_a_cluster_that_replicates_shared_tables() {
         daemons.push(node.start());
         nodes.push(node);
     }
-    // A follower cannot create bundles; the error names the leader.
-    let err = cli_fails(
+    // A follower forwards bundle creation to the leader: the bundle is the leader's.
+    let out = cli(
         &nodes[0].data,
         &["bundle", "create", "--out", p(&root.join("bf"))],
     )
     .unwrap();
-    assert!(err.contains(&leader.addr), "{err}");
+    assert!(out.contains("wrote joining bundle"), "{out}");
     // A fourth node exceeds the 3-node licence.
     let node4 = Node::new(root, "node4");
     let b4 = bundle(&leader, root, "bundle-node4", "1h");
@@ -409,20 +439,7 @@ fn relative_paths_are_the_callers_with_a_daemon_running_and_links_are_never_foll
     let root = tempfile::tempdir().unwrap();
     let root = root.path();
     let node = Node::new(root, "leader");
-    std::fs::create_dir_all(&node.data).unwrap();
-    std::fs::write(
-        node.data.join("meshward.toml"),
-        format!(
-            "licence-issuer = \"{}\"\n",
-            hex(&issuer().verifying_key().to_bytes())
-        ),
-    )
-    .unwrap();
-    cli(
-        &node.data,
-        &["init", "--address", &node.addr, "--listen", &node.addr],
-    )
-    .unwrap();
+    init(root, &node);
     cli(&node.data, &["user", "create", "alice"]).unwrap();
     cli(&node.data, &["user", "create", "bob"]).unwrap();
 
@@ -446,9 +463,13 @@ fn relative_paths_are_the_callers_with_a_daemon_running_and_links_are_never_foll
 
     // With a daemon running, commands given relative paths (and a relative --data) mean the
     // caller's directory, though the daemon reads and writes the files.
-    licence_file(root, 3);
+    let licence = licence_file(root, &cluster_id(&node), 3);
+    let licence_name = licence
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("a name");
     let _d = node.start();
-    cli_in(root, "leader", &["licence", "install", "licence-3.json"]);
+    cli_in(root, "leader", &["licence", "install", licence_name]);
     cli_in(root, "leader", &["bundle", "create", "--out", "bundle-rel"]);
     assert_eq!(mode(&root.join("bundle-rel")), 0o600);
     for user in ["alice", "bob"] {
@@ -465,4 +486,141 @@ fn relative_paths_are_the_callers_with_a_daemon_running_and_links_are_never_foll
     .unwrap();
     assert!(!out.status.success());
     assert_eq!(mode(&node.data.join("ha-commands.log")), 0o600);
+}
+
+#[test]
+fn the_licence_issuer_is_fixed_at_init_and_nothing_else_names_one() {
+    let _serial = serial();
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    // A cluster created without an issuer takes no licence, ever.
+    let node = Node::new(root, "alone");
+    let out = cli(
+        &node.data,
+        &["init", "--address", &node.addr, "--listen", &node.addr],
+    )
+    .unwrap();
+    assert!(out.contains("names no licence issuer"), "{out}");
+    let licence = licence_file(root, &cluster_id(&node), 3);
+    let err = cli_fails(&node.data, &["licence", "install", p(&licence)]).unwrap();
+    assert!(err.contains("created without a licence issuer"), "{err}");
+    // The retired config key is refused, naming what to do, not silently ignored.
+    let (_, issuer) = vendor(root);
+    std::fs::write(
+        node.data.join("meshward.toml"),
+        format!("licence-issuer = \"{issuer}\"\n"),
+    )
+    .unwrap();
+    let log = root.join("run.log");
+    let mut run = std::process::Command::new(meshward_bin())
+        .args(["--data", p(&node.data), "run"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let status = meshward_tests::wait_or_kill(&mut run, Duration::from_secs(60)).unwrap();
+    assert!(!status.success());
+    let err = std::fs::read_to_string(&log).unwrap();
+    assert!(err.contains("init --licence-issuer"), "{err}");
+    // A bad issuer key is refused at init, before anything is created.
+    let other = Node::new(root, "other");
+    let err = cli_fails(
+        &other.data,
+        &["init", "--address", &other.addr, "--licence-issuer", "00ff"],
+    )
+    .unwrap();
+    assert!(err.contains("not 64 hex digits"), "{err}");
+    assert!(!other.data.join("mek").exists());
+}
+
+/// The events a node holds, and its replica digest.
+fn events_and_digest(d: &Daemon) -> anyhow::Result<(usize, String)> {
+    let events: serde_json::Value =
+        serde_json::from_str(&cli(&d.data, &["event", "list", "--json"])?)?;
+    let digest = d.status()?["digest"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    Ok((events.as_array().map_or(0, Vec::len), digest))
+}
+
+#[test]
+fn seven_nodes_made_with_init_licence_and_joins_write_through_a_partition_and_heal() {
+    let _serial = serial();
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    // The seeds' largest cluster, made only as an operator makes one.
+    let leader = leader(root, 7);
+    let mek = leader.data.join("mek");
+    let mut daemons = vec![leader.start()];
+    for i in 1..7 {
+        let node = Node::new(root, &format!("node{i}"));
+        let b = bundle(&leader, root, &format!("bundle-{i}"), "1h");
+        cli(&node.data, &join_args(&node, &b, &mek)).unwrap();
+        daemons.push(node.start());
+    }
+    let writers: Vec<String> = daemons
+        .iter()
+        .map(|d| d.status().unwrap()["writer"].as_str().unwrap().to_string())
+        .collect();
+    wait_for(CONVERGE, || {
+        Ok(daemons
+            .iter()
+            .all(|d| d.status().is_ok_and(|s| s["mastered"]["members"] == 7)))
+    })
+    .expect("every node holds the 7-member roster");
+
+    // A 4|3 cut: the leader's side (0..4) keeps its leader; both sides keep writing.
+    let (left, right) = (0..4, 4..7);
+    for (i, daemon) in daemons.iter().enumerate() {
+        let other = if left.contains(&i) {
+            &writers[right.clone()]
+        } else {
+            &writers[left.clone()]
+        };
+        let mut args = vec!["fault", "block"];
+        for w in other {
+            args.extend(["--peer", w.as_str()]);
+        }
+        cli(&daemon.data, &args).unwrap();
+    }
+    for (i, d) in daemons.iter().enumerate() {
+        let user = format!("user{i}");
+        for n in 0..3 {
+            let target = format!("host-{n}");
+            cli(
+                &d.data,
+                &[
+                    "event", "append", "--kind", "login", "--user", &user, "--target", &target,
+                ],
+            )
+            .unwrap();
+        }
+    }
+    cli(&daemons[1].data, &["config", "set", "managed.site", "cut"]).unwrap();
+    wait_for(CONVERGE, || {
+        Ok(daemons[left.clone()]
+            .iter()
+            .all(|d| events_and_digest(d).is_ok_and(|(n, _)| n == 12))
+            && daemons[right.clone()]
+                .iter()
+                .all(|d| events_and_digest(d).is_ok_and(|(n, _)| n == 9)))
+    })
+    .expect("each side holds its own writes during the cut");
+
+    // The heal: every node holds all 21 events, the same digest, and the cut's config write.
+    for d in &daemons {
+        cli(&d.data, &["fault", "heal"]).unwrap();
+    }
+    wait_for(CONVERGE, || {
+        let first = events_and_digest(&daemons[0])?;
+        Ok(first.0 == 21
+            && daemons
+                .iter()
+                .all(|d| events_and_digest(d).is_ok_and(|e| e == first))
+            && daemons.iter().all(|d| {
+                cli(&d.data, &["config", "get", "managed.site"]).is_ok_and(|v| v.contains("cut"))
+            }))
+    })
+    .expect("all 7 converge after the heal");
 }

@@ -39,6 +39,10 @@ pub struct Config {
     /// How many inbound requests may wait for [`Handle::respond`](crate::Handle::respond);
     /// beyond it the oldest is dropped (its requester sees a failure) and counted.
     pub max_pending_responses: NonZeroUsize,
+    /// The protocol version this node announces at identify; a peer announcing another is
+    /// disconnected, naming both. Default [`IDENTIFY_VERSION`](crate::IDENTIFY_VERSION);
+    /// tests set another to play a node of another major version.
+    pub protocol_version: String,
 }
 
 /// Upper bound of [`Config::max_gossip_bytes`]: gossip is for small changes and digests.
@@ -93,6 +97,7 @@ impl Config {
             command_queue: NonZeroUsize::new(1024).expect("1024 is not zero"),
             // A few concurrent sync sessions per peer at up to hundreds of peers.
             max_pending_responses: NonZeroUsize::new(256).expect("256 is not zero"),
+            protocol_version: crate::IDENTIFY_VERSION.to_string(),
         }
     }
 

@@ -76,6 +76,7 @@ use tokio::sync::mpsc;
 pub use config::{Config, GossipConfig, MAX_GOSSIP_BYTES};
 pub use meshward_crdt::WriterId;
 pub use metrics::Metrics;
+pub use swarm::IDENTIFY_VERSION;
 
 use crate::metrics::Counters;
 use crate::swarm::{Command, PendingResponses};

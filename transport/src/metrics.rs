@@ -13,6 +13,9 @@ pub struct Metrics {
     /// Counter: of those, connections refused because the peer already held the most
     /// connections a peer may (two).
     pub refused_peer_limit: u64,
+    /// Counter: connections closed because the peer speaks another major version of the
+    /// protocol (its identify version), logged naming both.
+    pub refused_version: u64,
     /// Counter: gossip messages received from the mesh (before validation).
     pub gossip_received: u64,
     /// Counter: received gossip payloads over [`Config::max_gossip_bytes`](crate::Config::max_gossip_bytes)
@@ -75,6 +78,7 @@ pub(crate) struct Counters {
     pub(crate) connected_peers: AtomicU64,
     pub(crate) refused_connections: AtomicU64,
     pub(crate) refused_peer_limit: AtomicU64,
+    pub(crate) refused_version: AtomicU64,
     pub(crate) gossip_received: AtomicU64,
     pub(crate) gossip_oversize: AtomicU64,
     pub(crate) gossip_dropped: AtomicU64,
@@ -122,6 +126,7 @@ impl Counters {
             connected_peers: get(&self.connected_peers),
             refused_connections: get(&self.refused_connections),
             refused_peer_limit: get(&self.refused_peer_limit),
+            refused_version: get(&self.refused_version),
             gossip_received: get(&self.gossip_received),
             gossip_oversize: get(&self.gossip_oversize),
             gossip_dropped: get(&self.gossip_dropped),

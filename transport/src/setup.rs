@@ -11,10 +11,10 @@
 //!   the client's certificate with every request ([`Incoming::client_cert`]), to tell a
 //!   one-time bundle certificate from a node certificate.
 //! - **Framing.** One bidirectional stream per request: a 4-byte big-endian length and that
-//!   many bytes of postcard, one [`Request`] up and one [`Response`] down, then the stream
-//!   ends. Frames are bounded ([`MAX_REQUEST_FRAME`], [`MAX_RESPONSE_FRAME`]); an oversize
-//!   length is refused before anything is allocated, and undecodable bytes get
-//!   [`Response::Refused`].
+//!   many bytes, one request up and one answer down, then the stream ends. The bytes are the
+//!   node's (its messages are `meshward_node::join::wire`'s); the endpoint only carries them.
+//!   Frames are bounded ([`MAX_REQUEST_FRAME`], [`MAX_RESPONSE_FRAME`]); an oversize length is
+//!   refused before anything is allocated.
 //! - **Address validation.** A client whose address QUIC has not validated yet gets a
 //!   stateless Retry and nothing else, so a spoofed source address takes no slot and no
 //!   handshake work.
@@ -31,18 +31,16 @@
 //!   at once with [`CLOSE_REFUSED`] and the gate's reason, and counted. So a used or
 //!   superseded bundle, or an admin or node certificate of the same CA, holds nothing past
 //!   its handshake.
-//! - **Closing.** A [`Response::Refused`] or [`Response::Joined`] ends the connection: the
-//!   server gives the client a moment to read it and close ([`CLOSE_GRACE`], or
-//!   [`REQUEST_TIMEOUT`] for the joined answer), then closes it, a refusal with
-//!   [`CLOSE_REFUSED`] and its reason, so the client learns it even if it did not read the
-//!   answer. [`SetupClient`] closes its connection when dropped, and reports a close with a
+//! - **Closing.** The node says with each [`Answer`] whether the connection goes on
+//!   ([`Then`]). An answer that ends it is followed by a moment for the client to read it and
+//!   close ([`CLOSE_GRACE`], or [`REQUEST_TIMEOUT`] after a completed exchange), then the
+//!   server closes it, a refusal with [`CLOSE_REFUSED`] and its reason, so the client learns it
+//!   even if it did not read the answer. The endpoint's own refusals (the node busy or
+//!   stopped, a broken frame) close with [`CLOSE_REFUSED`] and the reason, with no answer. [`SetupClient`] closes its connection when dropped, and reports a close with a
 //!   reason, or a refused connection, as [`SetupError::Refused`].
-//! - **Hand-off.** Decoded requests go to the node through a bounded channel
-//!   ([`REQUEST_QUEUE`]); when it is full the client is told the node is busy (counted). The
-//!   node answers through the [`Incoming::reply`] oneshot.
-//!
-//! The [`Request`] and [`Response`] enums only grow at the end, so older peers keep decoding
-//! the variants they know (postcard encodes the variant index).
+//! - **Hand-off.** Requests go to the node through a bounded channel ([`REQUEST_QUEUE`]); when
+//!   it is full the client is told the node is busy (counted). The node answers through the
+//!   [`Incoming::reply`] oneshot.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -52,7 +50,7 @@ use std::time::Duration;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::server::WebPkiClientVerifier;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
@@ -110,117 +108,6 @@ where
     }
 }
 
-/// A request to a node's setup endpoint. `Debug` never shows a challenge answer.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Request {
-    /// A joiner of an older meshward introduces itself. It does not say which cluster its
-    /// bundle is for, so a leader refuses it (asking for an upgrade): use
-    /// [`Request::JoinHelloV2`].
-    JoinHello {
-        /// The joiner's ed25519 node key (its mesh identity).
-        node_key: [u8; 32],
-        /// The joiner's node address (FQDN or IP, optionally with the mesh port).
-        address: String,
-        /// The raw public key (uncompressed P-256 point) its node certificate should carry.
-        tls_key: Vec<u8>,
-    },
-    /// The joiner's answer to the challenge of this connection.
-    JoinAnswer {
-        /// HMAC of the nonce under the MEK's challenge key (see `Mek::challenge_answer`).
-        answer: [u8; 32],
-        /// ed25519 signature by the node key over the join transcript (proof of possession).
-        signature: Vec<u8>,
-    },
-    /// A joiner (connected with the bundle's client certificate) introduces itself, says which
-    /// cluster its bundle is for, and asks for a MEK challenge. The leader refuses a bundle of
-    /// another cluster (an altered one) here, before it commits anything.
-    JoinHelloV2 {
-        /// The joiner's ed25519 node key (its mesh identity).
-        node_key: [u8; 32],
-        /// The joiner's node address (FQDN or IP, optionally with the mesh port).
-        address: String,
-        /// The raw public key (uncompressed P-256 point) its node certificate should carry.
-        tls_key: Vec<u8>,
-        /// The cluster id the bundle names.
-        cluster: [u8; 16],
-        /// The genesis leader key the bundle names.
-        genesis_leader: [u8; 32],
-        /// SHA-256 of the cluster CA certificate (DER) the bundle pins.
-        ca_cert: [u8; 32],
-    },
-}
-
-impl std::fmt::Debug for Request {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Request::JoinHello {
-                node_key, address, ..
-            } => f
-                .debug_struct("JoinHello")
-                .field("node_key", &hex(node_key))
-                .field("address", address)
-                .finish_non_exhaustive(),
-            // The answer proves the MEK for one nonce: never shown.
-            Request::JoinAnswer { .. } => f.debug_struct("JoinAnswer").finish_non_exhaustive(),
-            Request::JoinHelloV2 {
-                node_key,
-                address,
-                cluster,
-                ..
-            } => f
-                .debug_struct("JoinHelloV2")
-                .field("node_key", &hex(node_key))
-                .field("address", address)
-                .field("cluster", &hex(cluster))
-                .finish_non_exhaustive(),
-        }
-    }
-}
-
-/// Lowercase hex, for `Debug`.
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// A setup endpoint's answer.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Response {
-    /// A fresh nonce to answer with the MEK; good for this connection and one answer only.
-    /// Sent by older leaders; a joiner now expects [`Response::ChallengeV2`].
-    Challenge {
-        /// The nonce.
-        nonce: [u8; 32],
-    },
-    /// The joiner was admitted.
-    Joined {
-        /// The cluster id (trust anchor).
-        cluster: [u8; 16],
-        /// The genesis leader's key (trust anchor).
-        genesis_leader: [u8; 32],
-        /// Every mastered record, encoded, in version order.
-        records: Vec<Vec<u8>>,
-        /// The joiner's node certificate (DER), issued by the cluster CA.
-        node_cert: Vec<u8>,
-    },
-    /// The request was refused; the reason is meant for the operator.
-    Refused {
-        /// Why, and what to do.
-        reason: String,
-    },
-    /// The answer to [`Request::JoinHelloV2`]: a fresh nonce (as [`Response::Challenge`]) and
-    /// the leader's own cluster, which the joiner compares with its bundle before it answers.
-    ChallengeV2 {
-        /// The nonce.
-        nonce: [u8; 32],
-        /// The leader's cluster id.
-        cluster: [u8; 16],
-        /// The leader's genesis leader key.
-        genesis_leader: [u8; 32],
-        /// SHA-256 of the leader's cluster CA certificate (DER).
-        ca_cert: [u8; 32],
-    },
-}
-
 /// A TLS identity: a certificate and its key, and the CA that peers must chain to.
 #[derive(Clone)]
 pub struct TlsIdentity {
@@ -245,10 +132,32 @@ pub struct Incoming {
     pub connection: u64,
     /// SHA-256 of the client's certificate (DER).
     pub client_cert: [u8; 32],
-    /// The request.
-    pub request: Request,
+    /// The request's bytes (at most [`MAX_REQUEST_FRAME`]).
+    pub request: Vec<u8>,
     /// Where the answer goes.
-    pub reply: oneshot::Sender<Response>,
+    pub reply: oneshot::Sender<Answer>,
+}
+
+/// The node's answer to one request.
+#[derive(Debug)]
+pub struct Answer {
+    /// Its bytes (at most [`MAX_RESPONSE_FRAME`]).
+    pub bytes: Vec<u8>,
+    /// What becomes of the connection.
+    pub then: Then,
+}
+
+/// What becomes of a connection after an answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Then {
+    /// The client may send another request.
+    Next,
+    /// The exchange is complete: the connection closes ([`CLOSE_DONE`]).
+    Done,
+    /// The client was refused: the connection closes with [`CLOSE_REFUSED`] and the reason.
+    Refused(String),
+    /// The request did not decode (counted as malformed); closes as [`Then::Refused`].
+    Malformed(String),
 }
 
 /// The setup endpoint or a client of it failed.
@@ -502,7 +411,7 @@ impl SetupClient {
     /// answer. Not cancel-safe: a dropped call leaves the server's answer unread. When the
     /// server closed the connection with a reason (it refused the certificate or an earlier
     /// request), the error is [`SetupError::Refused`] with that reason.
-    pub async fn request(&self, request: &Request) -> Result<Response, SetupError> {
+    pub async fn request(&self, request: &[u8]) -> Result<Vec<u8>, SetupError> {
         let addr = self.addr;
         let exchange = async {
             let broke = |e: &dyn std::fmt::Display| SetupError::Connection {
@@ -510,14 +419,11 @@ impl SetupClient {
                 reason: e.to_string(),
             };
             let (mut send, mut recv) = self.connection.open_bi().await.map_err(|e| broke(&e))?;
-            let bytes =
-                postcard::to_allocvec(request).map_err(|e| SetupError::Frame(e.to_string()))?;
-            write_frame(&mut send, &bytes)
+            write_frame(&mut send, request)
                 .await
                 .map_err(|e| broke(&e))?;
             send.finish().map_err(|e| broke(&e))?;
-            let reply = read_frame(&mut recv, MAX_RESPONSE_FRAME).await?;
-            postcard::from_bytes(&reply).map_err(|e| SetupError::Frame(e.to_string()))
+            read_frame(&mut recv, MAX_RESPONSE_FRAME).await
         };
         let result = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
             .await
@@ -723,47 +629,39 @@ async fn answer(
             return Err(e.to_string());
         }
     };
-    let response = match postcard::from_bytes::<Request>(&bytes) {
-        Err(_) => {
-            counters.malformed.fetch_add(1, Ordering::Relaxed);
-            Response::Refused {
-                reason: "malformed setup request".into(),
-            }
+    let (reply, answer) = oneshot::channel();
+    let incoming = Incoming {
+        connection: id,
+        client_cert,
+        request: bytes,
+        reply,
+    };
+    let answer = match server.tx.try_send(incoming) {
+        Ok(()) => {
+            counters.requests.fetch_add(1, Ordering::Relaxed);
+            answer.await.map_err(|_| "the node stopped".to_string())?
         }
-        Ok(request) => {
-            let (reply, answer) = oneshot::channel();
-            let incoming = Incoming {
-                connection: id,
-                client_cert,
-                request,
-                reply,
-            };
-            match server.tx.try_send(incoming) {
-                Ok(()) => {
-                    counters.requests.fetch_add(1, Ordering::Relaxed);
-                    answer.await.unwrap_or(Response::Refused {
-                        reason: "the node stopped".into(),
-                    })
-                }
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    counters.refused_busy.fetch_add(1, Ordering::Relaxed);
-                    Response::Refused {
-                        reason: "the node is busy; try again in a moment".into(),
-                    }
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => {
-                    return Err("the node stopped".to_string());
-                }
-            }
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            counters.refused_busy.fetch_add(1, Ordering::Relaxed);
+            return Err("the node is busy; try again in a moment".into());
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => {
+            return Err("the node stopped".to_string());
         }
     };
-    let bytes = postcard::to_allocvec(&response).map_err(|e| e.to_string())?;
-    write_frame(send, &bytes).await.map_err(|e| e.to_string())?;
+    if matches!(answer.then, Then::Malformed(_)) {
+        counters.malformed.fetch_add(1, Ordering::Relaxed);
+    }
+    write_frame(send, &answer.bytes)
+        .await
+        .map_err(|e| e.to_string())?;
     send.finish().map_err(|e| e.to_string())?;
-    Ok(match response {
-        Response::Challenge { .. } | Response::ChallengeV2 { .. } => After::Next,
-        Response::Refused { reason } => After::End(CLOSE_REFUSED, reason, CLOSE_GRACE),
-        Response::Joined { .. } => After::End(CLOSE_DONE, "done".into(), REQUEST_TIMEOUT),
+    Ok(match answer.then {
+        Then::Next => After::Next,
+        Then::Done => After::End(CLOSE_DONE, "done".into(), REQUEST_TIMEOUT),
+        Then::Refused(reason) | Then::Malformed(reason) => {
+            After::End(CLOSE_REFUSED, reason, CLOSE_GRACE)
+        }
     })
 }
 

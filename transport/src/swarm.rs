@@ -1,31 +1,34 @@
 //! The swarm task: builds the libp2p swarm and turns commands and swarm events into each other.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::net::{IpAddr, SocketAddr};
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use futures::StreamExt;
 use libp2p::gossipsub::{
     self, MessageAcceptance, MessageAuthenticity, PublishError, ValidationMode,
 };
-use libp2p::identity::{self, Keypair};
-use libp2p::multiaddr::Protocol;
-use libp2p::request_response::{
-    self, InboundRequestId, OutboundRequestId, ProtocolSupport, ResponseChannel,
-};
+use libp2p::identity::Keypair;
+use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport};
 use libp2p::swarm::{DialError, ListenError, NetworkBehaviour, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, Swarm, SwarmBuilder, identify};
+use libp2p::{PeerId, Swarm, SwarmBuilder, identify};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
+
+mod ids;
+mod pending;
+
+pub(crate) use ids::{peer_id, writer_id};
+use ids::{peer_ids, to_multiaddr, to_socket_addr};
+pub(crate) use pending::{Pending, PendingResponses};
 
 use crate::admission::{Admission, Denied};
 use crate::codec::{Codec, SYNC_PROTOCOL};
 use crate::metrics::{self, Counters};
 use crate::{
-    Config, Event, Handle, MAX_GOSSIP_BYTES, MessageId, RequestId, ResponseId, TOPIC,
-    TransportError, WriterId,
+    Config, Event, Handle, MAX_GOSSIP_BYTES, MessageId, RequestId, TOPIC, TransportError, WriterId,
 };
 
 /// Room for the gossipsub RPC framing around a payload (topic, field tags, lengths). The
@@ -34,8 +37,10 @@ use crate::{
 /// [`Task::on_gossip`], which rejects and counts it, instead of vanishing in the frame codec.
 const RPC_OVERHEAD: usize = 1024;
 
-/// Identify protocol version; peers with another version still connect (admission decides).
-const IDENTIFY_VERSION: &str = "/meshward/1";
+/// Identify protocol version: `/meshward/MAJOR`. A peer of another major version is told
+/// apart at identify and disconnected, with a warning naming both versions (minor versions
+/// of the node's messages are handled by the node, see `meshward_node::core::wire`).
+pub const IDENTIFY_VERSION: &str = "/meshward/1";
 
 /// A command from a [`Handle`] to the swarm task.
 #[derive(Debug)]
@@ -74,30 +79,6 @@ pub(crate) enum Command {
 enum BadResponse {
     Oversize,
     Garbage,
-}
-
-/// An inbound request waiting for the node's response.
-#[derive(Debug)]
-pub(crate) struct Pending {
-    request: InboundRequestId,
-    peer: PeerId,
-    channel: ResponseChannel<Vec<u8>>,
-}
-
-/// Inbound requests waiting for [`Handle::respond`], bounded; shared by the handles (which
-/// take entries out synchronously) and the swarm task (which inserts and expires them).
-#[derive(Debug)]
-pub(crate) struct PendingResponses {
-    capacity: usize,
-    counters: Arc<Counters>,
-    inner: Mutex<PendingInner>,
-}
-
-#[derive(Debug, Default)]
-struct PendingInner {
-    next: u64,
-    by_id: BTreeMap<u64, Pending>,
-    by_request: HashMap<InboundRequestId, u64>,
 }
 
 /// The combined behaviour. Admission comes first so a denied connection gets no handler.
@@ -148,11 +129,10 @@ pub(crate) fn spawn(
             reason: err.to_string(),
         })?;
 
-    let pending = Arc::new(PendingResponses {
-        capacity: config.max_pending_responses.get(),
-        counters: counters.clone(),
-        inner: Mutex::default(),
-    });
+    let pending = Arc::new(PendingResponses::new(
+        config.max_pending_responses.get(),
+        counters.clone(),
+    ));
     let (command_tx, command_rx) = mpsc::channel(config.command_queue.get());
     let (event_tx, event_rx) = mpsc::channel(config.event_queue.get());
     let config = Arc::new(config);
@@ -255,7 +235,7 @@ fn behaviour(
         request_response::Config::default().with_request_timeout(config.request_timeout),
     );
     let identify = identify::Behaviour::new(identify::Config::new(
-        IDENTIFY_VERSION.into(),
+        config.protocol_version.clone(),
         keypair.public(),
     ));
     Ok(Behaviour {
@@ -547,6 +527,17 @@ impl Task {
                 ..
             })) => {
                 debug!(peer = %peer_id, version = %info.protocol_version, "identified");
+                let ours = &self.config.protocol_version;
+                if &info.protocol_version != ours {
+                    metrics::inc(&self.counters.refused_version);
+                    metrics::inc(&self.counters.refused_connections);
+                    warn!(
+                        peer = %peer_id,
+                        "the peer speaks another major version of the meshward protocol ({}, this node {ours}); disconnected: upgrade the older node",
+                        info.protocol_version
+                    );
+                    let _ = self.swarm.disconnect_peer_id(peer_id);
+                }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Admission(never)) => match never {},
             _ => {}
@@ -766,131 +757,6 @@ impl Task {
                 self.stopped = true;
                 Err(event)
             }
-        }
-    }
-}
-
-impl PendingResponses {
-    fn lock(&self) -> MutexGuard<'_, PendingInner> {
-        // The map stays consistent across a panic in another holder: each operation is a
-        // single insert or remove.
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn insert(&self, pending: Pending) -> ResponseId {
-        let mut inner = self.lock();
-        while inner.by_id.len() >= self.capacity {
-            if let Some((_, oldest)) = inner.by_id.pop_first() {
-                inner.by_request.remove(&oldest.request);
-                metrics::inc(&self.counters.responses_evicted);
-                debug!(peer = %oldest.peer, "pending response evicted unanswered");
-            }
-        }
-        let id = inner.next;
-        inner.next += 1;
-        inner.by_request.insert(pending.request, id);
-        inner.by_id.insert(id, pending);
-        metrics::set(&self.counters.pending_responses, inner.by_id.len() as u64);
-        ResponseId(id)
-    }
-
-    /// Takes the entry out, if still there.
-    pub(crate) fn take(&self, id: ResponseId) -> Option<Pending> {
-        let mut inner = self.lock();
-        let pending = inner.by_id.remove(&id.0)?;
-        inner.by_request.remove(&pending.request);
-        metrics::set(&self.counters.pending_responses, inner.by_id.len() as u64);
-        Some(pending)
-    }
-
-    /// Puts back an entry taken by [`Self::take`] (the command queue was full).
-    pub(crate) fn restore(&self, id: ResponseId, pending: Pending) {
-        let mut inner = self.lock();
-        inner.by_request.insert(pending.request, id.0);
-        inner.by_id.insert(id.0, pending);
-        metrics::set(&self.counters.pending_responses, inner.by_id.len() as u64);
-    }
-
-    /// Drops the entry of a request libp2p gave up on (timeout, connection closed).
-    fn forget(&self, request: InboundRequestId) {
-        let mut inner = self.lock();
-        if let Some(id) = inner.by_request.remove(&request) {
-            inner.by_id.remove(&id);
-        }
-        metrics::set(&self.counters.pending_responses, inner.by_id.len() as u64);
-    }
-}
-
-/// The libp2p peer id of a writer; `None` if the bytes are not an ed25519 public key.
-pub(crate) fn peer_id(writer: &WriterId) -> Option<PeerId> {
-    let key = identity::ed25519::PublicKey::try_from_bytes(&writer.0).ok()?;
-    Some(identity::PublicKey::from(key).to_peer_id())
-}
-
-/// The writer id of a peer: an ed25519 peer id is the identity multihash of its protobuf
-/// public key, so the key is read back from the peer id itself.
-pub(crate) fn writer_id(peer: &PeerId) -> Option<WriterId> {
-    /// Multihash code of the identity "hash" (the bytes themselves).
-    const IDENTITY: u64 = 0x00;
-    let multihash = peer.as_ref();
-    if multihash.code() != IDENTITY {
-        return None;
-    }
-    let key = identity::PublicKey::try_decode_protobuf(multihash.digest()).ok()?;
-    Some(WriterId(key.try_into_ed25519().ok()?.to_bytes()))
-}
-
-fn peer_ids(writers: &BTreeSet<WriterId>) -> HashSet<PeerId> {
-    writers
-        .iter()
-        .filter_map(|writer| {
-            let peer = peer_id(writer);
-            if peer.is_none() {
-                warn!(writer = %writer, "roster entry is not an ed25519 public key; skipped");
-            }
-            peer
-        })
-        .collect()
-}
-
-fn to_multiaddr(addr: SocketAddr) -> Multiaddr {
-    Multiaddr::empty()
-        .with(Protocol::from(addr.ip()))
-        .with(Protocol::Udp(addr.port()))
-        .with(Protocol::QuicV1)
-}
-
-fn to_socket_addr(addr: &Multiaddr) -> Option<SocketAddr> {
-    let mut ip = None;
-    let mut port = None;
-    for protocol in addr.iter() {
-        match protocol {
-            Protocol::Ip4(v4) => ip = Some(IpAddr::V4(v4)),
-            Protocol::Ip6(v6) => ip = Some(IpAddr::V6(v6)),
-            Protocol::Udp(p) => port = Some(p),
-            _ => {}
-        }
-    }
-    Some(SocketAddr::new(ip?, port?))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn writer_and_peer_ids_map_both_ways() {
-        let keypair = Keypair::ed25519_from_bytes([7u8; 32]).expect("valid secret");
-        let peer = keypair.public().to_peer_id();
-        let writer = writer_id(&peer).expect("ed25519 peer");
-        assert_eq!(peer_id(&writer), Some(peer));
-    }
-
-    #[test]
-    fn socket_addresses_round_trip_through_multiaddrs() {
-        for addr in ["127.0.0.1:7946", "[::1]:9"] {
-            let addr: SocketAddr = addr.parse().expect("valid");
-            assert_eq!(to_socket_addr(&to_multiaddr(addr)), Some(addr));
         }
     }
 }

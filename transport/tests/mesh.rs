@@ -585,3 +585,24 @@ async fn a_delay_holds_gossip_requests_and_answers_from_that_peer_at_least_that_
         sent.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_of_another_major_version_is_disconnected_and_counted() {
+    let all = [1, 2];
+    let mut a = start(1, &all, Config::localhost()).await;
+    let newer = Config {
+        protocol_version: "/meshward/2".into(),
+        ..Config::localhost()
+    };
+    let b = start(2, &all, newer).await;
+    assert_eq!(meshward_transport::IDENTIFY_VERSION, "/meshward/1");
+    a.handle.dial(b.addr).expect("dial queued");
+    // Each side sees the other's version at identify and hangs up.
+    metrics_until(&a.handle, |m| m.refused_version >= 1).await;
+    metrics_until(&b.handle, |m| m.refused_version >= 1).await;
+    metrics_until(&a.handle, |m| m.connected_peers == 0).await;
+    // Nothing from b reaches a's node as gossip.
+    while let Ok(event) = a.events.try_recv() {
+        assert!(!matches!(event, Event::Gossip { .. }), "{event:?}");
+    }
+}

@@ -246,6 +246,11 @@ pub enum PayloadError {
         /// Position of the member.
         index: usize,
     },
+    /// The genesis names a licence issuer whose key is not a usable ed25519 public key.
+    #[error(
+        "the genesis names an invalid licence issuer key; create the cluster again with a key from `meshward licence keygen`"
+    )]
+    InvalidIssuerKey,
     /// A hand-over carries more than [`MAX_ROSTER_MEMBERS`] endorsements.
     #[error("hand-over carries {got} endorsements, over the limit of {max}")]
     TooManyEndorsements {

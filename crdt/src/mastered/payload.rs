@@ -33,6 +33,21 @@ pub struct Roster {
     pub members: Vec<Member>,
 }
 
+/// Payload of the `Genesis` record: the first roster, and the licence issuer the cluster
+/// trusts for as long as it lives. No later record changes the issuer, so no later leader can
+/// swap the trust root of licences.
+///
+/// Encoded as the pair (roster, issuer). A genesis written before clusters named their issuer
+/// is the roster alone; it decodes with no issuer. The two encodings never meet: the pair has
+/// at least one byte after the roster, and a roster payload has none.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Genesis {
+    /// The first members.
+    pub roster: Roster,
+    /// ed25519 public key of the licence issuer (`None`: licences cannot be installed).
+    pub licence_issuer: Option<[u8; 32]>,
+}
+
 /// Payload of a `Handover` record: who leads the next epoch, and on whose word.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Handover {
@@ -85,7 +100,12 @@ impl Roster {
 
     /// Decodes and checks a roster payload (bounds in the type docs).
     pub fn decode(bytes: &[u8]) -> Result<Roster, PayloadError> {
-        let roster: Roster = decode_exact(bytes)?;
+        decode_exact::<Roster>(bytes)?.checked()
+    }
+
+    /// The roster, if within the bounds in the type docs.
+    fn checked(self) -> Result<Roster, PayloadError> {
+        let roster = self;
         if roster.members.is_empty() {
             return Err(PayloadError::EmptyRoster);
         }
@@ -122,6 +142,31 @@ impl Roster {
     /// Endorsements a failover needs: a strict majority, `members / 2 + 1`.
     pub fn majority(&self) -> usize {
         self.members.len() / 2 + 1
+    }
+}
+
+impl Genesis {
+    /// Postcard encoding, for a `Genesis` payload.
+    pub fn encode(&self) -> Vec<u8> {
+        // Invariant: as for `Roster::encode`, serialising into a Vec cannot fail.
+        postcard::to_stdvec(&(&self.roster, &self.licence_issuer))
+            .expect("postcard encodes a genesis into a Vec")
+    }
+
+    /// Decodes and checks a genesis payload: the roster's bounds, and an issuer key that is a
+    /// usable ed25519 key.
+    pub fn decode(bytes: &[u8]) -> Result<Genesis, PayloadError> {
+        let (roster, licence_issuer) = match decode_exact::<(Roster, Option<[u8; 32]>)>(bytes) {
+            Ok(pair) => pair,
+            Err(_) => (decode_exact::<Roster>(bytes)?, None),
+        };
+        if licence_issuer.is_some_and(|key| !is_usable_key(&key)) {
+            return Err(PayloadError::InvalidIssuerKey);
+        }
+        Ok(Genesis {
+            roster: roster.checked()?,
+            licence_issuer,
+        })
     }
 }
 

@@ -34,7 +34,6 @@ use tracing::{info, warn};
 
 use super::ha::{HELD, NO_CLUSTER, Pending};
 use super::{Ask, Core, Millis, Output};
-use crate::roster::leader_address;
 
 /// An election this node runs: a failover as candidate, or a planned hand-over as leader.
 #[derive(Debug)]
@@ -100,7 +99,7 @@ pub fn may_fail_over(
         return Err(format!(
             "the leader {} is alive (heard {ago} ms ago); a failover needs it gone: for a \
              planned hand-over run `meshward ha demote --to NODE` on the leader",
-            leader_address(chain)
+            chain.leader_address()
         ));
     }
     Ok(candidacy)
@@ -117,7 +116,7 @@ pub fn may_hand_over(
     if chain.leader() != me.0 {
         return Err(format!(
             "only the leader hands over leadership; the leader is {} (epoch {}): run this on it",
-            leader_address(chain),
+            chain.leader_address(),
             chain.epoch()
         ));
     }

@@ -17,7 +17,6 @@ use tracing::info;
 
 use super::{Ask, Core, Millis, Output, Reply, Secret, Taken};
 use crate::cluster_config::{ClusterConfig, PasswordSet};
-use crate::roster::leader_address;
 use meshward_crdt::WriterId;
 
 /// A request of ours in flight.
@@ -29,6 +28,13 @@ pub(super) enum Pending {
     Chain,
     /// A request delegated to the leader for the caller's `token`.
     Delegated {
+        /// The caller's token.
+        token: u64,
+        /// When the caller gets an error.
+        deadline: Millis,
+    },
+    /// A request forwarded to the leader for the caller's `token` ([`super::forward`]).
+    Forwarded {
         /// The caller's token.
         token: u64,
         /// When the caller gets an error.
@@ -95,7 +101,7 @@ impl Core {
         if m.chain.leader() != me.0 {
             return Err(format!(
                 "only the leader writes mastered config; the leader is {} (epoch {}): run this on it",
-                leader_address(&m.chain),
+                m.chain.leader_address(),
                 m.chain.epoch()
             ));
         }
@@ -148,7 +154,7 @@ impl Core {
         } else if node.is_some_and(|n| n != me) {
             let result = Err(format!(
                 "only the leader removes other nodes; the leader is {}",
-                leader_address(&m.chain)
+                m.chain.leader_address()
             ));
             self.outbox.push(Output::Done { token, result });
         } else {
@@ -240,7 +246,7 @@ impl Core {
         if heard.is_none() {
             let address = self
                 .chain()
-                .map(leader_address)
+                .map(Chain::leader_address)
                 .unwrap_or_else(|| leader.to_string());
             let result = Err(format!(
                 "the leader {address} is not connected to this node; nothing was changed: try \
@@ -313,6 +319,10 @@ impl Core {
                 }
                 self.outbox.extend(admitted);
                 self.respond(channel, Reply::Done(result));
+                return;
+            }
+            Ask::Forward { have, envelope } => {
+                self.serve_forward(channel, have, envelope);
                 return;
             }
             Ask::Password {
@@ -404,6 +414,7 @@ impl Core {
                     _ => self.counters.malformed += u64::from(reply.is_some()),
                 }
             }
+            Pending::Forwarded { token, .. } => self.forward_reply(now, peer, token, reply),
             Pending::Delegated { token, .. } => {
                 let result = match reply {
                     Some(Reply::Done(Ok(records))) => {
@@ -436,17 +447,32 @@ impl Core {
         let expired: Vec<u64> = self
             .asks
             .iter()
-            .filter(|(_, p)| matches!(p, Pending::Delegated { deadline, .. } if *deadline <= now))
+            .filter(|(_, p)| {
+                matches!(p, Pending::Delegated { deadline, .. } | Pending::Forwarded { deadline, .. }
+                    if *deadline <= now)
+            })
             .map(|(r, _)| *r)
             .collect();
         for request in expired {
-            if let Some(Pending::Delegated { token, .. }) = self.asks.remove(&request) {
-                let result = Err(format!(
-                    "the leader did not answer within {} s; the change may not have been made: \
-                     check with `meshward status` and try again",
-                    self.config.ask_timeout.as_secs()
-                ));
-                self.outbox.push(Output::Done { token, result });
+            let why = format!(
+                "the leader did not answer within {} s; the change may not have been made: \
+                 check with `meshward status` and try again",
+                self.config.ask_timeout.as_secs()
+            );
+            match self.asks.remove(&request) {
+                Some(Pending::Delegated { token, .. }) => {
+                    self.outbox.push(Output::Done {
+                        token,
+                        result: Err(why),
+                    });
+                }
+                Some(Pending::Forwarded { token, .. }) => {
+                    self.outbox.push(Output::Forwarded {
+                        token,
+                        result: Err(why),
+                    });
+                }
+                _ => {}
             }
         }
         if self

@@ -45,6 +45,7 @@ impl World {
             },
             licence: LicenceTerms {
                 customer: "acme".into(),
+                cluster: "00".repeat(16),
                 max_nodes: 3,
                 expires_at_ms: T0 * 10,
             }

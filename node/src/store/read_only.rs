@@ -21,8 +21,8 @@ use super::{META, SCHEMA_VERSION, STORE_FILE, Store, StoreError};
 
 /// The database behind a [`Store`]: writable, or opened read-only.
 pub(super) enum Db {
-    /// Opened read-write (also the in-memory store).
-    Write(Database),
+    /// Opened read-write (also the in-memory store); shared with a backup's reader thread.
+    Write(std::sync::Arc<Database>),
     /// Opened read-only.
     Read(ReadOnlyDatabase),
 }
@@ -94,7 +94,16 @@ impl Store {
     /// read-only store has none: [`StoreError::ReadOnly`].
     pub fn db(&self) -> Result<&Database, StoreError> {
         match &self.db {
-            Db::Write(db) => Ok(db),
+            Db::Write(db) => Ok(db.as_ref()),
+            Db::Read(_) => Err(StoreError::ReadOnly),
+        }
+    }
+
+    /// The read-write database, shared: a reader (a backup streaming from one read
+    /// transaction) can go on in another thread while the owner writes.
+    pub fn shared_db(&self) -> Result<std::sync::Arc<Database>, StoreError> {
+        match &self.db {
+            Db::Write(db) => Ok(db.clone()),
             Db::Read(_) => Err(StoreError::ReadOnly),
         }
     }
@@ -102,7 +111,7 @@ impl Store {
     /// The database to read from, for modules that keep their own tables (audit, backup).
     pub fn reader(&self) -> &dyn ReadableDatabase {
         match &self.db {
-            Db::Write(db) => db,
+            Db::Write(db) => db.as_ref(),
             Db::Read(db) => db,
         }
     }

@@ -373,6 +373,8 @@ impl Sim {
             // The model network admits every simulated node.
             Output::Roster(_) => {}
             Output::Applied { .. } | Output::Committed { .. } => {}
+            // Simulated nodes have no API, so they forward nothing and serve nothing.
+            Output::Forwarded { .. } | Output::Serve { .. } => {}
         }
         Ok(())
     }

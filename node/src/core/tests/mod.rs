@@ -24,6 +24,10 @@ struct Net {
     superseded: Vec<(usize, Vec<SignedRecord>)>,
     /// The core of every write asked for (`Persist`, `PersistMastered`, `PersistVote`).
     persists: Vec<usize>,
+    /// Every `Output::Forwarded`: (core, token, result).
+    forwarded: Vec<(usize, u64, Result<Opaque, String>)>,
+    /// Every `Output::Serve`: (core, channel, have, envelope); the test plays the driver.
+    serves: Vec<(usize, u64, u64, Opaque)>,
 }
 
 impl Net {
@@ -61,6 +65,8 @@ impl Net {
             done: Vec::new(),
             superseded: Vec::new(),
             persists: Vec::new(),
+            forwarded: Vec::new(),
+            serves: Vec::new(),
         };
         for a in 0..n {
             for b in 0..n {
@@ -161,6 +167,12 @@ impl Net {
                 ));
             }
             Output::Done { token, result } => self.done.push((from, token, result)),
+            Output::Forwarded { token, result } => self.forwarded.push((from, token, result)),
+            Output::Serve {
+                channel,
+                have,
+                envelope,
+            } => self.serves.push((from, channel, have, envelope)),
             Output::Superseded(records)
             | Output::AdoptChain {
                 superseded: records,
@@ -908,6 +920,7 @@ fn a_held_core_refuses_to_endorse_a_failover() {
 }
 
 mod fencing;
+mod forward;
 mod rows;
 
 #[test]

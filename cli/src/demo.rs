@@ -12,11 +12,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use clap::Args;
-use ed25519_dalek::SigningKey;
 
-use crate::cluster::MEK_FILE;
-use crate::config::CONFIG_FILE;
-use crate::licence::LicenceTerms;
+use meshward_node::licence::{IssuerKey, LicenceTerms};
+use meshward_node::mek::MEK_FILE;
 
 /// How long a node may take to start.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -84,32 +82,35 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
             dir.display()
         );
     }
-    crate::disk::private_data_dir(&nodes[0].0)?;
-    let issuer = SigningKey::generate(&mut rand::rngs::OsRng);
-    crate::disk::write_new(
-        &nodes[0].0.join(CONFIG_FILE),
-        format!(
-            "# written by `meshward demo`: the demo's own licence issuer\nlicence-issuer = \"{}\"\n",
-            hex::encode(issuer.verifying_key().to_bytes())
-        )
-        .as_bytes(),
-        0o600,
-    )?;
+    meshward_node::disk::private_data_dir(&nodes[0].0)?;
+    // The demo is its own licence vendor: an issuer key of its own, named at `init`.
+    let issuer = IssuerKey::generate();
     let (leader, leader_addr) = &nodes[0];
     println!("meshward demo in {}", dir.display());
     step(
         &exe,
         leader,
-        &["init", "--address", leader_addr, "--listen", leader_addr],
+        &[
+            "init",
+            "--address",
+            leader_addr,
+            "--listen",
+            leader_addr,
+            "--licence-issuer",
+            &issuer.public_hex(),
+        ],
     )?;
-    let licence = LicenceTerms {
+    let cluster = meshward_node::store::Store::open(leader)?
+        .identity()?
+        .cluster;
+    let licence = issuer.sign(LicenceTerms {
         customer: "meshward demo".into(),
+        cluster: cluster.to_hex(),
         max_nodes: 3,
-        expires_at_ms: crate::cli::now_ms() as u64 + 30 * 24 * 3600 * 1000,
-    }
-    .sign(&issuer);
+        expires_at_ms: meshward_node::ops::now_ms() as u64 + 30 * 24 * 3600 * 1000,
+    });
     let licence_file = dir.join("licence.json");
-    crate::disk::write_new(&licence_file, licence.to_file().as_bytes(), 0o644)?;
+    meshward_node::disk::write_new(&licence_file, licence.to_file().as_bytes(), 0o644)?;
     step(&exe, leader, &["licence", "install", path(&licence_file)?])?;
     let mut running = Nodes::default();
     running.0.push(start(&exe, leader, &[])?);
@@ -193,7 +194,7 @@ fn step(exe: &Path, data: &Path, args: &[&str]) -> anyhow::Result<()> {
 
 /// Starts `meshward run` on `data` and waits until its setup endpoint listens.
 fn start(exe: &Path, data: &Path, peers: &[&String]) -> anyhow::Result<Child> {
-    let log = crate::disk::create_new(&data.join("daemon.log"), 0o600)?;
+    let log = meshward_node::disk::create_new(&data.join("daemon.log"), 0o600)?;
     let mut cmd = Command::new(exe);
     cmd.arg("--data").arg(data).arg("run");
     for p in peers {
@@ -211,11 +212,8 @@ fn start(exe: &Path, data: &Path, peers: &[&String]) -> anyhow::Result<Child> {
     let mut guard = Nodes(vec![child]);
     let deadline = Instant::now() + START_TIMEOUT;
     while Instant::now() < deadline {
-        if data.join(crate::control::SOCKET).exists()
-            && let Ok(Some(reply)) =
-                crate::control::forward(data, vec!["status".into(), "--json".into()], None)
-            && serde_json::from_str::<serde_json::Value>(&reply.stdout)
-                .is_ok_and(|s| s["mesh"]["setup"].is_string())
+        if data.join(meshward_client::SOCKET).exists()
+            && local_status(data).is_some_and(|s| s["mesh"]["setup"].is_string())
         {
             println!("  started {} (pid {})", data.display(), guard.0[0].id());
             return guard.0.pop().context("child");
@@ -226,6 +224,19 @@ fn start(exe: &Path, data: &Path, peers: &[&String]) -> anyhow::Result<Child> {
         "{} did not start within {START_TIMEOUT:?}; see its daemon.log",
         data.display()
     )
+}
+
+/// The status of the daemon of `data`, if one answers.
+fn local_status(data: &Path) -> Option<serde_json::Value> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
+    let client = meshward_client::Client::local(data);
+    match runtime.block_on(client.send(&meshward_api::Request::Status)) {
+        Ok(meshward_api::Reply::Status(status)) => serde_json::to_value(status).ok(),
+        _ => None,
+    }
 }
 
 fn wait_for_signal() -> anyhow::Result<()> {

@@ -1,0 +1,111 @@
+//! Local data, never replicated: the node's session audit (append-only, hash-chained) and its
+//! node-only settings.
+
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+/// Most records one audit request may carry.
+pub const MAX_AUDIT_PER_RECORD: usize = 10_000;
+
+/// Most audit records one listing returns (and the default).
+pub const MAX_AUDIT_PAGE: usize = 10_000;
+
+/// A session audit record to append.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct NewAudit {
+    /// Who acted.
+    pub actor: String,
+    /// What was done.
+    pub action: String,
+    /// What it was done to.
+    pub target: String,
+    /// Free text.
+    #[serde(default)]
+    pub detail: String,
+}
+
+/// `POST /v1/audit`: one to [`MAX_AUDIT_PER_RECORD`] records, durable when answered.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RecordAudit {
+    /// The records, in order.
+    pub records: Vec<NewAudit>,
+}
+
+/// Where recorded audit records landed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Recorded {
+    /// Sequence number of the first.
+    pub first_seq: u64,
+    /// Sequence number of the last.
+    pub last_seq: u64,
+    /// Chain hash after the last (hex).
+    pub hash: String,
+}
+
+/// `GET /v1/audit` query.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AuditQuery {
+    /// First sequence number (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<u64>,
+    /// At most this many (default and most [`MAX_AUDIT_PAGE`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+}
+
+/// A stored audit record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AuditRow {
+    /// Sequence number, from 1.
+    pub seq: u64,
+    /// When it was recorded, unix ms.
+    pub at_ms: i64,
+    /// Who acted.
+    pub actor: String,
+    /// What was done.
+    pub action: String,
+    /// What it was done to.
+    pub target: String,
+    /// Free text.
+    pub detail: String,
+    /// Chain hash after it (hex).
+    pub hash: String,
+}
+
+/// The first record of the audit chain that fails verification.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AuditBreak {
+    /// Its sequence number.
+    pub seq: u64,
+    /// altered, removed, reordered, unreadable or head-mismatch.
+    pub problem: String,
+}
+
+/// `GET /v1/audit/verify`: the whole chain checked.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AuditVerified {
+    /// No record altered, removed or reordered.
+    pub intact: bool,
+    /// Records verified before the first break (all of them when intact).
+    pub verified: u64,
+    /// The first break, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_bad: Option<AuditBreak>,
+}
+
+/// A node-only setting.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Setting {
+    /// Its name.
+    pub name: String,
+    /// Its value (none: unset).
+    pub value: Option<String>,
+}
+
+/// `PUT /v1/local/{name}` body.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SetValue {
+    /// The value.
+    pub value: String,
+}

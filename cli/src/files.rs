@@ -1,0 +1,203 @@
+//! Files the CLI writes from a reply: a user's certificate, key and the CA certificate, a
+//! joining bundle. Each is created new (never over an existing file, never through a symlink:
+//! `O_CREAT|O_EXCL`), secrets 0600, and synced; on a failure the files already written are
+//! removed.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use base64::Engine as _;
+use meshward_api::Reply;
+use serde_json::json;
+use zeroize::Zeroizing;
+
+use crate::args::Global;
+use meshward_node::disk::create_new;
+use meshward_node::store::create_private_dir;
+
+/// Writes each `(path, bytes, mode)` to a new file ([`create_new`]: never over a file or
+/// through a link). All files are created before any is written, and if one cannot be, those
+/// created are removed: either all are written or none.
+fn write_all_new(files: &[(PathBuf, &[u8], u32)]) -> anyhow::Result<()> {
+    let mut created: Vec<(&Path, std::fs::File)> = Vec::new();
+    let result = (|| -> anyhow::Result<()> {
+        for (path, _, mode) in files {
+            let file =
+                create_new(path, *mode).with_context(|| format!("creating {}", path.display()))?;
+            created.push((path, file));
+        }
+        for ((_, file), (path, bytes, _)) in created.iter_mut().zip(files) {
+            file.write_all(bytes)
+                .and_then(|()| file.sync_all())
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        for (path, file) in created {
+            drop(file);
+            let _ = std::fs::remove_file(path);
+        }
+    }
+    result
+}
+
+/// `user cert --out DIR`: DIR/NAME.key (0600), DIR/NAME.crt and DIR/ca.crt.
+pub fn write_certificate(
+    g: &Global,
+    dir: &Path,
+    reply: Reply,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let Reply::Certificate(c) = reply else {
+        bail!("the node answered something else than a certificate");
+    };
+    create_private_dir(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let key_path = dir.join(format!("{}.key", c.user));
+    let cert_path = dir.join(format!("{}.crt", c.user));
+    let ca_path = dir.join("ca.crt");
+    let key = Zeroizing::new(c.key_pem.clone());
+    let mut files = vec![
+        (key_path.clone(), key.as_bytes(), 0o600),
+        (cert_path.clone(), c.certificate_pem.as_bytes(), 0o644),
+    ];
+    // Several users' files may share a directory: a ca.crt that holds this CA is kept.
+    let keep_ca = std::fs::symlink_metadata(&ca_path).is_ok()
+        && meshward_node::disk::holds_exactly(&ca_path, c.ca_pem.as_bytes())
+            .context("the certificate files were not written")?;
+    if !keep_ca {
+        files.push((ca_path.clone(), c.ca_pem.as_bytes(), 0o644));
+    }
+    write_all_new(&files).context("the certificate files were not written")?;
+    if g.json {
+        writeln!(
+            out,
+            "{}",
+            json!({"user": c.user, "key": key_path, "cert": cert_path, "ca": ca_path, "serial": c.serial})
+        )?;
+    } else {
+        writeln!(
+            out,
+            "wrote {} (private, 0600), {} and {} for user {}; serial {}",
+            key_path.display(),
+            cert_path.display(),
+            ca_path.display(),
+            c.user,
+            c.serial
+        )?;
+    }
+    Ok(())
+}
+
+/// `bundle create --out FILE`: the joining bundle, 0600.
+pub fn write_bundle(
+    g: &Global,
+    path: &Path,
+    reply: Reply,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let Reply::Bundle(b) = reply else {
+        bail!("the node answered something else than a joining bundle");
+    };
+    let bytes = Zeroizing::new(
+        base64::engine::general_purpose::STANDARD
+            .decode(b.file_base64.as_bytes())
+            .context("the joining bundle in the answer is not base64")?,
+    );
+    write_all_new(&[(path.to_path_buf(), bytes.as_slice(), 0o600)])?;
+    if g.json {
+        writeln!(
+            out,
+            "{}",
+            json!({"file": path.display().to_string(), "expires_at_ms": b.expires_at_ms})
+        )?;
+    } else {
+        writeln!(
+            out,
+            "wrote joining bundle {}; valid until {} or until the next `meshward bundle create`; \
+             use it once with `meshward join --bundle {} --mek MEK_FILE --address ADDR`",
+            path.display(),
+            meshward_node::join::utc(b.expires_at_ms),
+            path.display()
+        )?;
+    }
+    Ok(())
+}
+
+/// `backup --out FILE`: through a running node, the archive it streams (sealed with its own
+/// MEK); without one, written from the store here. Written to a private temporary file beside
+/// FILE and renamed when complete; a failure leaves nothing behind.
+pub fn backup(
+    g: &Global,
+    args: crate::args::BackupArgs,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    use crate::offline::{partial_path, says_disk_full, sync_parent};
+    if crate::door::taken(&args.out) {
+        bail!(
+            "{} exists; choose a new file name for the backup",
+            args.out.display()
+        );
+    }
+    let mut door = crate::door::Door::new(g)?;
+    if !door.daemon() {
+        let mut backend = meshward_node::ops::LocalBackend::new(g.data.clone());
+        return crate::offline::backup(g, args, &mut backend, out);
+    }
+    if args.mek.is_some() {
+        bail!("a running node seals the backup with its own MEK (DATA/mek); leave out --mek");
+    }
+    let tmp = partial_path(&args.out);
+    let result = (|| -> anyhow::Result<u64> {
+        let mut file = std::io::BufWriter::new(
+            create_new(&tmp, 0o600).with_context(|| format!("creating {}", tmp.display()))?,
+        );
+        let written = door
+            .download("/v1/backup", &mut file)?
+            .context("the node stopped before the backup")?;
+        let file = file.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        Ok(written)
+    })();
+    let size = match result {
+        Ok(size) => size,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            if says_disk_full(&e) {
+                let dir = args
+                    .out
+                    .parent()
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .unwrap_or(Path::new("."));
+                bail!(
+                    "disk full: the backup {} could not be written: {} has no space left; the \
+                     partial file was removed (free some space there, or give --out on another \
+                     filesystem)",
+                    args.out.display(),
+                    dir.display()
+                );
+            }
+            return Err(e.context(format!("writing the backup {}", args.out.display())));
+        }
+    };
+    if let Err(e) = meshward_node::disk::publish(&tmp, &args.out) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("moving the backup to {}", args.out.display()));
+    }
+    sync_parent(&args.out)?;
+    if g.json {
+        writeln!(
+            out,
+            "{}",
+            json!({"file": args.out.display().to_string(), "bytes": size})
+        )?;
+    } else {
+        writeln!(
+            out,
+            "backup written to {} ({size} bytes)",
+            args.out.display()
+        )?;
+    }
+    Ok(())
+}

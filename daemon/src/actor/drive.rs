@@ -1,0 +1,120 @@
+//! The node as the shared executor's [`Driver`]: its clock, its store, and the transport
+//! and API callers its sends and answers go to. The order of effects is the executor's
+//! ([`meshward_node::drive`]), the same the simulator runs.
+
+use std::collections::VecDeque;
+
+use meshward_crdt::Effects;
+use meshward_node::core::{Core, Input, Output, Verdict};
+use meshward_node::drive::Driver;
+use meshward_node::ops::now_ms;
+use meshward_node::store::Store;
+use tracing::{debug, info};
+
+use super::{Node, now_us};
+
+impl Driver for Node {
+    fn core(&mut self) -> Option<&mut Core> {
+        Some(&mut self.core)
+    }
+
+    fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn now_ms(&mut self) -> u64 {
+        now_ms() as u64
+    }
+
+    fn persisted(&mut self, _: &[Effects]) -> anyhow::Result<()> {
+        self.wrote();
+        Ok(())
+    }
+
+    fn wrote(&mut self, _: &Output) -> anyhow::Result<()> {
+        Node::wrote(self);
+        Ok(())
+    }
+
+    fn send(&mut self, output: Output, queue: &mut VecDeque<Input>) -> anyhow::Result<()> {
+        match output {
+            Output::Forwarded { token, result } => self.forwarded(token, result),
+            Output::Serve {
+                channel,
+                have,
+                envelope,
+            } => self.queue_serve(channel, have, envelope, queue),
+            Output::Done { token, result } => {
+                if !self.done(token, result.clone()) {
+                    self.done = Some((token, result));
+                }
+            }
+            Output::Roster(roster) => {
+                info!(members = roster.len(), "roster changed");
+                self.handle.set_roster(roster)?;
+            }
+            Output::Publish(data) => {
+                if let Err(e) = self.handle.publish(data) {
+                    debug!(error = %e, "gossip publish dropped");
+                }
+            }
+            Output::Validate { id, verdict } => {
+                if let Some(message) = self.gossip.remove(&id) {
+                    let verdict = match verdict {
+                        Verdict::Accept => meshward_transport::Verdict::Accept,
+                        Verdict::Ignore => meshward_transport::Verdict::Ignore,
+                        Verdict::Reject => meshward_transport::Verdict::Reject,
+                    };
+                    let _ = self.handle.report(message, verdict);
+                }
+            }
+            Output::Request {
+                peer,
+                request,
+                data,
+            } => match self.handle.request(peer, data) {
+                Ok(id) => self.requests.insert(id, (peer, request)),
+                Err(e) => {
+                    debug!(peer = %peer, error = %e, "sync request not sent");
+                    queue.push_back(Input::SyncFailed { peer, request });
+                }
+            },
+            Output::Respond { channel, data } => {
+                if let Some(ch) = self.channels.remove(&channel) {
+                    let _ = self.handle.respond(ch, data);
+                }
+            }
+            Output::Dial { peer, addr } => {
+                debug!(peer = %peer, %addr, "dialling");
+                let _ = self.handle.dial(addr);
+            }
+            Output::Committed { token, result } => self.committed = Some((token, result)),
+            Output::Applied { sent_us, .. } => self.lag.record(now_us().saturating_sub(sent_us)),
+            // The executor writes these itself.
+            Output::Persist(_)
+            | Output::PersistMastered(_)
+            | Output::PersistVote { .. }
+            | Output::AdoptChain { .. }
+            | Output::Superseded(_) => {}
+        }
+        Ok(())
+    }
+
+    /// Outputs left unexecuted because a write before them failed. They were computed from
+    /// state that is not durable, so none is sent; only gossip still gets a verdict, so it
+    /// does not wait for one: what would have been accepted is ignored (not forwarded, no
+    /// penalty), what was invalid stays rejected.
+    fn unsent(&mut self, outputs: Vec<Output>) {
+        for output in outputs {
+            if let Output::Validate { id, verdict } = output
+                && let Some(message) = self.gossip.remove(&id)
+            {
+                let verdict = match verdict {
+                    Verdict::Reject => meshward_transport::Verdict::Reject,
+                    Verdict::Accept | Verdict::Ignore => meshward_transport::Verdict::Ignore,
+                };
+                let _ = self.handle.report(message, verdict);
+            }
+        }
+    }
+}
