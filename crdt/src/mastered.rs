@@ -116,6 +116,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::ops::Deref;
 use std::str::FromStr;
+use std::sync::Arc;
 
 pub use crate::id::ClusterId;
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
@@ -257,7 +258,9 @@ pub struct Chain {
     leader: [u8; 32],
     last_version: u64,
     last_hash: RecordHash,
-    roster: Roster,
+    /// Shared by clones: a node's copies of its chain (and a simulator's thousand nodes) hold
+    /// one roster of up to 1 024 members, not one each.
+    roster: Arc<Roster>,
     licence_issuer: Option<[u8; 32]>,
 }
 
@@ -533,7 +536,7 @@ impl Chain {
             leader: anchor.genesis_leader,
             last_version: 0,
             last_hash: RecordHash::ZERO,
-            roster: Roster::default(),
+            roster: Arc::new(Roster::default()),
             licence_issuer: None,
         }
     }
@@ -701,11 +704,12 @@ impl Chain {
         };
         let effect = match record.kind {
             RecordKind::Genesis => {
-                Effect::Genesis(Genesis::decode(&record.payload).map_err(bad_payload)?)
+                let genesis = Genesis::decode(&record.payload).map_err(bad_payload)?;
+                Effect::Genesis(Arc::new(genesis.roster), genesis.licence_issuer)
             }
-            RecordKind::Roster => {
-                Effect::Roster(Roster::decode(&record.payload).map_err(bad_payload)?)
-            }
+            RecordKind::Roster => Effect::Roster(Arc::new(
+                Roster::decode(&record.payload).map_err(bad_payload)?,
+            )),
             RecordKind::Handover => {
                 let handover = Handover::decode(&record.payload).map_err(bad_payload)?;
                 self.check_handover(signed.signer, &handover)?;
@@ -785,11 +789,11 @@ impl Chain {
         self.last_hash = proof.hash;
         match &proof.effect {
             Effect::None => {}
-            Effect::Genesis(genesis) => {
-                self.roster = genesis.roster.clone();
-                self.licence_issuer = genesis.licence_issuer;
+            Effect::Genesis(roster, licence_issuer) => {
+                self.roster = Arc::clone(roster);
+                self.licence_issuer = *licence_issuer;
             }
-            Effect::Roster(roster) => self.roster = roster.clone(),
+            Effect::Roster(roster) => self.roster = Arc::clone(roster),
             Effect::Handover { epoch, leader } => {
                 self.epoch = *epoch;
                 self.leader = *leader;
@@ -889,8 +893,8 @@ struct Proof {
 #[derive(Debug)]
 enum Effect {
     None,
-    Genesis(Genesis),
-    Roster(Roster),
+    Genesis(Arc<Roster>, Option<[u8; 32]>),
+    Roster(Arc<Roster>),
     Handover { epoch: u64, leader: [u8; 32] },
 }
 

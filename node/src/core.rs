@@ -64,7 +64,9 @@ use serde::{Deserialize, Serialize};
 use tracing::{debug, warn};
 
 mod advert;
-mod election;
+#[cfg(feature = "bugs")]
+mod bugs;
+pub mod election;
 mod fork;
 mod forward;
 
@@ -73,6 +75,8 @@ mod ha;
 pub mod wire;
 
 pub use advert::{ADVERT_DOMAIN, Advert};
+#[cfg(feature = "bugs")]
+pub use bugs::Bug;
 pub use fork::MAX_LOSERS;
 pub use ha::{MAX_PASSWORD, MAX_USER};
 
@@ -542,6 +546,9 @@ pub struct Core {
     /// Our last advert (see [`advert`]).
     last_advert: Option<Advert>,
     outbox: Vec<Output>,
+    /// A deliberate bug for the simulator's tests.
+    #[cfg(feature = "bugs")]
+    bugs: bugs::Bugs,
 }
 
 impl Core {
@@ -578,6 +585,8 @@ impl Core {
             clock: now,
             last_advert: None,
             outbox: Vec::new(),
+            #[cfg(feature = "bugs")]
+            bugs: bugs::Bugs::default(),
         };
         for (peer, addr) in known {
             if peer != core.me() && core.roster.contains(&peer) {
@@ -599,9 +608,29 @@ impl Core {
         &self.replica
     }
 
-    /// Peers by id.
+    /// Peers by id: every other roster member (one never heard from and with no address to
+    /// dial has no state kept: it shows as not connected, nothing known), then any other peer
+    /// known.
     pub fn peers(&self) -> impl Iterator<Item = (&WriterId, &PeerStatus)> {
-        self.peers.iter().map(|(k, p)| (k, &p.status))
+        const UNKNOWN: PeerStatus = PeerStatus {
+            connected: false,
+            addr: None,
+            last_seen_ms: None,
+            changes: None,
+            behind: None,
+        };
+        let me = self.me();
+        let members = self
+            .roster
+            .iter()
+            .filter(move |k| **k != me)
+            .map(|k| (k, self.peers.get(k).map_or(&UNKNOWN, |p| &p.status)));
+        let others = self
+            .peers
+            .iter()
+            .filter(|(k, _)| !self.roster.contains(k))
+            .map(|(k, p)| (k, &p.status));
+        members.chain(others)
     }
 
     /// Counters.
@@ -624,13 +653,27 @@ impl Core {
         records: Vec<SignedRecord>,
     ) -> Result<(), RebuildError> {
         let chain = Chain::rebuild(anchor, &records)?;
+        self.load_verified(now, anchor, chain, records);
+        Ok(())
+    }
+
+    /// Loads a mastered chain verified already: `chain` is what [`Chain::rebuild`] made of
+    /// exactly these `records` from `anchor` (a [`Chain`] only comes from verification). The
+    /// simulator verifies the chain its nodes share once instead of once per node; the daemon
+    /// uses [`Core::load_mastered`]. Admits the roster as that does.
+    pub fn load_verified(
+        &mut self,
+        now: Millis,
+        anchor: TrustAnchor,
+        chain: Chain,
+        records: Vec<SignedRecord>,
+    ) {
         self.mastered = Some(Mastered {
             anchor,
             chain,
             records,
         });
         self.roster_from_chain(now);
-        Ok(())
     }
 
     /// Replaces the admitted peers, whose rows the replica accepts too; peers no longer
@@ -833,6 +876,8 @@ impl Core {
             Ok(effects) => {
                 let push = effects.push.clone();
                 let rows = effects.rows.clone();
+                #[cfg(feature = "bugs")]
+                let effects = self.bugged_commit(effects);
                 self.outbox.push(Output::Persist(Effects {
                     push: Vec::new(),
                     ..effects
@@ -1038,7 +1083,10 @@ impl Core {
             self.request_sync(now, peer);
         }
         for (peer, addr) in members {
-            if peer == me || !roster.contains(&peer) {
+            // State is kept for a member once there is something to keep: an address to dial
+            // here, or a connection (a 1 000-member roster would otherwise cost every node
+            // 1 000 entries, and the simulator a million).
+            if peer == me || !roster.contains(&peer) || addr.is_none() {
                 continue;
             }
             let p = self.peers.entry(peer).or_default();

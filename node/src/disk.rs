@@ -208,10 +208,11 @@ pub fn private_data_dir(dir: &Path) -> io::Result<Option<u32>> {
     Ok(Some(mode))
 }
 
-/// redb's file backend for a file in `dir`; a full disk becomes [`disk_full`]'s error.
+/// A redb backend (the file backend for a file in `dir`, or a simulated disk); a full disk
+/// becomes [`disk_full`]'s error.
 #[derive(Debug)]
-struct DataFile {
-    inner: FileBackend,
+struct DataFile<B = FileBackend> {
+    inner: B,
     dir: PathBuf,
     watch: DiskWatch,
 }
@@ -239,6 +240,27 @@ pub fn open_database_watched(path: &Path, watch: DiskWatch) -> Result<Database, 
     Database::builder().create_with_backend(DataFile { inner, dir, watch })
 }
 
+/// redb's page cache over a backend that is memory already (the simulator's disks): small, or
+/// a thousand simulated stores each cache what they hold a second time.
+const MEMORY_BACKEND_CACHE: usize = 16 * 1024;
+
+/// Opens (creating if empty) a database over a storage `backend` that is memory (the
+/// simulator's disk), with the same handling of a full disk as a file in `dir`: the error
+/// names `dir`, and `watch` learns of it. Its page cache is small ([`MEMORY_BACKEND_CACHE`]).
+pub fn open_backend_watched(
+    backend: impl StorageBackend,
+    dir: &Path,
+    watch: DiskWatch,
+) -> Result<Database, DatabaseError> {
+    Database::builder()
+        .set_cache_size(MEMORY_BACKEND_CACHE)
+        .create_with_backend(DataFile {
+            inner: backend,
+            dir: dir.to_path_buf(),
+            watch,
+        })
+}
+
 /// The error of a write to the store in `dir` refused because its disk is full.
 pub fn full_error(dir: &Path) -> io::Error {
     io::Error::new(
@@ -259,7 +281,7 @@ fn disk_full(dir: &Path, e: io::Error) -> io::Error {
     full_error(dir)
 }
 
-impl DataFile {
+impl<B> DataFile<B> {
     /// A failed write, renamed if the disk is full and noted in the watch.
     fn refused(&self, e: io::Error) -> io::Error {
         self.watch.saw(&e);
@@ -267,7 +289,7 @@ impl DataFile {
     }
 }
 
-impl StorageBackend for DataFile {
+impl<B: StorageBackend> StorageBackend for DataFile<B> {
     fn len(&self) -> Result<u64, io::Error> {
         self.inner.len()
     }

@@ -1153,6 +1153,10 @@ mod tests {
                 check(
                     match Gossip::decode(seed) {
                         Some(Gossip::Push { .. }) => accepted && counters.pushes_applied == 1,
+                        // A follower's advert is taken (its figures noted) but not relayed.
+                        Some(Gossip::Advert(advert)) => core
+                            .peers()
+                            .any(|(k, p)| *k == advert.origin && p.changes == Some(advert.changes)),
                         Some(_) => accepted,
                         None => counters.sync_served == 1 || counters.sync_rounds == 1,
                     },

@@ -239,6 +239,9 @@ pub fn emulate(
             FaultKind::Restore { .. } => unsupported.push("restore"),
             FaultKind::Master { .. } => unsupported.push("master"),
             FaultKind::Demote { .. } => unsupported.push("demote"),
+            FaultKind::PowerLoss { .. } => unsupported.push("power-loss"),
+            FaultKind::DiskFull { .. } => unsupported.push("disk-full"),
+            FaultKind::DiskError { .. } => unsupported.push("disk-error"),
             FaultKind::Failover { node, retry } => {
                 failovers.push(Failover {
                     node: *node as u32,

@@ -18,8 +18,13 @@
 
 #![deny(missing_docs)]
 
+pub mod compare;
 pub mod emulate;
+pub mod farm;
+pub mod fencing;
+pub mod html;
 pub mod oracle;
+pub mod plot;
 pub mod report;
 pub mod scenario;
 pub mod sim;

@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use meshward_crdt::fork::{self, Standing};
-use meshward_crdt::mastered::{Chain, SignedRecord, TrustAnchor};
+use meshward_crdt::mastered::{Chain, RecordKind, SignedRecord, TrustAnchor};
 
 /// A public key: the leader of an epoch.
 pub type Key = [u8; 32];
@@ -24,15 +24,18 @@ type ChainKey = ([u8; 16], Key);
 /// Epoch → leader → the nodes whose chain names it.
 pub type Leaders = BTreeMap<u64, BTreeMap<Key, BTreeSet<u32>>>;
 
-/// The leaders each epoch had, over every node's chain. Chains that do not verify are reported in the second value.
-pub fn leaders_per_epoch<'a>(
-    chains: impl IntoIterator<Item = (u32, TrustAnchor, &'a [SignedRecord])>,
+/// The leaders each epoch had, over every node's chain (records in version order, a slice or
+/// a vector: each is read once, so a caller may load them one node at a time). Chains that do
+/// not verify are reported in the second value.
+pub fn leaders_per_epoch<R: AsRef<[SignedRecord]>>(
+    chains: impl IntoIterator<Item = (u32, TrustAnchor, R)>,
 ) -> (Leaders, Vec<String>) {
     let mut leaders = Leaders::new();
     let mut failures = Vec::new();
     // Identical chains (the common case: 1 000 nodes holding one genesis) are replayed once.
     let mut replayed: BTreeMap<(ChainKey, Vec<Key>), Replay> = BTreeMap::new();
     for (node, anchor, records) in chains {
+        let records = records.as_ref();
         let id = (anchor.cluster.0, anchor.genesis_leader);
         let key = (id, records.iter().map(|r| r.hash().0).collect());
         let replay = replayed
@@ -124,6 +127,21 @@ pub fn rolled_back(
             base.epoch()
         )
     })
+}
+
+/// Revocations among `superseded` (records a node gives up) that `adopted` (what replaces
+/// them) does not carry: access a merge gives back. DESIGN.md §6 wants the winner to re-apply
+/// them; the core does not yet, so the simulator counts these instead of failing.
+pub fn revocations_dropped(superseded: &[SignedRecord], adopted: &[SignedRecord]) -> u64 {
+    superseded
+        .iter()
+        .filter(|r| r.record.kind == RecordKind::Revocation)
+        .filter(|r| {
+            !adopted.iter().any(|a| {
+                a.record.kind == RecordKind::Revocation && a.record.payload == r.record.payload
+            })
+        })
+        .count() as u64
 }
 
 fn hex8(key: &Key) -> String {

@@ -5,13 +5,13 @@
 //! answer brought it; hops count gossip relays (1 = straight from the origin).
 
 use std::collections::{BTreeMap, VecDeque};
-use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::Context as _;
 use serde::Serialize;
 use serde_json::json;
 
+use crate::plot::Plot;
 use crate::sim::Micros;
 
 /// A node reached by a message.
@@ -113,6 +113,13 @@ pub struct Oracles {
     pub commits_only_on_down_nodes: u64,
     /// Chains a node gave up although a majority-endorsed hand-over left an epoch on them.
     pub rollbacks: u64,
+    /// Acknowledged writes (changes, mastered records, votes) a node's store lost.
+    pub acknowledged_lost: u64,
+    /// Nodes whose store served rows that differ from its replica's (corrupt data).
+    pub corrupt_stores: u64,
+    /// Revocations a node gave up with a losing branch that the winning one does not carry
+    /// (reported, not a failure: DESIGN.md §6's re-apply is not built yet).
+    pub revocations_undone: u64,
     /// Times a live node replaced its mastered chain by a competing one that won.
     pub chain_switches: u64,
     /// Double signatures live nodes proved when chains met (the core's counter).
@@ -126,6 +133,23 @@ pub struct Oracles {
     pub nodes_by_last_epoch: BTreeMap<u64, u64>,
     /// Everything that failed; empty on success.
     pub failures: Vec<String>,
+}
+
+/// What the disk faults did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct DiskCounts {
+    /// Power losses (nodes).
+    pub power_losses: u64,
+    /// Unsynced writes a power loss dropped or tore.
+    pub writes_torn_or_lost: u64,
+    /// Store writes refused for a full disk (each one rebuilt the node and held replication).
+    pub full_refusals: u64,
+    /// Holds on replication released (the disk had space again, or the hold ran out).
+    pub holds_released: u64,
+    /// Nodes that stopped because their store failed: when (ms), which, and why.
+    pub store_stops: Vec<(u64, u32, String)>,
+    /// Restarts checked for acknowledged writes and for rows that match the replica.
+    pub stores_checked: u64,
 }
 
 /// A `master` or `demote` fault: what was asked, and the core's answer.
@@ -160,6 +184,10 @@ pub struct Metrics {
     pub writes: u64,
     /// Writes scheduled on a node that was down.
     pub writes_skipped: u64,
+    /// Writes a node's store refused (a disk fault): not acknowledged.
+    pub writes_refused: u64,
+    /// Disk faults and what they did.
+    pub disk: DiskCounts,
     /// Pushes published.
     pub pushes: u64,
     /// Adverts published.
@@ -172,8 +200,11 @@ pub struct Metrics {
     pub publish_duplicates: u64,
     /// Publishes refused because the node had no peer to send to.
     pub publish_no_peers: u64,
-    /// Gossip messages the core ignored (a gap).
+    /// Pushes the core ignored (a gap).
     pub gossip_ignored: u64,
+    /// Adverts (and mastered records) taken but not relayed: a follower's adverts go to its
+    /// neighbours only.
+    pub not_relayed: u64,
     /// Gossip messages the core rejected.
     pub gossip_rejected: u64,
     /// Sync requests sent.
@@ -344,10 +375,12 @@ impl Metrics {
                 "publish_duplicates_dropped": self.publish_duplicates,
                 "publish_without_peers": self.publish_no_peers,
                 "ignored": self.gossip_ignored,
+                "not_relayed": self.not_relayed,
                 "rejected": self.gossip_rejected,
             },
             "sync_requests": self.sync_requests,
-            "writes": { "committed": self.writes, "skipped_on_down_nodes": self.writes_skipped },
+            "writes": { "committed": self.writes, "skipped_on_down_nodes": self.writes_skipped, "refused_by_store": self.writes_refused },
+            "disk": self.disk,
             "network": {
                 "lost": self.lost, "retransmitted": self.retransmitted,
                 "duplicated": self.network_duplicated, "reordered": self.reordered,
@@ -368,9 +401,15 @@ impl Metrics {
         let mut text = serde_json::to_string_pretty(summary)?;
         text.push('\n');
         std::fs::write(dir.join("summary.json"), text)?;
-        std::fs::write(dir.join("reach.svg"), self.reach_svg())?;
-        std::fs::write(dir.join("convergence.svg"), self.convergence_svg())?;
-        std::fs::write(dir.join("lag.svg"), self.lag_svg())?;
+        let plots = [
+            ("reach.svg", self.reach_svg()),
+            ("convergence.svg", self.convergence_svg()),
+            ("lag.svg", self.lag_svg()),
+        ];
+        for (name, svg) in &plots {
+            std::fs::write(dir.join(name), svg)?;
+        }
+        std::fs::write(dir.join("index.html"), crate::html::page(summary, &plots))?;
         Ok(())
     }
 
@@ -394,12 +433,19 @@ impl Metrics {
                 pts
             })
             .collect();
+        let shown = series.len();
         Plot {
-            title: "nodes reached after a commit (one line per message)",
-            x_label: "ms since commit",
-            y_label: "share of live nodes",
+            title: "nodes reached after a commit",
+            x_label: "ms since the commit",
+            y_label: "share of live nodes holding it",
             y_max: Some(1.0),
             marks: Vec::new(),
+            legend: vec![format!(
+                "one line per commit ({shown} of {} shown)",
+                self.messages.len()
+            )],
+            marks_label: "",
+            one_color: true,
         }
         .svg(&series)
     }
@@ -412,11 +458,14 @@ impl Metrics {
             .map(|(t, f)| (*t as f64 / 1e6, *f))
             .collect();
         Plot {
-            title: "live nodes holding everything (heals dashed)",
-            x_label: "s",
-            y_label: "share converged",
+            title: "live nodes holding everything any live node holds",
+            x_label: "virtual time (s)",
+            y_label: "share of live nodes",
             y_max: Some(1.0),
             marks: self.heals.iter().map(|t| *t as f64 / 1e6).collect(),
+            legend: vec!["converged share, every 100 ms".into()],
+            marks_label: "heal (partition, flap or restart)",
+            one_color: false,
         }
         .svg(&[pts])
     }
@@ -445,11 +494,14 @@ impl Metrics {
             .map(|(i, l)| (i as f64, *l))
             .collect();
         Plot {
-            title: "mean replication lag per node (sorted)",
-            x_label: "node rank",
-            y_label: "ms",
+            title: "mean replication lag per node (commit to durable), sorted",
+            x_label: "nodes, by lag",
+            y_label: "mean lag (ms)",
             y_max: None,
             marks: Vec::new(),
+            legend: vec!["one point per node".into()],
+            marks_label: "",
+            one_color: false,
         }
         .svg(&[pts])
     }
@@ -482,121 +534,4 @@ fn stats_ms(v: &[Option<Micros>]) -> serde_json::Value {
         "p50": quantile_ms(&sorted, 0.5),
         "max": quantile_ms(&sorted, 1.0),
     })
-}
-
-/// A minimal line chart in SVG.
-struct Plot {
-    title: &'static str,
-    x_label: &'static str,
-    y_label: &'static str,
-    y_max: Option<f64>,
-    marks: Vec<f64>,
-}
-
-const W: f64 = 640.0;
-const H: f64 = 360.0;
-const L: f64 = 60.0;
-const R: f64 = 20.0;
-const T: f64 = 30.0;
-const B: f64 = 45.0;
-const COLORS: [&str; 6] = [
-    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
-];
-
-impl Plot {
-    fn svg(&self, series: &[Vec<(f64, f64)>]) -> String {
-        let all = series.iter().flatten();
-        let x_max = all.clone().map(|p| p.0).fold(0.0, f64::max).max(1e-9);
-        let y_max = self
-            .y_max
-            .unwrap_or_else(|| all.map(|p| p.1).fold(0.0, f64::max))
-            .max(1e-9);
-        let sx = |x: f64| L + x / x_max * (W - L - R);
-        let sy = |y: f64| H - B - y / y_max * (H - T - B);
-        let mut s = String::new();
-        let _ = writeln!(
-            s,
-            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="11">"#
-        );
-        let _ = writeln!(s, r#"<rect width="{W}" height="{H}" fill="white"/>"#);
-        let _ = writeln!(
-            s,
-            r#"<text x="{}" y="18" text-anchor="middle" font-size="13">{}</text>"#,
-            W / 2.0,
-            self.title
-        );
-        let _ = writeln!(
-            s,
-            r#"<path d="M{L} {T} V{} H{}" fill="none" stroke="black"/>"#,
-            H - B,
-            W - R
-        );
-        for i in 0..=4 {
-            let f = i as f64 / 4.0;
-            let _ = writeln!(
-                s,
-                r##"<text x="{}" y="{}" text-anchor="middle">{}</text><text x="{}" y="{}" text-anchor="end">{}</text><path d="M{L} {} H{}" stroke="#ddd"/>"##,
-                sx(f * x_max),
-                H - B + 15.0,
-                short(f * x_max),
-                L - 5.0,
-                sy(f * y_max) + 4.0,
-                short(f * y_max),
-                sy(f * y_max),
-                W - R
-            );
-        }
-        let _ = writeln!(
-            s,
-            r#"<text x="{}" y="{}" text-anchor="middle">{}</text>"#,
-            (L + W - R) / 2.0,
-            H - 10.0,
-            self.x_label
-        );
-        let _ = writeln!(
-            s,
-            r#"<text x="14" y="{}" text-anchor="middle" transform="rotate(-90 14 {})">{}</text>"#,
-            H / 2.0,
-            H / 2.0,
-            self.y_label
-        );
-        for m in &self.marks {
-            let _ = writeln!(
-                s,
-                r##"<path d="M{x} {T} V{}" stroke="#888" stroke-dasharray="4 3"/>"##,
-                H - B,
-                x = sx(*m)
-            );
-        }
-        for (i, pts) in series.iter().enumerate() {
-            let mut d = String::new();
-            for (k, (x, y)) in pts.iter().enumerate() {
-                let _ = write!(
-                    d,
-                    "{}{:.1} {:.1} ",
-                    if k == 0 { "M" } else { "L" },
-                    sx(*x),
-                    sy(*y)
-                );
-            }
-            let _ = writeln!(
-                s,
-                r#"<path d="{}" fill="none" stroke="{}" stroke-width="1.2" opacity="0.8"/>"#,
-                d.trim_end(),
-                COLORS[i % COLORS.len()]
-            );
-        }
-        s.push_str("</svg>\n");
-        s
-    }
-}
-
-fn short(v: f64) -> String {
-    if v >= 100.0 || v == v.round() {
-        format!("{v:.0}")
-    } else if v >= 1.0 {
-        format!("{v:.1}")
-    } else {
-        format!("{v:.2}")
-    }
 }

@@ -10,15 +10,18 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail, ensure};
 use meshward_crdt::mastered::MAX_ROSTER_MEMBERS;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Shortest failover retry interval (a zero interval would retry forever at one instant).
 const MIN_RETRY: Duration = Duration::from_millis(10);
+/// Most nodes a scenario may have. Up to [`MAX_ROSTER_MEMBERS`] they form one cluster with a
+/// genesis roster of all of them; beyond, they replicate without a mastered chain.
+pub const MAX_NODES: usize = 20_000;
 /// Largest scenario file read (the shipped ones are under 4 KiB).
 pub const MAX_SCENARIO_FILE: u64 = 1024 * 1024;
 
 /// A scenario: nodes, network, writes and faults.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Scenario {
     /// Short name, used in reports.
@@ -63,7 +66,7 @@ pub struct Scenario {
 }
 
 /// Which nodes hold a connection to which.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Topology {
     /// Each node dials this many random other nodes (so it has at least that many
@@ -73,9 +76,10 @@ pub struct Topology {
     pub degree: usize,
 }
 
-/// The gossip layer: a gossipsub-like relay over the connections.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+/// The gossip layer: a gossipsub-like relay over the connections. Keys left out take their
+/// defaults.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
 pub struct GossipModel {
     /// Mesh peers per node (gossipsub `D`). Default 6, the transport's `large_mesh` preset.
     pub mesh_n: usize,
@@ -108,7 +112,7 @@ impl Default for GossipModel {
 }
 
 /// One-way latency: a fixed duration (`"20ms"`) or a uniform range (`["10ms", "50ms"]`).
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum Latency {
     /// Always this.
@@ -127,7 +131,7 @@ impl Default for Latency {
 }
 
 /// The network model.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Network {
     /// Latency between nodes of the same site (or all nodes without sites). Default 1 ms.
@@ -180,7 +184,7 @@ impl Default for Network {
 }
 
 /// A site.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Site {
     /// Its name.
@@ -190,7 +194,7 @@ pub struct Site {
 }
 
 /// The latency between two sites.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Wan {
     /// The two sites, by name.
@@ -200,7 +204,7 @@ pub struct Wan {
 }
 
 /// A set of nodes: `"all"`, a list of indices `[0, 1, 2]`, or a range `"3..5"` (end excluded).
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum Nodes {
     /// Indices.
@@ -239,7 +243,7 @@ impl Nodes {
 
 /// A series of local writes: `count` commits, one every `every` from `at`, each of `rows`
 /// events, on `nodes` (each commit on the next node of the set, round robin).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Writes {
     /// First commit.
@@ -278,6 +282,18 @@ struct RawFault {
     rest: toml::Table,
 }
 
+impl Serialize for Fault {
+    /// As written: `at` and the kind's keys in one table.
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut table = toml::Table::try_from(&self.kind).map_err(serde::ser::Error::custom)?;
+        table.insert(
+            "at".into(),
+            toml::Value::String(humantime::format_duration(self.at).to_string()),
+        );
+        table.serialize(serializer)
+    }
+}
+
 impl TryFrom<RawFault> for Fault {
     type Error = toml::de::Error;
 
@@ -290,7 +306,7 @@ impl TryFrom<RawFault> for Fault {
 }
 
 /// The kinds of faults.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, PartialEq, Serialize)]
 #[serde(
     tag = "kind",
     rename_all = "kebab-case",
@@ -372,6 +388,10 @@ pub enum FaultKind {
     Master {
         /// The writer.
         node: usize,
+        /// Write a revocation (`meshward cert revoke`: a record that takes access away)
+        /// instead of a config setting. Default false.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        revoke: bool,
     },
     /// `meshward ha demote --to TO` on `node`: a planned hand-over, signed once a majority, `to`
     /// included, endorsed it; the report lists the answer.
@@ -380,6 +400,35 @@ pub enum FaultKind {
         node: usize,
         /// The next leader.
         to: usize,
+    },
+    /// The power goes on the nodes during their next store writes (after a random number of
+    /// page writes and syncs): each stops, its disk keeps what was synced plus any subset of
+    /// the unsynced writes, the last one torn; it starts again `down` later. Every write it
+    /// acknowledged must still be there.
+    PowerLoss {
+        /// Which.
+        nodes: Nodes,
+        /// How long each stays down.
+        #[serde(with = "humantime_serde")]
+        down: Duration,
+    },
+    /// The nodes' disks are full for `lasts`: every store write fails with ENOSPC, and the
+    /// node holds replication as the daemon does (README "A full disk").
+    DiskFull {
+        /// Which.
+        nodes: Nodes,
+        /// How long.
+        #[serde(with = "humantime_serde")]
+        lasts: Duration,
+    },
+    /// The nodes' disks fail every read, write and sync with EIO for `lasts`: a node whose
+    /// store fails so stops, saying why, and is started again when the disk works again.
+    DiskError {
+        /// Which.
+        nodes: Nodes,
+        /// How long.
+        #[serde(with = "humantime_serde")]
+        lasts: Duration,
     },
     /// Set the clock offset of nodes (from now on they read virtual time + `offset-ms`).
     Skew {
@@ -391,6 +440,23 @@ pub enum FaultKind {
 }
 
 impl FaultKind {
+    /// The node set of a kind that acts on one (crash, restart, rolling restart, skew,
+    /// snapshot, restore and the disk faults).
+    pub fn nodes_mut(&mut self) -> Option<&mut Nodes> {
+        match self {
+            FaultKind::Crash { nodes }
+            | FaultKind::Restart { nodes }
+            | FaultKind::RollingRestart { nodes, .. }
+            | FaultKind::Skew { nodes, .. }
+            | FaultKind::Snapshot { nodes }
+            | FaultKind::Restore { nodes }
+            | FaultKind::PowerLoss { nodes, .. }
+            | FaultKind::DiskFull { nodes, .. }
+            | FaultKind::DiskError { nodes, .. } => Some(nodes),
+            _ => None,
+        }
+    }
+
     /// Short name, used to count fired faults.
     pub fn name(&self) -> &'static str {
         match self {
@@ -406,6 +472,9 @@ impl FaultKind {
             FaultKind::Restore { .. } => "restore",
             FaultKind::Master { .. } => "master",
             FaultKind::Demote { .. } => "demote",
+            FaultKind::PowerLoss { .. } => "power-loss",
+            FaultKind::DiskFull { .. } => "disk-full",
+            FaultKind::DiskError { .. } => "disk-error",
         }
     }
 }
@@ -416,6 +485,11 @@ impl Scenario {
         let s: Scenario = toml::from_str(text).context("parsing the scenario")?;
         s.check()?;
         Ok(s)
+    }
+
+    /// The scenario as TOML that [`Scenario::parse`] reads back to the same scenario.
+    pub fn to_toml(&self) -> anyhow::Result<String> {
+        toml::to_string(self).context("writing the scenario as TOML")
     }
 
     /// Reads and parses a scenario file.
@@ -437,8 +511,9 @@ impl Scenario {
         let n = self.nodes;
         ensure!(n >= 1, "a scenario needs at least one node");
         ensure!(
-            n <= MAX_ROSTER_MEMBERS,
-            "{n} nodes: a cluster's roster holds at most {MAX_ROSTER_MEMBERS}"
+            n <= MAX_NODES,
+            "{n} nodes: the simulator runs at most {MAX_NODES} (a cluster's roster holds at \
+             most {MAX_ROSTER_MEMBERS}; beyond that a run has no mastered chain)"
         );
         ensure!(!self.tick.is_zero(), "tick must be more than 0");
         let g = &self.gossip;
@@ -510,15 +585,20 @@ impl Scenario {
                     b.resolve(n)?;
                     ensure!(*count >= 1, "a flap needs count >= 1");
                 }
-                FaultKind::Crash { nodes }
-                | FaultKind::Restart { nodes }
-                | FaultKind::RollingRestart { nodes, .. }
-                | FaultKind::Skew { nodes, .. }
-                | FaultKind::Snapshot { nodes }
-                | FaultKind::Restore { nodes } => {
-                    nodes.resolve(n)?;
+                FaultKind::Crash { .. }
+                | FaultKind::Restart { .. }
+                | FaultKind::RollingRestart { .. }
+                | FaultKind::Skew { .. }
+                | FaultKind::Snapshot { .. }
+                | FaultKind::Restore { .. }
+                | FaultKind::PowerLoss { .. }
+                | FaultKind::DiskFull { .. }
+                | FaultKind::DiskError { .. } => {
+                    if let Some(nodes) = f.kind.clone().nodes_mut() {
+                        nodes.resolve(n)?;
+                    }
                 }
-                FaultKind::Master { node } => ensure!(
+                FaultKind::Master { node, .. } => ensure!(
                     *node < n,
                     "master names node {node}; the scenario has {n} nodes (0..{n})"
                 ),
@@ -655,6 +735,19 @@ mod tests {
     }
 
     #[test]
+    fn every_shipped_scenario_reads_back_what_it_writes() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let s = Scenario::load(&path).unwrap();
+            let text = s.to_toml().unwrap();
+            let back = Scenario::parse(&text).unwrap_or_else(|e| panic!("{e:#}\n{text}"));
+            assert_eq!(back.to_toml().unwrap(), text, "{}", path.display());
+            assert_eq!(format!("{back:?}"), format!("{s:?}"), "{}", path.display());
+        }
+    }
+
+    #[test]
     fn refuses_unknown_keys_and_nodes_out_of_range() {
         let base = "name = \"x\"\nnodes = 2\nduration = \"1s\"\n";
         assert!(Scenario::parse(&format!("{base}lossy = 1\n")).is_err());
@@ -707,7 +800,7 @@ mod tests {
         );
         let err = Scenario::parse(&format!("{base}node = 0\nretry = \"0s\"\n")).unwrap_err();
         assert!(format!("{err:#}").contains("at least 10ms"), "{err:#}");
-        let err = Scenario::parse("name = \"x\"\nnodes = 1025\nduration = \"1s\"\n").unwrap_err();
-        assert!(format!("{err:#}").contains("at most 1024"), "{err:#}");
+        let err = Scenario::parse("name = \"x\"\nnodes = 20001\nduration = \"1s\"\n").unwrap_err();
+        assert!(format!("{err:#}").contains("at most 20000"), "{err:#}");
     }
 }

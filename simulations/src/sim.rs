@@ -33,7 +33,7 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 use ed25519_dalek::SigningKey;
-use meshward_crdt::mastered::{Chain, Member, RecordKind, Roster, TrustAnchor};
+use meshward_crdt::mastered::{Chain, MAX_ROSTER_MEMBERS, Member, RecordKind, Roster, TrustAnchor};
 use meshward_crdt::{ClusterId, SegmentKey, WriterId};
 use meshward_node::core::{Core, Input};
 use meshward_node::store::{Identity, Store};
@@ -45,10 +45,15 @@ use crate::report::Metrics;
 use crate::scenario::{FaultKind, Latency, Scenario};
 
 mod checks;
+pub mod disk;
 mod faults;
 mod gossip;
 mod network;
 mod node;
+mod storage;
+
+/// A stored chain: cluster, genesis leader, last record's hash, length.
+type ChainKey = ([u8; 16], [u8; 32], Option<[u8; 32]>, usize);
 
 /// Virtual time in microseconds since the start of the run.
 pub type Micros = u64;
@@ -75,6 +80,11 @@ pub struct Sim {
     ids: Vec<WriterId>,
     index: BTreeMap<WriterId, u32>,
     roster: BTreeSet<WriterId>,
+    /// Nodes that write (every node's core admits them).
+    writers: BTreeSet<u32>,
+    /// Verified chains by (cluster, genesis leader, last record hash, length): a stored chain
+    /// many nodes hold is verified once.
+    chains: HashMap<ChainKey, Chain>,
     site: Vec<usize>,
     /// One-way latency range (µs) per site pair, `sites × sites`.
     latencies: Vec<(Micros, Micros)>,
@@ -101,6 +111,11 @@ pub struct Sim {
     /// Collected measurements.
     pub metrics: Metrics,
     quiet: bool,
+    /// A fault asked for that never fired fails the run (the farm counts them instead).
+    require_fired: bool,
+    /// A deliberate bug injected into every core (tests only).
+    #[cfg(feature = "bugs")]
+    bug: Option<meshward_node::core::Bug>,
 }
 
 #[derive(Debug)]
@@ -130,6 +145,16 @@ struct SimNode {
     leader_ops: BTreeMap<u64, usize>,
     /// The copy of its store a `snapshot` fault took (a backup snapshot's bytes).
     snapshot: Option<Vec<u8>>,
+    /// The disk under its store.
+    disk: disk::Disk,
+    /// What its store acknowledged as durable beyond `held`: mastered records and the vote.
+    acked: storage::Acked,
+    /// A full disk: the hold on replication, as the daemon's.
+    full: storage::FullDisk,
+    /// A power loss armed by a fault: how long the node then stays down.
+    power_down: Option<Micros>,
+    /// Why it stopped, when its store failed (it cannot trust it).
+    stopped: Option<String>,
 }
 
 #[derive(Debug)]
@@ -207,6 +232,13 @@ enum Ev {
     },
     /// An attempt of the failover `metrics.failovers[record]`.
     Failover(usize),
+    /// A power loss armed on the node that its writes have not set off yet: now.
+    PowerOff(u32),
+    /// A disk fault ends on these nodes (`full`: a full disk, else I/O errors).
+    DiskHeal {
+        nodes: Vec<u32>,
+        full: bool,
+    },
     Sample,
 }
 
@@ -248,33 +280,54 @@ impl Sim {
         // The cluster's mastered chain as `init` starts it: a genesis roster of every node,
         // signed by node 0, the leader of epoch 1. Roster addresses are names, not socket
         // addresses, so cores do not dial every member: the topology decides who dials whom.
-        let members = (0..n)
-            .map(|i| Member {
-                key: ids[i].0,
-                address: format!("node-{i}.sim"),
-            })
-            .collect();
+        // A roster holds at most MAX_ROSTER_MEMBERS: a larger run has no chain (see
+        // `Sim::admitted`).
         let anchor = TrustAnchor {
             cluster,
             genesis_leader: keys[0].verifying_key().to_bytes(),
         };
-        let genesis = Chain::new(anchor).sign_next(
-            &keys[0],
-            RecordKind::Genesis,
-            Roster { members }.encode(),
-        );
-        // Verified once (checking a roster of 1 000 keys takes milliseconds) and stored in
-        // every store, which all start from the same empty chain of this anchor.
-        let genesis = Chain::new(anchor)
-            .verify(&genesis)
-            .context("verifying the genesis record")?;
+        let genesis = if n <= MAX_ROSTER_MEMBERS {
+            let members = (0..n)
+                .map(|i| Member {
+                    key: ids[i].0,
+                    address: format!("node-{i}.sim"),
+                })
+                .collect();
+            let genesis = Chain::new(anchor).sign_next(
+                &keys[0],
+                RecordKind::Genesis,
+                Roster { members }.encode(),
+            );
+            // Verified once (checking a roster of 1 000 keys takes milliseconds) and stored in
+            // every store, which all start from the same empty chain of this anchor.
+            Some(
+                Chain::new(anchor)
+                    .verify(&genesis)
+                    .context("verifying the genesis record")?,
+            )
+        } else {
+            None
+        };
         let mut nodes = Vec::with_capacity(n);
-        for key in keys {
-            let store = Store::in_memory().context("creating an in-memory store")?;
-            store.adopt_anchor(&anchor)?;
-            store
-                .append_mastered(&genesis)
-                .context("storing the genesis record")?;
+        let durable = sc
+            .faults
+            .iter()
+            .any(|f| matches!(f.kind, FaultKind::PowerLoss { .. }));
+        // Every store starts the same (the schema, the anchor, the genesis record): one is
+        // made, and each node's disk is a copy sharing its pages until the node writes them.
+        let template = disk::Disk::new(durable);
+        {
+            let store = storage::open(&template, 0).context("creating a store")?;
+            if let Some(genesis) = &genesis {
+                store.adopt_anchor(&anchor)?;
+                store
+                    .append_mastered(genesis)
+                    .context("storing the genesis record")?;
+            }
+        }
+        for (i, key) in keys.into_iter().enumerate() {
+            let disk = template.fork();
+            let store = storage::open(&disk, i as u32).context("opening a store")?;
             nodes.push(SimNode {
                 store,
                 identity: Identity { key, cluster },
@@ -294,6 +347,14 @@ impl Sim {
                 failover: None,
                 leader_ops: BTreeMap::new(),
                 snapshot: None,
+                disk,
+                acked: storage::Acked {
+                    mastered: usize::from(genesis.is_some()),
+                    vote: None,
+                },
+                full: storage::FullDisk::default(),
+                power_down: None,
+                stopped: None,
             });
         }
         let mut sim = Sim {
@@ -305,6 +366,8 @@ impl Sim {
             ids,
             index,
             roster,
+            writers: BTreeSet::new(),
+            chains: HashMap::new(),
             site,
             latencies,
             edges: Vec::new(),
@@ -320,6 +383,9 @@ impl Sim {
             pending_faults: 0,
             awaiting_convergence: Vec::new(),
             quiet,
+            require_fired: true,
+            #[cfg(feature = "bugs")]
+            bug: None,
             rng: ChaCha8Rng::seed_from_u64(rng.r#gen()),
             sc,
         };
@@ -349,6 +415,10 @@ impl Sim {
             }
         }
         sim.edges = edges;
+        for w in &sim.sc.writes {
+            sim.writers
+                .extend(w.nodes.resolve(n)?.into_iter().map(|i| i as u32));
+        }
         let spread = sim.sc.start_spread.as_micros() as u64;
         for i in 0..n as u32 {
             let at = if spread == 0 {
@@ -392,6 +462,35 @@ impl Sim {
         }
         sim.push(SAMPLE_US, Ev::Sample);
         Ok(sim)
+    }
+
+    /// Counts faults that did not fire instead of failing the run for them (a generated
+    /// scenario asks for faults that may rightly not happen: a failover the others refuse, a
+    /// crash of a node already down).
+    pub fn count_unfired_faults(&mut self) {
+        self.require_fired = false;
+    }
+
+    /// Injects `bug` into every core this run starts (tests of the oracles).
+    #[cfg(feature = "bugs")]
+    pub fn inject(&mut self, bug: meshward_node::core::Bug) {
+        self.bug = Some(bug);
+    }
+
+    /// The peers node `node`'s core admits: every node, as the genesis roster says; beyond
+    /// a roster's bound (no chain), its topology neighbours and every node that writes, which
+    /// is all it needs to relay and keep their rows (a real cluster stops at the bound).
+    fn admitted(&self, node: u32) -> BTreeSet<WriterId> {
+        if self.sc.nodes <= MAX_ROSTER_MEMBERS {
+            return self.roster.clone();
+        }
+        let mut admitted: BTreeSet<WriterId> = self.edges[node as usize]
+            .iter()
+            .map(|&b| self.ids[b as usize])
+            .collect();
+        admitted.insert(self.ids[node as usize]);
+        admitted.extend(self.writers.iter().map(|&w| self.ids[w as usize]));
+        admitted
     }
 
     /// Runs to the end: past the scenario's duration and every scheduled write and fault,
@@ -467,6 +566,7 @@ impl Sim {
             Ev::Tick { node, inc } => {
                 if self.alive(node, inc) {
                     self.heartbeat(node);
+                    self.release_hold(node)?;
                     self.feed(node, Input::Tick, Via::Local)?;
                     let tick = self.sc.tick.as_micros() as u64;
                     self.push(self.now + tick, Ev::Tick { node, inc });
@@ -531,7 +631,6 @@ impl Sim {
             Ev::Flap { fault, cut, left } => self.flap(fault, cut, left)?,
             Ev::Start(node) => {
                 self.start_node(node)?;
-                self.dial_edges(node);
                 self.push(self.now, Ev::Tick { node, inc: 0 });
             }
             Ev::CrashOne(n) => {
@@ -544,6 +643,8 @@ impl Sim {
             }
             Ev::Write { series, k } => self.write(series, k)?,
             Ev::Failover(record) => self.failover(record)?,
+            Ev::PowerOff(node) => self.power_off(node)?,
+            Ev::DiskHeal { nodes, full } => self.disk_heal(&nodes, full)?,
             Ev::Sample => {
                 self.sample();
                 self.push(self.now + SAMPLE_US, Ev::Sample);

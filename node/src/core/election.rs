@@ -19,11 +19,17 @@
 //! `leader_timeout`, while a planned hand-over must come from the leader itself. The vote is
 //! made durable ([`Output::PersistVote`]) before the answer leaves. A side without a majority
 //! gets an error after at most `ask_timeout`.
+//!
+//! The decisions themselves are pure functions of a node's chain, its durable vote and what it
+//! heard from the leader ([`may_fail_over`], [`may_hand_over`], [`vote_allows`],
+//! [`decide_endorsement`], [`elected`]): the core calls them, and the simulator's model
+//! checker (`meshward_simulations::fencing`) explores every interleaving of them for 3 and 4
+//! nodes.
 
 use std::collections::BTreeMap;
 
 use meshward_crdt::WriterId;
-use meshward_crdt::mastered::{Candidacy, Endorsement, Handover, RecordKind};
+use meshward_crdt::mastered::{Candidacy, Chain, Endorsement, Handover, RecordKind};
 use tracing::{info, warn};
 
 use super::ha::{HELD, NO_CLUSTER, Pending};
@@ -51,6 +57,164 @@ impl Election {
     }
 }
 
+/// An endorsement request as a member receives it: who asks, for whom, and at which chain
+/// position (a failover candidate asks for itself; a leader handing over asks for the next
+/// leader).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EndorseRequest {
+    /// The node asking.
+    pub asker: WriterId,
+    /// The node that would lead.
+    pub next_leader: WriterId,
+    /// The epoch it would lead.
+    pub next_epoch: u64,
+    /// The asker's last mastered version.
+    pub prev_version: u64,
+    /// The hash of that record.
+    pub prev_hash: [u8; 32],
+}
+
+/// Whether `me`, following `chain`, may stand for the next epoch itself: it is a roster member
+/// and does not lead already. The candidacy it would ask endorsements for.
+pub fn may_stand(me: WriterId, chain: &Chain) -> Result<Candidacy, String> {
+    if chain.leader() == me.0 {
+        return Err(format!("this node already leads epoch {}", chain.epoch()));
+    }
+    if !chain.roster().contains(&me.0) {
+        return Err("this node is not in the roster; it cannot lead".into());
+    }
+    Ok(chain.candidacy(me.0))
+}
+
+/// Whether `me` may run a failover (`ha failover` without `--force`): it may stand
+/// ([`may_stand`]) and the leader counts as gone (`leader_alive`: how long ago it was heard,
+/// if within the leader timeout).
+pub fn may_fail_over(
+    me: WriterId,
+    chain: &Chain,
+    leader_alive: Option<Millis>,
+) -> Result<Candidacy, String> {
+    let candidacy = may_stand(me, chain)?;
+    if let Some(ago) = leader_alive {
+        return Err(format!(
+            "the leader {} is alive (heard {ago} ms ago); a failover needs it gone: for a \
+             planned hand-over run `meshward ha demote --to NODE` on the leader",
+            chain.leader_address()
+        ));
+    }
+    Ok(candidacy)
+}
+
+/// Whether `me` may hand leadership over to `next` (`ha demote --to`): it leads, `next` is
+/// another member, and `next` is connected (it must endorse the hand-over itself).
+pub fn may_hand_over(
+    me: WriterId,
+    chain: &Chain,
+    next: WriterId,
+    next_connected: bool,
+) -> Result<Candidacy, String> {
+    if chain.leader() != me.0 {
+        return Err(format!(
+            "only the leader hands over leadership; the leader is {} (epoch {}): run this on it",
+            chain.leader_address(),
+            chain.epoch()
+        ));
+    }
+    if next == me {
+        return Err(format!(
+            "this node already leads epoch {}; name another member",
+            chain.epoch()
+        ));
+    }
+    if !chain.roster().contains(&next.0) {
+        return Err(format!("{next} is not in the roster"));
+    }
+    if !next_connected {
+        return Err(format!(
+            "the next leader {next} is not connected to this node; it must endorse the \
+             hand-over itself: try again when it is reachable"
+        ));
+    }
+    Ok(chain.candidacy(next.0))
+}
+
+/// Whether a node whose durable vote is `vote` may endorse `next` for `next_epoch`: not if
+/// it endorsed another node for that epoch or a later one. `Err` names that vote.
+pub fn vote_allows(
+    vote: Option<(u64, WriterId)>,
+    next_epoch: u64,
+    next: WriterId,
+) -> Result<(), (u64, WriterId)> {
+    match vote {
+        Some((epoch, other)) if epoch >= next_epoch && other != next => Err((epoch, other)),
+        _ => Ok(()),
+    }
+}
+
+/// A member's answer to an endorsement request: the candidacy it signs, or why not. `me`
+/// follows `chain`, last endorsed `vote` (durable), and heard the leader `leader_alive` ms
+/// ago if within the leader timeout. The caller signs the candidacy and makes the new vote
+/// (`(next_epoch, next_leader)`) durable before the answer leaves.
+pub fn decide_endorsement(
+    me: WriterId,
+    chain: &Chain,
+    vote: Option<(u64, WriterId)>,
+    leader_alive: Option<Millis>,
+    ask: &EndorseRequest,
+) -> Result<Candidacy, String> {
+    let candidacy = chain.candidacy(ask.next_leader.0);
+    if !chain.roster().contains(&ask.next_leader.0) {
+        return Err("the candidate is not in my roster".into());
+    }
+    if ask.next_leader.0 == chain.leader() {
+        return Err("the candidate already leads; a hand-over names another member".into());
+    }
+    if (ask.next_epoch, ask.prev_version, ask.prev_hash)
+        != (
+            candidacy.next_epoch,
+            candidacy.prev_version,
+            candidacy.prev_hash.0,
+        )
+    {
+        return Err(format!(
+            "my chain is at version {} of epoch {}; sync first",
+            chain.last_version(),
+            chain.epoch()
+        ));
+    }
+    if ask.asker.0 == chain.leader() {
+        // A planned hand-over: the leader itself asks, so its liveness is no objection.
+    } else if ask.asker == ask.next_leader {
+        if chain.leader() == me.0 {
+            return Err(format!("I lead epoch {} and am alive", chain.epoch()));
+        }
+        if let Some(ago) = leader_alive {
+            return Err(format!("I heard from the leader {ago} ms ago"));
+        }
+    } else {
+        return Err("only the leader or the candidate itself asks for endorsements".into());
+    }
+    vote_allows(vote, ask.next_epoch, ask.next_leader)
+        .map_err(|(epoch, _)| format!("I already endorsed another node for epoch {epoch}"))?;
+    Ok(candidacy)
+}
+
+/// Whether the members in `endorsers` elect the candidacy's next leader: at least `need` (a
+/// strict majority of the roster), the next leader among them.
+pub fn elected<'a>(
+    need: usize,
+    candidacy: &Candidacy,
+    endorsers: impl IntoIterator<Item = &'a [u8; 32]>,
+) -> bool {
+    let mut count = 0;
+    let mut next = false;
+    for e in endorsers {
+        count += 1;
+        next |= *e == candidacy.next_leader;
+    }
+    count >= need && next
+}
+
 impl Core {
     pub(super) fn failover(&mut self, now: Millis, token: u64, force: bool) {
         if let Err(e) = self.start_failover(now, token, force) {
@@ -73,17 +237,11 @@ impl Core {
     fn start_failover(&mut self, now: Millis, token: u64, force: bool) -> Result<(), String> {
         let me = self.me();
         let m = self.mastered.as_ref().ok_or(NO_CLUSTER)?;
-        if m.chain.leader() == me.0 {
-            return Err(format!("this node already leads epoch {}", m.chain.epoch()));
-        }
-        if !m.chain.roster().contains(&me.0) {
-            return Err("this node is not in the roster; it cannot lead".into());
-        }
+        let candidacy = may_stand(me, &m.chain)?;
         if self.election.is_some() {
             return Err("an election is already running on this node".into());
         }
         let key = self.replica.signing_key().clone();
-        let candidacy = m.chain.candidacy(me.0);
         let own = Endorsement::sign(&key, &candidacy);
         let members = m.chain.roster().members.len();
         if force {
@@ -113,13 +271,7 @@ impl Core {
             self.outbox.push(Output::Done { token, result });
             return Ok(());
         }
-        if let Some(ago) = self.leader_alive(now) {
-            return Err(format!(
-                "the leader {} is alive (heard {ago} ms ago); a failover needs it gone: for a \
-                 planned hand-over run `meshward ha demote --to NODE` on the leader",
-                m.chain.leader_address()
-            ));
-        }
+        let candidacy = may_fail_over(me, &m.chain, self.leader_alive(now))?;
         let leader = m.chain.leader();
         let peers = self.voters(|k| k.0 != leader);
         let ask = Ask::Endorse {
@@ -133,32 +285,11 @@ impl Core {
     fn start_handover(&mut self, now: Millis, token: u64, next: WriterId) -> Result<(), String> {
         let me = self.me();
         let m = self.mastered.as_ref().ok_or(NO_CLUSTER)?;
-        if m.chain.leader() != me.0 {
-            return Err(format!(
-                "only the leader hands over leadership; the leader is {} (epoch {}): run this on it",
-                m.chain.leader_address(),
-                m.chain.epoch()
-            ));
-        }
-        if next == me {
-            return Err(format!(
-                "this node already leads epoch {}; name another member",
-                m.chain.epoch()
-            ));
-        }
-        if !m.chain.roster().contains(&next.0) {
-            return Err(format!("{next} is not in the roster"));
-        }
+        let connected = self.peers.get(&next).is_some_and(|p| p.status.connected);
+        let candidacy = may_hand_over(me, &m.chain, next, connected)?;
         if self.election.is_some() {
             return Err("an election is already running on this node".into());
         }
-        if !self.peers.get(&next).is_some_and(|p| p.status.connected) {
-            return Err(format!(
-                "the next leader {next} is not connected to this node; it must endorse the \
-                 hand-over itself: try again when it is reachable"
-            ));
-        }
-        let candidacy = m.chain.candidacy(next.0);
         let own = Endorsement::sign(self.replica.signing_key(), &candidacy);
         let peers = self.voters(|_| true);
         let ask = Ask::EndorseHandover {
@@ -201,16 +332,13 @@ impl Core {
     ) -> Result<(), String> {
         let me = self.me();
         let next = WriterId(candidacy.next_leader);
-        if let Some((epoch, other)) = self.vote
-            && epoch >= candidacy.next_epoch
-            && other != next
-        {
-            return Err(format!(
+        vote_allows(self.vote, candidacy.next_epoch, next).map_err(|(epoch, other)| {
+            format!(
                 "this node already endorsed {other} for epoch {epoch}; it cannot endorse {next}"
-            ));
-        }
+            )
+        })?;
         let members = self.chain().map_or(0, |c| c.roster().members.len());
-        let need = members / 2 + 1;
+        let need = self.chain().map_or(1, |c| c.roster().majority());
         if peers.len() + 1 < need {
             return Err(format!(
                 "{} refused: this node reaches {} of the {members} members and a majority needs \
@@ -277,8 +405,7 @@ impl Core {
     pub(super) fn check_election(&mut self, now: Millis) {
         let Some(e) = &self.election else { return };
         let answered = e.endorsements.len() + e.refusals.len();
-        let won =
-            e.endorsements.len() >= e.need && e.endorsements.contains_key(&e.candidacy.next_leader);
+        let won = elected(e.need, &e.candidacy, e.endorsements.keys());
         let lost = now >= e.deadline || answered == e.asked + 1;
         if !won && !lost {
             return;
@@ -349,49 +476,19 @@ impl Core {
         prev_version: u64,
         prev_hash: [u8; 32],
     ) -> Result<Endorsement, String> {
-        let me = self.me();
         if self.held {
             return Err(HELD.into());
         }
         let m = self.mastered.as_ref().ok_or(NO_CLUSTER)?;
-        let candidacy = m.chain.candidacy(next_leader.0);
-        if !m.chain.roster().contains(&next_leader.0) {
-            return Err("the candidate is not in my roster".into());
-        }
-        if next_leader.0 == m.chain.leader() {
-            return Err("the candidate already leads; a hand-over names another member".into());
-        }
-        if (next_epoch, prev_version, prev_hash)
-            != (
-                candidacy.next_epoch,
-                candidacy.prev_version,
-                candidacy.prev_hash.0,
-            )
-        {
-            return Err(format!(
-                "my chain is at version {} of epoch {}; sync first",
-                m.chain.last_version(),
-                m.chain.epoch()
-            ));
-        }
-        if asker.0 == m.chain.leader() {
-            // A planned hand-over: the leader itself asks, so its liveness is no objection.
-        } else if asker == next_leader {
-            if m.chain.leader() == me.0 {
-                return Err(format!("I lead epoch {} and am alive", m.chain.epoch()));
-            }
-            if let Some(ago) = self.leader_alive(now) {
-                return Err(format!("I heard from the leader {ago} ms ago"));
-            }
-        } else {
-            return Err("only the leader or the candidate itself asks for endorsements".into());
-        }
-        if let Some((epoch, other)) = self.vote
-            && epoch >= next_epoch
-            && other != next_leader
-        {
-            return Err(format!("I already endorsed another node for epoch {epoch}"));
-        }
+        let ask = EndorseRequest {
+            asker,
+            next_leader,
+            next_epoch,
+            prev_version,
+            prev_hash,
+        };
+        let candidacy =
+            decide_endorsement(self.me(), &m.chain, self.vote, self.leader_alive(now), &ask)?;
         let endorsement = Endorsement::sign(self.replica.signing_key(), &candidacy);
         self.vote = Some((next_epoch, next_leader));
         self.outbox.push(Output::PersistVote {

@@ -281,6 +281,41 @@ impl Store {
         Ok(store)
     }
 
+    /// A store over any redb storage backend (the simulator's faulty disk), opened as
+    /// [`Store::open`] opens a file: a full disk is named after `dir` and noted
+    /// ([`Store::write_refused`]), an unreadable or damaged store is refused.
+    pub fn with_backend(
+        backend: impl redb::StorageBackend,
+        dir: &Path,
+    ) -> Result<Self, StoreError> {
+        let path = dir.join(STORE_FILE);
+        let watch = crate::disk::DiskWatch::default();
+        let db = match crate::disk::open_backend_watched(backend, dir, watch.clone()) {
+            Ok(db) => db,
+            Err(redb::DatabaseError::Storage(redb::StorageError::Io(e)))
+                if e.kind() != std::io::ErrorKind::InvalidData =>
+            {
+                return Err(StoreError::Open {
+                    path,
+                    reason: e.to_string(),
+                });
+            }
+            Err(e) => {
+                return Err(StoreError::Corrupt {
+                    path,
+                    reason: e.to_string(),
+                });
+            }
+        };
+        let store = Store {
+            db: read_only::Db::Write(std::sync::Arc::new(db)),
+            watch,
+            keep_changes: DEFAULT_KEEP_CHANGES,
+        };
+        store.init_schema()?;
+        Ok(store)
+    }
+
     /// A store in memory (redb's in-memory backend), for tests and simulations.
     pub fn in_memory() -> Result<Self, StoreError> {
         let db = Database::builder()

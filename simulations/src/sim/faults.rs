@@ -4,10 +4,12 @@ use anyhow::Context as _;
 use meshward_crdt::WriterId;
 use meshward_crdt::mastered::{Chain, RecordKind};
 use meshward_node::backup::{read_snapshot, write_snapshot};
+use meshward_node::certs::Serial;
 use meshward_node::cluster_config::ConfigChange;
 use meshward_node::core::{Core, Input};
-use meshward_node::store::Store;
 
+use super::disk::Disk;
+use super::storage::{self, Acked};
 use super::{Ev, Sim, Via};
 use crate::report::{Failover, LeaderOp};
 use crate::scenario::FaultKind;
@@ -101,10 +103,16 @@ impl Sim {
             FaultKind::Snapshot { nodes } => {
                 for i in nodes.resolve(n)? {
                     let mut copy = Vec::new();
-                    write_snapshot(self.nodes[i].store.db()?, &mut copy, &mut |_| {})
-                        .context("taking a snapshot of a store")?;
-                    self.nodes[i].snapshot = Some(copy);
-                    self.fired("snapshot");
+                    let taken = write_snapshot(self.nodes[i].store.db()?, &mut copy, &mut |_| {});
+                    match taken {
+                        Ok(_) => {
+                            self.nodes[i].snapshot = Some(copy);
+                            self.fired("snapshot");
+                        }
+                        // A disk that fails reads, or a stopped node's: no backup this time.
+                        Err(_) if self.nodes[i].core.is_none() || self.nodes[i].disk.failing() => {}
+                        Err(e) => return Err(e).context("taking a snapshot of a store"),
+                    }
                 }
             }
             FaultKind::Restore { nodes } => {
@@ -112,17 +120,27 @@ impl Sim {
                     self.restore(i as u32)?;
                 }
             }
-            FaultKind::Master { node } => {
-                let payload = ConfigChange::Set {
-                    key: "managed.sim".into(),
-                    value: format!("node-{node}-at-{}us", self.now),
-                }
-                .encode();
+            FaultKind::Master { node, revoke } => {
+                let (kind, payload) = if revoke {
+                    // A certificate serial of its own per write.
+                    let serial = format!("sim-{node}-{}", self.now);
+                    Serial::from_der_integer(serial.as_bytes()).revocation()
+                } else {
+                    let change = ConfigChange::Set {
+                        key: "managed.sim".into(),
+                        value: format!("node-{node}-at-{}us", self.now),
+                    };
+                    (RecordKind::Config, change.encode())
+                };
+                let op = self.metrics.leader_ops.len();
                 self.leader_op(node as u32, "master", |token| Input::Master {
                     token,
-                    kind: RecordKind::Config,
+                    kind,
                     payload,
                 })?;
+                if revoke {
+                    self.metrics.leader_ops[op].kind = "revoke".into();
+                }
             }
             FaultKind::Demote { node, to } => {
                 let next = self.ids[to];
@@ -130,6 +148,30 @@ impl Sim {
                     token,
                     next,
                 })?;
+            }
+            FaultKind::PowerLoss { nodes, down } => {
+                for i in nodes.resolve(n)? {
+                    self.arm_power_loss(i as u32, down.as_micros() as u64);
+                }
+            }
+            FaultKind::DiskFull { ref nodes, lasts }
+            | FaultKind::DiskError { ref nodes, lasts } => {
+                let full = matches!(kind, FaultKind::DiskFull { .. });
+                let nodes: Vec<u32> = nodes.resolve(n)?.into_iter().map(|i| i as u32).collect();
+                for &i in &nodes {
+                    let disk = &self.nodes[i as usize].disk;
+                    if full {
+                        disk.set_full(true);
+                    } else {
+                        disk.set_failing(true);
+                    }
+                }
+                self.fired(kind.name());
+                self.pending_faults += 1;
+                self.push(
+                    self.now + lasts.as_micros() as u64,
+                    Ev::DiskHeal { nodes, full },
+                );
             }
             FaultKind::Skew { nodes, offset_ms } => {
                 for i in nodes.resolve(n)? {
@@ -143,16 +185,25 @@ impl Sim {
 
     /// Crashes a node and starts it again from its snapshot (the old copy of its data).
     fn restore(&mut self, node: u32) -> anyhow::Result<()> {
+        // No copy (its snapshot did not fire: its disk failed, or it had stopped): nothing to
+        // restore from; the fault does not fire, which the fault oracle reports.
         let Some(copy) = self.nodes[node as usize].snapshot.clone() else {
-            self.metrics
-                .errors
-                .push(format!("restore: node {node} has no snapshot"));
             return Ok(());
         };
         self.crash(node);
-        let store = Store::in_memory().context("creating an in-memory store")?;
+        let durable = self.nodes[node as usize].disk.tracks_durable();
+        let disk = Disk::new(durable);
+        let store = storage::open(&disk, node).context("creating a store")?;
         read_snapshot(store.db()?, &mut copy.as_slice()).context("restoring a snapshot")?;
-        self.nodes[node as usize].store = store;
+        let n = &mut self.nodes[node as usize];
+        // What the restored store holds is what it acknowledges from now on.
+        n.acked = Acked {
+            mastered: store.mastered_records()?.len(),
+            vote: store.vote()?,
+        };
+        n.store = store;
+        n.disk = disk;
+        n.stopped = None;
         self.fired("restore");
         self.restart(node)
     }

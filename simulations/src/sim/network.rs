@@ -104,9 +104,13 @@ impl Sim {
                 addresses: vec![addr.to_string()],
                 last_seen_ms: self.clock_ms(a) as i64,
             };
-            self.nodes[a as usize]
+            if let Err(e) = self.nodes[a as usize]
                 .store
-                .remember_peer(&peer.to_hex(), &entry)?;
+                .remember_peer(&peer.to_hex(), &entry)
+            {
+                // A disk fault: the daemon recovers or stops the same way.
+                self.store_failed(a, e.into(), None)?;
+            }
             self.feed(a, Input::Connected { peer, addr }, Via::Sync)?;
         }
         Ok(())

@@ -4,11 +4,14 @@
 use std::collections::VecDeque;
 
 use anyhow::Context as _;
+use meshward_crdt::mastered::Chain;
 use meshward_crdt::{Effects, Event, EventKind, Op, Persist, ReplicaConfig};
 use meshward_node::core::{Core, CoreConfig, Input, Output, Verdict};
-use meshward_node::roster;
 
-use super::{Channel, EPOCH_MS, Ev, Sim, Via, derive, pair};
+use super::{Channel, EPOCH_MS, Ev, Sim, Via, addr, derive, pair};
+
+/// Verified chains kept for nodes that start from the same stored chain.
+const MAX_CACHED_CHAINS: usize = 64;
 use crate::oracle;
 use crate::report::Reach;
 
@@ -34,55 +37,78 @@ impl Sim {
             )[..8]
                 .try_into()?,
         );
+        let admitted = self.admitted(node);
         let n = &mut self.nodes[node as usize];
         let replica = n
             .store
             .load_replica(&n.identity, ReplicaConfig::default())
             .context("loading the replica from the store")?;
-        let known = n.store.known_peers()?;
+        // The peers it knows from its peer book, and its topology neighbours: the roster
+        // addresses the daemon resolves at start, which its core dials and redials with
+        // backoff until they answer (roster addresses here are names: see `Sim::new`).
+        let mut known = n.store.known_peers()?;
+        for &b in &self.edges[node as usize] {
+            let id = self.ids[b as usize];
+            if !known.iter().any(|(k, _)| *k == id) {
+                known.push((id, addr(b)));
+            }
+        }
         n.held = replica
             .digest()
             .segments
             .iter()
             .map(|s| (s.key, s.seq))
             .collect();
-        let mut core = Core::new(
-            replica,
-            self.roster.clone(),
-            CoreConfig::default(),
-            seed,
-            known,
-            now,
-        );
-        roster::load_into(&n.store, &mut core, now)?;
+        let mut core = Core::new(replica, admitted, CoreConfig::default(), seed, known, now);
+        // As `roster::load_into` (the daemon's start), but a chain every node holds, such as
+        // the genesis roster, is verified once for all of them.
+        core.set_vote(n.store.vote()?);
+        if let Some(anchor) = n.store.anchor()? {
+            let records = n.store.mastered_records()?;
+            let key = (
+                anchor.cluster.0,
+                anchor.genesis_leader,
+                records.last().map(|r| r.hash().0),
+                records.len(),
+            );
+            let chain = match self.chains.get(&key) {
+                Some(chain) => chain.clone(),
+                None => {
+                    let chain = Chain::rebuild(anchor, &records)
+                        .context("the stored mastered chain no longer verifies")?;
+                    if self.chains.len() >= MAX_CACHED_CHAINS {
+                        self.chains.clear();
+                    }
+                    self.chains.insert(key, chain.clone());
+                    chain
+                }
+            };
+            core.load_verified(now, anchor, chain, records);
+        }
+        #[cfg(feature = "bugs")]
+        if let Some(bug) = self.bug {
+            core.inject(bug);
+        }
         n.core = Some(core);
         n.next_heartbeat = self.now;
         Ok(())
     }
 
-    /// Dials the node's topology peers that are up (its `--peer` list, given again at
-    /// every start).
-    pub(super) fn dial_edges(&mut self, node: u32) {
-        let peers: Vec<u32> = self.edges[node as usize]
-            .iter()
-            .copied()
-            .filter(|&b| self.nodes[b as usize].core.is_some())
-            .collect();
-        for b in peers {
-            self.dial(node, b);
+    pub(super) fn crash(&mut self, node: u32) {
+        if self.nodes[node as usize].core.is_none() {
+            return;
         }
+        self.fired("crash");
+        self.stop_core(node);
     }
 
-    pub(super) fn crash(&mut self, node: u32) {
+    /// Stops the node's core abruptly (its store is kept); its peers notice when their
+    /// connections idle out.
+    pub(super) fn stop_core(&mut self, node: u32) {
         let n = &mut self.nodes[node as usize];
         if n.core.is_none() {
             return;
         }
-        *self
-            .metrics
-            .faults_fired
-            .entry("crash".to_string())
-            .or_default() += 1;
         n.core = None;
         n.incarnation += 1;
         n.crashed_at = Some(self.now);
@@ -110,13 +136,18 @@ impl Sim {
         if self.nodes[node as usize].core.is_some() {
             return Ok(());
         }
-        *self
-            .metrics
-            .faults_fired
-            .entry("restart".to_string())
-            .or_default() += 1;
-        self.start_node(node)?;
-        self.dial_edges(node);
+        self.fired("restart");
+        self.start_again(node)
+    }
+
+    /// Starts a stopped node from its store (reopened first if the store failed).
+    pub(super) fn start_again(&mut self, node: u32) -> anyhow::Result<()> {
+        if self.nodes[node as usize].stopped.is_some() && !self.reopen(node) {
+            return Ok(());
+        }
+        if let Err(e) = self.start_node(node) {
+            return self.store_failed(node, e, None);
+        }
         let inc = self.nodes[node as usize].incarnation;
         self.push(self.now, Ev::Tick { node, inc });
         self.await_convergence();
@@ -125,15 +156,61 @@ impl Sim {
     }
 
     /// Feeds one input, then executes the outputs as the daemon does: persists first (one
-    /// transaction), then the rest in order; follow-up inputs are fed after.
+    /// transaction), then the rest in order; follow-up inputs are fed after. A store that
+    /// fails (a disk fault) is handled as the daemon handles it ([`super::storage`]).
     pub(super) fn feed(&mut self, node: u32, input: Input, via: Via) -> anyhow::Result<()> {
-        let mut inputs = VecDeque::from([input]);
-        while let Some(input) = inputs.pop_front() {
+        // A sync request is answered again by the rebuilt core if a full disk refuses the
+        // write of its batch (the daemon keeps the batch's requests for that).
+        let again = match &input {
+            Input::SyncRequest {
+                peer,
+                channel,
+                data,
+            } => Some(Input::SyncRequest {
+                peer: *peer,
+                channel: *channel,
+                data: data.clone(),
+            }),
+            _ => None,
+        };
+        self.feed_call(node, via, again, |core, now| core.handle(now, input))
+    }
+
+    /// Runs `call` on the node's core, then executes its outputs and follow-up inputs as
+    /// [`Sim::feed`] does.
+    pub(super) fn feed_call(
+        &mut self,
+        node: u32,
+        via: Via,
+        again: Option<Input>,
+        call: impl FnOnce(&mut Core, u64),
+    ) -> anyhow::Result<()> {
+        match self.run_outputs(node, via, call) {
+            Ok(()) => Ok(()),
+            Err(e) => self.store_failed(node, e, again),
+        }
+    }
+
+    fn run_outputs(
+        &mut self,
+        node: u32,
+        via: Via,
+        call: impl FnOnce(&mut Core, u64),
+    ) -> anyhow::Result<()> {
+        let mut inputs = VecDeque::new();
+        let mut call = Some(call);
+        loop {
             let now = self.clock_ms(node);
             let Some(core) = self.nodes[node as usize].core.as_mut() else {
                 return Ok(());
             };
-            core.handle(now, input);
+            if let Some(call) = call.take() {
+                call(core, now);
+            } else if let Some(input) = inputs.pop_front() {
+                core.handle(now, input);
+            } else {
+                return Ok(());
+            }
             let mut persist = Vec::new();
             let mut rest = Vec::new();
             for out in core.drain() {
@@ -147,6 +224,7 @@ impl Sim {
                     .store
                     .persist_all(&persist)
                     .context("persisting replicated data")?;
+                self.wrote(node)?;
                 for effects in &persist {
                     self.track(node, effects, via);
                 }
@@ -161,7 +239,6 @@ impl Sim {
                 self.check_followed();
             }
         }
-        Ok(())
     }
 
     pub(super) fn execute(
@@ -177,6 +254,8 @@ impl Sim {
                 if let Some((env, source)) = self.nodes[node as usize].pending_gossip.remove(&id) {
                     match verdict {
                         Verdict::Accept => self.forward(node, source, &env),
+                        // A follower's advert, taken but kept to its neighbours.
+                        Verdict::Ignore if !env.push => self.metrics.not_relayed += 1,
                         Verdict::Ignore => self.metrics.gossip_ignored += 1,
                         Verdict::Reject => self.metrics.gossip_rejected += 1,
                     }
@@ -243,14 +322,20 @@ impl Sim {
                 let to = self.index[&peer];
                 self.dial(node, to);
             }
-            Output::PersistMastered(record) => self.nodes[node as usize]
-                .store
-                .append_mastered(&record)
-                .context("persisting a mastered record")?,
-            Output::PersistVote { epoch, candidate } => self.nodes[node as usize]
-                .store
-                .set_vote(epoch, &candidate)
-                .context("persisting a vote")?,
+            Output::PersistMastered(record) => {
+                let n = &mut self.nodes[node as usize];
+                n.store
+                    .append_mastered(&record)
+                    .context("persisting a mastered record")?;
+                n.acked.mastered += 1;
+            }
+            Output::PersistVote { epoch, candidate } => {
+                let n = &mut self.nodes[node as usize];
+                n.store
+                    .set_vote(epoch, &candidate)
+                    .context("persisting a vote")?;
+                n.acked.vote = Some((epoch, candidate));
+            }
             Output::AdoptChain {
                 from,
                 records,
@@ -260,6 +345,8 @@ impl Sim {
                 if let Some(anchor) = store.anchor()? {
                     let mut kept = store.mastered_records()?;
                     kept.truncate(from.saturating_sub(1) as usize);
+                    self.metrics.oracles.revocations_undone +=
+                        oracle::revocations_dropped(&superseded, &records);
                     if let Some(failure) = oracle::rolled_back(anchor, &kept, &superseded) {
                         self.metrics.oracles.rollbacks += 1;
                         self.metrics
@@ -267,10 +354,11 @@ impl Sim {
                             .push(format!("node {node} at {} µs: {failure}", self.now));
                     }
                 }
-                self.nodes[node as usize]
-                    .store
+                let n = &mut self.nodes[node as usize];
+                n.store
                     .replace_mastered(from, &records, &superseded)
-                    .context("replacing the mastered chain")?
+                    .context("replacing the mastered chain")?;
+                n.acked.mastered = from as usize - 1 + records.len();
             }
             Output::Superseded(records) => self.nodes[node as usize]
                 .store
@@ -358,7 +446,7 @@ impl Sim {
         let n = &mut self.nodes[node as usize];
         n.next_token += 1;
         let token = n.next_token;
-        self.metrics.writes += 1;
+        let before = self.metrics.messages.len();
         self.feed(
             node,
             Input::Commit {
@@ -367,6 +455,13 @@ impl Sim {
                 at_us: at_ms as u64 * 1000,
             },
             Via::Local,
-        )
+        )?;
+        // Acknowledged once durable; a store that refused it (a disk fault) did not.
+        if self.metrics.messages.len() > before {
+            self.metrics.writes += 1;
+        } else {
+            self.metrics.writes_refused += 1;
+        }
+        Ok(())
     }
 }

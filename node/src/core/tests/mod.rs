@@ -936,3 +936,49 @@ fn a_held_core_refuses_to_endorse_a_failover() {
 mod fencing;
 mod forward;
 mod rows;
+
+#[test]
+fn roster_members_with_no_address_to_dial_cost_no_state_and_still_show_in_peers() {
+    use meshward_crdt::mastered::{Member, Roster};
+    let mut net = Net::new(2);
+    // 500 more members, named (not socket addresses), never heard from.
+    let others: Vec<[u8; 32]> = (0..500u32)
+        .map(|i| {
+            let mut seed = [9u8; 32];
+            seed[..4].copy_from_slice(&i.to_le_bytes());
+            SigningKey::from_bytes(&seed).verifying_key().to_bytes()
+        })
+        .collect();
+    let anchor = TrustAnchor {
+        cluster: ClusterId([1; 16]),
+        genesis_leader: leader_key().verifying_key().to_bytes(),
+    };
+    let mut members: Vec<Member> = (0..2)
+        .map(|i| Member {
+            key: net.cores[i].me().0,
+            address: addr(i).to_string(),
+        })
+        .collect();
+    members.extend(others.iter().enumerate().map(|(i, key)| Member {
+        key: *key,
+        address: format!("node-{i}.example"),
+    }));
+    let genesis = Chain::new(anchor).sign_next(
+        &leader_key(),
+        RecordKind::Genesis,
+        Roster { members }.encode(),
+    );
+    let core = &mut net.cores[0];
+    core.load_mastered(0, anchor, vec![genesis]).unwrap();
+    core.drain();
+    // State for the one member with an address to dial, none for the named ones ...
+    assert_eq!(core.peers.len(), 1);
+    // ... which status still lists, as not connected and nothing known.
+    let listed: Vec<_> = core.peers().collect();
+    assert_eq!(listed.len(), 501);
+    let named = listed
+        .iter()
+        .find(|(k, _)| k.0 == others[7])
+        .expect("a named member is listed");
+    assert!(!named.1.connected && named.1.last_seen_ms.is_none());
+}

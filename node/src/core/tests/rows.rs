@@ -375,3 +375,59 @@ fn a_quiet_leaders_adverts_are_each_new_and_a_quiet_followers_repeat() {
     });
     assert_ne!(next.as_ref(), follower.last());
 }
+
+#[test]
+fn a_followers_advert_is_taken_but_not_relayed_and_the_leaders_is_relayed() {
+    let mut net = Net::new(3);
+    with_chain(&mut net);
+    let follower = net.cores[2].me();
+    let leader = net.cores[0].me();
+    net.now = 5_000;
+    let summary = |changes| Advert {
+        origin: follower,
+        fingerprint: [7; 32],
+        changes,
+        mastered: 0,
+        mastered_hash: [0; 32],
+        at_ms: net.now,
+        signature: ed25519_dalek::Signature::from_bytes(&[0; 64]),
+    };
+    let data =
+        Gossip::Advert(summary(77).sign(&SigningKey::from_bytes(&[3; 32]), ClusterId([1; 16])))
+            .encode();
+    net.cores[1].handle(
+        net.now,
+        Input::Gossip {
+            source: follower,
+            id: 1,
+            data,
+        },
+    );
+    let out = net.cores[1].drain();
+    // Taken (its origin's figures noted, a sync asked for: its fingerprint differs) ...
+    let changes = net.cores[1]
+        .peers()
+        .find(|(k, _)| **k == follower)
+        .and_then(|(_, p)| p.changes);
+    assert_eq!(changes, Some(77));
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::Request { peer, .. } if *peer == follower)),
+        "{out:?}"
+    );
+    // ... but not relayed: a follower's advert concerns its neighbours only.
+    assert!(
+        out.iter().any(|o| matches!(
+            o,
+            Output::Validate {
+                id: 1,
+                verdict: Verdict::Ignore
+            }
+        )),
+        "{out:?}"
+    );
+    // The leader's adverts are relayed: they keep it alive at every follower.
+    let from_leader = advert(leader, &leader_key(), net.now);
+    assert_eq!(gossip(&mut net, 1, leader, from_leader), Verdict::Accept);
+    assert_eq!(net.cores[1].counters().forged_gossip, 0);
+}
