@@ -46,6 +46,7 @@ use crate::scenario::{FaultKind, Latency, Scenario};
 
 mod checks;
 pub mod disk;
+mod drive;
 mod faults;
 mod gossip;
 mod network;

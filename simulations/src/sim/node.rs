@@ -12,7 +12,7 @@ use super::{Channel, EPOCH_MS, Ev, Sim, Via, addr, derive, pair};
 
 /// Verified chains kept for nodes that start from the same stored chain.
 const MAX_CACHED_CHAINS: usize = 64;
-use crate::oracle;
+use super::drive::SimDriver;
 use crate::report::Reach;
 
 impl Sim {
@@ -191,54 +191,26 @@ impl Sim {
         }
     }
 
+    /// Runs `call` on the node's core, then its outputs and their follow-ups, through the
+    /// executor the daemon uses ([`meshward_node::drive`]): rows first in one transaction,
+    /// then the chain writes and the sends, in order.
     fn run_outputs(
         &mut self,
         node: u32,
         via: Via,
         call: impl FnOnce(&mut Core, u64),
     ) -> anyhow::Result<()> {
-        let mut inputs = VecDeque::new();
-        let mut call = Some(call);
-        loop {
-            let now = self.clock_ms(node);
-            let Some(core) = self.nodes[node as usize].core.as_mut() else {
-                return Ok(());
-            };
-            if let Some(call) = call.take() {
-                call(core, now);
-            } else if let Some(input) = inputs.pop_front() {
-                core.handle(now, input);
-            } else {
-                return Ok(());
-            }
-            let mut persist = Vec::new();
-            let mut rest = Vec::new();
-            for out in core.drain() {
-                match out {
-                    Output::Persist(effects) => persist.push(effects),
-                    other => rest.push(other),
-                }
-            }
-            if !persist.is_empty() {
-                self.nodes[node as usize]
-                    .store
-                    .persist_all(&persist)
-                    .context("persisting replicated data")?;
-                self.wrote(node)?;
-                for effects in &persist {
-                    self.track(node, effects, via);
-                }
-            }
-            let chain_moved = rest
-                .iter()
-                .any(|o| matches!(o, Output::PersistMastered(_) | Output::AdoptChain { .. }));
-            for out in rest {
-                self.execute(node, out, &mut inputs)?;
-            }
-            if chain_moved {
-                self.check_followed();
-            }
+        let mut driver = SimDriver {
+            sim: self,
+            node,
+            via,
+            chain_moved: false,
+        };
+        let run = meshward_node::drive::run(&mut driver, call, VecDeque::new());
+        if driver.chain_moved {
+            self.check_followed();
         }
+        run
     }
 
     pub(super) fn execute(
@@ -248,7 +220,12 @@ impl Sim {
         inputs: &mut VecDeque<Input>,
     ) -> anyhow::Result<()> {
         match out {
-            Output::Persist(_) => unreachable!("persists are taken out before"),
+            // The executor writes these itself.
+            Output::Persist(_)
+            | Output::PersistMastered(_)
+            | Output::PersistVote { .. }
+            | Output::AdoptChain { .. }
+            | Output::Superseded(_) => {}
             Output::Publish(data) => self.publish(node, data),
             Output::Validate { id, verdict } => {
                 if let Some((env, source)) = self.nodes[node as usize].pending_gossip.remove(&id) {
@@ -322,48 +299,6 @@ impl Sim {
                 let to = self.index[&peer];
                 self.dial(node, to);
             }
-            Output::PersistMastered(record) => {
-                let n = &mut self.nodes[node as usize];
-                n.store
-                    .append_mastered(&record)
-                    .context("persisting a mastered record")?;
-                n.acked.mastered += 1;
-            }
-            Output::PersistVote { epoch, candidate } => {
-                let n = &mut self.nodes[node as usize];
-                n.store
-                    .set_vote(epoch, &candidate)
-                    .context("persisting a vote")?;
-                n.acked.vote = Some((epoch, candidate));
-            }
-            Output::AdoptChain {
-                from,
-                records,
-                superseded,
-            } => {
-                let store = &self.nodes[node as usize].store;
-                if let Some(anchor) = store.anchor()? {
-                    let mut kept = store.mastered_records()?;
-                    kept.truncate(from.saturating_sub(1) as usize);
-                    self.metrics.oracles.revocations_undone +=
-                        oracle::revocations_dropped(&superseded, &records);
-                    if let Some(failure) = oracle::rolled_back(anchor, &kept, &superseded) {
-                        self.metrics.oracles.rollbacks += 1;
-                        self.metrics
-                            .errors
-                            .push(format!("node {node} at {} µs: {failure}", self.now));
-                    }
-                }
-                let n = &mut self.nodes[node as usize];
-                n.store
-                    .replace_mastered(from, &records, &superseded)
-                    .context("replacing the mastered chain")?;
-                n.acked.mastered = from as usize - 1 + records.len();
-            }
-            Output::Superseded(records) => self.nodes[node as usize]
-                .store
-                .add_superseded(&records)
-                .context("keeping superseded records")?,
             Output::Done { token, result } => {
                 match self.nodes[node as usize].leader_ops.remove(&token) {
                     Some(op) => self.leader_op_done(op, result),
