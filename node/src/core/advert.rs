@@ -37,7 +37,7 @@ use meshward_crdt::{ClusterId, WriterId};
 use serde::{Deserialize, Serialize};
 use tracing::{debug, warn};
 
-use super::{Core, Millis, Output, Verdict, total_changes};
+use super::{Core, Millis, Output, Verdict, sync::total_changes};
 
 /// Domain-separation prefix of the bytes an advert's origin signs.
 pub const ADVERT_DOMAIN: &[u8] = b"meshward/advert/v1\0";

@@ -1,0 +1,133 @@
+//! The mastered chain in the core: taking a record (verify, store, apply, relay), and the
+//! roster it gives the transport.
+
+use super::*;
+
+impl Core {
+    pub(super) fn mastered_version(&self) -> u64 {
+        self.mastered.as_ref().map_or(0, |m| m.chain.last_version())
+    }
+
+    /// Verifies a mastered record against our chain; if it is the next one, persists and
+    /// applies it (and admits a changed roster).
+    pub(super) fn take_mastered(
+        &mut self,
+        now: Millis,
+        record: SignedRecord,
+        from: WriterId,
+    ) -> Taken {
+        if self.held && from != self.me() {
+            self.counters.held_dropped += 1;
+            return Taken::Held;
+        }
+        let Some(m) = self.mastered.as_ref() else {
+            return Taken::Held;
+        };
+        let version = record.record.version;
+        let last = m.chain.last_version();
+        if version == 0 {
+            self.counters.mastered_rejected += 1;
+            return Taken::Refused;
+        }
+        if version <= last {
+            if m.records.get(version as usize - 1) != Some(&record) {
+                if self.known_loser(&record) {
+                    self.counters.losers_dropped += 1;
+                    return Taken::Held;
+                }
+                self.counters.mastered_forks += 1;
+                warn!(peer = %from, version, "mastered record differs from ours (competing leader)");
+                self.fetch_chain(now, from);
+            }
+            return Taken::Held;
+        }
+        if version > last + 1 {
+            return Taken::Gap;
+        }
+        let verified = match m.chain.verify(&record) {
+            Ok(v) => v,
+            Err(e) if self.is_fork_signal(&e) => {
+                self.counters.mastered_forks += 1;
+                warn!(peer = %from, error = %e, "mastered record from a competing chain");
+                self.fetch_chain(now, from);
+                return Taken::Held;
+            }
+            Err(e) => {
+                self.counters.mastered_rejected += 1;
+                warn!(peer = %from, error = %e, "refused mastered record");
+                return Taken::Refused;
+            }
+        };
+        let roster_changed = matches!(
+            verified.record.kind,
+            RecordKind::Genesis | RecordKind::Roster
+        );
+        if from != self.me() {
+            self.counters.mastered_applied += 1;
+        }
+        // Verified twice: the store gets one proof, the chain the other; one signature check
+        // against the same state always agrees with itself.
+        self.outbox
+            .push(Output::PersistMastered(Box::new(verified)));
+        let Some(m) = self.mastered.as_mut() else {
+            return Taken::Held;
+        };
+        match m.chain.verify(&record).map(|v| m.chain.apply(v)) {
+            Ok(Ok(())) => {}
+            _ => return Taken::Refused,
+        }
+        m.records.push(record);
+        if roster_changed {
+            self.roster_from_chain(now);
+        }
+        Taken::Applied
+    }
+
+    pub(super) fn publish_mastered(&mut self, record: Vec<u8>) {
+        let gossip = Gossip::Mastered { record }.encode();
+        if gossip.len() <= self.config.max_gossip_bytes {
+            self.outbox.push(Output::Publish(gossip));
+        } else {
+            self.advertise();
+        }
+    }
+
+    /// Admits the chain's roster, dials members we know no address for if their roster
+    /// address is a socket address, and tells the driver.
+    pub(super) fn roster_from_chain(&mut self, now: Millis) {
+        let Some(m) = &self.mastered else { return };
+        let members: Vec<(WriterId, Option<SocketAddr>)> = m
+            .chain
+            .roster()
+            .members
+            .iter()
+            .map(|member| (WriterId(member.key), member.address.parse().ok()))
+            .collect();
+        let me = self.me();
+        // A node removed from the roster admits no one: it runs standalone.
+        let roster: BTreeSet<WriterId> = if members.iter().any(|(k, _)| *k == me) {
+            members.iter().map(|(k, _)| *k).collect()
+        } else {
+            BTreeSet::new()
+        };
+        self.set_roster(roster.clone());
+        // Rows refused as of an unknown writer may be of a member this roster admits.
+        for peer in std::mem::take(&mut self.unknown_from) {
+            self.request_sync(now, peer);
+        }
+        for (peer, addr) in members {
+            // State is kept for a member once there is something to keep: an address to dial
+            // here, or a connection (a 1 000-member roster would otherwise cost every node
+            // 1 000 entries, and the simulator a million).
+            if peer == me || !roster.contains(&peer) || addr.is_none() {
+                continue;
+            }
+            let p = self.peers.entry(peer).or_default();
+            if p.status.addr.is_none() && addr.is_some() {
+                p.status.addr = addr;
+                p.redial_at = Some(now);
+            }
+        }
+        self.outbox.push(Output::Roster(roster));
+    }
+}
