@@ -130,8 +130,8 @@ mod error;
 mod payload;
 mod record;
 
-pub use record::{MasteredRecord, RecordHash, RecordKind, SignedRecord};
 pub use payload::{Candidacy, Endorsement, Genesis, Handover, Member, Roster};
+pub use record::{MasteredRecord, RecordHash, RecordKind, SignedRecord};
 
 /// Domain-separation prefix of the bytes a leader signs for a record.
 pub const RECORD_DOMAIN: &[u8] = b"meshward/mastered/v1\0";

@@ -28,6 +28,7 @@ pub mod plot;
 pub mod report;
 pub mod scenario;
 pub mod sim;
+pub mod time;
 
 use std::path::Path;
 

@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::plot::Plot;
-use crate::sim::Micros;
+use crate::time::Micros;
 
 /// A node reached by a message.
 #[derive(Clone, Copy, Debug)]

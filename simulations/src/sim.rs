@@ -56,8 +56,7 @@ mod storage;
 /// A stored chain: cluster, genesis leader, last record's hash, length.
 type ChainKey = ([u8; 16], [u8; 32], Option<[u8; 32]>, usize);
 
-/// Virtual time in microseconds since the start of the run.
-pub type Micros = u64;
+pub use crate::time::Micros;
 
 /// Unix time (ms) the virtual clock starts at, so node clocks look like real ones and a
 /// negative skew does not underflow.

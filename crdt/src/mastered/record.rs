@@ -71,7 +71,6 @@ pub struct SignedRecord {
     pub signature: [u8; 64],
 }
 
-
 impl RecordHash {
     /// The `prev` of the first record (version 1).
     pub const ZERO: RecordHash = RecordHash([0; 32]);
@@ -311,7 +310,6 @@ impl fmt::Debug for SignedRecord {
             .finish_non_exhaustive()
     }
 }
-
 
 /// Bounds-checked reader over a byte slice; running out is [`DecodeError::Truncated`].
 struct Reader<'a>(&'a [u8]);
