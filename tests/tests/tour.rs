@@ -94,6 +94,7 @@ fn the_readme_tour_runs_as_written() {
         "standby",
         "\"kind\":\"logout\"",
         "\"healthy\":true",
+        "event: ready",
     ] {
         assert!(
             stdout.contains(want),
