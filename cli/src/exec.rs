@@ -219,7 +219,9 @@ fn request_of(command: Command) -> anyhow::Result<Request> {
         | Command::Backup(_)
         | Command::Restore(_)
         | Command::Unseal(_)
-        | Command::Openapi => bail!("this command is run by the binary on its own"),
+        | Command::Openapi
+        | Command::Completions { .. }
+        | Command::Man => bail!("this command is run by the binary on its own"),
     })
 }
 

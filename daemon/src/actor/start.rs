@@ -44,6 +44,8 @@ pub struct RunOptions {
     pub admin_listen: Option<SocketAddr>,
     /// The plain health door's TCP address (`GET /v1/health` only); off when `None`.
     pub health_listen: Option<SocketAddr>,
+    /// The node's config file (must exist); `None`: DATA/meshward.toml if there is one.
+    pub config: Option<PathBuf>,
 }
 
 /// Runs the daemon until SIGINT or SIGTERM.
@@ -97,11 +99,20 @@ async fn serve(data: PathBuf, args: &RunOptions, mut dial: Vec<SocketAddr>) -> a
     }
     let identity = store.identity()?;
     // The admin API's external CAs, read before anything listens: a bad file stops the start.
-    let node_config = meshward_node::config::NodeConfig::load(&data)?;
+    let (node_config, config_name) = match &args.config {
+        Some(file) => (
+            meshward_node::config::NodeConfig::load_file(file)?,
+            file.display().to_string(),
+        ),
+        None => (
+            meshward_node::config::NodeConfig::load(&data)?,
+            "DATA/meshward.toml".to_owned(),
+        ),
+    };
     let external = match node_config.admin_client_ca.clone() {
         Some(path) if args.admin_listen.is_some() => {
             meshward_node::certs::load_ca_file(&data.join(path))
-                .context("admin-client-ca in DATA/meshward.toml")?
+                .with_context(|| format!("admin-client-ca in {config_name}"))?
         }
         _ => Vec::new(),
     };
