@@ -151,6 +151,15 @@ pub enum Command {
         #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
         timeout: std::time::Duration,
     },
+    /// Print a shell completion script (the Debian package installs them).
+    #[command(hide = true)]
+    Completions {
+        /// For this shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page, meshward(1), as roff (the Debian package installs it).
+    #[command(hide = true)]
+    Man,
     /// Fault hooks for tests and simulations (only in builds with `fault-injection`).
     #[command(subcommand, hide = true)]
     Fault(FaultCmd),
@@ -194,6 +203,11 @@ pub struct RunArgs {
     /// Off when not given.
     #[arg(long)]
     pub health_listen: Option<SocketAddr>,
+    /// The node's config file (TOML, see meshward.example.toml), which must exist. Default:
+    /// DATA/meshward.toml if there is one. The Debian package's unit gives
+    /// /etc/meshward/meshward.toml.
+    #[arg(long, env = "MESHWARD_CONFIG")]
+    pub config: Option<PathBuf>,
 }
 
 /// `meshward mastered …`
@@ -640,6 +654,7 @@ impl RunArgs {
             peers: self.peers.clone(),
             admin_listen: self.admin_listen,
             health_listen: self.health_listen,
+            config: self.config.clone(),
         }
     }
 }

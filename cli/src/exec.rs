@@ -241,7 +241,9 @@ fn request_of(command: Command) -> anyhow::Result<Request> {
         | Command::Unseal(_)
         | Command::Watch { .. }
         | Command::Openapi
-        | Command::Wait { .. } => bail!("this command is run by the binary on its own"),
+        | Command::Wait { .. }
+        | Command::Completions { .. }
+        | Command::Man => bail!("this command is run by the binary on its own"),
     })
 }
 

@@ -14,6 +14,7 @@ mod demo;
 mod door;
 mod exec;
 mod files;
+mod manual;
 mod offline;
 mod render;
 mod unseal;
@@ -41,6 +42,8 @@ fn main() -> ExitCode {
             use std::io::Write as _;
             writeln!(out, "{}", meshward_daemon::api::openapi()).map_err(Into::into)
         }
+        Command::Completions { shell } => manual::completions(shell, out),
+        Command::Man => manual::man(out),
         _ => exec::run(cli, out),
     };
     match result {

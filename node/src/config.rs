@@ -1,5 +1,7 @@
-//! The node's config file, `DATA/meshward.toml` (optional; TOML, kebab-case keys). See the
-//! shipped `meshward.example.toml` for every key.
+//! The node's config file, `DATA/meshward.toml` (optional; TOML, kebab-case keys), or the file
+//! `meshward run --config FILE` (or `MESHWARD_CONFIG`) names, which must exist (the Debian
+//! package's unit names `/etc/meshward/meshward.toml`). See the shipped
+//! `meshward.example.toml` for every key.
 
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::Path;
@@ -91,14 +93,30 @@ pub struct WatchLimits {
 impl NodeConfig {
     /// Reads `DATA/meshward.toml`; a missing file is the default config.
     pub fn load(data: &Path) -> anyhow::Result<NodeConfig> {
-        let path = data.join(CONFIG_FILE);
-        let bytes = match crate::disk::read_at_most(&path, MAX_CONFIG_FILE) {
+        NodeConfig::read(&data.join(CONFIG_FILE), false)
+    }
+
+    /// Reads a config file named on purpose (`meshward run --config FILE`): unlike
+    /// `DATA/meshward.toml` it must exist.
+    pub fn load_file(path: &Path) -> anyhow::Result<NodeConfig> {
+        NodeConfig::read(path, true)
+    }
+
+    fn read(path: &Path, required: bool) -> anyhow::Result<NodeConfig> {
+        let bytes = match crate::disk::read_at_most(path, MAX_CONFIG_FILE) {
             Ok(Some(bytes)) => bytes,
             Ok(None) => anyhow::bail!(
                 "{} is over the limit of {MAX_CONFIG_FILE} bytes",
                 path.display()
             ),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(NodeConfig::default()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+                return Ok(NodeConfig::default());
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => anyhow::bail!(
+                "config file {} not found; create it (see meshward.example.toml) or drop \
+                 --config / MESHWARD_CONFIG",
+                path.display()
+            ),
             Err(e) => anyhow::bail!("reading {}: {e}", path.display()),
         };
         let text = String::from_utf8(bytes)
@@ -296,6 +314,26 @@ mod tests {
             assert!(err.contains(&path.display().to_string()), "{err}");
             assert!(err.contains(want), "{err}");
         }
+    }
+
+    #[test]
+    fn a_named_file_must_exist_and_is_read_wherever_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("elsewhere.toml");
+        let err = format!("{:#}", NodeConfig::load_file(&path).unwrap_err());
+        assert!(err.contains("elsewhere.toml not found"), "{err}");
+        assert!(err.contains("--config"), "{err}");
+        std::fs::write(&path, "admin-address-connections = 5\n").unwrap();
+        let config = NodeConfig::load_file(&path).unwrap();
+        assert_eq!(config.admin_address_connections, NonZeroUsize::new(5));
+        // The data directory's file is not what a named file reads.
+        assert_eq!(NodeConfig::load(dir.path()).unwrap(), NodeConfig::default());
+        std::fs::write(&path, "no-such-key = 1").unwrap();
+        let err = format!("{:#}", NodeConfig::load_file(&path).unwrap_err());
+        assert!(
+            err.contains("elsewhere.toml") && err.contains("no-such-key"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -44,6 +44,8 @@ pub struct RunOptions {
     pub admin_listen: Option<SocketAddr>,
     /// The plain health door's TCP address (`GET /v1/health` only); off when `None`.
     pub health_listen: Option<SocketAddr>,
+    /// The node's config file (must exist); `None`: DATA/meshward.toml if there is one.
+    pub config: Option<PathBuf>,
 }
 
 /// Runs the daemon until SIGINT or SIGTERM.
@@ -90,7 +92,16 @@ pub(super) fn core_from(
 
 async fn serve(data: PathBuf, args: &RunOptions, mut dial: Vec<SocketAddr>) -> anyhow::Result<()> {
     let mut store = open_waiting(&data).await?;
-    let node_config = meshward_node::config::NodeConfig::load(&data)?;
+    let (node_config, config_name) = match &args.config {
+        Some(file) => (
+            meshward_node::config::NodeConfig::load_file(file)?,
+            file.display().to_string(),
+        ),
+        None => (
+            meshward_node::config::NodeConfig::load(&data)?,
+            "DATA/meshward.toml".to_owned(),
+        ),
+    };
     store.set_keep_changes(node_config.watch_limits().keep_changes);
     if meshward_node::authority::is_sealed(&data, &store)? {
         drop(store);
@@ -102,7 +113,7 @@ async fn serve(data: PathBuf, args: &RunOptions, mut dial: Vec<SocketAddr>) -> a
     let external = match node_config.admin_client_ca.clone() {
         Some(path) if args.admin_listen.is_some() => {
             meshward_node::certs::load_ca_file(&data.join(path))
-                .context("admin-client-ca in DATA/meshward.toml")?
+                .with_context(|| format!("admin-client-ca in {config_name}"))?
         }
         _ => Vec::new(),
     };
