@@ -74,7 +74,7 @@ pub use forward::{MAX_FORWARD, Opaque};
 mod ha;
 pub mod wire;
 
-pub use advert::{ADVERT_DOMAIN, Advert};
+pub use advert::{ADVERT_DOMAIN, Advert, FOLLOWER_REFRESH_MS};
 #[cfg(feature = "bugs")]
 pub use bugs::Bug;
 pub use fork::MAX_LOSERS;

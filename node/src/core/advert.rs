@@ -20,8 +20,10 @@
 //!
 //! The leader's adverts carry a fresh, strictly increasing `at_ms` every interval, so each is
 //! distinct (gossipsub drops republished identical bytes) and followers hear the leader every
-//! `sync_interval`: O(N) messages and signature checks per second. A follower re-signs only
-//! when its summary changed, and otherwise repeats its last advert, which gossip drops.
+//! `sync_interval`: O(N) messages and signature checks per second. A follower publishes when
+//! its summary changed, and otherwise only a fresh re-signed advert every
+//! [`FOLLOWER_REFRESH_MS`] (30 s), for neighbours that connected since: it never republishes
+//! identical bytes, which gossipsub would drop with a warning in every daemon's log.
 //!
 //! **Scope.** Only the leader's adverts are relayed through the cluster (every follower must
 //! hear it is alive). A follower's advert is taken by the peers it is published to (its
@@ -41,6 +43,10 @@ use super::{Core, Millis, Output, Verdict, sync::total_changes};
 
 /// Domain-separation prefix of the bytes an advert's origin signs.
 pub const ADVERT_DOMAIN: &[u8] = b"meshward/advert/v1\0";
+
+/// How often a follower whose summary did not change re-signs and publishes its advert (ms):
+/// often enough for neighbours that connected since to hear it, rarely enough to cost nothing.
+pub const FOLLOWER_REFRESH_MS: u64 = 30_000;
 
 /// A summary of what `origin` holds, signed by it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,8 +112,8 @@ impl Advert {
 impl Core {
     /// Publishes a signed summary of what we hold; peers whose digest differs sync with us.
     /// The leader's adverts are fresh every time (they keep it alive at its followers); a
-    /// follower whose summary did not change repeats its last advert byte for byte, which
-    /// gossip drops as a duplicate, so a quiet cluster's adverts cost O(N), not O(N²).
+    /// follower whose summary did not change publishes nothing, but a fresh advert every
+    /// [`FOLLOWER_REFRESH_MS`], so a quiet cluster's adverts cost O(N), not O(N²).
     pub(super) fn advertise(&mut self) {
         let digest = self.replica.accepted_digest();
         let advert = Advert {
@@ -127,7 +133,18 @@ impl Core {
             .as_ref()
             .is_some_and(|m| m.chain.leader() == self.me().0);
         let advert = match self.last_advert.take() {
-            Some(last) if !leads && last.summary() == advert.summary() => last,
+            Some(last) if !leads && last.summary() == advert.summary() => {
+                if self.clock < last.at_ms.saturating_add(FOLLOWER_REFRESH_MS) {
+                    // Unchanged and recent: nothing to say (gossip would drop a repeat).
+                    self.last_advert = Some(last);
+                    return;
+                }
+                Advert {
+                    at_ms: self.clock.max(last.at_ms.saturating_add(1)),
+                    ..advert
+                }
+                .sign(self.replica.signing_key(), self.replica.cluster())
+            }
             last => {
                 let after = last.map_or(0, |l| l.at_ms.saturating_add(1));
                 Advert {
