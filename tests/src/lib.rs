@@ -322,7 +322,8 @@ pub fn cluster(root: &Path, n: usize) -> anyhow::Result<Vec<(PathBuf, String)>> 
     Ok(nodes)
 }
 
-/// Starts daemons for `nodes`; each dials every daemon started before it.
+/// Starts daemons for `nodes` (each dials every daemon started before it) and waits until
+/// each is connected to every other.
 pub fn start_all(nodes: &[(PathBuf, String)]) -> Vec<Daemon> {
     let mut daemons: Vec<Daemon> = Vec::new();
     for (data, _) in nodes {
@@ -332,6 +333,16 @@ pub fn start_all(nodes: &[(PathBuf, String)]) -> Vec<Daemon> {
             .collect();
         daemons.push(Daemon::start(data, &peers).expect("start daemon"));
     }
+    // Every node connected to every other, so a test's first step (a hand-over that the next
+    // leader must endorse, a write that must reach everyone) does not race the dials.
+    let want = daemons.len() as u64 - 1;
+    wait_for(std::time::Duration::from_secs(90), || {
+        Ok(daemons.iter().all(|d| {
+            d.status()
+                .is_ok_and(|s| s["mesh"]["transport"]["connected_peers"].as_u64() == Some(want))
+        }))
+    })
+    .expect("every node connects to every other");
     daemons
 }
 
