@@ -594,6 +594,12 @@ fn bad_input_is_a_problem_naming_the_field_and_changes_nothing() {
 
     // Limits are counted: the body above, and a connection over what one address may hold,
     // which is closed at once.
+    // (first, every earlier connection is closed on the server's side too, so exactly one is
+    // over the share)
+    wait_for(Duration::from_secs(30), || {
+        Ok(api.daemon.status()?["mesh"]["admin_metrics"]["open"] == 0)
+    })
+    .expect("the earlier connections are closed");
     let held: Vec<TcpStream> = (0..=ADDRESS_CONNECTIONS)
         .map(|_| TcpStream::connect(api.addr).expect("connect"))
         .collect();
