@@ -256,21 +256,7 @@ impl Node {
     fn feed_batch(&mut self, inputs: Vec<Input>) -> anyhow::Result<()> {
         // The batch's sync requests (a digest each: small), to answer them again from durable
         // state should the batch's write be refused.
-        let asked: Vec<Input> = inputs
-            .iter()
-            .filter_map(|input| match input {
-                Input::SyncRequest {
-                    peer,
-                    channel,
-                    data,
-                } => Some(Input::SyncRequest {
-                    peer: *peer,
-                    channel: *channel,
-                    data: data.clone(),
-                }),
-                _ => None,
-            })
-            .collect();
+        let asked: Vec<Input> = inputs.iter().filter_map(Input::sync_request_copy).collect();
         match self.run_batch(inputs) {
             Err(e) if self.store.write_refused() => {
                 debug!(error = %format!("{e:#}"), "a write was refused for a full disk");

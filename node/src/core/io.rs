@@ -301,3 +301,22 @@ impl Drop for Secret {
         zeroize::Zeroize::zeroize(&mut self.0);
     }
 }
+
+impl Input {
+    /// A copy of this input if it is a sync request (a digest: small), for the edge to have
+    /// it answered again from durable state should the write of its batch be refused.
+    pub fn sync_request_copy(&self) -> Option<Input> {
+        match self {
+            Input::SyncRequest {
+                peer,
+                channel,
+                data,
+            } => Some(Input::SyncRequest {
+                peer: *peer,
+                channel: *channel,
+                data: data.clone(),
+            }),
+            _ => None,
+        }
+    }
+}

@@ -64,6 +64,28 @@ fn migrate_1_to_2(tx: &redb::WriteTransaction) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Why a store file or backend did not open: another process holds it, it cannot be read, or
+/// it is not a meshward store.
+fn open_error(path: &Path, e: redb::DatabaseError) -> StoreError {
+    match e {
+        redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Busy {
+            path: path.to_path_buf(),
+        },
+        redb::DatabaseError::Storage(redb::StorageError::Io(e))
+            if e.kind() != std::io::ErrorKind::InvalidData =>
+        {
+            StoreError::Open {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            }
+        }
+        e => StoreError::Corrupt {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        },
+    }
+}
+
 /// The schema version a store's `meta` table records (`None`: a new store).
 fn schema_of(bytes: &[u8]) -> Result<u32, StoreError> {
     let bytes: [u8; 4] = bytes.try_into().map_err(|_| StoreError::Corrupt {
@@ -251,34 +273,9 @@ impl Store {
             crate::disk::create_new(&path, 0o600).map_err(|e| open_err(e.to_string()))?;
         }
         let watch = crate::disk::DiskWatch::default();
-        let db = match crate::disk::open_database_watched(&path, watch.clone()) {
-            Ok(db) => db,
-            Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(StoreError::Busy { path }),
-            Err(redb::DatabaseError::Storage(redb::StorageError::Io(e)))
-                if e.kind() != std::io::ErrorKind::InvalidData =>
-            {
-                return Err(open_err(e.to_string()));
-            }
-            Err(e) => {
-                return Err(StoreError::Corrupt {
-                    path,
-                    reason: e.to_string(),
-                });
-            }
-        };
-        let store = Store {
-            db: read_only::Db::Write(std::sync::Arc::new(db)),
-            watch,
-            keep_changes: DEFAULT_KEEP_CHANGES,
-        };
-        store.init_schema().map_err(|e| match e {
-            StoreError::Corrupt { reason, .. } => StoreError::Corrupt {
-                path: path.clone(),
-                reason,
-            },
-            other => other,
-        })?;
-        Ok(store)
+        let db = crate::disk::open_database_watched(&path, watch.clone())
+            .map_err(|e| open_error(&path, e))?;
+        Store::from_database(db, watch, &path)
     }
 
     /// A store over any redb storage backend (the simulator's faulty disk), opened as
@@ -290,29 +287,29 @@ impl Store {
     ) -> Result<Self, StoreError> {
         let path = dir.join(STORE_FILE);
         let watch = crate::disk::DiskWatch::default();
-        let db = match crate::disk::open_backend_watched(backend, dir, watch.clone()) {
-            Ok(db) => db,
-            Err(redb::DatabaseError::Storage(redb::StorageError::Io(e)))
-                if e.kind() != std::io::ErrorKind::InvalidData =>
-            {
-                return Err(StoreError::Open {
-                    path,
-                    reason: e.to_string(),
-                });
-            }
-            Err(e) => {
-                return Err(StoreError::Corrupt {
-                    path,
-                    reason: e.to_string(),
-                });
-            }
-        };
+        let db = crate::disk::open_backend_watched(backend, dir, watch.clone())
+            .map_err(|e| open_error(&path, e))?;
+        Store::from_database(db, watch, &path)
+    }
+
+    /// An opened database as a store: its schema made or migrated (an error names `path`).
+    fn from_database(
+        db: Database,
+        watch: crate::disk::DiskWatch,
+        path: &Path,
+    ) -> Result<Self, StoreError> {
         let store = Store {
             db: read_only::Db::Write(std::sync::Arc::new(db)),
             watch,
             keep_changes: DEFAULT_KEEP_CHANGES,
         };
-        store.init_schema()?;
+        store.init_schema().map_err(|e| match e {
+            StoreError::Corrupt { reason, .. } => StoreError::Corrupt {
+                path: path.to_path_buf(),
+                reason,
+            },
+            other => other,
+        })?;
         Ok(store)
     }
 

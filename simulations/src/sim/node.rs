@@ -161,18 +161,7 @@ impl Sim {
     pub(super) fn feed(&mut self, node: u32, input: Input, via: Via) -> anyhow::Result<()> {
         // A sync request is answered again by the rebuilt core if a full disk refuses the
         // write of its batch (the daemon keeps the batch's requests for that).
-        let again = match &input {
-            Input::SyncRequest {
-                peer,
-                channel,
-                data,
-            } => Some(Input::SyncRequest {
-                peer: *peer,
-                channel: *channel,
-                data: data.clone(),
-            }),
-            _ => None,
-        };
+        let again = input.sync_request_copy();
         self.feed_call(node, via, again, |core, now| core.handle(now, input))
     }
 
