@@ -40,25 +40,8 @@ fn env(var: &str, default: u64) -> u64 {
 }
 
 fn start(root: &Path) -> Vec<Daemon> {
-    let nodes = cluster(root, NODES).expect("cluster");
-    let mut daemons: Vec<Daemon> = Vec::new();
-    for (data, _) in &nodes {
-        let peers: Vec<_> = daemons
-            .iter()
-            .map(|d| d.listen_addr().unwrap().unwrap())
-            .collect();
-        daemons.push(Daemon::start(data, &peers).expect("daemon"));
-    }
-    wait_for(Duration::from_secs(60), || {
-        Ok(daemons.iter().all(|d| {
-            d.status()
-                .ok()
-                .and_then(|s| s["mesh"]["transport"]["connected_peers"].as_u64())
-                == Some(NODES as u64 - 1)
-        }))
-    })
-    .expect("full mesh");
-    daemons
+    // Every node dials those before it, and all are connected to all before this returns.
+    meshward_tests::start_all(&cluster(root, NODES).expect("cluster"))
 }
 
 fn events(count: usize, seq: u64) -> Request {

@@ -32,24 +32,8 @@ fn secs(var: &str, default: u64) -> u64 {
 
 fn start(root: &Path) -> (Vec<Daemon>, Vec<String>) {
     let nodes = cluster(root, NODES).expect("cluster");
-    let mut daemons: Vec<Daemon> = Vec::new();
-    for (data, _) in &nodes {
-        let peers: Vec<_> = daemons
-            .iter()
-            .map(|d| d.listen_addr().unwrap().unwrap())
-            .collect();
-        daemons.push(Daemon::start(data, &peers).expect("daemon"));
-    }
-    // Wait until the mesh is complete: every node sees the six others.
-    wait_for(Duration::from_secs(60), || {
-        Ok(daemons.iter().all(|d| {
-            d.status()
-                .ok()
-                .and_then(|s| s["mesh"]["transport"]["connected_peers"].as_u64())
-                == Some(NODES as u64 - 1)
-        }))
-    })
-    .expect("full mesh");
+    // Every node dials those before it, and all are connected to all before this returns.
+    let daemons = meshward_tests::start_all(&nodes);
     (daemons, nodes.into_iter().map(|(_, w)| w).collect())
 }
 
