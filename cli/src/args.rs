@@ -501,8 +501,10 @@ pub enum HaCmd {
         #[arg(long, default_value_t = 50)]
         limit: usize,
     },
-    /// Leave the cluster (on a follower; local data and MEK are kept), or remove `--node`
-    /// (on the leader). A removed node needs a new joining bundle to come back.
+    /// Leave the cluster and run standalone (on a follower: the leader removes it, then it
+    /// starts again as its own one-node cluster, keeping the MEK, settings and session audit,
+    /// with the old cluster's data in a sealed backup under DATA/backups/), or remove `--node`
+    /// (on the leader). A removed node comes back with a joining bundle.
     MakeStandalone {
         /// The member to remove (leader only): address or id.
         #[arg(long)]

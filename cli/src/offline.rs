@@ -3,14 +3,14 @@
 //!
 
 use std::fs;
-use std::io::{BufReader, BufWriter, Write};
+use std::io::{BufReader, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 use serde_json::json;
 
 use crate::args::{BackupArgs, Global, RestoreArgs};
-use meshward_node::backup::{ArchiveReader, ArchiveWriter, BackupError};
+use meshward_node::backup::{ArchiveReader, BackupError};
 use meshward_node::disk::{create_new, exists_error, private_data_dir};
 use meshward_node::mek::{MEK_FILE, Mek};
 use meshward_node::ops::Backend;
@@ -40,30 +40,22 @@ pub fn backup(
         )
     })?;
     let store = backend.store()?;
-    let cluster = store.identity()?.cluster;
     let estimate = fs::metadata(data.join(STORE_FILE)).map_or(0, |m| m.len());
     let tmp = partial_path(&args.out);
-    let result = (|| -> anyhow::Result<meshward_node::backup::SnapshotStats> {
-        let file = create_new(&tmp, 0o600)?;
-        let mut archive = ArchiveWriter::new(BufWriter::new(file), &mek, cluster.0)?;
-        let mut next = PROGRESS_STEP;
-        let started = std::time::Instant::now();
-        let stats =
-            meshward_node::backup::write_snapshot(store.reader(), &mut archive, &mut |bytes| {
-                if bytes >= next {
-                    next += PROGRESS_STEP;
-                    eprintln!(
-                        "backup: {} MiB written (store file {} MiB), {:.0} s",
-                        bytes >> 20,
-                        estimate >> 20,
-                        started.elapsed().as_secs_f64()
-                    );
-                }
-            })?;
-        let file = archive.finish()?.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        Ok(stats)
-    })();
+    let mut next = PROGRESS_STEP;
+    let started = std::time::Instant::now();
+    let result = meshward_node::backup::seal_to_file(store, &mek, &tmp, &mut |bytes| {
+        if bytes >= next {
+            next += PROGRESS_STEP;
+            eprintln!(
+                "backup: {} MiB written (store file {} MiB), {:.0} s",
+                bytes >> 20,
+                estimate >> 20,
+                started.elapsed().as_secs_f64()
+            );
+        }
+    })
+    .map_err(anyhow::Error::from);
     let stats = match result {
         Ok(stats) => stats,
         Err(e) => {

@@ -192,6 +192,9 @@ struct Node {
     bootstrap: Bootstrap,
     /// Live watch streams ([`watch`]).
     watchers: watch::Watchers,
+    /// Set when the leader removed this node at its own request (`make-standalone`): its
+    /// roster address. The daemon then stops and starts again as a standalone node.
+    leaving: Option<String>,
 }
 
 /// Replication lag of applied pushes (commit on the origin → durable here), over the last

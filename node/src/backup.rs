@@ -428,6 +428,24 @@ pub fn write_snapshot(
     Ok(stats)
 }
 
+/// Writes a backup of `store` (sealed under `mek`, for the store's cluster) to the new file
+/// `file` (created 0600, refused if it exists), fsynced; `progress` as for [`write_snapshot`].
+/// A failure leaves `file` partly written: the caller removes it.
+pub fn seal_to_file(
+    store: &crate::store::Store,
+    mek: &Mek,
+    file: &std::path::Path,
+    progress: &mut dyn FnMut(u64),
+) -> Result<SnapshotStats, BackupError> {
+    let cluster = store.identity()?.cluster;
+    let out = crate::disk::create_new(file, 0o600)?;
+    let mut archive = ArchiveWriter::new(io::BufWriter::new(out), mek, cluster.0)?;
+    let stats = write_snapshot(store.reader(), &mut archive, progress)?;
+    let out = archive.finish()?.into_inner().map_err(|e| e.into_error())?;
+    out.sync_all()?;
+    Ok(stats)
+}
+
 /// Reads a snapshot from `input` into the empty database `db`, in one write transaction
 /// committed only if the whole snapshot was read and matches its end entry.
 pub fn read_snapshot(db: &Database, input: &mut dyn Read) -> Result<SnapshotStats, BackupError> {

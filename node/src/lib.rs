@@ -43,4 +43,5 @@ pub mod pki;
 pub mod rate;
 pub mod roster;
 pub mod setup_gate;
+pub mod standalone;
 pub mod store;

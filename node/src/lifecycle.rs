@@ -83,30 +83,11 @@ pub fn init(data: &Path, args: &InitOptions, out: &mut dyn Write) -> anyhow::Res
     let store =
         Store::open(data).with_context(|| format!("opening the store in {}", data.display()))?;
     refuse_member(&store, data)?;
-    let identity = store.identity()?;
-    let cluster = identity.cluster;
-    let now = SystemTime::now();
-    let ca = Ca::create(cluster, now)?;
-    let (tls_key, tls_public) = crate::pki::node_key()?;
-    let tls_cert = ca.issue_node(&tls_public, address_host(&args.address), now)?;
+    let cluster = store.identity()?.cluster;
     let mek = Mek::generate(&mut rand::rngs::OsRng);
-    let genesis = MasteredBundle::genesis(
-        &identity.key,
-        cluster,
-        vec![Member {
-            key: identity.key.verifying_key().to_bytes(),
-            address: args.address.clone(),
-        }],
-        args.licence_issuer,
-    );
     // The MEK file first: it refuses to overwrite, and without it the cluster is useless.
     mek.write_new(&mek_path)?;
-    let stored = (|| -> anyhow::Result<()> {
-        crate::roster::import(&store, &genesis.encode())?;
-        crate::roster::write(&store, RecordKind::SealedSecret, ca.seal(&mek).encode())?;
-        store_credentials(&store, &tls_cert, &tls_key, &ca.cert, args.listen)
-    })();
-    if let Err(e) = stored {
+    if let Err(e) = found(&store, &mek, args) {
         let _ = std::fs::remove_file(&mek_path);
         return Err(e.context("initialising the cluster"));
     }
@@ -136,6 +117,29 @@ pub fn init(data: &Path, args: &InitOptions, out: &mut dyn Write) -> anyhow::Res
         mek.to_hex().as_str(),
     )?;
     Ok(())
+}
+
+/// Writes the genesis of a new cluster led by this node (the store's identity: its key and
+/// standalone cluster id), its CA sealed with `mek`, and the node's TLS credentials (`init`,
+/// and a node that leaves its cluster with `make-standalone`).
+pub fn found(store: &Store, mek: &Mek, args: &InitOptions) -> anyhow::Result<()> {
+    let identity = store.identity()?;
+    let now = SystemTime::now();
+    let ca = Ca::create(identity.cluster, now)?;
+    let (tls_key, tls_public) = crate::pki::node_key()?;
+    let tls_cert = ca.issue_node(&tls_public, address_host(&args.address), now)?;
+    let genesis = MasteredBundle::genesis(
+        &identity.key,
+        identity.cluster,
+        vec![Member {
+            key: identity.key.verifying_key().to_bytes(),
+            address: args.address.clone(),
+        }],
+        args.licence_issuer,
+    );
+    crate::roster::import(store, &genesis.encode())?;
+    crate::roster::write(store, RecordKind::SealedSecret, ca.seal(mek).encode())?;
+    store_credentials(store, &tls_cert, &tls_key, &ca.cert, args.listen)
 }
 
 /// Checks a node address: its form, and that its host is (or resolves to) a local address.

@@ -431,15 +431,42 @@ fn leadership_moves_by_hand_over_and_majority_failover_never_on_a_minority_and_a
     cli(&daemons[1].data, &["fault", "heal"]).unwrap();
     cli(&daemons[0].data, &["fault", "heal"]).unwrap();
 
-    // Node 2 leaves the cluster; the leader no longer admits it.
+    // Node 2 leaves the cluster: the leader removes it and no longer admits it; node 2
+    // starts again (same process) as the leader of its own one-node cluster, with a new key,
+    // the MEK and its settings kept, the old cluster's data in a sealed backup.
+    let old = daemons[1].status().unwrap();
+    cli(&daemons[1].data, &["local", "set", "site", "north"]).unwrap();
     wait_for(CONVERGE, || {
         cli(&daemons[1].data, &["ha", "make-standalone"]).map(|_| true)
     })
     .expect("node 2 leaves");
-    assert_eq!(daemons[1].status().unwrap()["ha"]["state"], "inactive");
     wait_for(CONVERGE, || {
         Ok(daemons[0].status()?["mastered"]["members"] == 2)
     })
+    .unwrap();
+    wait_for(CONVERGE, || {
+        Ok(daemons[1].status()?["cluster"] != old["cluster"])
+    })
+    .expect("node 2 runs standalone");
+    let standalone = daemons[1].status().unwrap();
+    assert_ne!(standalone["writer"], old["writer"], "{standalone}");
+    assert_eq!(standalone["ha"]["state"], "active", "{standalone}");
+    assert_eq!(standalone["mastered"]["members"], 1, "{standalone}");
+    assert_eq!(
+        cli(&daemons[1].data, &["local", "get", "site"])
+            .unwrap()
+            .trim(),
+        "site = north"
+    );
+    let backups: Vec<_> = std::fs::read_dir(daemons[1].data.join("backups"))
+        .unwrap()
+        .collect();
+    assert_eq!(backups.len(), 1, "one sealed backup of the old cluster");
+    // Administrable: it leads its own cluster and writes its own mastered records.
+    cli(
+        &daemons[1].data,
+        &["config", "set", "managed.site", "alone"],
+    )
     .unwrap();
     let leaver = daemons.pop().unwrap().kill(libc::SIGTERM);
     let addr = daemons[0].listen_addr().unwrap().unwrap();

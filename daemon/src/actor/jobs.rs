@@ -277,6 +277,11 @@ impl Node {
             },
             logged.as_deref().map_err(Clone::clone),
         );
+        if let (Request::MakeStandalone(m), Ok(_)) = (&waiter.request, &result)
+            && m.node.is_none()
+        {
+            self.leaving = Some(node.clone());
+        }
         let answer = match result {
             Ok(version) if is_ha => Ok(Reply::HaDone(HaDone {
                 version,

@@ -31,6 +31,9 @@ const EVENT_BATCH: usize = 256;
 const BUSY_WAIT: Duration = Duration::from_secs(5);
 /// How long resolving a roster member's name may take at start.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a node that left its cluster serves on, so the API answers the caller who asked,
+/// before it starts again as a standalone node.
+const LEAVE_GRACE: Duration = Duration::from_millis(500);
 /// How `meshward run` runs the node.
 #[derive(Clone, Debug, Default)]
 pub struct RunOptions {
@@ -68,7 +71,28 @@ pub fn run(data: &Path, args: &RunOptions) -> anyhow::Result<()> {
         );
         peers.extend(addrs);
     }
-    runtime.block_on(serve(data.to_path_buf(), args, peers))
+    let Some(address) = runtime.block_on(serve(data.to_path_buf(), args, peers))? else {
+        return Ok(());
+    };
+    drop(runtime);
+    // The leader removed this node at its request: found its own cluster, then start again
+    // as that cluster's node (same process id, same arguments).
+    let store =
+        Store::open(data).with_context(|| format!("opening the store in {}", data.display()))?;
+    let left = meshward_node::standalone::become_standalone(data, &store, &address)?;
+    drop(store);
+    info!(old = %left.old.to_hex(), new = %left.new.to_hex(), "restarting as a standalone node");
+    restart()
+}
+
+/// Replaces this process with a fresh start of the same program and arguments.
+fn restart() -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt as _;
+    let exe = std::env::current_exe().context("finding this program to start it again")?;
+    let error = std::process::Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .exec();
+    Err(error).context("starting this program again; start it by hand")
 }
 
 /// A core on what `store` holds: the replica, the admitted `roster`, the peers it knows.
@@ -90,8 +114,17 @@ pub(super) fn core_from(
     ))
 }
 
-async fn serve(data: PathBuf, args: &RunOptions, mut dial: Vec<SocketAddr>) -> anyhow::Result<()> {
+/// Serves until a signal (`None`) or until the leader removed this node at its request
+/// (`Some`: its roster address, to found its own cluster with).
+async fn serve(
+    data: PathBuf,
+    args: &RunOptions,
+    mut dial: Vec<SocketAddr>,
+) -> anyhow::Result<Option<String>> {
     let mut store = open_waiting(&data).await?;
+    if let Some(cluster) = meshward_node::standalone::finish_founding(&data, &store)? {
+        info!(cluster = %cluster.to_hex(), "finished leaving the cluster: this node runs standalone");
+    }
     let (node_config, config_name) = match &args.config {
         Some(file) => (
             meshward_node::config::NodeConfig::load_file(file)?,
@@ -164,6 +197,7 @@ async fn serve(data: PathBuf, args: &RunOptions, mut dial: Vec<SocketAddr>) -> a
         disk: DiskFull::default(),
         bootstrap: Bootstrap::new(Vec::new(), 0),
         watchers: Default::default(),
+        leaving: None,
     };
     node.load_mastered()?;
     // The gate knows the current bundle before the setup endpoint listens.
@@ -215,8 +249,8 @@ async fn serve(data: PathBuf, args: &RunOptions, mut dial: Vec<SocketAddr>) -> a
     let result = loop {
         let step = tokio::select! {
             biased;
-            _ = term.recv() => break Ok(()),
-            _ = int.recv() => break Ok(()),
+            _ = term.recv() => break Ok(None),
+            _ = int.recv() => break Ok(None),
             Some(job) = api_rx.recv() => {
                 node.api_job(job);
                 Ok(())
@@ -252,6 +286,11 @@ async fn serve(data: PathBuf, args: &RunOptions, mut dial: Vec<SocketAddr>) -> a
         node.publish_watch();
         if let Err(e) = survive(step).and_then(|()| node.check_store()) {
             break Err(e);
+        }
+        if let Some(address) = node.leaving.take() {
+            // Time for the API to send its answer before the process starts again.
+            tokio::time::sleep(LEAVE_GRACE).await;
+            break Ok(Some(address));
         }
     };
     let _ = std::fs::remove_file(&socket);

@@ -334,6 +334,18 @@ pub(super) fn log_changes(
     Ok(())
 }
 
+/// Drops every entry of the log inside `tx`, keeping its cursor: the next change gets the next
+/// cursor, and a watcher resuming from an older one is told to start from a snapshot.
+pub(super) fn drop_all(tx: &WriteTransaction) -> Result<(), StoreError> {
+    let mut meta = tx.open_table(META)?;
+    let mut marks = read_marks(&meta)?;
+    tx.open_table(CHANGE_LOG)?.retain(|_, _| false)?;
+    marks.first = marks.last + 1;
+    meta.insert(FIRST, marks.first.to_be_bytes().as_slice())?;
+    meta.insert(LAST, marks.last.to_be_bytes().as_slice())?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use meshward_crdt::{Event, EventKind, Op, ReplicaConfig};

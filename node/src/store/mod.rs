@@ -34,6 +34,7 @@ use serde::{Deserialize, Serialize};
 mod changes;
 mod mastered;
 mod read_only;
+mod reset;
 mod shared;
 
 pub use changes::{Change, ChangeReader, DEFAULT_KEEP_CHANGES, MAX_CHANGE_PAGE, Marks, Page};
@@ -362,15 +363,8 @@ impl Store {
                 }
             }
             meta.insert("schema", SCHEMA_VERSION.to_be_bytes().as_slice())?;
-            for def in [HEADS, SNAPSHOTS, CHANGES, EVENTS_VIEW, MAP_VIEW] {
-                tx.open_table(def)?;
-            }
-            tx.open_table(MASTERED)?;
-            tx.open_table(SETTINGS)?;
-            tx.open_table(PEERS)?;
-            tx.open_table(SUPERSEDED)?;
-            tx.open_table(changes::CHANGE_LOG)?;
         }
+        create_tables(&tx)?;
         tx.commit()?;
         Ok(())
     }
@@ -585,6 +579,18 @@ impl Store {
             })
             .collect())
     }
+}
+
+/// Creates the tables every reader expects (those missing; existing ones are untouched).
+fn create_tables(tx: &redb::WriteTransaction) -> Result<(), StoreError> {
+    for def in [HEADS, SNAPSHOTS, CHANGES, EVENTS_VIEW, MAP_VIEW, SUPERSEDED] {
+        tx.open_table(def)?;
+    }
+    tx.open_table(MASTERED)?;
+    tx.open_table(SETTINGS)?;
+    tx.open_table(PEERS)?;
+    tx.open_table(changes::CHANGE_LOG)?;
+    Ok(())
 }
 
 fn read_identity(
