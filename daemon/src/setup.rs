@@ -22,9 +22,7 @@ use meshward_node::authority::ca_secret;
 use meshward_node::disk::read_bounded;
 use meshward_node::join::wire::{SetupRequest, SetupResponse};
 use meshward_node::join::{ClusterClaim, Hello, JoiningBundle, MAX_JOINING_BUNDLE};
-use meshward_node::lifecycle::{
-    check_address, refuse_initialised, refuse_member, store_credentials,
-};
+use meshward_node::lifecycle::{check_address, store_credentials};
 use meshward_node::mek::{MEK_FILE, Mek};
 use meshward_node::roster::MasteredBundle;
 use meshward_node::setup_gate::SetupGate;
@@ -53,10 +51,9 @@ pub fn join(data: &Path, args: &JoinOptions, out: &mut dyn Write) -> anyhow::Res
         .with_context(|| format!("joining bundle {}", args.bundle.display()))?;
     let mek = Mek::load(&args.mek)?;
     check_address(&args.address)?;
-    refuse_initialised(data)?;
     let store =
         Store::open(data).with_context(|| format!("opening the store in {}", data.display()))?;
-    refuse_member(&store, data)?;
+    let standalone = meshward_node::standalone::may_join(data, &store)?;
     let identity = store.identity()?;
     let member = Member {
         key: identity.key.verifying_key().to_bytes(),
@@ -182,6 +179,14 @@ pub fn join(data: &Path, args: &JoinOptions, out: &mut dyn Write) -> anyhow::Res
         records,
     }
     .encode();
+    if standalone {
+        let backup = meshward_node::standalone::leave_for_join(data, &store)?;
+        writeln!(
+            out,
+            "this node left its standalone cluster; its data is in {} (sealed with its old MEK, moved beside it)",
+            backup.display()
+        )?;
+    }
     mek.write_new(&data.join(MEK_FILE))?;
     let stored = (|| -> anyhow::Result<()> {
         meshward_node::roster::import(&store, &encoded)?;

@@ -18,8 +18,10 @@
 //!    HTTPS with certificates of its new CA: `meshward user cert`).
 //!
 //! A crash between 2 and 3 is finished when the node starts again ([`finish_founding`]). From
-//! there the node can grow a cluster of its own (`bundle create`, `ha initialise`) or join
-//! another with a bundle or a joining code ([`Membership::Alone`] nodes may join).
+//! there the node can grow a cluster of its own (`bundle create`) or join another with a
+//! bundle and that cluster's MEK ([`may_join`]): once the leader admitted it, its store is
+//! backed up and its MEK moved beside the backup under `DATA/backups/`, then its cluster is
+//! forgotten, keeping the key the leader admitted ([`leave_for_join`]).
 
 use std::path::{Path, PathBuf};
 
@@ -28,7 +30,7 @@ use meshward_crdt::ClusterId;
 
 use crate::lifecycle::{InitOptions, found};
 use crate::mek::{MEK_FILE, Mek};
-use crate::store::{Store, create_private_dir};
+use crate::store::{Next, Store, create_private_dir};
 
 /// Folder of `DATA` holding the backups written when the node leaves a cluster.
 pub const BACKUPS_DIR: &str = "backups";
@@ -78,22 +80,11 @@ pub fn become_standalone(data: &Path, store: &Store, address: &str) -> anyhow::R
     let chain = crate::roster::chain(store)?
         .context("this node belongs to no cluster: it already runs standalone")?;
     let old = chain.cluster();
-    let dir = data.join(BACKUPS_DIR);
-    create_private_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis());
-    let backup = dir.join(format!("left-{}-{now_ms}.backup", old.to_hex()));
-    if let Err(e) = crate::backup::seal_to_file(store, &mek, &backup, &mut |_| {}) {
-        let _ = std::fs::remove_file(&backup);
-        return Err(e).with_context(|| {
-            format!(
-                "writing the backup {} before leaving; nothing was changed",
-                backup.display()
-            )
-        });
-    }
-    store.forget_cluster(address, chain.licence_issuer())?;
+    let backup = write_backup(data, store, &mek, old)?;
+    store.forget_cluster(Next::Found {
+        address,
+        licence_issuer: chain.licence_issuer(),
+    })?;
     let new = finish(store, &mek, address, chain.licence_issuer())?;
     tracing::info!(old = %old.to_hex(), new = %new.to_hex(), backup = %backup.display(),
         "left the cluster; this node runs standalone");
@@ -108,6 +99,58 @@ pub fn finish_founding(data: &Path, store: &Store) -> anyhow::Result<Option<Clus
     };
     let mek = load_mek(data)?;
     finish(store, &mek, &address, licence_issuer).map(Some)
+}
+
+/// Whether the node of `data` may join a cluster: a fresh one (`false`), or one alone in its
+/// own cluster (`true`: [`leave_for_join`] before storing what the leader sent). A member of a
+/// cluster of several is refused: it leaves with `make-standalone` first.
+pub fn may_join(data: &Path, store: &Store) -> anyhow::Result<bool> {
+    match membership(store)? {
+        Membership::Fresh => {
+            crate::lifecycle::refuse_initialised(data)?;
+            Ok(false)
+        }
+        Membership::Alone(_) => Ok(true),
+        Membership::Member(cluster) => anyhow::bail!(
+            "{} belongs to cluster {} with other members; leave it first              (`meshward ha make-standalone`), or use an empty data directory",
+            data.display(),
+            cluster.to_hex()
+        ),
+    }
+}
+
+/// A standalone node about to store another cluster's records: its store is backed up
+/// (sealed with its own MEK) and its MEK moved beside the backup, both under
+/// `DATA/backups/`, then its cluster forgotten, keeping its key. Returns the backup's path.
+pub fn leave_for_join(data: &Path, store: &Store) -> anyhow::Result<PathBuf> {
+    let mek = load_mek(data)?;
+    let old = store.identity()?.cluster;
+    let backup = write_backup(data, store, &mek, old)?;
+    let kept_mek = backup.with_extension("mek");
+    std::fs::rename(data.join(MEK_FILE), &kept_mek)
+        .with_context(|| format!("moving the MEK to {}", kept_mek.display()))?;
+    store.forget_cluster(Next::Join)?;
+    Ok(backup)
+}
+
+/// Writes `DATA/backups/left-CLUSTER-UNIXMS.backup`, sealed with `mek`.
+fn write_backup(data: &Path, store: &Store, mek: &Mek, old: ClusterId) -> anyhow::Result<PathBuf> {
+    let dir = data.join(BACKUPS_DIR);
+    create_private_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let backup = dir.join(format!("left-{}-{now_ms}.backup", old.to_hex()));
+    if let Err(e) = crate::backup::seal_to_file(store, mek, &backup, &mut |_| {}) {
+        let _ = std::fs::remove_file(&backup);
+        return Err(e).with_context(|| {
+            format!(
+                "writing the backup {} before leaving; nothing was changed",
+                backup.display()
+            )
+        });
+    }
+    Ok(backup)
 }
 
 fn finish(

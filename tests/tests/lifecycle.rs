@@ -327,7 +327,7 @@ fn joining_bundle_refusals_name_their_cause_and_change_nothing() {
     }
     // Joining twice is refused locally.
     let err = cli_fails(&joiner.data, &join_args(&joiner, &b4, &mek)).unwrap();
-    assert!(err.contains("initialised"), "{err}");
+    assert!(err.contains("leave it first"), "{err}");
 }
 
 #[test]
@@ -623,4 +623,88 @@ fn seven_nodes_made_with_init_licence_and_joins_write_through_a_partition_and_he
             }))
     })
     .expect("all 7 converge after the heal");
+}
+
+#[test]
+fn a_standalone_node_joins_a_cluster_and_leaves_it_again_keeping_its_local_data() {
+    let _serial = serial();
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let leader = leader(root, 3);
+    let mek = leader.data.join("mek");
+    let d1 = leader.start();
+    // A standalone node of its own: its MEK, a node-only setting, a shared event.
+    let solo = Node::new(root, "solo");
+    init(root, &solo);
+    let solo_mek = std::fs::read(solo.data.join("mek")).unwrap();
+    cli(&solo.data, &["local", "set", "site", "south"]).unwrap();
+    cli(
+        &solo.data,
+        &[
+            "event", "append", "--kind", "login", "--user", "solo", "--target", "db",
+        ],
+    )
+    .unwrap();
+    let b1 = bundle(&leader, root, "b1", "1h");
+    // A bad bundle changes nothing: still standalone, own MEK.
+    let garbage = root.join("garbage");
+    std::fs::write(&garbage, b"garbage").unwrap();
+    cli_fails(&solo.data, &join_args(&solo, &garbage, &mek)).unwrap();
+    assert_eq!(std::fs::read(solo.data.join("mek")).unwrap(), solo_mek);
+    let out = cli(&solo.data, &join_args(&solo, &b1, &mek)).unwrap();
+    assert!(
+        out.contains("left its standalone cluster") && out.contains("joined cluster"),
+        "{out}"
+    );
+    assert_eq!(cluster_id(&solo), cluster_id(&leader));
+    assert_eq!(
+        std::fs::read(solo.data.join("mek")).unwrap(),
+        std::fs::read(&mek).unwrap()
+    );
+    let kept: Vec<PathBuf> = std::fs::read_dir(solo.data.join("backups"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(
+        kept.len(),
+        2,
+        "the old store's backup and its MEK: {kept:?}"
+    );
+    let old_mek = kept
+        .iter()
+        .find(|p| p.extension().is_some_and(|e| e == "mek"));
+    assert_eq!(std::fs::read(old_mek.unwrap()).unwrap(), solo_mek);
+    assert_eq!(mode(old_mek.unwrap()), 0o600);
+    assert_eq!(
+        cli(&solo.data, &["local", "get", "site"]).unwrap().trim(),
+        "site = south"
+    );
+    let d2 = solo.start();
+    cli(
+        &leader.data,
+        &[
+            "event", "append", "--kind", "login", "--user", "lead", "--target", "db",
+        ],
+    )
+    .unwrap();
+    wait_for(CONVERGE, || {
+        Ok(events(&d2.data)? == 1 && events(&d1.data)? == 1)
+    })
+    .expect("the leader's event reaches the joined node, the old standalone one does not");
+
+    // It leaves again, runs standalone, and joins back with a new bundle.
+    cli(&solo.data, &["ha", "make-standalone"]).unwrap();
+    let joined = cluster_id(&leader);
+    wait_for(CONVERGE, || {
+        Ok(!cli(&solo.data, &["status", "--json"])?.contains(&joined))
+    })
+    .expect("it runs standalone");
+    wait_for(CONVERGE, || Ok(roster_size(&d1) == 1)).unwrap();
+    let d2 = d2.kill(libc::SIGTERM);
+    let b2 = bundle(&leader, root, "b2", "1h");
+    let out = cli(&d2, &join_args(&solo, &b2, &mek)).unwrap();
+    assert!(out.contains("joined cluster"), "{out}");
+    let d2 = solo.start();
+    wait_for(CONVERGE, || Ok(roster_size(&d1) == 2)).unwrap();
+    wait_for(CONVERGE, || Ok(events(&d2.data)? == 1)).expect("it catches up again");
 }

@@ -65,7 +65,10 @@ fn a_crash_between_forgetting_and_founding_is_finished_on_restart() {
     let store = init_at(data);
     assert_eq!(finish_founding(data, &store).unwrap(), None);
     store
-        .forget_cluster("127.0.0.1:7400", Some(issuer(9)))
+        .forget_cluster(Next::Found {
+            address: "127.0.0.1:7400",
+            licence_issuer: Some(issuer(9)),
+        })
         .unwrap();
     // As found after a crash: no cluster, the founding mark kept.
     assert_eq!(membership(&store).unwrap(), Membership::Fresh);
@@ -84,7 +87,20 @@ fn a_crash_between_forgetting_and_founding_is_finished_on_restart() {
 fn a_garbled_founding_mark_is_an_error_not_a_panic() {
     let store = Store::in_memory().unwrap();
     store.identity().unwrap();
-    store.forget_cluster("a", None).unwrap();
+    let key = store.identity().unwrap().key.verifying_key();
+    store.forget_cluster(Next::Join).unwrap();
+    assert_eq!(
+        store.identity().unwrap().key.verifying_key(),
+        key,
+        "a joiner keeps its key"
+    );
+    assert_eq!(store.founding().unwrap(), None);
+    store
+        .forget_cluster(Next::Found {
+            address: "a",
+            licence_issuer: None,
+        })
+        .unwrap();
     assert_eq!(store.founding().unwrap(), Some(("a".into(), None)));
     for bad in [&[][..], &[1, 2, 3], &[2, b'a'], &[0, 0xff]] {
         store.set_founding_raw(bad);

@@ -39,6 +39,7 @@ mod shared;
 
 pub use changes::{Change, ChangeReader, DEFAULT_KEEP_CHANGES, MAX_CHANGE_PAGE, Marks, Page};
 pub use mastered::HighWater;
+pub use reset::Next;
 pub use shared::{EventFilter, EventRecord};
 
 /// File name of the store inside the data directory.

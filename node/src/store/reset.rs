@@ -15,25 +15,37 @@ const CLUSTER_META: [&str; 3] = ["anchor_leader", "mastered_high_water", "ha_vot
 /// the 32-byte licence issuer of the cluster it left; then its address.
 const FOUNDING: &str = "founding";
 
+/// What a node does once it forgot its cluster ([`Store::forget_cluster`]).
+#[derive(Clone, Copy, Debug)]
+pub enum Next<'a> {
+    /// Founds its own cluster, at `address`, naming `licence_issuer`.
+    Found {
+        /// The node's address.
+        address: &'a str,
+        /// The licence issuer its cluster names.
+        licence_issuer: Option<[u8; 32]>,
+    },
+    /// Joins another cluster, with the key it presented to that cluster's leader.
+    Join,
+}
+
 impl Store {
     /// Forgets the node's cluster in one durable transaction and returns the new identity:
     /// every table of replicated data (shared and mastered, also those a later version adds),
     /// the peer book, the superseded records, the node's TLS credentials and joining bundle,
-    /// the trust anchor, the high-water mark and the HA vote go; the node gets a fresh key and
-    /// a fresh standalone cluster id (its old key's rows and positions stay the old cluster's,
-    /// so it can never sign a second change at a position it used there). Local data stays:
+    /// the trust anchor, the high-water mark and the HA vote go; the node gets a fresh
+    /// standalone cluster id and, to found its own cluster, a fresh key (its old key's rows and
+    /// positions stay the old cluster's, so it can never sign a second change at a position it
+    /// used there, even if it comes back). Local data stays:
     /// the settings, the session audit, and the change log's cursor (the log's entries go, so a
     /// watcher resuming from before is told to start from a snapshot).
     ///
-    /// `address`, the node's address, and the licence issuer its own cluster will name are
-    /// kept until [`Store::founded`] says that cluster exists ([`Store::founding`]), so a crash
-    /// between the two is finished on restart. A crash before the commit leaves the store as
-    /// it was.
-    pub fn forget_cluster(
-        &self,
-        address: &str,
-        licence_issuer: Option<[u8; 32]>,
-    ) -> Result<Identity, StoreError> {
+    /// With [`Next::Found`], the node's address and the licence issuer its own cluster will
+    /// name are kept until [`Store::founded`] says that cluster exists ([`Store::founding`]),
+    /// so a crash between the two is finished on restart. With [`Next::Join`] the node keeps
+    /// its key (the one the leader it joins admitted). A crash before the commit leaves the
+    /// store as it was.
+    pub fn forget_cluster(&self, next: Next<'_>) -> Result<Identity, StoreError> {
         let kept = |name: &str| {
             name == META.name()
                 || name == SETTINGS.name()
@@ -48,8 +60,12 @@ impl Store {
         let mut rng = rand::rngs::OsRng;
         let mut cluster = [0u8; 16];
         rand::RngCore::fill_bytes(&mut rng, &mut cluster);
+        let key = match next {
+            Next::Found { .. } => SigningKey::generate(&mut rng),
+            Next::Join => self.identity()?.key,
+        };
         let identity = Identity {
-            key: SigningKey::generate(&mut rng),
+            key,
             cluster: ClusterId(cluster),
         };
         {
@@ -59,12 +75,18 @@ impl Store {
             }
             meta.insert("node_key", identity.key.to_bytes().as_slice())?;
             meta.insert("cluster_id", identity.cluster.0.as_slice())?;
-            let mut founding = match licence_issuer {
-                Some(key) => [&[1u8][..], &key].concat(),
-                None => vec![0],
-            };
-            founding.extend(address.as_bytes());
-            meta.insert(FOUNDING, founding.as_slice())?;
+            if let Next::Found {
+                address,
+                licence_issuer,
+            } = next
+            {
+                let mut founding = match licence_issuer {
+                    Some(key) => [&[1u8][..], &key].concat(),
+                    None => vec![0],
+                };
+                founding.extend(address.as_bytes());
+                meta.insert(FOUNDING, founding.as_slice())?;
+            }
         }
         changes::drop_all(&tx)?;
         create_tables(&tx)?;
