@@ -72,6 +72,9 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
             })?;
             return crate::files::write_certificate(&g, &dir, reply, out);
         }
+        Command::Ha(HaCmd::MakeStandalone { node: None }) if !door.daemon() => {
+            return crate::files::leave_offline(&g, out);
+        }
         Command::Bundle(BundleCmd::Create { ttl, out: path }) => {
             let reply = door.send(Request::CreateBundle(CreateBundle {
                 ttl_s: Some(ttl.as_secs()),

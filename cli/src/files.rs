@@ -201,3 +201,30 @@ pub fn backup(
     }
     Ok(())
 }
+
+/// `ha make-standalone` with no daemon running: the node becomes standalone here, without the
+/// leader (see [`meshward_node::standalone::leave_offline`]).
+pub fn leave_offline(g: &Global, out: &mut dyn Write) -> anyhow::Result<()> {
+    let store = meshward_node::store::Store::open(&g.data)
+        .with_context(|| format!("opening the store in {}", g.data.display()))?;
+    let (left, address) = meshward_node::standalone::leave_offline(&g.data, &store)?;
+    if g.json {
+        writeln!(
+            out,
+            "{}",
+            json!({"left": left.old.to_hex(), "cluster": left.new.to_hex(), "backup": left.backup.display().to_string()})
+        )?;
+    } else {
+        writeln!(
+            out,
+            "this node left cluster {} without its leader and now runs standalone as cluster {}; \
+             the old cluster's data is in {}.\n\
+             The old cluster still lists this node: remove it there with \
+             `meshward ha make-standalone --node {address}` on its leader.",
+            left.old.to_hex(),
+            left.new.to_hex(),
+            left.backup.display()
+        )?;
+    }
+    Ok(())
+}

@@ -91,6 +91,36 @@ pub fn become_standalone(data: &Path, store: &Store, address: &str) -> anyhow::R
     Ok(Left { old, new, backup })
 }
 
+/// `make-standalone` with no daemon running (the leader unreachable, or a node the leader
+/// already removed): the node becomes standalone at once; the cluster's roster still lists it
+/// until the leader removes it. Returns what it did and the node's address there. Refused on
+/// the leader of a larger cluster (it hands over first) and on a node already standalone.
+pub fn leave_offline(data: &Path, store: &Store) -> anyhow::Result<(Left, String)> {
+    let chain = crate::roster::chain(store)?
+        .context("this node belongs to no cluster: it already runs standalone")?;
+    let me = store.identity()?.key.verifying_key().to_bytes();
+    match membership(store)? {
+        Membership::Alone(_) => {
+            anyhow::bail!("this node is alone in its cluster: it already runs standalone")
+        }
+        _ if chain.leader() == me => anyhow::bail!(
+            "the leader cannot leave while it leads: hand over first with \
+             `meshward ha demote --to NODE`, then run make-standalone on this node"
+        ),
+        _ => {}
+    }
+    let address = chain
+        .roster()
+        .members
+        .iter()
+        .find(|m| m.key == me)
+        .map(|m| m.address.clone())
+        .or(store.setting(crate::authority::LISTEN_SETTING)?)
+        .context("this node's address is neither in the roster nor in its settings")?;
+    let left = become_standalone(data, store, &address)?;
+    Ok((left, address))
+}
+
 /// Founds the node's own cluster if it forgot its old one and crashed before founding
 /// (`None`: nothing to finish).
 pub fn finish_founding(data: &Path, store: &Store) -> anyhow::Result<Option<ClusterId>> {

@@ -707,4 +707,19 @@ fn a_standalone_node_joins_a_cluster_and_leaves_it_again_keeping_its_local_data(
     let d2 = solo.start();
     wait_for(CONVERGE, || Ok(roster_size(&d1) == 2)).unwrap();
     wait_for(CONVERGE, || Ok(events(&d2.data)? == 1)).expect("it catches up again");
+
+    // Stopped, it leaves without the leader; the leader then removes it by its address.
+    let d2 = d2.kill(libc::SIGTERM);
+    let out = cli(&d2, &["ha", "make-standalone"]).unwrap();
+    assert!(out.contains("without its leader"), "{out}");
+    assert_ne!(cluster_id(&solo), joined);
+    assert_eq!(roster_size(&d1), 2);
+    cli(
+        &leader.data,
+        &["ha", "make-standalone", "--node", &solo.addr],
+    )
+    .unwrap();
+    assert_eq!(roster_size(&d1), 1);
+    let err = cli_fails(&d2, &["ha", "make-standalone"]).unwrap();
+    assert!(err.contains("already runs standalone"), "{err}");
 }
