@@ -501,6 +501,18 @@ pub enum HaCmd {
         #[arg(long, default_value_t = 50)]
         limit: usize,
     },
+    /// On a new or standalone secondary (its daemon stopped): show a joining code, wait for
+    /// the primary's `ha initialise` with it, and join the primary's cluster with the bundle
+    /// and MEK it sends (seed 002's ha-create-joining-code).
+    CreateJoiningCode(CodeArgs),
+    /// On the primary (the leader, its daemon running): make an HA pair with the secondary
+    /// that shows `--joining-code`: send it a joining bundle and the MEK, sealed to the code,
+    /// and wait until it joined (seed 002's ha-initialise).
+    Initialise {
+        /// The code the secondary's `ha create-joining-code` shows.
+        #[arg(long)]
+        joining_code: String,
+    },
     /// Leave the cluster and run standalone (on a follower: the leader removes it, then it
     /// starts again as its own one-node cluster, keeping the MEK, settings and session audit,
     /// with the old cluster's data in a sealed backup under DATA/backups/), or remove `--node`
@@ -565,6 +577,36 @@ pub struct JoinArgs {
     /// UDP address `meshward run` listens on for the mesh; stored, default 127.0.0.1:7400.
     #[arg(long)]
     pub listen: Option<SocketAddr>,
+}
+
+/// `meshward ha create-joining-code`
+#[derive(Debug, Args)]
+pub struct CodeArgs {
+    /// This node's address (as for `join`).
+    #[arg(long)]
+    pub address: String,
+    /// UDP address `meshward run` listens on for the mesh; stored, default 127.0.0.1:7400.
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// TCP address to wait for the primary at. Default: the node address (port 7400 if it
+    /// names none).
+    #[arg(long)]
+    pub pairing_listen: Option<SocketAddr>,
+    /// How long to wait for the primary (e.g. 15m).
+    #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
+    pub wait: std::time::Duration,
+}
+
+impl CodeArgs {
+    /// What `ha create-joining-code` needs.
+    pub fn options(&self) -> meshward_daemon::pairing::CodeOptions {
+        meshward_daemon::pairing::CodeOptions {
+            address: self.address.clone(),
+            listen: self.listen,
+            pairing: self.pairing_listen,
+            wait: self.wait,
+        }
+    }
 }
 
 /// `meshward bundle …`

@@ -27,6 +27,9 @@ use crate::render::render;
 use meshward_node::disk::read_bounded;
 use meshward_node::ops::{self};
 
+/// How long the bundle `ha initialise` sends the secondary is valid.
+const PAIRING_BUNDLE_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// Runs a command that is a request to the node; writes what it shows to `out`.
 pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
     let g = cli.global;
@@ -71,6 +74,12 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
                 },
             })?;
             return crate::files::write_certificate(&g, &dir, reply, out);
+        }
+        Command::Ha(HaCmd::Initialise { joining_code }) => {
+            let reply = door.send(Request::CreateBundle(CreateBundle {
+                ttl_s: Some(PAIRING_BUNDLE_TTL.as_secs()),
+            }))?;
+            return crate::files::initialise(&g, &joining_code, reply, out);
         }
         Command::Ha(HaCmd::MakeStandalone { node: None }) if !door.daemon() => {
             return crate::files::leave_offline(&g, out);
@@ -187,6 +196,9 @@ fn request_of(command: Command) -> anyhow::Result<Request> {
         }
         Command::Ha(HaCmd::MakeStandalone { node }) => {
             Request::MakeStandalone(MakeStandalone { node })
+        }
+        Command::Ha(HaCmd::CreateJoiningCode(_) | HaCmd::Initialise { .. }) => {
+            bail!("this command is run by the binary on its own")
         }
         Command::Password(PasswordCmd::Change { user }) => Request::ChangePassword {
             user,

@@ -228,3 +228,34 @@ pub fn leave_offline(g: &Global, out: &mut dyn Write) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// `ha initialise`: the bundle the node made (`reply`) and the MEK of `DATA/mek`, sealed to the
+/// secondary's joining code and delivered to it; shows the secondary's answer.
+pub fn initialise(g: &Global, code: &str, reply: Reply, out: &mut dyn Write) -> anyhow::Result<()> {
+    let Reply::Bundle(bundle) = reply else {
+        bail!("unexpected answer from the node: {reply:?}");
+    };
+    let file = Zeroizing::new(
+        base64::engine::general_purpose::STANDARD
+            .decode(&bundle.file_base64)
+            .context("the node's bundle is not base64")?,
+    );
+    let mek_path = g.data.join(meshward_node::mek::MEK_FILE);
+    let mek = meshward_node::mek::Mek::load(&mek_path).with_context(|| {
+        format!(
+            "ha initialise sends the cluster's MEK to the secondary; run it where the \
+             primary's data directory is ({} is missing or unreadable)",
+            mek_path.display()
+        )
+    })?;
+    let answer = meshward_daemon::pairing::initialise(code, &file, &mek)?;
+    if g.json {
+        writeln!(out, "{}", json!({"initialised": true, "secondary": answer}))?;
+    } else {
+        writeln!(
+            out,
+            "initialised the HA pair; the secondary says:\n{answer}"
+        )?;
+    }
+    Ok(())
+}

@@ -29,6 +29,9 @@ fn main() -> ExitCode {
         Command::Run(ref args) => meshward_daemon::run(&g.data, &args.options()),
         Command::Init(ref args) => meshward_node::lifecycle::init(&g.data, &args.options(), out),
         Command::Join(ref args) => meshward_daemon::setup::join(&g.data, &args.options(), out),
+        Command::Ha(args::HaCmd::CreateJoiningCode(ref args)) => {
+            meshward_daemon::pairing::create_joining_code(&g.data, &args.options(), out)
+        }
         Command::Demo(ref args) => demo::run(args),
         Command::Restore(args) => {
             offline::restore(g, args, &mut LocalBackend::new(g.data.clone()), out)

@@ -14,6 +14,7 @@
 pub mod actor;
 pub mod admin;
 pub mod api;
+pub mod pairing;
 pub mod sealed;
 pub mod setup;
 

@@ -50,14 +50,27 @@ pub fn join(data: &Path, args: &JoinOptions, out: &mut dyn Write) -> anyhow::Res
     let bundle = JoiningBundle::decode(&bytes)
         .with_context(|| format!("joining bundle {}", args.bundle.display()))?;
     let mek = Mek::load(&args.mek)?;
-    check_address(&args.address)?;
+    join_with(data, &bundle, &mek, &args.address, args.listen, out)
+}
+
+/// Joins the cluster of `bundle` with its MEK (`meshward join`, and a secondary that got both
+/// from the primary with a joining code): as `address`, storing `listen` as the mesh address.
+pub fn join_with(
+    data: &Path,
+    bundle: &JoiningBundle,
+    mek: &Mek,
+    address: &str,
+    listen: Option<SocketAddr>,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    check_address(address)?;
     let store =
         Store::open(data).with_context(|| format!("opening the store in {}", data.display()))?;
     let standalone = meshward_node::standalone::may_join(data, &store)?;
     let identity = store.identity()?;
     let member = Member {
         key: identity.key.verifying_key().to_bytes(),
-        address: args.address.clone(),
+        address: address.to_owned(),
     };
     let (tls_key, tls_public) = meshward_node::pki::node_key()?;
     let claim = ClusterClaim::of_bundle(&bundle);
@@ -190,7 +203,7 @@ pub fn join(data: &Path, args: &JoinOptions, out: &mut dyn Write) -> anyhow::Res
     mek.write_new(&data.join(MEK_FILE))?;
     let stored = (|| -> anyhow::Result<()> {
         meshward_node::roster::import(&store, &encoded)?;
-        store_credentials(&store, &node_cert, &tls_key, &bundle.ca_cert, args.listen)
+        store_credentials(&store, &node_cert, &tls_key, &bundle.ca_cert, listen)
     })();
     if let Err(e) = stored {
         let _ = std::fs::remove_file(data.join(MEK_FILE));
@@ -201,7 +214,7 @@ pub fn join(data: &Path, args: &JoinOptions, out: &mut dyn Write) -> anyhow::Res
         out,
         "joined cluster {} as {} ({} members); the MEK copy is in {}.\nStart the node with `meshward --data {} run`.",
         anchor.cluster.to_hex(),
-        args.address,
+        address,
         chain.roster().members.len(),
         data.join(MEK_FILE).display(),
         data.display()

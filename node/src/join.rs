@@ -41,6 +41,7 @@ use rand_chacha::ChaCha20Rng;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
+pub mod code;
 pub mod wire;
 
 use crate::licence::Licence;

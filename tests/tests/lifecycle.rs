@@ -723,3 +723,107 @@ fn a_standalone_node_joins_a_cluster_and_leaves_it_again_keeping_its_local_data(
     let err = cli_fails(&d2, &["ha", "make-standalone"]).unwrap();
     assert!(err.contains("already runs standalone"), "{err}");
 }
+
+/// Kills a child process of this test (by its own pid) when dropped.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn ha_initialise_with_a_joining_code_makes_a_pair_and_hands_the_secondary_the_mek() {
+    use std::io::BufRead as _;
+    let _serial = serial();
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let primary = leader(root, 2);
+    let d1 = primary.start();
+    let secondary = Node::new(root, "secondary");
+    // A code that names nobody waiting, garbage, and a typo: clear errors.
+    for (bad, says) in [
+        ("hello", "not a joining code"),
+        ("mwjc1-00112233", "mistyped"),
+    ] {
+        let err = cli_fails(&primary.data, &["ha", "initialise", "--joining-code", bad]).unwrap();
+        assert!(err.contains(says), "{err}");
+    }
+    let mut waiting = Child(
+        std::process::Command::new(meshward_bin())
+            .args(["--data", p(&secondary.data), "ha", "create-joining-code"])
+            .args(["--address", &secondary.addr, "--listen", &secondary.addr])
+            .args(["--wait", "2m"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = std::io::BufReader::new(waiting.0.stdout.take().unwrap()).lines();
+    let code = lines
+        .by_ref()
+        .take(10)
+        .map(|l| l.unwrap())
+        .find_map(|l| l.trim().starts_with("mwjc1-").then(|| l.trim().to_string()))
+        .expect("the secondary shows a code");
+    assert!(
+        !secondary.data.join("mek").exists(),
+        "no MEK before the pair"
+    );
+    let mut typo = code.clone().into_bytes();
+    let i = typo.len() - 12;
+    typo[i] = if typo[i] == b'a' { b'b' } else { b'a' };
+    let err = cli_fails(
+        &primary.data,
+        &[
+            "ha",
+            "initialise",
+            "--joining-code",
+            std::str::from_utf8(&typo).unwrap(),
+        ],
+    )
+    .unwrap();
+    assert!(err.contains("mistyped"), "{err}");
+
+    let out = cli(
+        &primary.data,
+        &["ha", "initialise", "--joining-code", &code],
+    )
+    .unwrap();
+    assert!(out.contains("joined cluster"), "{out}");
+    let status = (0..600)
+        .find_map(|_| {
+            std::thread::sleep(Duration::from_millis(100));
+            waiting.0.try_wait().unwrap()
+        })
+        .expect("the secondary stops waiting once joined");
+    assert!(status.success());
+    assert_eq!(
+        std::fs::read(secondary.data.join("mek")).unwrap(),
+        std::fs::read(primary.data.join("mek")).unwrap(),
+        "the primary's MEK was handed over"
+    );
+    assert_eq!(mode(&secondary.data.join("mek")), 0o600);
+    assert_eq!(roster_size(&d1), 2);
+    let d2 = secondary.start();
+    cli(
+        &primary.data,
+        &[
+            "event", "append", "--kind", "login", "--user", "a", "--target", "db",
+        ],
+    )
+    .unwrap();
+    wait_for(CONVERGE, || Ok(events(&d2.data)? == 1)).expect("the pair replicates");
+    let ha: serde_json::Value =
+        serde_json::from_str(&cli(&d2.data, &["ha", "status", "--json"]).unwrap()).unwrap();
+    assert_eq!(ha["state"], "standby", "{ha}");
+    // The code was for one pairing: nobody waits there any more.
+    let err = cli_fails(
+        &primary.data,
+        &["ha", "initialise", "--joining-code", &code],
+    )
+    .unwrap();
+    assert!(err.contains("cannot reach the secondary"), "{err}");
+}
