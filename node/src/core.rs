@@ -72,6 +72,7 @@ mod forward;
 
 pub use forward::{MAX_FORWARD, Opaque};
 mod ha;
+mod reapply;
 pub mod wire;
 
 pub use advert::{ADVERT_DOMAIN, Advert, FOLLOWER_REFRESH_MS};
@@ -254,6 +255,8 @@ pub struct Core {
     election: Option<election::Election>,
     /// Records of branches that lost to ours.
     losers: fork::Losers,
+    /// Our losing branch's restrictive records, on their way to the winning leader.
+    handoff: Option<reapply::Handoff>,
     /// Whether a chain fetch (fork resolution) is in flight.
     chain_fetch: Option<Millis>,
     /// When the transport stops admitting a node that just left (see [`ha`]).
@@ -300,6 +303,7 @@ impl Core {
             vote: None,
             election: None,
             losers: fork::Losers::default(),
+            handoff: None,
             chain_fetch: None,
             release_at: None,
             held: false,

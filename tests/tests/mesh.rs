@@ -509,6 +509,17 @@ fn a_forced_failover_in_a_pair_wins_when_the_pair_meets_and_the_losers_writes_ar
     let root = tempfile::tempdir().unwrap();
     let nodes = cluster(root.path(), 2).unwrap();
     let daemons = start_all(&nodes);
+    for args in [
+        &["user", "create", "alice"][..],
+        &["user", "create", "bob"],
+        &["user", "grant", "bob", "guest:*"],
+    ] {
+        cli(&daemons[0].data, args).unwrap();
+    }
+    wait_for(CONVERGE, || {
+        Ok(cli(&daemons[1].data, &["user", "list"])?.contains("guest:*"))
+    })
+    .unwrap();
     cli(&daemons[0].data, &["fault", "block", "--peer", &nodes[1].1]).unwrap();
     cli(&daemons[1].data, &["fault", "block", "--peer", &nodes[0].1]).unwrap();
     let err = cli(&daemons[1].data, &["ha", "failover"]).unwrap_err();
@@ -519,6 +530,14 @@ fn a_forced_failover_in_a_pair_wins_when_the_pair_meets_and_the_losers_writes_ar
         &["config", "set", "managed.site", "old-primary"],
     )
     .unwrap();
+    // The losing side takes access away: those changes must survive its defeat.
+    for args in [
+        &["cert", "revoke", "0a:0b:0c"][..],
+        &["user", "revoke", "alice"],
+        &["user", "revoke", "bob", "guest:*"],
+    ] {
+        cli(&daemons[0].data, args).unwrap();
+    }
     cli(
         &daemons[1].data,
         &["config", "set", "managed.site", "new-leader"],
@@ -549,8 +568,36 @@ fn a_forced_failover_in_a_pair_wins_when_the_pair_meets_and_the_losers_writes_ar
     assert!(get(&daemons[0]).contains("new-leader"));
     let superseded = cli(&daemons[0].data, &["ha", "superseded", "--json"]).unwrap();
     let superseded: serde_json::Value = serde_json::from_str(&superseded).unwrap();
-    assert_eq!(superseded.as_array().map(Vec::len), Some(1), "{superseded}");
+    assert_eq!(superseded.as_array().map(Vec::len), Some(4), "{superseded}");
     assert_eq!(superseded[0]["kind"], "config");
+    // The winner signed the loser's revocations again, once each; they hold on both nodes.
+    for d in &daemons {
+        wait_for(CONVERGE, || {
+            let revoked = cli(&d.data, &["cert", "revoked"])?;
+            let users = cli(&d.data, &["user", "list"])?;
+            Ok(
+                revoked.contains("0a0b0c")
+                    && !users.contains("alice")
+                    && !users.contains("guest:*"),
+            )
+        })
+        .unwrap_or_else(|e| {
+            panic!(
+                "a restrictive change was lost: {e:#}\nrevoked: {:?}\nusers: {:?}\n{}",
+                cli(&d.data, &["cert", "revoked"]),
+                cli(&d.data, &["user", "list"]),
+                d.log_tail(30)
+            )
+        });
+    }
+    let status = daemons[1].status().unwrap();
+    let version = status["mastered"]["version"].as_u64().unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        daemons[1].status().unwrap()["mastered"]["version"].as_u64(),
+        Some(version),
+        "re-applied once, not once per node that handed them off"
+    );
     let log = std::fs::read_to_string(daemons[1].data.join("ha-commands.log")).unwrap();
     assert!(log.contains("FORCED FAILOVER"), "{log}");
 }

@@ -173,6 +173,7 @@ impl Core {
                 let superseded = m.records[common..].to_vec();
                 let anchor = m.anchor;
                 self.losers.remember(&superseded);
+                self.hand_off(now, common as u64, &superseded);
                 self.outbox.push(Output::AdoptChain {
                     from: common as u64 + 1,
                     records: theirs[common..].to_vec(),
@@ -196,6 +197,11 @@ impl Core {
                 );
                 let superseded = theirs[common..].to_vec();
                 self.losers.remember(&superseded);
+                if let Err(e) = self.reapply(now, common as u64, &superseded)
+                    && self.chain().is_some_and(|c| c.leader() == self.me().0)
+                {
+                    warn!(error = %e, "cannot re-apply the losing branch's restrictive records");
+                }
                 self.outbox.push(Output::Superseded(superseded));
             }
         }

@@ -40,6 +40,8 @@ pub(super) enum Pending {
         /// When the caller gets an error.
         deadline: Millis,
     },
+    /// Our losing branch's restrictive records, handed to the leader ([`super::reapply`]).
+    Reapply,
 }
 
 pub(super) const NO_CLUSTER: &str =
@@ -164,7 +166,7 @@ impl Core {
     }
 
     /// Writes a roster without `target`, as the leader.
-    fn remove_member(&mut self, now: Millis, target: WriterId) -> Result<u64, String> {
+    pub(super) fn remove_member(&mut self, now: Millis, target: WriterId) -> Result<u64, String> {
         let m = self.mastered.as_ref().ok_or(NO_CLUSTER)?;
         if !m.chain.roster().contains(&target.0) {
             return Err(format!("node {target} is not in the roster"));
@@ -336,6 +338,7 @@ impl Core {
                 self.serve_forward(channel, have, envelope);
                 return;
             }
+            Ask::Reapply { common, records } => self.serve_reapply(now, common, &records),
             Ask::Password {
                 have,
                 user,
@@ -389,7 +392,7 @@ impl Core {
         roster
     }
 
-    fn records_after(&self, have: u64) -> Vec<Vec<u8>> {
+    pub(super) fn records_after(&self, have: u64) -> Vec<Vec<u8>> {
         self.mastered
             .as_ref()
             .map(|m| {
@@ -426,6 +429,7 @@ impl Core {
                 }
             }
             Pending::Forwarded { token, .. } => self.forward_reply(now, peer, token, reply),
+            Pending::Reapply => self.handoff_reply(now, peer, reply),
             Pending::Delegated { token, .. } => {
                 let result = match reply {
                     Some(Reply::Done(Ok(records))) => {
@@ -451,6 +455,7 @@ impl Core {
     /// Timers: election and delegation deadlines.
     pub(super) fn ha_tick(&mut self, now: Millis) {
         self.check_election(now);
+        self.handoff_tick(now);
         if self.release_at.is_some_and(|at| now >= at) {
             self.release_at = None;
             self.outbox.push(Output::Roster(self.roster.clone()));

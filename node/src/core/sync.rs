@@ -61,6 +61,14 @@ pub enum Ask {
         /// The hash of that record.
         prev_hash: [u8; 32],
     },
+    /// (To the leader, wire 1.1) re-apply the restrictive records of my losing branch, which
+    /// leaves your chain after its first `common` records ([`super::reapply`]).
+    Reapply {
+        /// Records the branch shares with your chain.
+        common: u64,
+        /// The branch, encoded, in order.
+        records: Vec<Vec<u8>>,
+    },
 }
 
 /// What travels back on the request protocol.

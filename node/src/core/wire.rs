@@ -21,7 +21,10 @@ use tracing::warn;
 /// Major version of the node's messages: another one is refused.
 pub const MAJOR: u8 = 1;
 /// Minor version: a newer one may carry appended fields, ignored here.
-pub const MINOR: u8 = 0;
+///
+/// - 1: [`super::Ask::Reapply`] (a node of minor 0 refuses it as malformed; the asker retries
+///   until its leader runs minor 1 or later).
+pub const MINOR: u8 = 1;
 
 /// Why a message was refused.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
