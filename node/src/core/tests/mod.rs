@@ -616,6 +616,7 @@ fn a_held_core_refuses_to_endorse_a_failover() {
 mod fencing;
 mod forward;
 mod leaders;
+mod reapply;
 mod rows;
 
 #[test]

@@ -1,0 +1,144 @@
+//! Restrictive records of a losing branch are signed again into the winning chain, once.
+
+use super::*;
+
+const REVOKED: &[u8] = b"revocation written by a leader that lost";
+
+fn revoke(token: u64) -> Input {
+    Input::Master {
+        token,
+        kind: RecordKind::Revocation,
+        payload: REVOKED.to_vec(),
+    }
+}
+
+/// Node 0 leads epoch 1 and is cut off; nodes 1 and 2 fail over to node 1 (epoch 2); node 0
+/// revokes something on its own side, which loses.
+fn split(net: &mut Net) {
+    with_chain(net);
+    net.isolate(0);
+    net.tick_all(4_000);
+    net.input(
+        1,
+        Input::Failover {
+            token: 1,
+            force: false,
+        },
+    );
+    assert_eq!(epochs(net)[1..], [2, 2]);
+    net.input(0, revoke(2));
+    assert!(net.last_done(0).is_ok());
+}
+
+/// The winning chain's copies of the revocation: (epoch, signer) of each.
+fn reapplied(core: &Core) -> Vec<(u64, [u8; 32])> {
+    core.mastered
+        .as_ref()
+        .unwrap()
+        .records
+        .iter()
+        .filter(|r| r.record.kind == RecordKind::Revocation && r.record.payload == REVOKED)
+        .map(|r| (r.record.epoch, r.signer))
+        .collect()
+}
+
+#[test]
+fn a_revocation_of_the_losing_side_is_signed_again_by_the_winner_once() {
+    let mut net = Net::new(3);
+    split(&mut net);
+    net.rejoin(0);
+    for _ in 0..6 {
+        net.tick_all(1_000);
+    }
+    let winner = net.cores[1].me().0;
+    for core in &net.cores {
+        assert_eq!(core.chain(), net.cores[1].chain());
+        assert_eq!(reapplied(core), [(2, winner)]);
+    }
+}
+
+#[test]
+fn a_node_whose_chain_lost_hands_its_revocation_to_a_leader_that_never_saw_it() {
+    let mut net = Net::new(3);
+    split(&mut net);
+    // Node 0 meets node 2 only: it adopts the winning chain from it and cannot reach the
+    // leader yet; node 2, a follower, keeps the branch as superseded and writes nothing.
+    let (n0, n2) = (net.cores[0].me(), net.cores[2].me());
+    net.cut.remove(&(0, 2));
+    net.queue.push_back((
+        0,
+        Input::Connected {
+            peer: n2,
+            addr: addr(2),
+        },
+    ));
+    net.queue.push_back((
+        2,
+        Input::Connected {
+            peer: n0,
+            addr: addr(0),
+        },
+    ));
+    net.run();
+    for _ in 0..4 {
+        net.tick_all(1_000);
+    }
+    assert_eq!(net.cores[0].chain(), net.cores[1].chain());
+    assert!(reapplied(&net.cores[1]).is_empty());
+    assert!(net.cores[0].handoff.is_some(), "waiting for the leader");
+    // The leader's own chain never conflicts with node 0's now: only the hand-off tells it.
+    let n1 = net.cores[1].me();
+    net.cut.remove(&(0, 1));
+    net.queue.push_back((
+        0,
+        Input::Connected {
+            peer: n1,
+            addr: addr(1),
+        },
+    ));
+    net.queue.push_back((
+        1,
+        Input::Connected {
+            peer: n0,
+            addr: addr(0),
+        },
+    ));
+    net.run();
+    for _ in 0..4 {
+        net.tick_all(1_000);
+    }
+    assert_eq!(net.cores[1].counters().chain_switches, 0);
+    for core in &net.cores {
+        assert_eq!(reapplied(core), [(2, n1.0)]);
+    }
+    assert!(net.cores[0].handoff.is_none());
+}
+
+#[test]
+fn a_branch_that_does_not_verify_from_the_leaders_chain_is_refused() {
+    let mut net = Net::new(3);
+    let (mut chain, _) = with_chain(&mut net);
+    // A "branch" signed by a key that never led: refused, nothing written.
+    let forged = chain.sign_next(
+        &SigningKey::from_bytes(&[9; 32]),
+        RecordKind::Revocation,
+        REVOKED.to_vec(),
+    );
+    let now = net.now;
+    let err = net.cores[0].reapply(now, 1, &[forged]).unwrap_err();
+    assert!(err.contains("does not verify"), "{err}");
+    assert!(reapplied(&net.cores[0]).is_empty());
+    // A fork point past the chain, or none, is refused too.
+    let genuine = chain.sign_next(&leader_key(), RecordKind::Revocation, REVOKED.to_vec());
+    chain.apply(chain.verify(&genuine).unwrap()).unwrap();
+    for common in [0, 99] {
+        assert!(
+            net.cores[0]
+                .reapply(now, common, &[genuine.clone()])
+                .is_err()
+        );
+    }
+    // Only the leader re-applies.
+    let err = net.cores[1].reapply(now, 1, &[genuine]).unwrap_err();
+    assert!(err.contains("not the leader"), "{err}");
+}
