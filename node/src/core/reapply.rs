@@ -16,15 +16,18 @@
 //!
 //! The leader verifies the branch from its own chain at the fork point (every record signed by
 //! that branch's leader of its epoch, as the chain rules say), so no member can make it revoke
-//! anything a leader did not. It re-signs each revocation not already signed since the fork
-//! point (the same payload: handing off twice writes nothing twice), and removes each member a
-//! branch roster removed that its roster still lists, except itself.
+//! anything a leader did not. It re-signs each revocation (the same payload) that still takes
+//! something away in its chain (the user exists, the grant is held, the serial is not revoked
+//! yet; so handing off twice writes nothing twice), and removes each member a branch roster
+//! removed that its roster still lists, except itself.
 
 use meshward_crdt::WriterId;
 use meshward_crdt::mastered::{Chain, RecordKind, SignedRecord};
 use tracing::{info, warn};
 
 use super::ha::{HELD, NO_CLUSTER, Pending};
+use crate::certs::Serial;
+use crate::grants::{UserChange, Users};
 use super::{Ask, Core, Millis, Reply};
 
 /// How often a node retries handing off its restrictive records, ms.
@@ -43,6 +46,27 @@ pub(super) struct Handoff {
     next_try: Millis,
     /// Whether a request is out.
     asked: bool,
+}
+
+impl Core {
+    /// Whether signing the revocation `payload` into our chain would still take something
+    /// away: a user that exists, a grant held, a serial not yet revoked. A payload of a kind
+    /// this version does not know counts as taking away.
+    fn still_takes_away(&self, payload: &[u8]) -> bool {
+        let Some(m) = self.mastered.as_ref() else {
+            return false;
+        };
+        if let Ok(Some(change)) = UserChange::decode(RecordKind::Revocation, payload) {
+            return Users::fold_held(&m.records).map_or(true, |users| users.check(&change).is_ok());
+        }
+        if let Ok(Some(serial)) = Serial::decode_revocation(RecordKind::Revocation, payload) {
+            return !m.records.iter().any(|r| {
+                Serial::decode_revocation(r.record.kind, &r.record.payload)
+                    .is_ok_and(|s| s.as_ref() == Some(&serial))
+            });
+        }
+        true
+    }
 }
 
 /// Whether `record` may take access away (a revocation, or a roster: compared with the one
@@ -208,7 +232,7 @@ impl Core {
             .collect();
         let mut written = 0;
         for payload in revocations {
-            if signed.contains(&payload) {
+            if signed.contains(&payload) || !self.still_takes_away(&payload) {
                 continue;
             }
             self.write_mastered(now, RecordKind::Revocation, payload.clone())?;
