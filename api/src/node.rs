@@ -126,6 +126,28 @@ pub struct SupersededRecord {
     pub hash: String,
     /// Payload bytes.
     pub payload_bytes: u64,
+    /// What it is about, e.g. `user alice`, `config managed.site`, `certificate 0a0b0c`.
+    pub subject: String,
+    /// What it would change, from the current chain's value to the record's, e.g.
+    /// `"new-leader" → "old-primary"` or `exists → deleted`.
+    pub change: String,
+    /// Whether it takes access away (a revocation or a member's removal): such records are
+    /// signed again into the winning chain by its leader.
+    pub restrictive: bool,
+    /// Whether the current chain already holds what it would do (e.g. re-applied).
+    pub in_force: bool,
+}
+
+/// `POST /v1/ha/superseded/adopt`: sign a superseded record's change again into the current
+/// chain (leader; a follower forwards it with the record it holds).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AdoptRecord {
+    /// The superseded record's hash (hex), as `GET /v1/ha/superseded` lists it.
+    pub hash: String,
+    /// The record itself (base64), filled in by the node that holds it when it forwards the
+    /// request to the leader; leave it out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record_base64: Option<String>,
 }
 
 /// One shared table as `GET /v1/status` shows it.

@@ -13,7 +13,7 @@ use crate::cluster::{
 };
 use crate::local::{AuditQuery, AuditRow, AuditVerified, RecordAudit, Recorded, SetValue, Setting};
 use crate::node::{
-    Demote, Failover, HaDone, HaLogEntry, HaLogQuery, HaStatus, Health, HealthQuery,
+    AdoptRecord, Demote, Failover, HaDone, HaLogEntry, HaLogQuery, HaStatus, Health, HealthQuery,
     MakeStandalone, Status, SupersededRecord, Unseal,
 };
 use crate::shared::{
@@ -169,6 +169,8 @@ pub enum Request {
     MakeStandalone(MakeStandalone),
     /// `GET /v1/ha/superseded`
     Superseded,
+    /// `POST /v1/ha/superseded/adopt` (mastered)
+    Adopt(AdoptRecord),
     /// `GET /v1/ha/log`: this node's HA command log, newest first
     HaLog(HaLogQuery),
     /// `GET /v1/status`
@@ -383,6 +385,7 @@ impl Request {
             Request::Failover(b) => with_body(Post, "/v1/ha/failover".into(), json(b)),
             Request::MakeStandalone(b) => with_body(Post, "/v1/ha/make-standalone".into(), json(b)),
             Request::Superseded => r(Get, "/v1/ha/superseded".into()),
+            Request::Adopt(b) => with_body(Post, "/v1/ha/superseded/adopt".into(), json(b)),
             Request::HaLog(q) => Route {
                 query: query_of(q),
                 ..r(Get, "/v1/ha/log".into())
@@ -446,6 +449,7 @@ impl Request {
             | Request::RevokeGrant { .. }
             | Request::RevokeCertificate(_)
             | Request::InstallLicence(_)
+            | Request::Adopt(_)
             | Request::ChangePassword { .. } => Reply::Written(de(body)?),
             Request::DeleteException { .. } | Request::Unseal(_) => Reply::Empty,
         })
@@ -463,6 +467,7 @@ impl Request {
                 None => "ha make-standalone".into(),
             },
             Request::ChangePassword { user, .. } => format!("password change {user}"),
+            Request::Adopt(a) => format!("ha adopt {}", a.hash),
             _ => {
                 let Route { method, path, .. } = self.route();
                 format!("{} {path}", format!("{method:?}").to_uppercase())

@@ -494,6 +494,13 @@ pub enum HaCmd {
     },
     /// Mastered records that lost when two leaders' chains met, for review.
     Superseded,
+    /// Sign a superseded record's change again into the current chain (root; any node: a
+    /// follower sends it to the leader with the record it holds). Revocations and removals are
+    /// re-applied by the winning leader without this.
+    Adopt {
+        /// The record's hash, as `ha superseded` lists it.
+        hash: String,
+    },
     /// This node's HA command log, newest first: who ran what, when, on which node, with what
     /// result.
     Log {

@@ -14,7 +14,7 @@ use meshward_api::cluster::{
     RevokeCertificate,
 };
 use meshward_api::local::{AuditQuery, NewAudit, RecordAudit};
-use meshward_api::node::{Demote, Failover, HealthQuery, MakeStandalone};
+use meshward_api::node::{AdoptRecord, Demote, Failover, HealthQuery, MakeStandalone};
 use meshward_api::shared::{AppendEvents, Approve, EventQuery, HostKey, NewEvent};
 use meshward_api::{FaultRequest, Reply, Request};
 
@@ -191,6 +191,10 @@ fn request_of(command: Command) -> anyhow::Result<Request> {
         Command::Ha(HaCmd::Failback) => Request::Failback,
         Command::Ha(HaCmd::Failover { force }) => Request::Failover(Failover { force }),
         Command::Ha(HaCmd::Superseded) => Request::Superseded,
+        Command::Ha(HaCmd::Adopt { hash }) => Request::Adopt(AdoptRecord {
+            hash,
+            record_base64: None,
+        }),
         Command::Ha(HaCmd::Log { limit }) => {
             Request::HaLog(meshward_api::node::HaLogQuery { limit: Some(limit) })
         }

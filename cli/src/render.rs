@@ -184,13 +184,19 @@ fn shown(request: &Request, reply: Reply) -> (serde_json::Value, String) {
             )
         }),
         (Reply::Superseded(rows), _) => lines(rows, |r| {
+            let state = match (r.in_force, r.restrictive) {
+                (true, _) => "in force",
+                (false, true) => "restrictive, not yet re-applied",
+                (false, false) => "superseded",
+            };
             format!(
-                "version {} epoch {} {} signed by {} ({} bytes)",
+                "{}  version {} epoch {} {}: {}: {}  [{state}]",
+                &r.hash[..16.min(r.hash.len())],
                 r.version,
                 r.epoch,
                 r.kind,
-                &r.signer[..16.min(r.signer.len())],
-                r.payload_bytes
+                r.subject,
+                r.change,
             )
         }),
         (Reply::Status(s), _) => status_text(s),

@@ -557,3 +557,13 @@ pub fn install_licence(data: &Path, seed: [u8; 32], max_nodes: u32) -> anyhow::R
     )?;
     Ok(())
 }
+
+/// How many peers `d` reports connected.
+pub fn connected_peers(d: &Daemon) -> anyhow::Result<usize> {
+    let status = d.status()?;
+    let peers = status["mesh"]["peers"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    Ok(peers.values().filter(|p| p["connected"] == true).count())
+}

@@ -4,6 +4,7 @@
 //! answered when the core is done. Every HA operation and its outcome is appended to the HA
 //! command log.
 
+use base64::Engine as _;
 use meshward_api::cluster::Written;
 use meshward_api::node::HaDone;
 use meshward_api::{Problem, ProblemKind, Reply, Request};
@@ -71,6 +72,19 @@ impl Node {
         // A forwarded request is not forwarded again: if leadership moved meanwhile, the
         // operation refuses with the new leader's name.
         if ops::leader_only(&request) && !self.leads() && matches!(sink, Sink::Client(_)) {
+            // The leader may not hold the superseded record to adopt: send ours along.
+            let mut request = request;
+            if let Request::Adopt(a) = &mut request
+                && a.record_base64.is_none()
+            {
+                match ops::superseded::held(&mut DaemonBackend { node: self }, &a.hash) {
+                    Ok(record) => {
+                        a.record_base64 =
+                            Some(base64::engine::general_purpose::STANDARD.encode(record.encode()));
+                    }
+                    Err(problem) => return self.answer(sink, Err(problem)),
+                }
+            }
             return self.forward(&caller, request, sink);
         }
         if !ops::deferred(&request) {

@@ -13,7 +13,7 @@ use meshward_api::local::{
     AuditQuery, AuditRow, AuditVerified, RecordAudit, Recorded, SetValue, Setting,
 };
 use meshward_api::node::{
-    Demote, Failover, HaDone, HaLogEntry, HaLogQuery, HaStatus, Health, HealthQuery,
+    AdoptRecord, Demote, Failover, HaDone, HaLogEntry, HaLogQuery, HaStatus, Health, HealthQuery,
     MakeStandalone, Status, SupersededRecord,
 };
 use meshward_api::shared::{
@@ -76,6 +76,7 @@ fn routes(state: ApiState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(failover))
         .routes(routes!(make_standalone))
         .routes(routes!(superseded))
+        .routes(routes!(adopt))
         .routes(routes!(ha_log))
         .routes(routes!(status))
         .routes(routes!(health))
@@ -446,6 +447,15 @@ async fn make_standalone(State(s): S, Extension(c): C, Body(b): Body<MakeStandal
     responses((status = 200, body = [SupersededRecord]), (status = 403, body = Problem, content_type = "application/problem+json")))]
 async fn superseded(State(s): S, Extension(c): C) -> Response {
     run(&s, c, Request::Superseded).await
+}
+
+/// Sign a superseded record's change again into the current chain (root; a follower forwards
+/// it to the leader with the record it holds). 404 when no node on the way holds the record;
+/// 409 for roster history or a change the chain already holds.
+#[utoipa::path(post, path = "/v1/ha/superseded/adopt", tag = "ha", request_body = AdoptRecord,
+    responses((status = 200, body = Written), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json"), (status = 503, body = Problem, content_type = "application/problem+json")))]
+async fn adopt(State(s): S, Extension(c): C, Body(b): Body<AdoptRecord>) -> Response {
+    run(&s, c, Request::Adopt(b)).await
 }
 
 /// This node's HA command log, newest first: who ran what, when, on which node, with what

@@ -26,9 +26,9 @@ use meshward_crdt::mastered::{Chain, RecordKind, SignedRecord};
 use tracing::{info, warn};
 
 use super::ha::{HELD, NO_CLUSTER, Pending};
+use super::{Ask, Core, Millis, Reply};
 use crate::certs::Serial;
 use crate::grants::{UserChange, Users};
-use super::{Ask, Core, Millis, Reply};
 
 /// How often a node retries handing off its restrictive records, ms.
 pub const RETRY_MS: u64 = 5_000;

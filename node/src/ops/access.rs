@@ -93,6 +93,7 @@ pub fn resource(request: &Request) -> (Resource, Access) {
         Request::Demote(_)
         | Request::Failback
         | Request::Failover(_)
+        | Request::Adopt(_)
         | Request::MakeStandalone(_) => (Ha, Write),
         Request::Fault(_) => (Fault, Write),
         Request::Unseal(_) => (Resource::Backup, Write),

@@ -27,6 +27,7 @@ mod offline;
 pub mod setup;
 mod shared;
 mod status;
+pub mod superseded;
 pub mod watch;
 
 pub use offline::LocalBackend;
@@ -140,7 +141,8 @@ pub fn execute(backend: &mut dyn Backend, request: Request) -> Result<Reply, Pro
         Request::VerifyPassword { user, body } => cluster::verify_password(backend, user, &body),
         Request::ImportMastered(body) => cluster::import_mastered(backend, body),
         Request::Ha => status::ha(backend).map(Reply::Ha),
-        Request::Superseded => status::superseded(backend),
+        Request::Superseded => superseded::list(backend),
+        Request::Adopt(body) => superseded::adopt(backend, body),
         Request::HaLog(query) => status::ha_log(backend, &query),
         Request::Status => status::status(backend).map(|s| Reply::Status(Box::new(s))),
         Request::Health(query) => status::health(backend, query),
@@ -183,6 +185,7 @@ pub fn leader_only(request: &Request) -> bool {
             | Request::CreateBundle(_)
             | Request::Demote(_)
             | Request::Failback
+            | Request::Adopt(_)
     )
 }
 

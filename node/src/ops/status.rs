@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use meshward_api::node::{
-    HaStatus, Health, HealthQuery, MasteredStatus, Member, Status, SupersededRecord, TableStatus,
+    HaStatus, Health, HealthQuery, MasteredStatus, Member, Status, TableStatus,
 };
 use meshward_api::{FaultDone, FaultRequest, Problem, Reply};
 use meshward_crdt::mastered::Chain;
@@ -169,26 +169,6 @@ pub fn status(backend: &mut dyn Backend) -> Result<Status, Problem> {
         }),
         mesh,
     })
-}
-
-pub(super) fn superseded(backend: &mut dyn Backend) -> Result<Reply, Problem> {
-    let records = backend
-        .store()
-        .and_then(|s| Ok(s.superseded()?))
-        .map_err(failure)?;
-    Ok(Reply::Superseded(
-        records
-            .iter()
-            .map(|r| SupersededRecord {
-                version: r.record.version,
-                epoch: r.record.epoch,
-                kind: r.record.kind.as_str().to_string(),
-                signer: hex::encode(r.signer),
-                hash: r.hash().to_hex(),
-                payload_bytes: r.record.payload.len() as u64,
-            })
-            .collect(),
-    ))
 }
 
 /// Whether the node should take traffic behind a load balancer, and why not.
