@@ -267,14 +267,16 @@ pub fn write(
 }
 
 /// Loads the node's durable HA state into `core`, as `meshward run` does at start and after
-/// an import: the last endorsement it gave, and its stored mastered chain re-verified from the
-/// trust anchor (which admits the chain's roster). Used by the daemon and the simulator.
+/// an import: the last endorsement it gave, its stored mastered chain re-verified from the
+/// trust anchor (which admits the chain's roster), and a hand-off of restrictive superseded
+/// records a restart cut short. Used by the daemon and the simulator.
 pub fn load_into(store: &Store, core: &mut Core, now_ms: u64) -> anyhow::Result<()> {
     core.set_vote(store.vote()?);
     if let Some(anchor) = store.anchor()? {
         let records = store.mastered_records()?;
         core.load_mastered(now_ms, anchor, records)
             .context("the stored mastered chain no longer verifies")?;
+        core.resume_handoff(now_ms, &store.superseded()?);
     }
     Ok(())
 }

@@ -16,10 +16,12 @@
 //!
 //! The leader verifies the branch from its own chain at the fork point (every record signed by
 //! that branch's leader of its epoch, as the chain rules say), so no member can make it revoke
-//! anything a leader did not. It re-signs each revocation (the same payload) that still takes
-//! something away in its chain (the user exists, the grant is held, the serial is not revoked
-//! yet; so handing off twice writes nothing twice), and removes each member a branch roster
-//! removed that its roster still lists, except itself.
+//! anything a leader did not. It re-signs each revocation (the same payload) that its chain
+//! has not signed since the fork point and that still takes something away (the user exists,
+//! the grant is held, the serial is not revoked yet), and removes each member a branch roster
+//! removed that its roster still lists and has not dropped since the fork point, except
+//! itself. So a branch handed off twice, or again after a restart, writes nothing twice, and
+//! a user created again or a node that joined again after the re-application stands.
 
 use meshward_crdt::WriterId;
 use meshward_crdt::mastered::{Chain, RecordKind, SignedRecord};
@@ -109,6 +111,40 @@ impl Core {
             next_try: now,
             asked: false,
         });
+    }
+
+    /// At start: a hand-off that a restart cut short is found again in the stored
+    /// `superseded` records (by version): the branch from our chain's fork point up to the
+    /// last restrictive record our chain does not hold in force. A branch that cannot be
+    /// rebuilt (a record of it missing) is left for `ha adopt`.
+    pub fn resume_handoff(&mut self, now: Millis, superseded: &[SignedRecord]) {
+        let Some(m) = self.mastered.as_ref() else {
+            return;
+        };
+        let Some(tip) = superseded.iter().rev().find(|r| match r.record.kind {
+            RecordKind::Revocation => self.still_takes_away(&r.record.payload),
+            RecordKind::Roster => true,
+            _ => false,
+        }) else {
+            return;
+        };
+        let mut branch = vec![tip.clone()];
+        let common = loop {
+            let first = &branch[branch.len() - 1].record;
+            let before = (first.version as usize).checked_sub(2);
+            if before
+                .and_then(|i| m.records.get(i))
+                .is_some_and(|r| r.hash() == first.prev)
+            {
+                break first.version - 1;
+            }
+            match superseded.iter().find(|r| r.hash() == first.prev) {
+                Some(r) if branch.len() < superseded.len() => branch.push(r.clone()),
+                _ => return,
+            }
+        };
+        branch.reverse();
+        self.hand_off(now, common, &branch);
     }
 
     /// Timer: asks the winning leader to re-apply a waiting hand-off (or does it, as leader).
@@ -239,8 +275,20 @@ impl Core {
             signed.push(payload);
             written += 1;
         }
+        // A member our chain dropped since the fork point was handled already (and may have
+        // joined again since, which stands).
+        let dropped_since = |m: &super::Mastered, key: &[u8; 32]| {
+            m.records[common..].iter().any(|r| {
+                r.record.kind == RecordKind::Roster
+                    && meshward_crdt::mastered::Roster::decode(&r.record.payload)
+                        .is_ok_and(|roster| !roster.contains(key))
+            })
+        };
         for key in removed {
-            if key != me && self.chain().is_some_and(|c| c.roster().contains(&key)) {
+            let Some(m) = self.mastered.as_ref() else {
+                break;
+            };
+            if key != me && m.chain.roster().contains(&key) && !dropped_since(m, &key) {
                 self.remove_member(now, WriterId(key))?;
                 written += 1;
             }

@@ -142,3 +142,64 @@ fn a_branch_that_does_not_verify_from_the_leaders_chain_is_refused() {
     let err = net.cores[1].reapply(now, 1, &[genuine]).unwrap_err();
     assert!(err.contains("not the leader"), "{err}");
 }
+
+#[test]
+fn a_hand_off_cut_short_by_a_restart_is_found_again_in_the_stored_superseded_records() {
+    let mut net = Net::new(3);
+    split(&mut net);
+    // Node 0 adopts the winning chain from node 2 while the leader is out of its reach...
+    let (n0, n2) = (net.cores[0].me(), net.cores[2].me());
+    net.cut.remove(&(0, 2));
+    net.queue.push_back((
+        0,
+        Input::Connected {
+            peer: n2,
+            addr: addr(2),
+        },
+    ));
+    net.queue.push_back((
+        2,
+        Input::Connected {
+            peer: n0,
+            addr: addr(0),
+        },
+    ));
+    net.run();
+    net.tick_all(1_000);
+    assert!(net.cores[0].handoff.is_some());
+    // ...and restarts: its store holds the winning chain and its own branch as superseded.
+    let stored: Vec<SignedRecord> = net
+        .superseded
+        .iter()
+        .filter(|(core, _)| *core == 0)
+        .flat_map(|(_, records)| records.clone())
+        .collect();
+    let m = net.cores[0].mastered.as_ref().unwrap();
+    let (anchor, records) = (m.anchor, m.records.clone());
+    let key = SigningKey::from_bytes(&[1; 32]);
+    let replica = Replica::new(ClusterId([1; 16]), key, ReplicaConfig::default());
+    let roster = net.cores[0].roster.clone();
+    let mut restarted = Core::new(replica, roster, CoreConfig::default(), 7, [], net.now);
+    restarted.load_mastered(net.now, anchor, records).unwrap();
+    restarted.resume_handoff(net.now, &stored);
+    assert!(restarted.handoff.is_some(), "the hand-off is found again");
+    restarted.drain();
+    net.cores[0] = restarted;
+    net.rejoin(0);
+    for _ in 0..4 {
+        net.tick_all(1_000);
+    }
+    let n1 = net.cores[1].me().0;
+    for core in &net.cores {
+        assert_eq!(reapplied(core), [(2, n1)]);
+    }
+    // Found again after that, it writes nothing more.
+    let version = net.cores[1].chain().unwrap().last_version();
+    let now = net.now;
+    net.cores[0].resume_handoff(now, &stored);
+    for _ in 0..4 {
+        net.tick_all(1_000);
+    }
+    assert_eq!(net.cores[1].chain().unwrap().last_version(), version);
+    assert!(net.cores[0].handoff.is_none());
+}
