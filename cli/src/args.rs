@@ -567,6 +567,14 @@ pub struct InitArgs {
     /// Without it the cluster takes no licence and stays one node.
     #[arg(long, value_parser = meshward_node::licence::parse_issuer)]
     pub licence_issuer: Option<[u8; 32]>,
+    /// The first admin user (the seeds' SuperAdmin), given `root`; its client certificate
+    /// for the HTTPS admin API is written to --admin-certs.
+    #[arg(long, default_value = "admin")]
+    pub admin: String,
+    /// Where the first admin's key (0600), certificate and the CA certificate go. Default:
+    /// DATA/admin-certs.
+    #[arg(long)]
+    pub admin_certs: Option<PathBuf>,
 }
 
 /// `meshward join`

@@ -259,3 +259,49 @@ pub fn initialise(g: &Global, code: &str, reply: Reply, out: &mut dyn Write) -> 
     }
     Ok(())
 }
+
+/// `meshward init`: the cluster, then its first admin user with `root` and that user's client
+/// certificate for the HTTPS admin API (written as `user cert` writes it), so the admin API
+/// works right after `init`.
+pub fn init(g: &Global, args: &crate::args::InitArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    use meshward_api::Request;
+    use meshward_api::cluster::IssueCertificate;
+    // Checked first: a bad name refuses the init, not just the admin.
+    let name: meshward_node::grants::UserName = args
+        .admin
+        .parse()
+        .map_err(|e: meshward_node::grants::ParseError| anyhow::anyhow!("--admin: {e}"))?;
+    let dir = args
+        .admin_certs
+        .clone()
+        .unwrap_or_else(|| g.data.join("admin-certs"));
+    for file in [format!("{name}.key"), format!("{name}.crt")] {
+        if std::fs::symlink_metadata(dir.join(&file)).is_ok() {
+            bail!(
+                "{} exists; give another --admin-certs directory (nothing was changed)",
+                dir.join(file).display()
+            );
+        }
+    }
+    meshward_node::lifecycle::init(&g.data, &args.options(), out)?;
+    let mut backend = meshward_node::ops::LocalBackend::new(g.data.clone());
+    let name = name.as_str().to_string();
+    let mut run = |request| {
+        meshward_node::ops::execute(&mut backend, request)
+            .map_err(|p| anyhow::anyhow!("creating the first admin {name}: {}", p.detail))
+    };
+    run(Request::CreateUser { name: name.clone() })?;
+    run(Request::Grant {
+        name: name.clone(),
+        grant: "root".into(),
+    })?;
+    let reply = run(Request::IssueCertificate {
+        name: name.clone(),
+        body: IssueCertificate { valid_days: None },
+    })?;
+    writeln!(
+        out,
+        "\nFirst admin user {name} (root) for the HTTPS admin API:"
+    )?;
+    write_certificate(g, &dir, reply, out)
+}

@@ -27,7 +27,7 @@ fn main() -> ExitCode {
     let g = &cli.global;
     let result = match cli.command {
         Command::Run(ref args) => meshward_daemon::run(&g.data, &args.options()),
-        Command::Init(ref args) => meshward_node::lifecycle::init(&g.data, &args.options(), out),
+        Command::Init(ref args) => files::init(g, args, out),
         Command::Join(ref args) => meshward_daemon::setup::join(&g.data, &args.options(), out),
         Command::Ha(args::HaCmd::CreateJoiningCode(ref args)) => {
             meshward_daemon::pairing::create_joining_code(&g.data, &args.options(), out)

@@ -250,3 +250,62 @@ fn requests_over_a_users_rate_get_429_and_connections_over_an_addresss_rate_are_
     assert_eq!(admin["rate_limited"], 0, "{admin}");
     api.daemon.kill(libc::SIGTERM);
 }
+
+#[test]
+fn init_makes_a_root_admin_whose_certificate_works_at_once() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("leader");
+    let addr = format!("127.0.0.1:{}", meshward_tests::free_port_pair().unwrap());
+    let out = meshward_tests::init_with_issuer(&data, &addr, meshward_tests::ISSUER_SEED).unwrap();
+    assert!(out.contains("First admin user admin (root)"), "{out}");
+    let certs = data.join("admin-certs");
+    let mode = |f: &str| {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::metadata(certs.join(f))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode("admin.key"), 0o600);
+    let users = cli(&data, &["user", "list"]).unwrap();
+    assert!(users.contains("admin root"), "{users}");
+    let api = Api::start(&data);
+    let client = api.client(&certs, "admin");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let written = runtime
+        .block_on(client.send(&meshward_api::Request::SetConfig {
+            key: "managed.site".into(),
+            value: "north".into(),
+        }))
+        .unwrap();
+    assert!(
+        matches!(written, meshward_api::Reply::Written(_)),
+        "{written:?}"
+    );
+    // A name that is not a user name refuses the init; certificate files in the way too.
+    let other = root.path().join("other");
+    let err = cli_fails(
+        &other,
+        &["init", "--address", &addr, "--admin", "no spaces"],
+    )
+    .unwrap();
+    assert!(err.contains("--admin"), "{err}");
+    assert!(!other.join("mek").exists());
+    let err = cli_fails(
+        &other,
+        &[
+            "init",
+            "--address",
+            &addr,
+            "--admin-certs",
+            certs.to_str().unwrap(),
+        ],
+    )
+    .unwrap();
+    assert!(err.contains("admin.key exists"), "{err}");
+    assert!(!other.join("mek").exists());
+}
