@@ -101,6 +101,9 @@ pub struct Setting {
     pub name: String,
     /// Its value (none: unset).
     pub value: Option<String>,
+    /// Whether `value` is the setting's default (it was never set on this node).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub default: bool,
 }
 
 /// `PUT /v1/local/{name}` body.

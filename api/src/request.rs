@@ -17,8 +17,8 @@ use crate::node::{
     MakeStandalone, Status, SupersededRecord, Unseal,
 };
 use crate::shared::{
-    AppendEvents, Appended, Approve, EventPage, EventQuery, ExceptionRow, FingerprintRow,
-    ObserveFingerprint, SetException,
+    AppendEvents, Appended, Approve, EventPage, EventQuery, ExceptionRow, FingerprintCheck,
+    FingerprintRow, HostKey, ObserveFingerprint, SetException,
 };
 use crate::{FaultDone, FaultRequest};
 
@@ -34,6 +34,8 @@ pub enum Request {
     ObserveFingerprint(ObserveFingerprint),
     /// `GET /v1/fingerprints`
     ListFingerprints,
+    /// `POST /v1/fingerprints/check`
+    CheckFingerprint(HostKey),
     /// `PUT /v1/fingerprints/approvals` (mastered)
     Approve(Approve),
     /// `PUT /v1/exceptions/{user}/{field}`
@@ -195,6 +197,8 @@ pub enum Reply {
     Fingerprint(FingerprintRow),
     /// Fingerprint rows.
     Fingerprints(Vec<FingerprintRow>),
+    /// What this node does with a host key.
+    FingerprintChecked(FingerprintCheck),
     /// A mastered record written.
     Written(Written),
     /// An exception row (set).
@@ -311,6 +315,9 @@ impl Request {
             },
             Request::ObserveFingerprint(b) => with_body(Post, "/v1/fingerprints".into(), json(b)),
             Request::ListFingerprints => r(Get, "/v1/fingerprints".into()),
+            Request::CheckFingerprint(b) => {
+                with_body(Post, "/v1/fingerprints/check".into(), json(b))
+            }
             Request::Approve(b) => with_body(Put, "/v1/fingerprints/approvals".into(), json(b)),
             Request::SetException { user, field, value } => with_body(
                 Put,
@@ -413,6 +420,7 @@ impl Request {
             Request::ListEvents(_) => Reply::Events(de(body)?),
             Request::ObserveFingerprint(_) => Reply::Fingerprint(de(body)?),
             Request::ListFingerprints => Reply::Fingerprints(de(body)?),
+            Request::CheckFingerprint(_) => Reply::FingerprintChecked(de(body)?),
             Request::SetException { .. } => Reply::Exception(de(body)?),
             Request::ListExceptions => Reply::Exceptions(de(body)?),
             Request::RecordAudit(_) => Reply::Recorded(de(body)?),

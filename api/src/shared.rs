@@ -116,6 +116,22 @@ pub struct HostKey {
     pub fingerprint: String,
 }
 
+/// `POST /v1/fingerprints/check`: what this node does with a host key, by the leader's
+/// approvals and this node's `fingerprint-enforcement`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct FingerprintCheck {
+    /// `approved`; `mismatch` (another key of that type is approved for the host: it may
+    /// have been replaced, or be an impostor); or `unknown`.
+    pub status: String,
+    /// This node's `fingerprint-enforcement`: off, warn or enforce.
+    pub enforcement: String,
+    /// What this node does: `allow`, `warn` (allow, and say so) or `deny`.
+    pub decision: String,
+    /// On a mismatch, the fingerprints approved for the host and key type.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approved: Vec<String>,
+}
+
 /// `POST /v1/fingerprints`: this node observed a host key.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ObserveFingerprint {

@@ -354,6 +354,14 @@ pub enum FingerprintCmd {
     },
     /// List fingerprints observed by every node, with the leader's approval.
     List,
+    /// What this node does with a host key: approved, unknown or mismatch by the leader's
+    /// approvals, and allow, warn or deny by this node's fingerprint-enforcement (`local set`).
+    /// Fails when the decision is deny.
+    Check {
+        /// The key.
+        #[command(flatten)]
+        key: HostKey,
+    },
     /// Approve a host key for the whole cluster (mastered: leader only).
     Approve {
         /// The key.
@@ -455,18 +463,21 @@ pub enum AuditCmd {
 /// `meshward local …`
 #[derive(Debug, Subcommand)]
 pub enum LocalCmd {
-    /// Set a node-only setting (e.g. fingerprint-enforcement).
+    /// Set a node-only setting: fingerprint-enforcement (off, warn or enforce), listen, or a
+    /// free label.NAME.
     Set {
         /// Setting name.
         name: String,
         /// Value.
         value: String,
     },
-    /// Show a node-only setting.
+    /// Show a node-only setting (its default when unset).
     Get {
         /// Setting name.
         name: String,
     },
+    /// Show every known node-only setting (defaults marked) and the labels set.
+    List,
 }
 
 /// `meshward ha …`

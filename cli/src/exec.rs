@@ -98,6 +98,9 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
     let refused = match &reply {
         Reply::PasswordChecked(c) if !c.valid => Some("the password does not match"),
         Reply::PasswordChecked(c) if c.expired => Some("the password is right but expired"),
+        Reply::FingerprintChecked(c) if c.decision == "deny" => {
+            Some("this node denies the host key")
+        }
         _ => None,
     };
     let unhealthy = matches!(&reply, Reply::Health(h) if !h.healthy);
@@ -148,6 +151,9 @@ fn request_of(command: Command) -> anyhow::Result<Request> {
             })
         }
         Command::Fingerprint(FingerprintCmd::List) => Request::ListFingerprints,
+        Command::Fingerprint(FingerprintCmd::Check { key }) => {
+            Request::CheckFingerprint(host_key(key))
+        }
         Command::Fingerprint(FingerprintCmd::Approve { key, withdraw }) => {
             Request::Approve(Approve {
                 key: host_key(key),
@@ -181,6 +187,7 @@ fn request_of(command: Command) -> anyhow::Result<Request> {
         }),
         Command::Audit(AuditCmd::Verify) => Request::VerifyAudit,
         Command::Local(LocalCmd::Set { name, value }) => Request::SetLocal { name, value },
+        Command::Local(LocalCmd::List) => Request::ListLocal,
         Command::Local(LocalCmd::Get { name }) => Request::GetLocal { name },
         Command::Config(ConfigCmd::Set { key, value }) => Request::SetConfig { key, value },
         Command::Config(ConfigCmd::Unset { key }) => Request::UnsetConfig { key },

@@ -116,12 +116,21 @@ fn shown(request: &Request, reply: Reply) -> (serde_json::Value, String) {
                 b.seq, b.problem, v.verified
             ),
         },
-        (Reply::Setting(s), _) => {
-            format!("{} = {}", s.name, s.value.as_deref().unwrap_or("(unset)"))
+        (Reply::FingerprintChecked(c), _) if c.approved.is_empty() => {
+            format!(
+                "{}: {} (fingerprint-enforcement {})",
+                c.status, c.decision, c.enforcement
+            )
         }
-        (Reply::Settings(rows), _) => lines(rows, |s| {
-            format!("{} = {}", s.name, s.value.as_deref().unwrap_or("(unset)"))
-        }),
+        (Reply::FingerprintChecked(c), _) => format!(
+            "{}: {} (fingerprint-enforcement {}); approved: {}",
+            c.status,
+            c.decision,
+            c.enforcement,
+            c.approved.join(", ")
+        ),
+        (Reply::Setting(s), _) => setting_line(s),
+        (Reply::Settings(rows), _) => lines(rows, setting_line),
         (Reply::Config(c), _) => format!("{} = {}", c.key, c.value.as_deref().unwrap_or("(unset)")),
         (Reply::ConfigList(rows), _) => lines(rows, |c| {
             format!("{} = {}", c.key, c.value.as_deref().unwrap_or("(unset)"))
@@ -366,4 +375,14 @@ pub fn watch_line(
     }
     out.flush()?;
     Ok(())
+}
+
+/// `name = value`, marked when the value is the default.
+fn setting_line(s: &meshward_api::local::Setting) -> String {
+    let value = s.value.as_deref().unwrap_or("(unset)");
+    if s.default {
+        format!("{} = {value} (default)", s.name)
+    } else {
+        format!("{} = {value}", s.name)
+    }
 }

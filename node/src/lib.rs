@@ -37,6 +37,7 @@ pub mod ha;
 pub mod join;
 pub mod licence;
 pub mod lifecycle;
+pub mod local_settings;
 pub mod mek;
 pub mod ops;
 pub mod pki;

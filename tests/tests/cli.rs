@@ -182,7 +182,7 @@ fn bad_input_is_refused_with_a_clear_error_and_the_store_unchanged() {
             ],
             "actor",
         ),
-        (&["local", "set", "bad name", "x"], "names are"),
+        (&["local", "set", "bad name", "x"], "no node-only setting"),
     ];
     for (args, expected) in cases {
         let out = meshward(data, args);
@@ -258,12 +258,18 @@ fn commands_that_only_read_open_the_store_read_only_and_share_it() {
     assert_eq!(state(data), shown);
     ok(data, &["audit", "verify"]);
     // A write still needs the store to itself, and says so.
-    let out = meshward(data, &["local", "set", "fingerprint-enforcement", "block"]);
+    let out = meshward(
+        data,
+        &["local", "set", "fingerprint-enforcement", "enforce"],
+    );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("in use"), "{err}");
     drop(held);
-    ok(data, &["local", "set", "fingerprint-enforcement", "block"]);
+    ok(
+        data,
+        &["local", "set", "fingerprint-enforcement", "enforce"],
+    );
 }
 
 #[test]
@@ -337,4 +343,98 @@ fn the_daemon_logs_info_without_colour_into_a_file_and_json_lines_when_asked() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn fingerprint_check_gives_the_leaders_approval_and_this_nodes_enforcement() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = &dir.path().join("node");
+    let addr = format!("127.0.0.1:{}", meshward_tests::free_port_pair().unwrap());
+    ok(data, &["init", "--address", &addr]);
+    let key = |fp: &str| {
+        [
+            "--host",
+            "db-01",
+            "--key-type",
+            "ssh-ed25519",
+            "--fingerprint",
+        ]
+        .into_iter()
+        .map(str::to_string)
+        .chain([fp.to_string()])
+        .collect::<Vec<_>>()
+    };
+    let check = |fp: &str| {
+        let args: Vec<String> = ["fingerprint", "check"]
+            .into_iter()
+            .map(str::to_string)
+            .chain(key(fp))
+            .chain(["--json".into()])
+            .collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        meshward(data, &args)
+    };
+    let json =
+        |out: &Output| -> serde_json::Value { serde_json::from_slice(&out.stdout).expect("JSON") };
+    // Nothing approved, default enforcement: unknown, warn.
+    let out = check("SHA256:aaa");
+    assert!(out.status.success());
+    assert_eq!(json(&out)["status"], "unknown");
+    assert_eq!(json(&out)["decision"], "warn");
+    let approve: Vec<String> = ["fingerprint", "approve"]
+        .into_iter()
+        .map(str::to_string)
+        .chain(key("SHA256:aaa"))
+        .collect();
+    ok(
+        data,
+        &approve.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    assert_eq!(json(&check("SHA256:aaa"))["decision"], "allow");
+    let out = check("SHA256:bbb");
+    assert_eq!(json(&out)["status"], "mismatch");
+    assert_eq!(json(&out)["approved"][0], "SHA256:aaa");
+    // This node enforces: a key not approved is denied, and the command fails.
+    ok(
+        data,
+        &["local", "set", "fingerprint-enforcement", "enforce"],
+    );
+    let out = check("SHA256:bbb");
+    assert!(!out.status.success());
+    assert_eq!(json(&out)["decision"], "deny");
+    let listed = ok(data, &["local", "list"]);
+    assert!(
+        listed.contains("fingerprint-enforcement = enforce"),
+        "{listed}"
+    );
+    // Bad input names the field.
+    let out = meshward(
+        data,
+        &[
+            "fingerprint",
+            "check",
+            "--host",
+            "db-01",
+            "--key-type",
+            "dsa",
+            "--fingerprint",
+            "x",
+        ],
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("key_type"));
+    let out = meshward(data, &["local", "set", "fingerprint-enforcement", "strict"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("off, warn or enforce"));
+}
+
+#[test]
+fn local_list_shows_every_known_setting_with_its_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    ok(data, &["local", "set", "label.rack", "r12"]);
+    let listed = ok(data, &["local", "list"]);
+    assert!(
+        listed.contains("fingerprint-enforcement = warn (default)"),
+        "{listed}"
+    );
+    assert!(listed.contains("label.rack = r12"), "{listed}");
 }

@@ -637,7 +637,7 @@ fn a_standalone_node_joins_a_cluster_and_leaves_it_again_keeping_its_local_data(
     let solo = Node::new(root, "solo");
     init(root, &solo);
     let solo_mek = std::fs::read(solo.data.join("mek")).unwrap();
-    cli(&solo.data, &["local", "set", "site", "south"]).unwrap();
+    cli(&solo.data, &["local", "set", "label.site", "south"]).unwrap();
     cli(
         &solo.data,
         &[
@@ -676,8 +676,10 @@ fn a_standalone_node_joins_a_cluster_and_leaves_it_again_keeping_its_local_data(
     assert_eq!(std::fs::read(old_mek.unwrap()).unwrap(), solo_mek);
     assert_eq!(mode(old_mek.unwrap()), 0o600);
     assert_eq!(
-        cli(&solo.data, &["local", "get", "site"]).unwrap().trim(),
-        "site = south"
+        cli(&solo.data, &["local", "get", "label.site"])
+            .unwrap()
+            .trim(),
+        "label.site = south"
     );
     let d2 = solo.start();
     cli(

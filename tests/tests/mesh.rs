@@ -427,7 +427,7 @@ fn leadership_moves_by_hand_over_and_majority_failover_never_on_a_minority_and_a
     // starts again (same process) as the leader of its own one-node cluster, with a new key,
     // the MEK and its settings kept, the old cluster's data in a sealed backup.
     let old = daemons[1].status().unwrap();
-    cli(&daemons[1].data, &["local", "set", "site", "north"]).unwrap();
+    cli(&daemons[1].data, &["local", "set", "label.site", "north"]).unwrap();
     wait_for(CONVERGE, || {
         cli(&daemons[1].data, &["ha", "make-standalone"]).map(|_| true)
     })
@@ -445,10 +445,10 @@ fn leadership_moves_by_hand_over_and_majority_failover_never_on_a_minority_and_a
     assert_eq!(standalone["ha"]["state"], "active", "{standalone}");
     assert_eq!(standalone["mastered"]["members"], 1, "{standalone}");
     assert_eq!(
-        cli(&daemons[1].data, &["local", "get", "site"])
+        cli(&daemons[1].data, &["local", "get", "label.site"])
             .unwrap()
             .trim(),
-        "site = north"
+        "label.site = north"
     );
     let backups: Vec<_> = std::fs::read_dir(daemons[1].data.join("backups"))
         .unwrap()

@@ -17,8 +17,8 @@ use meshward_api::node::{
     MakeStandalone, Status, SupersededRecord,
 };
 use meshward_api::shared::{
-    AppendEvents, Appended, Approve, EventPage, EventQuery, ExceptionRow, FingerprintRow,
-    ObserveFingerprint, SetException,
+    AppendEvents, Appended, Approve, EventPage, EventQuery, ExceptionRow, FingerprintCheck,
+    FingerprintRow, HostKey, ObserveFingerprint, SetException,
 };
 use meshward_api::{FaultDone, FaultRequest, Problem, Reply, Request};
 use utoipa::OpenApi;
@@ -50,6 +50,7 @@ fn routes(state: ApiState) -> (Router, utoipa::openapi::OpenApi) {
     let (router, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(append_events, list_events))
         .routes(routes!(observe_fingerprint, list_fingerprints))
+        .routes(routes!(check_fingerprint))
         .routes(routes!(approve))
         .routes(routes!(set_exception, delete_exception))
         .routes(routes!(list_exceptions))
@@ -144,6 +145,14 @@ async fn observe_fingerprint(
     responses((status = 200, body = [FingerprintRow]), (status = 403, body = Problem, content_type = "application/problem+json")))]
 async fn list_fingerprints(State(s): S, Extension(c): C) -> Response {
     run(&s, c, Request::ListFingerprints).await
+}
+
+/// What this node does with a host key: `approved`, `unknown` or `mismatch` by the leader's
+/// approvals, and allow, warn or deny by this node's `fingerprint-enforcement`.
+#[utoipa::path(post, path = "/v1/fingerprints/check", tag = "fingerprints", request_body = HostKey,
+    responses((status = 200, body = FingerprintCheck), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json")))]
+async fn check_fingerprint(State(s): S, Extension(c): C, Body(b): Body<HostKey>) -> Response {
+    run(&s, c, Request::CheckFingerprint(b)).await
 }
 
 /// Approve a host key for the cluster, or withdraw the approval (mastered).

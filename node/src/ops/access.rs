@@ -54,6 +54,7 @@ pub fn resource(request: &Request) -> (Resource, Access) {
     match request {
         Request::ListEvents(_)
         | Request::ListFingerprints
+        | Request::CheckFingerprint(_)
         | Request::ListExceptions
         | Request::ListAudit(_)
         | Request::VerifyAudit => (Data, Read),

@@ -8,6 +8,7 @@ use meshward_api::{Problem, ProblemKind, Reply};
 
 use super::{Backend, failure, now_ms};
 use crate::audit::{AuditLog, ChainBreak, NewAuditRecord};
+use crate::local_settings::KNOWN;
 use crate::store::StoreError;
 
 pub(super) fn record_audit(backend: &mut dyn Backend, body: RecordAudit) -> Result<Reply, Problem> {
@@ -95,19 +96,40 @@ pub(super) fn verify_audit(backend: &mut dyn Backend) -> Result<Reply, Problem> 
 }
 
 pub(super) fn list_settings(backend: &mut dyn Backend) -> Result<Reply, Problem> {
-    let settings = backend
+    let stored = backend
         .store()
         .and_then(|s| Ok(s.settings()?))
         .map_err(failure)?;
-    Ok(Reply::Settings(
-        settings
-            .into_iter()
-            .map(|(name, value)| Setting {
-                name,
-                value: Some(value),
-            })
-            .collect(),
-    ))
+    // Every known setting, set or not, then whatever else is stored (labels).
+    let mut out: Vec<Setting> = KNOWN
+        .iter()
+        .map(|k| {
+            shown(
+                k.name,
+                stored.iter().find(|(n, _)| n == k.name).map(|(_, v)| v),
+            )
+        })
+        .collect();
+    out.extend(
+        stored
+            .iter()
+            .filter(|(n, _)| !KNOWN.iter().any(|k| k.name == n))
+            .map(|(name, value)| shown(name, Some(value))),
+    );
+    Ok(Reply::Settings(out))
+}
+
+/// A setting as listed: its stored value, else its default.
+fn shown(name: &str, stored: Option<&String>) -> Setting {
+    let default = KNOWN
+        .iter()
+        .find(|k| k.name == name)
+        .and_then(|k| k.default);
+    Setting {
+        name: name.to_string(),
+        value: stored.cloned().or(default.map(str::to_string)),
+        default: stored.is_none() && default.is_some(),
+    }
 }
 
 pub(super) fn get_setting(backend: &mut dyn Backend, name: String) -> Result<Reply, Problem> {
@@ -115,16 +137,14 @@ pub(super) fn get_setting(backend: &mut dyn Backend, name: String) -> Result<Rep
         .store()
         .and_then(|s| Ok(s.setting(&name)?))
         .map_err(failure)?;
-    match value {
-        Some(value) => Ok(Reply::Setting(Setting {
-            name,
-            value: Some(value),
-        })),
-        None => Err(Problem::new(
+    let setting = shown(&name, value.as_ref());
+    if setting.value.is_none() {
+        return Err(Problem::new(
             ProblemKind::NotFound,
             format!("no local setting {name:?}"),
-        )),
+        ));
     }
+    Ok(Reply::Setting(setting))
 }
 
 pub(super) fn set_setting(
@@ -132,11 +152,15 @@ pub(super) fn set_setting(
     name: String,
     value: String,
 ) -> Result<Reply, Problem> {
+    if let Err(e) = crate::local_settings::validate(&name, &value) {
+        return Err(Problem::bad_input(e.field, e.reason));
+    }
     let store = backend.store().map_err(failure)?;
     match store.set_setting(&name, &value) {
         Ok(()) => Ok(Reply::Setting(Setting {
             name,
             value: Some(value),
+            default: false,
         })),
         Err(StoreError::Setting { reason, .. }) => {
             let field = if reason.starts_with("names") {

@@ -106,6 +106,7 @@ pub fn execute(backend: &mut dyn Backend, request: Request) -> Result<Reply, Pro
         Request::ListEvents(query) => shared::list_events(backend, query),
         Request::ObserveFingerprint(body) => shared::observe(backend, body),
         Request::ListFingerprints => shared::list_fingerprints(backend),
+        Request::CheckFingerprint(key) => shared::check_fingerprint(backend, key),
         Request::Approve(body) => shared::approve(backend, body),
         Request::SetException { user, field, value } => {
             shared::set_exception(backend, user, field, value)

@@ -1,8 +1,9 @@
 //! Shared tables: events, observed fingerprints and their approval, user data exceptions.
 
 use meshward_api::shared::{
-    AppendEvents, Appended, Approve, EventPage, EventQuery, EventRow, ExceptionRow, FingerprintRow,
-    HostKey, MAX_EVENT_PAGE, MAX_EVENTS_PER_APPEND, ObserveFingerprint,
+    AppendEvents, Appended, Approve, EventPage, EventQuery, EventRow, ExceptionRow,
+    FingerprintCheck, FingerprintRow, HostKey, MAX_EVENT_PAGE, MAX_EVENTS_PER_APPEND,
+    ObserveFingerprint,
 };
 use meshward_api::{Problem, Reply};
 use meshward_crdt::mastered::RecordKind;
@@ -232,6 +233,55 @@ fn map_rows(backend: &mut dyn Backend, table: TableId) -> Result<Vec<(WriterId, 
         .store()
         .and_then(|s| Ok(s.map_rows(table)?))
         .map_err(failure)
+}
+
+/// What this node does with `key`: the leader's approvals, this node's enforcement.
+pub(super) fn check_fingerprint(backend: &mut dyn Backend, key: HostKey) -> Result<Reply, Problem> {
+    use crate::local_settings::{Enforcement, FINGERPRINT_ENFORCEMENT, enforcement};
+    let key_type = key_type("key_type", &key.key_type)?;
+    Row::Fingerprint(Fingerprint {
+        host: key.host.clone(),
+        key_type,
+        fingerprint: key.fingerprint.clone(),
+        first_seen_ms: 0,
+        last_seen_ms: 0,
+    })
+    .validate()
+    .map_err(|e| Problem::bad_input("fingerprint", e.to_string()))?;
+    let config = approvals(backend)?;
+    let stored = backend
+        .store()
+        .and_then(|s| Ok(s.setting(FINGERPRINT_ENFORCEMENT)?))
+        .map_err(failure)?;
+    let enforcement = enforcement(stored.as_deref());
+    let approved: Vec<String> = config
+        .approvals
+        .iter()
+        .filter(|((host, kt, _), ok)| **ok && *host == key.host && *kt == key_type)
+        .map(|((_, _, fingerprint), _)| fingerprint.clone())
+        .collect();
+    let status = if approved.contains(&key.fingerprint) {
+        "approved"
+    } else if approved.is_empty() {
+        "unknown"
+    } else {
+        "mismatch"
+    };
+    let decision = match (status, enforcement) {
+        ("approved", _) | (_, Enforcement::Off) => "allow",
+        (_, Enforcement::Warn) => "warn",
+        (_, Enforcement::Enforce) => "deny",
+    };
+    Ok(Reply::FingerprintChecked(FingerprintCheck {
+        status: status.into(),
+        enforcement: enforcement.to_string(),
+        decision: decision.into(),
+        approved: if status == "mismatch" {
+            approved
+        } else {
+            Vec::new()
+        },
+    }))
 }
 
 pub(super) fn approve(backend: &mut dyn Backend, body: Approve) -> Result<Reply, Problem> {
