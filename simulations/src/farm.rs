@@ -165,7 +165,8 @@ pub struct Batch {
     pub never: Vec<&'static str>,
     /// Runs per fault kind asked for that did not fire at least once (counted, not failed).
     pub unfired: BTreeMap<String, u64>,
-    /// Revocations given up with a losing branch (DESIGN.md §6's re-apply is not built).
+    /// Revocations of a losing branch missing from a live node's final chain (each also an
+    /// oracle failure when the chain's leader was live).
     pub revocations_undone: u64,
     /// CPU seconds of the runs (shrinks included), from the kernel's count for this thread.
     pub cpu_seconds: f64,

@@ -129,17 +129,24 @@ pub fn rolled_back(
     })
 }
 
-/// Revocations among `superseded` (records a node gives up) that `adopted` (what replaces
-/// them) does not carry: access a merge gives back. DESIGN.md §6 wants the winner to re-apply
-/// them; the core does not yet, so the simulator counts these instead of failing.
-pub fn revocations_dropped(superseded: &[SignedRecord], adopted: &[SignedRecord]) -> u64 {
-    superseded
+/// The payloads of the revocations among `records`.
+pub fn revocations(records: &[SignedRecord]) -> impl Iterator<Item = Vec<u8>> + '_ {
+    records
         .iter()
         .filter(|r| r.record.kind == RecordKind::Revocation)
-        .filter(|r| {
-            !adopted.iter().any(|a| {
-                a.record.kind == RecordKind::Revocation && a.record.payload == r.record.payload
-            })
+        .map(|r| r.record.payload.clone())
+}
+
+/// How many of `given_up` (revocation payloads some node gave up with a losing branch) the
+/// chain `held` does not carry: access a merge gave back. The winning leader signs them again
+/// (the same payload), so after the heal every live node's chain must carry each.
+pub fn revocations_missing(given_up: &BTreeSet<Vec<u8>>, held: &[SignedRecord]) -> u64 {
+    given_up
+        .iter()
+        .filter(|p| {
+            !held
+                .iter()
+                .any(|r| r.record.kind == RecordKind::Revocation && &r.record.payload == *p)
         })
         .count() as u64
 }

@@ -117,8 +117,9 @@ pub struct Oracles {
     pub acknowledged_lost: u64,
     /// Nodes whose store served rows that differ from its replica's (corrupt data).
     pub corrupt_stores: u64,
-    /// Revocations a node gave up with a losing branch that the winning one does not carry
-    /// (reported, not a failure: DESIGN.md §6's re-apply is not built yet).
+    /// Revocations some node gave up with a losing branch that a live node's chain does not
+    /// carry at the end, summed over live nodes (a failure when the chain's leader is live:
+    /// the winning leader signs them again).
     pub revocations_undone: u64,
     /// Times a live node replaced its mastered chain by a competing one that won.
     pub chain_switches: u64,

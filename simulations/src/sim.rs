@@ -103,6 +103,9 @@ pub struct Sim {
     last_scheduled: Micros,
     /// Messages (commits) by segment head: (key, seq) → index into `metrics.messages`.
     by_head: BTreeMap<(SegmentKey, u64), usize>,
+    /// Payloads of revocations some node gave up with a losing branch: each must be in force
+    /// on every live node at the end (the winner signs them again).
+    superseded_revocations: std::collections::BTreeSet<Vec<u8>>,
     /// Fault steps still to fire (flap steps, rolling restart steps).
     pending_faults: u64,
     /// Heals (partition heal, flap end, restart) whose convergence is not yet seen: when,
@@ -380,6 +383,7 @@ impl Sim {
             tx_free: vec![0; n],
             last_scheduled: 0,
             by_head: BTreeMap::new(),
+            superseded_revocations: Default::default(),
             pending_faults: 0,
             awaiting_convergence: Vec::new(),
             quiet,

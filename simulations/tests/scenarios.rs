@@ -251,6 +251,28 @@ fn a_former_leader_restored_from_an_old_copy_never_wins_and_takes_the_majoritys_
 }
 
 #[test]
+fn revocations_of_the_minority_sides_leader_survive_the_heal_in_every_chain() {
+    let summary = run("restrictive-split");
+    let ops = summary["leader_ops"].as_array().expect("leader ops");
+    // The majority's leader wrote in epoch 2, the minority's in epoch 1: both accepted.
+    assert!(
+        ops.iter().all(|op| op["result"].get("Ok").is_some()),
+        "{ops:?}"
+    );
+    assert_eq!(ops.iter().filter(|op| op["kind"] == "revoke").count(), 2);
+    let oracles = &summary["oracles"];
+    assert_eq!(
+        oracles["leaders_by_epoch"]["2"],
+        serde_json::json!([2]),
+        "{oracles}"
+    );
+    // Nodes 0 and 1 gave up their branch, and its revocations are in every chain.
+    assert_eq!(oracles["chain_switches"], 2, "{oracles}");
+    assert_eq!(oracles["revocations_undone"], 0, "{oracles}");
+    assert_eq!(oracles["failures"], serde_json::json!([]), "{oracles}");
+}
+
+#[test]
 fn disks_that_lose_power_fill_up_and_fail_lose_no_acknowledged_write() {
     let summary = run("disk-faults");
     let disk = &summary["disk"];

@@ -178,6 +178,30 @@ impl Sim {
             .collect();
         o.failures.extend(unverified);
         o.failures.extend(oracle::two_leaders(&leaders));
+        // Restrictive changes are never undone: every revocation a losing branch held is in
+        // every live node's chain, once the cluster has a live leader to sign it again.
+        for &i in &live {
+            let node = &self.nodes[i];
+            let Some(chain) = node.core.as_ref().and_then(|c| c.chain()) else {
+                continue;
+            };
+            let leader_live = self
+                .index
+                .get(&WriterId(chain.leader()))
+                .is_some_and(|&l| self.nodes[l as usize].core.is_some());
+            let missing = oracle::revocations_missing(
+                &self.superseded_revocations,
+                &node.store.mastered_records()?,
+            );
+            let o = &mut self.metrics.oracles;
+            o.revocations_undone += missing;
+            if missing > 0 && leader_live {
+                o.failures.push(format!(
+                    "node {i}: {missing} revocations of a losing branch are not in its chain: \
+                     access a merge gave back"
+                ));
+            }
+        }
         // Every fault asked for fired.
         for (kind, &asked) in &self.metrics.faults_requested.clone() {
             if !self.require_fired {

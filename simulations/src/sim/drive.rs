@@ -43,22 +43,29 @@ impl Driver for SimDriver<'_> {
         Ok(())
     }
 
-    /// A chain about to be replaced: the oracles compare what it held with what wins.
+    /// A chain about to be replaced, or a losing branch kept: the oracles compare what it
+    /// held with what wins, and note the revocations given up.
     fn writing(&mut self, output: &Output) -> anyhow::Result<()> {
+        if let Output::Superseded(lost) = output {
+            self.sim
+                .superseded_revocations
+                .extend(oracle::revocations(lost));
+        }
         let Output::AdoptChain {
             from,
-            records,
+            records: _,
             superseded,
         } = output
         else {
             return Ok(());
         };
+        self.sim
+            .superseded_revocations
+            .extend(oracle::revocations(superseded));
         let store = &self.sim.nodes[self.node as usize].store;
         if let Some(anchor) = store.anchor()? {
             let mut kept = store.mastered_records()?;
             kept.truncate(from.saturating_sub(1) as usize);
-            self.sim.metrics.oracles.revocations_undone +=
-                oracle::revocations_dropped(superseded, records);
             if let Some(failure) = oracle::rolled_back(anchor, &kept, superseded) {
                 self.sim.metrics.oracles.rollbacks += 1;
                 let at = self.sim.now;
