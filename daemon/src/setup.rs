@@ -73,7 +73,7 @@ pub fn join_with(
         address: address.to_owned(),
     };
     let (tls_key, tls_public) = meshward_node::pki::node_key()?;
-    let claim = ClusterClaim::of_bundle(&bundle);
+    let claim = ClusterClaim::of_bundle(bundle);
     let hello = Hello {
         member: member.clone(),
         tls_key: tls_public.clone(),
@@ -130,7 +130,7 @@ pub fn join_with(
             };
             let nonce = leader_challenge(ask(request).await?, &claim)?;
             let (answer, signature) =
-                meshward_node::join::respond(&mek, &identity.key, &nonce, &bundle.id, &hello);
+                meshward_node::join::respond(mek, &identity.key, &nonce, &bundle.id, &hello);
             ask(SetupRequest::JoinAnswer { answer, signature }).await
         };
         let reply: anyhow::Result<SetupResponse> = exchange.await;

@@ -65,10 +65,12 @@ fn variant(r: &Request) -> usize {
         Request::Unseal(_) => 41,
         Request::HaLog(_) => 42,
         Request::VerifyPassword { .. } => 43,
+        Request::CheckFingerprint(_) => 44,
+        Request::Adopt(_) => 45,
     }
 }
 
-const VARIANTS: usize = 44;
+const VARIANTS: usize = 46;
 
 /// One request of every variant, with awkward text where text goes into a path.
 fn every_request() -> Vec<Request> {
@@ -214,6 +216,11 @@ fn every_request() -> Vec<Request> {
         }),
         Request::Unseal(Unseal {
             mek: "00".repeat(32),
+        }),
+        Request::CheckFingerprint(key()),
+        Request::Adopt(meshward_api::node::AdoptRecord {
+            hash: "ab/cd".into(),
+            record_base64: None,
         }),
     ]
 }

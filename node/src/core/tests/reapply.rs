@@ -134,7 +134,7 @@ fn a_branch_that_does_not_verify_from_the_leaders_chain_is_refused() {
     for common in [0, 99] {
         assert!(
             net.cores[0]
-                .reapply(now, common, &[genuine.clone()])
+                .reapply(now, common, std::slice::from_ref(&genuine))
                 .is_err()
         );
     }
