@@ -275,6 +275,8 @@ pub fn init(g: &Global, args: &crate::args::InitArgs, out: &mut dyn Write) -> an
         .admin_certs
         .clone()
         .unwrap_or_else(|| g.data.join("admin-certs"));
+    // An initialised directory is refused as such before anything else.
+    meshward_node::lifecycle::refuse_initialised(&g.data)?;
     for file in [format!("{name}.key"), format!("{name}.crt")] {
         if std::fs::symlink_metadata(dir.join(&file)).is_ok() {
             bail!(

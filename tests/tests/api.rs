@@ -87,6 +87,11 @@ fn every_request(tag: &str) -> Vec<(Request, Option<u16>)> {
             at_ms: None,
         })),
         ok(Request::ListFingerprints),
+        ok(Request::CheckFingerprint(meshward_api::shared::HostKey {
+            host: format!("h-{tag}"),
+            key_type: "ssh-ed25519".into(),
+            fingerprint: "SHA256:x".into(),
+        })),
         ok(Request::Approve(Approve {
             key: key(&host),
             approved: true,
@@ -107,11 +112,11 @@ fn every_request(tag: &str) -> Vec<(Request, Option<u16>)> {
         ok(Request::ListAudit(AuditQuery::default())),
         ok(Request::VerifyAudit),
         ok(Request::SetLocal {
-            name: format!("site.{tag}"),
+            name: format!("label.site-{tag}"),
             value: "north".into(),
         }),
         ok(Request::GetLocal {
-            name: format!("site.{tag}"),
+            name: format!("label.site-{tag}"),
         }),
         ok(Request::ListLocal),
         ok(Request::SetConfig {
@@ -160,6 +165,13 @@ fn every_request(tag: &str) -> Vec<(Request, Option<u16>)> {
         ok(Request::CreateBundle(CreateBundle { ttl_s: Some(60) })),
         ok(Request::Ha),
         ok(Request::Superseded),
+        (
+            Request::Adopt(meshward_api::node::AdoptRecord {
+                hash: "0123456789abcdef".into(),
+                record_base64: None,
+            }),
+            Some(404),
+        ),
         ok(Request::HaLog(meshward_api::node::HaLogQuery::default())),
         ok(Request::Status),
         ok(Request::Health(HealthQuery::default())),

@@ -45,7 +45,7 @@ fn a_schema_1_store_opens_migrated_with_everything_it_held() {
     // Reading changed nothing: still schema 1.
     assert_eq!(schema(&data), 1);
     // The first write migrates it (one transaction), and it holds the same.
-    cli(&data, &["local", "set", "site.name", "north"]).unwrap();
+    cli(&data, &["local", "set", "label.site", "north"]).unwrap();
     assert_eq!(schema(&data), meshward_node::store::SCHEMA_VERSION);
     let again = json(&data, &["status", "--json"]);
     assert_eq!(again["digest"], status["digest"]);
