@@ -1,6 +1,7 @@
 //! End-to-end test package; the tests live in `tests/tests/`. This library holds their shared
 //! helpers.
 
+pub mod etcd;
 pub mod https;
 
 use std::io::Write as _;
@@ -556,4 +557,21 @@ pub fn install_licence(data: &Path, seed: [u8; 32], max_nodes: u32) -> anyhow::R
         &["licence", "install", licence.to_str().context("path")?],
     )?;
     Ok(())
+}
+
+/// A small seeded generator (SplitMix64), so a failing run of a test that picks random
+/// moments (kill delays) can be replayed from its seed.
+#[derive(Debug)]
+pub struct SplitMix64(pub u64);
+
+impl SplitMix64 {
+    /// The next number.
+    #[allow(clippy::should_implement_trait)] // not an iterator: it never ends
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
 }
