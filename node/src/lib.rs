@@ -44,3 +44,4 @@ pub mod rate;
 pub mod roster;
 pub mod setup_gate;
 pub mod store;
+pub mod tail;

@@ -65,8 +65,19 @@ impl Daemon {
     /// Starts `meshward run ARGS` on `data` (e.g. no args: the listen address stored by
     /// `init`/`join`) and waits until its control socket answers and it listens.
     pub fn start_with(data: &Path, args: &[String]) -> anyhow::Result<Daemon> {
+        Daemon::start_with_env(data, args, &[])
+    }
+
+    /// [`Daemon::start_with`], with these environment variables set for the daemon (e.g. a
+    /// fault-injection switch).
+    pub fn start_with_env(
+        data: &Path,
+        args: &[String],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Daemon> {
         let mut cmd = Command::new(meshward_bin());
         cmd.arg("--data").arg(data).arg("run").args(args);
+        cmd.envs(env.iter().copied());
         let log = std::fs::File::create(data.join("daemon.log"))?;
         cmd.stdout(std::process::Stdio::null()).stderr(log);
         // MESHWARD_TEST_LOG sets the daemons' log filter (e.g. `debug` to chase a failure).
