@@ -43,6 +43,7 @@ use meshward_node::join::Admission;
 use meshward_node::ops::now_ms;
 use meshward_node::setup_gate::SetupGate;
 use meshward_node::store::{HighWater, PeerEntry, Store};
+use meshward_node::tail::Tail;
 
 mod backend;
 mod drive;
@@ -195,6 +196,12 @@ struct Node {
     /// Set when the leader removed this node at its own request (`make-standalone`): its
     /// roster address. The daemon then stops and starts again as a standalone node.
     leaving: Option<String>,
+    /// Whether announces are pipelined, or the node recovers its tail
+    /// ([`meshward_node::tail`]).
+    tail: Tail,
+    /// A local commit's push went out before its rows were durable, and no write has been
+    /// durable since ([`meshward_node::tail`]): should that write fail, peers may hold it.
+    unwritten: bool,
 }
 
 /// Replication lag of applied pushes (commit on the origin → durable here), over the last
@@ -263,8 +270,19 @@ impl Node {
         match self.run_batch(inputs) {
             Err(e) if self.store.write_refused() => {
                 debug!(error = %format!("{e:#}"), "a write was refused for a full disk");
+                let announced = self.unwritten;
                 self.recover(asked)?;
-                Err(Refused(meshward_node::disk::full_error(&self.data).to_string()).into())
+                let error = meshward_node::disk::full_error(&self.data).to_string();
+                if announced {
+                    // The push left before the write: peers may hold it, and the node takes
+                    // it back from them before it writes again.
+                    return Err(Refused(format!(
+                        "{error}, but it had already been announced to the mesh and peers \
+                         may keep it: check (e.g. list the events) before writing it again"
+                    ))
+                    .into());
+                }
+                Err(Refused(error).into())
             }
             other => other,
         }
@@ -279,7 +297,19 @@ impl Node {
 
     /// A write to the store was durable: if the disk was full, it has space again, and the
     /// core's replication is released at once.
+    /// While the node recovers its tail: once every other member answered a sync, it holds
+    /// every change of its own any of them held, and writes (pipelined) again.
+    fn check_tail(&mut self) {
+        if self.tail == Tail::Recovering && !self.core.held() && self.core.tail_recovered() {
+            self.tail = Tail::Open;
+            info!(
+                "every member answered: this node's latest changes are back, local writes resume"
+            );
+        }
+    }
+
     pub(super) fn wrote(&mut self) {
+        self.unwritten = false;
         if self.disk.full {
             self.disk.full = false;
             self.disk.retry_at = None;
@@ -333,6 +363,10 @@ impl Node {
             )
         })?;
         self.store = store;
+        if std::mem::take(&mut self.unwritten) {
+            // What was announced is not in the store: take it back before writing again.
+            self.tail = Tail::Recovering;
+        }
         self.access_cache = None;
         self.chain_cache = meshward_node::roster::ChainCache::default();
         let old = std::mem::replace(&mut self.core, core);

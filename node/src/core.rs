@@ -270,6 +270,9 @@ pub struct Core {
     clock: Millis,
     /// Our last advert (see [`advert`]).
     last_advert: Option<Advert>,
+    /// Peers whose complete sync answer this core took (see [`Core::tail_recovered`]). At
+    /// most the admitted peers.
+    synced: BTreeSet<WriterId>,
     outbox: Vec<Output>,
     /// A deliberate bug for the simulator's tests.
     #[cfg(feature = "bugs")]
@@ -310,6 +313,7 @@ impl Core {
             unknown_from: BTreeSet::new(),
             clock: now,
             last_advert: None,
+            synced: BTreeSet::new(),
             outbox: Vec::new(),
             #[cfg(feature = "bugs")]
             bugs: bugs::Bugs::default(),
@@ -322,6 +326,26 @@ impl Core {
             }
         }
         core
+    }
+
+    /// Whether this core took a complete sync answer (nothing more to come, everything in it
+    /// accepted) from every other member of its roster since it was made: it then holds every
+    /// change of its own that any member held when it answered ([`crate::tail`]).
+    pub fn tail_recovered(&self) -> bool {
+        let me = self.me();
+        self.roster
+            .iter()
+            .all(|p| *p == me || self.synced.contains(p))
+    }
+
+    /// The members [`Core::tail_recovered`] still waits for.
+    pub fn tail_waiting(&self) -> Vec<WriterId> {
+        let me = self.me();
+        self.roster
+            .iter()
+            .filter(|p| **p != me && !self.synced.contains(p))
+            .copied()
+            .collect()
     }
 
     /// This node's id.
@@ -630,7 +654,7 @@ impl Core {
         }
         .encode();
         if push.len() <= self.config.max_gossip_bytes {
-            self.outbox.push(Output::Publish(push));
+            self.outbox.push(Output::Announce(push));
         } else {
             self.advertise();
         }

@@ -5,14 +5,18 @@
 //! pass until no follow-up input is left:
 //! 1. every input queued is handled, and the outputs of all of them collected;
 //! 2. every [`Output::Persist`] of the pass is written in ONE durable transaction
-//!    ([`Store::persist_all`], a group commit), before anything else;
+//!    ([`Store::persist_all`], a group commit), before anything else, except, when the
+//!    driver pipelines ([`Driver::pipeline`]), the pushes of local commits
+//!    ([`Output::Announce`]), sent just before that write so the network overlaps it
+//!    ([`crate::tail`] says why that is safe and what the node does after a crash);
 //! 3. the other outputs run in the order the core gave them: the store writes of the mastered
 //!    chain ([`Output::PersistMastered`], [`Output::PersistVote`], [`Output::AdoptChain`],
 //!    [`Output::Superseded`]) here, everything else (sends, answers, dials) by the
 //!    [`Driver`]. Follow-up inputs the driver queues (a request the network could not take)
 //!    make the next pass.
 //!
-//! So nothing is announced, forwarded or answered before what it depends on is durable. When
+//! So nothing is forwarded or answered, and nothing is announced unless pipelined, before what
+//! it depends on is durable. When
 //! a write fails, the outputs after it are handed to [`Driver::unsent`] (computed from state
 //! that is not durable: none may be sent) and the error is returned.
 
@@ -50,6 +54,14 @@ pub trait Driver {
     fn unsent(&mut self, outputs: Vec<Output>) {
         drop(outputs);
     }
+    /// Whether local commits' pushes ([`Output::Announce`]) go out before their rows are
+    /// durable. Only a driver that keeps [`crate::tail`]'s rule may say yes. Default: no,
+    /// announces wait for the write like everything else, and reach [`Driver::send`] as
+    /// [`Output::Publish`]; pipelined ones reach it as [`Output::Announce`], before
+    /// [`Driver::persisted`].
+    fn pipeline(&self) -> bool {
+        false
+    }
 }
 
 /// Calls `first` on the core, feeds it `inputs`, and executes the outputs as the module docs
@@ -63,6 +75,7 @@ pub fn run(
     let mut first = Some(first);
     while first.is_some() || !queue.is_empty() {
         let now = driver.now_ms();
+        let pipeline = driver.pipeline();
         let Some(core) = driver.core() else {
             return Ok(());
         };
@@ -73,12 +86,18 @@ pub fn run(
             core.handle(now, input);
         }
         let mut persist = Vec::new();
+        let mut early = Vec::new();
         let mut rest = Vec::new();
         for output in core.drain() {
             match output {
                 Output::Persist(effects) => persist.push(effects),
+                Output::Announce(push) if pipeline => early.push(Output::Announce(push)),
+                Output::Announce(push) => rest.push(Output::Publish(push)),
                 other => rest.push(other),
             }
+        }
+        for push in early {
+            driver.send(push, &mut queue)?;
         }
         if !persist.is_empty() {
             if let Err(e) = driver.store().persist_all(&persist) {

@@ -46,3 +46,4 @@ pub mod roster;
 pub mod setup_gate;
 pub mod standalone;
 pub mod store;
+pub mod tail;

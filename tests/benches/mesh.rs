@@ -3,6 +3,10 @@
 //! - **latency**: one node appends at a fixed rate (100, then 1 000 events/s, one event per
 //!   commit); every other node records the lag from the commit on the origin until the event is
 //!   durable in its own store (`status` → `mesh.lag`); p50 and p99 over all six receivers.
+//! - **etcd**: beside the latency phase, when `etcd` is on PATH (skipped with the reason
+//!   printed otherwise), a 3-member etcd cluster on 127.0.0.1 takes the same 100 puts/s (put on
+//!   member 0 → watch event on member 2), and the ratio of meshward's p50 and p99 at 100
+//!   events/s to etcd's is printed (the target: p50 ≤ 0.8 × etcd's, p99 ≤ etcd's).
 //! - **throughput**: every node appends 500-event commits as fast as it accepts them for a
 //!   while; events/s = all events / time until every node holds all of them.
 //! - **heal**: the mesh is cut 4|3 (fault hooks), each side writes 1 000 events/s for the
@@ -93,7 +97,8 @@ fn converge(daemons: &[Daemon], events: u64, limit: Duration) -> Duration {
     start.elapsed()
 }
 
-fn latency(rate: u64, seconds: u64) {
+/// p50 and p99 over the receivers (the median receiver's), ms.
+fn latency(rate: u64, seconds: u64) -> (f64, f64) {
     let root = tempfile::tempdir().unwrap();
     let (daemons, _) = start(root.path());
     let written = paced(&daemons[0].data, rate, 1, seconds);
@@ -118,6 +123,10 @@ fn latency(rate: u64, seconds: u64) {
         p99[p99.len() - 1] as f64 / 1e3,
         max as f64 / 1e3,
     );
+    (
+        p50[p50.len() / 2] as f64 / 1e3,
+        p99[p99.len() / 2] as f64 / 1e3,
+    )
 }
 
 fn throughput(seconds: u64) {
@@ -249,8 +258,22 @@ fn main() {
     let only = std::env::var("MESHWARD_BENCH_ONLY").ok();
     let run = |phase: &str| only.as_deref().is_none_or(|o| o == phase);
     if run("latency") {
-        latency(100, load);
+        let (p50, p99) = latency(100, load);
         latency(1000, load);
+        match meshward_tests::etcd::latency(100, load) {
+            Ok(etcd) => println!(
+                "etcd at 100 puts/s ({} puts, put on member 0 -> watch event on member 2): \
+                 p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; meshward at 100 events/s: p50 \
+                 {:.2}x etcd's (target <= 0.8), p99 {:.2}x etcd's (target <= 1)",
+                etcd.count,
+                etcd.p50_ms,
+                etcd.p99_ms,
+                etcd.max_ms,
+                p50 / etcd.p50_ms,
+                p99 / etcd.p99_ms
+            ),
+            Err(why) => println!("etcd: skipped, {why:#}"),
+        }
     }
     if run("throughput") {
         throughput(load);

@@ -1,6 +1,7 @@
 //! End-to-end test package; the tests live in `tests/tests/`. This library holds their shared
 //! helpers.
 
+pub mod etcd;
 pub mod https;
 
 use std::io::Write as _;
@@ -64,8 +65,19 @@ impl Daemon {
     /// Starts `meshward run ARGS` on `data` (e.g. no args: the listen address stored by
     /// `init`/`join`) and waits until its control socket answers and it listens.
     pub fn start_with(data: &Path, args: &[String]) -> anyhow::Result<Daemon> {
+        Daemon::start_with_env(data, args, &[])
+    }
+
+    /// [`Daemon::start_with`], with these environment variables set for the daemon (e.g. a
+    /// fault-injection switch).
+    pub fn start_with_env(
+        data: &Path,
+        args: &[String],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Daemon> {
         let mut cmd = Command::new(meshward_bin());
         cmd.arg("--data").arg(data).arg("run").args(args);
+        cmd.envs(env.iter().copied());
         let log = std::fs::File::create(data.join("daemon.log"))?;
         cmd.stdout(std::process::Stdio::null()).stderr(log);
         // MESHWARD_TEST_LOG sets the daemons' log filter (e.g. `debug` to chase a failure).
@@ -566,4 +578,21 @@ pub fn connected_peers(d: &Daemon) -> anyhow::Result<usize> {
         .cloned()
         .unwrap_or_default();
     Ok(peers.values().filter(|p| p["connected"] == true).count())
+}
+
+/// A small seeded generator (SplitMix64), so a failing run of a test that picks random
+/// moments (kill delays) can be replayed from its seed.
+#[derive(Debug)]
+pub struct SplitMix64(pub u64);
+
+impl SplitMix64 {
+    /// The next number.
+    #[allow(clippy::should_implement_trait)] // not an iterator: it never ends
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
 }

@@ -18,10 +18,12 @@ use serde_json::json;
 
 use super::{Node, now_us};
 use meshward_node::core::Input;
+use meshward_node::drive::Driver as _;
 use meshward_node::ops::Backend;
 #[cfg(feature = "fault-injection")]
 use meshward_node::ops::now_ms;
 use meshward_node::store::Store;
+use meshward_node::tail::Tail;
 
 /// Commands run inside the daemon.
 pub(super) struct DaemonBackend<'a> {
@@ -38,6 +40,20 @@ impl Backend for DaemonBackend<'_> {
     }
 
     fn commit(&mut self, ops: Vec<Op>) -> anyhow::Result<Vec<RowChange>> {
+        if self.node.tail == Tail::Recovering {
+            let waiting: Vec<String> = self
+                .node
+                .core
+                .tail_waiting()
+                .iter()
+                .map(|w| w.to_hex())
+                .collect();
+            bail!(
+                "{} (waiting for: {})",
+                meshward_node::tail::RECOVERING,
+                waiting.join(", ")
+            );
+        }
         self.node.next_token += 1;
         let token = self.node.next_token;
         self.node.feed(Input::Commit {
@@ -72,6 +88,13 @@ impl Backend for DaemonBackend<'_> {
             "setup_metrics": node.setup.as_ref().map(SetupServer::metrics),
             "admin_metrics": node.admin.as_ref().map(crate::admin::AdminServer::metrics),
             "join": node.admission.counters(),
+            "tail": match node.tail {
+                Tail::Open => json!({ "state": "open", "pipelined": node.pipeline() }),
+                Tail::Recovering => json!({
+                    "state": "recovering",
+                    "waiting": node.core.tail_waiting().iter().map(|w| w.to_hex()).collect::<Vec<_>>(),
+                }),
+            },
             "store": {
                 "writes_refused": node.disk.writes_refused,
                 "disk_full": node.disk.full,

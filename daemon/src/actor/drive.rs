@@ -9,6 +9,7 @@ use meshward_node::core::{Core, Input, Output, Verdict};
 use meshward_node::drive::Driver;
 use meshward_node::ops::now_ms;
 use meshward_node::store::Store;
+use meshward_node::tail::Tail;
 use tracing::{debug, info};
 
 use super::{Node, now_us};
@@ -29,6 +30,12 @@ impl Driver for Node {
     fn persisted(&mut self, _: &[Effects]) -> anyhow::Result<()> {
         self.wrote();
         Ok(())
+    }
+
+    /// Announces go out before their rows are durable while the tail is open and the disk
+    /// was not found full ([`meshward_node::tail`]).
+    fn pipeline(&self) -> bool {
+        self.tail == Tail::Open && !self.disk.full
     }
 
     fn wrote(&mut self, _: &Output) -> anyhow::Result<()> {
@@ -52,6 +59,15 @@ impl Driver for Node {
             Output::Roster(roster) => {
                 info!(members = roster.len(), "roster changed");
                 self.handle.set_roster(roster)?;
+            }
+            Output::Announce(data) => {
+                // (sent by the executor only when pipelined, before the pass's write)
+                self.unwritten = true;
+                if let Err(e) = self.handle.publish(data) {
+                    debug!(error = %e, "gossip publish dropped");
+                }
+                #[cfg(feature = "fault-injection")]
+                announce_delay();
             }
             Output::Publish(data) => {
                 if let Err(e) = self.handle.publish(data) {
@@ -116,5 +132,21 @@ impl Driver for Node {
                 let _ = self.handle.report(message, verdict);
             }
         }
+    }
+}
+
+/// Fault injection for the kill -9 test: `MESHWARD_FAULT_ANNOUNCE_DELAY_MS` holds the actor
+/// that long after a pipelined announce, before the write, so a kill lands between the two.
+#[cfg(feature = "fault-injection")]
+fn announce_delay() {
+    static DELAY: std::sync::OnceLock<Option<std::time::Duration>> = std::sync::OnceLock::new();
+    let delay = DELAY.get_or_init(|| {
+        std::env::var("MESHWARD_FAULT_ANNOUNCE_DELAY_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map(std::time::Duration::from_millis)
+    });
+    if let Some(delay) = delay {
+        std::thread::sleep(*delay);
     }
 }

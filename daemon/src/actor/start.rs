@@ -22,6 +22,7 @@ use meshward_node::join::Admission;
 use meshward_node::ops::now_ms;
 use meshward_node::setup_gate::SetupGate;
 use meshward_node::store::{Identity, Store};
+use meshward_node::tail::Tail;
 
 /// Tick period: timers (redial, periodic sync, adverts) resolve to this. 50 ms.
 const TICK: Duration = Duration::from_millis(50);
@@ -170,6 +171,7 @@ async fn serve(
     let (handle, mut events) = Transport::spawn(identity.key.to_bytes(), roster.clone(), config)
         .context("starting the mesh transport")?;
     let setup_tls = crate::setup::tls_identity(&store)?;
+    let tail = start_tail(&store)?;
     let mut node = Node {
         data: data.clone(),
         store,
@@ -198,6 +200,8 @@ async fn serve(
         bootstrap: Bootstrap::new(Vec::new(), 0),
         watchers: Default::default(),
         leaving: None,
+        tail,
+        unwritten: false,
     };
     node.load_mastered()?;
     // The gate knows the current bundle before the setup endpoint listens.
@@ -283,6 +287,7 @@ async fn serve(
         // A write refused for a full disk is survived (the node recovered); any other
         // failure stops the daemon.
         let step = step.and_then(|()| node.run_served());
+        node.check_tail();
         node.publish_watch();
         if let Err(e) = survive(step).and_then(|()| node.check_store()) {
             break Err(e);
@@ -293,9 +298,40 @@ async fn serve(
             break Ok(Some(address));
         }
     };
+    // A clean stop after the last write: nothing announced is missing from the store, so the
+    // next start need not recover the tail. (Still recovering: it must, next time too.)
+    if result.is_ok()
+        && node.tail == Tail::Open
+        && !node.unwritten
+        && let Err(e) = meshward_node::tail::set_open(&node.store, false)
+    {
+        warn!(error = %e, "the tail stays open: the next start recovers it from the peers");
+    }
     let _ = std::fs::remove_file(&socket);
     info!("node stopped");
     result
+}
+
+/// Where the tail stands at start ([`meshward_node::tail`]): still open on disk (the node
+/// stopped uncleanly while pipelining), it must be recovered from the peers before the node
+/// writes; otherwise it is opened, durably, before the first pipelined announce.
+fn start_tail(store: &Store) -> anyhow::Result<Tail> {
+    #[cfg(feature = "fault-injection")]
+    if std::env::var_os("MESHWARD_FAULT_SKIP_TAIL_RECOVERY").is_some() {
+        // A deliberately broken node for the kill -9 test: it writes at once.
+        warn!("fault injection: the tail is not recovered after an unclean stop");
+        meshward_node::tail::set_open(store, true)?;
+        return Ok(Tail::Open);
+    }
+    if meshward_node::tail::is_open(store)? {
+        warn!(
+            "this node stopped uncleanly while announcing its writes: local writes wait until \
+             every member has answered it"
+        );
+        return Ok(Tail::Recovering);
+    }
+    meshward_node::tail::set_open(store, true)?;
+    Ok(Tail::Open)
 }
 
 /// The next setup request; never ready when the node runs no setup endpoint.

@@ -228,6 +228,10 @@ pub enum Output {
     },
     /// Publish on gossip.
     Publish(Vec<u8>),
+    /// Publish on gossip the push of a local commit. Like [`Output::Publish`], except that
+    /// a driver that pipelines ([`crate::drive::Driver::pipeline`]) has the executor send it
+    /// before the pass's rows are durable ([`crate::tail`] says why that is safe).
+    Announce(Vec<u8>),
     /// Verdict on a received gossip message.
     Validate {
         /// The message id given in [`Input::Gossip`].

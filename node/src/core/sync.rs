@@ -256,10 +256,14 @@ impl Core {
                         break;
                     }
                 }
-                match self.apply_items(msg.items, peer, peer) {
+                let verdict = self.apply_items(msg.items, peer, peer);
+                match verdict {
                     Verdict::Reject => self.counters.sync_rejected += 1,
                     _ if refused => self.counters.sync_rejected += 1,
                     _ => self.counters.sync_rounds += 1,
+                }
+                if verdict == Verdict::Accept && !refused && !more && self.roster.contains(&peer) {
+                    self.synced.insert(peer);
                 }
                 if more {
                     self.wanted.insert(peer);

@@ -215,7 +215,7 @@ impl Sim {
             | Output::PersistVote { .. }
             | Output::AdoptChain { .. }
             | Output::Superseded(_) => {}
-            Output::Publish(data) => self.publish(node, data),
+            Output::Publish(data) | Output::Announce(data) => self.publish(node, data),
             Output::Validate { id, verdict } => {
                 if let Some((env, source)) = self.nodes[node as usize].pending_gossip.remove(&id) {
                     match verdict {

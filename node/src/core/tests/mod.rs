@@ -115,7 +115,7 @@ impl Net {
     fn route(&mut self, from: usize, out: Output) {
         let me = self.cores[from].me();
         match out {
-            Output::Publish(data) if !self.drop_gossip => {
+            Output::Publish(data) | Output::Announce(data) if !self.drop_gossip => {
                 let targets: Vec<usize> = (0..self.cores.len())
                     .filter(|&t| t != from && self.linked(from, t))
                     .collect();

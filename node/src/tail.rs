@@ -1,0 +1,83 @@
+//! Pipelined announces: a local commit's push goes out while its rows are being made durable,
+//! and what keeps that safe across a crash.
+//!
+//! # Why
+//! A write used to cross two durable commits in series before a receiver held it: the
+//! origin's (before it announced), then the receiver's (before it applied and forwarded). The
+//! origin's fsync is the first half of that floor. When the node's [`crate::drive::Driver`]
+//! pipelines ([`crate::drive::Driver::pipeline`]), the executor sends a local commit's push
+//! ([`crate::core::Output::Announce`]) before it writes the pass's rows, so the network hop
+//! and the receivers' checks and writes overlap the origin's fsync.
+//!
+//! What does not change: nothing is acknowledged before it is durable (the caller's answer,
+//! [`crate::core::Output::Committed`], still runs after the write), nothing is forwarded
+//! before it is checked (receivers are untouched: they check, write durably, then let gossip
+//! forward), and queues stay bounded (the push takes the transport's bounded command queue,
+//! as before).
+//!
+//! # The danger
+//! A node killed after the push left but before its rows were durable restarts without that
+//! change: its store ends one (or a few) changes before what some peers hold. If it then
+//! committed again it would sign a **different** change at a position its peers already hold
+//! a change for: two signed changes at one position of its segment. Peers would refuse the new
+//! one as a fork, and the node's writes would stop replicating.
+//!
+//! # The rule that prevents it
+//! 1. Before the first pipelined announce, the store durably says the tail is open
+//!    ([`TAIL_OPEN`], written once when the daemon starts pipelining).
+//! 2. On a clean stop (SIGTERM, SIGINT), after its last write, the daemon closes it again.
+//!    A write that fails (a full disk) leaves it open.
+//! 3. A node that finds the tail open when it starts (it was killed, crashed, or lost power
+//!    while pipelining) does not pipeline and **refuses local writes** until it has taken a
+//!    complete sync answer from every other member of the roster
+//!    ([`crate::core::Core::tail_recovered`]). Each answer carries everything that member holds
+//!    and the node lacks, its own changes included, so afterwards the node holds every change
+//!    of its own that any member held when it answered, and its next commit continues after
+//!    them. The same holds after a write refused for a full disk (the core is rebuilt from
+//!    the store, which may lack what was announced). An offline command
+//!    ([`crate::ops::offline`]) refuses to commit while the tail is open: the daemon must
+//!    recover first.
+//!
+//! Why every member: the push went to the node's gossip peers, and each may have written it
+//! and forwarded it. Whoever holds it got it, first hand, from the node itself before the
+//! crash; messages the dead process had sent arrive before the restarted one has reopened its
+//! store, rebuilt its replica and completed a new QUIC handshake, and each member's actor
+//! handles them in order, before the restarted node's later sync request. So once every member
+//! answered, no member holds a change of the node that the node lacks. A member that cannot
+//! be reached keeps the node's own writes refused (reads, and replication of everyone else's
+//! writes, go on): the price of the shorter path, paid only after an unclean stop.
+//!
+//! The kill -9 test (`tests/tests/writer_crash.rs`) kills a writing node again and again and
+//! compares, position by position, what every node holds of its segments.
+
+use crate::store::{Store, StoreError};
+
+/// The store blob that says announces may have gone out before their rows were durable.
+pub const TAIL_OPEN: &str = "tail-open";
+
+/// Whether the store's tail is open (see the module docs).
+pub fn is_open(store: &Store) -> Result<bool, StoreError> {
+    Ok(store.blob(TAIL_OPEN)?.is_some_and(|v| v == [1]))
+}
+
+/// Opens (before pipelining) or closes (after the last write of a clean stop) the tail,
+/// durably.
+pub fn set_open(store: &Store, open: bool) -> Result<(), StoreError> {
+    store.set_blobs(&[(TAIL_OPEN, &[u8::from(open)])])
+}
+
+/// Where a running node stands (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tail {
+    /// The tail is open on disk and the node pipelines its announces.
+    Open,
+    /// The node found the tail open (or a write failed after an announce): it does not
+    /// pipeline and refuses local writes until every other member answered a sync.
+    Recovering,
+}
+
+/// The message a local write gets while the node recovers its tail.
+pub const RECOVERING: &str = "this node stopped uncleanly while announcing its latest writes, \
+     and is taking them back from its peers before it writes again: local writes resume once \
+     every member of the cluster has answered it (check `meshward status`: every peer \
+     connected); reads and replication go on meanwhile";
