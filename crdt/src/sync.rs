@@ -40,12 +40,6 @@ pub const RATIO_FLOOR: usize = 256 * 1024;
 pub const MAX_DIGEST: usize = 4 * 1024 * 1024;
 /// zstd level for sync messages: level 3 is zstd's default speed/ratio balance.
 const ZSTD_LEVEL: i32 = 3;
-/// Messages of fewer postcard bytes than this travel as a stored frame, uncompressed: a push
-/// of one or a few events (a signed head and a change of a few hundred bytes, whose
-/// automerge columns are already packed) gains a few dozen bytes from zstd, and compressing
-/// it cost more CPU than the rest of its encoding. Any zstd decoder reads a stored frame, so
-/// this changes no wire version.
-pub const COMPRESS_FROM: usize = 1024;
 const HEAD_DOMAIN: &[u8] = b"meshward/head/v1\0";
 
 /// The state of one segment document as its writer last signed it.
@@ -267,14 +261,12 @@ pub fn decoded_bound(wire: usize) -> usize {
 }
 
 impl SyncMessage {
-    /// Encodes and compresses the message; one under [`COMPRESS_FROM`] bytes, or that would
-    /// compress past [`MAX_RATIO`], is written as a stored frame, which any zstd decoder
-    /// reads. The zstd context is the thread's, reused from message to message.
+    /// Encodes and compresses the message; one that would compress past [`MAX_RATIO`] is
+    /// written as a stored frame, which any zstd decoder reads. The zstd context is the
+    /// thread's, reused from message to message: creating one per message cost more than
+    /// compressing a push of a few events.
     pub fn encode(&self) -> Vec<u8> {
         let plain = postcard::to_allocvec(self).unwrap_or_default();
-        if plain.len() < COMPRESS_FROM {
-            return stored_frame(&plain);
-        }
         thread_local! {
             static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
                 const { std::cell::RefCell::new(None) };
@@ -478,35 +470,29 @@ mod tests {
     }
 
     #[test]
-    fn a_short_message_is_stored_and_a_long_one_compressed() {
+    fn the_threads_zstd_contexts_are_reused_with_the_same_results() {
         let message = |len: usize| SyncMessage {
             items: vec![SyncItem::Changes {
                 head: head().sign(&SigningKey::from_bytes(&[3; 32])),
                 changes: vec![b"session-start user042 srv-0042.corp.example ".repeat(len)],
             }],
         };
-        let short = message(4);
-        let plain = postcard::to_allocvec(&short).expect("encode");
-        assert!(plain.len() < COMPRESS_FROM);
-        assert_eq!(
-            short.encode(),
-            stored_frame(&plain),
-            "stored, not compressed"
-        );
-        assert_eq!(SyncMessage::decode(&short.encode()), Ok(short));
-        let long = message(100);
-        let plain = postcard::to_allocvec(&long).expect("encode").len();
-        assert!(plain >= COMPRESS_FROM);
-        let wire = long.encode();
-        assert!(
-            wire.len() < plain / 4,
-            "compressed: {} of {plain}",
-            wire.len()
-        );
-        // The thread's contexts are reused: the same bytes each time, and both decode.
-        assert_eq!(long.encode(), wire);
-        assert_eq!(SyncMessage::decode(&wire), Ok(long.clone()));
-        assert_eq!(SyncMessage::decode(&wire), Ok(long));
+        for len in [1, 4, 100, 1000] {
+            let m = message(len);
+            let plain = postcard::to_allocvec(&m).expect("encode");
+            let wire = m.encode();
+            assert_eq!(
+                wire,
+                zstd::bulk::compress(&plain, ZSTD_LEVEL).expect("zstd"),
+                "{len}: what a fresh context writes"
+            );
+            assert_eq!(m.encode(), wire, "{len}: again, on the reused context");
+            assert_eq!(SyncMessage::decode(&wire), Ok(m.clone()));
+            assert_eq!(SyncMessage::decode(&wire), Ok(m), "{len}: decoded twice");
+        }
+        // A refused message leaves the reused decoder fit for the next one.
+        assert!(SyncMessage::decode(&[0x28, 0xb5, 0x2f, 0xfd, 0xff]).is_err());
+        assert!(SyncMessage::decode(&message(3).encode()).is_ok());
     }
 
     #[test]
