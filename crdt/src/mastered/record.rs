@@ -257,6 +257,14 @@ impl SignedRecord {
         out
     }
 
+    /// The kind of an encoded record ([`SignedRecord::encode`]) without decoding the rest:
+    /// the kind code after the format byte and the cluster, epoch, version and prev fields.
+    /// `None` when too short or of an unknown kind. Decode before trusting anything else.
+    pub fn peek_kind(bytes: &[u8]) -> Option<RecordKind> {
+        let code = *bytes.get(1 + 16 + 8 + 8 + 32)?;
+        RecordKind::from_code(code)
+    }
+
     /// Decodes [`SignedRecord::encode`] output. Bounded by [`MAX_ENCODED_BYTES`]; any other
     /// input is an error, never a panic. Only decodes: verify with [`Chain::verify`].
     pub fn decode(bytes: &[u8]) -> Result<SignedRecord, DecodeError> {
