@@ -232,3 +232,127 @@ impl ChangeReader {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use ed25519_dalek::SigningKey;
+    use meshward_crdt::ClusterId;
+    use meshward_crdt::mastered::{Chain, Member, Roster, TrustAnchor};
+
+    use super::*;
+
+    fn leader() -> SigningKey {
+        SigningKey::from_bytes(&[1; 32])
+    }
+
+    fn anchor() -> TrustAnchor {
+        TrustAnchor {
+            cluster: ClusterId([5; 16]),
+            genesis_leader: leader().verifying_key().to_bytes(),
+        }
+    }
+
+    fn put(ns: &str, table: &str, key: &str, doc: Option<&str>) -> (RecordKind, Vec<u8>) {
+        let change = ManagedChange {
+            namespace: ns.into(),
+            table: table.into(),
+            key: key.into(),
+            document: doc.map(str::to_string),
+        };
+        (RecordKind::Managed, change.encode())
+    }
+
+    /// A chain of genesis then `records`, every record stored in `store`.
+    fn chain_into(store: &Store, records: &[(RecordKind, Vec<u8>)]) -> Vec<SignedRecord> {
+        store.adopt_anchor(&anchor()).unwrap();
+        let mut chain = Chain::new(anchor());
+        let roster = Roster {
+            members: vec![Member {
+                key: leader().verifying_key().to_bytes(),
+                address: "10.0.0.1".into(),
+            }],
+        };
+        let mut out = Vec::new();
+        let genesis = (RecordKind::Genesis, roster.encode());
+        for (kind, payload) in std::iter::once(&genesis).chain(records) {
+            let signed = chain.sign_next(&leader(), *kind, payload.clone());
+            let verified = chain.verify(&signed).unwrap();
+            store.append_mastered(&verified).unwrap();
+            chain.apply(verified).unwrap();
+            out.push(signed);
+        }
+        out
+    }
+
+    fn keys(rows: &[ManagedRow]) -> Vec<(&str, &str)> {
+        rows.iter()
+            .map(|r| (r.key.as_str(), r.document.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn puts_and_deletes_fold_in_chain_order_and_garbage_changes_nothing() {
+        let store = Store::in_memory().unwrap();
+        assert_eq!(store.managed_rows("ns1", "hosts", None, 10).unwrap(), []);
+        chain_into(
+            &store,
+            &[
+                put("ns1", "hosts", "b", Some(r#"{"v":1}"#)),
+                put("ns1", "hosts", "a", Some("[1]")),
+                put("ns1", "hosts", "b", Some(r#"{"v":2}"#)),
+                put("ns1", "hosts", "c", Some("null")),
+                put("ns1", "hosts", "c", None),
+                put("ns1", "users", "u", Some("1")),
+                put("ns2", "hosts", "z", Some("2")),
+                // Not JSON, not a payload, a payload of another major: nothing changes.
+                put("ns1", "hosts", "a", Some("{nope")),
+                (RecordKind::Managed, vec![1, 0, 0xff, 0xff]),
+                (RecordKind::Managed, vec![9, 0]),
+            ],
+        );
+        let rows = store.managed_rows("ns1", "hosts", None, 10).unwrap();
+        assert_eq!(keys(&rows), [("a", "[1]"), ("b", r#"{"v":2}"#)]);
+        assert_eq!((rows[0].version, rows[1].version), (3, 4));
+        let b = store.managed_row("ns1", "hosts", "b").unwrap().unwrap();
+        assert_eq!(b.document, r#"{"v":2}"#);
+        assert_eq!(store.managed_row("ns1", "hosts", "c").unwrap(), None);
+        assert_eq!(store.managed_row("ns1", "host", "b").unwrap(), None);
+        let page = store.managed_rows("ns1", "hosts", Some("a"), 10).unwrap();
+        assert_eq!(keys(&page), [("b", r#"{"v":2}"#)]);
+        assert_eq!(store.managed_rows("ns1", "hosts", None, 1).unwrap().len(), 1);
+        assert_eq!(store.managed_tables("ns1", 10).unwrap(), ["hosts", "users"]);
+        assert_eq!(store.managed_tables("ns2", 10).unwrap(), ["hosts"]);
+        assert_eq!(store.managed_tables("ns", 10).unwrap(), Vec::<String>::new());
+        let all = store.change_reader().unwrap().managed_after(None, 100).unwrap();
+        assert_eq!(all.len(), 4);
+        let after_first = store
+            .change_reader()
+            .unwrap()
+            .managed_after(Some(&all[0].0), 100)
+            .unwrap();
+        assert_eq!(after_first.len(), 3);
+    }
+
+    #[test]
+    fn a_replaced_chain_rebuilds_the_view_from_the_winning_records() {
+        let store = Store::in_memory().unwrap();
+        let ours = chain_into(
+            &store,
+            &[
+                put("ns1", "t", "keep", Some("1")),
+                put("ns1", "t", "lost", Some("2")),
+            ],
+        );
+        let winner_store = Store::in_memory().unwrap();
+        let theirs = chain_into(
+            &winner_store,
+            &[
+                put("ns1", "t", "keep", Some("1")),
+                put("ns1", "t", "won", Some("3")),
+            ],
+        );
+        store.replace_mastered(3, &theirs[2..], &ours[2..]).unwrap();
+        let rows = store.managed_rows("ns1", "t", None, 10).unwrap();
+        assert_eq!(keys(&rows), [("keep", "1"), ("won", "3")]);
+    }
+}
