@@ -18,12 +18,12 @@ use meshward_api::node::{Demote, Failover, HealthQuery, MakeStandalone};
 use meshward_api::shared::{AppendEvents, Approve, EventQuery, HostKey, NewEvent};
 use meshward_api::{FaultRequest, Reply, Request};
 
+use crate::args::TableCmd;
 use crate::args::{
     AuditCmd, BundleCmd, CertCmd, Cli, Command, ConfigCmd, EventCmd, ExceptionCmd, FaultCmd,
     FingerprintCmd, Global, HaCmd, LicenceCmd, LocalCmd, MasteredCmd, PasswordCmd, UserCmd,
 };
 use crate::door::Door;
-use crate::args::TableCmd;
 use crate::render::render;
 use meshward_node::disk::read_bounded;
 use meshward_node::ops::{self};

@@ -201,7 +201,10 @@ fn shown(request: &Request, reply: Reply) -> (serde_json::Value, String) {
         (Reply::Events(page), _) => lines(&page.events, |e| format!("{e:?}")),
         (Reply::Certificate(c), _) => format!("certificate for {}: serial {}", c.user, c.serial),
         (Reply::Bundle(b), _) => format!("joining bundle valid until {}", b.expires_at_ms),
-        (Reply::Row(r), _) => format!("{}/{}/{} {} (version {})", r.namespace, r.table, r.key, r.document, r.version),
+        (Reply::Row(r), _) => format!(
+            "{}/{}/{} {} (version {})",
+            r.namespace, r.table, r.key, r.document, r.version
+        ),
         (Reply::Rows(page), _) => {
             let mut text = lines(&page.rows, |r| format!("{} {}", r.key, r.document));
             if let Some(next) = &page.next {

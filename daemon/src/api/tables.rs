@@ -32,9 +32,21 @@ async fn checked(
 #[utoipa::path(get, path = "/v1/tables/{namespace}", tag = "tables",
     params(("namespace" = String, Path)),
     responses((status = 200, body = TableList), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 403, body = Problem, content_type = "application/problem+json")))]
-pub(super) async fn list_tables(State(s): S, Extension(c): C, Path(namespace): Path<String>) -> Response {
+pub(super) async fn list_tables(
+    State(s): S,
+    Extension(c): C,
+    Path(namespace): Path<String>,
+) -> Response {
     let names = (namespace.as_str(), None, None);
-    checked(&s, c, names, Request::ListTables { namespace: namespace.clone() }).await
+    checked(
+        &s,
+        c,
+        names,
+        Request::ListTables {
+            namespace: namespace.clone(),
+        },
+    )
+    .await
 }
 
 /// A page of a table's rows in key order (`next` → `after=`), as this node holds them.

@@ -346,11 +346,28 @@ fn any_managed_request() -> impl Strategy<Value = meshward_api::Request> {
     (names, 0u8..5).prop_map(|(namespace, op)| {
         let (table, key) = ("hosts".to_string(), "k1".to_string());
         match op {
-            0 => R::GetRow { namespace, table, key },
-            1 => R::ListRows { namespace, table, query: Default::default() },
+            0 => R::GetRow {
+                namespace,
+                table,
+                key,
+            },
+            1 => R::ListRows {
+                namespace,
+                table,
+                query: Default::default(),
+            },
             2 => R::ListTables { namespace },
-            3 => R::PutRow { namespace, table, key, document: serde_json::json!({"a": 1}) },
-            _ => R::DeleteRow { namespace, table, key },
+            3 => R::PutRow {
+                namespace,
+                table,
+                key,
+                document: serde_json::json!({"a": 1}),
+            },
+            _ => R::DeleteRow {
+                namespace,
+                table,
+                key,
+            },
         }
     })
 }
@@ -376,7 +393,9 @@ fn a_managed_request_with_a_bad_namespace_needs_what_every_namespace_needs() {
         document: serde_json::Value::Null,
     };
     let action = crate::ops::access::required(&request).unwrap();
-    assert_ne!(authorize(&[Grant::Admin(ns("a"))], &action), Decision::Allow);
+    assert_ne!(
+        authorize(&[Grant::Admin(ns("a"))], &action),
+        Decision::Allow
+    );
     assert_eq!(authorize(&[Grant::Root], &action), Decision::Allow);
 }
-

@@ -128,7 +128,9 @@ pub(super) fn write_row(
 ) -> Result<Reply, Problem> {
     check_path(&namespace, Some(&table), Some(&key))?;
     let document = document
-        .map(|d| serde_json::to_string(&d).map_err(|e| Problem::bad_input("document", e.to_string())))
+        .map(|d| {
+            serde_json::to_string(&d).map_err(|e| Problem::bad_input("document", e.to_string()))
+        })
         .transpose()?;
     if document.as_ref().is_some_and(|d| d.len() > MAX_DOCUMENT) {
         let len = document.as_ref().map_or(0, String::len);

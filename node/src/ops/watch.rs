@@ -34,7 +34,13 @@ use crate::grants::{Action, Namespace};
 use crate::store::{Change, StoreError};
 
 /// The tables a watcher may name, in their wire spelling.
-pub const TABLES: [&str; 5] = ["events", "fingerprints", "exceptions", "mastered", "managed"];
+pub const TABLES: [&str; 5] = [
+    "events",
+    "fingerprints",
+    "exceptions",
+    "mastered",
+    "managed",
+];
 /// Longest `tables` parameter accepted.
 pub const MAX_TABLES_PARAM: usize = 256;
 
@@ -326,7 +332,11 @@ pub fn change_frame(
         let managed = meshward_crdt::mastered::ManagedChange::decode(&r.record.payload).ok();
         let (op, row) = match managed {
             Some(m) => (
-                if m.document.is_some() { "put" } else { "delete" },
+                if m.document.is_some() {
+                    "put"
+                } else {
+                    "delete"
+                },
                 managed_json(
                     &m.namespace,
                     &m.table,

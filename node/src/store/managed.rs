@@ -319,11 +319,21 @@ mod tests {
         assert_eq!(store.managed_row("ns1", "host", "b").unwrap(), None);
         let page = store.managed_rows("ns1", "hosts", Some("a"), 10).unwrap();
         assert_eq!(keys(&page), [("b", r#"{"v":2}"#)]);
-        assert_eq!(store.managed_rows("ns1", "hosts", None, 1).unwrap().len(), 1);
+        assert_eq!(
+            store.managed_rows("ns1", "hosts", None, 1).unwrap().len(),
+            1
+        );
         assert_eq!(store.managed_tables("ns1", 10).unwrap(), ["hosts", "users"]);
         assert_eq!(store.managed_tables("ns2", 10).unwrap(), ["hosts"]);
-        assert_eq!(store.managed_tables("ns", 10).unwrap(), Vec::<String>::new());
-        let all = store.change_reader().unwrap().managed_after(None, 100).unwrap();
+        assert_eq!(
+            store.managed_tables("ns", 10).unwrap(),
+            Vec::<String>::new()
+        );
+        let all = store
+            .change_reader()
+            .unwrap()
+            .managed_after(None, 100)
+            .unwrap();
         assert_eq!(all.len(), 4);
         let after_first = store
             .change_reader()
