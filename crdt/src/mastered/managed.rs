@@ -97,7 +97,8 @@ impl ManagedChange {
         }
         let (change, rest) = postcard::take_from_bytes::<ManagedChange>(body)
             .map_err(|e| ManagedError::Malformed(e.to_string()))?;
-        if *minor <= MANAGED_MINOR && !rest.is_empty() {
+        let newer = *minor > MANAGED_MINOR;
+        if !newer && !rest.is_empty() {
             return Err(ManagedError::Trailing(rest.len()));
         }
         change.check()?;
