@@ -17,6 +17,7 @@
 pub mod cluster;
 mod fault;
 pub mod local;
+pub mod managed;
 pub mod node;
 mod problem;
 mod request;

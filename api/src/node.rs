@@ -251,12 +251,15 @@ pub struct WatchQuery {
 pub struct Change {
     /// The change's cursor: this node's apply order.
     pub cursor: String,
-    /// events, fingerprints, exceptions or mastered.
+    /// events, fingerprints, exceptions, mastered or managed.
     pub table: String,
-    /// `append` (events), `put` or `delete` (fingerprints, exceptions), `record` (a mastered
-    /// record applied), or `snapshot` (a row of the current state, before the stream).
+    /// `append` (events), `put` or `delete` (fingerprints, exceptions, managed rows), `record`
+    /// (a mastered record applied), or `snapshot` (a row of the current state, before the
+    /// stream).
     pub op: String,
-    /// The row (shared tables) or the record (mastered), as the listings show them.
+    /// The row (shared tables), the record (mastered) or the managed row (`namespace`,
+    /// `table`, `key`, `document`, `version`; `document` null on delete), as the listings show
+    /// them.
     #[schema(value_type = Object)]
     pub row: serde_json::Value,
 }

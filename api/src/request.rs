@@ -12,6 +12,7 @@ use crate::cluster::{
     RevokeCertificate, RevokedEntry, UserEntry, Written,
 };
 use crate::local::{AuditQuery, AuditRow, AuditVerified, RecordAudit, Recorded, SetValue, Setting};
+use crate::managed::{ManagedRow, RowPage, RowQuery, TableList};
 use crate::node::{
     AdoptRecord, Demote, Failover, HaDone, HaLogEntry, HaLogQuery, HaStatus, Health, HealthQuery,
     MakeStandalone, Status, SupersededRecord, Unseal,
@@ -92,6 +93,50 @@ pub enum Request {
     },
     /// `DELETE /v1/config/{key}` (mastered): back to the default.
     UnsetConfig {
+        /// The key.
+        key: String,
+    },
+    /// `GET /v1/tables/{namespace}`: the tables of a namespace
+    ListTables {
+        /// The namespace.
+        namespace: String,
+    },
+    /// `GET /v1/tables/{namespace}/{table}`: a page of rows
+    ListRows {
+        /// The namespace.
+        namespace: String,
+        /// The table.
+        table: String,
+        /// The page.
+        #[serde(flatten)]
+        query: RowQuery,
+    },
+    /// `GET /v1/tables/{namespace}/{table}/{key}`
+    GetRow {
+        /// The namespace.
+        namespace: String,
+        /// The table.
+        table: String,
+        /// The key.
+        key: String,
+    },
+    /// `PUT /v1/tables/{namespace}/{table}/{key}` (mastered): the body is the document
+    PutRow {
+        /// The namespace.
+        namespace: String,
+        /// The table.
+        table: String,
+        /// The key.
+        key: String,
+        /// The document.
+        document: serde_json::Value,
+    },
+    /// `DELETE /v1/tables/{namespace}/{table}/{key}` (mastered)
+    DeleteRow {
+        /// The namespace.
+        namespace: String,
+        /// The table.
+        table: String,
         /// The key.
         key: String,
     },
@@ -219,6 +264,12 @@ pub enum Reply {
     Config(ConfigEntry),
     /// Cluster settings.
     ConfigList(Vec<ConfigEntry>),
+    /// A managed row.
+    Row(ManagedRow),
+    /// A page of managed rows.
+    Rows(RowPage),
+    /// The tables of a namespace.
+    Tables(TableList),
     /// Users.
     Users(Vec<UserEntry>),
     /// A certificate issued.
@@ -355,6 +406,41 @@ impl Request {
                 }),
             ),
             Request::UnsetConfig { key } => r(Delete, format!("/v1/config/{}", s(key))),
+            Request::ListTables { namespace } => r(Get, format!("/v1/tables/{}", s(namespace))),
+            Request::ListRows {
+                namespace,
+                table,
+                query,
+            } => Route {
+                query: query_of(query),
+                ..r(Get, format!("/v1/tables/{}/{}", s(namespace), s(table)))
+            },
+            Request::GetRow {
+                namespace,
+                table,
+                key,
+            } => r(
+                Get,
+                format!("/v1/tables/{}/{}/{}", s(namespace), s(table), s(key)),
+            ),
+            Request::PutRow {
+                namespace,
+                table,
+                key,
+                document,
+            } => with_body(
+                Put,
+                format!("/v1/tables/{}/{}/{}", s(namespace), s(table), s(key)),
+                document.clone(),
+            ),
+            Request::DeleteRow {
+                namespace,
+                table,
+                key,
+            } => r(
+                Delete,
+                format!("/v1/tables/{}/{}/{}", s(namespace), s(table), s(key)),
+            ),
             Request::ListUsers => r(Get, "/v1/users".into()),
             Request::CreateUser { name } => r(Put, format!("/v1/users/{}", s(name))),
             Request::DeleteUser { name } => r(Delete, format!("/v1/users/{}", s(name))),
@@ -430,6 +516,9 @@ impl Request {
             Request::GetLocal { .. } | Request::SetLocal { .. } => Reply::Setting(de(body)?),
             Request::ListConfig => Reply::ConfigList(de(body)?),
             Request::GetConfig { .. } => Reply::Config(de(body)?),
+            Request::ListTables { .. } => Reply::Tables(de(body)?),
+            Request::ListRows { .. } => Reply::Rows(de(body)?),
+            Request::GetRow { .. } => Reply::Row(de(body)?),
             Request::ListUsers => Reply::Users(de(body)?),
             Request::IssueCertificate { .. } => Reply::Certificate(de(body)?),
             Request::ListRevoked => Reply::Revoked(de(body)?),
@@ -451,6 +540,8 @@ impl Request {
             Request::Approve(_)
             | Request::SetConfig { .. }
             | Request::UnsetConfig { .. }
+            | Request::PutRow { .. }
+            | Request::DeleteRow { .. }
             | Request::CreateUser { .. }
             | Request::DeleteUser { .. }
             | Request::Grant { .. }

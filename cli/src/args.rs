@@ -96,6 +96,9 @@ pub enum Command {
     /// Cluster settings (mastered: the leader writes, every node applies).
     #[command(subcommand)]
     Config(ConfigCmd),
+    /// Managed tables NS/TABLE/KEY → JSON (mastered: the leader writes, every node reads).
+    #[command(subcommand)]
+    Table(TableCmd),
     /// Leadership and HA: demote, failback, failover, superseded, make-standalone.
     #[command(subcommand)]
     Ha(HaCmd),
@@ -113,7 +116,7 @@ pub enum Command {
     /// Follow the node's changes (the watch stream): one line per change, JSON lines with
     /// --json; resumes by itself after an overflow. Needs a running daemon (or --remote).
     Watch {
-        /// Comma-separated: events, fingerprints, exceptions, mastered (default: all).
+        /// Comma-separated: events, fingerprints, exceptions, mastered, managed (default: all).
         #[arg(long)]
         tables: Option<String>,
         /// Start after this cursor (an `id` printed before, on the same node) or `now`;
@@ -395,6 +398,54 @@ pub enum ConfigCmd {
     },
     /// Show every setting as this node holds it.
     List,
+}
+
+/// `meshward table …`: managed tables (see [`meshward_api::managed`]).
+#[derive(Debug, Subcommand)]
+pub enum TableCmd {
+    /// Write a row (leader; a follower's daemon forwards it). Needs admin:NAMESPACE or root.
+    Put {
+        /// The namespace.
+        namespace: String,
+        /// The table.
+        table: String,
+        /// The row key.
+        key: String,
+        /// The document, JSON (at most 16 KiB).
+        document: String,
+    },
+    /// Delete a row (leader; a follower's daemon forwards it).
+    Delete {
+        /// The namespace.
+        namespace: String,
+        /// The table.
+        table: String,
+        /// The row key.
+        key: String,
+    },
+    /// Show one row as this node holds it.
+    Get {
+        /// The namespace.
+        namespace: String,
+        /// The table.
+        table: String,
+        /// The row key.
+        key: String,
+    },
+    /// List a table's rows (a page; --after the last key shown), or without a table the
+    /// namespace's tables.
+    List {
+        /// The namespace.
+        namespace: String,
+        /// The table.
+        table: Option<String>,
+        /// At most this many rows (default 1000).
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Start after this key (the `next` of the previous page).
+        #[arg(long)]
+        after: Option<String>,
+    },
 }
 
 /// `meshward exception …`

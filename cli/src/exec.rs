@@ -18,6 +18,7 @@ use meshward_api::node::{AdoptRecord, Demote, Failover, HealthQuery, MakeStandal
 use meshward_api::shared::{AppendEvents, Approve, EventQuery, HostKey, NewEvent};
 use meshward_api::{FaultRequest, Reply, Request};
 
+use crate::args::TableCmd;
 use crate::args::{
     AuditCmd, BundleCmd, CertCmd, Cli, Command, ConfigCmd, EventCmd, ExceptionCmd, FaultCmd,
     FingerprintCmd, Global, HaCmd, LicenceCmd, LocalCmd, MasteredCmd, PasswordCmd, UserCmd,
@@ -193,6 +194,7 @@ fn request_of(command: Command) -> anyhow::Result<Request> {
         Command::Config(ConfigCmd::Unset { key }) => Request::UnsetConfig { key },
         Command::Config(ConfigCmd::Get { key }) => Request::GetConfig { key },
         Command::Config(ConfigCmd::List) => Request::ListConfig,
+        Command::Table(cmd) => table_request(cmd)?,
         Command::Ha(HaCmd::Demote { to }) => Request::Demote(Demote { to }),
         Command::Ha(HaCmd::Status) => Request::Ha,
         Command::Ha(HaCmd::Failback) => Request::Failback,
@@ -390,4 +392,55 @@ fn audit_stdin(door: &mut Door, g: &Global, out: &mut dyn Write) -> anyhow::Resu
         }
     }
     flush(&mut batch, out)
+}
+
+/// The request of a `meshward table …` command.
+fn table_request(cmd: TableCmd) -> anyhow::Result<Request> {
+    Ok(match cmd {
+        TableCmd::Put {
+            namespace,
+            table,
+            key,
+            document,
+        } => Request::PutRow {
+            namespace,
+            table,
+            key,
+            document: serde_json::from_str(&document)
+                .context("the document is not JSON; quote it, e.g. '{\"port\": 22}'")?,
+        },
+        TableCmd::Delete {
+            namespace,
+            table,
+            key,
+        } => Request::DeleteRow {
+            namespace,
+            table,
+            key,
+        },
+        TableCmd::Get {
+            namespace,
+            table,
+            key,
+        } => Request::GetRow {
+            namespace,
+            table,
+            key,
+        },
+        TableCmd::List {
+            namespace,
+            table: None,
+            ..
+        } => Request::ListTables { namespace },
+        TableCmd::List {
+            namespace,
+            table: Some(table),
+            limit,
+            after,
+        } => Request::ListRows {
+            namespace,
+            table,
+            query: meshward_api::managed::RowQuery { limit, after },
+        },
+    })
 }

@@ -216,6 +216,18 @@ fn shown(request: &Request, reply: Reply) -> (serde_json::Value, String) {
         (Reply::Events(page), _) => lines(&page.events, |e| format!("{e:?}")),
         (Reply::Certificate(c), _) => format!("certificate for {}: serial {}", c.user, c.serial),
         (Reply::Bundle(b), _) => format!("joining bundle valid until {}", b.expires_at_ms),
+        (Reply::Row(r), _) => format!(
+            "{}/{}/{} {} (version {})",
+            r.namespace, r.table, r.key, r.document, r.version
+        ),
+        (Reply::Rows(page), _) => {
+            let mut text = lines(&page.rows, |r| format!("{} {}", r.key, r.document));
+            if let Some(next) = &page.next {
+                text.push_str(&format!("\n(more: --after {next})"));
+            }
+            text
+        }
+        (Reply::Tables(t), _) => t.tables.join("\n"),
         (Reply::Empty, _) => String::new(),
     };
     (value, text)
@@ -271,6 +283,23 @@ fn written(request: &Request, version: u64) -> (serde_json::Value, String) {
                    "fingerprint": a.key.fingerprint, "approved": a.approved, "version": version}),
         ),
         Request::InstallLicence(_) => v("licence installed".into(), json!({"version": version})),
+        Request::PutRow {
+            namespace,
+            table,
+            key,
+            ..
+        } => v(
+            format!("wrote {namespace}/{table}/{key}"),
+            json!({"namespace": namespace, "table": table, "key": key, "version": version}),
+        ),
+        Request::DeleteRow {
+            namespace,
+            table,
+            key,
+        } => v(
+            format!("deleted {namespace}/{table}/{key}"),
+            json!({"namespace": namespace, "table": table, "key": key, "deleted": true, "version": version}),
+        ),
         Request::ChangePassword { user, .. } => v(
             format!("password of {user} changed"),
             json!({"user": user, "version": version}),

@@ -16,6 +16,7 @@
 
 #![deny(missing_docs)]
 
+mod tables;
 mod watch;
 
 pub use watch::{MAX_EVENT, Watch, WatchEvent};

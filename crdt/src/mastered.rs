@@ -127,9 +127,14 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 mod error;
+mod managed;
 mod payload;
 mod record;
 
+pub use managed::{
+    MANAGED_MAJOR, MANAGED_MINOR, MAX_DOCUMENT, MAX_MANAGED_KEY, MAX_MANAGED_NAME, ManagedChange,
+    ManagedError, check_key, check_name,
+};
 pub use payload::{Candidacy, Endorsement, Genesis, Handover, Member, Roster};
 pub use record::{MasteredRecord, RecordHash, RecordKind, SignedRecord};
 

@@ -41,6 +41,10 @@ pub enum RecordKind {
     /// A named cluster secret sealed under a key derived from the MEK, with its public part
     /// (e.g. the cluster CA's certificate and sealed private key); opaque payload here.
     SealedSecret,
+    /// A row of a managed table written or deleted; payload is a [`ManagedChange`]. Nodes of
+    /// versions before managed tables do not know this kind: upgrade every node before the
+    /// first managed write.
+    Managed,
 }
 
 /// A mastered record before signing.
@@ -95,7 +99,7 @@ impl fmt::Debug for RecordHash {
 
 impl RecordKind {
     /// Every kind, in wire-code order.
-    pub const ALL: [RecordKind; 12] = [
+    pub const ALL: [RecordKind; 13] = [
         RecordKind::Genesis,
         RecordKind::Roster,
         RecordKind::Revocation,
@@ -108,6 +112,7 @@ impl RecordKind {
         RecordKind::Handover,
         RecordKind::Password,
         RecordKind::SealedSecret,
+        RecordKind::Managed,
     ];
 
     /// Stable name, as in serde and logs.
@@ -125,11 +130,12 @@ impl RecordKind {
             RecordKind::Handover => "handover",
             RecordKind::Password => "password",
             RecordKind::SealedSecret => "sealed-secret",
+            RecordKind::Managed => "managed",
         }
     }
 
     /// Stable wire byte: the position in [`RecordKind::ALL`] (`Genesis` = 0 … `Password` = 10,
-    /// `SealedSecret` = 11).
+    /// `SealedSecret` = 11, `Managed` = 12).
     pub fn code(self) -> u8 {
         match self {
             RecordKind::Genesis => 0,
@@ -144,6 +150,7 @@ impl RecordKind {
             RecordKind::Handover => 9,
             RecordKind::Password => 10,
             RecordKind::SealedSecret => 11,
+            RecordKind::Managed => 12,
         }
     }
 
@@ -248,6 +255,14 @@ impl SignedRecord {
         out.extend_from_slice(&self.signer);
         out.extend_from_slice(&self.signature);
         out
+    }
+
+    /// The kind of an encoded record ([`SignedRecord::encode`]) without decoding the rest:
+    /// the kind code after the format byte and the cluster, epoch, version and prev fields.
+    /// `None` when too short or of an unknown kind. Decode before trusting anything else.
+    pub fn peek_kind(bytes: &[u8]) -> Option<RecordKind> {
+        let code = *bytes.get(1 + 16 + 8 + 8 + 32)?;
+        RecordKind::from_code(code)
     }
 
     /// Decodes [`SignedRecord::encode`] output. Bounded by [`MAX_ENCODED_BYTES`]; any other

@@ -33,6 +33,7 @@ mod health;
 mod local;
 mod pages;
 mod routes;
+mod tables;
 pub mod watch;
 
 pub use backup::BackupSource;

@@ -60,6 +60,13 @@ fn routes(state: ApiState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(get_local, set_local))
         .routes(routes!(list_config))
         .routes(routes!(get_config, set_config, unset_config))
+        .routes(routes!(super::tables::list_tables))
+        .routes(routes!(super::tables::list_rows))
+        .routes(routes!(
+            super::tables::get_row,
+            super::tables::put_row,
+            super::tables::delete_row
+        ))
         .routes(routes!(list_users))
         .routes(routes!(create_user, delete_user))
         .routes(routes!(grant, revoke_grant))

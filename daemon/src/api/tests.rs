@@ -65,12 +65,17 @@ fn variant(r: &Request) -> usize {
         Request::Unseal(_) => 41,
         Request::HaLog(_) => 42,
         Request::VerifyPassword { .. } => 43,
-        Request::CheckFingerprint(_) => 44,
-        Request::Adopt(_) => 45,
+        Request::ListTables { .. } => 44,
+        Request::ListRows { .. } => 45,
+        Request::GetRow { .. } => 46,
+        Request::PutRow { .. } => 47,
+        Request::DeleteRow { .. } => 48,
+        Request::CheckFingerprint(_) => 49,
+        Request::Adopt(_) => 50,
     }
 }
 
-const VARIANTS: usize = 46;
+const VARIANTS: usize = 51;
 
 /// One request of every variant, with awkward text where text goes into a path.
 fn every_request() -> Vec<Request> {
@@ -204,6 +209,33 @@ fn every_request() -> Vec<Request> {
             body: ChangePassword {
                 password: "x y/z".into(),
             },
+        },
+        Request::ListTables {
+            namespace: "ns-1".into(),
+        },
+        Request::ListRows {
+            namespace: "ns1".into(),
+            table: "hosts".into(),
+            query: meshward_api::managed::RowQuery {
+                limit: Some(3),
+                after: Some("db:1".into()),
+            },
+        },
+        Request::GetRow {
+            namespace: "ns1".into(),
+            table: "hosts".into(),
+            key: "db-01.example:22".into(),
+        },
+        Request::PutRow {
+            namespace: "ns1".into(),
+            table: "hosts".into(),
+            key: "user@db".into(),
+            document: serde_json::json!({"port": 22, "tags": ["a", "b"], "x": null}),
+        },
+        Request::DeleteRow {
+            namespace: "ns1".into(),
+            table: "hosts".into(),
+            key: "user@db".into(),
         },
         Request::Status,
         Request::Health(HealthQuery {

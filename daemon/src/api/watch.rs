@@ -295,9 +295,25 @@ async fn send_snapshot(
                 break;
             };
             version = last.record.version;
-            for r in &records {
+            for r in records.iter().filter(|r| watch::in_mastered(r)) {
                 out.send(&watch::snapshot_frame(at, None, watch::record_json(r)))
                     .await?;
+            }
+        }
+    }
+    if tables.has_managed() {
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let rows = match read(reader, |r| r.managed_after(after.as_deref(), PAGE)) {
+                Some(rows) => rows,
+                None => return taken(out).await,
+            };
+            let Some((last, _)) = rows.last() else {
+                break;
+            };
+            after = Some(last.clone());
+            for (_, row) in &rows {
+                out.send(&watch::managed_snapshot_frame(at, row)).await?;
             }
         }
     }

@@ -306,11 +306,96 @@ proptest! {
 
     #[test]
     fn garbage_payloads_never_panic(
-        kind in 0u8..12,
+        kind in 0u8..14,
         payload in proptest::collection::vec(any::<u8>(), 0..600),
     ) {
         if let Some(kind) = RecordKind::from_code(kind) {
             let _ = UserChange::decode(kind, &payload);
         }
     }
+}
+
+/// The reference model for a managed-table request, from the request alone: reading
+/// namespace `N` needs `read N` or `read any`, writing needs `write N`; root does everything.
+fn reference_managed(grants: &[Grant], request: &meshward_api::Request) -> bool {
+    use meshward_api::Request as R;
+    let caps = |g: &Grant| -> Vec<String> {
+        match g {
+            Grant::Root => vec!["everything".into()],
+            Grant::Admin(n) => vec![format!("read {n}"), format!("write {n}")],
+            Grant::Guest(n) => vec![format!("read {n}")],
+            Grant::GuestAll => vec!["read any".into()],
+        }
+    };
+    let held: BTreeSet<String> = grants.iter().flat_map(caps).collect();
+    let needed = match request {
+        R::GetRow { namespace, .. }
+        | R::ListRows { namespace, .. }
+        | R::ListTables { namespace } => vec![format!("read {namespace}"), "read any".into()],
+        R::PutRow { namespace, .. } | R::DeleteRow { namespace, .. } => {
+            vec![format!("write {namespace}")]
+        }
+        other => panic!("not a managed request: {other:?}"),
+    };
+    held.contains("everything") || needed.iter().any(|c| held.contains(c))
+}
+
+fn any_managed_request() -> impl Strategy<Value = meshward_api::Request> {
+    use meshward_api::Request as R;
+    let names = prop_oneof![Just("a"), Just("b"), Just("c-1")].prop_map(String::from);
+    (names, 0u8..5).prop_map(|(namespace, op)| {
+        let (table, key) = ("hosts".to_string(), "k1".to_string());
+        match op {
+            0 => R::GetRow {
+                namespace,
+                table,
+                key,
+            },
+            1 => R::ListRows {
+                namespace,
+                table,
+                query: Default::default(),
+            },
+            2 => R::ListTables { namespace },
+            3 => R::PutRow {
+                namespace,
+                table,
+                key,
+                document: serde_json::json!({"a": 1}),
+            },
+            _ => R::DeleteRow {
+                namespace,
+                table,
+                key,
+            },
+        }
+    })
+}
+
+proptest! {
+    #[test]
+    fn managed_table_requests_are_decided_per_namespace_as_the_reference_model_says(
+        grants in proptest::collection::vec(any_grant(), 0..5),
+        request in any_managed_request(),
+    ) {
+        let action = crate::ops::access::required(&request).expect("served over HTTPS");
+        let allowed = authorize(&grants, &action) == Decision::Allow;
+        prop_assert_eq!(allowed, reference_managed(&grants, &request), "{:?}", action);
+    }
+}
+
+#[test]
+fn a_managed_request_with_a_bad_namespace_needs_what_every_namespace_needs() {
+    let request = meshward_api::Request::PutRow {
+        namespace: "NS/x".into(),
+        table: "t".into(),
+        key: "k".into(),
+        document: serde_json::Value::Null,
+    };
+    let action = crate::ops::access::required(&request).unwrap();
+    assert_ne!(
+        authorize(&[Grant::Admin(ns("a"))], &action),
+        Decision::Allow
+    );
+    assert_eq!(authorize(&[Grant::Root], &action), Decision::Allow);
 }

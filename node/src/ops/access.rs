@@ -8,6 +8,7 @@
 //! | status, health, HA state, config, users, revoked certificates, licence, passwords, superseded | read the cluster | – |
 //! | fingerprint approvals, config, local settings, licence, bundles, mastered import, passwords (change and verify: a verify answers whether a guess is right) | – | cluster admin |
 //! | users and grants, certificates (issue, revoke) | – | user admin |
+//! | managed tables (`/v1/tables/NS/...`) | read namespace `NS` | write in namespace `NS` |
 //! | HA operations (demote, failback, failover, make-standalone) | – | HA ops |
 //! | backup | read: backup | – |
 //! | fault hooks | – | only the local socket (root) |
@@ -45,6 +46,8 @@ pub enum Resource {
     Backup,
     /// Fault hooks (local socket only).
     Fault,
+    /// Managed tables: the action names the request's namespace ([`required`]).
+    Managed,
 }
 
 /// The (resource, access) of a request.
@@ -96,6 +99,10 @@ pub fn resource(request: &Request) -> (Resource, Access) {
         | Request::Failover(_)
         | Request::Adopt(_)
         | Request::MakeStandalone(_) => (Ha, Write),
+        Request::ListTables { .. } | Request::ListRows { .. } | Request::GetRow { .. } => {
+            (Resource::Managed, Read)
+        }
+        Request::PutRow { .. } | Request::DeleteRow { .. } => (Resource::Managed, Write),
         Request::Fault(_) => (Fault, Write),
         Request::Unseal(_) => (Resource::Backup, Write),
     }
@@ -114,6 +121,9 @@ pub fn action(resource: Resource, access: Access) -> Option<Action> {
         (Resource::Ha, Access::Read) => Action::ReadCluster,
         (Resource::Ha, Access::Write) => Action::HaOps,
         (Resource::Backup, _) => Action::Backup,
+        // Without a namespace at hand: reading every namespace, or root.
+        (Resource::Managed, Access::Read) => Action::ReadCluster,
+        (Resource::Managed, Access::Write) => Action::ClusterAdmin,
         (Resource::Fault, _) => return None,
     })
 }
@@ -121,7 +131,29 @@ pub fn action(resource: Resource, access: Access) -> Option<Action> {
 /// What `request` needs of a certificate's grants; `None`: it is not served over HTTPS.
 pub fn required(request: &Request) -> Option<Action> {
     let (resource, access) = resource(request);
+    if resource == Resource::Managed
+        && let Some(ns) = managed_namespace(request)
+    {
+        return Some(match access {
+            Access::Read => Action::Read(ns),
+            Access::Write => Action::Write(ns),
+        });
+    }
     action(resource, access)
+}
+
+/// The namespace a managed-table request is about, if it is one with a valid namespace (an
+/// invalid one is refused by the operation with a 400; until then it needs what reading or
+/// writing every namespace needs).
+fn managed_namespace(request: &Request) -> Option<Namespace> {
+    match request {
+        Request::ListTables { namespace }
+        | Request::ListRows { namespace, .. }
+        | Request::GetRow { namespace, .. }
+        | Request::PutRow { namespace, .. }
+        | Request::DeleteRow { namespace, .. } => namespace.parse().ok(),
+        _ => None,
+    }
 }
 
 impl Namespace {

@@ -23,6 +23,7 @@ use crate::store::{Store, StoreError};
 pub mod access;
 mod cluster;
 mod local;
+pub mod managed;
 mod offline;
 pub mod setup;
 mod shared;
@@ -123,6 +124,28 @@ pub fn execute(backend: &mut dyn Backend, request: Request) -> Result<Reply, Pro
         Request::GetConfig { key } => cluster::get_config(backend, key),
         Request::SetConfig { key, value } => cluster::set_config(backend, key, Some(value)),
         Request::UnsetConfig { key } => cluster::set_config(backend, key, None),
+        Request::ListTables { namespace } => managed::list_tables(backend, &namespace),
+        Request::ListRows {
+            namespace,
+            table,
+            query,
+        } => managed::list_rows(backend, &namespace, &table, &query),
+        Request::GetRow {
+            namespace,
+            table,
+            key,
+        } => managed::get_row(backend, &namespace, &table, &key),
+        Request::PutRow {
+            namespace,
+            table,
+            key,
+            document,
+        } => managed::write_row(backend, namespace, table, key, Some(document)),
+        Request::DeleteRow {
+            namespace,
+            table,
+            key,
+        } => managed::write_row(backend, namespace, table, key, None),
         Request::ListUsers => cluster::list_users(backend),
         Request::CreateUser { name } => cluster::change_user(backend, "name", name, None, true),
         Request::DeleteUser { name } => cluster::change_user(backend, "name", name, None, false),
@@ -176,6 +199,8 @@ pub fn leader_only(request: &Request) -> bool {
         Request::Approve(_)
             | Request::SetConfig { .. }
             | Request::UnsetConfig { .. }
+            | Request::PutRow { .. }
+            | Request::DeleteRow { .. }
             | Request::CreateUser { .. }
             | Request::DeleteUser { .. }
             | Request::Grant { .. }

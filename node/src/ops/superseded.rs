@@ -10,7 +10,7 @@
 use base64::Engine as _;
 use meshward_api::node::{AdoptRecord, SupersededRecord};
 use meshward_api::{Problem, ProblemKind, Reply};
-use meshward_crdt::mastered::{RecordKind, Roster, SignedRecord};
+use meshward_crdt::mastered::{ManagedChange, RecordKind, Roster, SignedRecord};
 
 use super::{Backend, failure, master};
 use crate::certs::Serial;
@@ -48,6 +48,18 @@ pub fn describe(record: &SignedRecord, current: &[SignedRecord]) -> SupersededRe
                     format!("config {key}"),
                     format!("{} → {}", show(&now), show(&value)),
                     now == value,
+                )
+            }
+            Err(_) => unknown(kind),
+        },
+        RecordKind::Managed => match ManagedChange::decode(payload) {
+            Ok(m) => {
+                let now = managed_value(current, &m.namespace, &m.table, &m.key);
+                let show = |v: &Option<String>| v.as_ref().map_or("absent".into(), |v| v.clone());
+                (
+                    format!("managed {}/{}/{}", m.namespace, m.table, m.key),
+                    format!("{} → {}", show(&now), show(&m.document)),
+                    now == m.document,
                 )
             }
             Err(_) => unknown(kind),
@@ -130,6 +142,17 @@ fn describe_access(
         UserChange::RevokeGrant(u, g) => (format!("grant {g} of {u}"), "held → revoked"),
     };
     (subject, what.into(), !fits)
+}
+
+/// A managed row's document as the `current` chain leaves it.
+fn managed_value(current: &[SignedRecord], ns: &str, table: &str, key: &str) -> Option<String> {
+    current
+        .iter()
+        .rev()
+        .filter(|r| r.record.kind == RecordKind::Managed)
+        .filter_map(|r| ManagedChange::decode(&r.record.payload).ok())
+        .find(|m| m.namespace == ns && m.table == table && m.key == key)
+        .and_then(|m| m.document)
 }
 
 fn unknown(kind: RecordKind) -> (String, String, bool) {

@@ -12,6 +12,13 @@
 //! | `compacted` | – | `{"first_kept": CURSOR, ...}`: the cursor is older than what the node keeps; restart with a snapshot (no `from`) |
 //! | `closed` | – | `{"detail": ...}`: the grants no longer allow the stream, or the snapshot was cut |
 //!
+//! Managed-table rows ([`crate::ops::managed`]) are mastered records, but they are watched as
+//! their own table, `managed`: a change has `table: "managed"`, `op` `put` or `delete`, and
+//! the row `{namespace, table, key, document, version}` (`document` null on delete); the
+//! snapshot sends every row held. The `mastered` table leaves them out. Watching `managed`
+//! needs read on every namespace (`guest:*` or root); a reader of one namespace reads it with
+//! `GET /v1/tables/NS/TABLE`.
+//!
 //! Snapshot rows carry no `id:` on purpose: a client cut in the middle of the snapshot (an
 //! `EventSource` reconnecting with `Last-Event-ID`) must not resume after rows it never got;
 //! without an id it starts the snapshot again. The id comes with `ready`, once all rows are
@@ -27,7 +34,13 @@ use crate::grants::{Action, Namespace};
 use crate::store::{Change, StoreError};
 
 /// The tables a watcher may name, in their wire spelling.
-pub const TABLES: [&str; 4] = ["events", "fingerprints", "exceptions", "mastered"];
+pub const TABLES: [&str; 5] = [
+    "events",
+    "fingerprints",
+    "exceptions",
+    "mastered",
+    "managed",
+];
 /// Longest `tables` parameter accepted.
 pub const MAX_TABLES_PARAM: usize = 256;
 
@@ -37,7 +50,9 @@ pub struct Tables(u8);
 
 impl Tables {
     /// Every table.
-    pub const ALL: Tables = Tables(0b1111);
+    pub const ALL: Tables = Tables(0b1_1111);
+    /// The bit of the managed tables.
+    const MANAGED: u8 = 16;
 
     fn bit(table: Option<TableId>) -> u8 {
         match table {
@@ -53,8 +68,16 @@ impl Tables {
         self.0 & Tables::bit(table) != 0
     }
 
+    /// Whether it holds the managed tables.
+    pub fn has_managed(self) -> bool {
+        self.0 & Tables::MANAGED != 0
+    }
+
     /// Whether a change is of a watched table.
     pub fn wants(self, change: &Change) -> bool {
+        if is_managed(change) {
+            return self.has_managed();
+        }
         self.has(change.table())
     }
 
@@ -65,7 +88,7 @@ impl Tables {
         if self.0 & 0b0111 != 0 {
             out.push(Action::Read(Namespace::default_data()));
         }
-        if self.has(None) {
+        if self.has(None) || self.has_managed() {
             out.push(Action::ReadCluster);
         }
         out
@@ -80,7 +103,7 @@ pub fn parse_tables(text: Option<&str>) -> Result<Tables, Problem> {
     if text.len() > MAX_TABLES_PARAM {
         return Err(Problem::bad_input(
             "tables",
-            "too long: name at most the four tables",
+            "too long: name at most the five tables",
         ));
     }
     let mut bits = 0;
@@ -90,6 +113,7 @@ pub fn parse_tables(text: Option<&str>) -> Result<Tables, Problem> {
             "fingerprints" => Tables::bit(Some(TableId::Fingerprints)),
             "exceptions" => Tables::bit(Some(TableId::Exceptions)),
             "mastered" => Tables::bit(None),
+            "managed" => Tables::MANAGED,
             other => {
                 return Err(Problem::bad_input(
                     "tables",
@@ -243,12 +267,98 @@ pub fn record_json(r: &SignedRecord) -> serde_json::Value {
     v
 }
 
+/// Whether a logged change applies a managed-table record.
+fn is_managed(change: &Change) -> bool {
+    matches!(change, Change::Mastered { record }
+        if SignedRecord::peek_kind(record) == Some(RecordKind::Managed))
+}
+
+/// A managed row as the stream shows it (`document` null: deleted).
+pub fn managed_json(
+    namespace: &str,
+    table: &str,
+    key: &str,
+    document: Option<&str>,
+    version: u64,
+) -> serde_json::Value {
+    let document = document
+        .and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+        .unwrap_or_default();
+    serde_json::json!({
+        "namespace": namespace,
+        "table": table,
+        "key": key,
+        "document": document,
+        "version": version,
+    })
+}
+
+/// A managed row of the current state as a `snapshot` event, read at cursor `at`.
+pub fn managed_snapshot_frame(at: u64, row: &crate::store::ManagedRow) -> String {
+    let json = managed_json(
+        &row.namespace,
+        &row.table,
+        &row.key,
+        Some(&row.document),
+        row.version,
+    );
+    let wire = WireChange {
+        cursor: at.to_string(),
+        table: "managed".into(),
+        op: "snapshot".into(),
+        row: json,
+    };
+    frame(
+        "snapshot",
+        None,
+        &serde_json::to_value(wire).unwrap_or_default(),
+    )
+}
+
+/// Whether a mastered record belongs to the `mastered` table (managed rows do not).
+pub fn in_mastered(record: &SignedRecord) -> bool {
+    record.record.kind != RecordKind::Managed
+}
+
 /// A logged change as the stream's `change` event.
 pub fn change_frame(
     cursor: u64,
     change: &Change,
     config: &ClusterConfig,
 ) -> Result<String, StoreError> {
+    if is_managed(change)
+        && let Some(r) = change.record()?
+    {
+        let managed = meshward_crdt::mastered::ManagedChange::decode(&r.record.payload).ok();
+        let (op, row) = match managed {
+            Some(m) => (
+                if m.document.is_some() {
+                    "put"
+                } else {
+                    "delete"
+                },
+                managed_json(
+                    &m.namespace,
+                    &m.table,
+                    &m.key,
+                    m.document.as_deref(),
+                    r.record.version,
+                ),
+            ),
+            None => ("record", record_json(&r)),
+        };
+        let wire = WireChange {
+            cursor: cursor.to_string(),
+            table: "managed".into(),
+            op: op.into(),
+            row,
+        };
+        return Ok(frame(
+            "change",
+            Some(cursor),
+            &serde_json::to_value(wire).unwrap_or_default(),
+        ));
+    }
     let (op, row) = match change {
         Change::Appended {
             writer,

@@ -164,7 +164,7 @@ pub enum Page {
 /// A consistent view of the store (one read transaction) for the watch stream: the log and
 /// the current rows as of the same moment.
 pub struct ChangeReader {
-    tx: ReadTransaction,
+    pub(super) tx: ReadTransaction,
 }
 
 impl std::fmt::Debug for ChangeReader {

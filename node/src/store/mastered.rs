@@ -103,6 +103,7 @@ impl Store {
             hw.extend(record.hash().0);
             meta.insert("mastered_high_water", hw.as_slice())?;
         }
+        super::managed::fold(&tx, record)?;
         let logged = Change::Mastered {
             record: record.encode(),
         };
@@ -185,6 +186,7 @@ impl Store {
                 kept.insert(r.hash().0.as_slice(), r.encode().as_slice())?;
             }
         }
+        super::managed::rebuild(&tx, &chain)?;
         let logged = records
             .iter()
             .map(|r| Change::Mastered { record: r.encode() });

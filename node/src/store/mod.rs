@@ -9,6 +9,7 @@
 //! | `events_view` | writer, segment, index | event row | shared (query view) |
 //! | `map_view` | table, writer, row key | row | shared (query view) |
 //! | `mastered_records` | version | signed mastered record | mastered |
+//! | `managed_view` | namespace, table, key | version, JSON document (see `managed`) | mastered (view) |
 //! | `settings` | name | value | local |
 //! | `peers` | peer id | addresses, last seen | local |
 //! | `change_log` | cursor | a row or record change, see [`changes`] | local |
@@ -32,12 +33,14 @@ use redb::{Database, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 mod changes;
+mod managed;
 mod mastered;
 mod read_only;
 mod reset;
 mod shared;
 
 pub use changes::{Change, ChangeReader, DEFAULT_KEEP_CHANGES, MAX_CHANGE_PAGE, Marks, Page};
+pub use managed::ManagedRow;
 pub use mastered::HighWater;
 pub use reset::Next;
 pub use shared::{EventFilter, EventRecord};

@@ -80,3 +80,26 @@ fn a_payload_this_version_does_not_know_is_shown_as_such() {
     assert_eq!(shown.change, "not understood by this version");
     assert!(!shown.in_force);
 }
+
+#[test]
+fn a_managed_row_is_shown_against_the_current_document() {
+    let change = |doc: Option<&str>| {
+        (
+            RecordKind::Managed,
+            ManagedChange {
+                namespace: "pam".into(),
+                table: "devices".into(),
+                key: "db-01".into(),
+                document: doc.map(str::to_string),
+            }
+            .encode(),
+        )
+    };
+    let current = chain(&[change(Some("{\"port\":22}"))]);
+    let losing = chain(&[change(None)]);
+    let shown = describe(&losing[1], &current);
+    assert_eq!(shown.subject, "managed pam/devices/db-01");
+    assert_eq!(shown.change, "{\"port\":22} → absent");
+    assert!(!shown.in_force && !shown.restrictive);
+    assert!(describe(&current[1], &current).in_force);
+}
