@@ -12,9 +12,10 @@
 //! - **Modelled:** the transport. Connections are set up by dials that take one round trip.
 //!   Gossip is gossipsub-like: message id = SHA-256 of the bytes (as the transport's
 //!   `message_id_fn`), a seen-cache drops duplicates before they reach the core, an accepted
-//!   message is forwarded to the node's mesh peers except its source, meshes are grafted
-//!   symmetrically on connect and repaired on each heartbeat; there is no IHAVE/IWANT lazy
-//!   gossip (the anti-entropy sync covers what it would repair). Messages on a connection
+//!   message is forwarded to the node's mesh peers except those that sent it a copy or said
+//!   IDONTWANT (gossipsub v1.2), meshes are grafted and pruned by libp2p-gossipsub's rules
+//!   on connect and on each heartbeat; there is no IHAVE/IWANT lazy gossip (the
+//!   anti-entropy sync covers what it would repair). Messages on a connection
 //!   whose link is cut wait (QUIC retransmits) and arrive after the heal, unless the
 //!   connection idles out first (`idle-timeout`), which both ends see as a disconnect and
 //!   which fails the sync requests in flight on it.
