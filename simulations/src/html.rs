@@ -65,8 +65,8 @@ pub fn page(summary: &Value, plots: &[(&str, String)]) -> String {
             ),
         ),
         (
-            "duplicate push copies per message",
-            num(&m["push_duplicates_per_message"]),
+            "duplicate push copies per node per message",
+            num(&m["push_duplicates_per_node_per_message"]),
         ),
         (
             "gossip hops",

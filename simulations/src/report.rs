@@ -197,6 +197,12 @@ pub struct Metrics {
     pub push_duplicates: u64,
     /// Advert copies received again.
     pub advert_duplicates: u64,
+    /// Mean gossip mesh size of the live nodes at the end.
+    pub mesh_mean: f64,
+    /// IDONTWANT control messages sent.
+    pub idontwant_sent: u64,
+    /// Copies not sent because the peer had said IDONTWANT.
+    pub idontwant_spared: u64,
     /// Publishes dropped because the same bytes were published within the seen TTL.
     pub publish_duplicates: u64,
     /// Publishes refused because the node had no peer to send to.
@@ -350,7 +356,8 @@ impl Metrics {
                 "count": self.messages.len(),
                 "delivery_percent": 100.0 * delivered as f64 / (n_msgs * live as f64),
                 "reached_by_gossip_percent": if reached_total == 0 { 100.0 } else { 100.0 * by_gossip as f64 / reached_total as f64 },
-                "push_duplicates_per_message": self.push_duplicates as f64 / n_msgs,
+                // Copies of a push a node received beyond its first, per node per commit.
+                "push_duplicates_per_node_per_message": self.push_duplicates as f64 / n_msgs / live as f64,
                 "hops_mean": mean_hops,
                 "hops_max": hops.keys().next_back(),
                 "hops_histogram": hops,
@@ -373,6 +380,9 @@ impl Metrics {
                 "adverts": self.adverts,
                 "push_duplicates": self.push_duplicates,
                 "advert_duplicates": self.advert_duplicates,
+                "mesh_mean": self.mesh_mean,
+                "idontwant_sent": self.idontwant_sent,
+                "spared_by_idontwant": self.idontwant_spared,
                 "publish_duplicates_dropped": self.publish_duplicates,
                 "publish_without_peers": self.publish_no_peers,
                 "ignored": self.gossip_ignored,

@@ -96,6 +96,19 @@ pub struct GossipModel {
     /// `duplicate_cache_time`). Default 60 s.
     #[serde(with = "humantime_serde")]
     pub seen_ttl: Duration,
+    /// Gossipsub v1.2 IDONTWANT, as the transport sends it: a node that receives a message
+    /// larger than `idontwant-threshold` bytes tells its other mesh peers at once (before
+    /// validating it), and a peer that has heard so does not forward or publish it to that
+    /// node. Default true.
+    pub idontwant: bool,
+    /// Messages of at most this many bytes get no IDONTWANT. Default 256, the transport's
+    /// `GossipConfig::idontwant_threshold`.
+    pub idontwant_threshold: usize,
+    /// How long a node takes from receiving a gossip message to forwarding it: the daemon's
+    /// core applies and persists it before reporting it valid. The model's core applies it at
+    /// once (its rows count as held on arrival); only the forward waits. Default 0.
+    #[serde(with = "humantime_serde")]
+    pub validation: Duration,
 }
 
 impl Default for GossipModel {
@@ -107,6 +120,9 @@ impl Default for GossipModel {
             flood_publish: false,
             heartbeat: Duration::from_secs(1),
             seen_ttl: Duration::from_secs(60),
+            idontwant: true,
+            idontwant_threshold: 256,
+            validation: Duration::ZERO,
         }
     }
 }

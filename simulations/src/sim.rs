@@ -12,9 +12,10 @@
 //! - **Modelled:** the transport. Connections are set up by dials that take one round trip.
 //!   Gossip is gossipsub-like: message id = SHA-256 of the bytes (as the transport's
 //!   `message_id_fn`), a seen-cache drops duplicates before they reach the core, an accepted
-//!   message is forwarded to the node's mesh peers except its source, meshes are grafted
-//!   symmetrically on connect and repaired on each heartbeat; there is no IHAVE/IWANT lazy
-//!   gossip (the anti-entropy sync covers what it would repair). Messages on a connection
+//!   message is forwarded to the node's mesh peers except those that sent it a copy or said
+//!   IDONTWANT (gossipsub v1.2), meshes are grafted and pruned by libp2p-gossipsub's rules
+//!   on connect and on each heartbeat; there is no IHAVE/IWANT lazy gossip (the
+//!   anti-entropy sync covers what it would repair). Messages on a connection
 //!   whose link is cut wait (QUIC retransmits) and arrive after the heal, unless the
 //!   connection idles out first (`idle-timeout`), which both ends see as a disconnect and
 //!   which fails the sync requests in flight on it.
@@ -63,6 +64,10 @@ pub use crate::time::Micros;
 const EPOCH_MS: i64 = 1_700_000_000_000;
 /// The port every simulated node listens on (addresses are 10.77.x.y).
 const PORT: u16 = 7946;
+/// Bytes of an IDONTWANT control message on the wire (a 32-byte id and its framing).
+const IDONTWANT_BYTES: usize = 40;
+/// How long gossipsub remembers an IDONTWANT (libp2p-gossipsub's `IDONTWANT_TIMEOUT`).
+const IDONTWANT_TTL: Micros = 3_000_000;
 /// Interval of the convergence sample.
 const SAMPLE_US: Micros = 100_000;
 
@@ -134,6 +139,12 @@ struct SimNode {
     seen: HashMap<[u8; 32], Micros>,
     seen_order: VecDeque<([u8; 32], Micros)>,
     pending_gossip: BTreeMap<u64, (Arc<Envelope>, u32)>,
+    /// Messages received but not yet forwarded (a validation delay), with the peers that sent
+    /// a copy meanwhile: gossipsub forwards to none of them.
+    validating: HashMap<[u8; 32], Vec<u32>>,
+    /// IDONTWANTs heard: (peer, message id) → when (gossipsub forgets them after 3 s).
+    dont_want: HashMap<(u32, [u8; 32]), Micros>,
+    dont_want_order: VecDeque<(u32, [u8; 32], Micros)>,
     next_local: u64,
     next_token: u64,
     next_heartbeat: Micros,
@@ -195,6 +206,20 @@ enum Ev {
         to: u32,
         from: u32,
         cgen: u64,
+        env: Arc<Envelope>,
+    },
+    /// A gossipsub IDONTWANT: `from` holds message `id`.
+    DontWant {
+        to: u32,
+        from: u32,
+        cgen: u64,
+        id: [u8; 32],
+    },
+    /// A validated message leaves `node` for its mesh (after the validation delay).
+    Forward {
+        node: u32,
+        inc: u32,
+        source: u32,
         env: Arc<Envelope>,
     },
     Request {
@@ -342,6 +367,9 @@ impl Sim {
                 seen: HashMap::new(),
                 seen_order: VecDeque::new(),
                 pending_gossip: BTreeMap::new(),
+                validating: HashMap::new(),
+                dont_want: HashMap::new(),
+                dont_want_order: VecDeque::new(),
                 next_local: 0,
                 next_token: 0,
                 next_heartbeat: 0,
@@ -535,6 +563,7 @@ impl Sim {
         }
         self.metrics.wall_ms = started.elapsed().as_millis() as u64;
         self.metrics.end_us = self.now;
+        self.metrics.mesh_mean = self.mean_mesh();
         if !self.quiet {
             self.progress(duration, started);
             eprintln!();
@@ -586,6 +615,21 @@ impl Sim {
                     return Ok(());
                 }
                 self.receive_gossip(to, from, env)?;
+            }
+            Ev::DontWant { to, from, cgen, id } => {
+                if self.arrive(from, to, cgen, IDONTWANT_BYTES) {
+                    self.dont_want(to, from, id);
+                }
+            }
+            Ev::Forward {
+                node,
+                inc,
+                source,
+                env,
+            } => {
+                if self.alive(node, inc) {
+                    self.forward(node, source, &env);
+                }
             }
             Ev::Request {
                 to,

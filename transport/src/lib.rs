@@ -41,7 +41,11 @@
 //! flood publishing, 250 ms heartbeat; measured with libp2p 0.57 on the project's machine, a
 //! 7-node cluster delivers in p50 0.4–0.6 ms while the default mesh of 6 saturates near
 //! 900 msg/s. [`GossipConfig::large_mesh`] (hundreds of nodes): the gossipsub spec defaults
-//! (6, 5..=12), no flood publishing.
+//! (6, 5..=12), no flood publishing. Both send gossipsub v1.2 IDONTWANTs for messages above
+//! [`IDONTWANT_THRESHOLD`] bytes (pushes, not adverts), also for our own messages: a node
+//! tells its mesh it holds a message as soon as it arrives, so a peer still validating its
+//! own copy does not send it back. How many copies that spares depends on validation time
+//! against link latency (`docs/simulation.md`, "Duplicates").
 //!
 //! # Queues
 //!
@@ -73,7 +77,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::mpsc;
 
-pub use config::{Config, GossipConfig, MAX_GOSSIP_BYTES};
+pub use config::{Config, GossipConfig, IDONTWANT_THRESHOLD, MAX_GOSSIP_BYTES};
 pub use meshward_crdt::WriterId;
 pub use metrics::Metrics;
 pub use swarm::IDENTIFY_VERSION;

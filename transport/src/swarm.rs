@@ -217,6 +217,9 @@ fn behaviour(
         .heartbeat_interval(g.heartbeat_interval)
         // Default 5 s; the first mesh should form as soon as peers connect.
         .heartbeat_initial_delay(g.heartbeat_interval)
+        // Gossipsub v1.2: see `GossipConfig::idontwant_threshold`.
+        .idontwant_message_size_threshold(g.idontwant_threshold)
+        .idontwant_on_publish(true)
         .max_transmit_size(2 * config.max_gossip_bytes + RPC_OVERHEAD)
         .validation_mode(ValidationMode::Anonymous)
         .validate_messages()

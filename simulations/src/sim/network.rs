@@ -93,9 +93,10 @@ impl Sim {
         self.metrics.connections += 1;
         for (a, b) in [(from, to), (to, from)] {
             self.nodes[a as usize].links.insert(b);
-            if self.nodes[a as usize].mesh.len() < self.sc.gossip.mesh_n
-                && self.nodes[b as usize].mesh.len() < self.sc.gossip.mesh_n_high
-            {
+            // As libp2p-gossipsub on a new subscribed peer: into the mesh while below
+            // `mesh-n-low` (the heartbeat fills it up to `mesh-n`); the peer refuses the
+            // graft at `mesh-n-high`.
+            if self.nodes[a as usize].mesh.len() < self.sc.gossip.mesh_n_low {
                 self.graft(a, b);
             }
             let peer = self.ids[b as usize];

@@ -120,6 +120,9 @@ impl Sim {
         n.seen.clear();
         n.seen_order.clear();
         n.pending_gossip.clear();
+        n.validating.clear();
+        n.dont_want.clear();
+        n.dont_want_order.clear();
         // Its peers notice when the connections idle out.
         let idle = self.sc.network.idle_timeout.as_micros() as u64;
         let links: Vec<u32> = std::mem::take(&mut n.links).into_iter().collect();
@@ -218,8 +221,24 @@ impl Sim {
             Output::Publish(data) | Output::Announce(data) => self.publish(node, data),
             Output::Validate { id, verdict } => {
                 if let Some((env, source)) = self.nodes[node as usize].pending_gossip.remove(&id) {
+                    let delay = self.sc.gossip.validation.as_micros() as u64;
+                    if verdict != Verdict::Accept {
+                        self.nodes[node as usize].validating.remove(&env.id);
+                    }
                     match verdict {
-                        Verdict::Accept => self.forward(node, source, &env),
+                        Verdict::Accept if delay == 0 => self.forward(node, source, &env),
+                        Verdict::Accept => {
+                            let inc = self.nodes[node as usize].incarnation;
+                            self.push(
+                                self.now + delay,
+                                Ev::Forward {
+                                    node,
+                                    inc,
+                                    source,
+                                    env,
+                                },
+                            );
+                        }
                         // A follower's advert, taken but kept to its neighbours.
                         Verdict::Ignore if !env.push => self.metrics.not_relayed += 1,
                         Verdict::Ignore => self.metrics.gossip_ignored += 1,
