@@ -96,8 +96,12 @@ pub fn run(
                 other => rest.push(other),
             }
         }
-        for push in early {
-            driver.send(push, &mut queue)?;
+        let mut early = early.into_iter();
+        while let Some(push) = early.next() {
+            if let Err(e) = driver.send(push, &mut queue) {
+                driver.unsent(early.chain(rest).collect());
+                return Err(e);
+            }
         }
         if !persist.is_empty() {
             if let Err(e) = driver.store().persist_all(&persist) {

@@ -24,7 +24,8 @@
 //!
 //! # The rule that prevents it
 //! 1. Before the first pipelined announce, the store durably says the tail is open
-//!    ([`TAIL_OPEN`], written once when the daemon starts pipelining).
+//!    ([`TAIL_OPEN`], written once, on the daemon's first local write after it started; that
+//!    write is not pipelined). A daemon that never writes locally never opens it.
 //! 2. On a clean stop (SIGTERM, SIGINT), after its last write, the daemon closes it again.
 //!    A write that fails (a full disk) leaves it open.
 //! 3. A node that finds the tail open when it starts (it was killed, crashed, or lost power
@@ -69,6 +70,9 @@ pub fn set_open(store: &Store, open: bool) -> Result<(), StoreError> {
 /// Where a running node stands (see the module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Tail {
+    /// No local write since the daemon started: the tail is closed on disk and is opened
+    /// before the first one.
+    Closed,
     /// The tail is open on disk and the node pipelines its announces.
     Open,
     /// The node found the tail open (or a write failed after an announce): it does not

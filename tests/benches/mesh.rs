@@ -3,6 +3,8 @@
 //! - **latency**: one node appends at a fixed rate (100, then 1 000 events/s, one event per
 //!   commit); every other node records the lag from the commit on the origin until the event is
 //!   durable in its own store (`status` → `mesh.lag`); p50 and p99 over all six receivers.
+//!   Each rate runs twice: with announces pipelined (the default) and with the fault hook
+//!   `MESHWARD_FAULT_NO_PIPELINE` that makes them wait for the origin's write, as before.
 //! - **etcd**: beside the latency phase, when `etcd` is on PATH (skipped with the reason
 //!   printed otherwise), a 3-member etcd cluster on 127.0.0.1 takes the same 100 puts/s (put on
 //!   member 0 → watch event on member 2), and the ratio of meshward's p50 and p99 at 100
@@ -35,9 +37,13 @@ fn secs(var: &str, default: u64) -> u64 {
 }
 
 fn start(root: &Path) -> (Vec<Daemon>, Vec<String>) {
+    start_with_env(root, &[])
+}
+
+fn start_with_env(root: &Path, env: &[(&str, &str)]) -> (Vec<Daemon>, Vec<String>) {
     let nodes = cluster(root, NODES).expect("cluster");
     // Every node dials those before it, and all are connected to all before this returns.
-    let daemons = meshward_tests::start_all(&nodes);
+    let daemons = meshward_tests::start_all_with_env(&nodes, env);
     (daemons, nodes.into_iter().map(|(_, w)| w).collect())
 }
 
@@ -97,10 +103,15 @@ fn converge(daemons: &[Daemon], events: u64, limit: Duration) -> Duration {
     start.elapsed()
 }
 
-/// p50 and p99 over the receivers (the median receiver's), ms.
-fn latency(rate: u64, seconds: u64) -> (f64, f64) {
+/// The fault hook that makes announces wait for their write (as before pipelining).
+const NO_PIPELINE: (&str, &str) = ("MESHWARD_FAULT_NO_PIPELINE", "1");
+
+/// p50 and p99 over the receivers (the median receiver's), ms. `pipelined`: announces leave
+/// before their write (the default); otherwise after it (the fault hook).
+fn latency(rate: u64, seconds: u64, pipelined: bool) -> (f64, f64) {
     let root = tempfile::tempdir().unwrap();
-    let (daemons, _) = start(root.path());
+    let env: &[(&str, &str)] = if pipelined { &[] } else { &[NO_PIPELINE] };
+    let (daemons, _) = start_with_env(root.path(), env);
     let written = paced(&daemons[0].data, rate, 1, seconds);
     converge(&daemons, written, Duration::from_secs(120));
     let (mut p50, mut p99, mut max) = (Vec::new(), Vec::new(), 0u64);
@@ -112,8 +123,13 @@ fn latency(rate: u64, seconds: u64) -> (f64, f64) {
     }
     p50.sort_unstable();
     p99.sort_unstable();
+    let mode = if pipelined {
+        "pipelined"
+    } else {
+        "announce after the write"
+    };
     println!(
-        "latency at {rate} events/s for {seconds} s ({written} events, one per commit): \
+        "latency ({mode}) at {rate} events/s for {seconds} s ({written} events, one per commit): \
          p50 {:.2} ms (receivers {:.2}..{:.2}), p99 {:.2} ms (receivers {:.2}..{:.2}), max {:.2} ms",
         p50[p50.len() / 2] as f64 / 1e3,
         p50[0] as f64 / 1e3,
@@ -258,8 +274,11 @@ fn main() {
     let only = std::env::var("MESHWARD_BENCH_ONLY").ok();
     let run = |phase: &str| only.as_deref().is_none_or(|o| o == phase);
     if run("latency") {
-        let (p50, p99) = latency(100, load);
-        latency(1000, load);
+        // Both ways in one run, interleaved, so the machine's load weighs on both alike.
+        latency(100, load, false);
+        let (p50, p99) = latency(100, load, true);
+        latency(1000, load, false);
+        latency(1000, load, true);
         match meshward_tests::etcd::latency(100, load) {
             Ok(etcd) => println!(
                 "etcd at 100 puts/s ({} puts, put on member 0 -> watch event on member 2): \

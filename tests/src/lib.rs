@@ -337,13 +337,19 @@ pub fn cluster(root: &Path, n: usize) -> anyhow::Result<Vec<(PathBuf, String)>> 
 /// Starts daemons for `nodes` (each dials every daemon started before it) and waits until
 /// each is connected to every other.
 pub fn start_all(nodes: &[(PathBuf, String)]) -> Vec<Daemon> {
+    start_all_with_env(nodes, &[])
+}
+
+/// [`start_all`], with these environment variables set for every daemon.
+pub fn start_all_with_env(nodes: &[(PathBuf, String)], env: &[(&str, &str)]) -> Vec<Daemon> {
     let mut daemons: Vec<Daemon> = Vec::new();
     for (data, _) in nodes {
-        let peers: Vec<_> = daemons
-            .iter()
-            .map(|d| d.listen_addr().expect("status").expect("listening"))
-            .collect();
-        daemons.push(Daemon::start(data, &peers).expect("start daemon"));
+        let mut args = vec!["--listen".to_string(), "127.0.0.1:0".to_string()];
+        for d in &daemons {
+            let addr = d.listen_addr().expect("status").expect("listening");
+            args.extend(["--peer".to_string(), addr.to_string()]);
+        }
+        daemons.push(Daemon::start_with_env(data, &args, env).expect("start daemon"));
     }
     // Every node connected to every other, so a test's first step (a hand-over that the next
     // leader must endorse, a write that must reach everyone) does not race the dials.

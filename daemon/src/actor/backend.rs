@@ -54,6 +54,11 @@ impl Backend for DaemonBackend<'_> {
                 waiting.join(", ")
             );
         }
+        if self.node.tail == Tail::Closed {
+            // Before the first pipelined announce ([`meshward_node::tail`]).
+            meshward_node::tail::set_open(&self.node.store, true)?;
+            self.node.tail = Tail::Open;
+        }
         self.node.next_token += 1;
         let token = self.node.next_token;
         self.node.feed(Input::Commit {
@@ -89,6 +94,7 @@ impl Backend for DaemonBackend<'_> {
             "admin_metrics": node.admin.as_ref().map(crate::admin::AdminServer::metrics),
             "join": node.admission.counters(),
             "tail": match node.tail {
+                Tail::Closed => json!({ "state": "closed" }),
                 Tail::Open => json!({ "state": "open", "pipelined": node.pipeline() }),
                 Tail::Recovering => json!({
                     "state": "recovering",

@@ -35,7 +35,7 @@ impl Driver for Node {
     /// Announces go out before their rows are durable while the tail is open and the disk
     /// was not found full ([`meshward_node::tail`]).
     fn pipeline(&self) -> bool {
-        self.tail == Tail::Open && !self.disk.full
+        self.tail == Tail::Open && !self.disk.full && !no_pipeline()
     }
 
     fn wrote(&mut self, _: &Output) -> anyhow::Result<()> {
@@ -149,4 +149,16 @@ fn announce_delay() {
     if let Some(delay) = delay {
         std::thread::sleep(*delay);
     }
+}
+
+/// Fault injection for the benchmarks' comparison: `MESHWARD_FAULT_NO_PIPELINE` makes
+/// announces wait for their write, as before pipelining.
+fn no_pipeline() -> bool {
+    #[cfg(feature = "fault-injection")]
+    {
+        static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *OFF.get_or_init(|| std::env::var_os("MESHWARD_FAULT_NO_PIPELINE").is_some())
+    }
+    #[cfg(not(feature = "fault-injection"))]
+    false
 }

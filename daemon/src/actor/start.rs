@@ -314,24 +314,22 @@ async fn serve(
 
 /// Where the tail stands at start ([`meshward_node::tail`]): still open on disk (the node
 /// stopped uncleanly while pipelining), it must be recovered from the peers before the node
-/// writes; otherwise it is opened, durably, before the first pipelined announce.
+/// writes; otherwise it is closed, and opened, durably, on the first local write.
 fn start_tail(store: &Store) -> anyhow::Result<Tail> {
+    if !meshward_node::tail::is_open(store)? {
+        return Ok(Tail::Closed);
+    }
     #[cfg(feature = "fault-injection")]
     if std::env::var_os("MESHWARD_FAULT_SKIP_TAIL_RECOVERY").is_some() {
         // A deliberately broken node for the kill -9 test: it writes at once.
         warn!("fault injection: the tail is not recovered after an unclean stop");
-        meshward_node::tail::set_open(store, true)?;
         return Ok(Tail::Open);
     }
-    if meshward_node::tail::is_open(store)? {
-        warn!(
-            "this node stopped uncleanly while announcing its writes: local writes wait until \
-             every member has answered it"
-        );
-        return Ok(Tail::Recovering);
-    }
-    meshward_node::tail::set_open(store, true)?;
-    Ok(Tail::Open)
+    warn!(
+        "this node stopped uncleanly while announcing its writes: local writes wait until \
+         every member has answered it"
+    );
+    Ok(Tail::Recovering)
 }
 
 /// The next setup request; never ready when the node runs no setup endpoint.
