@@ -63,7 +63,10 @@ fn duplicate_push_copies_stay_near_the_mesh_degree_and_under_the_target_with_a_m
     // of latency: D = 5 (4..=8) with flood publishing.
     let five = run("mesh-n = 5\nmesh-n-low = 4\nmesh-n-high = 8\nflood-publish = true");
     let d5 = duplicates(&five);
-    assert!(d5 <= 3.5, "{d5} duplicate copies per node per push at D = 5");
+    assert!(
+        d5 <= 3.5,
+        "{d5} duplicate copies per node per push at D = 5"
+    );
 }
 
 #[test]
