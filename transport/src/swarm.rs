@@ -19,6 +19,8 @@ use tracing::{debug, warn};
 
 mod ids;
 mod pending;
+#[cfg(test)]
+mod tests;
 
 pub(crate) use ids::{peer_id, writer_id};
 use ids::{peer_ids, to_multiaddr, to_socket_addr};
@@ -201,14 +203,10 @@ fn check_config(config: &Config) -> Result<(), TransportError> {
     Ok(())
 }
 
-fn behaviour(
-    keypair: &Keypair,
-    roster: &BTreeSet<WriterId>,
-    config: &Config,
-    codec: Codec,
-) -> Result<Behaviour, TransportError> {
+/// The gossipsub configuration of `config`.
+fn gossipsub_config(config: &Config) -> Result<gossipsub::Config, TransportError> {
     let g = &config.gossip;
-    let gossip_config = gossipsub::ConfigBuilder::default()
+    gossipsub::ConfigBuilder::default()
         .mesh_n(g.mesh_n)
         .mesh_n_low(g.mesh_n_low)
         .mesh_n_high(g.mesh_n_high)
@@ -225,9 +223,18 @@ fn behaviour(
         .validate_messages()
         .message_id_fn(|message| gossipsub::MessageId::new(&Sha256::digest(&message.data)))
         .build()
-        .map_err(|err| TransportError::InvalidConfig(format!("gossipsub: {err}")))?;
-    let mut gossipsub = gossipsub::Behaviour::new(MessageAuthenticity::Anonymous, gossip_config)
-        .map_err(|err| TransportError::Build(format!("gossipsub: {err}")))?;
+        .map_err(|err| TransportError::InvalidConfig(format!("gossipsub: {err}")))
+}
+
+fn behaviour(
+    keypair: &Keypair,
+    roster: &BTreeSet<WriterId>,
+    config: &Config,
+    codec: Codec,
+) -> Result<Behaviour, TransportError> {
+    let mut gossipsub =
+        gossipsub::Behaviour::new(MessageAuthenticity::Anonymous, gossipsub_config(config)?)
+            .map_err(|err| TransportError::Build(format!("gossipsub: {err}")))?;
     gossipsub
         .subscribe(&gossipsub::IdentTopic::new(TOPIC))
         .map_err(|err| TransportError::Build(format!("gossipsub subscribe: {err}")))?;
