@@ -340,3 +340,27 @@ fn an_hour_of_a_seven_node_cluster_converges_after_its_restart_and_its_cut() {
     let heals = summary["convergence"]["after_heals_ms"].as_array().unwrap();
     assert_eq!(heals.len(), 2, "{heals:?}");
 }
+
+/// Failures the farm found and shrunk, kept in `simulations/findings/`: each passes now.
+#[test]
+fn every_finding_of_the_farm_passes() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("findings");
+    let mut ran = 0;
+    for entry in std::fs::read_dir(&dir).expect("simulations/findings") {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let scenario = Scenario::load(&path).expect("a finding parses");
+        let seed = scenario.seed;
+        let outcome = simulate(&path, scenario, seed, None, true).expect("the simulator runs");
+        assert!(
+            outcome.failures.is_empty(),
+            "{} fails again: {:#?}",
+            path.display(),
+            outcome.failures
+        );
+        ran += 1;
+    }
+    assert!(ran >= 1, "no finding in {}", dir.display());
+}

@@ -53,12 +53,16 @@ impl Driver for SimDriver<'_> {
         }
         let Output::AdoptChain {
             from,
-            records: _,
+            records,
             superseded,
         } = output
         else {
             return Ok(());
         };
+        // A replaced chain may be shorter: once this write starts, a power loss may leave
+        // either chain, so only the shorter count is certain until it returns.
+        let n = &mut self.sim.nodes[self.node as usize];
+        n.acked.mastered = n.acked.mastered.min(*from as usize - 1 + records.len());
         self.sim
             .superseded_revocations
             .extend(oracle::revocations(superseded));
