@@ -81,13 +81,13 @@ pub struct Topology {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
 pub struct GossipModel {
-    /// Mesh peers per node (gossipsub `D`). Default 6, the transport's `large_mesh` preset.
+    /// Mesh peers per node (gossipsub `D`). Default 5, the transport's `large_mesh` preset.
     pub mesh_n: usize,
-    /// Below this the heartbeat grafts more (`D_low`). Default 5.
+    /// Below this the heartbeat grafts more (`D_low`). Default 4.
     pub mesh_n_low: usize,
-    /// Above this the heartbeat prunes (`D_high`). Default 12.
+    /// Above this the heartbeat prunes (`D_high`). Default 8.
     pub mesh_n_high: usize,
-    /// Publish own messages to every connected peer, not only the mesh. Default false.
+    /// Publish own messages to every connected peer, not only the mesh. Default true.
     pub flood_publish: bool,
     /// Mesh maintenance interval. Default 1 s.
     #[serde(with = "humantime_serde")]
@@ -113,11 +113,12 @@ pub struct GossipModel {
 
 impl Default for GossipModel {
     fn default() -> Self {
+        // The transport's large-mesh preset (`GossipConfig::large_mesh`).
         GossipModel {
-            mesh_n: 6,
-            mesh_n_low: 5,
-            mesh_n_high: 12,
-            flood_publish: false,
+            mesh_n: 5,
+            mesh_n_low: 4,
+            mesh_n_high: 8,
+            flood_publish: true,
             heartbeat: Duration::from_secs(1),
             seen_ttl: Duration::from_secs(60),
             idontwant: true,
