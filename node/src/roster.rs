@@ -183,11 +183,15 @@ pub fn chain(store: &Store) -> Result<Option<Chain>, ImportError> {
 /// The verified chain of a store, rebuilt (every record verified again from the trust anchor)
 /// only when the stored chain changed: its key is the trust anchor and the high-water mark
 /// (the newest record's epoch, version and hash), two small reads. The daemon answers every
-/// setup request from it instead of verifying the whole chain per request.
+/// setup request and every mastered write from it instead of verifying the whole chain each
+/// time. When the stored chain only grew (the record at the cached version still has the
+/// cached hash), only the new records are verified: a write costs one verification, not one
+/// per record of the chain (managed tables make long chains).
 #[derive(Debug, Default)]
 pub struct ChainCache {
     cached: Option<(ChainKey, Option<Chain>)>,
     rebuilds: u64,
+    extensions: u64,
 }
 
 type ChainKey = (Option<TrustAnchor>, Option<HighWater>);
@@ -202,6 +206,11 @@ impl ChainCache {
         {
             return Ok(chain.clone());
         }
+        if let Some(chain) = self.extended(store, &key)? {
+            self.extensions += 1;
+            self.cached = Some((key, Some(chain.clone())));
+            return Ok(Some(chain));
+        }
         self.cached = None;
         let chain = chain(store)?;
         self.rebuilds += 1;
@@ -209,9 +218,40 @@ impl ChainCache {
         Ok(chain)
     }
 
-    /// How many times the chain was rebuilt.
+    /// How many times the chain was rebuilt from the trust anchor.
     pub fn rebuilds(&self) -> u64 {
         self.rebuilds
+    }
+
+    /// How many times the cached chain was extended by the records stored after it.
+    pub fn extensions(&self) -> u64 {
+        self.extensions
+    }
+
+    /// The cached chain extended to the stored high-water mark `key`, when the stored chain
+    /// only grew since it was cached; `None`: rebuild it.
+    fn extended(&self, store: &Store, key: &ChainKey) -> Result<Option<Chain>, ImportError> {
+        let Some(((anchor, Some(old)), Some(cached))) = &self.cached else {
+            return Ok(None);
+        };
+        let (new_anchor, Some(new)) = key else {
+            return Ok(None);
+        };
+        if anchor != new_anchor || new.version <= old.version {
+            return Ok(None);
+        }
+        let Some(at) = store.mastered_record(old.version)? else {
+            return Ok(None);
+        };
+        if at.hash() != old.hash || cached.last_hash() != old.hash {
+            return Ok(None);
+        }
+        let after = store.mastered_after(old.version)?;
+        Ok(cached
+            .clone()
+            .extended(&after, old.version as usize)
+            .ok()
+            .filter(|chain| chain.last_hash() == new.hash))
     }
 }
 
@@ -376,7 +416,15 @@ mod tests {
         let second = cache.get(&store).unwrap().expect("a chain");
         assert_eq!(second.last_version(), 2, "a write invalidates the cache");
         assert_eq!(Some(second), chain(&store).unwrap());
-        assert_eq!(cache.rebuilds(), 3);
+        assert_eq!(cache.rebuilds(), 2, "a write only extends the cached chain");
+        assert_eq!(cache.extensions(), 1);
+        for _ in 0..3 {
+            write(&store, RecordKind::Config, vec![2]).unwrap();
+        }
+        let fifth = cache.get(&store).unwrap().expect("a chain");
+        assert_eq!(fifth.last_version(), 5);
+        assert_eq!(Some(fifth), chain(&store).unwrap());
+        assert_eq!((cache.rebuilds(), cache.extensions()), (2, 2));
     }
 
     #[test]

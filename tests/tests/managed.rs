@@ -140,6 +140,17 @@ fn a_row_written_on_a_follower_lands_on_the_leader_and_is_read_and_watched_on_a_
             413,
             "document",
         ),
+        // Over what a follower forwards: refused before forwarding, the same way.
+        (
+            put(
+                "ns1",
+                "hosts",
+                "big",
+                serde_json::json!("x".repeat(100 * 1024)),
+            ),
+            413,
+            "document",
+        ),
     ] {
         let p = problem(send(request).unwrap_err());
         assert_eq!(

@@ -8,7 +8,7 @@ use axum::response::Response;
 use meshward_api::cluster::Written;
 use meshward_api::managed::{ManagedRow, RowPage, RowQuery, TableList};
 use meshward_api::{Problem, Request};
-use meshward_node::ops::managed::check_path;
+use meshward_node::ops::managed::{check_document, check_path};
 
 use super::{ApiState, Body, Caller, Params, problem_response, run};
 
@@ -96,6 +96,10 @@ pub(super) async fn put_row(
     Path((namespace, table, key)): Path<(String, String, String)>,
     Body(document): Body<serde_json::Value>,
 ) -> Response {
+    // Refused here, before a follower would forward it.
+    if let Err(problem) = check_document(&document) {
+        return problem_response(problem);
+    }
     let request = Request::PutRow {
         namespace: namespace.clone(),
         table: table.clone(),

@@ -24,6 +24,17 @@ pub fn check_path(namespace: &str, table: Option<&str>, key: Option<&str>) -> Re
     Ok(())
 }
 
+/// Checks a document's size (its compact JSON text) before anything is forwarded or written;
+/// its compact text.
+pub fn check_document(document: &serde_json::Value) -> Result<String, Problem> {
+    let text = serde_json::to_string(document)
+        .map_err(|e| Problem::bad_input("document", e.to_string()))?;
+    if text.len() > MAX_DOCUMENT {
+        return Err(problem(ManagedError::TooLarge { len: text.len() }));
+    }
+    Ok(text)
+}
+
 fn problem(e: ManagedError) -> Problem {
     match &e {
         ManagedError::Name { field, .. } => Problem::bad_input(*field, e.to_string()),
@@ -127,15 +138,7 @@ pub(super) fn write_row(
     document: Option<serde_json::Value>,
 ) -> Result<Reply, Problem> {
     check_path(&namespace, Some(&table), Some(&key))?;
-    let document = document
-        .map(|d| {
-            serde_json::to_string(&d).map_err(|e| Problem::bad_input("document", e.to_string()))
-        })
-        .transpose()?;
-    if document.as_ref().is_some_and(|d| d.len() > MAX_DOCUMENT) {
-        let len = document.as_ref().map_or(0, String::len);
-        return Err(problem(ManagedError::TooLarge { len }));
-    }
+    let document = document.as_ref().map(check_document).transpose()?;
     if document.is_none() {
         let held = backend
             .store()

@@ -236,14 +236,12 @@ pub fn failure(e: anyhow::Error) -> Problem {
 
 /// The node's chain, or 503 outside a cluster.
 fn chain(backend: &mut dyn Backend) -> Result<Chain, Problem> {
-    crate::roster::chain(backend.store().map_err(failure)?)
-        .map_err(|e| failure(e.into()))?
-        .ok_or_else(|| {
-            Problem::new(
-                ProblemKind::Unavailable,
-                "this node is not part of a cluster; run `meshward init` or `meshward join` first",
-            )
-        })
+    backend.chain().map_err(failure)?.ok_or_else(|| {
+        Problem::new(
+            ProblemKind::Unavailable,
+            "this node is not part of a cluster; run `meshward init` or `meshward join` first",
+        )
+    })
 }
 
 /// The chain, if this node leads it; else 503 naming the leader.

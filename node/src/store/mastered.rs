@@ -128,6 +128,36 @@ impl Store {
         Ok(out)
     }
 
+    /// The stored mastered record of `version`, if any.
+    pub fn mastered_record(&self, version: u64) -> Result<Option<SignedRecord>, StoreError> {
+        let tx = self.begin_read()?;
+        let table = tx.open_table(MASTERED)?;
+        let Some(v) = table.get(version)? else {
+            return Ok(None);
+        };
+        SignedRecord::decode(v.value())
+            .map(Some)
+            .map_err(|_| StoreError::Decode {
+                what: "mastered record",
+            })
+    }
+
+    /// The stored mastered records after `version`, in version order.
+    pub fn mastered_after(&self, version: u64) -> Result<Vec<SignedRecord>, StoreError> {
+        let tx = self.begin_read()?;
+        let table = tx.open_table(MASTERED)?;
+        let mut out = Vec::new();
+        for entry in table.range(version.saturating_add(1)..)? {
+            let (_, v) = entry?;
+            out.push(
+                SignedRecord::decode(v.value()).map_err(|_| StoreError::Decode {
+                    what: "mastered record",
+                })?,
+            );
+        }
+        Ok(out)
+    }
+
     /// The high-water mark of the mastered chain, if any record is stored.
     pub fn mastered_high_water(&self) -> Result<Option<HighWater>, StoreError> {
         let tx = self.begin_read()?;
