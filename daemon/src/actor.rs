@@ -4,8 +4,10 @@
 //! `tokio::select!` loop over, in priority order: shutdown signals, local commands from the
 //! control socket, transport events, and the tick. Each input goes to the core, and its
 //! outputs are executed by the executor the simulator shares ([`meshward_node::drive`]): the
-//! rows to persist are written durably, in one transaction, before anything after them (an
-//! announce, a forward, a reply) happens. Every queue is bounded; the maps of ids waiting
+//! rows to persist are written durably, in one transaction, before anything after them (a
+//! forward, a reply) happens; only the push of a local commit leaves just before that write
+//! (pipelined: [`meshward_node::tail`] says why that is safe, and what the node does after an
+//! unclean stop). Every queue is bounded; the maps of ids waiting
 //! for an answer are bounded too and evict their oldest entry, counted, when full.
 //!
 //! # A full disk
@@ -257,7 +259,8 @@ impl Node {
 
     /// Feeds inputs to the core, then executes their outputs: every row to persist first,
     /// in one durable transaction (group commit), then the rest (announces, forwards, answers,
-    /// replies) in order. Nothing is announced or forwarded before it is durable.
+    /// replies) in order. Nothing is forwarded or answered before it is durable; a local
+    /// commit's push leaves just before the write when pipelined ([`meshward_node::tail`]).
     ///
     /// A write refused for a full disk returns [`Refused`] after the node recovered
     /// ([`Node::recover`]); any other store error is returned as is, and stops the daemon: the

@@ -23,9 +23,9 @@
 //! one as a fork, and the node's writes would stop replicating.
 //!
 //! # The rule that prevents it
-//! 1. Before the first pipelined announce, the store durably says the tail is open
-//!    ([`TAIL_OPEN`], written once, on the daemon's first local write after it started; that
-//!    write is not pipelined). A daemon that never writes locally never opens it.
+//! 1. Before the first pipelined announce, a file in the data directory durably says the tail is open
+//!    ([`TAIL_FILE`], written once, on the daemon's first local write after it started,
+//!    before that write is committed). A daemon that never writes locally never opens it.
 //! 2. On a clean stop (SIGTERM, SIGINT), after its last write, the daemon closes it again.
 //!    A write that fails (a full disk) leaves it open.
 //! 3. A node that finds the tail open when it starts (it was killed, crashed, or lost power
@@ -51,20 +51,36 @@
 //! The kill -9 test (`tests/tests/writer_crash.rs`) kills a writing node again and again and
 //! compares, position by position, what every node holds of its segments.
 
-use crate::store::{Store, StoreError};
+use std::path::Path;
 
-/// The store blob that says announces may have gone out before their rows were durable.
-pub const TAIL_OPEN: &str = "tail-open";
+/// The file in the data directory that says announces may have gone out before their rows
+/// were durable. A file, not a store table: a backup copies the store, and a store restored
+/// from it is not the daemon that announced (restoring an old copy of a node has its own
+/// rules); a restore into a node's own directory keeps the file, so that node still
+/// recovers its tail before it writes.
+pub const TAIL_FILE: &str = "tail-open";
 
-/// Whether the store's tail is open (see the module docs).
-pub fn is_open(store: &Store) -> Result<bool, StoreError> {
-    Ok(store.blob(TAIL_OPEN)?.is_some_and(|v| v == [1]))
+/// Whether the tail of the node in `data` is open (see the module docs).
+pub fn is_open(data: &Path) -> std::io::Result<bool> {
+    data.join(TAIL_FILE).try_exists()
 }
 
-/// Opens (before pipelining) or closes (after the last write of a clean stop) the tail,
-/// durably.
-pub fn set_open(store: &Store, open: bool) -> Result<(), StoreError> {
-    store.set_blobs(&[(TAIL_OPEN, &[u8::from(open)])])
+/// Opens (before pipelining) or closes (after the last write of a clean stop) the tail of the
+/// node in `data`, durably (the file, then the directory entry, synced).
+pub fn set_open(data: &Path, open: bool) -> std::io::Result<()> {
+    let path = data.join(TAIL_FILE);
+    if open {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        options.open(&path)?.sync_all()?;
+    } else {
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            other => other?,
+        }
+    }
+    std::fs::File::open(data)?.sync_all()
 }
 
 /// Where a running node stands (see the module docs).

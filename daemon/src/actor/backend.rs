@@ -56,7 +56,7 @@ impl Backend for DaemonBackend<'_> {
         }
         if self.node.tail == Tail::Closed {
             // Before the first pipelined announce ([`meshward_node::tail`]).
-            meshward_node::tail::set_open(&self.node.store, true)?;
+            meshward_node::tail::set_open(&self.node.data, true)?;
             self.node.tail = Tail::Open;
         }
         self.node.next_token += 1;

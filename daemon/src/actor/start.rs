@@ -171,7 +171,7 @@ async fn serve(
     let (handle, mut events) = Transport::spawn(identity.key.to_bytes(), roster.clone(), config)
         .context("starting the mesh transport")?;
     let setup_tls = crate::setup::tls_identity(&store)?;
-    let tail = start_tail(&store)?;
+    let tail = start_tail(&data)?;
     let mut node = Node {
         data: data.clone(),
         store,
@@ -303,7 +303,7 @@ async fn serve(
     if result.is_ok()
         && node.tail == Tail::Open
         && !node.unwritten
-        && let Err(e) = meshward_node::tail::set_open(&node.store, false)
+        && let Err(e) = meshward_node::tail::set_open(&node.data, false)
     {
         warn!(error = %e, "the tail stays open: the next start recovers it from the peers");
     }
@@ -315,8 +315,8 @@ async fn serve(
 /// Where the tail stands at start ([`meshward_node::tail`]): still open on disk (the node
 /// stopped uncleanly while pipelining), it must be recovered from the peers before the node
 /// writes; otherwise it is closed, and opened, durably, on the first local write.
-fn start_tail(store: &Store) -> anyhow::Result<Tail> {
-    if !meshward_node::tail::is_open(store)? {
+fn start_tail(data: &Path) -> anyhow::Result<Tail> {
+    if !meshward_node::tail::is_open(data)? {
         return Ok(Tail::Closed);
     }
     #[cfg(feature = "fault-injection")]

@@ -71,16 +71,16 @@ impl Backend for LocalBackend {
     }
 
     fn commit(&mut self, ops: Vec<Op>) -> anyhow::Result<Vec<RowChange>> {
-        let store = self.store()?;
         // The daemon stopped uncleanly while announcing its writes: its peers may hold changes
         // of this node that the store lacks, and a commit here would sign another change at
         // the same position ([`crate::tail`]).
         anyhow::ensure!(
-            !crate::tail::is_open(store)?,
+            !crate::tail::is_open(&self.data)?,
             "the node's daemon stopped uncleanly while announcing its writes, and its peers may \
              hold changes this store lacks: start `meshward run` (it takes them back from its \
              peers), then write through it"
         );
+        let store = self.store()?;
         let identity = store.identity()?;
         let mut replica = store.load_replica(&identity, ReplicaConfig::default())?;
         let effects = replica.commit(now_ms(), ops)?;
