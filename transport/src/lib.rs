@@ -40,8 +40,9 @@
 //! [`GossipConfig::small_cluster`] (default, 2–7 nodes): mesh 3 (2..=4), one outbound peer,
 //! flood publishing, 250 ms heartbeat; measured with libp2p 0.57 on the project's machine, a
 //! 7-node cluster delivers in p50 0.4–0.6 ms while the default mesh of 6 saturates near
-//! 900 msg/s. [`GossipConfig::large_mesh`] (hundreds of nodes): the gossipsub spec defaults
-//! (6, 5..=12), no flood publishing. Both send gossipsub v1.2 IDONTWANTs for messages above
+//! 900 msg/s. [`GossipConfig::large_mesh`] (hundreds to thousands of nodes): mesh 5
+//! (4..=8) with flood publishing, thinner than the gossipsub spec's 6 (5..=12) so that a push
+//! costs each node 3.0 duplicate copies rather than 4.9. Both send gossipsub v1.2 IDONTWANTs for messages above
 //! [`IDONTWANT_THRESHOLD`] bytes (pushes, not adverts), also for our own messages: a node
 //! tells its mesh it holds a message as soon as it arrives, so a peer still validating its
 //! own copy does not send it back. How many copies that spares depends on validation time
