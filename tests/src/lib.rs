@@ -1,6 +1,7 @@
 //! End-to-end test package; the tests live in `tests/tests/`. This library holds their shared
 //! helpers.
 
+pub mod by_hand;
 pub mod etcd;
 pub mod https;
 

@@ -512,9 +512,9 @@ fn remembered_answers_are_bounded_and_forgetting_is_counted() {
     assert_eq!(w.admission.counters().pending_dropped, 0);
 }
 
-#[test]
-fn garbage_bundle_files_are_refused() {
-    let bundle = JoiningBundle {
+/// A joining bundle of made-up fields (also the joining codes' tests').
+pub(super) fn sample_bundle() -> JoiningBundle {
+    JoiningBundle {
         id: [1; 16],
         cluster: [2; 16],
         genesis_leader: [3; 32],
@@ -524,7 +524,12 @@ fn garbage_bundle_files_are_refused() {
         client_cert: vec![2],
         client_key: vec![3],
         expires_at_ms: 9,
-    };
+    }
+}
+
+#[test]
+fn garbage_bundle_files_are_refused() {
+    let bundle = sample_bundle();
     let bytes = bundle.encode();
     assert_eq!(JoiningBundle::decode(&bytes).unwrap(), bundle);
     assert!(!format!("{bundle:?}").contains("client_key"));

@@ -254,12 +254,7 @@ impl ChangeReader {
             if out.len() >= limit.min(MAX_CHANGE_PAGE) {
                 break;
             }
-            let (_, v) = entry?;
-            out.push(
-                SignedRecord::decode(v.value()).map_err(|_| StoreError::Decode {
-                    what: "mastered record",
-                })?,
-            );
+            out.push(super::mastered::decode_record(entry?.1.value())?);
         }
         Ok(out)
     }

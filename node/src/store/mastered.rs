@@ -114,18 +114,7 @@ impl Store {
 
     /// The stored mastered records in version order, to rebuild the chain from.
     pub fn mastered_records(&self) -> Result<Vec<SignedRecord>, StoreError> {
-        let tx = self.begin_read()?;
-        let table = tx.open_table(MASTERED)?;
-        let mut out = Vec::new();
-        for entry in table.iter()? {
-            let (_, v) = entry?;
-            out.push(
-                SignedRecord::decode(v.value()).map_err(|_| StoreError::Decode {
-                    what: "mastered record",
-                })?,
-            );
-        }
-        Ok(out)
+        self.mastered_after(0)
     }
 
     /// The stored mastered record of `version`, if any.
@@ -135,11 +124,7 @@ impl Store {
         let Some(v) = table.get(version)? else {
             return Ok(None);
         };
-        SignedRecord::decode(v.value())
-            .map(Some)
-            .map_err(|_| StoreError::Decode {
-                what: "mastered record",
-            })
+        decode_record(v.value()).map(Some)
     }
 
     /// The stored mastered records after `version`, in version order.
@@ -148,12 +133,7 @@ impl Store {
         let table = tx.open_table(MASTERED)?;
         let mut out = Vec::new();
         for entry in table.range(version.saturating_add(1)..)? {
-            let (_, v) = entry?;
-            out.push(
-                SignedRecord::decode(v.value()).map_err(|_| StoreError::Decode {
-                    what: "mastered record",
-                })?,
-            );
+            out.push(decode_record(entry?.1.value())?);
         }
         Ok(out)
     }
@@ -305,4 +285,11 @@ fn read_high_water(
         version: u64::from_be_bytes(v[8..16].try_into().map_err(|_| bad())?),
         hash: RecordHash(v[16..].try_into().map_err(|_| bad())?),
     }))
+}
+
+/// A stored mastered record, decoded.
+pub(super) fn decode_record(bytes: &[u8]) -> Result<SignedRecord, StoreError> {
+    SignedRecord::decode(bytes).map_err(|_| StoreError::Decode {
+        what: "mastered record",
+    })
 }

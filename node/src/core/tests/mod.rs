@@ -202,25 +202,31 @@ impl Net {
     fn rejoin(&mut self, i: usize) {
         for j in 0..self.cores.len() {
             if j != i {
-                self.cut.remove(&(i.min(j), i.max(j)));
-                let (pi, pj) = (self.cores[i].me(), self.cores[j].me());
-                self.queue.push_back((
-                    i,
-                    Input::Connected {
-                        peer: pj,
-                        addr: addr(j),
-                    },
-                ));
-                self.queue.push_back((
-                    j,
-                    Input::Connected {
-                        peer: pi,
-                        addr: addr(i),
-                    },
-                ));
+                self.link(i, j);
             }
         }
         self.run();
+    }
+
+    /// Restores the link between `a` and `b` (both sides see a connection); [`Net::run`]
+    /// delivers it.
+    fn link(&mut self, a: usize, b: usize) {
+        self.cut.remove(&(a.min(b), a.max(b)));
+        let (pa, pb) = (self.cores[a].me(), self.cores[b].me());
+        self.queue.push_back((
+            a,
+            Input::Connected {
+                peer: pb,
+                addr: addr(b),
+            },
+        ));
+        self.queue.push_back((
+            b,
+            Input::Connected {
+                peer: pa,
+                addr: addr(a),
+            },
+        ));
     }
 
     fn last_done(&self, core: usize) -> Result<u64, String> {

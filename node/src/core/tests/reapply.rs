@@ -63,22 +63,7 @@ fn a_node_whose_chain_lost_hands_its_revocation_to_a_leader_that_never_saw_it() 
     split(&mut net);
     // Node 0 meets node 2 only: it adopts the winning chain from it and cannot reach the
     // leader yet; node 2, a follower, keeps the branch as superseded and writes nothing.
-    let (n0, n2) = (net.cores[0].me(), net.cores[2].me());
-    net.cut.remove(&(0, 2));
-    net.queue.push_back((
-        0,
-        Input::Connected {
-            peer: n2,
-            addr: addr(2),
-        },
-    ));
-    net.queue.push_back((
-        2,
-        Input::Connected {
-            peer: n0,
-            addr: addr(0),
-        },
-    ));
+    net.link(0, 2);
     net.run();
     for _ in 0..4 {
         net.tick_all(1_000);
@@ -88,21 +73,7 @@ fn a_node_whose_chain_lost_hands_its_revocation_to_a_leader_that_never_saw_it() 
     assert!(net.cores[0].handoff.is_some(), "waiting for the leader");
     // The leader's own chain never conflicts with node 0's now: only the hand-off tells it.
     let n1 = net.cores[1].me();
-    net.cut.remove(&(0, 1));
-    net.queue.push_back((
-        0,
-        Input::Connected {
-            peer: n1,
-            addr: addr(1),
-        },
-    ));
-    net.queue.push_back((
-        1,
-        Input::Connected {
-            peer: n0,
-            addr: addr(0),
-        },
-    ));
+    net.link(0, 1);
     net.run();
     for _ in 0..4 {
         net.tick_all(1_000);
@@ -148,22 +119,7 @@ fn a_hand_off_cut_short_by_a_restart_is_found_again_in_the_stored_superseded_rec
     let mut net = Net::new(3);
     split(&mut net);
     // Node 0 adopts the winning chain from node 2 while the leader is out of its reach...
-    let (n0, n2) = (net.cores[0].me(), net.cores[2].me());
-    net.cut.remove(&(0, 2));
-    net.queue.push_back((
-        0,
-        Input::Connected {
-            peer: n2,
-            addr: addr(2),
-        },
-    ));
-    net.queue.push_back((
-        2,
-        Input::Connected {
-            peer: n0,
-            addr: addr(0),
-        },
-    ));
+    net.link(0, 2);
     net.run();
     net.tick_all(1_000);
     assert!(net.cores[0].handoff.is_some());

@@ -5,17 +5,7 @@ use rand_chacha::ChaCha20Rng;
 use super::*;
 
 fn bundle() -> JoiningBundle {
-    JoiningBundle {
-        id: [1; 16],
-        cluster: [2; 16],
-        genesis_leader: [3; 32],
-        setup_addr: "127.0.0.1:7401".into(),
-        server_name: "127.0.0.1".into(),
-        ca_cert: vec![1],
-        client_cert: vec![2],
-        client_key: vec![3],
-        expires_at_ms: 9,
-    }
+    crate::join::tests::sample_bundle()
 }
 
 fn rng(seed: u8) -> ChaCha20Rng {
