@@ -119,10 +119,7 @@ fn watch_latency(
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
     let start = Instant::now();
     for i in 0..total as u64 {
-        let due = start + interval * i as u32;
-        if let Some(wait) = due.checked_duration_since(Instant::now()) {
-            std::thread::sleep(wait);
-        }
+        meshward_tests::pace(start, interval, i);
         sent.lock()
             .unwrap()
             .insert(format!("{i}-0"), Instant::now());

@@ -76,10 +76,7 @@ fn paced(data: &Path, rate: u64, per_commit: u32, seconds: u64) -> u64 {
     let interval = Duration::from_secs_f64(per_commit as f64 / rate as f64);
     let start = Instant::now();
     for i in 0..commits {
-        let due = start + interval * i as u32;
-        if let Some(wait) = due.checked_duration_since(Instant::now()) {
-            std::thread::sleep(wait);
-        }
+        meshward_tests::pace(start, interval, i);
         append(data, per_commit, i);
     }
     commits * per_commit as u64

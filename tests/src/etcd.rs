@@ -216,10 +216,7 @@ pub fn latency(rate: u64, secs: u64) -> anyhow::Result<Latency> {
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
     let start = Instant::now();
     for i in 0..total as u64 {
-        let due = start + interval * i as u32;
-        if let Some(wait) = due.checked_duration_since(Instant::now()) {
-            std::thread::sleep(wait);
-        }
+        crate::pace(start, interval, i);
         let key = format!("bench/{i}");
         let body = format!(
             r#"{{"key":"{}","value":"{}"}}"#,

@@ -603,3 +603,12 @@ impl SplitMix64 {
         z ^ (z >> 31)
     }
 }
+
+/// Sleeps until the `i`-th tick of a load that started at `start`, one tick per `interval`
+/// (at once when it is late): the benches' constant-rate pacing.
+pub fn pace(start: std::time::Instant, interval: std::time::Duration, i: u64) {
+    let due = start + interval * i as u32;
+    if let Some(wait) = due.checked_duration_since(std::time::Instant::now()) {
+        std::thread::sleep(wait);
+    }
+}
