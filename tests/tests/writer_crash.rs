@@ -12,9 +12,7 @@
 //! restart fails here (its peers hold the first, its store the second); so does a mesh that
 //! never converges again.
 //!
-//! Each round starts a fresh cluster: a node restarted soon after a kill gets no gossip from
-//! its peers for a while (they still count its dead connections), which would leave only
-//! anti-entropy, served from durable rows, to carry its writes in later rounds.
+//! Each round starts a fresh cluster, so one round's kill does not shape the next.
 //!
 //! Run with `MESHWARD_FAULT_SKIP_TAIL_RECOVERY=1` (A's daemons inherit it) and A skips the
 //! recovery of its tail after a restart: the test fails, naming the position.

@@ -65,6 +65,7 @@ mod codec;
 mod config;
 #[cfg(any(test, feature = "fault-injection"))]
 mod delay;
+mod greeting;
 mod metrics;
 pub mod setup;
 pub mod slots;

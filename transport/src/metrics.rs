@@ -16,6 +16,11 @@ pub struct Metrics {
     /// Counter: connections closed because the peer speaks another major version of the
     /// protocol (its identify version), logged naming both.
     pub refused_version: u64,
+    /// Counter: peers whose every connection was closed so both sides dial again and greet
+    /// afresh: they connected again beside an old connection (a restart, or a connection lost
+    /// on their side), or stayed connected without sending their subscriptions (see
+    /// `greeting.rs`). Not counted as refused.
+    pub reconnect_resets: u64,
     /// Counter: gossip messages received from the mesh (before validation).
     pub gossip_received: u64,
     /// Counter: received gossip payloads over [`Config::max_gossip_bytes`](crate::Config::max_gossip_bytes)
@@ -79,6 +84,7 @@ pub(crate) struct Counters {
     pub(crate) refused_connections: AtomicU64,
     pub(crate) refused_peer_limit: AtomicU64,
     pub(crate) refused_version: AtomicU64,
+    pub(crate) reconnect_resets: AtomicU64,
     pub(crate) gossip_received: AtomicU64,
     pub(crate) gossip_oversize: AtomicU64,
     pub(crate) gossip_dropped: AtomicU64,
@@ -127,6 +133,7 @@ impl Counters {
             refused_connections: get(&self.refused_connections),
             refused_peer_limit: get(&self.refused_peer_limit),
             refused_version: get(&self.refused_version),
+            reconnect_resets: get(&self.reconnect_resets),
             gossip_received: get(&self.gossip_received),
             gossip_oversize: get(&self.gossip_oversize),
             gossip_dropped: get(&self.gossip_dropped),

@@ -1,9 +1,10 @@
 //! The swarm task: builds the libp2p swarm and turns commands and swarm events into each other.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::time::Instant;
 
 use futures::StreamExt;
 use libp2p::gossipsub::{
@@ -15,7 +16,7 @@ use libp2p::swarm::{DialError, ListenError, NetworkBehaviour, SwarmEvent};
 use libp2p::{PeerId, Swarm, SwarmBuilder, identify};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 mod ids;
 mod pending;
@@ -28,6 +29,7 @@ pub(crate) use pending::{Pending, PendingResponses};
 
 use crate::admission::{Admission, Denied};
 use crate::codec::{Codec, SYNC_PROTOCOL};
+use crate::greeting::{GREETING_TIMEOUT, Greetings};
 use crate::metrics::{self, Counters};
 use crate::{
     Config, Event, Handle, MAX_GOSSIP_BYTES, MessageId, RequestId, TOPIC, TransportError, WriterId,
@@ -155,6 +157,7 @@ pub(crate) fn spawn(
         pending,
         topic: gossipsub::IdentTopic::new(TOPIC).hash(),
         requests: HashMap::new(),
+        greetings: Greetings::default(),
         stopped: false,
         config,
         #[cfg(feature = "fault-injection")]
@@ -265,6 +268,8 @@ struct Task {
     topic: gossipsub::TopicHash,
     /// Our outbound requests in flight; request-response ends each with a response or failure.
     requests: HashMap<OutboundRequestId, (RequestId, WriterId)>,
+    /// Connected peers whose subscriptions are not known yet.
+    greetings: Greetings,
     /// The node dropped its event receiver.
     stopped: bool,
     config: Arc<Config>,
@@ -281,6 +286,8 @@ struct Task {
 
 impl Task {
     async fn run(mut self) {
+        let mut greeting_check = tokio::time::interval(GREETING_TIMEOUT / 5);
+        greeting_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         while !self.stopped {
             let due = self.next_delayed();
             tokio::select! {
@@ -296,6 +303,7 @@ impl Task {
                     }
                 }, if due.is_some() => self.release_delayed(),
                 event = self.swarm.select_next_some() => self.on_swarm_event(event).await,
+                _ = greeting_check.tick() => self.disconnect_ungreeted(),
             }
         }
         debug!("transport stopped");
@@ -445,6 +453,25 @@ impl Task {
         }
     }
 
+    /// Disconnects the peers connected for [`GREETING_TIMEOUT`] without a known subscription,
+    /// so both sides dial again and greet each other (see [`crate::greeting`]).
+    fn disconnect_ungreeted(&mut self) {
+        let gossipsub = &self.swarm.behaviour().gossipsub;
+        let greeted: HashSet<PeerId> = gossipsub
+            .all_peers()
+            .filter(|(_, topics)| !topics.is_empty())
+            .map(|(peer, _)| *peer)
+            .collect();
+        for peer in self
+            .greetings
+            .overdue(Instant::now(), |p| greeted.contains(p))
+        {
+            metrics::inc(&self.counters.reconnect_resets);
+            info!(peer = ?writer_id(&peer), "connected peer never sent its subscriptions: disconnecting, to start afresh");
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
+    }
+
     /// Closes the connections of peers that admission no longer accepts.
     async fn enforce_admission(&mut self) {
         let connected: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
@@ -457,6 +484,11 @@ impl Task {
     }
 
     async fn refused(&mut self, denied: &Denied) {
+        if let Denied::Stale(peer) = denied {
+            metrics::inc(&self.counters.reconnect_resets);
+            info!(peer = ?writer_id(peer), "{}", denied.reason());
+            return;
+        }
         metrics::inc(&self.counters.refused_connections);
         if matches!(denied, Denied::TooManyConnections(_)) {
             metrics::inc(&self.counters.refused_peer_limit);
@@ -492,6 +524,7 @@ impl Task {
                     return;
                 };
                 if num_established.get() == 1 {
+                    self.greetings.connected(peer_id, Instant::now());
                     debug!(peer = %peer, addr = %addr, "connected");
                     self.emit(Event::Connected { peer, addr }).await;
                 }
@@ -503,6 +536,9 @@ impl Task {
                 ..
             } => {
                 self.update_connected();
+                if num_established == 0 {
+                    self.greetings.disconnected(&peer_id);
+                }
                 if num_established == 0
                     && let Some(peer) = writer_id(&peer_id)
                 {
