@@ -7,39 +7,30 @@ use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
 use futures::StreamExt;
-use libp2p::gossipsub::{
-    self, MessageAcceptance, MessageAuthenticity, PublishError, ValidationMode,
-};
+use libp2p::gossipsub::{self, MessageAcceptance, PublishError};
 use libp2p::identity::Keypair;
-use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport};
-use libp2p::swarm::{DialError, ListenError, NetworkBehaviour, SwarmEvent};
+use libp2p::request_response::{self, OutboundRequestId};
+use libp2p::swarm::{DialError, ListenError, SwarmEvent};
 use libp2p::{PeerId, Swarm, SwarmBuilder, identify};
-use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
+mod behaviour;
 mod ids;
 mod pending;
 #[cfg(test)]
 mod tests;
 
+use behaviour::{Behaviour, BehaviourEvent, behaviour, check_config};
 pub(crate) use ids::{peer_id, writer_id};
 use ids::{peer_ids, to_multiaddr, to_socket_addr};
 pub(crate) use pending::{Pending, PendingResponses};
 
-use crate::admission::{Admission, Denied};
-use crate::codec::{Codec, SYNC_PROTOCOL};
+use crate::admission::Denied;
+use crate::codec::Codec;
 use crate::greeting::{GREETING_TIMEOUT, Greetings};
 use crate::metrics::{self, Counters};
-use crate::{
-    Config, Event, Handle, MAX_GOSSIP_BYTES, MessageId, RequestId, TOPIC, TransportError, WriterId,
-};
-
-/// Room for the gossipsub RPC framing around a payload (topic, field tags, lengths). The
-/// gossipsub transmit limit is twice `max_gossip_bytes` plus this: a payload at the limit is
-/// never refused by the receiver's frame check, and one over it (up to twice) reaches
-/// [`Task::on_gossip`], which rejects and counts it, instead of vanishing in the frame codec.
-const RPC_OVERHEAD: usize = 1024;
+use crate::{Config, Event, Handle, MessageId, RequestId, TOPIC, TransportError, WriterId};
 
 /// Identify protocol version: `/meshward/MAJOR`. A peer of another major version is told
 /// apart at identify and disconnected, with a warning naming both versions (minor versions
@@ -83,15 +74,6 @@ pub(crate) enum Command {
 enum BadResponse {
     Oversize,
     Garbage,
-}
-
-/// The combined behaviour. Admission comes first so a denied connection gets no handler.
-#[derive(NetworkBehaviour)]
-pub(crate) struct Behaviour {
-    admission: Admission,
-    gossipsub: gossipsub::Behaviour,
-    sync: request_response::Behaviour<Codec>,
-    identify: identify::Behaviour,
 }
 
 /// Builds the swarm, binds the socket and spawns the task.
@@ -170,93 +152,6 @@ pub(crate) fn spawn(
     runtime.spawn(task.run());
     debug!(local = %local, "transport started");
     Ok((handle, event_rx))
-}
-
-fn check_config(config: &Config) -> Result<(), TransportError> {
-    let invalid = |msg: String| Err(TransportError::InvalidConfig(msg));
-    if config.max_gossip_bytes == 0 || config.max_gossip_bytes > MAX_GOSSIP_BYTES {
-        return invalid(format!(
-            "max_gossip_bytes is {}; use 1..={MAX_GOSSIP_BYTES}",
-            config.max_gossip_bytes
-        ));
-    }
-    for (name, value) in [
-        ("max_request_bytes", config.max_request_bytes),
-        ("max_response_bytes", config.max_response_bytes),
-    ] {
-        if u32::try_from(value).is_err() {
-            return invalid(format!("{name} is {value}; use at most {}", u32::MAX));
-        }
-    }
-    let g = &config.gossip;
-    if !(g.mesh_outbound_min <= g.mesh_n_low
-        && g.mesh_n_low <= g.mesh_n
-        && g.mesh_n <= g.mesh_n_high
-        && g.mesh_outbound_min * 2 <= g.mesh_n
-        && g.mesh_n > 0)
-    {
-        return invalid(format!(
-            "gossip mesh needs 2*outbound_min <= n and outbound_min <= n_low <= n <= n_high, \
-             got {g:?}"
-        ));
-    }
-    if g.heartbeat_interval.is_zero() {
-        return invalid("gossip heartbeat_interval is zero".into());
-    }
-    Ok(())
-}
-
-/// The gossipsub configuration of `config`.
-fn gossipsub_config(config: &Config) -> Result<gossipsub::Config, TransportError> {
-    let g = &config.gossip;
-    gossipsub::ConfigBuilder::default()
-        .mesh_n(g.mesh_n)
-        .mesh_n_low(g.mesh_n_low)
-        .mesh_n_high(g.mesh_n_high)
-        .mesh_outbound_min(g.mesh_outbound_min)
-        .flood_publish(g.flood_publish)
-        .heartbeat_interval(g.heartbeat_interval)
-        // Default 5 s; the first mesh should form as soon as peers connect.
-        .heartbeat_initial_delay(g.heartbeat_interval)
-        // Gossipsub v1.2: see `GossipConfig::idontwant_threshold`.
-        .idontwant_message_size_threshold(g.idontwant_threshold)
-        .idontwant_on_publish(true)
-        .max_transmit_size(2 * config.max_gossip_bytes + RPC_OVERHEAD)
-        .validation_mode(ValidationMode::Anonymous)
-        .validate_messages()
-        .message_id_fn(|message| gossipsub::MessageId::new(&Sha256::digest(&message.data)))
-        .build()
-        .map_err(|err| TransportError::InvalidConfig(format!("gossipsub: {err}")))
-}
-
-fn behaviour(
-    keypair: &Keypair,
-    roster: &BTreeSet<WriterId>,
-    config: &Config,
-    codec: Codec,
-) -> Result<Behaviour, TransportError> {
-    let mut gossipsub =
-        gossipsub::Behaviour::new(MessageAuthenticity::Anonymous, gossipsub_config(config)?)
-            .map_err(|err| TransportError::Build(format!("gossipsub: {err}")))?;
-    gossipsub
-        .subscribe(&gossipsub::IdentTopic::new(TOPIC))
-        .map_err(|err| TransportError::Build(format!("gossipsub subscribe: {err}")))?;
-
-    let sync = request_response::Behaviour::with_codec(
-        codec,
-        [(SYNC_PROTOCOL, ProtocolSupport::Full)],
-        request_response::Config::default().with_request_timeout(config.request_timeout),
-    );
-    let identify = identify::Behaviour::new(identify::Config::new(
-        config.protocol_version.clone(),
-        keypair.public(),
-    ));
-    Ok(Behaviour {
-        admission: Admission::new(peer_ids(roster)),
-        gossipsub,
-        sync,
-        identify,
-    })
 }
 
 struct Task {

@@ -1,6 +1,6 @@
 //! The gossipsub configuration the presets build.
 
-use super::gossipsub_config;
+use super::behaviour::gossipsub_config;
 use crate::{Config, IDONTWANT_THRESHOLD};
 
 #[test]
