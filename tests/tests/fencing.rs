@@ -400,3 +400,119 @@ fn a_former_leader_restarted_from_an_old_copy_of_its_data_cannot_roll_the_chain_
     let superseded: serde_json::Value = serde_json::from_str(&superseded).unwrap();
     assert_eq!(superseded[0]["kind"], "config", "{superseded}");
 }
+
+/// Issue 14: "a revocation made by the minority-side leader during a cut still refuses the
+/// certificate after the heal". Five nodes cut 3|2 with the leader on the small side: the
+/// three elect a new leader (no force: they are a majority), the old leader goes on signing
+/// on its side and takes access away there; when the cut heals its chain loses, and what it
+/// took away is signed again by the winner, once, on every node.
+#[test]
+fn revocations_by_the_minority_leader_during_a_3_2_cut_hold_after_the_heal() {
+    let _serial = serial();
+    let root = tempfile::tempdir().unwrap();
+    let nodes = cluster(root.path(), 5).unwrap();
+    let daemons = start_all(&nodes);
+    for args in [
+        &["user", "create", "carol"][..],
+        &["user", "grant", "carol", "admin:pam"],
+    ] {
+        cli(&daemons[0].data, args).unwrap();
+    }
+    wait_for(CONVERGE, || {
+        Ok(cli(&daemons[4].data, &["user", "list"])?.contains("admin:pam"))
+    })
+    .unwrap();
+    let (small, large) = ([0, 1], [2, 3, 4]);
+    let block = |from: usize, others: &[usize]| {
+        let mut args = vec!["fault", "block"];
+        for &o in others {
+            args.extend(["--peer", nodes[o].1.as_str()]);
+        }
+        cli(&daemons[from].data, &args).unwrap();
+    };
+    for i in small {
+        block(i, &large);
+    }
+    for i in large {
+        block(i, &small);
+    }
+    // The old leader's follower still hears it and does not replace it...
+    let err = cli(&daemons[1].data, &["ha", "failover"]).unwrap_err();
+    assert!(format!("{err:#}").contains("is alive"), "{err:#}");
+    // ...while the three may elect a new one.
+    wait_for(CONVERGE, || {
+        Ok(cli(&daemons[2].data, &["ha", "failover"]).is_ok())
+    })
+    .expect("a failover with a majority");
+    wait_for(CONVERGE, || {
+        all_led_by(&[&daemons[2], &daemons[3], &daemons[4]], 2, "node2.test")
+    })
+    .unwrap();
+    // The minority leader takes access away on its side; its follower holds the same chain.
+    for args in [
+        &["cert", "revoke", "0d:0e:0f"][..],
+        &["user", "revoke", "carol", "admin:pam"],
+    ] {
+        cli(&daemons[0].data, args).unwrap();
+    }
+    wait_for(CONVERGE, || {
+        Ok(cli(&daemons[1].data, &["cert", "revoked"])?.contains("0d0e0f"))
+    })
+    .unwrap();
+    cli(
+        &daemons[3].data,
+        &["config", "set", "managed.site", "majority"],
+    )
+    .unwrap();
+    let before_heal = daemons[2].status().unwrap()["mastered"]["version"]
+        .as_u64()
+        .unwrap();
+    for d in &daemons {
+        cli(&d.data, &["fault", "heal"]).unwrap();
+    }
+    let all: Vec<&Daemon> = daemons.iter().collect();
+    wait_for(CONVERGE, || all_led_by(&all, 2, "node2.test")).unwrap_or_else(|e| {
+        panic!(
+            "the majority's epoch did not win: {e:#}\n{}",
+            daemons[0].log_tail(40)
+        )
+    });
+    for d in &daemons {
+        wait_for(CONVERGE, || {
+            let revoked = cli(&d.data, &["cert", "revoked"])?;
+            let users = cli(&d.data, &["user", "list"])?;
+            let site = cli(&d.data, &["config", "get", "managed.site"])?;
+            Ok(revoked.contains("0d0e0f")
+                && !users.contains("admin:pam")
+                && site.contains("majority"))
+        })
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}: a restrictive change was lost or the winner's data missing: {e:#}\n\
+                 revoked: {:?}\nusers: {:?}\n{}",
+                d.data.display(),
+                cli(&d.data, &["cert", "revoked"]),
+                cli(&d.data, &["user", "list"]),
+                d.log_tail(30)
+            )
+        });
+    }
+    // Both nodes of the small side handed the branch over; the winner signed it once: the
+    // revocation and the grant revoke, two records after the config change.
+    std::thread::sleep(Duration::from_secs(2));
+    let version = daemons[2].status().unwrap()["mastered"]["version"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(version, before_heal + 2, "re-applied once each");
+    let superseded = cli(&daemons[1].data, &["ha", "superseded", "--json"]).unwrap();
+    let superseded: serde_json::Value = serde_json::from_str(&superseded).unwrap();
+    assert_eq!(superseded.as_array().map(Vec::len), Some(2), "{superseded}");
+    assert!(
+        superseded
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["restrictive"] == true),
+        "{superseded}"
+    );
+}
