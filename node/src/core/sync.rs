@@ -207,7 +207,7 @@ impl Core {
         self.respond(channel, Reply::Sync(answer));
         let ours = self.replica.digest();
         let they_have_more = theirs.segments.iter().any(|s| {
-            self.replica.accepts(&s.key.writer) && ours.get(&s.key).is_none_or(|o| o.seq < s.seq)
+            self.replica.takes(s) && ours.get(&s.key).is_none_or(|o| o.seq < s.seq)
         });
         if let Some(p) = self.peers.get_mut(&peer) {
             p.status.changes = Some(total_changes(&theirs));
