@@ -143,6 +143,7 @@ impl Backend for DaemonBackend<'_> {
 
     #[cfg(feature = "fault-injection")]
     fn misbehave(&mut self, kind: &str) -> anyhow::Result<u64> {
+        use anyhow::Context as _;
         use meshward_crdt::{Digest, Head, SegmentKey, SyncItem, SyncMessage, TableId};
         use meshward_transport::Misbehaviour;
 
@@ -200,6 +201,53 @@ impl Backend for DaemonBackend<'_> {
                 node.handle.publish(
                     Gossip::Push {
                         origin: replica.writer(),
+                        sent_us: 0,
+                        message: SyncMessage { items }.encode(),
+                    }
+                    .encode(),
+                )?;
+                sent += 1;
+            }
+            "stolen" => {
+                // Rows signed with another node's key (a removed node's, stolen: 32 raw bytes
+                // in DATA/stolen.key), continuing its event log as this node holds it.
+                let identity = node.store.identity()?;
+                let path = node.data.join("stolen.key");
+                let bytes = std::fs::read(&path)
+                    .with_context(|| format!("cannot read the stolen key {}", path.display()))?;
+                let Ok(bytes) = <[u8; 32]>::try_from(bytes.as_slice()) else {
+                    bail!("{} must hold 32 raw key bytes", path.display());
+                };
+                let stolen = ed25519_dalek::SigningKey::from_bytes(&bytes);
+                let victim = WriterId::from_key(&stolen.verifying_key());
+                let mut replica = meshward_crdt::Replica::new(
+                    identity.cluster,
+                    stolen,
+                    meshward_crdt::ReplicaConfig::default(),
+                );
+                let (held, _) = node
+                    .core
+                    .replica()
+                    .missing_for(&Digest::default(), usize::MAX)?;
+                for item in held.into_iter().filter(|i| {
+                    let k = i.head().head.key;
+                    k.writer == victim && k.table == TableId::Events
+                }) {
+                    replica.apply(item)?;
+                }
+                let event = meshward_crdt::Event {
+                    at_ms: now_ms(),
+                    kind: meshward_crdt::EventKind::Login,
+                    user: "stolen".into(),
+                    target: "nowhere".into(),
+                    detail: "written with a removed node's key".into(),
+                };
+                let items = replica
+                    .commit(now_ms(), vec![meshward_crdt::Op::Append(event)])?
+                    .push;
+                node.handle.publish(
+                    Gossip::Push {
+                        origin: victim,
                         sent_us: 0,
                         message: SyncMessage { items }.encode(),
                     }
