@@ -115,6 +115,11 @@ impl Core {
         let frontiers = removed_frontiers(&m.records, &members);
         self.set_roster(roster.clone());
         self.replica.set_frontiers(frontiers.values());
+        #[cfg(feature = "bugs")]
+        if self.bugged_frontiers() {
+            self.replica
+                .set_writers(roster.iter().chain(frontiers.keys()).copied());
+        }
         // Rows refused as of an unknown writer may be of a member this roster admits.
         for peer in std::mem::take(&mut self.unknown_from) {
             self.request_sync(now, peer);

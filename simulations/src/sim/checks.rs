@@ -3,16 +3,60 @@
 use std::collections::BTreeMap;
 
 use anyhow::Context as _;
-use meshward_crdt::{SegmentKey, TableId, WriterId};
+use meshward_crdt::{Head, SegmentKey, TableId, WriterId};
 
 use super::{Sim, humantime_fmt};
+use crate::frontier::Frontiers;
 use crate::oracle;
 
 impl Sim {
+    /// Whether node `i` runs and is a member by its own chain: a node removed from the roster
+    /// goes on running, but is no longer one of the live nodes that must converge.
+    pub(super) fn counted(&self, i: usize) -> bool {
+        let n = &self.nodes[i];
+        n.core.as_ref().is_some_and(|core| {
+            core.chain()
+                .is_none_or(|c| c.roster().contains(&self.ids[i].0))
+        })
+    }
+
+    /// The removal oracle on a row `node` took from a peer: not beyond a removed writer's
+    /// frontier that its chain holds ([`crate::frontier`]).
+    pub(super) fn check_frontier(&mut self, node: u32, head: &Head) {
+        let n = &self.nodes[node as usize];
+        let Some(last) = n.core.as_ref().and_then(|c| c.chain()).map(|c| c.last_hash().0) else {
+            return;
+        };
+        if self.frontiers.get(&node).is_none_or(|(h, _)| *h != last) {
+            // A store that does not read is reported by the other oracles.
+            let Ok(records) = n.store.mastered_records() else {
+                return;
+            };
+            self.frontiers
+                .insert(node, (last, Frontiers::of(&records)));
+        }
+        let Some((_, f)) = self.frontiers.get(&node) else {
+            return;
+        };
+        if f.beyond(&head.key, head.seq, &head.hash) {
+            let o = &mut self.metrics.oracles;
+            o.rows_beyond_frontier += 1;
+            o.failures.push(format!(
+                "node {node} took change {} of {} beyond the frontier its removal fixed",
+                head.seq, head.key
+            ));
+        }
+    }
+
     /// What every live node holds between them.
     pub(super) fn live_union(&self) -> BTreeMap<SegmentKey, u64> {
         let mut union: BTreeMap<SegmentKey, u64> = BTreeMap::new();
-        for n in self.nodes.iter().filter(|n| n.core.is_some()) {
+        for (_, n) in self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.counted(*i))
+        {
             for (k, &s) in &n.held {
                 let e = union.entry(*k).or_insert(0);
                 *e = (*e).max(s);
@@ -31,11 +75,11 @@ impl Sim {
     /// Share of live nodes holding everything any live node holds; heals that completed.
     pub(super) fn sample(&mut self) {
         let union = self.live_union();
-        let live = self.nodes.iter().filter(|n| n.core.is_some()).count();
-        let converged = self
-            .nodes
+        let counted: Vec<usize> = (0..self.nodes.len()).filter(|&i| self.counted(i)).collect();
+        let live = counted.len();
+        let converged = counted
             .iter()
-            .filter(|n| n.core.is_some() && n.held == union)
+            .filter(|&&i| self.nodes[i].held == union)
             .count();
         let frac = if live == 0 {
             1.0
@@ -54,7 +98,7 @@ impl Sim {
         let now = self.now;
         let done = &mut self.metrics.heal_convergence;
         self.awaiting_convergence.retain(|(since, target)| {
-            let all = nodes.iter().filter(|n| n.core.is_some()).all(|n| {
+            let all = counted.iter().map(|&i| &nodes[i]).all(|n| {
                 target
                     .iter()
                     .all(|(k, s)| n.held.get(k).is_some_and(|h| h >= s))
@@ -69,9 +113,14 @@ impl Sim {
     /// The oracles: identical tables on every live node (real digests and rows), no
     /// committed event lost, at most one leader per epoch, every fault fired.
     pub(super) fn final_checks(&mut self) -> anyhow::Result<()> {
-        let live: Vec<usize> = (0..self.nodes.len())
-            .filter(|&i| self.nodes[i].core.is_some())
-            .collect();
+        // Nodes removed from the roster run on, but are not among the live nodes that must
+        // converge (see `counted`).
+        let live: Vec<usize> = (0..self.nodes.len()).filter(|&i| self.counted(i)).collect();
+        // A removed writer's commits beyond its frontier are refused by design.
+        let frontiers = match live.first() {
+            Some(&i) => Frontiers::of(&self.nodes[i].store.mastered_records()?),
+            None => Frontiers::default(),
+        };
         let o = &mut self.metrics.oracles;
         let mut digests = BTreeMap::new();
         let mut rows = BTreeMap::new();
@@ -86,6 +135,7 @@ impl Sim {
                 ));
             }
             o.chain_switches += core.counters().chain_switches;
+            o.refused_beyond_frontier += core.counters().beyond_frontier;
             o.equivocations += core.counters().equivocations;
             *digests.entry(d.fingerprint()).or_insert(0u64) += 1;
             let r = core.replica().rows(TableId::Events)?.len() as u64;
@@ -116,6 +166,9 @@ impl Sim {
         let mut lost = 0;
         let mut stranded = 0;
         for ((key, seq), &m) in &self.by_head {
+            if !frontiers.counts(key, *seq) {
+                continue;
+            }
             let origin = self.metrics.messages[m].origin as usize;
             let missing = live
                 .iter()
