@@ -25,12 +25,19 @@ impl Frontiers {
     /// The frontiers of a chain's records (in version order).
     pub fn of(records: &[SignedRecord]) -> Frontiers {
         let mut f = Frontiers::default();
-        for record in records.iter().filter(|r| r.record.kind == RecordKind::Roster) {
+        for record in records
+            .iter()
+            .filter(|r| r.record.kind == RecordKind::Roster)
+        {
             let Ok(change) = RosterChange::decode(&record.record.payload) else {
                 continue;
             };
-            let members: BTreeSet<WriterId> =
-                change.roster.members.iter().map(|m| WriterId(m.key)).collect();
+            let members: BTreeSet<WriterId> = change
+                .roster
+                .members
+                .iter()
+                .map(|m| WriterId(m.key))
+                .collect();
             f.limited.retain(|w| !members.contains(w));
             f.at.retain(|k, _| !members.contains(&k.writer));
             for frontier in &change.frontiers {

@@ -522,15 +522,21 @@ fn a_removed_nodes_rows_stop_at_its_removal_also_with_its_stolen_key_and_reach_a
         d.status()
             .map_or(0, |s| s["mesh"]["core"][field].as_u64().unwrap_or(0))
     };
-    let members = |d: &Daemon| -> anyhow::Result<bool> {
-        Ok(d.status()?["mastered"]["members"] == 3)
-    };
+    let members =
+        |d: &Daemon| -> anyhow::Result<bool> { Ok(d.status()?["mastered"]["members"] == 3) };
 
     // Node 2 is cut off; node 3 writes, which reaches the leader and node 1 only.
     cli(
         &daemons[2].data,
         &[
-            "fault", "block", "--peer", writer(0), "--peer", writer(1), "--peer", writer(3),
+            "fault",
+            "block",
+            "--peer",
+            writer(0),
+            "--peer",
+            writer(1),
+            "--peer",
+            writer(3),
         ],
     )
     .unwrap();
@@ -549,15 +555,24 @@ fn a_removed_nodes_rows_stop_at_its_removal_also_with_its_stolen_key_and_reach_a
         &["ha", "make-standalone", "--node", writer(3)],
     )
     .unwrap();
-    wait_for(CONVERGE, || Ok(members(&daemons[0])? && members(&daemons[1])?))
-        .expect("the removal reaches node 1");
+    wait_for(CONVERGE, || {
+        Ok(members(&daemons[0])? && members(&daemons[1])?)
+    })
+    .expect("the removal reaches node 1");
     daemons.pop().unwrap().kill(libc::SIGTERM);
 
     // Node 3's key goes on writing (node 1 signs with it, continuing node 3's log): refused
     // by the leader, not stored.
-    cli(&daemons[1].data, &["fault", "misbehave", "--kind", "stolen"]).unwrap();
-    wait_for(CONVERGE, || Ok(counter(&daemons[0], "beyond_frontier") >= 1))
-        .expect("the leader refuses and counts rows beyond the frontier");
+    cli(
+        &daemons[1].data,
+        &["fault", "misbehave", "--kind", "stolen"],
+    )
+    .unwrap();
+    wait_for(
+        CONVERGE,
+        || Ok(counter(&daemons[0], "beyond_frontier") >= 1),
+    )
+    .expect("the leader refuses and counts rows beyond the frontier");
 
     // Node 2 comes back: it gets the removal and node 3's rows up to the frontier.
     for d in &daemons {
@@ -570,7 +585,10 @@ fn a_removed_nodes_rows_stop_at_its_removal_also_with_its_stolen_key_and_reach_a
     // The stolen key's rows relayed to node 2: refused too.
     let before = counter(&daemons[2], "beyond_frontier");
     wait_for(CONVERGE, || {
-        cli(&daemons[1].data, &["fault", "misbehave", "--kind", "stolen"])?;
+        cli(
+            &daemons[1].data,
+            &["fault", "misbehave", "--kind", "stolen"],
+        )?;
         Ok(counter(&daemons[2], "beyond_frontier") > before)
     })
     .expect("node 2 refuses and counts rows beyond the frontier");

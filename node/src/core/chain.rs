@@ -150,7 +150,10 @@ fn removed_frontiers(
     members: &[(WriterId, Option<SocketAddr>)],
 ) -> BTreeMap<WriterId, Frontier> {
     let mut out = BTreeMap::new();
-    for record in records.iter().filter(|r| r.record.kind == RecordKind::Roster) {
+    for record in records
+        .iter()
+        .filter(|r| r.record.kind == RecordKind::Roster)
+    {
         // Verified records decode; one that does not is skipped, not trusted.
         let Ok(change) = RosterChange::decode(&record.record.payload) else {
             continue;

@@ -255,7 +255,9 @@ pub(super) fn fault(backend: &mut dyn Backend, fault: FaultRequest) -> Result<Re
             n
         }
         FaultRequest::Misbehave { kind } => {
-            let kinds = ["garbage", "oversize", "foreign", "phantom", "stolen", "advert"];
+            let kinds = [
+                "garbage", "oversize", "foreign", "phantom", "stolen", "advert",
+            ];
             if !kinds.contains(&kind.as_str()) {
                 return Err(Problem::bad_input(
                     "kind",

@@ -24,7 +24,12 @@ impl Sim {
     /// frontier that its chain holds ([`crate::frontier`]).
     pub(super) fn check_frontier(&mut self, node: u32, head: &Head) {
         let n = &self.nodes[node as usize];
-        let Some(last) = n.core.as_ref().and_then(|c| c.chain()).map(|c| c.last_hash().0) else {
+        let Some(last) = n
+            .core
+            .as_ref()
+            .and_then(|c| c.chain())
+            .map(|c| c.last_hash().0)
+        else {
             return;
         };
         if self.frontiers.get(&node).is_none_or(|(h, _)| *h != last) {
@@ -32,8 +37,7 @@ impl Sim {
             let Ok(records) = n.store.mastered_records() else {
                 return;
             };
-            self.frontiers
-                .insert(node, (last, Frontiers::of(&records)));
+            self.frontiers.insert(node, (last, Frontiers::of(&records)));
         }
         let Some((_, f)) = self.frontiers.get(&node) else {
             return;

@@ -203,7 +203,10 @@ fn a_removal_re_applied_by_the_winner_keeps_the_frontier_the_losing_leader_fixed
     );
     assert!(net.last_done(0).is_ok());
     let losing = net.cores[0].replica().frontier_of(removed);
-    assert_eq!(losing.segments[0].seq, 1, "node 0 saw the first commit only");
+    assert_eq!(
+        losing.segments[0].seq, 1,
+        "node 0 saw the first commit only"
+    );
 
     net.rejoin(0);
     for _ in 0..6 {
@@ -230,5 +233,9 @@ fn a_removal_re_applied_by_the_winner_keeps_the_frontier_the_losing_leader_fixed
             .collect::<Vec<_>>()
     };
     assert_eq!(held(&net.cores[0]), losing.states().collect::<Vec<_>>());
-    assert!(net.cores[1].replica().takes(&losing.states().next().unwrap()));
+    assert!(
+        net.cores[1]
+            .replica()
+            .takes(&losing.states().next().unwrap())
+    );
 }

@@ -507,7 +507,11 @@ fn a_removed_members_rows_stop_at_the_frontier_its_removal_fixed_also_for_a_node
         assert_eq!(net.cores[member].counters().beyond_frontier, 1);
         assert_eq!(net.cores[member].counters().pushes_rejected, 0);
         assert_eq!(
-            net.cores[member].replica().rows(TableId::Events).unwrap().len(),
+            net.cores[member]
+                .replica()
+                .rows(TableId::Events)
+                .unwrap()
+                .len(),
             2,
             "nothing beyond the frontier"
         );
@@ -539,7 +543,11 @@ fn a_removed_members_rows_stop_at_the_frontier_its_removal_fixed_also_for_a_node
     );
     assert_eq!(net.cores[behind].counters().beyond_frontier, before + 1);
     assert_eq!(
-        net.cores[behind].replica().rows(TableId::Events).unwrap().len(),
+        net.cores[behind]
+            .replica()
+            .rows(TableId::Events)
+            .unwrap()
+            .len(),
         2
     );
 }
