@@ -418,8 +418,8 @@ impl Replica {
         Digest {
             segments: self
                 .segments
-                .iter()
-                .map(|(_, s)| s.head.head.state())
+                .values()
+                .map(|s| s.head.head.state())
                 .filter(|s| self.writers.takes(s))
                 .collect(),
         }
