@@ -188,23 +188,11 @@ impl Backend for DaemonBackend<'_> {
                     phantom.clone(),
                     meshward_crdt::ReplicaConfig::default(),
                 );
-                let event = meshward_crdt::Event {
-                    at_ms: now_ms(),
-                    kind: meshward_crdt::EventKind::Login,
-                    user: "phantom".into(),
-                    target: "nowhere".into(),
-                    detail: "written by nobody in the roster".into(),
-                };
-                let items = replica
-                    .commit(now_ms(), vec![meshward_crdt::Op::Append(event)])?
-                    .push;
-                node.handle.publish(
-                    Gossip::Push {
-                        origin: replica.writer(),
-                        sent_us: 0,
-                        message: SyncMessage { items }.encode(),
-                    }
-                    .encode(),
+                publish_event(
+                    node,
+                    &mut replica,
+                    "phantom",
+                    "written by nobody in the roster",
                 )?;
                 sent += 1;
             }
@@ -235,23 +223,11 @@ impl Backend for DaemonBackend<'_> {
                 }) {
                     replica.apply(item)?;
                 }
-                let event = meshward_crdt::Event {
-                    at_ms: now_ms(),
-                    kind: meshward_crdt::EventKind::Login,
-                    user: "stolen".into(),
-                    target: "nowhere".into(),
-                    detail: "written with a removed node's key".into(),
-                };
-                let items = replica
-                    .commit(now_ms(), vec![meshward_crdt::Op::Append(event)])?
-                    .push;
-                node.handle.publish(
-                    Gossip::Push {
-                        origin: victim,
-                        sent_us: 0,
-                        message: SyncMessage { items }.encode(),
-                    }
-                    .encode(),
+                publish_event(
+                    node,
+                    &mut replica,
+                    "stolen",
+                    "written with a removed node's key",
                 )?;
                 sent += 1;
             }
@@ -337,4 +313,36 @@ impl Backend for DaemonBackend<'_> {
         }
         Ok(())
     }
+}
+
+/// Commits one event as `replica`'s writer and publishes it as that writer's push (the
+/// `phantom` and `stolen` misbehaviours).
+#[cfg(feature = "fault-injection")]
+fn publish_event(
+    node: &mut Node,
+    replica: &mut meshward_crdt::Replica,
+    user: &str,
+    detail: &str,
+) -> anyhow::Result<()> {
+    use meshward_crdt::SyncMessage;
+    use meshward_node::core::Gossip;
+    let event = meshward_crdt::Event {
+        at_ms: now_ms(),
+        kind: meshward_crdt::EventKind::Login,
+        user: user.into(),
+        target: "nowhere".into(),
+        detail: detail.into(),
+    };
+    let items = replica
+        .commit(now_ms(), vec![meshward_crdt::Op::Append(event)])?
+        .push;
+    node.handle.publish(
+        Gossip::Push {
+            origin: replica.writer(),
+            sent_us: 0,
+            message: SyncMessage { items }.encode(),
+        }
+        .encode(),
+    )?;
+    Ok(())
 }
