@@ -413,14 +413,30 @@ impl Replica {
 
     /// What this replica holds of the writers it accepts: what it advertises, so that two
     /// replicas holding the same rows of the current members agree even when one of them
-    /// also keeps a former member's history.
+    /// also keeps a former member's history. A removed writer's segment held beyond its
+    /// frontier is advertised at the frontier when its chain passes through it (see
+    /// [`crate::writers`]).
     pub fn accepted_digest(&self) -> Digest {
         Digest {
             segments: self
                 .segments
                 .values()
-                .map(|s| s.head.head.state())
-                .filter(|s| self.writers.takes(s))
+                .filter_map(|s| {
+                    let state = s.head.head.state();
+                    if self.writers.takes(&state) {
+                        return Some(state);
+                    }
+                    let (seq, hash) = self.writers.frontier(&state.key)?;
+                    let passes = s
+                        .with_live(|live| {
+                            let doc = &live.doc()?.doc;
+                            Ok(doc
+                                .get_change_meta_by_hash(&ChangeHash(hash))
+                                .is_some_and(|meta| meta.seq == seq))
+                        })
+                        .unwrap_or(false);
+                    passes.then_some(SegmentState { seq, hash, ..state })
+                })
                 .collect(),
         }
     }

@@ -14,7 +14,9 @@
 //!   (more changes than the frontier, another last change at the frontier's length, a segment
 //!   the frontier does not name) is refused with [`ApplyError::BeyondFrontier`], whoever relays
 //!   it. Rows beyond the frontier that a node took before it learnt of the removal stay held
-//!   (history), but are neither advertised nor offered.
+//!   (history) and are not offered (a peer would refuse their head); the node advertises the
+//!   frontier for that segment when its chain passes through it, so it agrees with the nodes
+//!   that hold exactly the frontier instead of syncing with them for ever.
 //! - **A removed member without a frontier** (removed by a record from before frontiers): the
 //!   rows already held stay (history: readable, persisted, restored), but new heads from it
 //!   are refused, and its segments are neither advertised ([`crate::Replica::accepted_digest`])
@@ -124,6 +126,15 @@ impl Writers {
     /// accepted writer, or of a removed one within its frontier.
     pub fn takes(&self, state: &SegmentState) -> bool {
         self.accepts(&state.key.writer) || self.within_frontier(state) == Some(true)
+    }
+
+    /// The frontier of a segment of a removed writer limited by one (changes and the last
+    /// change's hash); `None` for others, and for a segment the frontier does not name.
+    pub fn frontier(&self, key: &SegmentKey) -> Option<(u64, [u8; 32])> {
+        if self.accepts(&key.writer) {
+            return None;
+        }
+        self.frontier.get(key).copied()
     }
 
     /// For a writer limited by a frontier, whether `state` is within it: at most the

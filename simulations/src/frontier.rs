@@ -68,8 +68,17 @@ impl Frontiers {
         !self.limited.contains(&key.writer) || self.at.get(key).is_some_and(|(at, _)| seq <= *at)
     }
 
-    /// Whether `writer` was removed with a frontier.
-    pub fn removed(&self, writer: &WriterId) -> bool {
-        self.limited.contains(writer)
+    /// Whether no writer is limited.
+    pub fn is_empty(&self) -> bool {
+        self.limited.is_empty()
+    }
+
+    /// Changes of `key` held, `seq`, as they count: at most the frontier's for a segment of a
+    /// removed writer (what lies beyond is history the node does not advertise).
+    pub fn clamp(&self, key: &SegmentKey, seq: u64) -> u64 {
+        match self.at.get(key) {
+            Some((at, _)) if self.limited.contains(&key.writer) => seq.min(*at),
+            _ => seq,
+        }
     }
 }

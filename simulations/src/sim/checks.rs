@@ -1,5 +1,6 @@
 //! Measurements during the run and the oracles at its end.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use anyhow::Context as _;
@@ -55,13 +56,9 @@ impl Sim {
     /// What every live node holds between them.
     pub(super) fn live_union(&self) -> BTreeMap<SegmentKey, u64> {
         let mut union: BTreeMap<SegmentKey, u64> = BTreeMap::new();
-        for (_, n) in self
-            .nodes
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| self.counted(*i))
-        {
-            for (k, &s) in &n.held {
+        for i in (0..self.nodes.len()).filter(|&i| self.counted(i)) {
+            for (k, &s) in held_counted(&self.nodes[i].held, self.frontiers.get(&(i as u32))).iter()
+            {
                 let e = union.entry(*k).or_insert(0);
                 *e = (*e).max(s);
             }
@@ -81,10 +78,11 @@ impl Sim {
         let union = self.live_union();
         let counted: Vec<usize> = (0..self.nodes.len()).filter(|&i| self.counted(i)).collect();
         let live = counted.len();
-        let converged = counted
+        let held: Vec<Cow<'_, BTreeMap<SegmentKey, u64>>> = counted
             .iter()
-            .filter(|&&i| self.nodes[i].held == union)
-            .count();
+            .map(|&i| held_counted(&self.nodes[i].held, self.frontiers.get(&(i as u32))))
+            .collect();
+        let converged = held.iter().filter(|h| ***h == union).count();
         let frac = if live == 0 {
             1.0
         } else {
@@ -98,15 +96,12 @@ impl Sim {
         } else {
             self.metrics.converged_at = None;
         }
-        let nodes = &self.nodes;
         let now = self.now;
         let done = &mut self.metrics.heal_convergence;
         self.awaiting_convergence.retain(|(since, target)| {
-            let all = counted.iter().map(|&i| &nodes[i]).all(|n| {
-                target
-                    .iter()
-                    .all(|(k, s)| n.held.get(k).is_some_and(|h| h >= s))
-            });
+            let all = held
+                .iter()
+                .all(|h| target.iter().all(|(k, s)| h.get(k).is_some_and(|h| h >= s)));
             if all {
                 done.push((*since, now - since));
             }
@@ -141,7 +136,10 @@ impl Sim {
             o.chain_switches += core.counters().chain_switches;
             o.refused_beyond_frontier += core.counters().beyond_frontier;
             o.equivocations += core.counters().equivocations;
-            *digests.entry(d.fingerprint()).or_insert(0u64) += 1;
+            // What it advertises: a removed writer's rows it holds beyond the frontier are
+            // history (see `held_counted`).
+            let advertised = core.replica().accepted_digest();
+            *digests.entry(advertised.fingerprint()).or_insert(0u64) += 1;
             let r = core.replica().rows(TableId::Events)?.len() as u64;
             *rows.entry(r).or_insert(0u64) += 1;
         }
@@ -284,5 +282,21 @@ impl Sim {
             .append(&mut self.metrics.errors);
         self.metrics.live_nodes = live.len() as u64;
         Ok(())
+    }
+}
+
+/// What a node holds (`held`) that counts for convergence, by the frontiers its chain held
+/// when last looked at: a removed writer's segment it took beyond the frontier before it learnt
+/// of the removal counts at the frontier (the rest is history it does not advertise, as the
+/// replica does).
+fn held_counted<'a>(
+    held: &'a BTreeMap<SegmentKey, u64>,
+    frontiers: Option<&([u8; 32], Frontiers)>,
+) -> Cow<'a, BTreeMap<SegmentKey, u64>> {
+    match frontiers {
+        Some((_, f)) if !f.is_empty() => {
+            Cow::Owned(held.iter().map(|(k, &s)| (*k, f.clamp(k, s))).collect())
+        }
+        _ => Cow::Borrowed(held),
     }
 }
