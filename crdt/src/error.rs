@@ -60,11 +60,14 @@ pub enum ApplyError {
         key: SegmentKey,
     },
     /// The segment's writer was removed from the roster, and the roster record that removed it
-    /// fixed where its rows stop ([`crate::mastered::Frontier`]): this head goes beyond it.
+    /// fixed where its rows stop ([`crate::mastered::Frontier`]): this head is not that
+    /// frontier (beyond it, beside it, or short of it: only the frontier's own head is taken).
     /// Refused whoever relays it; not the relay's fault by itself (it may have taken the rows
     /// before it learnt of the removal).
     #[error(
-        "rows of {key} up to change {seq}: its writer was removed from the roster, and its rows          stop at change {frontier} of this segment; they are not stored or forwarded"
+        "rows of {key} up to change {seq}: its writer was removed from the roster, and only \
+         its rows up to change {frontier} of this segment are taken, whole; they are not \
+         stored or forwarded"
     )]
     BeyondFrontier {
         /// The segment.

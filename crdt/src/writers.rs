@@ -9,11 +9,12 @@
 //! - **A made-up writer** (a member signing rows under a fresh key) is refused that way.
 //! - **A removed member with a frontier** (the roster record that removed it carries where its
 //!   writes stop, [`crate::mastered::Frontier`], told with [`crate::Replica::set_frontiers`]):
-//!   its heads up to the frontier are accepted, advertised and offered like a member's, so a
-//!   node that was behind when it was removed still catches up from any peer; a head beyond it
-//!   (more changes than the frontier, another last change at the frontier's length, a segment
-//!   the frontier does not name) is refused with [`ApplyError::BeyondFrontier`], whoever relays
-//!   it. Rows beyond the frontier that a node took before it learnt of the removal stay held
+//!   a head exactly at the frontier (its changes and last change hash, which pins every change
+//!   before it) is accepted, advertised and offered like a member's, so a node that was behind
+//!   when it was removed still catches up, from any peer that holds the frontier; any other
+//!   head (more changes than the frontier, another last change, a segment the frontier does
+//!   not name, and also a shorter one, which could be another chain the removed key signed) is
+//!   refused with [`ApplyError::BeyondFrontier`], whoever relays it. Rows beyond the frontier that a node took before it learnt of the removal stay held
 //!   (history) and are not offered (a peer would refuse their head); the node advertises the
 //!   frontier for that segment when its chain passes through it, so it agrees with the nodes
 //!   that hold exactly the frontier instead of syncing with them for ever.
@@ -137,15 +138,20 @@ impl Writers {
         self.frontier.get(key).copied()
     }
 
-    /// For a writer limited by a frontier, whether `state` is within it: at most the
-    /// frontier's changes, and the frontier's last change when as many. `None`: not limited.
+    /// For a writer limited by a frontier, whether `state` is exactly the frontier of its
+    /// segment: so many changes, ending in the frontier's last change. A shorter head is not
+    /// taken either: its changes could be another chain the removed key signed (a stolen key
+    /// forging history below the frontier), while the frontier's hash pins every change up
+    /// to it. `None`: not limited.
     fn within_frontier(&self, state: &SegmentState) -> Option<bool> {
         if !self.limited.contains(&state.key.writer) {
             return None;
         }
-        Some(self.frontier.get(&state.key).is_some_and(|(seq, hash)| {
-            state.seq < *seq || (state.seq == *seq && state.hash == *hash)
-        }))
+        Some(
+            self.frontier
+                .get(&state.key)
+                .is_some_and(|(seq, hash)| state.seq == *seq && state.hash == *hash),
+        )
     }
 
     /// Checks a received head's segment before its data is looked at: the writer is accepted
@@ -262,13 +268,14 @@ mod tests {
             Err(ApplyError::UnknownWriter { .. })
         ));
         w.set_frontiers([removed], [state(0, 5, 5), state(1, 2, 2)]);
-        for within in [state(0, 3, 9), state(0, 5, 5), state(1, 2, 2)] {
+        for within in [state(0, 5, 5), state(1, 2, 2)] {
             assert_eq!(w.check(&within, true), Ok(()), "{within:?} is within");
             assert!(w.takes(&within));
         }
         for (beyond, frontier) in [
             (state(0, 6, 6), 5),
             (state(0, 5, 4), 5),
+            (state(0, 3, 9), 5),
             (state(1, 3, 3), 2),
             (state(2, 1, 1), 0),
         ] {

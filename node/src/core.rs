@@ -24,8 +24,9 @@
 //! - **A removed member's writes stop at its removal.** The leader's roster record that
 //!   removes a node carries the frontier of that node's segments as the leader holds them
 //!   ([`meshward_crdt::mastered::Frontier`]); every node takes the removed writer's rows up to
-//!   it (from any peer: a node cut off during the removal still catches up) and refuses what
-//!   lies beyond, counted (`beyond_frontier`), not stored, not forwarded, whoever relays it.
+//!   it, whole (from any peer holding it: a node cut off during the removal still catches
+//!   up) and refuses anything else, counted (`beyond_frontier`), not stored, not forwarded,
+//!   whoever relays it.
 //!   The frontiers come from every roster record of the chain (the latest per writer; none
 //!   for a writer that is a member again). Refusals by the replica's writer and segment
 //!   bounds are counted in `over_limit`.

@@ -4,9 +4,9 @@
 //! When the leader signs a roster that removes a node, it puts in the record the frontier of
 //! that node's segments as the leader holds them: per shared table and segment, the number of
 //! changes held and the hash of the last one (what the segment's signed head names). Every
-//! node then accepts the removed writer's rows up to that frontier (a node that was behind
-//! still catches up from any peer) and refuses anything beyond it, relayed or not: a removed
-//! or stolen node key can no longer write (see [`crate::writers`]).
+//! node then accepts the removed writer's rows up to that frontier, whole (a node that was
+//! behind still catches up from any peer holding it) and refuses anything else, relayed or
+//! not: a removed or stolen node key can no longer write (see [`crate::writers`]).
 //!
 //! # Encoding
 //! A roster without frontiers is the postcard roster alone, as before frontiers existed, so
