@@ -24,7 +24,8 @@ pub enum FaultRequest {
         /// Longest delay.
         max_ms: u64,
     },
-    /// Misbehave towards every peer: `garbage`, `oversize`, `foreign`, `phantom` or `advert`.
+    /// Misbehave towards every peer: `garbage`, `oversize`, `foreign`, `phantom`, `stolen`
+    /// (rows signed with the key in DATA/stolen.key) or `advert`.
     Misbehave {
         /// What to send.
         kind: String,

@@ -253,11 +253,12 @@ pub enum FaultCmd {
     /// and requests junk bytes and answers the next sync requests with junk; `oversize`
     /// does the same with messages one byte over the peers' limits; `foreign` publishes
     /// another writer's rows re-signed as ours; `phantom` publishes rows of a made-up writer
-    /// (a fresh key outside the roster); `advert` publishes adverts "from" each peer, signed
-    /// by us.
+    /// (a fresh key outside the roster); `stolen` publishes rows continuing the event log of
+    /// the node whose key is in DATA/stolen.key (a removed node's key, stolen); `advert`
+    /// publishes adverts "from" each peer, signed by us.
     Misbehave {
-        /// garbage, oversize, foreign, phantom or advert.
-        #[arg(long, value_parser = ["garbage", "oversize", "foreign", "phantom", "advert"])]
+        /// garbage, oversize, foreign, phantom, stolen or advert.
+        #[arg(long, value_parser = ["garbage", "oversize", "foreign", "phantom", "stolen", "advert"])]
         kind: String,
     },
 }

@@ -59,6 +59,24 @@ pub enum ApplyError {
         /// The segment.
         key: SegmentKey,
     },
+    /// The segment's writer was removed from the roster, and the roster record that removed it
+    /// fixed where its rows stop ([`crate::mastered::Frontier`]): this head is not that
+    /// frontier (beyond it, beside it, or short of it: only the frontier's own head is taken).
+    /// Refused whoever relays it; not the relay's fault by itself (it may have taken the rows
+    /// before it learnt of the removal).
+    #[error(
+        "rows of {key} up to change {seq}: its writer was removed from the roster, and only \
+         its rows up to change {frontier} of this segment are taken, whole; they are not \
+         stored or forwarded"
+    )]
+    BeyondFrontier {
+        /// The segment.
+        key: SegmentKey,
+        /// Changes the refused head names.
+        seq: u64,
+        /// Changes of the segment at the frontier (0: the frontier does not name it).
+        frontier: u64,
+    },
     /// The segment number is past the bound for its table (a map table has one segment, a
     /// log [`crate::MAX_SEGMENTS_PER_WRITER`]); an honest writer never signs such a head.
     #[error("segment {key} is numbered past the bound of {max} segments of its table per writer")]

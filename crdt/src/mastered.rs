@@ -127,10 +127,14 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 mod error;
+mod frontier;
 mod managed;
 mod payload;
 mod record;
 
+pub use frontier::{
+    FRONTIER_MINOR, Frontier, FrontierSegment, MAX_FRONTIER_SEGMENTS, RosterChange,
+};
 pub use managed::{
     MANAGED_MAJOR, MANAGED_MINOR, MAX_DOCUMENT, MAX_MANAGED_KEY, MAX_MANAGED_NAME, ManagedChange,
     ManagedError, check_key, check_name,

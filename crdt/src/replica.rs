@@ -13,11 +13,12 @@ use ed25519_dalek::SigningKey;
 
 use crate::error::{ApplyError, CommitError};
 use crate::id::{ClusterId, SegmentKey, TableId, TableShape, WriterId};
+use crate::mastered::Frontier;
 use crate::row::{
     Event, Fingerprint, KeyType, Row, UserDataException, exception_key, fingerprint_key,
 };
 use crate::segment::{Body, Live, RowOp, Segment, as_map, check_snapshot};
-use crate::sync::{Digest, Head, SignedHead, SyncItem};
+use crate::sync::{Digest, Head, SegmentState, SignedHead, SyncItem};
 use crate::writers::{MAX_SEGMENTS_PER_WRITER, Writers};
 
 mod apply;
@@ -260,6 +261,36 @@ impl Replica {
         self.writers.set(writers);
     }
 
+    /// Limits removed writers to their frontiers (from the roster records that removed them):
+    /// their heads up to the frontier are taken, beyond it refused with
+    /// [`ApplyError::BeyondFrontier`]. A writer also set with [`Replica::set_writers`] is not
+    /// limited. Replaces the frontiers set before. See [`crate::writers`].
+    pub fn set_frontiers<'a>(&mut self, frontiers: impl IntoIterator<Item = &'a Frontier>) {
+        let frontiers: Vec<&Frontier> = frontiers.into_iter().collect();
+        self.writers.set_frontiers(
+            frontiers.iter().map(|f| WriterId(f.writer)),
+            frontiers.iter().flat_map(|f| f.states()),
+        );
+    }
+
+    /// The frontier of `writer`'s segments as this replica holds them: what a leader puts in
+    /// the roster record that removes it.
+    pub fn frontier_of(&self, writer: WriterId) -> Frontier {
+        let held: Vec<SegmentState> = self
+            .segments
+            .iter()
+            .filter(|(k, _)| k.writer == writer)
+            .map(|(_, s)| s.head.head.state())
+            .collect();
+        Frontier::of(writer, &held)
+    }
+
+    /// Whether a segment at `state` would be taken: of an accepted writer, or of a removed one
+    /// within its frontier.
+    pub fn takes(&self, state: &SegmentState) -> bool {
+        self.writers.takes(state)
+    }
+
     /// Whether new rows of `writer` are accepted.
     pub fn accepts(&self, writer: &WriterId) -> bool {
         self.writers.accepts(writer)
@@ -345,7 +376,7 @@ impl Replica {
         head.verify(self.cluster)?;
         let key = head.head.key;
         self.writers
-            .check(&key, !self.segments.contains_key(&key))?;
+            .check(&head.head.state(), !self.segments.contains_key(&key))?;
         let (have, have_hash, sealed) = match self.segments.get(&key) {
             None => (0, None, false),
             Some(s) => (
@@ -382,14 +413,30 @@ impl Replica {
 
     /// What this replica holds of the writers it accepts: what it advertises, so that two
     /// replicas holding the same rows of the current members agree even when one of them
-    /// also keeps a former member's history.
+    /// also keeps a former member's history. A removed writer's segment held beyond its
+    /// frontier is advertised at the frontier when its chain passes through it (see
+    /// [`crate::writers`]).
     pub fn accepted_digest(&self) -> Digest {
         Digest {
             segments: self
                 .segments
-                .iter()
-                .filter(|(k, _)| self.writers.accepts(&k.writer))
-                .map(|(_, s)| s.head.head.state())
+                .values()
+                .filter_map(|s| {
+                    let state = s.head.head.state();
+                    if self.writers.takes(&state) {
+                        return Some(state);
+                    }
+                    let (seq, hash) = self.writers.frontier(&state.key)?;
+                    let passes = s
+                        .with_live(|live| {
+                            let doc = &live.doc()?.doc;
+                            Ok(doc
+                                .get_change_meta_by_hash(&ChangeHash(hash))
+                                .is_some_and(|meta| meta.seq == seq))
+                        })
+                        .unwrap_or(false);
+                    passes.then_some(SegmentState { seq, hash, ..state })
+                })
                 .collect(),
         }
     }
@@ -407,7 +454,7 @@ impl Replica {
         let mut items = Vec::new();
         let mut size = 0;
         for (key, seg) in &self.segments {
-            if !self.writers.accepts(&key.writer) {
+            if !self.writers.takes(&seg.head.head.state()) {
                 continue;
             }
             if size >= budget && !items.is_empty() {

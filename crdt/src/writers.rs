@@ -7,10 +7,22 @@
 //! stored, and the caller does not forward it.
 //!
 //! - **A made-up writer** (a member signing rows under a fresh key) is refused that way.
-//! - **A removed member**: the rows already held stay (history: readable, persisted, restored),
-//!   but new heads from it are refused, and its segments are neither advertised
-//!   ([`crate::Replica::accepted_digest`]) nor offered to peers ([`crate::Replica::missing_for`]),
-//!   which would refuse them too. A node that joins later does not receive them.
+//! - **A removed member with a frontier** (the roster record that removed it carries where its
+//!   writes stop, [`crate::mastered::Frontier`], told with [`crate::Replica::set_frontiers`]):
+//!   a head exactly at the frontier (its changes and last change hash, which pins every change
+//!   before it) is accepted, advertised and offered like a member's, so a node that was behind
+//!   when it was removed still catches up, from any peer that holds the frontier; any other
+//!   head (more changes than the frontier, another last change, a segment the frontier does
+//!   not name, and also a shorter one, which could be another chain the removed key signed) is
+//!   refused with [`ApplyError::BeyondFrontier`], whoever relays it. Rows beyond the frontier that a node took before it learnt of the removal stay held
+//!   (history) and are not offered (a peer would refuse their head); the node advertises the
+//!   frontier for that segment when its chain passes through it, so it agrees with the nodes
+//!   that hold exactly the frontier instead of syncing with them for ever.
+//! - **A removed member without a frontier** (removed by a record from before frontiers): the
+//!   rows already held stay (history: readable, persisted, restored), but new heads from it
+//!   are refused, and its segments are neither advertised ([`crate::Replica::accepted_digest`])
+//!   nor offered to peers ([`crate::Replica::missing_for`]), which would refuse them too. A
+//!   node that joins later does not receive them.
 //! - **A member not known yet** (its rows overtook the roster record that admits it, which
 //!   travels separately): the same refusal, which is not the sender's fault. The node core
 //!   does not penalise the sender and syncs with it; the sync answer carries the mastered
@@ -37,7 +49,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::error::ApplyError;
 use crate::id::{SegmentKey, TableShape, WriterId};
 use crate::mastered::MAX_ROSTER_MEMBERS;
-use crate::sync::MAX_DIGEST;
+use crate::sync::{MAX_DIGEST, SegmentState};
 
 /// Most writers other than the replica's own whose segments it holds: twice the largest
 /// roster, so a full roster fits beside the history of as many former members.
@@ -64,6 +76,10 @@ const _: () = assert!(
 pub(crate) struct Writers {
     me: WriterId,
     accepted: BTreeSet<WriterId>,
+    /// Removed writers whose rows are accepted up to a frontier.
+    limited: BTreeSet<WriterId>,
+    /// Their segments at the frontier: changes and the last change's hash.
+    frontier: BTreeMap<SegmentKey, (u64, [u8; 32])>,
     held: BTreeMap<WriterId, usize>,
     /// Segments held of writers other than `me`.
     others: usize,
@@ -75,6 +91,8 @@ impl Writers {
         Writers {
             me,
             accepted: BTreeSet::new(),
+            limited: BTreeSet::new(),
+            frontier: BTreeMap::new(),
             held: BTreeMap::new(),
             others: 0,
         }
@@ -85,17 +103,74 @@ impl Writers {
         self.accepted = writers.into_iter().filter(|w| *w != self.me).collect();
     }
 
-    /// Whether new data of `writer` is accepted.
+    /// Replaces the frontiers of removed writers: `writers` are limited to their `segments`
+    /// (a writer accepted as a member is not limited).
+    pub fn set_frontiers(
+        &mut self,
+        writers: impl IntoIterator<Item = WriterId>,
+        segments: impl IntoIterator<Item = SegmentState>,
+    ) {
+        self.limited = writers.into_iter().collect();
+        self.frontier = segments
+            .into_iter()
+            .filter(|s| self.limited.contains(&s.key.writer))
+            .map(|s| (s.key, (s.seq, s.hash)))
+            .collect();
+    }
+
+    /// Whether new data of `writer` is accepted without a frontier.
     pub fn accepts(&self, writer: &WriterId) -> bool {
         *writer == self.me || self.accepted.contains(writer)
     }
 
-    /// Checks a received head's segment before its data is looked at: the writer is accepted,
-    /// the segment number is in range, and when the segment is `new` here, there is room for
-    /// it. Nothing changes.
-    pub fn check(&self, key: &SegmentKey, new: bool) -> Result<(), ApplyError> {
+    /// Whether a segment at `state` is one this replica takes, advertises and offers: of an
+    /// accepted writer, or of a removed one within its frontier.
+    pub fn takes(&self, state: &SegmentState) -> bool {
+        self.accepts(&state.key.writer) || self.within_frontier(state) == Some(true)
+    }
+
+    /// The frontier of a segment of a removed writer limited by one (changes and the last
+    /// change's hash); `None` for others, and for a segment the frontier does not name.
+    pub fn frontier(&self, key: &SegmentKey) -> Option<(u64, [u8; 32])> {
+        if self.accepts(&key.writer) {
+            return None;
+        }
+        self.frontier.get(key).copied()
+    }
+
+    /// For a writer limited by a frontier, whether `state` is exactly the frontier of its
+    /// segment: so many changes, ending in the frontier's last change. A shorter head is not
+    /// taken either: its changes could be another chain the removed key signed (a stolen key
+    /// forging history below the frontier), while the frontier's hash pins every change up
+    /// to it. `None`: not limited.
+    fn within_frontier(&self, state: &SegmentState) -> Option<bool> {
+        if !self.limited.contains(&state.key.writer) {
+            return None;
+        }
+        Some(
+            self.frontier
+                .get(&state.key)
+                .is_some_and(|(seq, hash)| state.seq == *seq && state.hash == *hash),
+        )
+    }
+
+    /// Checks a received head's segment before its data is looked at: the writer is accepted
+    /// (or removed, and the head within its frontier), the segment number is in range, and
+    /// when the segment is `new` here, there is room for it. Nothing changes.
+    pub fn check(&self, state: &SegmentState, new: bool) -> Result<(), ApplyError> {
+        let key = &state.key;
         if !self.accepts(&key.writer) {
-            return Err(ApplyError::UnknownWriter { key: *key });
+            match self.within_frontier(state) {
+                None => return Err(ApplyError::UnknownWriter { key: *key }),
+                Some(false) => {
+                    return Err(ApplyError::BeyondFrontier {
+                        key: *key,
+                        seq: state.seq,
+                        frontier: self.frontier.get(key).map_or(0, |(seq, _)| *seq),
+                    });
+                }
+                Some(true) => {}
+            }
         }
         let max = match key.table.shape() {
             TableShape::Log => MAX_SEGMENTS_PER_WRITER,
@@ -141,6 +216,14 @@ mod tests {
     use super::*;
     use crate::id::TableId;
 
+    fn at(key: SegmentKey) -> SegmentState {
+        SegmentState {
+            key,
+            seq: 1,
+            hash: [0; 32],
+        }
+    }
+
     fn key(writer: u8, segment: u32) -> SegmentKey {
         SegmentKey {
             table: TableId::Events,
@@ -152,20 +235,71 @@ mod tests {
     #[test]
     fn only_accepted_writers_and_the_replicas_own_pass() {
         let mut w = Writers::new(WriterId([1; 32]));
-        assert_eq!(w.check(&key(1, 0), true), Ok(()));
+        assert_eq!(w.check(&at(key(1, 0)), true), Ok(()));
         assert_eq!(
-            w.check(&key(2, 0), true),
+            w.check(&at(key(2, 0)), true),
             Err(ApplyError::UnknownWriter { key: key(2, 0) })
         );
         w.set([WriterId([2; 32])]);
-        assert_eq!(w.check(&key(2, 0), true), Ok(()));
+        assert_eq!(w.check(&at(key(2, 0)), true), Ok(()));
         w.set([]);
         assert!(w.accepts(&WriterId([1; 32])), "its own rows stay accepted");
         assert_eq!(
-            w.check(&key(2, 0), false),
+            w.check(&at(key(2, 0)), false),
             Err(ApplyError::UnknownWriter { key: key(2, 0) }),
             "a removed writer's new heads are refused also for a segment held"
         );
+    }
+
+    #[test]
+    fn a_removed_writer_is_taken_up_to_its_frontier_only() {
+        let me = WriterId([1; 32]);
+        let removed = WriterId([2; 32]);
+        let mut w = Writers::new(me);
+        w.set([WriterId([3; 32])]);
+        let state = |segment, seq, hash| SegmentState {
+            key: key(2, segment),
+            seq,
+            hash: [hash; 32],
+        };
+        // Removed by a record from before frontiers: every head refused.
+        assert!(matches!(
+            w.check(&state(0, 1, 1), true),
+            Err(ApplyError::UnknownWriter { .. })
+        ));
+        w.set_frontiers([removed], [state(0, 5, 5), state(1, 2, 2)]);
+        for within in [state(0, 5, 5), state(1, 2, 2)] {
+            assert_eq!(w.check(&within, true), Ok(()), "{within:?} is within");
+            assert!(w.takes(&within));
+        }
+        for (beyond, frontier) in [
+            (state(0, 6, 6), 5),
+            (state(0, 5, 4), 5),
+            (state(0, 3, 9), 5),
+            (state(1, 3, 3), 2),
+            (state(2, 1, 1), 0),
+        ] {
+            assert_eq!(
+                w.check(&beyond, false),
+                Err(ApplyError::BeyondFrontier {
+                    key: beyond.key,
+                    seq: beyond.seq,
+                    frontier
+                }),
+                "{beyond:?} is beyond"
+            );
+            assert!(!w.takes(&beyond));
+        }
+        assert!(!w.accepts(&removed), "limited, not a member");
+        // A frontier of someone else does not let an unknown writer in.
+        assert!(matches!(
+            w.check(&at(key(4, 0)), true),
+            Err(ApplyError::UnknownWriter { .. })
+        ));
+        // Admitted again: a member's rows, no frontier.
+        w.set([removed]);
+        w.set_frontiers([], []);
+        assert_eq!(w.check(&state(0, 9, 9), false), Ok(()));
     }
 
     #[test]
@@ -174,7 +308,7 @@ mod tests {
         w.set((2..=255).map(|n| WriterId([n; 32])));
         let past = key(2, MAX_SEGMENTS_PER_WRITER);
         assert!(matches!(
-            w.check(&past, true),
+            w.check(&at(past), true),
             Err(ApplyError::SegmentOutOfRange { .. })
         ));
         let map = SegmentKey {
@@ -182,7 +316,7 @@ mod tests {
             ..key(2, 1)
         };
         assert!(matches!(
-            w.check(&map, true),
+            w.check(&at(map), true),
             Err(ApplyError::SegmentOutOfRange { max: 1, .. })
         ));
 
@@ -193,11 +327,15 @@ mod tests {
             }
         }
         assert!(matches!(
-            w.check(&key(7, 0), true),
+            w.check(&at(key(7, 0)), true),
             Err(ApplyError::TooManySegments { .. })
         ));
-        assert_eq!(w.check(&key(1, 5), true), Ok(()), "its own are not counted");
-        assert_eq!(w.check(&key(3, 0), false), Ok(()), "held ones go on");
+        assert_eq!(
+            w.check(&at(key(1, 5)), true),
+            Ok(()),
+            "its own are not counted"
+        );
+        assert_eq!(w.check(&at(key(3, 0)), false), Ok(()), "held ones go on");
 
         // The writer bound counts distinct writers.
         let mut w = Writers::new(WriterId([1; 32]));
@@ -219,13 +357,17 @@ mod tests {
             ..key(0, 0)
         };
         assert!(matches!(
-            w.check(&one_more, true),
+            w.check(&at(one_more), true),
             Err(ApplyError::TooManyWriters { .. })
         ));
         let held = SegmentKey {
             writer: many[0],
             ..key(0, 1)
         };
-        assert_eq!(w.check(&held, true), Ok(()), "a held writer's next segment");
+        assert_eq!(
+            w.check(&at(held), true),
+            Ok(()),
+            "a held writer's next segment"
+        );
     }
 }

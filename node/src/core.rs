@@ -20,8 +20,16 @@
 //!   records and rows travel separately). The core then syncs with the sender, whose answer
 //!   carries the mastered records before the rows, and again with every such sender once the
 //!   roster changes, so those rows are taken as soon as the roster admits their writer. A
-//!   removed member's rows already held stay readable. Refusals by the replica's writer and
-//!   segment bounds are counted in `over_limit`.
+//!   removed member's rows already held stay readable.
+//! - **A removed member's writes stop at its removal.** The leader's roster record that
+//!   removes a node carries the frontier of that node's segments as the leader holds them
+//!   ([`meshward_crdt::mastered::Frontier`]); every node takes the removed writer's rows up to
+//!   it, whole (from any peer holding it: a node cut off during the removal still catches
+//!   up) and refuses anything else, counted (`beyond_frontier`), not stored, not forwarded,
+//!   whoever relays it.
+//!   The frontiers come from every roster record of the chain (the latest per writer; none
+//!   for a writer that is a member again). Refusals by the replica's writer and segment
+//!   bounds are counted in `over_limit`.
 //! - **Validation before forwarding.** A received push is applied only after the replica's full
 //!   checks; the verdict ([`Output::Validate`]) lets gossip forward only what was accepted. A
 //!   push that does not continue what we hold (a gap) is ignored, not forwarded, and triggers
@@ -199,6 +207,10 @@ pub struct CoreCounters {
     /// made-up identity, a removed member, or a member whose roster record has not arrived
     /// yet. Not stored, not forwarded, the sender not penalised.
     pub unknown_writer: u64,
+    /// Received segments of a removed writer beyond the frontier the roster record that
+    /// removed it fixed (a removed or stolen key still writing): not stored, not forwarded,
+    /// the sender not penalised (it may have taken them before it learnt of the removal).
+    pub beyond_frontier: u64,
     /// Received segments refused by the replica's bounds on the writers and segments it
     /// holds (`MAX_WRITERS`, `MAX_SEGMENTS`).
     pub over_limit: u64,
@@ -752,6 +764,11 @@ impl Core {
                     // Bounded: only admitted peers send.
                     self.unknown_from.insert(source);
                     debug!(peer = %source, segment = %key, "rows of a writer not in the roster here refused");
+                    verdict = Verdict::Ignore;
+                }
+                Err(ApplyError::BeyondFrontier { key, seq, frontier }) => {
+                    self.counters.beyond_frontier += 1;
+                    debug!(peer = %source, segment = %key, seq, frontier, "rows of a removed writer beyond its frontier refused");
                     verdict = Verdict::Ignore;
                 }
                 Err(

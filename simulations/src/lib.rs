@@ -22,6 +22,7 @@ pub mod compare;
 pub mod emulate;
 pub mod farm;
 pub mod fencing;
+pub mod frontier;
 pub mod html;
 pub mod oracle;
 pub mod plot;

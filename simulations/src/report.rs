@@ -121,6 +121,12 @@ pub struct Oracles {
     /// carry at the end, summed over live nodes (a failure when the chain's leader is live:
     /// the winning leader signs them again).
     pub revocations_undone: u64,
+    /// Rows of a removed writer beyond the frontier its removal fixed that a node took from a
+    /// peer although its chain held the removal (a failure each).
+    pub rows_beyond_frontier: u64,
+    /// Rows of removed writers beyond their frontiers that the live nodes refused (the
+    /// cores' `beyond_frontier` counters, summed).
+    pub refused_beyond_frontier: u64,
     /// Times a live node replaced its mastered chain by a competing one that won.
     pub chain_switches: u64,
     /// Double signatures live nodes proved when chains met (the core's counter).

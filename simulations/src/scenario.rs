@@ -410,6 +410,18 @@ pub enum FaultKind {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         revoke: bool,
     },
+    /// `meshward ha make-standalone --node TARGET` on the leader `node`: the roster record
+    /// removing `target` fixes the frontier of its segments as `node` holds them. The model
+    /// network still carries `target`'s messages, and it goes on writing with its key: every
+    /// other node must refuse its rows beyond the frontier (oracle `rows-beyond-frontier`),
+    /// and come to hold those within it. `target` no longer counts among the live nodes that
+    /// must converge.
+    Remove {
+        /// The leader.
+        node: usize,
+        /// The node removed.
+        target: usize,
+    },
     /// `meshward ha demote --to TO` on `node`: a planned hand-over, signed once a majority, `to`
     /// included, endorsed it; the report lists the answer.
     Demote {
@@ -489,6 +501,7 @@ impl FaultKind {
             FaultKind::Restore { .. } => "restore",
             FaultKind::Master { .. } => "master",
             FaultKind::Demote { .. } => "demote",
+            FaultKind::Remove { .. } => "remove",
             FaultKind::PowerLoss { .. } => "power-loss",
             FaultKind::DiskFull { .. } => "disk-full",
             FaultKind::DiskError { .. } => "disk-error",
@@ -627,6 +640,17 @@ impl Scenario {
                     ensure!(
                         node != to,
                         "demote hands over to another node, not to {to} itself"
+                    );
+                }
+                FaultKind::Remove { node, target } => {
+                    ensure!(
+                        *node < n && *target < n,
+                        "remove names nodes {node} and {target}; the scenario has {n} nodes \
+                         (0..{n})"
+                    );
+                    ensure!(
+                        node != target,
+                        "remove: the leader removes another node, not {target} itself"
                     );
                 }
             }

@@ -111,6 +111,9 @@ pub struct Sim {
     /// Payloads of revocations some node gave up with a losing branch: each must be in force
     /// on every live node at the end (the winner signs them again).
     superseded_revocations: std::collections::BTreeSet<Vec<u8>>,
+    /// Per node, the removed writers' frontiers its chain held when last looked at, and that
+    /// chain's last record hash (see [`crate::frontier`]).
+    frontiers: BTreeMap<u32, ([u8; 32], crate::frontier::Frontiers)>,
     /// Fault steps still to fire (flap steps, rolling restart steps).
     pending_faults: u64,
     /// Heals (partition heal, flap end, restart) whose convergence is not yet seen: when,
@@ -412,6 +415,7 @@ impl Sim {
             last_scheduled: 0,
             by_head: BTreeMap::new(),
             superseded_revocations: Default::default(),
+            frontiers: BTreeMap::new(),
             pending_faults: 0,
             awaiting_convergence: Vec::new(),
             quiet,

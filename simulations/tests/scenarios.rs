@@ -364,3 +364,38 @@ fn every_finding_of_the_farm_passes() {
     }
     assert!(ran >= 1, "no finding in {}", dir.display());
 }
+
+#[test]
+fn a_removed_writers_rows_stop_at_its_frontier_on_every_node_and_the_oracle_sees_a_core_that_ignores_it()
+ {
+    let summary = run("removed-writer");
+    let ops = summary["leader_ops"].as_array().expect("leader ops");
+    assert_eq!(ops.len(), 1, "{ops:?}");
+    assert!(ops[0]["result"].get("Ok").is_some(), "{ops:?}");
+    let oracles = &summary["oracles"];
+    assert_eq!(oracles["rows_beyond_frontier"], 0, "{oracles}");
+    assert!(
+        oracles["refused_beyond_frontier"].as_u64() > Some(0),
+        "the removed node wrote on and was refused: {oracles}"
+    );
+    // Fewer rows than were written: the removed node's later ones are nowhere but on it.
+    assert!(oracles["event_rows"].as_u64() < Some(140), "{oracles}");
+    assert_eq!(oracles["commits_missing_on_live_nodes"], 0, "{oracles}");
+
+    // A core that keeps accepting removed writers is caught by the oracle.
+    let path = scenarios().join("removed-writer.toml");
+    let scenario = Scenario::load(&path).expect("parses");
+    let hooks = meshward_simulations::farm::Hooks {
+        bug: Some(meshward_node::core::Bug::IgnoreFrontiers),
+    };
+    let bugged = meshward_simulations::farm::run_scenario(&scenario, scenario.seed, hooks)
+        .expect("the simulator runs");
+    assert!(
+        bugged
+            .failures
+            .iter()
+            .any(|f| f.contains("beyond the frontier its removal fixed")),
+        "{:#?}",
+        bugged.failures
+    );
+}

@@ -494,3 +494,111 @@ fn leadership_moves_by_hand_over_and_majority_failover_never_on_a_minority_and_a
     let log = std::fs::read_to_string(daemons[0].data.join("ha-commands.log")).unwrap();
     assert!(log.contains("ha failover\tok"), "{log}");
 }
+
+#[test]
+fn a_removed_nodes_rows_stop_at_its_removal_also_with_its_stolen_key_and_reach_a_node_cut_off_then()
+{
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let _serial = serial();
+    let root = tempfile::tempdir().unwrap();
+    let nodes = cluster(root.path(), 4).unwrap();
+    let writer = |i: usize| nodes[i].1.as_str();
+    // Node 1 holds node 3's key, as a thief would once node 3 is removed.
+    let stolen = meshward_node::store::Store::open(&nodes[3].0)
+        .unwrap()
+        .identity()
+        .unwrap()
+        .key;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(nodes[1].0.join("stolen.key"))
+        .unwrap();
+    std::io::Write::write_all(&mut file, &stolen.to_bytes()).unwrap();
+    drop(file);
+    let mut daemons = start_all(&nodes);
+    let counter = |d: &Daemon, field: &str| -> u64 {
+        d.status()
+            .map_or(0, |s| s["mesh"]["core"][field].as_u64().unwrap_or(0))
+    };
+    let members =
+        |d: &Daemon| -> anyhow::Result<bool> { Ok(d.status()?["mastered"]["members"] == 3) };
+
+    // Node 2 is cut off; node 3 writes, which reaches the leader and node 1 only.
+    cli(
+        &daemons[2].data,
+        &[
+            "fault",
+            "block",
+            "--peer",
+            writer(0),
+            "--peer",
+            writer(1),
+            "--peer",
+            writer(3),
+        ],
+    )
+    .unwrap();
+    for i in [0, 1, 3] {
+        cli(&daemons[i].data, &["fault", "block", "--peer", writer(2)]).unwrap();
+    }
+    append(&daemons[3].data, "before-removal", 3).expect("append");
+    wait_for(CONVERGE, || {
+        Ok(count(&daemons[0].data, "event")? == 3 && count(&daemons[1].data, "event")? == 3)
+    })
+    .expect("node 3's rows reach the leader and node 1");
+
+    // The leader removes node 3: the roster record fixes node 3's frontier as it holds it.
+    cli(
+        &daemons[0].data,
+        &["ha", "make-standalone", "--node", writer(3)],
+    )
+    .unwrap();
+    wait_for(CONVERGE, || {
+        Ok(members(&daemons[0])? && members(&daemons[1])?)
+    })
+    .expect("the removal reaches node 1");
+    daemons.pop().unwrap().kill(libc::SIGTERM);
+
+    // Node 3's key goes on writing (node 1 signs with it, continuing node 3's log): refused
+    // by the leader, not stored.
+    cli(
+        &daemons[1].data,
+        &["fault", "misbehave", "--kind", "stolen"],
+    )
+    .unwrap();
+    wait_for(
+        CONVERGE,
+        || Ok(counter(&daemons[0], "beyond_frontier") >= 1),
+    )
+    .expect("the leader refuses and counts rows beyond the frontier");
+
+    // Node 2 comes back: it gets the removal and node 3's rows up to the frontier.
+    for d in &daemons {
+        cli(&d.data, &["fault", "heal"]).unwrap();
+    }
+    wait_for(CONVERGE, || {
+        Ok(members(&daemons[2])? && count(&daemons[2].data, "event")? == 3)
+    })
+    .expect("node 2, cut off during the removal, gets node 3's rows written before it");
+    // The stolen key's rows relayed to node 2: refused too.
+    let before = counter(&daemons[2], "beyond_frontier");
+    wait_for(CONVERGE, || {
+        cli(
+            &daemons[1].data,
+            &["fault", "misbehave", "--kind", "stolen"],
+        )?;
+        Ok(counter(&daemons[2], "beyond_frontier") > before)
+    })
+    .expect("node 2 refuses and counts rows beyond the frontier");
+    std::thread::sleep(Duration::from_secs(2));
+    for d in &daemons {
+        let events = cli(&d.data, &["event", "list"]).unwrap();
+        assert!(
+            !events.contains("stolen"),
+            "a row beyond the frontier was stored: {events}"
+        );
+        assert_eq!(count(&d.data, "event").unwrap(), 3);
+    }
+}

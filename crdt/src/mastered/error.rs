@@ -251,6 +251,20 @@ pub enum PayloadError {
         "the genesis names an invalid licence issuer key; create the cluster again with a key from `meshward licence keygen`"
     )]
     InvalidIssuerKey,
+    /// The frontiers of a roster name more than [`super::MAX_FRONTIER_SEGMENTS`] segments.
+    #[error("roster frontiers name {got} segments, over the limit of {max}")]
+    TooManyFrontierSegments {
+        /// Segments named.
+        got: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The frontiers of a roster break a rule of their encoding.
+    #[error("roster frontiers are malformed: {why}; it was written by incompatible software")]
+    BadFrontier {
+        /// Which rule.
+        why: &'static str,
+    },
     /// A hand-over carries more than [`MAX_ROSTER_MEMBERS`] endorsements.
     #[error("hand-over carries {got} endorsements, over the limit of {max}")]
     TooManyEndorsements {

@@ -98,13 +98,15 @@ impl Roster {
         postcard::to_stdvec(self).expect("postcard encodes a roster into a Vec")
     }
 
-    /// Decodes and checks a roster payload (bounds in the type docs).
+    /// Decodes and checks a roster payload (bounds in the type docs). A `Roster` record's
+    /// payload may also carry the frontiers of the writers it removes, which this skips: see
+    /// [`super::RosterChange`].
     pub fn decode(bytes: &[u8]) -> Result<Roster, PayloadError> {
-        decode_exact::<Roster>(bytes)?.checked()
+        super::RosterChange::decode(bytes).map(|change| change.roster)
     }
 
     /// The roster, if within the bounds in the type docs.
-    fn checked(self) -> Result<Roster, PayloadError> {
+    pub(super) fn checked(self) -> Result<Roster, PayloadError> {
         let roster = self;
         if roster.members.is_empty() {
             return Err(PayloadError::EmptyRoster);

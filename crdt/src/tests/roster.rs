@@ -120,3 +120,92 @@ fn segments_past_the_bound_are_refused_and_a_full_log_refuses_the_whole_commit()
     }
     assert_eq!(b.digest(), Digest::default());
 }
+
+#[test]
+fn a_removed_writers_rows_up_to_its_frontier_reach_a_node_that_was_behind_and_no_further() {
+    let without_a = || roster().filter(|w| *w != writer(1));
+    let mut a = replica(1, 1000);
+    let mut leader = replica(2, 1000);
+    let mut relay = replica(3, 1000);
+    let mut behind = replica(4, 1000);
+    // a writes; the leader and the relay get it, `behind` is cut off.
+    let first = a.commit(0, vec![event(1), event(2)]).expect("commit").push;
+    let fingerprint = a
+        .commit(
+            0,
+            vec![Op::ObserveFingerprint {
+                host: "db-01".into(),
+                key_type: KeyType::SshEd25519,
+                fingerprint: "SHA256:x".into(),
+                at_ms: 0,
+            }],
+        )
+        .expect("commit")
+        .push;
+    for r in [&mut leader, &mut relay] {
+        apply_all(r, &first);
+        apply_all(r, &fingerprint);
+    }
+    // The leader removes a: the roster record carries the frontier the leader holds.
+    let frontier = leader.frontier_of(writer(1));
+    assert_eq!(frontier.segments.len(), 2, "{frontier:?}");
+    // a keeps writing with its key; the relay takes it before it learns of the removal.
+    let beyond = a.commit(0, vec![event(3)]).expect("commit").push;
+    apply_all(&mut relay, &beyond);
+    for r in [&mut leader, &mut relay, &mut behind] {
+        r.set_writers(without_a());
+        r.set_frontiers([&frontier]);
+    }
+    // Beyond the frontier: refused by everyone, counted by its kind, not stored.
+    for r in [&mut leader, &mut behind] {
+        let before = r.digest();
+        let a_log = everything(&a)
+            .into_iter()
+            .filter(|i| i.head().head.key.table == TableId::Events);
+        for item in beyond.iter().cloned().chain(a_log) {
+            let refused = r.apply(item);
+            assert!(
+                matches!(refused, Err(ApplyError::BeyondFrontier { .. })),
+                "{refused:?}"
+            );
+        }
+        assert_eq!(r.digest(), before, "nothing stored");
+    }
+    // The relay holds a's rows beyond the frontier (history) but does not offer them; it
+    // advertises the frontier its chain passes through, so it agrees with the leader (and
+    // does not sync with it for ever). `behind` gets a's rows up to the frontier from the
+    // leader.
+    assert_eq!(relay.accepted_digest(), leader.accepted_digest());
+    assert_ne!(relay.digest(), leader.digest());
+    sync_pair(&mut relay, &mut behind);
+    assert!(
+        !behind
+            .digest()
+            .segments
+            .iter()
+            .any(|s| s.key.writer == writer(1) && s.key.table == TableId::Events),
+        "nothing of a's log from the relay, which holds it beyond the frontier"
+    );
+    sync_pair(&mut leader, &mut behind);
+    let held: Vec<SegmentState> = behind
+        .digest()
+        .segments
+        .into_iter()
+        .filter(|s| s.key.writer == writer(1))
+        .collect();
+    assert_eq!(held, frontier.states().collect::<Vec<_>>());
+    let a_rows = |r: &Replica| {
+        r.rows(TableId::Events)
+            .expect("rows")
+            .into_iter()
+            .filter(|(k, _)| k.writer == writer(1))
+            .count()
+    };
+    assert_eq!(
+        a_rows(&behind),
+        2,
+        "rows written before the removal arrived"
+    );
+    assert_eq!(a_rows(&relay), 3, "history held");
+    assert_eq!(behind.accepted_digest(), leader.accepted_digest());
+}

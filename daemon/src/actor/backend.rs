@@ -143,6 +143,7 @@ impl Backend for DaemonBackend<'_> {
 
     #[cfg(feature = "fault-injection")]
     fn misbehave(&mut self, kind: &str) -> anyhow::Result<u64> {
+        use anyhow::Context as _;
         use meshward_crdt::{Digest, Head, SegmentKey, SyncItem, SyncMessage, TableId};
         use meshward_transport::Misbehaviour;
 
@@ -187,23 +188,46 @@ impl Backend for DaemonBackend<'_> {
                     phantom.clone(),
                     meshward_crdt::ReplicaConfig::default(),
                 );
-                let event = meshward_crdt::Event {
-                    at_ms: now_ms(),
-                    kind: meshward_crdt::EventKind::Login,
-                    user: "phantom".into(),
-                    target: "nowhere".into(),
-                    detail: "written by nobody in the roster".into(),
+                publish_event(
+                    node,
+                    &mut replica,
+                    "phantom",
+                    "written by nobody in the roster",
+                )?;
+                sent += 1;
+            }
+            "stolen" => {
+                // Rows signed with another node's key (a removed node's, stolen: 32 raw bytes
+                // in DATA/stolen.key), continuing its event log as this node holds it.
+                let identity = node.store.identity()?;
+                let path = node.data.join("stolen.key");
+                let bytes = std::fs::read(&path)
+                    .with_context(|| format!("cannot read the stolen key {}", path.display()))?;
+                let Ok(bytes) = <[u8; 32]>::try_from(bytes.as_slice()) else {
+                    bail!("{} must hold 32 raw key bytes", path.display());
                 };
-                let items = replica
-                    .commit(now_ms(), vec![meshward_crdt::Op::Append(event)])?
-                    .push;
-                node.handle.publish(
-                    Gossip::Push {
-                        origin: replica.writer(),
-                        sent_us: 0,
-                        message: SyncMessage { items }.encode(),
-                    }
-                    .encode(),
+                let stolen = ed25519_dalek::SigningKey::from_bytes(&bytes);
+                let victim = WriterId::from_key(&stolen.verifying_key());
+                let mut replica = meshward_crdt::Replica::new(
+                    identity.cluster,
+                    stolen,
+                    meshward_crdt::ReplicaConfig::default(),
+                );
+                let (held, _) = node
+                    .core
+                    .replica()
+                    .missing_for(&Digest::default(), usize::MAX)?;
+                for item in held.into_iter().filter(|i| {
+                    let k = i.head().head.key;
+                    k.writer == victim && k.table == TableId::Events
+                }) {
+                    replica.apply(item)?;
+                }
+                publish_event(
+                    node,
+                    &mut replica,
+                    "stolen",
+                    "written with a removed node's key",
                 )?;
                 sent += 1;
             }
@@ -289,4 +313,36 @@ impl Backend for DaemonBackend<'_> {
         }
         Ok(())
     }
+}
+
+/// Commits one event as `replica`'s writer and publishes it as that writer's push (the
+/// `phantom` and `stolen` misbehaviours).
+#[cfg(feature = "fault-injection")]
+fn publish_event(
+    node: &mut Node,
+    replica: &mut meshward_crdt::Replica,
+    user: &str,
+    detail: &str,
+) -> anyhow::Result<()> {
+    use meshward_crdt::SyncMessage;
+    use meshward_node::core::Gossip;
+    let event = meshward_crdt::Event {
+        at_ms: now_ms(),
+        kind: meshward_crdt::EventKind::Login,
+        user: user.into(),
+        target: "nowhere".into(),
+        detail: detail.into(),
+    };
+    let items = replica
+        .commit(now_ms(), vec![meshward_crdt::Op::Append(event)])?
+        .push;
+    node.handle.publish(
+        Gossip::Push {
+            origin: replica.writer(),
+            sent_us: 0,
+            message: SyncMessage { items }.encode(),
+        }
+        .encode(),
+    )?;
+    Ok(())
 }

@@ -15,6 +15,9 @@ pub enum Bug {
         /// Which commits (1: every one).
         every: u64,
     },
+    /// Removed writers stay accepted: their rows beyond the frontier their removal fixed
+    /// are taken.
+    IgnoreFrontiers,
 }
 
 /// The injected bug and its state.
@@ -28,6 +31,11 @@ impl Core {
     /// Injects `bug` into this core.
     pub fn inject(&mut self, bug: Bug) {
         self.bugs.bug = Some(bug);
+    }
+
+    /// Whether removed writers stay accepted ([`Bug::IgnoreFrontiers`]).
+    pub(super) fn bugged_frontiers(&self) -> bool {
+        self.bugs.bug == Some(Bug::IgnoreFrontiers)
     }
 
     /// What a local commit asks to persist, once the bug had its way.

@@ -1,6 +1,8 @@
 //! The mastered chain in the core: taking a record (verify, store, apply, relay), and the
 //! roster it gives the transport.
 
+use meshward_crdt::mastered::{Frontier, RosterChange};
+
 use super::*;
 
 impl Core {
@@ -110,7 +112,14 @@ impl Core {
         } else {
             BTreeSet::new()
         };
+        let frontiers = removed_frontiers(&m.records, &members);
         self.set_roster(roster.clone());
+        self.replica.set_frontiers(frontiers.values());
+        #[cfg(feature = "bugs")]
+        if self.bugged_frontiers() {
+            self.replica
+                .set_writers(roster.iter().chain(frontiers.keys()).copied());
+        }
         // Rows refused as of an unknown writer may be of a member this roster admits.
         for peer in std::mem::take(&mut self.unknown_from) {
             self.request_sync(now, peer);
@@ -130,4 +139,30 @@ impl Core {
         }
         self.outbox.push(Output::Roster(roster));
     }
+}
+
+/// Where removed writers' rows stop: the frontier of each writer a roster record of `records`
+/// removed, from the latest record that removed it, except writers that are `members` (again).
+/// A writer removed by a record without frontiers (written before they existed) has none: its
+/// new rows are refused whole.
+fn removed_frontiers(
+    records: &[SignedRecord],
+    members: &[(WriterId, Option<SocketAddr>)],
+) -> BTreeMap<WriterId, Frontier> {
+    let mut out = BTreeMap::new();
+    for record in records
+        .iter()
+        .filter(|r| r.record.kind == RecordKind::Roster)
+    {
+        // Verified records decode; one that does not is skipped, not trusted.
+        let Ok(change) = RosterChange::decode(&record.record.payload) else {
+            continue;
+        };
+        out.retain(|w: &WriterId, _| !change.roster.contains(&w.0));
+        for frontier in change.frontiers {
+            out.insert(WriterId(frontier.writer), frontier);
+        }
+    }
+    out.retain(|w, _| !members.iter().any(|(k, _)| k == w));
+    out
 }

@@ -11,7 +11,7 @@
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHasher as _, SaltString};
-use meshward_crdt::mastered::{Chain, RecordKind, Roster, SignedRecord};
+use meshward_crdt::mastered::{Chain, Frontier, RecordKind, Roster, RosterChange, SignedRecord};
 use rand::RngCore as _;
 use tracing::info;
 
@@ -142,7 +142,7 @@ impl Core {
         };
         if m.chain.leader() == me.0 {
             let result = match node {
-                Some(target) if target != me => self.remove_member(now, target),
+                Some(target) if target != me => self.remove_member(now, target, None),
                 _ if m.chain.roster().members.len() == 1 => {
                     Err("this node is alone in its cluster: it already runs standalone".into())
                 }
@@ -165,12 +165,21 @@ impl Core {
         }
     }
 
-    /// Writes a roster without `target`, as the leader.
-    pub(super) fn remove_member(&mut self, now: Millis, target: WriterId) -> Result<u64, String> {
+    /// Writes a roster without `target`, as the leader, with the frontier where `target`'s
+    /// rows stop: `frontier` if given (a removal re-applied from a losing branch keeps the
+    /// branch's), else its segments as this node holds them.
+    pub(super) fn remove_member(
+        &mut self,
+        now: Millis,
+        target: WriterId,
+        frontier: Option<Frontier>,
+    ) -> Result<u64, String> {
         let m = self.mastered.as_ref().ok_or(NO_CLUSTER)?;
         if !m.chain.roster().contains(&target.0) {
             return Err(format!("node {target} is not in the roster"));
         }
+        let mut frontier = frontier.unwrap_or_else(|| self.replica.frontier_of(target));
+        frontier.writer = target.0;
         let roster = Roster {
             members: m
                 .chain
@@ -181,8 +190,19 @@ impl Core {
                 .cloned()
                 .collect(),
         };
-        info!(node = %target, "removing a node from the roster");
-        self.write_mastered(now, RecordKind::Roster, roster.encode())
+        info!(
+            node = %target,
+            segments = frontier.segments.len(),
+            "removing a node from the roster; its rows stop at the frontier held here"
+        );
+        // A node that never wrote has an empty frontier: all its rows are refused.
+        let frontiers = if frontier.segments.is_empty() {
+            Vec::new()
+        } else {
+            vec![frontier]
+        };
+        let change = RosterChange { roster, frontiers };
+        self.write_mastered(now, RecordKind::Roster, change.encode())
     }
 
     pub(super) fn password(&mut self, now: Millis, token: u64, user: String, password: Secret) {
@@ -317,7 +337,7 @@ impl Core {
                 let result = if self.held {
                     Err(HELD.into())
                 } else if self.chain().is_some_and(|c| c.leader() == me.0) {
-                    self.remove_member(now, peer)
+                    self.remove_member(now, peer, None)
                         .map(|_| self.records_after(have))
                 } else {
                     Err("I am not the leader".into())

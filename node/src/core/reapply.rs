@@ -20,11 +20,13 @@
 //! has not signed since the fork point and that still takes something away (the user exists,
 //! the grant is held, the serial is not revoked yet), and removes each member a branch roster
 //! removed that its roster still lists and has not dropped since the fork point, except
-//! itself. So a branch handed off twice, or again after a restart, writes nothing twice, and
+//! itself. A member removed so keeps the frontier the branch's roster record fixed (its rows
+//! stop where the losing leader saw them when it removed it), or, when that record carried
+//! none, gets the frontier this leader holds. So a branch handed off twice, or again after a restart, writes nothing twice, and
 //! a user created again or a node that joined again after the re-application stands.
 
 use meshward_crdt::WriterId;
-use meshward_crdt::mastered::{Chain, RecordKind, SignedRecord};
+use meshward_crdt::mastered::{Chain, RecordKind, RosterChange, SignedRecord};
 use tracing::{info, warn};
 
 use super::ha::{HELD, NO_CLUSTER, Pending};
@@ -251,13 +253,23 @@ impl Core {
                 .map_err(|e| format!("the branch does not verify: {e}"))?;
             match record.record.kind {
                 RecordKind::Revocation => revocations.push(record.record.payload.clone()),
-                RecordKind::Roster => removed.extend(
-                    before
-                        .members
-                        .iter()
-                        .filter(|old| !chain.roster().contains(&old.key))
-                        .map(|old| old.key),
-                ),
+                RecordKind::Roster => {
+                    // The branch's frontier of each removed member comes with its removal.
+                    let frontiers = RosterChange::decode(&record.record.payload)
+                        .map(|c| c.frontiers)
+                        .unwrap_or_default();
+                    removed.extend(
+                        before
+                            .members
+                            .iter()
+                            .filter(|old| !chain.roster().contains(&old.key))
+                            .map(|old| {
+                                let frontier =
+                                    frontiers.iter().find(|f| f.writer == old.key).cloned();
+                                (old.key, frontier)
+                            }),
+                    );
+                }
                 _ => {}
             }
         }
@@ -284,12 +296,12 @@ impl Core {
                         .is_ok_and(|roster| !roster.contains(key))
             })
         };
-        for key in removed {
+        for (key, frontier) in removed {
             let Some(m) = self.mastered.as_ref() else {
                 break;
             };
             if key != me && m.chain.roster().contains(&key) && !dropped_since(m, &key) {
-                self.remove_member(now, WriterId(key))?;
+                self.remove_member(now, WriterId(key), frontier)?;
                 written += 1;
             }
         }

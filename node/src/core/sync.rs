@@ -206,9 +206,10 @@ impl Core {
         self.counters.sync_served += 1;
         self.respond(channel, Reply::Sync(answer));
         let ours = self.replica.digest();
-        let they_have_more = theirs.segments.iter().any(|s| {
-            self.replica.accepts(&s.key.writer) && ours.get(&s.key).is_none_or(|o| o.seq < s.seq)
-        });
+        let they_have_more = theirs
+            .segments
+            .iter()
+            .any(|s| self.replica.takes(s) && ours.get(&s.key).is_none_or(|o| o.seq < s.seq));
         if let Some(p) = self.peers.get_mut(&peer) {
             p.status.changes = Some(total_changes(&theirs));
             p.status.behind = Some(behind(&ours, &theirs));

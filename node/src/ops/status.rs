@@ -255,10 +255,13 @@ pub(super) fn fault(backend: &mut dyn Backend, fault: FaultRequest) -> Result<Re
             n
         }
         FaultRequest::Misbehave { kind } => {
-            if !["garbage", "oversize", "foreign", "phantom", "advert"].contains(&kind.as_str()) {
+            let kinds = [
+                "garbage", "oversize", "foreign", "phantom", "stolen", "advert",
+            ];
+            if !kinds.contains(&kind.as_str()) {
                 return Err(Problem::bad_input(
                     "kind",
-                    "give garbage, oversize, foreign, phantom or advert",
+                    "give garbage, oversize, foreign, phantom, stolen or advert",
                 ));
             }
             backend.misbehave(&kind).map_err(failure)?

@@ -141,6 +141,7 @@ fn with_nodes(sc: &Scenario, k: usize) -> Scenario {
         },
         FaultKind::Failover { node, .. } | FaultKind::Master { node, .. } => *node < k,
         FaultKind::Demote { node, to } => *node < k && *to < k,
+        FaultKind::Remove { node, target } => *node < k && *target < k,
         other => match other.nodes_mut() {
             Some(nodes) => match clip(nodes) {
                 Some(n) => {

@@ -1,19 +1,64 @@
 //! Measurements during the run and the oracles at its end.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use anyhow::Context as _;
-use meshward_crdt::{SegmentKey, TableId, WriterId};
+use meshward_crdt::{Head, SegmentKey, TableId, WriterId};
 
 use super::{Sim, humantime_fmt};
+use crate::frontier::Frontiers;
 use crate::oracle;
 
 impl Sim {
+    /// Whether node `i` runs and is a member by its own chain: a node removed from the roster
+    /// goes on running, but is no longer one of the live nodes that must converge.
+    pub(super) fn counted(&self, i: usize) -> bool {
+        let n = &self.nodes[i];
+        n.core.as_ref().is_some_and(|core| {
+            core.chain()
+                .is_none_or(|c| c.roster().contains(&self.ids[i].0))
+        })
+    }
+
+    /// The removal oracle on a row `node` took from a peer: not beyond a removed writer's
+    /// frontier that its chain holds ([`crate::frontier`]).
+    pub(super) fn check_frontier(&mut self, node: u32, head: &Head) {
+        let n = &self.nodes[node as usize];
+        let Some(last) = n
+            .core
+            .as_ref()
+            .and_then(|c| c.chain())
+            .map(|c| c.last_hash().0)
+        else {
+            return;
+        };
+        if self.frontiers.get(&node).is_none_or(|(h, _)| *h != last) {
+            // A store that does not read is reported by the other oracles.
+            let Ok(records) = n.store.mastered_records() else {
+                return;
+            };
+            self.frontiers.insert(node, (last, Frontiers::of(&records)));
+        }
+        let Some((_, f)) = self.frontiers.get(&node) else {
+            return;
+        };
+        if f.beyond(&head.key, head.seq, &head.hash) {
+            let o = &mut self.metrics.oracles;
+            o.rows_beyond_frontier += 1;
+            o.failures.push(format!(
+                "node {node} took change {} of {} beyond the frontier its removal fixed",
+                head.seq, head.key
+            ));
+        }
+    }
+
     /// What every live node holds between them.
     pub(super) fn live_union(&self) -> BTreeMap<SegmentKey, u64> {
         let mut union: BTreeMap<SegmentKey, u64> = BTreeMap::new();
-        for n in self.nodes.iter().filter(|n| n.core.is_some()) {
-            for (k, &s) in &n.held {
+        for i in (0..self.nodes.len()).filter(|&i| self.counted(i)) {
+            for (k, &s) in held_counted(&self.nodes[i].held, self.frontiers.get(&(i as u32))).iter()
+            {
                 let e = union.entry(*k).or_insert(0);
                 *e = (*e).max(s);
             }
@@ -31,12 +76,13 @@ impl Sim {
     /// Share of live nodes holding everything any live node holds; heals that completed.
     pub(super) fn sample(&mut self) {
         let union = self.live_union();
-        let live = self.nodes.iter().filter(|n| n.core.is_some()).count();
-        let converged = self
-            .nodes
+        let counted: Vec<usize> = (0..self.nodes.len()).filter(|&i| self.counted(i)).collect();
+        let live = counted.len();
+        let held: Vec<Cow<'_, BTreeMap<SegmentKey, u64>>> = counted
             .iter()
-            .filter(|n| n.core.is_some() && n.held == union)
-            .count();
+            .map(|&i| held_counted(&self.nodes[i].held, self.frontiers.get(&(i as u32))))
+            .collect();
+        let converged = held.iter().filter(|h| ***h == union).count();
         let frac = if live == 0 {
             1.0
         } else {
@@ -50,15 +96,12 @@ impl Sim {
         } else {
             self.metrics.converged_at = None;
         }
-        let nodes = &self.nodes;
         let now = self.now;
         let done = &mut self.metrics.heal_convergence;
         self.awaiting_convergence.retain(|(since, target)| {
-            let all = nodes.iter().filter(|n| n.core.is_some()).all(|n| {
-                target
-                    .iter()
-                    .all(|(k, s)| n.held.get(k).is_some_and(|h| h >= s))
-            });
+            let all = held
+                .iter()
+                .all(|h| target.iter().all(|(k, s)| h.get(k).is_some_and(|h| h >= s)));
             if all {
                 done.push((*since, now - since));
             }
@@ -69,9 +112,14 @@ impl Sim {
     /// The oracles: identical tables on every live node (real digests and rows), no
     /// committed event lost, at most one leader per epoch, every fault fired.
     pub(super) fn final_checks(&mut self) -> anyhow::Result<()> {
-        let live: Vec<usize> = (0..self.nodes.len())
-            .filter(|&i| self.nodes[i].core.is_some())
-            .collect();
+        // Nodes removed from the roster run on, but are not among the live nodes that must
+        // converge (see `counted`).
+        let live: Vec<usize> = (0..self.nodes.len()).filter(|&i| self.counted(i)).collect();
+        // A removed writer's commits beyond its frontier are refused by design.
+        let frontiers = match live.first() {
+            Some(&i) => Frontiers::of(&self.nodes[i].store.mastered_records()?),
+            None => Frontiers::default(),
+        };
         let o = &mut self.metrics.oracles;
         let mut digests = BTreeMap::new();
         let mut rows = BTreeMap::new();
@@ -86,8 +134,12 @@ impl Sim {
                 ));
             }
             o.chain_switches += core.counters().chain_switches;
+            o.refused_beyond_frontier += core.counters().beyond_frontier;
             o.equivocations += core.counters().equivocations;
-            *digests.entry(d.fingerprint()).or_insert(0u64) += 1;
+            // What it advertises: a removed writer's rows it holds beyond the frontier are
+            // history (see `held_counted`).
+            let advertised = core.replica().accepted_digest();
+            *digests.entry(advertised.fingerprint()).or_insert(0u64) += 1;
             let r = core.replica().rows(TableId::Events)?.len() as u64;
             *rows.entry(r).or_insert(0u64) += 1;
         }
@@ -116,6 +168,9 @@ impl Sim {
         let mut lost = 0;
         let mut stranded = 0;
         for ((key, seq), &m) in &self.by_head {
+            if !frontiers.counts(key, *seq) {
+                continue;
+            }
             let origin = self.metrics.messages[m].origin as usize;
             let missing = live
                 .iter()
@@ -227,5 +282,21 @@ impl Sim {
             .append(&mut self.metrics.errors);
         self.metrics.live_nodes = live.len() as u64;
         Ok(())
+    }
+}
+
+/// What a node holds (`held`) that counts for convergence, by the frontiers its chain held
+/// when last looked at: a removed writer's segment it took beyond the frontier before it learnt
+/// of the removal counts at the frontier (the rest is history it does not advertise, as the
+/// replica does).
+fn held_counted<'a>(
+    held: &'a BTreeMap<SegmentKey, u64>,
+    frontiers: Option<&([u8; 32], Frontiers)>,
+) -> Cow<'a, BTreeMap<SegmentKey, u64>> {
+    match frontiers {
+        Some((_, f)) if !f.is_empty() => {
+            Cow::Owned(held.iter().map(|(k, &s)| (*k, f.clamp(k, s))).collect())
+        }
+        _ => Cow::Borrowed(held),
     }
 }

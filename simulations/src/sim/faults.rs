@@ -149,6 +149,13 @@ impl Sim {
                     next,
                 })?;
             }
+            FaultKind::Remove { node, target } => {
+                let target = self.ids[target];
+                self.leader_op(node as u32, "remove", |token| Input::Leave {
+                    token,
+                    node: Some(target),
+                })?;
+            }
             FaultKind::PowerLoss { nodes, down } => {
                 for i in nodes.resolve(n)? {
                     self.arm_power_loss(i as u32, down.as_micros() as u64);

@@ -334,6 +334,10 @@ impl Sim {
                 continue;
             }
             *held = head.seq;
+            if !matches!(via, Via::Local) {
+                let head = head.clone();
+                self.check_frontier(node, &head);
+            }
             if matches!(via, Via::Local) {
                 for seq in before + 1..=head.seq {
                     let m = self.metrics.new_message(node, self.now);

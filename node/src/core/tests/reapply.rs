@@ -159,3 +159,83 @@ fn a_hand_off_cut_short_by_a_restart_is_found_again_in_the_stored_superseded_rec
     assert_eq!(net.cores[1].chain().unwrap().last_version(), version);
     assert!(net.cores[0].handoff.is_none());
 }
+
+#[test]
+fn a_removal_re_applied_by_the_winner_keeps_the_frontier_the_losing_leader_fixed() {
+    use meshward_crdt::mastered::RosterChange;
+    let mut net = Net::new(4);
+    with_chain(&mut net);
+    let removed = net.cores[3].me();
+    net.input(
+        3,
+        Input::Commit {
+            ops: events(2, 3),
+            token: 1,
+            at_us: 0,
+        },
+    );
+    // Node 0 leads and is cut off; 1, 2 and 3 fail over to node 1.
+    net.isolate(0);
+    net.tick_all(4_000);
+    net.input(
+        1,
+        Input::Failover {
+            token: 2,
+            force: false,
+        },
+    );
+    assert_eq!(epochs(&net)[1..], [2, 2, 2]);
+    // Node 3 writes on the winning side; node 0 removes it on the losing side.
+    net.input(
+        3,
+        Input::Commit {
+            ops: events(1, 4),
+            token: 3,
+            at_us: 0,
+        },
+    );
+    net.input(
+        0,
+        Input::Leave {
+            token: 4,
+            node: Some(removed),
+        },
+    );
+    assert!(net.last_done(0).is_ok());
+    let losing = net.cores[0].replica().frontier_of(removed);
+    assert_eq!(
+        losing.segments[0].seq, 1,
+        "node 0 saw the first commit only"
+    );
+
+    net.rejoin(0);
+    for _ in 0..6 {
+        net.tick_all(1_000);
+    }
+    let chain = net.cores[1].mastered.as_ref().unwrap();
+    let removal = chain
+        .records
+        .iter()
+        .rev()
+        .find(|r| r.record.kind == RecordKind::Roster)
+        .expect("the removal re-applied");
+    assert_eq!(removal.record.epoch, 2);
+    let change = RosterChange::decode(&removal.record.payload).unwrap();
+    assert!(!change.roster.contains(&removed.0));
+    assert_eq!(change.frontiers, std::slice::from_ref(&losing));
+    // Node 3's rows beyond that frontier are refused by node 0, which lacked them.
+    let held = |core: &Core| {
+        core.replica()
+            .digest()
+            .segments
+            .into_iter()
+            .filter(|s| s.key.writer == removed)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(held(&net.cores[0]), losing.states().collect::<Vec<_>>());
+    assert!(
+        net.cores[1]
+            .replica()
+            .takes(&losing.states().next().unwrap())
+    );
+}

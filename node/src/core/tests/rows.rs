@@ -447,3 +447,107 @@ fn a_followers_advert_is_taken_but_not_relayed_and_the_leaders_is_relayed() {
     assert_eq!(gossip(&mut net, 1, leader, from_leader), Verdict::Accept);
     assert_eq!(net.cores[1].counters().forged_gossip, 0);
 }
+
+#[test]
+fn a_removed_members_rows_stop_at_the_frontier_its_removal_fixed_also_for_a_node_cut_off_then() {
+    use meshward_crdt::mastered::RosterChange;
+    let mut net = Net::new(4);
+    with_chain(&mut net);
+    let (leader, relay, behind, removed) = (0, 1, 2, 3);
+    let removed_id = net.cores[removed].me();
+    // `behind` is cut off; the removed node's rows reach the leader and the relay only.
+    net.isolate(behind);
+    net.input(
+        removed,
+        Input::Commit {
+            ops: events(2, 3),
+            token: 1,
+            at_us: 0,
+        },
+    );
+    net.input(
+        leader,
+        Input::Leave {
+            token: 2,
+            node: Some(removed_id),
+        },
+    );
+    assert_eq!(net.last_done(leader), Ok(2));
+    let record = &net.cores[leader].mastered.as_ref().unwrap().records[1];
+    let change = RosterChange::decode(&record.record.payload).unwrap();
+    assert_eq!(change.frontiers.len(), 1, "the removal fixes one frontier");
+    assert_eq!(
+        change.frontiers[0],
+        net.cores[leader].replica().frontier_of(removed_id)
+    );
+
+    // The removed node goes on writing with its key: refused by the members, not stored.
+    net.input(
+        removed,
+        Input::Commit {
+            ops: events(1, 4),
+            token: 3,
+            at_us: 0,
+        },
+    );
+    let beyond_push = {
+        let items = net.cores[removed]
+            .replica()
+            .missing_for(&Digest::default(), usize::MAX)
+            .unwrap()
+            .0;
+        Gossip::Push {
+            origin: removed_id,
+            sent_us: 0,
+            message: SyncMessage { items }.encode(),
+        }
+        .encode()
+    };
+    for member in [leader, relay] {
+        assert_eq!(net.cores[member].counters().beyond_frontier, 1);
+        assert_eq!(net.cores[member].counters().pushes_rejected, 0);
+        assert_eq!(
+            net.cores[member]
+                .replica()
+                .rows(TableId::Events)
+                .unwrap()
+                .len(),
+            2,
+            "nothing beyond the frontier"
+        );
+    }
+
+    // The node cut off during the removal comes back: the removal's record, then the removed
+    // node's rows up to the frontier, reach it.
+    net.rejoin(behind);
+    net.isolate(removed);
+    net.tick_all(60_000);
+    let chain = net.cores[behind].chain().unwrap();
+    assert_eq!(chain.last_version(), 2);
+    assert_eq!(segments_of(&net.cores[behind], removed_id), 1);
+    let held: Vec<_> = net.cores[behind]
+        .replica()
+        .digest()
+        .segments
+        .into_iter()
+        .filter(|s| s.key.writer == removed_id)
+        .collect();
+    assert_eq!(held, change.frontiers[0].states().collect::<Vec<_>>());
+    // Its rows beyond the frontier, relayed by a member, are refused too: ignored (not
+    // forwarded), counted, the relay not penalised.
+    let relay_id = net.cores[relay].me();
+    let before = net.cores[behind].counters().beyond_frontier;
+    assert_eq!(
+        gossip(&mut net, behind, relay_id, beyond_push),
+        Verdict::Ignore
+    );
+    assert_eq!(net.cores[behind].counters().beyond_frontier, before + 1);
+    assert_eq!(
+        net.cores[behind]
+            .replica()
+            .rows(TableId::Events)
+            .unwrap()
+            .len(),
+        2
+    );
+}
