@@ -11,6 +11,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::id::TableId;
+use crate::rotation::Rotation;
 
 /// Longest user name, host name, target or field name, in bytes.
 pub const MAX_NAME: usize = 256;
@@ -67,6 +68,14 @@ pub enum RowError {
     Undecodable {
         /// The table.
         table: TableId,
+    },
+    /// A field's value breaks a rule other than length or characters.
+    #[error("{field} is not valid: {reason}")]
+    Invalid {
+        /// The field.
+        field: &'static str,
+        /// What is wrong and what is allowed.
+        reason: String,
     },
     /// A map row stored under a key that is not the row's own key.
     #[error("row stored under key {stored:?} but its key is {actual:?}")]
@@ -212,6 +221,8 @@ pub enum Row {
     Fingerprint(Fingerprint),
     /// A user data exception.
     Exception(UserDataException),
+    /// A credential rotation.
+    Rotation(Rotation),
 }
 
 impl Row {
@@ -221,6 +232,7 @@ impl Row {
             Row::Event(_) => TableId::Events,
             Row::Fingerprint(_) => TableId::Fingerprints,
             Row::Exception(_) => TableId::Exceptions,
+            Row::Rotation(_) => TableId::Rotations,
         }
     }
 
@@ -230,6 +242,7 @@ impl Row {
             Row::Event(_) => None,
             Row::Fingerprint(f) => Some(fingerprint_key(&f.host, f.key_type, &f.fingerprint)),
             Row::Exception(x) => Some(exception_key(&x.user, &x.field)),
+            Row::Rotation(r) => Some(crate::rotation::rotation_key(&r.address, r.hlc)),
         }
     }
 
@@ -260,6 +273,7 @@ impl Row {
                 name("field", &x.field)?;
                 text("value", &x.value, MAX_TEXT, true)
             }
+            Row::Rotation(r) => r.validate(),
         }
     }
 
@@ -270,6 +284,7 @@ impl Row {
             Row::Event(e) => postcard::to_allocvec(e),
             Row::Fingerprint(f) => postcard::to_allocvec(f),
             Row::Exception(x) => postcard::to_allocvec(x),
+            Row::Rotation(r) => postcard::to_allocvec(r),
         };
         out.unwrap_or_default()
     }
@@ -288,6 +303,7 @@ impl Row {
             TableId::Events => Row::Event(postcard::from_bytes(bytes).map_err(bad)?),
             TableId::Fingerprints => Row::Fingerprint(postcard::from_bytes(bytes).map_err(bad)?),
             TableId::Exceptions => Row::Exception(postcard::from_bytes(bytes).map_err(bad)?),
+            TableId::Rotations => Row::Rotation(postcard::from_bytes(bytes).map_err(bad)?),
         };
         row.validate()?;
         Ok(row)
@@ -305,7 +321,7 @@ pub fn exception_key(user: &str, field: &str) -> String {
 }
 
 /// A short identifier-like field: non-empty, bounded, no whitespace or control characters.
-fn name(field: &'static str, value: &str) -> Result<(), RowError> {
+pub(crate) fn name(field: &'static str, value: &str) -> Result<(), RowError> {
     if value.is_empty() {
         return Err(RowError::Empty { field });
     }
@@ -332,7 +348,12 @@ fn name(field: &'static str, value: &str) -> Result<(), RowError> {
 }
 
 /// Free text: bounded, no control characters except (when `multiline`) newline and tab.
-fn text(field: &'static str, value: &str, max: usize, multiline: bool) -> Result<(), RowError> {
+pub(crate) fn text(
+    field: &'static str,
+    value: &str,
+    max: usize,
+    multiline: bool,
+) -> Result<(), RowError> {
     if value.len() > max {
         return Err(RowError::TooLong {
             field,
