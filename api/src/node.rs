@@ -200,6 +200,10 @@ pub struct Status {
     pub tables: BTreeMap<String, TableStatus>,
     /// Session audit records.
     pub audit_records: u64,
+    /// Credential accounts whose concurrent rotations no later rotation has settled
+    /// (`GET /v1/credentials/conflicts` lists them).
+    #[serde(default)]
+    pub credential_conflicts: u64,
     /// A member whose MEK file is missing: it serves only status and unseal.
     #[serde(default)]
     pub sealed: bool,
