@@ -242,6 +242,7 @@ pub fn emulate(
             FaultKind::Restore { .. } => unsupported.push("restore"),
             FaultKind::Master { .. } => unsupported.push("master"),
             FaultKind::Demote { .. } => unsupported.push("demote"),
+            FaultKind::Rotate { .. } => unsupported.push("rotate"),
             FaultKind::PowerLoss { .. } => unsupported.push("power-loss"),
             FaultKind::DiskFull { .. } => unsupported.push("disk-full"),
             FaultKind::DiskError { .. } => unsupported.push("disk-error"),

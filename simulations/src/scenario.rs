@@ -410,6 +410,17 @@ pub enum FaultKind {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         revoke: bool,
     },
+    /// `meshward credential rotate ACCOUNT` on `node`: a rotation row in its shared
+    /// `rotations` table, made from what the node holds (its HLC, what it has seen). The
+    /// oracle checks that no acknowledged rotation is lost and that every live node names the
+    /// same current rotation at the end.
+    Rotate {
+        /// The node that rotates.
+        node: usize,
+        /// The account, `NS/DEVICE/ACCOUNT` (default `sim/db-01/root`).
+        #[serde(default = "default_account")]
+        account: String,
+    },
     /// `meshward ha demote --to TO` on `node`: a planned hand-over, signed once a majority, `to`
     /// included, endorsed it; the report lists the answer.
     Demote {
@@ -456,6 +467,10 @@ pub enum FaultKind {
     },
 }
 
+fn default_account() -> String {
+    "sim/db-01/root".into()
+}
+
 impl FaultKind {
     /// The node set of a kind that acts on one (crash, restart, rolling restart, skew,
     /// snapshot, restore and the disk faults).
@@ -489,6 +504,7 @@ impl FaultKind {
             FaultKind::Restore { .. } => "restore",
             FaultKind::Master { .. } => "master",
             FaultKind::Demote { .. } => "demote",
+            FaultKind::Rotate { .. } => "rotate",
             FaultKind::PowerLoss { .. } => "power-loss",
             FaultKind::DiskFull { .. } => "disk-full",
             FaultKind::DiskError { .. } => "disk-error",
@@ -619,6 +635,14 @@ impl Scenario {
                     *node < n,
                     "master names node {node}; the scenario has {n} nodes (0..{n})"
                 ),
+                FaultKind::Rotate { node, account } => {
+                    ensure!(
+                        *node < n,
+                        "rotate names node {node}; the scenario has {n} nodes (0..{n})"
+                    );
+                    meshward_crdt::rotation::check_address(account)
+                        .with_context(|| format!("rotate account {account:?}"))?;
+                }
                 FaultKind::Demote { node, to } => {
                     ensure!(
                         *node < n && *to < n,

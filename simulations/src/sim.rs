@@ -46,6 +46,7 @@ use crate::report::Metrics;
 use crate::scenario::{FaultKind, Latency, Scenario};
 
 mod checks;
+mod credentials;
 pub mod disk;
 mod drive;
 mod faults;
@@ -111,6 +112,8 @@ pub struct Sim {
     /// Payloads of revocations some node gave up with a losing branch: each must be in force
     /// on every live node at the end (the winner signs them again).
     superseded_revocations: std::collections::BTreeSet<Vec<u8>>,
+    /// Credential rotations acknowledged (durable on their node) ([`credentials`]).
+    rotations: Vec<credentials::Acked>,
     /// Fault steps still to fire (flap steps, rolling restart steps).
     pending_faults: u64,
     /// Heals (partition heal, flap end, restart) whose convergence is not yet seen: when,
@@ -412,6 +415,7 @@ impl Sim {
             last_scheduled: 0,
             by_head: BTreeMap::new(),
             superseded_revocations: Default::default(),
+            rotations: Vec::new(),
             pending_faults: 0,
             awaiting_convergence: Vec::new(),
             quiet,
