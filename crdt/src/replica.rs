@@ -13,7 +13,7 @@ use ed25519_dalek::SigningKey;
 
 use crate::error::{ApplyError, CommitError};
 use crate::id::{ClusterId, SegmentKey, TableId, TableShape, WriterId};
-use crate::rotation::{Hlc, Rotation, rotation_key};
+use crate::rotation::{Hlc, Rotation, RotationError, rotation_key};
 use crate::row::{
     Event, Fingerprint, KeyType, Row, RowError, UserDataException, exception_key, fingerprint_key,
 };
@@ -557,10 +557,10 @@ impl Replica {
                 row.validate()?;
                 let k = row.key().unwrap_or_default();
                 if current(TableId::Rotations, &k).is_some() {
-                    return Err(CommitError::Row(RowError::Invalid {
+                    return Err(CommitError::Row(RowError::Rotation(RotationError {
                         field: "hlc",
                         reason: format!("this node already holds rotation {k}"),
-                    }));
+                    })));
                 }
                 (TableId::Rotations, RowOp::Put(k, row))
             }

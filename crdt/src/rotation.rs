@@ -37,7 +37,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::id::WriterId;
 use crate::mastered::{check_key, check_name};
-use crate::row::RowError;
 
 /// Largest secret (plain bytes) a rotation may seal.
 pub const MAX_SECRET: usize = 4096;
@@ -54,6 +53,28 @@ pub const MAX_SEEN: usize = 32;
 /// Rotations of one account each writer keeps (the newest ones); older ones are deleted by
 /// their writer when it rotates that account again.
 pub const RETAIN_PER_WRITER: usize = 16;
+
+/// Longest `user` (who asked), in bytes.
+pub const MAX_USER: usize = 256;
+
+/// A rotation row was refused: the field and why. Nothing was written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field} is not valid: {reason}")]
+pub struct RotationError {
+    /// The field.
+    pub field: &'static str,
+    /// What is wrong and what is allowed.
+    pub reason: String,
+}
+
+impl RotationError {
+    fn new(field: &'static str, reason: impl Into<String>) -> Self {
+        RotationError {
+            field,
+            reason: reason.into(),
+        }
+    }
+}
 
 /// A hybrid logical clock value: physical unix ms, then a counter for rotations in the same
 /// ms or behind a clock that is ahead of ours.
@@ -163,42 +184,28 @@ pub struct Account {
 
 impl Rotation {
     /// Checks every bound of the row.
-    pub fn validate(&self) -> Result<(), RowError> {
+    pub fn validate(&self) -> Result<(), RotationError> {
         check_address(&self.address)?;
         if self.hlc.ms < 0 {
-            return Err(RowError::Invalid {
-                field: "hlc",
-                reason: "before 1970".into(),
-            });
+            return Err(RotationError::new("hlc", "before 1970"));
         }
         if self.seen.len() > MAX_SEEN {
-            return Err(RowError::TooLong {
-                field: "seen",
-                len: self.seen.len(),
-                max: MAX_SEEN,
-            });
+            return Err(too_long("seen", self.seen.len(), MAX_SEEN));
         }
         if self.seen.windows(2).any(|w| w[0].0 >= w[1].0) {
-            return Err(RowError::Invalid {
-                field: "seen",
-                reason: "writers not sorted or repeated".into(),
-            });
+            return Err(RotationError::new("seen", "writers not sorted or repeated"));
         }
         if self.sealed.is_empty() {
-            return Err(RowError::Empty { field: "sealed" });
+            return Err(RotationError::new("sealed", "it is empty"));
         }
         if self.sealed.len() > MAX_SEALED {
-            return Err(RowError::TooLong {
-                field: "sealed",
-                len: self.sealed.len(),
-                max: MAX_SEALED,
-            });
+            return Err(too_long("sealed", self.sealed.len(), MAX_SEALED));
         }
-        crate::row::text("reason", &self.reason, MAX_REASON, false)?;
+        line("reason", &self.reason, MAX_REASON)?;
         if self.user.is_empty() {
-            return Err(RowError::Empty { field: "user" });
+            return Err(RotationError::new("user", "it is empty"));
         }
-        crate::row::text("user", &self.user, crate::row::MAX_NAME, false)
+        line("user", &self.user, MAX_USER)
     }
 
     /// Whether `self` (written by `writer`) is settled by `other` (written by `by`).
@@ -223,17 +230,10 @@ pub fn rotation_key(address: &str, hlc: Hlc) -> String {
 
 /// Checks an account address `NS/DEVICE/ACCOUNT`: a namespace as managed tables name them,
 /// then a device and an account as managed row keys are written.
-pub fn check_address(address: &str) -> Result<(), RowError> {
-    let invalid = |reason: String| RowError::Invalid {
-        field: "address",
-        reason,
-    };
+pub fn check_address(address: &str) -> Result<(), RotationError> {
+    let invalid = |reason: String| RotationError::new("address", reason);
     if address.len() > MAX_ADDRESS {
-        return Err(RowError::TooLong {
-            field: "address",
-            len: address.len(),
-            max: MAX_ADDRESS,
-        });
+        return Err(too_long("address", address.len(), MAX_ADDRESS));
     }
     let parts: Vec<&str> = address.split('/').collect();
     let [ns, device, account] = parts[..] else {
@@ -315,7 +315,7 @@ impl Account {
         if out.len() > MAX_SEEN {
             out.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
             out.truncate(MAX_SEEN);
-            out.sort_by(|a, b| a.0.cmp(&b.0));
+            out.sort_by_key(|a| a.0);
         }
         out
     }
@@ -332,6 +332,21 @@ impl Account {
         let keep = RETAIN_PER_WRITER.saturating_sub(1);
         own[..own.len().saturating_sub(keep)].to_vec()
     }
+}
+
+fn too_long(field: &'static str, len: usize, max: usize) -> RotationError {
+    RotationError::new(field, format!("{len} long; the limit is {max}"))
+}
+
+/// One line of text: at most `max` bytes, no control characters.
+fn line(field: &'static str, value: &str, max: usize) -> Result<(), RotationError> {
+    if value.len() > max {
+        return Err(too_long(field, value.len(), max));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(RotationError::new(field, "one line, no control characters"));
+    }
+    Ok(())
 }
 
 fn order(a: &(WriterId, Rotation), b: &(WriterId, Rotation)) -> Ordering {

@@ -11,7 +11,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::id::TableId;
-use crate::rotation::Rotation;
+use crate::rotation::{Rotation, RotationError};
 
 /// Longest user name, host name, target or field name, in bytes.
 pub const MAX_NAME: usize = 256;
@@ -69,14 +69,9 @@ pub enum RowError {
         /// The table.
         table: TableId,
     },
-    /// A field's value breaks a rule other than length or characters.
-    #[error("{field} is not valid: {reason}")]
-    Invalid {
-        /// The field.
-        field: &'static str,
-        /// What is wrong and what is allowed.
-        reason: String,
-    },
+    /// A credential rotation row was refused.
+    #[error(transparent)]
+    Rotation(#[from] RotationError),
     /// A map row stored under a key that is not the row's own key.
     #[error("row stored under key {stored:?} but its key is {actual:?}")]
     KeyMismatch {
@@ -273,7 +268,7 @@ impl Row {
                 name("field", &x.field)?;
                 text("value", &x.value, MAX_TEXT, true)
             }
-            Row::Rotation(r) => r.validate(),
+            Row::Rotation(r) => Ok(r.validate()?),
         }
     }
 
@@ -321,7 +316,7 @@ pub fn exception_key(user: &str, field: &str) -> String {
 }
 
 /// A short identifier-like field: non-empty, bounded, no whitespace or control characters.
-pub(crate) fn name(field: &'static str, value: &str) -> Result<(), RowError> {
+fn name(field: &'static str, value: &str) -> Result<(), RowError> {
     if value.is_empty() {
         return Err(RowError::Empty { field });
     }

@@ -10,8 +10,8 @@
 //!
 //! Plain secrets live in [`Zeroizing`] buffers, wiped when dropped, and are never logged.
 
-use meshward_crdt::rotation::{Hlc, MAX_SECRET};
-use meshward_crdt::{ClusterId, WriterId};
+use meshward_crdt::rotation::{self, Hlc, MAX_SECRET, Rotation};
+use meshward_crdt::{ClusterId, MAX_OPS_PER_COMMIT, Op, WriterId};
 use rand::Rng;
 use zeroize::Zeroizing;
 
@@ -65,6 +65,53 @@ pub fn generate(rng: &mut impl Rng, length: usize, alphabet: Alphabet) -> Zeroiz
         out.push(char::from(chars[rng.gen_range(0..chars.len())]));
     }
     out
+}
+
+/// What a new rotation of an account by a node is made from, given every rotation the node
+/// holds (of every account) and its wall clock.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Draft {
+    /// Its version: past every HLC the node holds, at least the wall clock.
+    pub hlc: Hlc,
+    /// What the node has seen of the account.
+    pub seen: Vec<(WriterId, Hlc)>,
+    /// The node's own rotations of the account to delete with it (retention).
+    pub expired: Vec<Hlc>,
+}
+
+impl Draft {
+    /// The draft of a rotation of `address` by `me` at `now_ms`, over the rotations `held`.
+    pub fn new(
+        held: Vec<(WriterId, Rotation)>,
+        address: &str,
+        me: &WriterId,
+        now_ms: i64,
+    ) -> Draft {
+        let all = rotation::accounts(held);
+        let newest = all.values().filter_map(rotation::Account::newest).max();
+        let account = all.get(address).cloned().unwrap_or_default();
+        Draft {
+            hlc: Hlc::next(now_ms, newest),
+            seen: account.seen_by(me),
+            expired: account.expired(me),
+        }
+    }
+
+    /// The commit's ops: the new row, then the deletions (within one commit's bound).
+    pub fn ops(&self, row: Rotation) -> Vec<Op> {
+        let address = row.address.clone();
+        let mut ops = vec![Op::PutRotation(row)];
+        ops.extend(
+            self.expired
+                .iter()
+                .take(MAX_OPS_PER_COMMIT - 1)
+                .map(|&hlc| Op::DeleteRotation {
+                    address: address.clone(),
+                    hlc,
+                }),
+        );
+        ops
+    }
 }
 
 /// What a sealed secret is bound to: `meshward/credential/v1`, the cluster, the address's

@@ -37,8 +37,23 @@ fn reveal(data: &Path, version: &str) -> String {
             "--json",
         ],
     )
-    .unwrap();
-    json(&out)["secret"].as_str().unwrap().to_string()
+    .expect("reveal");
+    json(&out)["secret"].as_str().expect("a secret").to_string()
+}
+
+/// The current version, the same on every node.
+fn same_current(daemons: &[Daemon]) -> String {
+    let current: Vec<String> = daemons
+        .iter()
+        .map(|d| {
+            history(&d.data).expect("history")["current"]
+                .as_str()
+                .expect("a current version")
+                .to_string()
+        })
+        .collect();
+    assert!(current.windows(2).all(|w| w[0] == w[1]), "{current:?}");
+    current[0].clone()
 }
 
 fn cut(daemons: &[Daemon], nodes: &[(std::path::PathBuf, String)], sides: [&[usize]; 2]) {
@@ -48,7 +63,7 @@ fn cut(daemons: &[Daemon], nodes: &[(std::path::PathBuf, String)], sides: [&[usi
             for &j in theirs {
                 args.extend(["--peer", nodes[j].1.as_str()]);
             }
-            cli(&daemons[i].data, &args).unwrap();
+            cli(&daemons[i].data, &args).expect("fault block");
         }
     }
 }
@@ -156,16 +171,7 @@ fn rotations_on_both_sides_of_a_cut_are_a_conflict_until_a_later_rotation_settle
         assert_eq!(secrets, want);
     }
     // The current secret is the same everywhere.
-    let current: Vec<String> = daemons
-        .iter()
-        .map(|d| {
-            history(&d.data).unwrap()["current"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
-    assert!(current.windows(2).all(|w| w[0] == w[1]), "{current:?}");
+    let current = same_current(&daemons);
 
     // A later rotation by a node that holds both settles the conflict everywhere.
     cli(
@@ -184,17 +190,8 @@ fn rotations_on_both_sides_of_a_cut_are_a_conflict_until_a_later_rotation_settle
         assert_eq!(h["conflict"], false);
         assert_eq!(h["rotations"].as_array().map(Vec::len), Some(4));
     }
-    let settled: Vec<String> = daemons
-        .iter()
-        .map(|d| {
-            history(&d.data).unwrap()["current"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
-    assert!(settled.windows(2).all(|w| w[0] == w[1]), "{settled:?}");
-    assert!(!heads.contains(&settled[0]));
+    let settled = same_current(&daemons);
+    assert!(!heads.contains(&settled) && settled != current);
     // Every reveal is in the revealing node's own audit, never the secret.
     let audit = cli(&daemons[3].data, &["audit", "list", "--json"]).unwrap();
     assert!(audit.contains("credential-reveal"), "{audit}");

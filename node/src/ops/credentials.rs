@@ -21,9 +21,10 @@ use meshward_api::credentials::{
 };
 use meshward_api::{Problem, ProblemKind, Reply};
 use meshward_crdt::rotation::{
-    self, Account, Hlc, MAX_REASON, MAX_SECRET, Rotation, RotationKind, address_namespace,
+    self, Account, Hlc, MAX_REASON, MAX_SECRET, Rotation, RotationError, RotationKind,
+    address_namespace,
 };
-use meshward_crdt::{MAX_OPS_PER_COMMIT, Op, Row, RowError, TableId, WriterId};
+use meshward_crdt::{Row, TableId, WriterId};
 use zeroize::Zeroizing;
 
 use super::{Backend, failure, now_ms};
@@ -124,16 +125,14 @@ fn write(
     let store = backend.store().map_err(failure)?;
     let identity = store.identity().map_err(|e| failure(e.into()))?;
     let me = identity.writer();
-    let all = rotation::accounts(rotations(store)?);
-    let held = all.values().filter_map(Account::newest).max();
-    let hlc = Hlc::next(now_ms(), held);
-    let account = all.get(&address).cloned().unwrap_or_default();
+    let draft = credentials::Draft::new(rotations(store)?, &address, &me, now_ms());
+    let hlc = draft.hlc;
     let sealed = credentials::seal(&mek, identity.cluster, &address, &me, hlc, &secret);
     drop(secret);
     let row = Rotation {
         address: address.clone(),
         hlc,
-        seen: account.seen_by(&me),
+        seen: draft.seen.clone(),
         sealed,
         at_ms: now_ms(),
         reason,
@@ -141,18 +140,7 @@ fn write(
         how,
     };
     row.validate().map_err(row_problem)?;
-    let mut ops = vec![Op::PutRotation(row.clone())];
-    ops.extend(
-        account
-            .expired(&me)
-            .into_iter()
-            .take(MAX_OPS_PER_COMMIT - 1)
-            .map(|hlc| Op::DeleteRotation {
-                address: address.clone(),
-                hlc,
-            }),
-    );
-    backend.commit(ops).map_err(failure)?;
+    backend.commit(draft.ops(row)).map_err(failure)?;
     audit(
         backend,
         &who,
@@ -160,12 +148,14 @@ fn write(
         &address,
         format!("version {}", version(&me, hlc)),
     )?;
-    let mut now = account;
-    now.rotations.push((me, row));
-    let info = infos(&now)
+    let store = backend.store().map_err(failure)?;
+    let account = rotation::accounts(rotations(store)?)
+        .remove(&address)
+        .unwrap_or_default();
+    infos(&account)
         .into_iter()
-        .find(|i| i.writer == me.to_hex() && i.version.starts_with(&format!("{hlc}@")));
-    info.map(Reply::Rotated)
+        .find(|i| i.writer == me.to_hex() && i.version == version(&me, hlc))
+        .map(Reply::Rotated)
         .ok_or_else(|| failure(anyhow::anyhow!("the rotation just written is not held")))
 }
 
@@ -415,15 +405,8 @@ fn audit(
     Ok(())
 }
 
-fn row_problem(e: RowError) -> Problem {
-    let field = match &e {
-        RowError::Empty { field }
-        | RowError::TooLong { field, .. }
-        | RowError::BadChar { field, .. }
-        | RowError::Invalid { field, .. } => *field,
-        _ => "rotation",
-    };
-    Problem::bad_input(field, e.to_string())
+fn row_problem(e: RotationError) -> Problem {
+    Problem::bad_input(e.field, e.to_string())
 }
 
 #[cfg(test)]

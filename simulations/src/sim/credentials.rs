@@ -15,10 +15,10 @@
 use std::collections::BTreeMap;
 
 use meshward_crdt::rotation::{self, Hlc, RETAIN_PER_WRITER, Rotation, RotationKind};
-use meshward_crdt::{MAX_OPS_PER_COMMIT, Op, Row, TableId, WriterId};
-use meshward_node::core::Input;
+use meshward_crdt::{Row, TableId, WriterId};
+use meshward_node::credentials::Draft;
 
-use super::{Sim, Via};
+use super::Sim;
 
 /// A rotation a node acknowledged.
 #[derive(Clone, Debug)]
@@ -53,48 +53,22 @@ impl Sim {
             return Ok(());
         };
         let me = core.replica().writer();
-        let all = rotation::accounts(rotations(core.replica().rows(TableId::Rotations)?));
-        let held = all.values().filter_map(rotation::Account::newest).max();
         let now = self.clock_ms(node) as i64;
-        let hlc = Hlc::next(now, held);
-        let account = all.get(address).cloned().unwrap_or_default();
+        let held = rotations(core.replica().rows(TableId::Rotations)?);
+        let draft = Draft::new(held, address, &me, now);
+        let hlc = draft.hlc;
         let row = Rotation {
             address: address.to_string(),
             hlc,
-            seen: account.seen_by(&me),
+            seen: draft.seen.clone(),
             sealed: format!("sim secret of node {node} at {hlc}").into_bytes(),
             at_ms: now,
             reason: "simulated rotation".into(),
             user: "sim".into(),
             how: RotationKind::Generated,
         };
-        let mut ops = vec![Op::PutRotation(row)];
-        ops.extend(
-            account
-                .expired(&me)
-                .into_iter()
-                .take(MAX_OPS_PER_COMMIT - 1)
-                .map(|hlc| Op::DeleteRotation {
-                    address: address.to_string(),
-                    hlc,
-                }),
-        );
         self.fired("rotate");
-        let n = &mut self.nodes[node as usize];
-        n.next_token += 1;
-        let token = n.next_token;
-        let before = self.metrics.messages.len();
-        self.feed(
-            node,
-            Input::Commit {
-                ops,
-                token,
-                at_us: now as u64 * 1000,
-            },
-            Via::Local,
-        )?;
-        // Acknowledged once durable; a store that refused it (a disk fault) did not.
-        if self.metrics.messages.len() > before {
+        if self.commit_local(node, draft.ops(row), now)? {
             self.rotations.push(Acked {
                 node,
                 writer: me,
