@@ -255,9 +255,10 @@ pub struct WatchQuery {
 pub struct Change {
     /// The change's cursor: this node's apply order.
     pub cursor: String,
-    /// events, fingerprints, exceptions, mastered or managed.
+    /// events, fingerprints, exceptions, mastered, managed or rotations.
     pub table: String,
-    /// `append` (events), `put` or `delete` (fingerprints, exceptions, managed rows), `record`
+    /// `append` (events), `put` or `delete` (fingerprints, exceptions, managed rows,
+    /// rotations), `record`
     /// (a mastered record applied), or `snapshot` (a row of the current state, before the
     /// stream).
     pub op: String,

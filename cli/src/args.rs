@@ -126,7 +126,8 @@ pub enum Command {
     /// Follow the node's changes (the watch stream): one line per change, JSON lines with
     /// --json; resumes by itself after an overflow. Needs a running daemon (or --remote).
     Watch {
-        /// Comma-separated: events, fingerprints, exceptions, mastered, managed (default: all).
+        /// Comma-separated: events, fingerprints, exceptions, mastered, managed, rotations
+        /// (default: all).
         #[arg(long)]
         tables: Option<String>,
         /// Start after this cursor (an `id` printed before, on the same node) or `now`;

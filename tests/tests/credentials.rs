@@ -7,6 +7,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use meshward_client::{Client, Watch, WatchEvent};
 use meshward_tests::https::{Api, json, leader_with_users};
 use meshward_tests::{ClientIdentity as Identity, cli, cli_fails, cli_stdin, cluster, start_all};
 use meshward_tests::{Daemon, wait_for};
@@ -56,6 +57,26 @@ fn same_current(daemons: &[Daemon]) -> String {
     current[0].clone()
 }
 
+/// The next rotation put by `writer` on a watch stream (snapshot rows, deletes skipped).
+fn next_put_by(rt: &tokio::runtime::Runtime, watch: &mut Watch, writer: &str) -> serde_json::Value {
+    rt.block_on(async {
+        loop {
+            let event = tokio::time::timeout(CONVERGE, watch.next())
+                .await
+                .expect("the watch stream went silent")
+                .expect("the watch stream failed");
+            if let Some(WatchEvent::Change(c)) = event
+                && c.op == "put"
+                && c.row["writer"] == writer
+            {
+                assert_eq!(c.table, "rotations");
+                assert!(c.row.get("sealed").is_none(), "{}", c.row);
+                return c.row;
+            }
+        }
+    })
+}
+
 fn cut(daemons: &[Daemon], nodes: &[(std::path::PathBuf, String)], sides: [&[usize]; 2]) {
     for (mine, theirs) in [(sides[0], sides[1]), (sides[1], sides[0])] {
         for &i in mine {
@@ -91,6 +112,13 @@ fn rotations_on_both_sides_of_a_cut_are_a_conflict_until_a_later_rotation_settle
         });
     }
 
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut watch = rt
+        .block_on(Client::local(&daemons[0].data).watch(Some("rotations"), Some("now")))
+        .expect("watch");
     cut(&daemons, &nodes, [&[0, 1, 2], &[3, 4]]);
     cli_stdin(
         &daemons[1].data,
@@ -133,6 +161,10 @@ fn rotations_on_both_sides_of_a_cut_are_a_conflict_until_a_later_rotation_settle
     for d in &daemons {
         cli(&d.data, &["fault", "heal"]).unwrap();
     }
+    // The watch shows the minority's rotation arriving as a conflict.
+    assert_eq!(next_put_by(&rt, &mut watch, &nodes[1].1)["conflict"], false);
+    let arrived = next_put_by(&rt, &mut watch, &nodes[4].1);
+    assert_eq!(arrived["conflict"], true, "{arrived}");
     // After the heal: the conflict is listed on every node, with both versions.
     let mut heads = Vec::new();
     for d in &daemons {
@@ -179,6 +211,15 @@ fn rotations_on_both_sides_of_a_cut_are_a_conflict_until_a_later_rotation_settle
         &["credential", "rotate", ACCOUNT, "--reason", "settle"],
     )
     .unwrap();
+    let settling = next_put_by(&rt, &mut watch, &nodes[2].1);
+    assert_eq!(settling["conflict"], false, "{settling}");
+    for head in &heads {
+        let seen = settling["seen"].as_array().expect("seen");
+        assert!(
+            seen.contains(&head.as_str().into()),
+            "the settling rotation saw {head}: {settling}"
+        );
+    }
     for d in &daemons {
         wait_for(
             CONVERGE,

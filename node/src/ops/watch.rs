@@ -19,6 +19,12 @@
 //! needs read on every namespace (`guest:*` or root); a reader of one namespace reads it with
 //! `GET /v1/tables/NS/TABLE`.
 //!
+//! Credential rotations are watched as the table `rotations` (needs `guest:*` or root): a row
+//! is a rotation's metadata and what it had seen, never its sealed secret, with `conflict`:
+//! whether its account is in conflict on this node when the frame is sent (a rotation that
+//! arrives after the heal of a cut and makes a conflict says `true`; the one that settles it
+//! says `false`).
+//!
 //! Snapshot rows carry no `id:` on purpose: a client cut in the middle of the snapshot (an
 //! `EventSource` reconnecting with `Last-Event-ID`) must not resume after rows it never got;
 //! without an id it starts the snapshot again. The id comes with `ready`, once all rows are
@@ -32,6 +38,17 @@ use meshward_crdt::{Row, TableId, WriterId};
 use crate::cluster_config::{Approval, ClusterConfig, ConfigChange};
 use crate::grants::{Action, Namespace};
 use crate::store::{Change, StoreError};
+
+/// What rendering a row needs besides the row: the approvals view (fingerprints show whether
+/// they are approved) and the credential accounts in conflict on this node now (rotation rows
+/// carry `conflict`).
+#[derive(Clone, Debug, Default)]
+pub struct RowView {
+    /// The cluster config folded from the mastered chain.
+    pub config: ClusterConfig,
+    /// Addresses of the accounts in conflict.
+    pub conflicts: std::collections::BTreeSet<String>,
+}
 
 /// The tables a watcher may name, in their wire spelling.
 pub const TABLES: [&str; 6] = [
@@ -212,7 +229,7 @@ pub fn row_json(
     writer: &WriterId,
     row: &Row,
     segment_index: Option<(u32, u64)>,
-    config: &ClusterConfig,
+    view: &RowView,
 ) -> serde_json::Value {
     let value = match row {
         Row::Event(e) => {
@@ -229,10 +246,14 @@ pub fn row_json(
             })
         }
         Row::Fingerprint(f) => {
-            serde_json::to_value(super::shared::fingerprint_row(writer, f, config))
+            serde_json::to_value(super::shared::fingerprint_row(writer, f, &view.config))
         }
         Row::Exception(x) => serde_json::to_value(super::shared::exception_row(writer, x)),
-        Row::Rotation(r) => Ok(super::credentials::rotation_json(writer, r)),
+        Row::Rotation(r) => {
+            let mut json = super::credentials::rotation_json(writer, r);
+            json["conflict"] = view.conflicts.contains(&r.address).into();
+            Ok(json)
+        }
     };
     value.unwrap_or_default()
 }
@@ -326,11 +347,7 @@ pub fn in_mastered(record: &SignedRecord) -> bool {
 }
 
 /// A logged change as the stream's `change` event.
-pub fn change_frame(
-    cursor: u64,
-    change: &Change,
-    config: &ClusterConfig,
-) -> Result<String, StoreError> {
+pub fn change_frame(cursor: u64, change: &Change, view: &RowView) -> Result<String, StoreError> {
     if is_managed(change)
         && let Some(r) = change.record()?
     {
@@ -373,11 +390,11 @@ pub fn change_frame(
         } => {
             let row = change
                 .row()?
-                .map(|r| row_json(writer, &r, Some((*segment, *index)), config));
+                .map(|r| row_json(writer, &r, Some((*segment, *index)), view));
             ("append", row.unwrap_or_default())
         }
         Change::Put { writer, .. } => {
-            let row = change.row()?.map(|r| row_json(writer, &r, None, config));
+            let row = change.row()?.map(|r| row_json(writer, &r, None, view));
             ("put", row.unwrap_or_default())
         }
         Change::Deleted { writer, key, .. } => (
