@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use meshward_client::{Client, Watch, WatchEvent};
-use meshward_tests::https::{Api, json, leader_with_users};
+use meshward_tests::https::{Api, json, leader_with_users, sample};
 use meshward_tests::{ClientIdentity as Identity, cli, cli_fails, cli_stdin, cluster, start_all};
 use meshward_tests::{Daemon, wait_for};
 
@@ -285,6 +285,14 @@ fn over_https_a_guest_reads_history_but_only_an_admin_reveals_and_bad_input_chan
     assert_eq!(
         api.call(&gus, "POST", &format!("{path}/rotate"), b"{}").0,
         403
+    );
+    // The metric counts accounts in conflict: none here.
+    let (code, metrics) = api.call(&ada, "GET", "/metrics", b"");
+    assert_eq!(code, 200, "{metrics}");
+    assert_eq!(
+        sample(&metrics, "meshward_store_credential_conflicts"),
+        Some(0.0),
+        "{metrics}"
     );
     // Another namespace is closed to both.
     assert_eq!(
