@@ -15,6 +15,7 @@
 #![deny(missing_docs)]
 
 pub mod cluster;
+pub mod credentials;
 mod fault;
 pub mod local;
 pub mod managed;

@@ -200,6 +200,10 @@ pub struct Status {
     pub tables: BTreeMap<String, TableStatus>,
     /// Session audit records.
     pub audit_records: u64,
+    /// Credential accounts whose concurrent rotations no later rotation has settled
+    /// (`GET /v1/credentials/conflicts` lists them).
+    #[serde(default)]
+    pub credential_conflicts: u64,
     /// A member whose MEK file is missing: it serves only status and unseal.
     #[serde(default)]
     pub sealed: bool,
@@ -251,9 +255,10 @@ pub struct WatchQuery {
 pub struct Change {
     /// The change's cursor: this node's apply order.
     pub cursor: String,
-    /// events, fingerprints, exceptions, mastered or managed.
+    /// events, fingerprints, exceptions, mastered, managed or rotations.
     pub table: String,
-    /// `append` (events), `put` or `delete` (fingerprints, exceptions, managed rows), `record`
+    /// `append` (events), `put` or `delete` (fingerprints, exceptions, managed rows,
+    /// rotations), `record`
     /// (a mastered record applied), or `snapshot` (a row of the current state, before the
     /// stream).
     pub op: String,

@@ -11,6 +11,10 @@ use crate::cluster::{
     IssueCertificate, IssuedCertificate, LicenceInfo, PasswordChecked, PasswordEntry,
     RevokeCertificate, RevokedEntry, UserEntry, Written,
 };
+use crate::credentials::{
+    ConflictQuery, CredentialConflict, CredentialHistory, RevealCredential, RevealedSecret,
+    RotateCredential, RotationInfo, SetCredential,
+};
 use crate::local::{AuditQuery, AuditRow, AuditVerified, RecordAudit, Recorded, SetValue, Setting};
 use crate::managed::{ManagedRow, RowPage, RowQuery, TableList};
 use crate::node::{
@@ -140,6 +144,53 @@ pub enum Request {
         /// The key.
         key: String,
     },
+    /// `PUT /v1/credentials/{namespace}/{device}/{account}`: set the secret given
+    SetCredential {
+        /// The namespace.
+        namespace: String,
+        /// The device.
+        device: String,
+        /// The account.
+        account: String,
+        /// The secret and why.
+        #[serde(flatten)]
+        body: SetCredential,
+    },
+    /// `POST /v1/credentials/{namespace}/{device}/{account}/rotate`: a new secret
+    RotateCredential {
+        /// The namespace.
+        namespace: String,
+        /// The device.
+        device: String,
+        /// The account.
+        account: String,
+        /// The secret or how to generate it, and why.
+        #[serde(flatten)]
+        body: RotateCredential,
+    },
+    /// `POST /v1/credentials/{namespace}/{device}/{account}/reveal` (audited on this node)
+    RevealCredential {
+        /// The namespace.
+        namespace: String,
+        /// The device.
+        device: String,
+        /// The account.
+        account: String,
+        /// Which version.
+        #[serde(flatten)]
+        body: RevealCredential,
+    },
+    /// `GET /v1/credentials/{namespace}/{device}/{account}`: the history, no secrets
+    CredentialHistory {
+        /// The namespace.
+        namespace: String,
+        /// The device.
+        device: String,
+        /// The account.
+        account: String,
+    },
+    /// `GET /v1/credentials/conflicts`
+    CredentialConflicts(ConflictQuery),
     /// `GET /v1/users`
     ListUsers,
     /// `PUT /v1/users/{name}` (mastered)
@@ -270,6 +321,14 @@ pub enum Reply {
     Rows(RowPage),
     /// The tables of a namespace.
     Tables(TableList),
+    /// A rotation made (set or rotate), without its secret.
+    Rotated(RotationInfo),
+    /// An account's history.
+    CredentialHistory(CredentialHistory),
+    /// Accounts in conflict.
+    CredentialConflicts(Vec<CredentialConflict>),
+    /// A revealed secret.
+    Secret(RevealedSecret),
     /// Users.
     Users(Vec<UserEntry>),
     /// A certificate issued.
@@ -441,6 +500,68 @@ impl Request {
                 Delete,
                 format!("/v1/tables/{}/{}/{}", s(namespace), s(table), s(key)),
             ),
+            Request::SetCredential {
+                namespace,
+                device,
+                account,
+                body,
+            } => with_body(
+                Put,
+                format!(
+                    "/v1/credentials/{}/{}/{}",
+                    s(namespace),
+                    s(device),
+                    s(account)
+                ),
+                json(body),
+            ),
+            Request::RotateCredential {
+                namespace,
+                device,
+                account,
+                body,
+            } => with_body(
+                Post,
+                format!(
+                    "/v1/credentials/{}/{}/{}/rotate",
+                    s(namespace),
+                    s(device),
+                    s(account)
+                ),
+                json(body),
+            ),
+            Request::RevealCredential {
+                namespace,
+                device,
+                account,
+                body,
+            } => with_body(
+                Post,
+                format!(
+                    "/v1/credentials/{}/{}/{}/reveal",
+                    s(namespace),
+                    s(device),
+                    s(account)
+                ),
+                json(body),
+            ),
+            Request::CredentialHistory {
+                namespace,
+                device,
+                account,
+            } => r(
+                Get,
+                format!(
+                    "/v1/credentials/{}/{}/{}",
+                    s(namespace),
+                    s(device),
+                    s(account)
+                ),
+            ),
+            Request::CredentialConflicts(q) => Route {
+                query: query_of(q),
+                ..r(Get, "/v1/credentials/conflicts".into())
+            },
             Request::ListUsers => r(Get, "/v1/users".into()),
             Request::CreateUser { name } => r(Put, format!("/v1/users/{}", s(name))),
             Request::DeleteUser { name } => r(Delete, format!("/v1/users/{}", s(name))),
@@ -519,6 +640,12 @@ impl Request {
             Request::ListTables { .. } => Reply::Tables(de(body)?),
             Request::ListRows { .. } => Reply::Rows(de(body)?),
             Request::GetRow { .. } => Reply::Row(de(body)?),
+            Request::SetCredential { .. } | Request::RotateCredential { .. } => {
+                Reply::Rotated(de(body)?)
+            }
+            Request::RevealCredential { .. } => Reply::Secret(de(body)?),
+            Request::CredentialHistory { .. } => Reply::CredentialHistory(de(body)?),
+            Request::CredentialConflicts(_) => Reply::CredentialConflicts(de(body)?),
             Request::ListUsers => Reply::Users(de(body)?),
             Request::IssueCertificate { .. } => Reply::Certificate(de(body)?),
             Request::ListRevoked => Reply::Revoked(de(body)?),

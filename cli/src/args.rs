@@ -11,8 +11,10 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 mod cluster;
+mod credential;
 
 pub use cluster::{BundleCmd, HaCmd, InitArgs, JoinArgs, LicenceCmd};
+pub use credential::CredentialCmd;
 
 /// meshward: a gossip-mesh node for clusters of privileged-access-management servers.
 #[derive(Debug, Parser)]
@@ -103,6 +105,10 @@ pub enum Command {
     /// Managed tables NS/TABLE/KEY → JSON (mastered: the leader writes, every node reads).
     #[command(subcommand)]
     Table(TableCmd),
+    /// Managed accounts' secrets NS/DEVICE/ACCOUNT: set, rotate, reveal, history, conflicts
+    /// (shared: any node rotates, also during a partition; sealed under the MEK).
+    #[command(subcommand)]
+    Credential(CredentialCmd),
     /// Leadership and HA: demote, failback, failover, superseded, make-standalone.
     #[command(subcommand)]
     Ha(HaCmd),
@@ -120,7 +126,8 @@ pub enum Command {
     /// Follow the node's changes (the watch stream): one line per change, JSON lines with
     /// --json; resumes by itself after an overflow. Needs a running daemon (or --remote).
     Watch {
-        /// Comma-separated: events, fingerprints, exceptions, mastered, managed (default: all).
+        /// Comma-separated: events, fingerprints, exceptions, mastered, managed, rotations
+        /// (default: all).
         #[arg(long)]
         tables: Option<String>,
         /// Start after this cursor (an `id` printed before, on the same node) or `now`;

@@ -18,11 +18,11 @@ use meshward_api::node::{AdoptRecord, Demote, Failover, HealthQuery, MakeStandal
 use meshward_api::shared::{AppendEvents, Approve, EventQuery, HostKey, NewEvent};
 use meshward_api::{FaultRequest, Reply, Request};
 
-use crate::args::TableCmd;
 use crate::args::{
     AuditCmd, BundleCmd, CertCmd, Cli, Command, ConfigCmd, EventCmd, ExceptionCmd, FaultCmd,
     FingerprintCmd, Global, HaCmd, LicenceCmd, LocalCmd, MasteredCmd, PasswordCmd, UserCmd,
 };
+use crate::args::{CredentialCmd, TableCmd};
 use crate::door::Door;
 use crate::render::render;
 use meshward_node::disk::read_bounded;
@@ -195,6 +195,7 @@ fn request_of(command: Command) -> anyhow::Result<Request> {
         Command::Config(ConfigCmd::Get { key }) => Request::GetConfig { key },
         Command::Config(ConfigCmd::List) => Request::ListConfig,
         Command::Table(cmd) => table_request(cmd)?,
+        Command::Credential(cmd) => credential_request(cmd)?,
         Command::Ha(HaCmd::Demote { to }) => Request::Demote(Demote { to }),
         Command::Ha(HaCmd::Status) => Request::Ha,
         Command::Ha(HaCmd::Failback) => Request::Failback,
@@ -395,6 +396,94 @@ fn audit_stdin(door: &mut Door, g: &Global, out: &mut dyn Write) -> anyhow::Resu
 }
 
 /// The request of a `meshward table …` command.
+/// The request of a `credential` command; a secret is read from stdin.
+fn credential_request(cmd: CredentialCmd) -> anyhow::Result<Request> {
+    use meshward_api::credentials::{
+        ConflictQuery, RevealCredential, RotateCredential, SetCredential,
+    };
+    let split = |address: &str| -> anyhow::Result<(String, String, String)> {
+        match address.split('/').collect::<Vec<_>>()[..] {
+            [ns, device, account] => Ok((ns.into(), device.into(), account.into())),
+            _ => bail!("address: write it NAMESPACE/DEVICE/ACCOUNT, e.g. ns1/db-01/root"),
+        }
+    };
+    Ok(match cmd {
+        CredentialCmd::Set { address, reason } => {
+            let (namespace, device, account) = split(&address)?;
+            Request::SetCredential {
+                namespace,
+                device,
+                account,
+                body: SetCredential {
+                    secret: read_secret()?,
+                    reason,
+                },
+            }
+        }
+        CredentialCmd::Rotate {
+            address,
+            stdin,
+            length,
+            alphabet,
+            reason,
+        } => {
+            let (namespace, device, account) = split(&address)?;
+            Request::RotateCredential {
+                namespace,
+                device,
+                account,
+                body: RotateCredential {
+                    secret: if stdin { Some(read_secret()?) } else { None },
+                    length,
+                    alphabet,
+                    reason,
+                },
+            }
+        }
+        CredentialCmd::Reveal { address, version } => {
+            let (namespace, device, account) = split(&address)?;
+            Request::RevealCredential {
+                namespace,
+                device,
+                account,
+                body: RevealCredential { version },
+            }
+        }
+        CredentialCmd::History { address } => {
+            let (namespace, device, account) = split(&address)?;
+            Request::CredentialHistory {
+                namespace,
+                device,
+                account,
+            }
+        }
+        CredentialCmd::Conflicts { namespace } => {
+            Request::CredentialConflicts(ConflictQuery { namespace })
+        }
+    })
+}
+
+/// A secret read from stdin (one line, bounded); never from the command line.
+fn read_secret() -> anyhow::Result<String> {
+    use std::io::{BufRead as _, Read as _};
+    let max = meshward_api::credentials::MAX_SECRET;
+    let mut line = zeroize::Zeroizing::new(String::new());
+    std::io::stdin()
+        .lock()
+        .take(max as u64 + 2)
+        .read_line(&mut line)?;
+    let secret = line.trim_end_matches(['\r', '\n']);
+    anyhow::ensure!(
+        !secret.is_empty(),
+        "secret: give the secret on stdin (one line)"
+    );
+    anyhow::ensure!(
+        secret.len() <= max,
+        "secret: at most {max} bytes on one line"
+    );
+    Ok(secret.to_string())
+}
+
 fn table_request(cmd: TableCmd) -> anyhow::Result<Request> {
     Ok(match cmd {
         TableCmd::Put {

@@ -48,6 +48,22 @@ pub fn events(g: &Global, rows: &[EventRow], out: &mut dyn Write) -> anyhow::Res
     Ok(())
 }
 
+fn rotation_line(r: &meshward_api::credentials::RotationInfo) -> String {
+    let mark = match (r.current, r.head) {
+        (true, _) => "current",
+        (false, true) => "head",
+        _ => "-",
+    };
+    format!(
+        "{} {mark} {} by {} at {} {}",
+        r.version,
+        r.how,
+        r.user,
+        r.at_ms,
+        r.reason.escape_debug()
+    )
+}
+
 fn lines<T>(items: &[T], line: impl Fn(&T) -> String) -> String {
     items.iter().map(line).collect::<Vec<_>>().join("\n")
 }
@@ -77,6 +93,32 @@ fn shown(request: &Request, reply: Reply) -> (serde_json::Value, String) {
                 if f.approved { " approved" } else { "" }
             )
         }),
+        (Reply::Rotated(r), _) => {
+            format!("rotated {} to version {} ({})", r.address, r.version, r.how)
+        }
+        (Reply::CredentialHistory(h), _) => {
+            let mut text = format!(
+                "{} current {}{}",
+                h.address,
+                h.current,
+                if h.conflict { " CONFLICT" } else { "" }
+            );
+            for r in &h.rotations {
+                text.push_str(&format!("\n{}", rotation_line(r)));
+            }
+            text
+        }
+        (Reply::CredentialConflicts(list), _) if list.is_empty() => "no conflicts".into(),
+        (Reply::CredentialConflicts(list), _) => lines(list, |c| {
+            let heads: Vec<&str> = c.heads.iter().map(|h| h.version.as_str()).collect();
+            format!(
+                "{} current {} heads {}",
+                c.address,
+                c.current,
+                heads.join(" ")
+            )
+        }),
+        (Reply::Secret(s), _) => s.secret.clone(),
         (Reply::Exception(x), _) => format!("set exception {} {}", x.user, x.field),
         (Reply::Exceptions(rows), _) => lines(rows, |x| {
             format!(

@@ -100,6 +100,8 @@ pub enum TableId {
     Fingerprints,
     /// User data exceptions, keyed by (user, field).
     Exceptions,
+    /// Credential rotations, keyed by (account address, HLC) ([`crate::rotation`]).
+    Rotations,
 }
 
 /// How a table's rows live in its automerge documents.
@@ -113,7 +115,12 @@ pub enum TableShape {
 
 impl TableId {
     /// Every table, in a fixed order.
-    pub const ALL: [TableId; 3] = [TableId::Events, TableId::Fingerprints, TableId::Exceptions];
+    pub const ALL: [TableId; 4] = [
+        TableId::Events,
+        TableId::Fingerprints,
+        TableId::Exceptions,
+        TableId::Rotations,
+    ];
 
     /// The table's name as used on the command line and in JSON.
     pub fn as_str(self) -> &'static str {
@@ -121,6 +128,7 @@ impl TableId {
             TableId::Events => "events",
             TableId::Fingerprints => "fingerprints",
             TableId::Exceptions => "exceptions",
+            TableId::Rotations => "rotations",
         }
     }
 
@@ -128,7 +136,7 @@ impl TableId {
     pub fn shape(self) -> TableShape {
         match self {
             TableId::Events => TableShape::Log,
-            TableId::Fingerprints | TableId::Exceptions => TableShape::Map,
+            TableId::Fingerprints | TableId::Exceptions | TableId::Rotations => TableShape::Map,
         }
     }
 }

@@ -49,6 +49,7 @@ pub mod fork;
 mod id;
 pub mod mastered;
 mod replica;
+pub mod rotation;
 mod row;
 mod segment;
 mod sync;

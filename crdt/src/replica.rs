@@ -14,8 +14,9 @@ use ed25519_dalek::SigningKey;
 use crate::error::{ApplyError, CommitError};
 use crate::id::{ClusterId, SegmentKey, TableId, TableShape, WriterId};
 use crate::mastered::Frontier;
+use crate::rotation::{Hlc, Rotation, RotationError, rotation_key};
 use crate::row::{
-    Event, Fingerprint, KeyType, Row, UserDataException, exception_key, fingerprint_key,
+    Event, Fingerprint, KeyType, Row, RowError, UserDataException, exception_key, fingerprint_key,
 };
 use crate::segment::{Body, Live, RowOp, Segment, as_map, check_snapshot};
 use crate::sync::{Digest, Head, SegmentState, SignedHead, SyncItem};
@@ -74,6 +75,15 @@ pub enum Op {
         user: String,
         /// The field.
         field: String,
+    },
+    /// Add a credential rotation; refused if this node already holds one under its key.
+    PutRotation(Rotation),
+    /// Remove one of this node's rotations (retention).
+    DeleteRotation {
+        /// The account.
+        address: String,
+        /// The rotation's HLC.
+        hlc: Hlc,
     },
 }
 
@@ -588,6 +598,28 @@ impl Replica {
                     });
                 }
                 (TableId::Exceptions, RowOp::Delete(k))
+            }
+            Op::PutRotation(r) => {
+                let row = Row::Rotation(r);
+                row.validate()?;
+                let k = row.key().unwrap_or_default();
+                if current(TableId::Rotations, &k).is_some() {
+                    return Err(CommitError::Row(RowError::Rotation(RotationError {
+                        field: "hlc",
+                        reason: format!("this node already holds rotation {k}"),
+                    })));
+                }
+                (TableId::Rotations, RowOp::Put(k, row))
+            }
+            Op::DeleteRotation { address, hlc } => {
+                let k = rotation_key(&address, hlc);
+                if current(TableId::Rotations, &k).is_none() {
+                    return Err(CommitError::NoSuchRow {
+                        table: TableId::Rotations,
+                        row_key: k,
+                    });
+                }
+                (TableId::Rotations, RowOp::Delete(k))
             }
         })
     }

@@ -11,6 +11,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::id::TableId;
+use crate::rotation::{Rotation, RotationError};
 
 /// Longest user name, host name, target or field name, in bytes.
 pub const MAX_NAME: usize = 256;
@@ -68,6 +69,9 @@ pub enum RowError {
         /// The table.
         table: TableId,
     },
+    /// A credential rotation row was refused.
+    #[error(transparent)]
+    Rotation(#[from] RotationError),
     /// A map row stored under a key that is not the row's own key.
     #[error("row stored under key {stored:?} but its key is {actual:?}")]
     KeyMismatch {
@@ -212,6 +216,8 @@ pub enum Row {
     Fingerprint(Fingerprint),
     /// A user data exception.
     Exception(UserDataException),
+    /// A credential rotation.
+    Rotation(Rotation),
 }
 
 impl Row {
@@ -221,6 +227,7 @@ impl Row {
             Row::Event(_) => TableId::Events,
             Row::Fingerprint(_) => TableId::Fingerprints,
             Row::Exception(_) => TableId::Exceptions,
+            Row::Rotation(_) => TableId::Rotations,
         }
     }
 
@@ -230,6 +237,7 @@ impl Row {
             Row::Event(_) => None,
             Row::Fingerprint(f) => Some(fingerprint_key(&f.host, f.key_type, &f.fingerprint)),
             Row::Exception(x) => Some(exception_key(&x.user, &x.field)),
+            Row::Rotation(r) => Some(crate::rotation::rotation_key(&r.address, r.hlc)),
         }
     }
 
@@ -260,6 +268,7 @@ impl Row {
                 name("field", &x.field)?;
                 text("value", &x.value, MAX_TEXT, true)
             }
+            Row::Rotation(r) => Ok(r.validate()?),
         }
     }
 
@@ -270,6 +279,7 @@ impl Row {
             Row::Event(e) => postcard::to_allocvec(e),
             Row::Fingerprint(f) => postcard::to_allocvec(f),
             Row::Exception(x) => postcard::to_allocvec(x),
+            Row::Rotation(r) => postcard::to_allocvec(r),
         };
         out.unwrap_or_default()
     }
@@ -288,6 +298,7 @@ impl Row {
             TableId::Events => Row::Event(postcard::from_bytes(bytes).map_err(bad)?),
             TableId::Fingerprints => Row::Fingerprint(postcard::from_bytes(bytes).map_err(bad)?),
             TableId::Exceptions => Row::Exception(postcard::from_bytes(bytes).map_err(bad)?),
+            TableId::Rotations => Row::Rotation(postcard::from_bytes(bytes).map_err(bad)?),
         };
         row.validate()?;
         Ok(row)
@@ -332,7 +343,12 @@ fn name(field: &'static str, value: &str) -> Result<(), RowError> {
 }
 
 /// Free text: bounded, no control characters except (when `multiline`) newline and tab.
-fn text(field: &'static str, value: &str, max: usize, multiline: bool) -> Result<(), RowError> {
+pub(crate) fn text(
+    field: &'static str,
+    value: &str,
+    max: usize,
+    multiline: bool,
+) -> Result<(), RowError> {
     if value.len() > max {
         return Err(RowError::TooLong {
             field,

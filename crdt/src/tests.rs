@@ -538,3 +538,4 @@ proptest! {
 }
 
 mod roster;
+mod rotations;

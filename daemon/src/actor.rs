@@ -544,7 +544,7 @@ impl Node {
         };
         let mut admission = std::mem::replace(&mut self.admission, Admission::new([0; 32]));
         let response = meshward_node::ops::setup::serve_setup(
-            &mut backend::DaemonBackend { node: self },
+            &mut backend::DaemonBackend::local(self),
             &mut admission,
             &data,
             connection,

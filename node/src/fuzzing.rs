@@ -508,6 +508,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
         ("joining_bundle", joining_bundles()),
         ("join_setup", join_seeds()),
         ("setup_message", setup_seeds()),
+        ("credential_row", credentials::credential_rows()),
         (
             "grants_payload",
             user_changes()
@@ -746,7 +747,9 @@ fn ca_pem() -> Vec<u8> {
     pem::encode(&pem::Pem::new("CERTIFICATE", ca.cert)).into_bytes()
 }
 
+mod credentials;
 mod join;
+pub use credentials::credential_row;
 use join::join_seeds;
 pub use join::join_setup;
 #[cfg(test)]

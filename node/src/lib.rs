@@ -27,6 +27,7 @@ pub mod certs;
 pub mod cluster_config;
 pub mod config;
 pub mod core;
+pub mod credentials;
 pub mod disk;
 pub mod drive;
 #[cfg(any(test, feature = "fuzzing"))]

@@ -243,6 +243,7 @@ pub fn emulate(
             FaultKind::Master { .. } => unsupported.push("master"),
             FaultKind::Demote { .. } => unsupported.push("demote"),
             FaultKind::Remove { .. } => unsupported.push("remove"),
+            FaultKind::Rotate { .. } => unsupported.push("rotate"),
             FaultKind::PowerLoss { .. } => unsupported.push("power-loss"),
             FaultKind::DiskFull { .. } => unsupported.push("disk-full"),
             FaultKind::DiskError { .. } => unsupported.push("disk-error"),

@@ -127,6 +127,16 @@ pub struct Oracles {
     /// Rows of removed writers beyond their frontiers that the live nodes refused (the
     /// cores' `beyond_frontier` counters, summed).
     pub refused_beyond_frontier: u64,
+    /// Credential rotations acknowledged (durable on their node) by nodes that kept their
+    /// disk.
+    pub rotations_acknowledged: u64,
+    /// Acknowledged rotations a live node lacks at the end (and its writer's retention did
+    /// not delete), summed over live nodes: a failure.
+    pub rotations_lost: u64,
+    /// Accounts whose current rotation differs between live nodes at the end: a failure.
+    pub rotation_currents_differ: u64,
+    /// Accounts in conflict at the end (concurrent rotations no later one settled).
+    pub credential_conflicts: u64,
     /// Times a live node replaced its mastered chain by a competing one that won.
     pub chain_switches: u64,
     /// Double signatures live nodes proved when chains met (the core's counter).

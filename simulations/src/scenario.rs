@@ -422,6 +422,17 @@ pub enum FaultKind {
         /// The node removed.
         target: usize,
     },
+    /// `meshward credential rotate ACCOUNT` on `node`: a rotation row in its shared
+    /// `rotations` table, made from what the node holds (its HLC, what it has seen). The
+    /// oracle checks that no acknowledged rotation is lost and that every live node names the
+    /// same current rotation at the end.
+    Rotate {
+        /// The node that rotates.
+        node: usize,
+        /// The account, `NS/DEVICE/ACCOUNT` (default `sim/db-01/root`).
+        #[serde(default = "default_account")]
+        account: String,
+    },
     /// `meshward ha demote --to TO` on `node`: a planned hand-over, signed once a majority, `to`
     /// included, endorsed it; the report lists the answer.
     Demote {
@@ -468,6 +479,10 @@ pub enum FaultKind {
     },
 }
 
+fn default_account() -> String {
+    "sim/db-01/root".into()
+}
+
 impl FaultKind {
     /// The node set of a kind that acts on one (crash, restart, rolling restart, skew,
     /// snapshot, restore and the disk faults).
@@ -502,6 +517,7 @@ impl FaultKind {
             FaultKind::Master { .. } => "master",
             FaultKind::Demote { .. } => "demote",
             FaultKind::Remove { .. } => "remove",
+            FaultKind::Rotate { .. } => "rotate",
             FaultKind::PowerLoss { .. } => "power-loss",
             FaultKind::DiskFull { .. } => "disk-full",
             FaultKind::DiskError { .. } => "disk-error",
@@ -632,6 +648,14 @@ impl Scenario {
                     *node < n,
                     "master names node {node}; the scenario has {n} nodes (0..{n})"
                 ),
+                FaultKind::Rotate { node, account } => {
+                    ensure!(
+                        *node < n,
+                        "rotate names node {node}; the scenario has {n} nodes (0..{n})"
+                    );
+                    meshward_crdt::rotation::check_address(account)
+                        .with_context(|| format!("rotate account {account:?}"))?;
+                }
                 FaultKind::Demote { node, to } => {
                     ensure!(
                         *node < n && *to < n,

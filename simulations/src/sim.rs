@@ -46,6 +46,7 @@ use crate::report::Metrics;
 use crate::scenario::{FaultKind, Latency, Scenario};
 
 mod checks;
+mod credentials;
 pub mod disk;
 mod drive;
 mod faults;
@@ -114,6 +115,8 @@ pub struct Sim {
     /// Per node, the removed writers' frontiers its chain held when last looked at, and that
     /// chain's last record hash (see [`crate::frontier`]).
     frontiers: BTreeMap<u32, ([u8; 32], crate::frontier::Frontiers)>,
+    /// Credential rotations acknowledged (durable on their node) ([`credentials`]).
+    rotations: Vec<credentials::Acked>,
     /// Fault steps still to fire (flap steps, rolling restart steps).
     pending_faults: u64,
     /// Heals (partition heal, flap end, restart) whose convergence is not yet seen: when,
@@ -416,6 +419,7 @@ impl Sim {
             by_head: BTreeMap::new(),
             superseded_revocations: Default::default(),
             frontiers: BTreeMap::new(),
+            rotations: Vec::new(),
             pending_faults: 0,
             awaiting_convergence: Vec::new(),
             quiet,

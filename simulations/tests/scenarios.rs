@@ -399,3 +399,33 @@ fn a_removed_writers_rows_stop_at_its_frontier_on_every_node_and_the_oracle_sees
         bugged.failures
     );
 }
+
+#[test]
+fn credentials_rotated_on_both_sides_of_a_cut_are_all_kept_and_the_conflict_settles() {
+    let summary = run("credential-split");
+    let oracles = &summary["oracles"];
+    assert_eq!(
+        summary["faults"]["fired"]["rotate"], 5,
+        "{}",
+        summary["faults"]
+    );
+    assert_eq!(oracles["rotations_acknowledged"], 5, "{oracles}");
+    assert_eq!(oracles["rotations_lost"], 0, "{oracles}");
+    assert_eq!(oracles["rotation_currents_differ"], 0, "{oracles}");
+    assert_eq!(oracles["credential_conflicts"], 0, "{oracles}");
+}
+
+#[test]
+fn without_the_settling_rotation_the_conflict_stays_and_no_rotation_is_lost() {
+    let path = scenarios().join("credential-split.toml");
+    let mut scenario = Scenario::load(&path).expect("a shipped scenario parses");
+    scenario.faults.pop();
+    let seed = scenario.seed;
+    let outcome = simulate(&path, scenario, seed, None, true).expect("the simulator runs");
+    assert!(outcome.failures.is_empty(), "{:#?}", outcome.failures);
+    let oracles = &outcome.summary["oracles"];
+    assert_eq!(oracles["rotations_acknowledged"], 4, "{oracles}");
+    assert_eq!(oracles["rotations_lost"], 0, "{oracles}");
+    assert_eq!(oracles["credential_conflicts"], 1, "{oracles}");
+    assert_eq!(oracles["rotation_currents_differ"], 0, "{oracles}");
+}

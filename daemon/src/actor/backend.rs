@@ -28,9 +28,25 @@ use meshward_node::tail::Tail;
 /// Commands run inside the daemon.
 pub(super) struct DaemonBackend<'a> {
     pub(super) node: &'a mut Node,
+    /// Who sends the request ([`crate::api::Caller::who`]).
+    pub(super) caller: String,
+}
+
+impl<'a> DaemonBackend<'a> {
+    /// Operations the node runs for itself (its local operator).
+    pub(super) fn local(node: &'a mut Node) -> Self {
+        DaemonBackend {
+            node,
+            caller: "local operator".into(),
+        }
+    }
 }
 
 impl Backend for DaemonBackend<'_> {
+    fn caller(&mut self) -> String {
+        self.caller.clone()
+    }
+
     fn store(&mut self) -> anyhow::Result<&Store> {
         Ok(&self.node.store)
     }

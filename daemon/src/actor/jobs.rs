@@ -77,7 +77,7 @@ impl Node {
             if let Request::Adopt(a) = &mut request
                 && a.record_base64.is_none()
             {
-                match ops::superseded::held(&mut DaemonBackend { node: self }, &a.hash) {
+                match ops::superseded::held(&mut DaemonBackend::local(self), &a.hash) {
                     Ok(record) => {
                         a.record_base64 =
                             Some(base64::engine::general_purpose::STANDARD.encode(record.encode()));
@@ -88,7 +88,8 @@ impl Node {
             return self.forward(&caller, request, sink);
         }
         if !ops::deferred(&request) {
-            let result = ops::execute(&mut DaemonBackend { node: self }, request);
+            let caller = caller.who();
+            let result = ops::execute(&mut DaemonBackend { node: self, caller }, request);
             // Before the answer: a bundle just created is let through at once.
             if let Err(e) = self.refresh_gate() {
                 tracing::warn!(error = %format!("{e:#}"), "the setup endpoint's gate keeps its last state");

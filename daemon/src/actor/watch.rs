@@ -140,16 +140,23 @@ impl Node {
     }
 
     /// The approvals view, rebuilt only when the stored chain moved.
-    fn watch_config(&mut self) -> anyhow::Result<ClusterConfig> {
+    fn watch_config(&mut self) -> anyhow::Result<watch::RowView> {
         let key = self.store.mastered_high_water()?;
-        match &self.watchers.config {
-            Some((k, config)) if *k == key => Ok(config.clone()),
+        let config = match &self.watchers.config {
+            Some((k, config)) if *k == key => config.clone(),
             _ => {
                 let config = ClusterConfig::from_records(&self.store.mastered_records()?);
                 self.watchers.config = Some((key, config.clone()));
-                Ok(config)
+                config
             }
-        }
+        };
+        // Read fresh: rotations arrive without the chain moving.
+        let conflicts = meshward_node::ops::credentials::in_conflict(&self.store)
+            .map_err(|p| anyhow::anyhow!(p.detail))?
+            .into_iter()
+            .map(|(address, _)| address)
+            .collect();
+        Ok(watch::RowView { config, conflicts })
     }
 
     /// Offers what the change log gained to the live subscribers (see the module docs).

@@ -29,6 +29,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, oneshot};
 
 mod backup;
+mod credentials;
 mod health;
 mod local;
 mod pages;

@@ -5,7 +5,8 @@ use serde_json::Value;
 
 /// Prometheus text from `status --json`: every number of the core's counters, the
 /// transport's counters and gauges, the lag summary, the store's counts and its writes
-/// refused for a full disk, plus the connected peers and the epoch as gauges.
+/// refused for a full disk, the credential accounts in conflict
+/// (`meshward_store_credential_conflicts`), plus the connected peers and the epoch as gauges.
 pub fn prometheus(status: &Value) -> String {
     let mut out = String::new();
     let mut gauge = |name: &str, help: &str, value: f64| {
@@ -44,6 +45,7 @@ pub fn prometheus(status: &Value) -> String {
         ("live_segments", "live_segments"),
         ("sealed_bytes", "sealed_bytes"),
         ("audit_records", "audit_records"),
+        ("credential_conflicts", "credential_conflicts"),
     ] {
         if let Some(v) = status[key].as_f64() {
             leaves.push((format!("store_{name}"), v));

@@ -67,6 +67,13 @@ fn routes(state: ApiState) -> (Router, utoipa::openapi::OpenApi) {
             super::tables::put_row,
             super::tables::delete_row
         ))
+        .routes(routes!(super::credentials::credential_conflicts))
+        .routes(routes!(
+            super::credentials::set_credential,
+            super::credentials::credential_history
+        ))
+        .routes(routes!(super::credentials::rotate_credential))
+        .routes(routes!(super::credentials::reveal_credential))
         .routes(routes!(list_users))
         .routes(routes!(create_user, delete_user))
         .routes(routes!(grant, revoke_grant))

@@ -72,10 +72,15 @@ fn variant(r: &Request) -> usize {
         Request::DeleteRow { .. } => 48,
         Request::CheckFingerprint(_) => 49,
         Request::Adopt(_) => 50,
+        Request::SetCredential { .. } => 51,
+        Request::RotateCredential { .. } => 52,
+        Request::RevealCredential { .. } => 53,
+        Request::CredentialHistory { .. } => 54,
+        Request::CredentialConflicts(_) => 55,
     }
 }
 
-const VARIANTS: usize = 51;
+const VARIANTS: usize = 56;
 
 /// One request of every variant, with awkward text where text goes into a path.
 fn every_request() -> Vec<Request> {
@@ -253,6 +258,42 @@ fn every_request() -> Vec<Request> {
         Request::Adopt(meshward_api::node::AdoptRecord {
             hash: "ab/cd".into(),
             record_base64: None,
+        }),
+        Request::SetCredential {
+            namespace: "ns1".into(),
+            device: "db-01.example:22".into(),
+            account: "root@db".into(),
+            body: meshward_api::credentials::SetCredential {
+                secret: "s3cret with space/and?query".into(),
+                reason: "handover".into(),
+            },
+        },
+        Request::RotateCredential {
+            namespace: "ns1".into(),
+            device: "db-01".into(),
+            account: "root".into(),
+            body: meshward_api::credentials::RotateCredential {
+                secret: None,
+                length: Some(20),
+                alphabet: Some("hex".into()),
+                reason: String::new(),
+            },
+        },
+        Request::RevealCredential {
+            namespace: "ns1".into(),
+            device: "db-01".into(),
+            account: "root".into(),
+            body: meshward_api::credentials::RevealCredential {
+                version: Some("5.1@abcd0123".into()),
+            },
+        },
+        Request::CredentialHistory {
+            namespace: "ns1".into(),
+            device: "db-01".into(),
+            account: "root".into(),
+        },
+        Request::CredentialConflicts(meshward_api::credentials::ConflictQuery {
+            namespace: Some("ns1".into()),
         }),
     ]
 }

@@ -31,7 +31,6 @@ use axum::{Extension, body::Bytes};
 use meshward_api::node::WatchQuery;
 use meshward_api::{Problem, ProblemKind};
 use meshward_crdt::TableId;
-use meshward_node::cluster_config::ClusterConfig;
 use meshward_node::ops::watch::{self, Start, Tables};
 use meshward_node::store::{ChangeReader, Marks};
 use tokio::sync::{Semaphore, mpsc, oneshot};
@@ -100,7 +99,7 @@ pub type Lent = Arc<std::sync::Mutex<Option<ChangeReader>>>;
 /// The actor's answer to a [`Step`].
 pub enum Answer {
     /// A consistent view, the approvals to show fingerprints with, and the log's marks in it.
-    View(Lent, Box<ClusterConfig>, Marks),
+    View(Lent, Box<watch::RowView>, Marks),
     /// The wanted changes of a page, and the cursor the page ends at.
     Page(Vec<Frame>, u64),
     /// Registered: the live changes come here (the changes up to the head already in it).
@@ -254,7 +253,7 @@ impl Out {
 async fn send_snapshot(
     out: &Out,
     reader: &Lent,
-    config: &ClusterConfig,
+    config: &watch::RowView,
     tables: Tables,
     at: u64,
 ) -> Result<(), ()> {

@@ -1,5 +1,6 @@
 use std::collections::BTreeMap;
 
+use meshward_crdt::{Row, TableId};
 use proptest::prelude::*;
 
 use super::*;
@@ -15,6 +16,7 @@ fn target(name: &str) -> fn(&[u8]) {
         "audit_record" => audit_records,
         "backup_archive" => backup_archive,
         "grants_payload" => grants_payload,
+        "credential_row" => credential_row,
         "joining_bundle" => joining_bundle,
         "join_setup" => join_setup,
         "setup_message" => setup_message,
@@ -130,6 +132,24 @@ fn reaches_deep(target: &str, seed: &[u8]) -> Result<(), String> {
             let ca = crate::certs::parse_ca_pem(seed).is_ok();
             check(payload || text || ca, "neither a payload, a text nor a CA")
         }
+        "credential_row" => match Row::decode(TableId::Rotations, seed) {
+            Ok(Row::Rotation(r)) => {
+                let writer = WriterId::from_key(&key(3).verifying_key());
+                let opened = crate::credentials::open(
+                    &mek(),
+                    CLUSTER,
+                    &r.address,
+                    &writer,
+                    r.hlc,
+                    &r.sealed,
+                );
+                check(
+                    opened.is_ok() || r.seen.len() == 1,
+                    "neither opens nor carries what it saw",
+                )
+            }
+            other => Err(format!("not a rotation row: {other:?}")),
+        },
         "joining_bundle" => {
             let bundle = JoiningBundle::decode(seed).map_err(|e| e.to_string())?;
             check(bundle.cluster == CLUSTER.0, "another cluster's bundle")

@@ -335,6 +335,18 @@ fn reference_managed(grants: &[Grant], request: &meshward_api::Request) -> bool 
         R::PutRow { namespace, .. } | R::DeleteRow { namespace, .. } => {
             vec![format!("write {namespace}")]
         }
+        // Credentials: guest:NS lists history and conflicts, admin:NS sets, rotates and
+        // reveals; the conflicts of every namespace need read on every namespace.
+        R::CredentialHistory { namespace, .. } => {
+            vec![format!("read {namespace}"), "read any".into()]
+        }
+        R::CredentialConflicts(q) => match &q.namespace {
+            Some(namespace) => vec![format!("read {namespace}"), "read any".into()],
+            None => vec!["read any".into()],
+        },
+        R::SetCredential { namespace, .. }
+        | R::RotateCredential { namespace, .. }
+        | R::RevealCredential { namespace, .. } => vec![format!("write {namespace}")],
         other => panic!("not a managed request: {other:?}"),
     };
     held.contains("everything") || needed.iter().any(|c| held.contains(c))
@@ -343,9 +355,40 @@ fn reference_managed(grants: &[Grant], request: &meshward_api::Request) -> bool 
 fn any_managed_request() -> impl Strategy<Value = meshward_api::Request> {
     use meshward_api::Request as R;
     let names = prop_oneof![Just("a"), Just("b"), Just("c-1")].prop_map(String::from);
-    (names, 0u8..5).prop_map(|(namespace, op)| {
+    (names, 0u8..11).prop_map(|(namespace, op)| {
         let (table, key) = ("hosts".to_string(), "k1".to_string());
+        let (device, account) = ("db-01".to_string(), "root".to_string());
         match op {
+            5 => R::SetCredential {
+                namespace,
+                device,
+                account,
+                body: meshward_api::credentials::SetCredential {
+                    secret: "x".into(),
+                    reason: String::new(),
+                },
+            },
+            6 => R::RotateCredential {
+                namespace,
+                device,
+                account,
+                body: Default::default(),
+            },
+            7 => R::RevealCredential {
+                namespace,
+                device,
+                account,
+                body: Default::default(),
+            },
+            8 => R::CredentialHistory {
+                namespace,
+                device,
+                account,
+            },
+            9 => R::CredentialConflicts(meshward_api::credentials::ConflictQuery {
+                namespace: Some(namespace),
+            }),
+            10 => R::CredentialConflicts(Default::default()),
             0 => R::GetRow {
                 namespace,
                 table,

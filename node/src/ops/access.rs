@@ -9,6 +9,8 @@
 //! | fingerprint approvals, config, local settings, licence, bundles, mastered import, passwords (change and verify: a verify answers whether a guess is right) | – | cluster admin |
 //! | users and grants, certificates (issue, revoke) | – | user admin |
 //! | managed tables (`/v1/tables/NS/...`) | read namespace `NS` | write in namespace `NS` |
+//! | credentials (`/v1/credentials/NS/...`): history, conflicts of `NS` / set, rotate, reveal | read namespace `NS` | write in namespace `NS` |
+//! | credential conflicts of every namespace (no `namespace=`) | read the cluster | – |
 //! | HA operations (demote, failback, failover, make-standalone) | – | HA ops |
 //! | backup | read: backup | – |
 //! | fault hooks | – | only the local socket (root) |
@@ -103,6 +105,12 @@ pub fn resource(request: &Request) -> (Resource, Access) {
             (Resource::Managed, Read)
         }
         Request::PutRow { .. } | Request::DeleteRow { .. } => (Resource::Managed, Write),
+        Request::CredentialHistory { .. } | Request::CredentialConflicts(_) => {
+            (Resource::Managed, Read)
+        }
+        Request::SetCredential { .. }
+        | Request::RotateCredential { .. }
+        | Request::RevealCredential { .. } => (Resource::Managed, Write),
         Request::Fault(_) => (Fault, Write),
         Request::Unseal(_) => (Resource::Backup, Write),
     }
@@ -151,7 +159,12 @@ fn managed_namespace(request: &Request) -> Option<Namespace> {
         | Request::ListRows { namespace, .. }
         | Request::GetRow { namespace, .. }
         | Request::PutRow { namespace, .. }
-        | Request::DeleteRow { namespace, .. } => namespace.parse().ok(),
+        | Request::DeleteRow { namespace, .. }
+        | Request::SetCredential { namespace, .. }
+        | Request::RotateCredential { namespace, .. }
+        | Request::RevealCredential { namespace, .. }
+        | Request::CredentialHistory { namespace, .. } => namespace.parse().ok(),
+        Request::CredentialConflicts(q) => q.namespace.as_ref()?.parse().ok(),
         _ => None,
     }
 }

@@ -22,6 +22,7 @@ use crate::store::{Store, StoreError};
 
 pub mod access;
 mod cluster;
+pub mod credentials;
 mod local;
 pub mod managed;
 mod offline;
@@ -59,6 +60,11 @@ pub trait Backend {
     /// per stored chain ([`crate::roster::ChainCache`]).
     fn chain(&mut self) -> anyhow::Result<Option<Chain>> {
         Ok(crate::roster::chain(self.store()?)?)
+    }
+    /// Who sends the request, for the audit and the rows it writes: `local operator`, or
+    /// `user NAME` for a client certificate.
+    fn caller(&mut self) -> String {
+        "local operator".into()
     }
     /// The node's data directory.
     fn data_dir(&mut self) -> anyhow::Result<PathBuf>;
@@ -146,6 +152,45 @@ pub fn execute(backend: &mut dyn Backend, request: Request) -> Result<Reply, Pro
             table,
             key,
         } => managed::write_row(backend, namespace, table, key, None),
+        Request::SetCredential {
+            namespace,
+            device,
+            account,
+            body,
+        } => credentials::set(
+            backend,
+            credentials::address(&namespace, &device, &account)?,
+            body,
+        ),
+        Request::RotateCredential {
+            namespace,
+            device,
+            account,
+            body,
+        } => credentials::rotate(
+            backend,
+            credentials::address(&namespace, &device, &account)?,
+            body,
+        ),
+        Request::RevealCredential {
+            namespace,
+            device,
+            account,
+            body,
+        } => credentials::reveal(
+            backend,
+            credentials::address(&namespace, &device, &account)?,
+            body,
+        ),
+        Request::CredentialHistory {
+            namespace,
+            device,
+            account,
+        } => credentials::history(
+            backend,
+            credentials::address(&namespace, &device, &account)?,
+        ),
+        Request::CredentialConflicts(q) => credentials::conflicts(backend, q),
         Request::ListUsers => cluster::list_users(backend),
         Request::CreateUser { name } => cluster::change_user(backend, "name", name, None, true),
         Request::DeleteUser { name } => cluster::change_user(backend, "name", name, None, false),

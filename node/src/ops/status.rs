@@ -157,6 +157,7 @@ pub fn status(backend: &mut dyn Backend) -> Result<Status, Problem> {
         changes: digest.segments.iter().map(|s| s.seq).sum(),
         tables,
         audit_records: audit.map_or(0, |h| h.seq),
+        credential_conflicts: super::credentials::in_conflict(store)?.len() as u64,
         sealed: crate::authority::is_sealed(&data, store).map_err(failure)?,
         role: ha.role.clone(),
         ha,

@@ -19,6 +19,12 @@
 //! needs read on every namespace (`guest:*` or root); a reader of one namespace reads it with
 //! `GET /v1/tables/NS/TABLE`.
 //!
+//! Credential rotations are watched as the table `rotations` (needs `guest:*` or root): a row
+//! is a rotation's metadata and what it had seen, never its sealed secret, with `conflict`:
+//! whether its account is in conflict on this node when the frame is sent (a rotation that
+//! arrives after the heal of a cut and makes a conflict says `true`; the one that settles it
+//! says `false`).
+//!
 //! Snapshot rows carry no `id:` on purpose: a client cut in the middle of the snapshot (an
 //! `EventSource` reconnecting with `Last-Event-ID`) must not resume after rows it never got;
 //! without an id it starts the snapshot again. The id comes with `ready`, once all rows are
@@ -33,13 +39,25 @@ use crate::cluster_config::{Approval, ClusterConfig, ConfigChange};
 use crate::grants::{Action, Namespace};
 use crate::store::{Change, StoreError};
 
+/// What rendering a row needs besides the row: the approvals view (fingerprints show whether
+/// they are approved) and the credential accounts in conflict on this node now (rotation rows
+/// carry `conflict`).
+#[derive(Clone, Debug, Default)]
+pub struct RowView {
+    /// The cluster config folded from the mastered chain.
+    pub config: ClusterConfig,
+    /// Addresses of the accounts in conflict.
+    pub conflicts: std::collections::BTreeSet<String>,
+}
+
 /// The tables a watcher may name, in their wire spelling.
-pub const TABLES: [&str; 5] = [
+pub const TABLES: [&str; 6] = [
     "events",
     "fingerprints",
     "exceptions",
     "mastered",
     "managed",
+    "rotations",
 ];
 /// Longest `tables` parameter accepted.
 pub const MAX_TABLES_PARAM: usize = 256;
@@ -50,7 +68,7 @@ pub struct Tables(u8);
 
 impl Tables {
     /// Every table.
-    pub const ALL: Tables = Tables(0b1_1111);
+    pub const ALL: Tables = Tables(0b11_1111);
     /// The bit of the managed tables.
     const MANAGED: u8 = 16;
 
@@ -60,6 +78,7 @@ impl Tables {
             Some(TableId::Fingerprints) => 2,
             Some(TableId::Exceptions) => 4,
             None => 8,
+            Some(TableId::Rotations) => 32,
         }
     }
 
@@ -88,7 +107,7 @@ impl Tables {
         if self.0 & 0b0111 != 0 {
             out.push(Action::Read(Namespace::default_data()));
         }
-        if self.has(None) || self.has_managed() {
+        if self.has(None) || self.has_managed() || self.has(Some(TableId::Rotations)) {
             out.push(Action::ReadCluster);
         }
         out
@@ -103,7 +122,7 @@ pub fn parse_tables(text: Option<&str>) -> Result<Tables, Problem> {
     if text.len() > MAX_TABLES_PARAM {
         return Err(Problem::bad_input(
             "tables",
-            "too long: name at most the five tables",
+            "too long: name at most the six tables",
         ));
     }
     let mut bits = 0;
@@ -114,6 +133,7 @@ pub fn parse_tables(text: Option<&str>) -> Result<Tables, Problem> {
             "exceptions" => Tables::bit(Some(TableId::Exceptions)),
             "mastered" => Tables::bit(None),
             "managed" => Tables::MANAGED,
+            "rotations" => Tables::bit(Some(TableId::Rotations)),
             other => {
                 return Err(Problem::bad_input(
                     "tables",
@@ -199,6 +219,7 @@ fn table_name(table: Option<TableId>) -> &'static str {
         Some(TableId::Events) => "events",
         Some(TableId::Fingerprints) => "fingerprints",
         Some(TableId::Exceptions) => "exceptions",
+        Some(TableId::Rotations) => "rotations",
         None => "mastered",
     }
 }
@@ -208,7 +229,7 @@ pub fn row_json(
     writer: &WriterId,
     row: &Row,
     segment_index: Option<(u32, u64)>,
-    config: &ClusterConfig,
+    view: &RowView,
 ) -> serde_json::Value {
     let value = match row {
         Row::Event(e) => {
@@ -225,9 +246,14 @@ pub fn row_json(
             })
         }
         Row::Fingerprint(f) => {
-            serde_json::to_value(super::shared::fingerprint_row(writer, f, config))
+            serde_json::to_value(super::shared::fingerprint_row(writer, f, &view.config))
         }
         Row::Exception(x) => serde_json::to_value(super::shared::exception_row(writer, x)),
+        Row::Rotation(r) => {
+            let mut json = super::credentials::rotation_json(writer, r);
+            json["conflict"] = view.conflicts.contains(&r.address).into();
+            Ok(json)
+        }
     };
     value.unwrap_or_default()
 }
@@ -321,11 +347,7 @@ pub fn in_mastered(record: &SignedRecord) -> bool {
 }
 
 /// A logged change as the stream's `change` event.
-pub fn change_frame(
-    cursor: u64,
-    change: &Change,
-    config: &ClusterConfig,
-) -> Result<String, StoreError> {
+pub fn change_frame(cursor: u64, change: &Change, view: &RowView) -> Result<String, StoreError> {
     if is_managed(change)
         && let Some(r) = change.record()?
     {
@@ -368,11 +390,11 @@ pub fn change_frame(
         } => {
             let row = change
                 .row()?
-                .map(|r| row_json(writer, &r, Some((*segment, *index)), config));
+                .map(|r| row_json(writer, &r, Some((*segment, *index)), view));
             ("append", row.unwrap_or_default())
         }
         Change::Put { writer, .. } => {
-            let row = change.row()?.map(|r| row_json(writer, &r, None, config));
+            let row = change.row()?.map(|r| row_json(writer, &r, None, view));
             ("put", row.unwrap_or_default())
         }
         Change::Deleted { writer, key, .. } => (

@@ -139,7 +139,9 @@ fn with_nodes(sc: &Scenario, k: usize) -> Scenario {
             }
             _ => false,
         },
-        FaultKind::Failover { node, .. } | FaultKind::Master { node, .. } => *node < k,
+        FaultKind::Failover { node, .. }
+        | FaultKind::Master { node, .. }
+        | FaultKind::Rotate { node, .. } => *node < k,
         FaultKind::Demote { node, to } => *node < k && *to < k,
         FaultKind::Remove { node, target } => *node < k && *target < k,
         other => match other.nodes_mut() {

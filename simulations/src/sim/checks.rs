@@ -257,6 +257,25 @@ impl Sim {
                 ));
             }
         }
+        // No credential rotation lost, and one current secret everywhere.
+        let r = self.check_rotations(&live)?;
+        let o = &mut self.metrics.oracles;
+        o.rotations_acknowledged = r.acknowledged;
+        o.rotations_lost = r.lost;
+        o.rotation_currents_differ = r.current_differs;
+        o.credential_conflicts = r.conflicts;
+        if r.lost > 0 {
+            o.failures.push(format!(
+                "{} acknowledged credential rotations are missing on live nodes",
+                r.lost
+            ));
+        }
+        if r.current_differs > 0 {
+            o.failures.push(format!(
+                "{} credential accounts have different current secrets on live nodes",
+                r.current_differs
+            ));
+        }
         // Every fault asked for fired.
         for (kind, &asked) in &self.metrics.faults_requested.clone() {
             if !self.require_fired {

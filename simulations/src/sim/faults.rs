@@ -142,6 +142,7 @@ impl Sim {
                     self.metrics.leader_ops[op].kind = "revoke".into();
                 }
             }
+            FaultKind::Rotate { node, ref account } => self.rotate(node as u32, account)?,
             FaultKind::Demote { node, to } => {
                 let next = self.ids[to];
                 self.leader_op(node as u32, "demote", |token| Input::Handover {
@@ -198,6 +199,7 @@ impl Sim {
             return Ok(());
         };
         self.crash(node);
+        self.forget_rotations_of(node);
         let durable = self.nodes[node as usize].disk.tracks_durable();
         let disk = Disk::new(durable);
         let store = storage::open(&disk, node).context("creating a store")?;

@@ -390,6 +390,22 @@ impl Sim {
                 })
             })
             .collect();
+        if self.commit_local(node, ops, at_ms)? {
+            self.metrics.writes += 1;
+        } else {
+            self.metrics.writes_refused += 1;
+        }
+        Ok(())
+    }
+
+    /// Commits `ops` on `node` as a local write at `at_ms`; whether it was acknowledged
+    /// (durable: a store that refused it, a disk fault, did not).
+    pub(super) fn commit_local(
+        &mut self,
+        node: u32,
+        ops: Vec<Op>,
+        at_ms: i64,
+    ) -> anyhow::Result<bool> {
         let n = &mut self.nodes[node as usize];
         n.next_token += 1;
         let token = n.next_token;
@@ -403,12 +419,6 @@ impl Sim {
             },
             Via::Local,
         )?;
-        // Acknowledged once durable; a store that refused it (a disk fault) did not.
-        if self.metrics.messages.len() > before {
-            self.metrics.writes += 1;
-        } else {
-            self.metrics.writes_refused += 1;
-        }
-        Ok(())
+        Ok(self.metrics.messages.len() > before)
     }
 }
