@@ -126,11 +126,16 @@ pub use error::{
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+mod checkpoint;
 mod error;
 mod managed;
 mod payload;
 mod record;
 
+pub use checkpoint::{
+    CHECKPOINT_EVERY, ChainState, Checkpoint, MAX_CHAIN_STATE_BYTES, ResumeError, STATE_DOMAIN,
+    StateDigest, StateHasher,
+};
 pub use managed::{
     MANAGED_MAJOR, MANAGED_MINOR, MAX_DOCUMENT, MAX_MANAGED_KEY, MAX_MANAGED_NAME, ManagedChange,
     ManagedError, check_key, check_name,
@@ -213,6 +218,16 @@ impl Verified<SignedRecord> {
     /// Hash of the verified record (what the next record's `prev` must be).
     pub fn hash(&self) -> RecordHash {
         self.proof.hash
+    }
+
+    /// A second copy of the verified record with the same proof, e.g. one for the store and
+    /// one for the chain, without a second signature check. Applying either still requires
+    /// the chain state it was verified against, so at most one copy advances a chain.
+    pub fn duplicate(&self) -> Verified<SignedRecord> {
+        Verified {
+            value: self.value.clone(),
+            proof: self.proof.clone(),
+        }
     }
 }
 
@@ -416,6 +431,20 @@ impl Chain {
                     leader: handover.next_leader,
                 }
             }
+            RecordKind::Checkpoint => {
+                let checkpoint = Checkpoint::decode(&record.payload).map_err(bad_payload)?;
+                if checkpoint.covers != record.version - 1 {
+                    return Err(bad_payload(PayloadError::Checkpoint(
+                        "a checkpoint covers the version before its own",
+                    )));
+                }
+                if checkpoint.chain != self.own_digest() {
+                    return Err(bad_payload(PayloadError::Checkpoint(
+                        "a checkpoint states the chain's own state (roster, leader, epoch)",
+                    )));
+                }
+                Effect::Checkpoint(Arc::clone(&self.roster), self.licence_issuer)
+            }
             _ => Effect::None,
         };
         Ok(Verified {
@@ -486,7 +515,7 @@ impl Chain {
         self.last_version += 1;
         self.last_hash = proof.hash;
         match &proof.effect {
-            Effect::None => {}
+            Effect::None | Effect::Checkpoint(..) => {}
             Effect::Genesis(roster, licence_issuer) => {
                 self.roster = Arc::clone(roster);
                 self.licence_issuer = *licence_issuer;
@@ -580,7 +609,7 @@ struct Base {
 }
 
 /// What verification established, so applying needs no second parse.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Proof {
     base: Base,
     hash: RecordHash,
@@ -588,12 +617,17 @@ struct Proof {
 }
 
 /// How a verified record changes the chain besides its version and hash.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum Effect {
     None,
     Genesis(Arc<Roster>, Option<[u8; 32]>),
     Roster(Arc<Roster>),
-    Handover { epoch: u64, leader: [u8; 32] },
+    Handover {
+        epoch: u64,
+        leader: [u8; 32],
+    },
+    /// A checkpoint: the roster and licence issuer it keeps, for [`ChainState`].
+    Checkpoint(Arc<Roster>, Option<[u8; 32]>),
 }
 
 /// First 8 hex digits of a key, for logs and messages.

@@ -213,6 +213,9 @@ pub enum PayloadError {
         /// How many bytes follow.
         extra: usize,
     },
+    /// A checkpoint payload or stored chain state is malformed (the reason says how).
+    #[error("checkpoint: {0}")]
+    Checkpoint(&'static str),
     /// The roster lists no member.
     #[error("roster is empty; a cluster has at least one member")]
     EmptyRoster,

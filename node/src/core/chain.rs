@@ -65,16 +65,14 @@ impl Core {
         if from != self.me() {
             self.counters.mastered_applied += 1;
         }
-        // Verified twice: the store gets one proof, the chain the other; one signature check
-        // against the same state always agrees with itself.
+        // One signature check: the store gets one copy of the proof, the chain the other.
         self.outbox
-            .push(Output::PersistMastered(Box::new(verified)));
+            .push(Output::PersistMastered(Box::new(verified.duplicate())));
         let Some(m) = self.mastered.as_mut() else {
             return Taken::Held;
         };
-        match m.chain.verify(&record).map(|v| m.chain.apply(v)) {
-            Ok(Ok(())) => {}
-            _ => return Taken::Refused,
+        if m.chain.apply(verified).is_err() {
+            return Taken::Refused;
         }
         m.records.push(record);
         if roster_changed {
