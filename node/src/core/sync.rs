@@ -246,11 +246,16 @@ impl Core {
             None => self.counters.malformed += 1,
             Some((more, records, msg)) => {
                 let mut refused = false;
-                for raw in records {
-                    let taken = match SignedRecord::decode(&raw) {
-                        Ok(record) => self.take_mastered(now, record, peer),
-                        Err(_) => Taken::Refused,
-                    };
+                let decoded: Vec<SignedRecord> = records
+                    .iter()
+                    .map_while(|raw| SignedRecord::decode(raw).ok())
+                    .collect();
+                let covered = self.take_covered(now, &decoded, peer);
+                if decoded.len() < records.len() {
+                    refused = true;
+                }
+                for record in decoded.into_iter().skip(covered) {
+                    let taken = self.take_mastered(now, record, peer);
                     if matches!(taken, Taken::Refused | Taken::Gap) {
                         refused = true;
                         break;

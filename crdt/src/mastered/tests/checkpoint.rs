@@ -214,3 +214,67 @@ fn the_state_digest_is_the_canonical_encoding_of_the_rows() {
     }
     assert_ne!(StateDigest::of_rows([]), whole);
 }
+
+/// `started()` then a hand-over to 2, a user record by 2, a checkpoint by 2, and a config
+/// record after it: the records after genesis and config, and the chain before them.
+fn covered_batch() -> (Chain, Vec<SignedRecord>, Chain) {
+    let (mut chain, _) = started();
+    let before = chain.clone();
+    let mut records = Vec::new();
+    let handover = chain.sign_next(
+        &key(1),
+        RecordKind::Handover,
+        handover_payload(2, 2, endorse(&chain, 2, [1, 2, 3])),
+    );
+    accept(&mut chain, &handover);
+    records.push(handover);
+    let user = chain.sign_next(&key(2), RecordKind::User, b"alice".to_vec());
+    accept(&mut chain, &user);
+    records.push(user);
+    let payload = checkpoint_payload(&chain, chain.last_version(), 4);
+    let checkpoint = chain.sign_next(&key(2), RecordKind::Checkpoint, payload);
+    accept(&mut chain, &checkpoint);
+    records.push(checkpoint);
+    let config = chain.sign_next(&key(2), RecordKind::Config, b"k=v".to_vec());
+    accept(&mut chain, &config);
+    records.push(config);
+    (before, records, chain)
+}
+
+#[test]
+fn records_up_to_a_checkpoint_verify_with_its_signature_and_those_that_pick_signers() {
+    let (before, records, after) = covered_batch();
+    let verified = before.verify_covered(&records).expect("verifies");
+    assert_eq!(verified.len(), 3, "up to the checkpoint; the rest one by one");
+    let mut chain = before.clone();
+    for v in verified {
+        chain.apply(v).expect("in order");
+    }
+    let chain = chain.extended(&records[3..], 3).unwrap();
+    assert_eq!(chain, after);
+    // No checkpoint: nothing taken this way.
+    assert!(before.verify_covered(&records[..2]).unwrap().is_empty());
+    // A plain record's signature is vouched for by the checkpoint's hash chain...
+    let mut plain = records.clone();
+    plain[1].signature[5] ^= 1;
+    // (its hash changed, so the checkpoint no longer follows it)
+    assert!(before.verify_covered(&plain).is_err());
+    // ...so a forged one needs a forged checkpoint, whose signature is checked.
+    let mut forged = records.clone();
+    forged[2].signature[5] ^= 1;
+    let err = before.verify_covered(&forged).unwrap_err();
+    assert_eq!((err.index, err.source), (2, VerifyError::BadSignature));
+    // The hand-over decides who signs: its signature and endorsements are checked.
+    let mut handover = records.clone();
+    handover[0].signature[5] ^= 1;
+    let err = before.verify_covered(&handover).unwrap_err();
+    assert_eq!((err.index, err.source), (0, VerifyError::BadSignature));
+    // Every other check still runs: a record signed by a non-leader, a gap, another cluster.
+    let mut stranger = records.clone();
+    stranger[1] = resigned(&records[1], 3, |_| {});
+    assert!(before.verify_covered(&stranger).is_err());
+    assert!(before.verify_covered(&records[1..]).is_err());
+    let (_, mut all) = started();
+    all.extend(records.iter().cloned());
+    assert!(Chain::new(anchor()).verify_covered(&all[1..]).is_err());
+}
