@@ -109,10 +109,8 @@ impl Core {
         let taken = verified.len();
         let mut roster_changed = false;
         for record in verified {
-            roster_changed |= matches!(
-                record.record.kind,
-                RecordKind::Genesis | RecordKind::Roster
-            );
+            roster_changed |=
+                matches!(record.record.kind, RecordKind::Genesis | RecordKind::Roster);
             self.outbox
                 .push(Output::PersistMastered(Box::new(record.duplicate())));
             m.records.push(SignedRecord::clone(&record));

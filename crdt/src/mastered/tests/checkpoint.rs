@@ -245,7 +245,11 @@ fn covered_batch() -> (Chain, Vec<SignedRecord>, Chain) {
 fn records_up_to_a_checkpoint_verify_with_its_signature_and_those_that_pick_signers() {
     let (before, records, after) = covered_batch();
     let verified = before.verify_covered(&records).expect("verifies");
-    assert_eq!(verified.len(), 3, "up to the checkpoint; the rest one by one");
+    assert_eq!(
+        verified.len(),
+        3,
+        "up to the checkpoint; the rest one by one"
+    );
     let mut chain = before.clone();
     for v in verified {
         chain.apply(v).expect("in order");
