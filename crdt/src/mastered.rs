@@ -55,6 +55,20 @@
 //! for that epoch). A `Roster` record replaces the roster, which is what majorities are
 //! counted against.
 //!
+//! # Checkpoints
+//!
+//! Every [`CHECKPOINT_EVERY`] records the leader signs a `Checkpoint` record ([`Checkpoint`]):
+//! the version it covers (the one before it), the digest of the folded state there (the
+//! managed view, [`StateDigest`]) and the digest of the chain's own state (epoch, leader,
+//! roster, licence issuer). [`Chain::verify`] checks the shape and the chain digest; the store
+//! checks the state digest against its own fold before keeping the record. A node that stored
+//! a checkpoint keeps the [`ChainState`] after it as its restart point, and at start
+//! [`Chain::resume`]s from it: the checkpoint's signature and place are checked, then only the
+//! records after it are verified. A sync answer's records up to a checkpoint verify at once
+//! ([`Chain::verify_covered`]): the checkpoint's signature vouches, by the hash chain, for the
+//! records before it. Records are kept, not pruned (fork choice, superseded review and the
+//! folds of users, licence and secrets read them). See the `checkpoint` module's docs.
+//!
 //! Choosing between two chains that both verify (two sides of a partition that meet, or a
 //! leader that signed two continuations) is [`crate::fork`]'s job; this module only refuses
 //! the record that does not extend its own chain.

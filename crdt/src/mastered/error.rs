@@ -346,6 +346,7 @@ pub struct RebuildError {
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 #[error(
     "unknown mastered record kind {0:?}; expected one of genesis, roster, revocation, licence, \
-     password-policy, fingerprint-approval, user, grant, config, handover"
+     password-policy, fingerprint-approval, user, grant, config, handover, password, \
+     sealed-secret, managed, checkpoint"
 )]
 pub struct UnknownRecordKind(pub String);

@@ -92,6 +92,10 @@ fn a_checkpoint_whose_digest_is_not_the_view_is_refused_and_changes_nothing() {
     let (state, stored) = store.mastered_checkpoint().unwrap().unwrap();
     assert_eq!((state.version(), state.hash()), (5, record.hash()));
     assert_eq!(stored, record);
+    // Forgetting the cluster forgets its restart point too.
+    store.forget_cluster(reset::Next::Join).unwrap();
+    assert!(store.mastered_checkpoint().unwrap().is_none());
+    assert_eq!(store.mastered_checkpoint_version().unwrap(), 0);
 }
 
 #[test]

@@ -134,12 +134,20 @@ pub(super) fn rebuild(tx: &WriteTransaction, records: &[SignedRecord]) -> Result
 fn digest_of(
     view: &impl ReadableTable<&'static [u8], &'static [u8]>,
 ) -> Result<StateDigest, StoreError> {
+    // The stored value borrowed, not copied: a checkpoint hashes every row.
+    #[derive(Deserialize)]
+    struct StoredRef<'a> {
+        version: u64,
+        document: &'a str,
+    }
     let mut hasher = StateHasher::new();
     for entry in view.iter()? {
         let (k, v) = entry?;
-        let stored: Stored = postcard::from_bytes(v.value()).map_err(|_| StoreError::Decode {
-            what: "managed row",
-        })?;
+        let value = v.value();
+        let stored: StoredRef<'_> =
+            postcard::from_bytes(value).map_err(|_| StoreError::Decode {
+                what: "managed row",
+            })?;
         hasher.row(k.value(), stored.version, stored.document.as_bytes());
     }
     Ok(hasher.finish())

@@ -96,13 +96,14 @@ impl Store {
         if records.is_empty() {
             return Ok(());
         }
+        let encoded: Vec<Vec<u8>> = records.iter().map(|r| r.encode()).collect();
         let tx = self.begin_write()?;
         {
             let mut meta = tx.open_table(META)?;
             let mut table = tx.open_table(MASTERED)?;
             let (mut last_version, mut last_hash) =
                 read_high_water(&meta)?.map_or((0, RecordHash::ZERO), |h| (h.version, h.hash));
-            for record in records {
+            for (record, bytes) in records.iter().zip(&encoded) {
                 let r = &record.record;
                 if r.version != last_version + 1 || r.prev != last_hash {
                     return Err(StoreError::MasteredOrder {
@@ -110,7 +111,7 @@ impl Store {
                         last: last_version,
                     });
                 }
-                table.insert(r.version, record.encode().as_slice())?;
+                table.insert(r.version, bytes.as_slice())?;
                 (last_version, last_hash) = (r.version, record.hash());
                 let mut hw = Vec::with_capacity(48);
                 hw.extend(r.epoch.to_be_bytes());
@@ -130,9 +131,9 @@ impl Store {
             }
             super::managed::fold(&tx, record)?;
         }
-        let logged = records.iter().map(|record| Change::Mastered {
-            record: record.encode(),
-        });
+        let logged = encoded
+            .into_iter()
+            .map(|record| Change::Mastered { record });
         changes::log_changes(&tx, logged, self.keep_changes)?;
         tx.commit()?;
         Ok(())
@@ -334,7 +335,7 @@ impl Store {
 }
 
 /// META key of the restart point: an encoded [`ChainState`].
-const CHECKPOINT_KEY: &str = "mastered_checkpoint";
+pub(super) const CHECKPOINT_KEY: &str = "mastered_checkpoint";
 
 fn read_checkpoint_version(
     meta: &impl ReadableTable<&'static str, &'static [u8]>,
