@@ -246,3 +246,6 @@ fn execute(
     }
     driver.wrote(&output)
 }
+
+#[cfg(test)]
+mod tests;

@@ -113,12 +113,13 @@ impl Store {
                 }
                 table.insert(r.version, bytes.as_slice())?;
                 (last_version, last_hash) = (r.version, record.hash());
-                let mut hw = Vec::with_capacity(48);
-                hw.extend(r.epoch.to_be_bytes());
-                hw.extend(r.version.to_be_bytes());
-                hw.extend(last_hash.0);
-                meta.insert("mastered_high_water", hw.as_slice())?;
             }
+            let epoch = records.last().map_or(0, |r| r.record.epoch);
+            let mut hw = Vec::with_capacity(48);
+            hw.extend(epoch.to_be_bytes());
+            hw.extend(last_version.to_be_bytes());
+            hw.extend(last_hash.0);
+            meta.insert("mastered_high_water", hw.as_slice())?;
         }
         // The last checkpoint of the batch is checked against the view folded up to it and
         // becomes the restart point; earlier ones are covered by its hash chain.
@@ -331,6 +332,25 @@ impl Store {
         let epoch = u64::from_be_bytes(v[..8].try_into().map_err(|_| bad())?);
         let key: [u8; 32] = v[8..].try_into().map_err(|_| bad())?;
         Ok(Some((epoch, WriterId(key))))
+    }
+}
+
+#[cfg(test)]
+impl Store {
+    /// Test only: overwrites the stored restart point with `bytes`, as damage on disk would.
+    pub(crate) fn set_checkpoint_raw(&self, bytes: &[u8]) -> Result<(), StoreError> {
+        let tx = self.begin_write()?;
+        tx.open_table(META)?.insert(CHECKPOINT_KEY, bytes)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Test only: overwrites the stored record of `version`, as damage on disk would.
+    pub(crate) fn set_mastered_raw(&self, version: u64, bytes: &[u8]) -> Result<(), StoreError> {
+        let tx = self.begin_write()?;
+        tx.open_table(MASTERED)?.insert(version, bytes)?;
+        tx.commit()?;
+        Ok(())
     }
 }
 

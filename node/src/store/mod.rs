@@ -668,6 +668,4 @@ pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
 }
 
 #[cfg(test)]
-mod checkpoint_tests;
-#[cfg(test)]
 mod tests;

@@ -1,5 +1,5 @@
-//! Checkpoints in the store: the digest checked against the folded view, the restart point,
-//! restarting from it, and the leader's executor writing them.
+//! Checkpoints end to end: the leader's executor writing them, the store checking their
+//! digest against its folded view and keeping the restart point, and restarting from it.
 
 use std::collections::VecDeque;
 
@@ -9,9 +9,9 @@ use meshward_crdt::mastered::{
 use meshward_crdt::{ClusterId, Effects, ReplicaConfig};
 use proptest::prelude::*;
 
-use super::*;
 use crate::core::{Core, CoreConfig, Input, Output};
 use crate::roster::{self, MasteredBundle};
+use crate::store::{ManagedRow, Next, Store, StoreError};
 
 /// A store holding the genesis of a one-member cluster it leads; its chain.
 fn led() -> (Store, Chain) {
@@ -93,7 +93,7 @@ fn a_checkpoint_whose_digest_is_not_the_view_is_refused_and_changes_nothing() {
     assert_eq!((state.version(), state.hash()), (5, record.hash()));
     assert_eq!(stored, record);
     // Forgetting the cluster forgets its restart point too.
-    store.forget_cluster(reset::Next::Join).unwrap();
+    store.forget_cluster(Next::Join).unwrap();
     assert!(store.mastered_checkpoint().unwrap().is_none());
     assert_eq!(store.mastered_checkpoint_version().unwrap(), 0);
 }
@@ -105,12 +105,7 @@ fn a_damaged_restart_point_falls_back_to_verifying_from_genesis() {
     checkpoint(&store, &mut chain);
     write(&store, &mut chain, RecordKind::Managed, put(2, Some(2)));
     assert_eq!(roster::chain(&store).unwrap().unwrap(), chain);
-    let tx = store.begin_write().unwrap();
-    tx.open_table(META)
-        .unwrap()
-        .insert("mastered_checkpoint", [1u8, 2, 3].as_slice())
-        .unwrap();
-    tx.commit().unwrap();
+    store.set_checkpoint_raw(&[1, 2, 3]).unwrap();
     assert!(store.mastered_checkpoint().is_err());
     assert_eq!(roster::chain(&store).unwrap().unwrap(), chain);
     let (replayed, _) = roster::replay(&store, store.anchor().unwrap().unwrap()).unwrap();
@@ -125,12 +120,7 @@ fn a_record_before_the_restart_point_is_not_verified_again_but_a_replay_sees_it_
     // Version 2 altered on disk (its signature no longer verifies, its hash changed).
     let mut altered = store.mastered_record(2).unwrap().unwrap();
     altered.signature[0] ^= 1;
-    let tx = store.begin_write().unwrap();
-    tx.open_table(MASTERED)
-        .unwrap()
-        .insert(2, altered.encode().as_slice())
-        .unwrap();
-    tx.commit().unwrap();
+    store.set_mastered_raw(2, &altered.encode()).unwrap();
     // A restart resumes from the checkpoint: its signature and the records after it.
     assert_eq!(roster::chain(&store).unwrap().unwrap(), chain);
     // The replay of every record checks the hashes up to the checkpoint, then falls back to
@@ -249,7 +239,7 @@ struct Node {
     done: Vec<(u64, Result<u64, String>)>,
 }
 
-impl crate::drive::Driver for Node {
+impl super::Driver for Node {
     fn core(&mut self) -> Option<&mut Core> {
         Some(&mut self.core)
     }
@@ -295,7 +285,7 @@ fn the_leader_signs_a_checkpoint_every_checkpoint_every_records() {
             kind: RecordKind::Managed,
             payload: put((token % 7) as u8, Some(token as u32)),
         };
-        crate::drive::run(&mut node, |_, _| {}, VecDeque::from([input])).unwrap();
+        super::run(&mut node, |_, _| {}, VecDeque::from([input])).unwrap();
     }
     // Genesis is version 1: the checkpoint follows version CHECKPOINT_EVERY.
     let at = CHECKPOINT_EVERY + 1;
