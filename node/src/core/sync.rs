@@ -130,8 +130,10 @@ pub struct SyncAnswer {
     /// More remains after these items or records.
     pub more: bool,
     /// `SyncMessage::encode` output.
+    #[serde(with = "meshward_crdt::bytes")]
     pub message: Vec<u8>,
     /// Mastered records after the requester's version, in order (`SignedRecord::encode`).
+    #[serde(with = "meshward_crdt::bytes::list")]
     pub records: Vec<Vec<u8>>,
 }
 
