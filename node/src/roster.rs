@@ -254,8 +254,8 @@ fn extend(chain: Chain, records: &[SignedRecord], at: u64) -> Result<Chain, Impo
         })
 }
 
-/// The verified chain of a store, rebuilt (every record verified again from the trust anchor)
-/// only when the stored chain changed: its key is the trust anchor and the high-water mark
+/// The verified chain of a store, rebuilt ([`chain`]: from the restart point, or every record
+/// verified again from the trust anchor) only when the stored chain changed: its key is the trust anchor and the high-water mark
 /// (the newest record's epoch, version and hash), two small reads. The daemon answers every
 /// setup request and every mastered write from it instead of verifying the whole chain each
 /// time. When the stored chain only grew (the record at the cached version still has the
@@ -381,9 +381,10 @@ pub fn write(
 }
 
 /// Loads the node's durable HA state into `core`, as `meshward run` does at start and after
-/// an import: the last endorsement it gave, its stored mastered chain re-verified from the
-/// trust anchor (which admits the chain's roster), and a hand-off of restrictive superseded
-/// records a restart cut short. Used by the daemon and the simulator.
+/// an import: the last endorsement it gave, its stored mastered chain verified again from its
+/// restart point or the trust anchor ([`verified_chain`]; it admits the chain's roster), and a
+/// hand-off of restrictive superseded records a restart cut short. Used by the daemon and the
+/// simulator.
 pub fn load_into(store: &Store, core: &mut Core, now_ms: u64) -> anyhow::Result<()> {
     core.set_vote(store.vote()?);
     if let Some(anchor) = store.anchor()? {
