@@ -6,12 +6,14 @@
 //!
 //! A `Checkpoint` record ([`RecordKind::Checkpoint`]) is signed by the leader of its epoch like
 //! any record and carries a [`Checkpoint`]: the version it covers (always the record's own
-//! version − 1: [`Chain::verify`] refuses any other) and the SHA-256 [`StateDigest`] of the
-//! folded state at that version, in the canonical encoding of [`StateDigest::of_rows`]. The
-//! chain itself does not hold the folded state, so [`Chain::verify`] checks only the shape; the
-//! store that folds the records checks the digest against its own view before it keeps the
-//! record (a leader whose fold differs from ours is refused, state unchanged). The leader
-//! writes one every [`CHECKPOINT_EVERY`] records.
+//! version − 1: [`Chain::verify`] refuses any other), the SHA-256 [`StateDigest`] of the
+//! folded state at that version, in the canonical encoding of [`StateDigest::of_rows`], and the
+//! SHA-256 of the chain's own state there (cluster, epoch, leader, roster, licence issuer),
+//! which [`Chain::verify`] checks against its own. The chain does not hold the folded state,
+//! so the store that folds the records checks that digest against its own view before it
+//! keeps the record (a leader whose fold differs from ours is refused, state unchanged). The
+//! leader writes one every [`CHECKPOINT_EVERY`] records ([`Chain::checkpoint`] makes the
+//! payload).
 //!
 //! # Resuming a chain
 //!
@@ -24,7 +26,16 @@
 //! it; the chain then verifies only the records after it ([`Chain::extended`]). Records before
 //! the checkpoint are committed to by its hash chain (every record's hash covers the previous
 //! one's, the checkpoint's `prev` the last of them), so [`Chain::resume_replay`] hands them out
-//! as verified after checking that chain of hashes, without one signature check each.
+//! as verified after checking that chain of hashes, without one signature check each. A
+//! damaged state is caught: its chain digest is the one the signed checkpoint states.
+//!
+//! # Catching up
+//!
+//! A node far behind receives records in pages; [`Chain::verify_covered`] verifies a page's
+//! records up to its last checkpoint with every check but the ed25519 signature of each plain
+//! record: the checkpoint's signature, by the same chain of hashes, vouches for them (a leader
+//! signs a checkpoint only over records it verified), and the records that decide who signs
+//! (genesis, roster, hand-over) keep their signature checks.
 
 use std::sync::Arc;
 
