@@ -44,6 +44,7 @@
 
 #![deny(missing_docs)]
 
+pub mod bytes;
 mod error;
 pub mod fork;
 mod id;

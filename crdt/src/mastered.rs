@@ -55,6 +55,20 @@
 //! for that epoch). A `Roster` record replaces the roster, which is what majorities are
 //! counted against.
 //!
+//! # Checkpoints
+//!
+//! Every [`CHECKPOINT_EVERY`] records the leader signs a `Checkpoint` record ([`Checkpoint`]):
+//! the version it covers (the one before it), the digest of the folded state there (the
+//! managed view, [`StateDigest`]) and the digest of the chain's own state (epoch, leader,
+//! roster, licence issuer). [`Chain::verify`] checks the shape and the chain digest; the store
+//! checks the state digest against its own fold before keeping the record. A node that stored
+//! a checkpoint keeps the [`ChainState`] after it as its restart point, and at start
+//! [`Chain::resume`]s from it: the checkpoint's signature and place are checked, then only the
+//! records after it are verified. A sync answer's records up to a checkpoint verify at once
+//! ([`Chain::verify_covered`]): the checkpoint's signature vouches, by the hash chain, for the
+//! records before it. Records are kept, not pruned (fork choice, superseded review and the
+//! folds of users, licence and secrets read them). See the `checkpoint` module's docs.
+//!
 //! Choosing between two chains that both verify (two sides of a partition that meet, or a
 //! leader that signed two continuations) is [`crate::fork`]'s job; this module only refuses
 //! the record that does not extend its own chain.
@@ -126,12 +140,17 @@ pub use error::{
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+mod checkpoint;
 mod error;
 mod frontier;
 mod managed;
 mod payload;
 mod record;
 
+pub use checkpoint::{
+    CHECKPOINT_EVERY, ChainState, Checkpoint, MAX_CHAIN_STATE_BYTES, ResumeError, STATE_DOMAIN,
+    StateDigest, StateHasher,
+};
 pub use frontier::{
     FRONTIER_MINOR, Frontier, FrontierSegment, MAX_FRONTIER_SEGMENTS, RosterChange,
 };
@@ -217,6 +236,16 @@ impl Verified<SignedRecord> {
     /// Hash of the verified record (what the next record's `prev` must be).
     pub fn hash(&self) -> RecordHash {
         self.proof.hash
+    }
+
+    /// A second copy of the verified record with the same proof, e.g. one for the store and
+    /// one for the chain, without a second signature check. Applying either still requires
+    /// the chain state it was verified against, so at most one copy advances a chain.
+    pub fn duplicate(&self) -> Verified<SignedRecord> {
+        Verified {
+            value: self.value.clone(),
+            proof: self.proof.clone(),
+        }
     }
 }
 
@@ -338,6 +367,54 @@ impl Chain {
     /// Checks whether `signed` may be applied next; see the module docs for the rules and
     /// [`VerifyError`] for the order of checks. Pure: the chain does not change.
     pub fn verify(&self, signed: &SignedRecord) -> Result<Verified<SignedRecord>, VerifyError> {
+        self.verify_with(signed, true)
+    }
+
+    /// [`Chain::verify`] of consecutive records (the next ones of this chain) up to the last
+    /// `Checkpoint` among them, each signature checked only where it matters: the
+    /// checkpoint's, and those of the records that decide who may sign (`Genesis`, `Roster`,
+    /// `Handover`, endorsements included). Every other check runs on every record (cluster,
+    /// epoch, signer is the epoch's leader, version, `prev` chain, payload). The checkpoint's
+    /// signature then vouches for the records before it: its `prev` is the hash of the record
+    /// before it, whose hash covers that record's signature and `prev`, and so on back, and a
+    /// leader signs a checkpoint only over records it verified. Returns the verified records,
+    /// to apply in order, or nothing when there is no checkpoint among them; fails, returning
+    /// nothing, at the first record that does not verify (verify them one by one then, to
+    /// tell a competing chain from garbage).
+    pub fn verify_covered(
+        &self,
+        records: &[SignedRecord],
+    ) -> Result<Vec<Verified<SignedRecord>>, RebuildError> {
+        let Some(last) = records
+            .iter()
+            .rposition(|r| r.record.kind == RecordKind::Checkpoint)
+        else {
+            return Ok(Vec::new());
+        };
+        let mut chain = self.clone();
+        let mut out = Vec::with_capacity(last + 1);
+        for (index, record) in records[..=last].iter().enumerate() {
+            let check = index == last
+                || matches!(
+                    record.record.kind,
+                    RecordKind::Genesis | RecordKind::Roster | RecordKind::Handover
+                );
+            let verified = chain
+                .verify_with(record, check)
+                .map_err(|source| RebuildError { index, source })?;
+            chain.advance(&verified.proof);
+            out.push(verified);
+        }
+        Ok(out)
+    }
+
+    /// [`Chain::verify`], the ed25519 signature of the record itself checked only when
+    /// `check_signature` (see [`Chain::verify_covered`] for when it may be skipped).
+    fn verify_with(
+        &self,
+        signed: &SignedRecord,
+        check_signature: bool,
+    ) -> Result<Verified<SignedRecord>, VerifyError> {
         let record = &signed.record;
         if record.payload.len() > MAX_PAYLOAD_BYTES {
             return Err(VerifyError::Oversize {
@@ -351,13 +428,15 @@ impl Chain {
                 got: record.cluster,
             });
         }
-        let key =
-            VerifyingKey::from_bytes(&signed.signer).map_err(|_| VerifyError::BadSignature)?;
-        key.verify_strict(
-            &record.signing_bytes(),
-            &Signature::from_bytes(&signed.signature),
-        )
-        .map_err(|_| VerifyError::BadSignature)?;
+        if check_signature {
+            let key =
+                VerifyingKey::from_bytes(&signed.signer).map_err(|_| VerifyError::BadSignature)?;
+            key.verify_strict(
+                &record.signing_bytes(),
+                &Signature::from_bytes(&signed.signature),
+            )
+            .map_err(|_| VerifyError::BadSignature)?;
+        }
         if record.epoch < self.epoch {
             return Err(VerifyError::StaleEpoch {
                 got: record.epoch,
@@ -419,6 +498,20 @@ impl Chain {
                     epoch: handover.next_epoch,
                     leader: handover.next_leader,
                 }
+            }
+            RecordKind::Checkpoint => {
+                let checkpoint = Checkpoint::decode(&record.payload).map_err(bad_payload)?;
+                if checkpoint.covers != record.version - 1 {
+                    return Err(bad_payload(PayloadError::Checkpoint(
+                        "a checkpoint covers the version before its own",
+                    )));
+                }
+                if checkpoint.chain != self.own_digest() {
+                    return Err(bad_payload(PayloadError::Checkpoint(
+                        "a checkpoint states the chain's own state (roster, leader, epoch)",
+                    )));
+                }
+                Effect::Checkpoint(Arc::clone(&self.roster), self.licence_issuer)
             }
             _ => Effect::None,
         };
@@ -490,7 +583,7 @@ impl Chain {
         self.last_version += 1;
         self.last_hash = proof.hash;
         match &proof.effect {
-            Effect::None => {}
+            Effect::None | Effect::Checkpoint(..) => {}
             Effect::Genesis(roster, licence_issuer) => {
                 self.roster = Arc::clone(roster);
                 self.licence_issuer = *licence_issuer;
@@ -584,7 +677,7 @@ struct Base {
 }
 
 /// What verification established, so applying needs no second parse.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Proof {
     base: Base,
     hash: RecordHash,
@@ -592,12 +685,17 @@ struct Proof {
 }
 
 /// How a verified record changes the chain besides its version and hash.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum Effect {
     None,
     Genesis(Arc<Roster>, Option<[u8; 32]>),
     Roster(Arc<Roster>),
-    Handover { epoch: u64, leader: [u8; 32] },
+    Handover {
+        epoch: u64,
+        leader: [u8; 32],
+    },
+    /// A checkpoint: the roster and licence issuer it keeps, for [`ChainState`].
+    Checkpoint(Arc<Roster>, Option<[u8; 32]>),
 }
 
 /// First 8 hex digits of a key, for logs and messages.

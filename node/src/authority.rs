@@ -257,7 +257,7 @@ pub fn access(store: &Store) -> anyhow::Result<Access> {
     let Some(anchor) = store.anchor()? else {
         return Ok(Access::default());
     };
-    let (_, verified) = Chain::replay(anchor, &store.mastered_records()?)?;
+    let (_, verified) = crate::roster::replay(store, anchor)?;
     Ok(Access {
         users: Users::fold(&verified)?,
         revoked: Revoked::fold(&verified)?,

@@ -419,10 +419,11 @@ impl Core {
         Ok(())
     }
 
-    /// Loads a mastered chain verified already: `chain` is what [`Chain::rebuild`] made of
+    /// Loads a mastered chain verified already: `chain` is what [`Chain::rebuild`] (or
+    /// [`Chain::resume`] and [`Chain::extended`] from the store's restart point) made of
     /// exactly these `records` from `anchor` (a [`Chain`] only comes from verification). The
     /// simulator verifies the chain its nodes share once instead of once per node; the daemon
-    /// uses [`Core::load_mastered`]. Admits the roster as that does.
+    /// uses [`crate::roster::load_into`]. Admits the roster as [`Core::load_mastered`] does.
     pub fn load_verified(
         &mut self,
         now: Millis,

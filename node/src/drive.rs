@@ -24,6 +24,7 @@ use std::collections::VecDeque;
 
 use anyhow::Context as _;
 use meshward_crdt::Effects;
+use meshward_crdt::mastered::{CHECKPOINT_EVERY, RecordKind, SignedRecord, Verified};
 
 use crate::core::{Core, Input, Output};
 use crate::store::Store;
@@ -110,14 +111,89 @@ pub fn run(
             }
             driver.persisted(&persist)?;
         }
-        let mut rest = rest.into_iter();
+        let mut rest = rest.into_iter().peekable();
         while let Some(output) = rest.next() {
-            if let Err(e) = execute(driver, output, &mut queue) {
+            let done = match output {
+                Output::PersistMastered(first) => {
+                    let mut records = vec![*first];
+                    while let Some(Output::PersistMastered(_)) = rest.peek() {
+                        if let Some(Output::PersistMastered(next)) = rest.next() {
+                            records.push(*next);
+                        }
+                    }
+                    persist_mastered(driver, records, &mut queue)
+                }
+                output => execute(driver, output, &mut queue),
+            };
+            if let Err(e) = done {
                 driver.unsent(rest.collect());
                 return Err(e);
             }
         }
     }
+    Ok(())
+}
+
+/// The token of the checkpoints the executor asks the leader's core for ([`Input::Master`]);
+/// their [`Output::Done`] stays here. Drivers number their own tokens from 0.
+pub const CHECKPOINT_TOKEN: u64 = u64::MAX;
+
+/// Consecutive mastered records of a pass (a sync answer's, on a joining node), stored in
+/// ONE durable transaction ([`Store::append_mastered_all`]); then, on the leader, the next
+/// checkpoint if [`CHECKPOINT_EVERY`] records were written since the last one: the digest of
+/// the folded state it just stored, signed by the core as the next record (one pass later,
+/// nothing in between; should the chain have moved, the core refuses it and the next write
+/// asks again).
+fn persist_mastered(
+    driver: &mut impl Driver,
+    records: Vec<Verified<SignedRecord>>,
+    queue: &mut VecDeque<Input>,
+) -> anyhow::Result<()> {
+    let outputs: Vec<Output> = records
+        .into_iter()
+        .map(|r| Output::PersistMastered(Box::new(r)))
+        .collect();
+    for output in &outputs {
+        driver.writing(output)?;
+    }
+    let records: Vec<Verified<SignedRecord>> = outputs
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::PersistMastered(r) => Some(*r),
+            _ => None,
+        })
+        .collect();
+    driver
+        .store()
+        .append_mastered_all(&records)
+        .context("persisting mastered records")?;
+    for record in records {
+        driver.wrote(&Output::PersistMastered(Box::new(record)))?;
+    }
+    let store = driver.store();
+    let Some(high) = store.mastered_high_water()? else {
+        return Ok(());
+    };
+    if high.version - store.mastered_checkpoint_version()?.min(high.version) < CHECKPOINT_EVERY {
+        return Ok(());
+    }
+    let Some(core) = driver.core() else {
+        return Ok(());
+    };
+    let me = core.me().0;
+    let Some(chain) = core
+        .chain()
+        .filter(|c| c.leader() == me && c.last_version() == high.version)
+        .cloned()
+    else {
+        return Ok(());
+    };
+    let state = driver.store().state_digest()?;
+    queue.push_back(Input::Master {
+        token: CHECKPOINT_TOKEN,
+        kind: RecordKind::Checkpoint,
+        payload: chain.checkpoint(state).encode(),
+    });
     Ok(())
 }
 
@@ -134,6 +210,16 @@ fn execute(
             | Output::AdoptChain { .. }
             | Output::Superseded(_)
     );
+    if let Output::Done {
+        token: CHECKPOINT_TOKEN,
+        result,
+    } = &output
+    {
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "checkpoint not written; the next write asks again");
+        }
+        return Ok(());
+    }
     if !writes {
         return driver.send(output, queue);
     }
@@ -160,3 +246,6 @@ fn execute(
     }
     driver.wrote(&output)
 }
+
+#[cfg(test)]
+mod tests;

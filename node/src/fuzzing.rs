@@ -11,7 +11,8 @@ use std::time::{Duration, UNIX_EPOCH};
 use ed25519_dalek::SigningKey;
 use meshward_crdt::fork::{self, Keep};
 use meshward_crdt::mastered::{
-    Chain, Endorsement, Handover, Member, RecordKind, Roster, SignedRecord, TrustAnchor,
+    Chain, ChainState, Checkpoint, Endorsement, Handover, Member, RecordKind, Roster, SignedRecord,
+    StateDigest, TrustAnchor,
 };
 use meshward_crdt::{
     ClusterId, Digest, Effects, Event, EventKind, KeyType, Op, Replica, ReplicaConfig, SyncMessage,
@@ -91,7 +92,9 @@ pub fn sync_message(data: &[u8]) {
 }
 
 /// A signed mastered record: decoded and verified against an empty chain and against a chain
-/// holding a genesis record; its payload read as a roster and a hand-over.
+/// holding a genesis record (also as a batch a checkpoint covers); its payload read as a
+/// roster, a hand-over and a checkpoint; the input read as a stored chain state and resumed
+/// from with the record.
 pub fn mastered_record(data: &[u8]) {
     let Ok(record) = SignedRecord::decode(data) else {
         return;
@@ -104,6 +107,14 @@ pub fn mastered_record(data: &[u8]) {
     }
     let _ = Roster::decode(&record.record.payload);
     let _ = Handover::decode(&record.record.payload);
+    let _ = Checkpoint::decode(&record.record.payload);
+    let (chain, first) = genesis();
+    let _ = chain.verify_covered(std::slice::from_ref(&record));
+    // The input as a node's stored restart point, resumed from with the record.
+    if let Ok(state) = ChainState::decode(data) {
+        let _ = Chain::resume(anchor(), state.clone(), &record);
+        let _ = Chain::resume_replay(anchor(), state, &[first, record]);
+    }
 }
 
 /// A mastered bundle file: decoded and imported into an in-memory store.
@@ -455,6 +466,10 @@ pub fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
                 genesis.encode(),
                 next(RecordKind::Roster, second_roster().encode()),
                 next(RecordKind::User, user_changes()[0].encode().1),
+                next(
+                    RecordKind::Checkpoint,
+                    chain.checkpoint(StateDigest([0; 32])).encode(),
+                ),
             ],
         ),
         (

@@ -12,7 +12,7 @@ use anyhow::Context as _;
 use ed25519_dalek::SigningKey;
 use meshward_crdt::WriterId;
 use meshward_crdt::mastered::{
-    Chain, Genesis, Member, RecordKind, Roster, SignedRecord, TrustAnchor,
+    Chain, Genesis, Member, RecordKind, Roster, SignedRecord, TrustAnchor, Verified,
 };
 use serde::{Deserialize, Serialize};
 
@@ -166,22 +166,96 @@ pub fn import(store: &Store, bytes: &[u8]) -> Result<usize, ImportError> {
     Ok(verified.len())
 }
 
-/// The node's verified mastered chain, rebuilt from the store; `None` before any import.
+/// The node's verified mastered chain from the store; `None` before any import. From the
+/// restart point when the store has one ([`Store::mastered_checkpoint`]: the checkpoint's
+/// signature and place checked by [`Chain::resume`], then only the records after it verified),
+/// else every record verified again from the trust anchor.
 pub fn chain(store: &Store) -> Result<Option<Chain>, ImportError> {
     let Some(anchor) = store.anchor()? else {
         return Ok(None);
     };
+    if let Some(resumed) = resume_point(store, anchor)? {
+        let version = resumed.last_version();
+        let after = store.mastered_after(version)?;
+        return extend(resumed, &after, version).map(Some);
+    }
     let records = store.mastered_records()?;
-    Chain::rebuild(anchor, &records)
-        .map(Some)
+    extend(Chain::new(anchor), &records, 0).map(Some)
+}
+
+/// The verified chain of exactly `records`, the store's whole chain, resumed from the store's
+/// restart point when it has one.
+pub fn verified_chain(
+    store: &Store,
+    anchor: TrustAnchor,
+    records: &[SignedRecord],
+) -> Result<Chain, ImportError> {
+    match resume_point(store, anchor)? {
+        Some(resumed) => {
+            let version = resumed.last_version();
+            let after = records.get(version as usize..).unwrap_or_default();
+            extend(resumed, after, version)
+        }
+        None => extend(Chain::new(anchor), records, 0),
+    }
+}
+
+/// Every stored record as verified (for the views folded from them: users, revocations) and
+/// the chain they make: records up to the restart point by their chain of hashes, the rest
+/// by signature ([`Chain::resume_replay`]); all by signature without a restart point.
+pub fn replay(
+    store: &Store,
+    anchor: TrustAnchor,
+) -> Result<(Chain, Vec<Verified<SignedRecord>>), ImportError> {
+    let records = store.mastered_records()?;
+    if let Ok(Some((state, _))) = store.mastered_checkpoint() {
+        match Chain::resume_replay(anchor, state, &records) {
+            Ok(replayed) => return Ok(replayed),
+            Err(e) => tracing::warn!(error = %e, "replaying the mastered chain from genesis"),
+        }
+    }
+    Chain::replay(anchor, &records).map_err(|e| ImportError::Refused {
+        index: e.index,
+        reason: format!("stored record no longer verifies: {}", e.source),
+    })
+}
+
+/// The chain at the store's restart point, its checkpoint checked; `None` (verify from
+/// genesis) without one, or when it does not check out (logged).
+fn resume_point(store: &Store, anchor: TrustAnchor) -> Result<Option<Chain>, ImportError> {
+    let (state, record) = match store.mastered_checkpoint() {
+        Ok(Some(point)) => point,
+        Ok(None) => return Ok(None),
+        Err(StoreError::Decode { what }) => {
+            tracing::warn!(
+                what,
+                "damaged checkpoint; verifying the mastered chain from genesis"
+            );
+            return Ok(None);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    match Chain::resume(anchor, state, &record) {
+        Ok(chain) => Ok(Some(chain)),
+        Err(e) => {
+            tracing::warn!(error = %e, "stored checkpoint refused");
+            Ok(None)
+        }
+    }
+}
+
+/// `chain` advanced by `records`, the stored records after its version `at`.
+fn extend(chain: Chain, records: &[SignedRecord], at: u64) -> Result<Chain, ImportError> {
+    chain
+        .extended(records, at as usize)
         .map_err(|e| ImportError::Refused {
             index: e.index,
             reason: format!("stored record no longer verifies: {}", e.source),
         })
 }
 
-/// The verified chain of a store, rebuilt (every record verified again from the trust anchor)
-/// only when the stored chain changed: its key is the trust anchor and the high-water mark
+/// The verified chain of a store, rebuilt ([`chain`]: from the restart point, or every record
+/// verified again from the trust anchor) only when the stored chain changed: its key is the trust anchor and the high-water mark
 /// (the newest record's epoch, version and hash), two small reads. The daemon answers every
 /// setup request and every mastered write from it instead of verifying the whole chain each
 /// time. When the stored chain only grew (the record at the cached version still has the
@@ -307,15 +381,17 @@ pub fn write(
 }
 
 /// Loads the node's durable HA state into `core`, as `meshward run` does at start and after
-/// an import: the last endorsement it gave, its stored mastered chain re-verified from the
-/// trust anchor (which admits the chain's roster), and a hand-off of restrictive superseded
-/// records a restart cut short. Used by the daemon and the simulator.
+/// an import: the last endorsement it gave, its stored mastered chain verified again from its
+/// restart point or the trust anchor ([`verified_chain`]; it admits the chain's roster), and a
+/// hand-off of restrictive superseded records a restart cut short. Used by the daemon and the
+/// simulator.
 pub fn load_into(store: &Store, core: &mut Core, now_ms: u64) -> anyhow::Result<()> {
     core.set_vote(store.vote()?);
     if let Some(anchor) = store.anchor()? {
         let records = store.mastered_records()?;
-        core.load_mastered(now_ms, anchor, records)
+        let chain = verified_chain(store, anchor, &records)
             .context("the stored mastered chain no longer verifies")?;
+        core.load_verified(now_ms, anchor, chain, records);
         core.resume_handoff(now_ms, &store.superseded()?);
     }
     Ok(())

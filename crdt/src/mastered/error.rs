@@ -213,6 +213,9 @@ pub enum PayloadError {
         /// How many bytes follow.
         extra: usize,
     },
+    /// A checkpoint payload or stored chain state is malformed (the reason says how).
+    #[error("checkpoint: {0}")]
+    Checkpoint(&'static str),
     /// The roster lists no member.
     #[error("roster is empty; a cluster has at least one member")]
     EmptyRoster,
@@ -357,6 +360,7 @@ pub struct RebuildError {
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 #[error(
     "unknown mastered record kind {0:?}; expected one of genesis, roster, revocation, licence, \
-     password-policy, fingerprint-approval, user, grant, config, handover"
+     password-policy, fingerprint-approval, user, grant, config, handover, password, \
+     sealed-secret, managed, checkpoint"
 )]
 pub struct UnknownRecordKind(pub String);

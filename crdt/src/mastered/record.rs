@@ -45,6 +45,9 @@ pub enum RecordKind {
     /// versions before managed tables do not know this kind: upgrade every node before the
     /// first managed write.
     Managed,
+    /// A checkpoint of the folded state at the version before it; payload is a
+    /// [`Checkpoint`]. Like `Managed`, older nodes do not know it: upgrade every node first.
+    Checkpoint,
 }
 
 /// A mastered record before signing.
@@ -99,7 +102,7 @@ impl fmt::Debug for RecordHash {
 
 impl RecordKind {
     /// Every kind, in wire-code order.
-    pub const ALL: [RecordKind; 13] = [
+    pub const ALL: [RecordKind; 14] = [
         RecordKind::Genesis,
         RecordKind::Roster,
         RecordKind::Revocation,
@@ -113,6 +116,7 @@ impl RecordKind {
         RecordKind::Password,
         RecordKind::SealedSecret,
         RecordKind::Managed,
+        RecordKind::Checkpoint,
     ];
 
     /// Stable name, as in serde and logs.
@@ -131,11 +135,12 @@ impl RecordKind {
             RecordKind::Password => "password",
             RecordKind::SealedSecret => "sealed-secret",
             RecordKind::Managed => "managed",
+            RecordKind::Checkpoint => "checkpoint",
         }
     }
 
     /// Stable wire byte: the position in [`RecordKind::ALL`] (`Genesis` = 0 … `Password` = 10,
-    /// `SealedSecret` = 11, `Managed` = 12).
+    /// `SealedSecret` = 11, `Managed` = 12, `Checkpoint` = 13).
     pub fn code(self) -> u8 {
         match self {
             RecordKind::Genesis => 0,
@@ -151,6 +156,7 @@ impl RecordKind {
             RecordKind::Password => 10,
             RecordKind::SealedSecret => 11,
             RecordKind::Managed => 12,
+            RecordKind::Checkpoint => 13,
         }
     }
 

@@ -130,8 +130,10 @@ pub struct SyncAnswer {
     /// More remains after these items or records.
     pub more: bool,
     /// `SyncMessage::encode` output.
+    #[serde(with = "meshward_crdt::bytes")]
     pub message: Vec<u8>,
     /// Mastered records after the requester's version, in order (`SignedRecord::encode`).
+    #[serde(with = "meshward_crdt::bytes::list")]
     pub records: Vec<Vec<u8>>,
 }
 
@@ -247,11 +249,24 @@ impl Core {
             None => self.counters.malformed += 1,
             Some((more, records, msg)) => {
                 let mut refused = false;
-                for raw in records {
-                    let taken = match SignedRecord::decode(&raw) {
-                        Ok(record) => self.take_mastered(now, record, peer),
-                        Err(_) => Taken::Refused,
-                    };
+                let decoded: Vec<SignedRecord> = records
+                    .iter()
+                    .map_while(|raw| SignedRecord::decode(raw).ok())
+                    .collect();
+                let covered = self.take_covered(now, &decoded, peer);
+                if decoded.len() < records.len() {
+                    refused = true;
+                }
+                // While more is to come, the records after the answer's last checkpoint wait
+                // for the next answer, which starts at the checkpoint and so covers them with
+                // the next one (a signature check each saved, a few records sent twice).
+                let rest = if covered > 0 && more && !refused {
+                    0
+                } else {
+                    decoded.len()
+                };
+                for record in decoded.into_iter().skip(covered).take(rest) {
+                    let taken = self.take_mastered(now, record, peer);
                     if matches!(taken, Taken::Refused | Taken::Gap) {
                         refused = true;
                         break;

@@ -72,6 +72,7 @@ pub enum Change {
     /// A mastered record applied.
     Mastered {
         /// The encoded signed record ([`SignedRecord::encode`]).
+        #[serde(with = "meshward_crdt::bytes")]
         record: Vec<u8>,
     },
 }

@@ -12,8 +12,8 @@
 //! JSON, changes nothing (the leader never signs one; a newer leader's major version would be
 //! one): every node folds the same chain into the same view.
 
-use meshward_crdt::mastered::{ManagedChange, RecordKind, SignedRecord};
-use redb::{ReadTransaction, TableDefinition, WriteTransaction};
+use meshward_crdt::mastered::{ManagedChange, RecordKind, SignedRecord, StateDigest, StateHasher};
+use redb::{ReadTransaction, ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use super::{ChangeReader, Store, StoreError};
@@ -127,6 +127,44 @@ pub(super) fn rebuild(tx: &WriteTransaction, records: &[SignedRecord]) -> Result
         fold(tx, record)?;
     }
     Ok(())
+}
+
+/// The digest of the view ([`StateDigest::of_rows`]): every row in key order, its key, the
+/// version that wrote it and its document.
+fn digest_of(
+    view: &impl ReadableTable<&'static [u8], &'static [u8]>,
+) -> Result<StateDigest, StoreError> {
+    // The stored value borrowed, not copied: a checkpoint hashes every row.
+    #[derive(Deserialize)]
+    struct StoredRef<'a> {
+        version: u64,
+        document: &'a str,
+    }
+    let mut hasher = StateHasher::new();
+    for entry in view.iter()? {
+        let (k, v) = entry?;
+        let value = v.value();
+        let stored: StoredRef<'_> =
+            postcard::from_bytes(value).map_err(|_| StoreError::Decode {
+                what: "managed row",
+            })?;
+        hasher.row(k.value(), stored.version, stored.document.as_bytes());
+    }
+    Ok(hasher.finish())
+}
+
+/// The digest of the view as `read` sees it.
+pub(super) fn digest(read: &ReadTransaction) -> Result<StateDigest, StoreError> {
+    match read.open_table(MANAGED_VIEW) {
+        Ok(view) => digest_of(&view),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(StateHasher::new().finish()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The digest of the view inside the write transaction `tx`.
+pub(super) fn digest_in(tx: &WriteTransaction) -> Result<StateDigest, StoreError> {
+    digest_of(&tx.open_table(MANAGED_VIEW)?)
 }
 
 /// Rows of `read` whose view key starts with `prefix`, after view key `after`, up to `limit`.

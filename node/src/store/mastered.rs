@@ -1,7 +1,9 @@
 //! The mastered chain in the store: trust anchor, records, high-water mark, superseded
 //! records and the HA vote.
 
-use meshward_crdt::mastered::{Chain, RecordHash, SignedRecord, TrustAnchor, Verified};
+use meshward_crdt::mastered::{
+    Chain, ChainState, Checkpoint, RecordHash, RecordKind, SignedRecord, TrustAnchor, Verified,
+};
 use meshward_crdt::{ClusterId, WriterId};
 use redb::ReadableTable;
 
@@ -82,32 +84,58 @@ impl Store {
     /// the stored hash) is written; verification itself is [`meshward_crdt::mastered::Chain`]'s
     /// job, and only its [`Verified`] type reaches this call.
     pub fn append_mastered(&self, record: &Verified<SignedRecord>) -> Result<(), StoreError> {
+        self.append_mastered_all(std::slice::from_ref(record))
+    }
+
+    /// [`Store::append_mastered`] for consecutive records, in ONE durable transaction (a
+    /// joining node stores a sync answer's records at once): all are stored, or none.
+    pub fn append_mastered_all(
+        &self,
+        records: &[Verified<SignedRecord>],
+    ) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let encoded: Vec<Vec<u8>> = records.iter().map(|r| r.encode()).collect();
         let tx = self.begin_write()?;
         {
             let mut meta = tx.open_table(META)?;
-            let last = read_high_water(&meta)?;
-            let r = &record.record;
-            let (last_version, last_hash) =
-                last.map_or((0, RecordHash::ZERO), |h| (h.version, h.hash));
-            if r.version != last_version + 1 || r.prev != last_hash {
-                return Err(StoreError::MasteredOrder {
-                    got: r.version,
-                    last: last_version,
-                });
+            let mut table = tx.open_table(MASTERED)?;
+            let (mut last_version, mut last_hash) =
+                read_high_water(&meta)?.map_or((0, RecordHash::ZERO), |h| (h.version, h.hash));
+            for (record, bytes) in records.iter().zip(&encoded) {
+                let r = &record.record;
+                if r.version != last_version + 1 || r.prev != last_hash {
+                    return Err(StoreError::MasteredOrder {
+                        got: r.version,
+                        last: last_version,
+                    });
+                }
+                table.insert(r.version, bytes.as_slice())?;
+                (last_version, last_hash) = (r.version, record.hash());
             }
-            tx.open_table(MASTERED)?
-                .insert(r.version, record.encode().as_slice())?;
+            let epoch = records.last().map_or(0, |r| r.record.epoch);
             let mut hw = Vec::with_capacity(48);
-            hw.extend(r.epoch.to_be_bytes());
-            hw.extend(r.version.to_be_bytes());
-            hw.extend(record.hash().0);
+            hw.extend(epoch.to_be_bytes());
+            hw.extend(last_version.to_be_bytes());
+            hw.extend(last_hash.0);
             meta.insert("mastered_high_water", hw.as_slice())?;
         }
-        super::managed::fold(&tx, record)?;
-        let logged = Change::Mastered {
-            record: record.encode(),
-        };
-        changes::log_changes(&tx, [logged], self.keep_changes)?;
+        // The last checkpoint of the batch is checked against the view folded up to it and
+        // becomes the restart point; earlier ones are covered by its hash chain.
+        let last_checkpoint = records
+            .iter()
+            .rposition(|r| r.record.kind == RecordKind::Checkpoint);
+        for (index, record) in records.iter().enumerate() {
+            if Some(index) == last_checkpoint {
+                checkpoint(&tx, record)?;
+            }
+            super::managed::fold(&tx, record)?;
+        }
+        let logged = encoded
+            .into_iter()
+            .map(|record| Change::Mastered { record });
+        changes::log_changes(&tx, logged, self.keep_changes)?;
         tx.commit()?;
         Ok(())
     }
@@ -195,6 +223,12 @@ impl Store {
             for r in superseded {
                 kept.insert(r.hash().0.as_slice(), r.encode().as_slice())?;
             }
+            // A restart point in the replaced part is gone with it (the next checkpoint of
+            // the winning chain makes a new one).
+            let mut meta = tx.open_table(META)?;
+            if read_checkpoint_version(&meta)?.is_some_and(|v| v >= from) {
+                meta.remove(CHECKPOINT_KEY)?;
+            }
         }
         super::managed::rebuild(&tx, &chain)?;
         let logged = records
@@ -203,6 +237,40 @@ impl Store {
         changes::log_changes(&tx, logged, self.keep_changes)?;
         tx.commit()?;
         Ok(())
+    }
+
+    /// The restart point: the chain state right after the last checkpoint whose digest
+    /// matched this node's folded state, and the stored checkpoint record it follows. `None`
+    /// before the first checkpoint. [`Chain::resume`] checks the two against each other.
+    pub fn mastered_checkpoint(&self) -> Result<Option<(ChainState, SignedRecord)>, StoreError> {
+        let tx = self.begin_read()?;
+        let meta = tx.open_table(META)?;
+        let Some(state) = meta.get(CHECKPOINT_KEY)? else {
+            return Ok(None);
+        };
+        let state = ChainState::decode(state.value()).map_err(|_| StoreError::Decode {
+            what: "mastered checkpoint state",
+        })?;
+        let table = tx.open_table(MASTERED)?;
+        let Some(record) = table.get(state.version())? else {
+            return Err(StoreError::Decode {
+                what: "mastered checkpoint (its record is missing)",
+            });
+        };
+        let record = decode_record(record.value())?;
+        Ok(Some((state, record)))
+    }
+
+    /// The version of the restart point ([`Store::mastered_checkpoint`]), 0 before any.
+    pub fn mastered_checkpoint_version(&self) -> Result<u64, StoreError> {
+        let tx = self.begin_read()?;
+        Ok(read_checkpoint_version(&tx.open_table(META)?)?.unwrap_or(0))
+    }
+
+    /// The digest of the folded state (the managed view) as it stands, for the leader's next
+    /// checkpoint.
+    pub fn state_digest(&self) -> Result<meshward_crdt::mastered::StateDigest, StoreError> {
+        super::managed::digest(&self.begin_read()?)
     }
 
     /// Keeps records of a losing competing chain for review.
@@ -265,6 +333,63 @@ impl Store {
         let key: [u8; 32] = v[8..].try_into().map_err(|_| bad())?;
         Ok(Some((epoch, WriterId(key))))
     }
+}
+
+#[cfg(test)]
+impl Store {
+    /// Test only: overwrites the stored restart point with `bytes`, as damage on disk would.
+    pub(crate) fn set_checkpoint_raw(&self, bytes: &[u8]) -> Result<(), StoreError> {
+        let tx = self.begin_write()?;
+        tx.open_table(META)?.insert(CHECKPOINT_KEY, bytes)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Test only: overwrites the stored record of `version`, as damage on disk would.
+    pub(crate) fn set_mastered_raw(&self, version: u64, bytes: &[u8]) -> Result<(), StoreError> {
+        let tx = self.begin_write()?;
+        tx.open_table(MASTERED)?.insert(version, bytes)?;
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+/// META key of the restart point: an encoded [`ChainState`].
+pub(super) const CHECKPOINT_KEY: &str = "mastered_checkpoint";
+
+fn read_checkpoint_version(
+    meta: &impl ReadableTable<&'static str, &'static [u8]>,
+) -> Result<Option<u64>, StoreError> {
+    let Some(v) = meta.get(CHECKPOINT_KEY)? else {
+        return Ok(None);
+    };
+    ChainState::decode(v.value())
+        .map(|s| Some(s.version()))
+        .map_err(|_| StoreError::Decode {
+            what: "mastered checkpoint state",
+        })
+}
+
+/// Checks a checkpoint record against the view folded up to the version it covers, inside
+/// `tx`, and makes its chain state the restart point. A digest that differs refuses the write.
+fn checkpoint(
+    tx: &redb::WriteTransaction,
+    record: &Verified<SignedRecord>,
+) -> Result<(), StoreError> {
+    let version = record.record.version;
+    let (Ok(payload), Some(state)) = (
+        Checkpoint::decode(&record.record.payload),
+        record.checkpoint_state(),
+    ) else {
+        // Verification refuses a malformed checkpoint: this is never reached.
+        return Err(StoreError::CheckpointMismatch { version });
+    };
+    if super::managed::digest_in(tx)? != payload.state {
+        return Err(StoreError::CheckpointMismatch { version });
+    }
+    tx.open_table(META)?
+        .insert(CHECKPOINT_KEY, state.encode().as_slice())?;
+    Ok(())
 }
 
 fn read_high_water(

@@ -184,6 +184,16 @@ pub enum StoreError {
     /// cluster id. Nothing was written.
     #[error("{0}")]
     Cluster(String),
+    /// A mastered checkpoint whose digest is not the digest of this node's folded state at the
+    /// version it covers: the leader folded the chain otherwise. Nothing was written.
+    #[error(
+        "mastered checkpoint at version {version} does not match this node's managed view; \
+         the leader and this node fold the chain differently: upgrade both to the same version"
+    )]
+    CheckpointMismatch {
+        /// The checkpoint record's version.
+        version: u64,
+    },
     /// A mastered record that does not extend the stored chain. Nothing was written.
     #[error("mastered record version {got} does not extend the stored chain (last version {last})")]
     MasteredOrder {

@@ -10,7 +10,12 @@ use super::{
 };
 
 /// `meta` entries that belong to the cluster and go with it.
-const CLUSTER_META: [&str; 3] = ["anchor_leader", "mastered_high_water", "ha_vote"];
+const CLUSTER_META: [&str; 4] = [
+    "anchor_leader",
+    "mastered_high_water",
+    super::mastered::CHECKPOINT_KEY,
+    "ha_vote",
+];
 /// `meta` entry of a node that forgot its cluster and has not founded its own yet: 0, or 1 and
 /// the 32-byte licence issuer of the cluster it left; then its address.
 const FOUNDING: &str = "founding";
@@ -33,7 +38,7 @@ impl Store {
     /// Forgets the node's cluster in one durable transaction and returns the new identity:
     /// every table of replicated data (shared and mastered, also those a later version adds),
     /// the peer book, the superseded records, the node's TLS credentials and joining bundle,
-    /// the trust anchor, the high-water mark and the HA vote go; the node gets a fresh
+    /// the trust anchor, the high-water mark, the chain's restart point and the HA vote go; the node gets a fresh
     /// standalone cluster id and, to found its own cluster, a fresh key (its old key's rows and
     /// positions stay the old cluster's, so it can never sign a second change at a position it
     /// used there, even if it comes back). Local data stays:

@@ -3,6 +3,7 @@ use proptest::sample::Index;
 
 use super::*;
 
+mod checkpoint;
 mod handover;
 
 const CLUSTER: ClusterId = ClusterId([7; 16]);

@@ -619,6 +619,7 @@ fn a_held_core_refuses_to_endorse_a_failover() {
     assert!(refused.contains("disk is full"), "{refused}");
 }
 
+mod checkpoints;
 mod fencing;
 mod forward;
 mod leaders;
