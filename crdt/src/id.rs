@@ -100,6 +100,9 @@ pub enum TableId {
     Fingerprints,
     /// User data exceptions, keyed by (user, field).
     Exceptions,
+    /// Each node's audit chain head (count, hash, when), one row per writer, overwritten
+    /// (tamper evidence of the local audit across nodes).
+    AuditHeads,
 }
 
 /// How a table's rows live in its automerge documents.
@@ -113,7 +116,12 @@ pub enum TableShape {
 
 impl TableId {
     /// Every table, in a fixed order.
-    pub const ALL: [TableId; 3] = [TableId::Events, TableId::Fingerprints, TableId::Exceptions];
+    pub const ALL: [TableId; 4] = [
+        TableId::Events,
+        TableId::Fingerprints,
+        TableId::Exceptions,
+        TableId::AuditHeads,
+    ];
 
     /// The table's name as used on the command line and in JSON.
     pub fn as_str(self) -> &'static str {
@@ -121,6 +129,7 @@ impl TableId {
             TableId::Events => "events",
             TableId::Fingerprints => "fingerprints",
             TableId::Exceptions => "exceptions",
+            TableId::AuditHeads => "audit-heads",
         }
     }
 
@@ -128,7 +137,7 @@ impl TableId {
     pub fn shape(self) -> TableShape {
         match self {
             TableId::Events => TableShape::Log,
-            TableId::Fingerprints | TableId::Exceptions => TableShape::Map,
+            TableId::Fingerprints | TableId::Exceptions | TableId::AuditHeads => TableShape::Map,
         }
     }
 }

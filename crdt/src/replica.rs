@@ -15,7 +15,8 @@ use crate::error::{ApplyError, CommitError};
 use crate::id::{ClusterId, SegmentKey, TableId, TableShape, WriterId};
 use crate::mastered::Frontier;
 use crate::row::{
-    Event, Fingerprint, KeyType, Row, UserDataException, exception_key, fingerprint_key,
+    AUDIT_HEAD_KEY, AuditHead, Event, Fingerprint, KeyType, Row, UserDataException, exception_key,
+    fingerprint_key,
 };
 use crate::segment::{Body, Live, RowOp, Segment, as_map, check_snapshot};
 use crate::sync::{Digest, Head, SegmentState, SignedHead, SyncItem};
@@ -75,6 +76,8 @@ pub enum Op {
         /// The field.
         field: String,
     },
+    /// Set this node's audit chain head (its one row of [`TableId::AuditHeads`]).
+    PutAuditHead(AuditHead),
 }
 
 /// A change to the rows visible in a table, for the node's query view.
@@ -588,6 +591,14 @@ impl Replica {
                     });
                 }
                 (TableId::Exceptions, RowOp::Delete(k))
+            }
+            Op::PutAuditHead(h) => {
+                let row = Row::AuditHead(h);
+                row.validate()?;
+                (
+                    TableId::AuditHeads,
+                    RowOp::Put(AUDIT_HEAD_KEY.to_string(), row),
+                )
             }
         })
     }

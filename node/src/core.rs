@@ -72,6 +72,8 @@ use serde::{Deserialize, Serialize};
 use tracing::{debug, warn};
 
 mod advert;
+mod audit_heads;
+pub use audit_heads::PeerHead;
 #[cfg(feature = "bugs")]
 mod bugs;
 pub mod election;
@@ -269,6 +271,8 @@ pub struct Core {
     losers: fork::Losers,
     /// Our losing branch's restrictive records, on their way to the winning leader.
     handoff: Option<reapply::Handoff>,
+    /// Our audit head questions in flight, by caller token ([`audit_heads`]).
+    audit_queries: BTreeMap<u64, audit_heads::Query>,
     /// Whether a chain fetch (fork resolution) is in flight.
     chain_fetch: Option<Millis>,
     /// When the transport stops admitting a node that just left (see [`ha`]).
@@ -319,6 +323,7 @@ impl Core {
             election: None,
             losers: fork::Losers::default(),
             handoff: None,
+            audit_queries: BTreeMap::new(),
             chain_fetch: None,
             release_at: None,
             held: false,
@@ -581,6 +586,7 @@ impl Core {
                 have,
                 answer,
             } => self.served(channel, have, answer),
+            Input::AuditHeads { token } => self.audit_heads(now, token),
             Input::SyncFailed { peer, request } => {
                 if let Some(pending) = self.asks.remove(&request) {
                     self.ha_reply(now, peer, pending, None);
@@ -598,6 +604,7 @@ impl Core {
 
     fn tick(&mut self, now: Millis) {
         self.ha_tick(now);
+        self.audit_heads_tick(now);
         // Redials that are due.
         for (peer, p) in &mut self.peers {
             if let (Some(at), Some(addr), false) = (p.redial_at, p.status.addr, p.status.connected)

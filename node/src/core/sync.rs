@@ -69,6 +69,11 @@ pub enum Ask {
         /// The branch, encoded, in order.
         records: Vec<Vec<u8>>,
     },
+    /// (Wire 1.2) what do you hold of `writer`'s audit head ([`super::audit_heads`])?
+    AuditHead {
+        /// The node whose row is asked for (the asker itself).
+        writer: WriterId,
+    },
 }
 
 /// What travels back on the request protocol.
@@ -89,6 +94,8 @@ pub enum Reply {
         /// The answer, opaque to the core.
         answer: Opaque,
     },
+    /// The answer to [`Ask::AuditHead`]: the row held, if any.
+    AuditHead(Option<meshward_crdt::AuditHead>),
 }
 
 /// Largest request accepted for decoding.

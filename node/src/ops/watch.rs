@@ -34,12 +34,13 @@ use crate::grants::{Action, Namespace};
 use crate::store::{Change, StoreError};
 
 /// The tables a watcher may name, in their wire spelling.
-pub const TABLES: [&str; 5] = [
+pub const TABLES: [&str; 6] = [
     "events",
     "fingerprints",
     "exceptions",
     "mastered",
     "managed",
+    "audit-heads",
 ];
 /// Longest `tables` parameter accepted.
 pub const MAX_TABLES_PARAM: usize = 256;
@@ -50,7 +51,7 @@ pub struct Tables(u8);
 
 impl Tables {
     /// Every table.
-    pub const ALL: Tables = Tables(0b1_1111);
+    pub const ALL: Tables = Tables(0b11_1111);
     /// The bit of the managed tables.
     const MANAGED: u8 = 16;
 
@@ -60,6 +61,7 @@ impl Tables {
             Some(TableId::Fingerprints) => 2,
             Some(TableId::Exceptions) => 4,
             None => 8,
+            Some(TableId::AuditHeads) => 32,
         }
     }
 
@@ -103,7 +105,7 @@ pub fn parse_tables(text: Option<&str>) -> Result<Tables, Problem> {
     if text.len() > MAX_TABLES_PARAM {
         return Err(Problem::bad_input(
             "tables",
-            "too long: name at most the five tables",
+            "too long: name at most the six tables",
         ));
     }
     let mut bits = 0;
@@ -112,6 +114,7 @@ pub fn parse_tables(text: Option<&str>) -> Result<Tables, Problem> {
             "events" => Tables::bit(Some(TableId::Events)),
             "fingerprints" => Tables::bit(Some(TableId::Fingerprints)),
             "exceptions" => Tables::bit(Some(TableId::Exceptions)),
+            "audit-heads" => Tables::bit(Some(TableId::AuditHeads)),
             "mastered" => Tables::bit(None),
             "managed" => Tables::MANAGED,
             other => {
@@ -199,6 +202,7 @@ fn table_name(table: Option<TableId>) -> &'static str {
         Some(TableId::Events) => "events",
         Some(TableId::Fingerprints) => "fingerprints",
         Some(TableId::Exceptions) => "exceptions",
+        Some(TableId::AuditHeads) => "audit-heads",
         None => "mastered",
     }
 }
@@ -228,6 +232,12 @@ pub fn row_json(
             serde_json::to_value(super::shared::fingerprint_row(writer, f, config))
         }
         Row::Exception(x) => serde_json::to_value(super::shared::exception_row(writer, x)),
+        Row::AuditHead(h) => Ok(serde_json::json!({
+            "writer": writer.to_hex(),
+            "count": h.count,
+            "hash": hex::encode(h.hash),
+            "at_ms": h.at_ms,
+        })),
     };
     value.unwrap_or_default()
 }

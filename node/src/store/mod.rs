@@ -627,6 +627,7 @@ fn table_byte(table: TableId) -> u8 {
         TableId::Events => 0,
         TableId::Fingerprints => 1,
         TableId::Exceptions => 2,
+        TableId::AuditHeads => 3,
     }
 }
 
