@@ -72,10 +72,11 @@ fn variant(r: &Request) -> usize {
         Request::DeleteRow { .. } => 48,
         Request::CheckFingerprint(_) => 49,
         Request::Adopt(_) => 50,
+        Request::VerifyAuditAgainstMesh => 51,
     }
 }
 
-const VARIANTS: usize = 51;
+const VARIANTS: usize = 52;
 
 /// One request of every variant, with awkward text where text goes into a path.
 fn every_request() -> Vec<Request> {
@@ -134,6 +135,7 @@ fn every_request() -> Vec<Request> {
             limit: None,
         }),
         Request::VerifyAudit,
+        Request::VerifyAuditAgainstMesh,
         Request::ListLocal,
         Request::GetLocal {
             name: "fingerprint-enforcement".into(),

@@ -16,7 +16,7 @@
 //!   rewritten record has another hash at that count, so the peer disagrees.
 
 use meshward_crdt::AuditHead;
-use redb::{ReadableDatabase, ReadableTable};
+use redb::ReadableDatabase;
 
 use super::{AuditError, Head, RECORDS, decode_record};
 use crate::core::PeerHead;

@@ -28,6 +28,8 @@ struct Net {
     forwarded: Vec<(usize, u64, Result<Opaque, String>)>,
     /// Every `Output::Serve`: (core, channel, have, envelope); the test plays the driver.
     serves: Vec<(usize, u64, u64, Opaque)>,
+    /// Every `Output::AuditHeads`: (core, token, answers).
+    audit_heads: Vec<(usize, u64, Vec<(WriterId, PeerHead)>)>,
 }
 
 impl Net {
@@ -67,6 +69,7 @@ impl Net {
             persists: Vec::new(),
             forwarded: Vec::new(),
             serves: Vec::new(),
+            audit_heads: Vec::new(),
         };
         for a in 0..n {
             for b in 0..n {
@@ -173,6 +176,7 @@ impl Net {
                 have,
                 envelope,
             } => self.serves.push((from, channel, have, envelope)),
+            Output::AuditHeads { token, answers } => self.audit_heads.push((from, token, answers)),
             Output::Superseded(records)
             | Output::AdoptChain {
                 superseded: records,
@@ -619,6 +623,7 @@ fn a_held_core_refuses_to_endorse_a_failover() {
     assert!(refused.contains("disk is full"), "{refused}");
 }
 
+mod audit_heads;
 mod fencing;
 mod forward;
 mod leaders;
