@@ -136,12 +136,16 @@ fn a_rewritten_audit_with_a_recomputed_chain_is_caught_by_its_peers() -> anyhow:
         report["agreed"] == false && report["count"] == 5,
         "{report}"
     );
-    // A publishes nothing over the evidence, however long it runs.
+    // A publishes nothing over the evidence, however long it runs and whatever it records.
+    record(a, "db-06")?;
     std::thread::sleep(Duration::from_millis(
         meshward_node::audit::mesh::PUBLISH_INTERVAL_MS + 2_000,
     ));
     let (ok, report) = against_mesh(a)?;
-    ensure!(!ok && all_peers(&report, "disagrees", 5), "{report}");
+    ensure!(
+        !ok && report["count"] == 6 && all_peers(&report, "disagrees", 5),
+        "{report}"
+    );
     ensure!(
         daemon_a.log_tail(400).contains("audit head not published"),
         "the refusal is logged:\n{}",
