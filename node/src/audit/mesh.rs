@@ -213,6 +213,7 @@ mod tests {
 
     #[test]
     fn a_rewritten_and_recomputed_chain_has_another_hash_at_the_published_count() {
+        use redb::ReadableTable as _;
         use redb::backends::InMemoryBackend;
 
         use crate::audit::{AuditLog, HEAD_KEY, META, NewAuditRecord, RECORDS, seal};

@@ -22,7 +22,7 @@ fn put_head(net: &mut Net, at: usize, count: u64) -> AuditHead {
     head
 }
 
-fn answers(net: &Net, token: u64) -> Vec<(WriterId, PeerHead)> {
+fn answers(net: &Net, token: u64) -> PeerAnswers {
     let found: Vec<_> = net
         .audit_heads
         .iter()

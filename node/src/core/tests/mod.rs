@@ -7,6 +7,9 @@ use meshward_crdt::{ClusterId, Event, EventKind, ReplicaConfig, TableId};
 
 use super::*;
 
+/// Each member's answer to an [`Input::AuditHeads`].
+type PeerAnswers = Vec<(WriterId, PeerHead)>;
+
 /// A tiny lossless-unless-told network of cores, delivering outputs in FIFO order.
 struct Net {
     cores: Vec<Core>,
@@ -29,7 +32,7 @@ struct Net {
     /// Every `Output::Serve`: (core, channel, have, envelope); the test plays the driver.
     serves: Vec<(usize, u64, u64, Opaque)>,
     /// Every `Output::AuditHeads`: (core, token, answers).
-    audit_heads: Vec<(usize, u64, Vec<(WriterId, PeerHead)>)>,
+    audit_heads: Vec<(usize, u64, PeerAnswers)>,
 }
 
 impl Net {
