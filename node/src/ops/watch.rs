@@ -87,7 +87,8 @@ impl Tables {
     /// the shared tables are data (read `default`), the mastered records the cluster's state.
     pub fn required(self) -> Vec<Action> {
         let mut out = Vec::new();
-        if self.0 & 0b0111 != 0 {
+        let shared = TableId::ALL.iter().any(|t| self.has(Some(*t)));
+        if shared {
             out.push(Action::Read(Namespace::default_data()));
         }
         if self.has(None) || self.has_managed() {
@@ -440,6 +441,13 @@ mod tests {
         let t = parse_tables(Some("events, mastered")).unwrap();
         assert!(t.has(Some(TableId::Events)) && t.has(None) && !t.has(Some(TableId::Exceptions)));
         assert_eq!(t.required().len(), 2);
+        // Every shared table needs a read grant on `default`, audit-heads too.
+        let heads = parse_tables(Some("audit-heads")).unwrap();
+        assert!(heads.has(Some(TableId::AuditHeads)) && !heads.has(None));
+        assert_eq!(
+            heads.required(),
+            vec![Action::Read(Namespace::default_data())]
+        );
         let e = parse_tables(Some("events,users")).unwrap_err();
         assert_eq!(e.field.as_deref(), Some("tables"));
         assert_eq!(
