@@ -73,7 +73,7 @@ use tracing::{debug, warn};
 
 mod advert;
 mod audit_heads;
-pub use audit_heads::PeerHead;
+pub use audit_heads::{AUDIT_HEADS_MINOR, PeerHead};
 #[cfg(feature = "bugs")]
 mod bugs;
 pub mod election;
@@ -152,6 +152,8 @@ pub struct PeerStatus {
     pub changes: Option<u64>,
     /// Changes we hold that it lacks, from its last digest (None until it sent one).
     pub behind: Option<u64>,
+    /// The wire minor version of its last request or answer (None until one came).
+    pub wire_minor: Option<u8>,
 }
 
 #[derive(Debug, Default)]
@@ -385,6 +387,7 @@ impl Core {
             last_seen_ms: None,
             changes: None,
             behind: None,
+            wire_minor: None,
         };
         let me = self.me();
         let members = self

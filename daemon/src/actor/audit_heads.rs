@@ -34,6 +34,13 @@ impl Node {
         if self.core.chain().is_none() {
             return false;
         }
+        if !self.core.members_read_audit_heads() {
+            debug!(
+                "audit head not published yet: not every member was heard on a wire version \
+                 that knows the audit-heads table"
+            );
+            return false;
+        }
         match publish_audit_head(&mut DaemonBackend { node: self }, now) {
             Ok(Publish::Put(head)) => {
                 self.audit.refused = false;

@@ -9,6 +9,11 @@
 //! or at `ask_timeout`: per peer the row it holds for this node ([`PeerHead::Holds`]), that
 //! it holds none ([`PeerHead::Nothing`]), that it is not reachable, or that it runs an older
 //! version that cannot answer (it refuses the request as malformed).
+//!
+//! A node of wire minor 1 or older does not know the table `audit-heads`: digests and pushes
+//! that carry it do not decode there, so it would stop taking anything from nodes holding it.
+//! [`Core::members_read_audit_heads`] says when every other member has been heard speaking
+//! [`AUDIT_HEADS_MINOR`] or later since this core started; the driver publishes only then.
 
 use std::collections::BTreeMap;
 
@@ -17,6 +22,9 @@ use serde::Serialize;
 
 use super::ha::Pending;
 use super::{Ask, Core, Millis, Output, Reply};
+
+/// The wire minor version that knows the table `audit-heads`.
+pub const AUDIT_HEADS_MINOR: u8 = 2;
 
 /// What one peer said about this node's audit head.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -43,6 +51,27 @@ pub(super) struct Query {
 }
 
 impl Core {
+    /// Notes the wire minor version of a request or answer `peer` sent us directly.
+    pub(super) fn note_minor(&mut self, peer: WriterId, data: &[u8]) {
+        if let ([major, minor, ..], Some(p)) = (data, self.peers.get_mut(&peer))
+            && *major == super::wire::MAJOR
+        {
+            p.status.wire_minor = Some(*minor);
+        }
+    }
+
+    /// Whether every other roster member was heard speaking [`AUDIT_HEADS_MINOR`] or later
+    /// (so none would be cut off by rows of `audit-heads`).
+    pub fn members_read_audit_heads(&self) -> bool {
+        let me = self.me();
+        self.roster.iter().filter(|w| **w != me).all(|w| {
+            self.peers
+                .get(w)
+                .and_then(|p| p.status.wire_minor)
+                .is_some_and(|m| m >= AUDIT_HEADS_MINOR)
+        })
+    }
+
     /// The audit head row this node holds for `writer`, if any.
     pub fn audit_head_of(&self, writer: WriterId) -> Option<AuditHead> {
         let rows = self.replica.rows(TableId::AuditHeads).ok()?;

@@ -161,6 +161,7 @@ impl Core {
     /// A request from a peer: sync, or one of the HA requests ([`ha`]).
     pub(super) fn request(&mut self, now: Millis, peer: WriterId, channel: u64, data: &[u8]) {
         self.seen(now, peer);
+        self.note_minor(peer, data);
         match Ask::decode(data) {
             Some(Ask::Sync(ask)) => self.serve(now, peer, channel, ask),
             Some(other) => self.serve_ha(now, peer, channel, other),
@@ -229,6 +230,7 @@ impl Core {
     /// A reply to one of our requests: a sync answer, or an HA reply ([`ha`]).
     pub(super) fn reply(&mut self, now: Millis, peer: WriterId, request: u64, data: &[u8]) {
         self.seen(now, peer);
+        self.note_minor(peer, data);
         self.counters.bytes_received += data.len() as u64;
         if let Some(pending) = self.asks.remove(&request) {
             self.ha_reply(now, peer, pending, Reply::decode(data));

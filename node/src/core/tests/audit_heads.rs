@@ -131,3 +131,35 @@ fn a_member_that_does_not_answer_in_time_or_cannot_answer_is_reported_so() {
     assert_eq!(got[&b], PeerHead::CannotAnswer);
     assert!(matches!(&got[&c], PeerHead::Unreachable { why } if why.contains("no answer")));
 }
+
+#[test]
+fn audit_heads_wait_until_every_member_was_heard_on_a_wire_that_knows_them() {
+    let mut net = Net::new(3);
+    // The connections' syncs went both ways: every member was heard at this minor.
+    assert!((0..3).all(|i| net.cores[i].members_read_audit_heads()));
+    // A request of an older minor from b: a does not publish until b speaks a newer one.
+    let b = net.cores[1].me();
+    let mut older = Ask::Chain.encode();
+    older[1] = AUDIT_HEADS_MINOR - 1;
+    let now = net.now;
+    net.cores[0].handle(
+        now,
+        Input::SyncRequest {
+            peer: b,
+            channel: 99,
+            data: older,
+        },
+    );
+    let _ = net.cores[0].drain();
+    assert!(!net.cores[0].members_read_audit_heads());
+    let status = net.cores[0]
+        .peers()
+        .find(|(w, _)| **w == b)
+        .map(|(_, s)| s.wire_minor);
+    assert_eq!(status, Some(Some(AUDIT_HEADS_MINOR - 1)));
+    net.tick_all(CoreConfig::default().sync_interval.as_millis() as u64 * 4);
+    assert!(net.cores[0].members_read_audit_heads());
+    // A member never heard from (no connection yet) holds it back too.
+    let lone = Net::new(1);
+    assert!(lone.cores[0].members_read_audit_heads(), "no other member");
+}
