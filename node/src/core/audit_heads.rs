@@ -18,7 +18,6 @@
 use std::collections::BTreeMap;
 
 use meshward_crdt::{AuditHead, Row, TableId, WriterId};
-use serde::Serialize;
 
 use super::ha::Pending;
 use super::{Ask, Core, Millis, Output, Reply};
@@ -26,9 +25,11 @@ use super::{Ask, Core, Millis, Output, Reply};
 /// The wire minor version that knows the table `audit-heads`.
 pub const AUDIT_HEADS_MINOR: u8 = 2;
 
+/// Most questions in flight; a new one beyond answers the oldest with what came so far.
+pub const MAX_QUERIES: usize = 32;
+
 /// What one peer said about this node's audit head.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case", tag = "state")]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PeerHead {
     /// The row it holds for this node.
     Holds(AuditHead),
@@ -83,6 +84,11 @@ impl Core {
 
     /// [`Input::AuditHeads`]: asks every other roster member for our row.
     pub(super) fn audit_heads(&mut self, now: Millis, token: u64) {
+        if self.audit_queries.len() >= MAX_QUERIES
+            && let Some(oldest) = self.audit_queries.keys().next().copied()
+        {
+            self.give_up(oldest, "too many comparisons in flight; ask again");
+        }
         let me = self.me();
         let members: Vec<WriterId> = self.roster.iter().copied().filter(|w| *w != me).collect();
         let mut answers = BTreeMap::new();
@@ -138,17 +144,20 @@ impl Core {
             .map(|(t, _)| *t)
             .collect();
         for token in due {
-            if let Some(query) = self.audit_queries.get_mut(&token) {
-                for slot in query.answers.values_mut().filter(|s| s.is_none()) {
-                    *slot = Some(PeerHead::Unreachable {
-                        why: format!("no answer within {secs} s"),
-                    });
-                }
-            }
-            self.asks
-                .retain(|_, p| !matches!(p, Pending::AuditHead { token: t } if *t == token));
-            self.audit_heads_done(token);
+            self.give_up(token, &format!("no answer within {secs} s"));
         }
+    }
+
+    /// Answers `token` with what came; the peers that did not answer are unreachable (`why`).
+    fn give_up(&mut self, token: u64, why: &str) {
+        if let Some(query) = self.audit_queries.get_mut(&token) {
+            for slot in query.answers.values_mut().filter(|s| s.is_none()) {
+                *slot = Some(PeerHead::Unreachable { why: why.into() });
+            }
+        }
+        self.asks
+            .retain(|_, p| !matches!(p, Pending::AuditHead { token: t } if *t == token));
+        self.audit_heads_done(token);
     }
 
     /// Outputs the answers of `token` once every peer answered.

@@ -163,3 +163,28 @@ fn audit_heads_wait_until_every_member_was_heard_on_a_wire_that_knows_them() {
     let lone = Net::new(1);
     assert!(lone.cores[0].members_read_audit_heads(), "no other member");
 }
+
+#[test]
+fn questions_in_flight_are_bounded() {
+    let mut net = Net::new(2);
+    let now = net.now;
+    for token in 1..=(crate::core::audit_heads::MAX_QUERIES as u64 + 1) {
+        net.cores[0].handle(now, Input::AuditHeads { token });
+    }
+    let outs = net.cores[0].drain();
+    let answered: Vec<u64> = outs
+        .iter()
+        .filter_map(|o| match o {
+            Output::AuditHeads { token, answers } => {
+                assert!(matches!(&answers[0].1, PeerHead::Unreachable { why } if why.contains("too many")));
+                Some(*token)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        answered,
+        vec![1],
+        "the oldest question is answered to make room"
+    );
+}
