@@ -94,6 +94,51 @@ pub struct AuditVerified {
     pub first_bad: Option<AuditBreak>,
 }
 
+/// `GET /v1/audit/verify-mesh`: the local audit compared with the head of it each peer holds
+/// (signed by this node into the shared table `audit-heads`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AuditMeshVerified {
+    /// The local chain alone: no record altered, removed or reordered.
+    pub intact: bool,
+    /// Records in the local chain (its head's seq; 0 when empty).
+    pub count: u64,
+    /// Hash of the local head (hex; empty when the chain is empty).
+    pub hash: String,
+    /// Whether every peer that holds a head agrees with the local chain. A peer that holds
+    /// none, cannot answer or is unreachable neither agrees nor disagrees.
+    pub agreed: bool,
+    /// One entry per other member of the cluster.
+    pub peers: Vec<AuditPeer>,
+}
+
+/// What one peer holds of this node's audit head, compared with the local chain.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AuditPeer {
+    /// The peer's node key (hex).
+    pub node: String,
+    /// Its address in the roster, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// agrees, disagrees, no-row (it holds no head of this node yet), unreachable, or
+    /// cannot-answer (an older version).
+    pub state: String,
+    /// The record count of the head the peer holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+    /// The hash the peer holds for record `count` (hex).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_hash: Option<String>,
+    /// The local hash of record `count` (hex; absent when the local chain is shorter).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_hash: Option<String>,
+    /// When this node signed the head the peer holds, unix ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_ms: Option<i64>,
+    /// Why the peer could not be asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
 /// A node-only setting.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Setting {

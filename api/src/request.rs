@@ -15,7 +15,10 @@ use crate::credentials::{
     ConflictQuery, CredentialConflict, CredentialHistory, RevealCredential, RevealedSecret,
     RotateCredential, RotationInfo, SetCredential,
 };
-use crate::local::{AuditQuery, AuditRow, AuditVerified, RecordAudit, Recorded, SetValue, Setting};
+use crate::local::{
+    AuditMeshVerified, AuditQuery, AuditRow, AuditVerified, RecordAudit, Recorded, SetValue,
+    Setting,
+};
 use crate::managed::{ManagedRow, RowPage, RowQuery, TableList};
 use crate::node::{
     AdoptRecord, Demote, Failover, HaDone, HaLogEntry, HaLogQuery, HaStatus, Health, HealthQuery,
@@ -67,6 +70,8 @@ pub enum Request {
     ListAudit(AuditQuery),
     /// `GET /v1/audit/verify`
     VerifyAudit,
+    /// `GET /v1/audit/verify-mesh`
+    VerifyAuditAgainstMesh,
     /// `GET /v1/local`
     ListLocal,
     /// `GET /v1/local/{name}`
@@ -307,6 +312,8 @@ pub enum Reply {
     Audit(Vec<AuditRow>),
     /// The audit chain checked.
     AuditVerified(AuditVerified),
+    /// The audit chain compared with what peers hold.
+    AuditMeshVerified(AuditMeshVerified),
     /// A setting.
     Setting(Setting),
     /// Settings.
@@ -446,6 +453,7 @@ impl Request {
                 ..r(Get, "/v1/audit".into())
             },
             Request::VerifyAudit => r(Get, "/v1/audit/verify".into()),
+            Request::VerifyAuditAgainstMesh => r(Get, "/v1/audit/verify-mesh".into()),
             Request::ListLocal => r(Get, "/v1/local".into()),
             Request::GetLocal { name } => r(Get, format!("/v1/local/{}", s(name))),
             Request::SetLocal { name, value } => with_body(
@@ -633,6 +641,7 @@ impl Request {
             Request::RecordAudit(_) => Reply::Recorded(de(body)?),
             Request::ListAudit(_) => Reply::Audit(de(body)?),
             Request::VerifyAudit => Reply::AuditVerified(de(body)?),
+            Request::VerifyAuditAgainstMesh => Reply::AuditMeshVerified(de(body)?),
             Request::ListLocal => Reply::Settings(de(body)?),
             Request::GetLocal { .. } | Request::SetLocal { .. } => Reply::Setting(de(body)?),
             Request::ListConfig => Reply::ConfigList(de(body)?),

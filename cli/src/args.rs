@@ -520,7 +520,13 @@ pub enum AuditCmd {
         limit: usize,
     },
     /// Check the whole chain; names the first altered, removed or reordered record.
-    Verify,
+    Verify {
+        /// Also compare the chain with the head of it each peer holds (signed by this node
+        /// into the shared table `audit-heads`): catches a rewritten audit even when its
+        /// chain was recomputed. Needs the running daemon; fails when a peer disagrees.
+        #[arg(long)]
+        against_mesh: bool,
+    },
 }
 
 /// `meshward local …`

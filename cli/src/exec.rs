@@ -102,6 +102,13 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<()> {
         Reply::FingerprintChecked(c) if c.decision == "deny" => {
             Some("this node denies the host key")
         }
+        Reply::AuditMeshVerified(v) if !v.agreed => Some(
+            "peers hold another head of this node's audit: it was rewritten or cut after they \
+             took it",
+        ),
+        Reply::AuditMeshVerified(v) if !v.intact => {
+            Some("the audit chain is broken: run `meshward audit verify`")
+        }
         _ => None,
     };
     let unhealthy = matches!(&reply, Reply::Health(h) if !h.healthy);
@@ -186,7 +193,10 @@ fn request_of(command: Command) -> anyhow::Result<Request> {
             from: Some(from),
             limit: Some(limit),
         }),
-        Command::Audit(AuditCmd::Verify) => Request::VerifyAudit,
+        Command::Audit(AuditCmd::Verify {
+            against_mesh: false,
+        }) => Request::VerifyAudit,
+        Command::Audit(AuditCmd::Verify { against_mesh: true }) => Request::VerifyAuditAgainstMesh,
         Command::Local(LocalCmd::Set { name, value }) => Request::SetLocal { name, value },
         Command::Local(LocalCmd::List) => Request::ListLocal,
         Command::Local(LocalCmd::Get { name }) => Request::GetLocal { name },

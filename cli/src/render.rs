@@ -158,6 +158,7 @@ fn shown(request: &Request, reply: Reply) -> (serde_json::Value, String) {
                 b.seq, b.problem, v.verified
             ),
         },
+        (Reply::AuditMeshVerified(v), _) => audit_mesh(v),
         (Reply::FingerprintChecked(c), _) if c.approved.is_empty() => {
             format!(
                 "{}: {} (fingerprint-enforcement {})",
@@ -456,4 +457,31 @@ fn setting_line(s: &meshward_api::local::Setting) -> String {
     } else {
         format!("{} = {value}", s.name)
     }
+}
+
+/// `audit verify --against-mesh`: the local chain, then one line per peer.
+fn audit_mesh(v: &meshward_api::local::AuditMeshVerified) -> String {
+    let chain = if v.intact { "intact" } else { "BROKEN" };
+    let mut out = format!(
+        "audit chain {chain}: {} records, head {}",
+        v.count,
+        if v.hash.is_empty() { "none" } else { &v.hash }
+    );
+    for p in &v.peers {
+        let name = p.address.clone().unwrap_or_else(|| p.node.clone());
+        let short = p.node.get(..8).unwrap_or(&p.node);
+        let count = p.count.unwrap_or(0);
+        let what = match p.state.as_str() {
+            "agrees" => format!("agrees at record {count}"),
+            "disagrees" => format!(
+                "DISAGREES at record {count}: it holds {}, the local audit {}",
+                p.peer_hash.as_deref().unwrap_or("?"),
+                p.local_hash.as_deref().unwrap_or("has fewer records")
+            ),
+            "no-row" => "holds no head of this node yet".to_string(),
+            other => format!("{other}: {}", p.detail.as_deref().unwrap_or("")),
+        };
+        out.push_str(&format!("\npeer {name} ({short}): {what}"));
+    }
+    out
 }

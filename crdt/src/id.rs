@@ -102,6 +102,9 @@ pub enum TableId {
     Exceptions,
     /// Credential rotations, keyed by (account address, HLC) ([`crate::rotation`]).
     Rotations,
+    /// Each node's audit chain head (count, hash, when), one row per writer, overwritten
+    /// (tamper evidence of the local audit across nodes).
+    AuditHeads,
 }
 
 /// How a table's rows live in its automerge documents.
@@ -115,11 +118,12 @@ pub enum TableShape {
 
 impl TableId {
     /// Every table, in a fixed order.
-    pub const ALL: [TableId; 4] = [
+    pub const ALL: [TableId; 5] = [
         TableId::Events,
         TableId::Fingerprints,
         TableId::Exceptions,
         TableId::Rotations,
+        TableId::AuditHeads,
     ];
 
     /// The table's name as used on the command line and in JSON.
@@ -129,6 +133,7 @@ impl TableId {
             TableId::Fingerprints => "fingerprints",
             TableId::Exceptions => "exceptions",
             TableId::Rotations => "rotations",
+            TableId::AuditHeads => "audit-heads",
         }
     }
 
@@ -136,7 +141,10 @@ impl TableId {
     pub fn shape(self) -> TableShape {
         match self {
             TableId::Events => TableShape::Log,
-            TableId::Fingerprints | TableId::Exceptions | TableId::Rotations => TableShape::Map,
+            TableId::Fingerprints
+            | TableId::Exceptions
+            | TableId::Rotations
+            | TableId::AuditHeads => TableShape::Map,
         }
     }
 }

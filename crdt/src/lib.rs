@@ -63,8 +63,8 @@ pub use replica::{
     StoredSegment,
 };
 pub use row::{
-    Event, EventKind, Fingerprint, KeyType, MAX_NAME, MAX_ROW, MAX_TARGET, MAX_TEXT, Row, RowError,
-    UserDataException, exception_key, fingerprint_key,
+    AUDIT_HEAD_KEY, AuditHead, Event, EventKind, Fingerprint, KeyType, MAX_NAME, MAX_ROW,
+    MAX_TARGET, MAX_TEXT, Row, RowError, UserDataException, exception_key, fingerprint_key,
 };
 pub use sync::{
     Digest, Head, HeadError, MAX_DECODED, MAX_DIGEST, MAX_RATIO, MAX_WIRE, RATIO_FLOOR,

@@ -16,7 +16,8 @@ use crate::id::{ClusterId, SegmentKey, TableId, TableShape, WriterId};
 use crate::mastered::Frontier;
 use crate::rotation::{Hlc, Rotation, RotationError, rotation_key};
 use crate::row::{
-    Event, Fingerprint, KeyType, Row, RowError, UserDataException, exception_key, fingerprint_key,
+    AUDIT_HEAD_KEY, AuditHead, Event, Fingerprint, KeyType, Row, RowError, UserDataException,
+    exception_key, fingerprint_key,
 };
 use crate::segment::{Body, Live, RowOp, Segment, as_map, check_snapshot};
 use crate::sync::{Digest, Head, SegmentState, SignedHead, SyncItem};
@@ -85,6 +86,8 @@ pub enum Op {
         /// The rotation's HLC.
         hlc: Hlc,
     },
+    /// Set this node's audit chain head (its one row of [`TableId::AuditHeads`]).
+    PutAuditHead(AuditHead),
 }
 
 /// A change to the rows visible in a table, for the node's query view.
@@ -620,6 +623,14 @@ impl Replica {
                     });
                 }
                 (TableId::Rotations, RowOp::Delete(k))
+            }
+            Op::PutAuditHead(h) => {
+                let row = Row::AuditHead(h);
+                row.validate()?;
+                (
+                    TableId::AuditHeads,
+                    RowOp::Put(AUDIT_HEAD_KEY.to_string(), row),
+                )
             }
         })
     }

@@ -72,6 +72,16 @@ pub enum RowError {
     /// A credential rotation row was refused.
     #[error(transparent)]
     Rotation(#[from] RotationError),
+    /// An audit head that cannot be: no records, or a time before the epoch.
+    #[error("{field} is {value}; it must be at least {min}")]
+    TooSmall {
+        /// The field.
+        field: &'static str,
+        /// Its value.
+        value: i64,
+        /// The least value allowed.
+        min: i64,
+    },
     /// A map row stored under a key that is not the row's own key.
     #[error("row stored under key {stored:?} but its key is {actual:?}")]
     KeyMismatch {
@@ -207,6 +217,22 @@ pub struct UserDataException {
     pub at_ms: i64,
 }
 
+/// The head of a node's local audit chain as that node (the writer) signed it: it has at
+/// least `count` records and the hash of record `count` is `hash`. One row per writer, under
+/// the key [`AUDIT_HEAD_KEY`], overwritten as the audit grows.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct AuditHead {
+    /// Records in the writer's audit chain (its last seq), at least 1.
+    pub count: u64,
+    /// Hash of record `count`.
+    pub hash: [u8; 32],
+    /// When the writer wrote this row, unix ms (its clock).
+    pub at_ms: i64,
+}
+
+/// The map key of the one [`AuditHead`] row of a writer (its segment names the writer).
+pub const AUDIT_HEAD_KEY: &str = "head";
+
 /// A row of any shared table.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub enum Row {
@@ -218,6 +244,8 @@ pub enum Row {
     Exception(UserDataException),
     /// A credential rotation.
     Rotation(Rotation),
+    /// A node's audit chain head.
+    AuditHead(AuditHead),
 }
 
 impl Row {
@@ -228,6 +256,7 @@ impl Row {
             Row::Fingerprint(_) => TableId::Fingerprints,
             Row::Exception(_) => TableId::Exceptions,
             Row::Rotation(_) => TableId::Rotations,
+            Row::AuditHead(_) => TableId::AuditHeads,
         }
     }
 
@@ -238,6 +267,7 @@ impl Row {
             Row::Fingerprint(f) => Some(fingerprint_key(&f.host, f.key_type, &f.fingerprint)),
             Row::Exception(x) => Some(exception_key(&x.user, &x.field)),
             Row::Rotation(r) => Some(crate::rotation::rotation_key(&r.address, r.hlc)),
+            Row::AuditHead(_) => Some(AUDIT_HEAD_KEY.to_string()),
         }
     }
 
@@ -269,6 +299,23 @@ impl Row {
                 text("value", &x.value, MAX_TEXT, true)
             }
             Row::Rotation(r) => Ok(r.validate()?),
+            Row::AuditHead(h) => {
+                if h.count == 0 {
+                    return Err(RowError::TooSmall {
+                        field: "count",
+                        value: 0,
+                        min: 1,
+                    });
+                }
+                if h.at_ms < 0 {
+                    return Err(RowError::TooSmall {
+                        field: "at_ms",
+                        value: h.at_ms,
+                        min: 0,
+                    });
+                }
+                Ok(())
+            }
         }
     }
 
@@ -280,6 +327,7 @@ impl Row {
             Row::Fingerprint(f) => postcard::to_allocvec(f),
             Row::Exception(x) => postcard::to_allocvec(x),
             Row::Rotation(r) => postcard::to_allocvec(r),
+            Row::AuditHead(h) => postcard::to_allocvec(h),
         };
         out.unwrap_or_default()
     }
@@ -299,6 +347,7 @@ impl Row {
             TableId::Fingerprints => Row::Fingerprint(postcard::from_bytes(bytes).map_err(bad)?),
             TableId::Exceptions => Row::Exception(postcard::from_bytes(bytes).map_err(bad)?),
             TableId::Rotations => Row::Rotation(postcard::from_bytes(bytes).map_err(bad)?),
+            TableId::AuditHeads => Row::AuditHead(postcard::from_bytes(bytes).map_err(bad)?),
         };
         row.validate()?;
         Ok(row)
@@ -427,6 +476,54 @@ mod tests {
             assert!(Row::decode(table, &[0xff; 40]).is_err());
             assert!(Row::decode(table, &[]).is_err());
         }
+    }
+
+    #[test]
+    fn audit_heads_round_trip_and_refuse_impossible_heads_and_garbage() {
+        let head = AuditHead {
+            count: 3,
+            hash: [7; 32],
+            at_ms: 1_000,
+        };
+        let row = Row::AuditHead(head.clone());
+        assert_eq!(row.key().as_deref(), Some(AUDIT_HEAD_KEY));
+        assert_eq!(Row::decode(TableId::AuditHeads, &row.encode()), Ok(row));
+        let none = Row::AuditHead(AuditHead {
+            count: 0,
+            ..head.clone()
+        });
+        assert_eq!(
+            none.validate(),
+            Err(RowError::TooSmall {
+                field: "count",
+                value: 0,
+                min: 1
+            })
+        );
+        assert!(
+            Row::decode(TableId::AuditHeads, &none.encode())
+                .unwrap_err()
+                .to_string()
+                .contains("count")
+        );
+        let before = Row::AuditHead(AuditHead { at_ms: -1, ..head });
+        assert!(matches!(
+            before.validate(),
+            Err(RowError::TooSmall { field: "at_ms", .. })
+        ));
+        // Truncated, oversize and foreign bytes.
+        let bytes = Row::AuditHead(AuditHead {
+            count: 1,
+            hash: [1; 32],
+            at_ms: 0,
+        })
+        .encode();
+        assert!(Row::decode(TableId::AuditHeads, &bytes[..bytes.len() - 1]).is_err());
+        assert!(matches!(
+            Row::decode(TableId::AuditHeads, &vec![1; MAX_ROW + 1]),
+            Err(RowError::TooLong { field: "row", .. })
+        ));
+        assert!(Row::decode(TableId::AuditHeads, &Row::Event(event()).encode()).is_err());
     }
 
     #[test]

@@ -47,6 +47,7 @@ use meshward_node::setup_gate::SetupGate;
 use meshward_node::store::{HighWater, PeerEntry, Store};
 use meshward_node::tail::Tail;
 
+mod audit_heads;
 mod backend;
 mod drive;
 mod forward;
@@ -204,6 +205,8 @@ struct Node {
     /// A local commit's push went out before its rows were durable, and no write has been
     /// durable since ([`meshward_node::tail`]): should that write fail, peers may hold it.
     unwritten: bool,
+    /// When the audit head is published next ([`audit_heads`]).
+    audit: audit_heads::AuditPublisher,
 }
 
 /// Replication lag of applied pushes (commit on the origin → durable here), over the last

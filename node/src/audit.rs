@@ -25,8 +25,8 @@
 //!
 //! What the chain proves: nobody altered, removed or reordered records *without rewriting
 //! everything after them and the head*. Someone who can write the file can still rebuild a
-//! consistent chain from any point; detecting that needs the head anchored outside this file
-//! (published to the replicated event log, or signed), which this module does not do.
+//! consistent chain from any point; detecting that needs the head anchored outside this file:
+//! [`mesh`] publishes it, signed, to every member (`audit verify --against-mesh`).
 //!
 //! # Group commit
 //! A durable redb commit costs an fsync (0.3–3 ms on our hosts), so one commit per record caps
@@ -601,6 +601,7 @@ impl ChainChecker {
 }
 
 mod group;
+pub mod mesh;
 
 pub use group::{
     GROUP_COMMIT_MAX_BATCH, GROUP_COMMIT_QUEUE_CAPACITY, GroupCommitConfig, GroupCommitter,

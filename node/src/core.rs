@@ -72,6 +72,8 @@ use serde::{Deserialize, Serialize};
 use tracing::{debug, warn};
 
 mod advert;
+mod audit_heads;
+pub use audit_heads::{AUDIT_HEADS_MINOR, PeerHead};
 #[cfg(feature = "bugs")]
 mod bugs;
 pub mod election;
@@ -152,6 +154,8 @@ pub struct PeerStatus {
     pub changes: Option<u64>,
     /// Changes we hold that it lacks, from its last digest (None until it sent one).
     pub behind: Option<u64>,
+    /// The wire minor version of its last request or answer (None until one came).
+    pub wire_minor: Option<u8>,
 }
 
 #[derive(Debug, Default)]
@@ -210,6 +214,8 @@ pub struct Core {
     losers: fork::Losers,
     /// Our losing branch's restrictive records, on their way to the winning leader.
     handoff: Option<reapply::Handoff>,
+    /// Our audit head questions in flight, by caller token ([`audit_heads`]).
+    audit_queries: BTreeMap<u64, audit_heads::Query>,
     /// Whether a chain fetch (fork resolution) is in flight.
     chain_fetch: Option<Millis>,
     /// When the transport stops admitting a node that just left (see [`ha`]).
@@ -260,6 +266,7 @@ impl Core {
             election: None,
             losers: fork::Losers::default(),
             handoff: None,
+            audit_queries: BTreeMap::new(),
             chain_fetch: None,
             release_at: None,
             held: false,
@@ -321,6 +328,7 @@ impl Core {
             last_seen_ms: None,
             changes: None,
             behind: None,
+            wire_minor: None,
         };
         let me = self.me();
         let members = self
@@ -523,6 +531,7 @@ impl Core {
                 have,
                 answer,
             } => self.served(channel, have, answer),
+            Input::AuditHeads { token } => self.audit_heads(now, token),
             Input::SyncFailed { peer, request } => {
                 if let Some(pending) = self.asks.remove(&request) {
                     self.ha_reply(now, peer, pending, None);
@@ -540,6 +549,7 @@ impl Core {
 
     fn tick(&mut self, now: Millis) {
         self.ha_tick(now);
+        self.audit_heads_tick(now);
         // Redials that are due.
         for (peer, p) in &mut self.peers {
             if let (Some(at), Some(addr), false) = (p.redial_at, p.status.addr, p.status.connected)

@@ -619,8 +619,8 @@ fn history() -> Vec<SignedRecord> {
     records
 }
 
-/// key(3)'s replica after two commits (events, fingerprints, a user data exception), and the
-/// effects of each commit.
+/// key(3)'s replica after two commits (events, fingerprints, a user data exception, an audit
+/// head), and the effects of each commit.
 fn peer_writes() -> (Replica, Vec<Effects>) {
     let mut replica = Replica::new(CLUSTER, key(3), ReplicaConfig::default());
     let at = 1_700_000_000_000;
@@ -656,6 +656,11 @@ fn peer_writes() -> (Replica, Vec<Effects>) {
             event(2, EventKind::SessionEnd),
             event(3, EventKind::Logout),
             fingerprint(3),
+            Op::PutAuditHead(meshward_crdt::AuditHead {
+                count: 4,
+                hash: [9; 32],
+                at_ms: at + 3,
+            }),
         ],
     ];
     let effects = commits

@@ -46,6 +46,7 @@ impl Driver for Node {
     fn send(&mut self, output: Output, queue: &mut VecDeque<Input>) -> anyhow::Result<()> {
         match output {
             Output::Forwarded { token, result } => self.forwarded(token, result),
+            Output::AuditHeads { token, answers } => self.audit_heads_answered(token, answers),
             Output::Serve {
                 channel,
                 have,

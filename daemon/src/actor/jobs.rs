@@ -100,6 +100,10 @@ impl Node {
         let token = self.next_token;
         let who = caller.who();
         match self.deferred_input(token, &request) {
+            // Not an HA operation: nothing for the HA command log.
+            Err(problem) if matches!(request, Request::VerifyAuditAgainstMesh) => {
+                self.answer(sink, Err(problem));
+            }
             Err(problem) => {
                 let waiter = Waiter { sink, request, who };
                 self.finish(waiter, Err(problem.detail.clone()));
@@ -241,6 +245,10 @@ impl Node {
                 token,
                 node: m.node.as_deref().map(|n| member(n, "node")).transpose()?,
             },
+            Request::VerifyAuditAgainstMesh => {
+                chain().map_err(|_| super::audit_heads::no_cluster())?;
+                Input::AuditHeads { token }
+            }
             Request::ChangePassword { user, body } => Input::Password {
                 token,
                 user: user.clone(),

@@ -35,6 +35,8 @@ const RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a node that left its cluster serves on, so the API answers the caller who asked,
 /// before it starts again as a standalone node.
 const LEAVE_GRACE: Duration = Duration::from_millis(500);
+/// After the audit head published at a graceful stop: time for its push to leave.
+const AUDIT_FLUSH: Duration = Duration::from_millis(300);
 /// How `meshward run` runs the node.
 #[derive(Clone, Debug, Default)]
 pub struct RunOptions {
@@ -200,6 +202,7 @@ async fn serve(
         bootstrap: Bootstrap::new(Vec::new(), 0),
         watchers: Default::default(),
         leaving: None,
+        audit: Default::default(),
         tail,
         unwritten: false,
     };
@@ -278,6 +281,7 @@ async fn serve(
             _ = tick.tick() => {
                 node.retry_writes();
                 node.retry_bootstrap();
+                node.publish_audit_head(false);
                 if let Err(e) = node.refresh_gate() {
                     warn!(error = %format!("{e:#}"), "the setup endpoint's gate keeps its last state");
                 }
@@ -298,6 +302,10 @@ async fn serve(
             break Ok(Some(address));
         }
     };
+    // A graceful stop publishes the audit head, and gives its push a moment to leave.
+    if result.is_ok() && node.publish_audit_head(true) {
+        tokio::time::sleep(AUDIT_FLUSH).await;
+    }
     // A clean stop after the last write: nothing announced is missing from the store, so the
     // next start need not recover the tail. (Still recovering: it must, next time too.)
     if result.is_ok()

@@ -10,7 +10,8 @@ use meshward_api::cluster::{
     RevokeCertificate, RevokedEntry, UserEntry, Written,
 };
 use meshward_api::local::{
-    AuditQuery, AuditRow, AuditVerified, RecordAudit, Recorded, SetValue, Setting,
+    AuditMeshVerified, AuditQuery, AuditRow, AuditVerified, RecordAudit, Recorded, SetValue,
+    Setting,
 };
 use meshward_api::node::{
     AdoptRecord, Demote, Failover, HaDone, HaLogEntry, HaLogQuery, HaStatus, Health, HealthQuery,
@@ -56,6 +57,7 @@ fn routes(state: ApiState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(list_exceptions))
         .routes(routes!(record_audit, list_audit))
         .routes(routes!(verify_audit))
+        .routes(routes!(verify_audit_mesh))
         .routes(routes!(list_local))
         .routes(routes!(get_local, set_local))
         .routes(routes!(list_config))
@@ -228,6 +230,16 @@ async fn list_audit(State(s): S, Extension(c): C, Params(q): Params<AuditQuery>)
     responses((status = 200, body = AuditVerified), (status = 403, body = Problem, content_type = "application/problem+json")))]
 async fn verify_audit(State(s): S, Extension(c): C) -> Response {
     run(&s, c, Request::VerifyAudit).await
+}
+
+/// Compare this node's audit chain with the head of it each peer holds (signed by this node
+/// into the shared table `audit-heads`): per peer agrees, disagrees (both hashes), no-row,
+/// unreachable or cannot-answer. A rewritten audit, even with its chain recomputed,
+/// disagrees.
+#[utoipa::path(get, path = "/v1/audit/verify-mesh", tag = "audit",
+    responses((status = 200, body = AuditMeshVerified), (status = 403, body = Problem, content_type = "application/problem+json"), (status = 503, body = Problem, content_type = "application/problem+json")))]
+async fn verify_audit_mesh(State(s): S, Extension(c): C) -> Response {
+    run(&s, c, Request::VerifyAuditAgainstMesh).await
 }
 
 /// This node's node-only settings.

@@ -77,10 +77,11 @@ fn variant(r: &Request) -> usize {
         Request::RevealCredential { .. } => 53,
         Request::CredentialHistory { .. } => 54,
         Request::CredentialConflicts(_) => 55,
+        Request::VerifyAuditAgainstMesh => 56,
     }
 }
 
-const VARIANTS: usize = 56;
+const VARIANTS: usize = 57;
 
 /// One request of every variant, with awkward text where text goes into a path.
 fn every_request() -> Vec<Request> {
@@ -139,6 +140,7 @@ fn every_request() -> Vec<Request> {
             limit: None,
         }),
         Request::VerifyAudit,
+        Request::VerifyAuditAgainstMesh,
         Request::ListLocal,
         Request::GetLocal {
             name: "fingerprint-enforcement".into(),

@@ -42,6 +42,11 @@ pub(super) enum Pending {
     },
     /// Our losing branch's restrictive records, handed to the leader ([`super::reapply`]).
     Reapply,
+    /// Our audit head, asked for the caller's `token` ([`super::audit_heads`]).
+    AuditHead {
+        /// The caller's token.
+        token: u64,
+    },
 }
 
 pub(super) const NO_CLUSTER: &str =
@@ -359,6 +364,7 @@ impl Core {
                 return;
             }
             Ask::Reapply { common, records } => self.serve_reapply(now, common, &records),
+            Ask::AuditHead { writer } => self.serve_audit_head(writer),
             Ask::Password {
                 have,
                 user,
@@ -450,6 +456,7 @@ impl Core {
             }
             Pending::Forwarded { token, .. } => self.forward_reply(now, peer, token, reply),
             Pending::Reapply => self.handoff_reply(now, peer, reply),
+            Pending::AuditHead { token } => self.audit_head_reply(peer, token, reply),
             Pending::Delegated { token, .. } => {
                 let result = match reply {
                     Some(Reply::Done(Ok(records))) => {

@@ -170,6 +170,12 @@ pub enum Input {
         /// The answer.
         answer: Opaque,
     },
+    /// `audit verify --against-mesh`: ask every other member what it holds of this node's
+    /// audit head. Answered by [`Output::AuditHeads`] (see [`audit_heads`]).
+    AuditHeads {
+        /// Caller's token.
+        token: u64,
+    },
 }
 
 /// What the core asks its driver to do, in order.
@@ -225,6 +231,13 @@ pub enum Output {
         have: u64,
         /// What a follower forwarded (opaque to the core).
         envelope: Opaque,
+    },
+    /// The result of an [`Input::AuditHeads`]: each other member's answer.
+    AuditHeads {
+        /// The caller's token.
+        token: u64,
+        /// Per member, what it holds of this node's audit head.
+        answers: Vec<(WriterId, PeerHead)>,
     },
     /// Publish on gossip.
     Publish(Vec<u8>),

@@ -69,6 +69,11 @@ pub enum Ask {
         /// The branch, encoded, in order.
         records: Vec<Vec<u8>>,
     },
+    /// (Wire 1.2) what do you hold of `writer`'s audit head ([`super::audit_heads`])?
+    AuditHead {
+        /// The node whose row is asked for (the asker itself).
+        writer: WriterId,
+    },
 }
 
 /// What travels back on the request protocol.
@@ -89,6 +94,8 @@ pub enum Reply {
         /// The answer, opaque to the core.
         answer: Opaque,
     },
+    /// The answer to [`Ask::AuditHead`]: the row held, if any.
+    AuditHead(Option<meshward_crdt::AuditHead>),
 }
 
 /// Largest request accepted for decoding.
@@ -156,6 +163,7 @@ impl Core {
     /// A request from a peer: sync, or one of the HA requests ([`ha`]).
     pub(super) fn request(&mut self, now: Millis, peer: WriterId, channel: u64, data: &[u8]) {
         self.seen(now, peer);
+        self.note_minor(peer, data);
         match Ask::decode(data) {
             Some(Ask::Sync(ask)) => self.serve(now, peer, channel, ask),
             Some(other) => self.serve_ha(now, peer, channel, other),
@@ -224,6 +232,7 @@ impl Core {
     /// A reply to one of our requests: a sync answer, or an HA reply ([`ha`]).
     pub(super) fn reply(&mut self, now: Millis, peer: WriterId, request: u64, data: &[u8]) {
         self.seen(now, peer);
+        self.note_minor(peer, data);
         self.counters.bytes_received += data.len() as u64;
         if let Some(pending) = self.asks.remove(&request) {
             self.ha_reply(now, peer, pending, Reply::decode(data));

@@ -24,7 +24,9 @@ pub const MAJOR: u8 = 1;
 ///
 /// - 1: [`super::Ask::Reapply`] (a node of minor 0 refuses it as malformed; the asker retries
 ///   until its leader runs minor 1 or later).
-pub const MINOR: u8 = 1;
+/// - 2: [`super::Ask::AuditHead`] (a node of minor 1 or 0 answers it with an empty sync
+///   answer, which the asker reports as a peer that cannot answer).
+pub const MINOR: u8 = 2;
 
 /// Why a message was refused.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]

@@ -62,7 +62,8 @@ pub fn resource(request: &Request) -> (Resource, Access) {
         | Request::CheckFingerprint(_)
         | Request::ListExceptions
         | Request::ListAudit(_)
-        | Request::VerifyAudit => (Data, Read),
+        | Request::VerifyAudit
+        | Request::VerifyAuditAgainstMesh => (Data, Read),
         Request::AppendEvents(_)
         | Request::ObserveFingerprint(_)
         | Request::SetException { .. }

@@ -21,6 +21,7 @@ use meshward_crdt::{Op, ReplicaConfig, RowChange, WriterId};
 use crate::store::{Store, StoreError};
 
 pub mod access;
+pub mod audit_mesh;
 mod cluster;
 pub mod credentials;
 mod local;
@@ -218,6 +219,7 @@ pub fn execute(backend: &mut dyn Backend, request: Request) -> Result<Reply, Pro
         Request::Fault(fault) => status::fault(backend, fault),
         Request::Unseal(body) => status::unseal(backend, body),
         Request::ChangePassword { .. }
+        | Request::VerifyAuditAgainstMesh
         | Request::Demote(_)
         | Request::Failback
         | Request::Failover(_)
@@ -230,6 +232,7 @@ pub fn deferred(request: &Request) -> bool {
     matches!(
         request,
         Request::ChangePassword { .. }
+            | Request::VerifyAuditAgainstMesh
             | Request::Demote(_)
             | Request::Failback
             | Request::Failover(_)

@@ -51,13 +51,14 @@ pub struct RowView {
 }
 
 /// The tables a watcher may name, in their wire spelling.
-pub const TABLES: [&str; 6] = [
+pub const TABLES: [&str; 7] = [
     "events",
     "fingerprints",
     "exceptions",
     "mastered",
     "managed",
     "rotations",
+    "audit-heads",
 ];
 /// Longest `tables` parameter accepted.
 pub const MAX_TABLES_PARAM: usize = 256;
@@ -68,7 +69,7 @@ pub struct Tables(u8);
 
 impl Tables {
     /// Every table.
-    pub const ALL: Tables = Tables(0b11_1111);
+    pub const ALL: Tables = Tables(0b111_1111);
     /// The bit of the managed tables.
     const MANAGED: u8 = 16;
 
@@ -79,6 +80,7 @@ impl Tables {
             Some(TableId::Exceptions) => 4,
             None => 8,
             Some(TableId::Rotations) => 32,
+            Some(TableId::AuditHeads) => 64,
         }
     }
 
@@ -104,7 +106,11 @@ impl Tables {
     /// the shared tables are data (read `default`), the mastered records the cluster's state.
     pub fn required(self) -> Vec<Action> {
         let mut out = Vec::new();
-        if self.0 & 0b0111 != 0 {
+        // Rotations are read with the cluster's state (their own grants decide reveals).
+        let shared = TableId::ALL
+            .iter()
+            .any(|t| *t != TableId::Rotations && self.has(Some(*t)));
+        if shared {
             out.push(Action::Read(Namespace::default_data()));
         }
         if self.has(None) || self.has_managed() || self.has(Some(TableId::Rotations)) {
@@ -131,6 +137,7 @@ pub fn parse_tables(text: Option<&str>) -> Result<Tables, Problem> {
             "events" => Tables::bit(Some(TableId::Events)),
             "fingerprints" => Tables::bit(Some(TableId::Fingerprints)),
             "exceptions" => Tables::bit(Some(TableId::Exceptions)),
+            "audit-heads" => Tables::bit(Some(TableId::AuditHeads)),
             "mastered" => Tables::bit(None),
             "managed" => Tables::MANAGED,
             "rotations" => Tables::bit(Some(TableId::Rotations)),
@@ -220,6 +227,7 @@ fn table_name(table: Option<TableId>) -> &'static str {
         Some(TableId::Fingerprints) => "fingerprints",
         Some(TableId::Exceptions) => "exceptions",
         Some(TableId::Rotations) => "rotations",
+        Some(TableId::AuditHeads) => "audit-heads",
         None => "mastered",
     }
 }
@@ -254,6 +262,12 @@ pub fn row_json(
             json["conflict"] = view.conflicts.contains(&r.address).into();
             Ok(json)
         }
+        Row::AuditHead(h) => Ok(serde_json::json!({
+            "writer": writer.to_hex(),
+            "count": h.count,
+            "hash": hex::encode(h.hash),
+            "at_ms": h.at_ms,
+        })),
     };
     value.unwrap_or_default()
 }
@@ -452,6 +466,13 @@ mod tests {
         let t = parse_tables(Some("events, mastered")).unwrap();
         assert!(t.has(Some(TableId::Events)) && t.has(None) && !t.has(Some(TableId::Exceptions)));
         assert_eq!(t.required().len(), 2);
+        // Every shared table needs a read grant on `default`, audit-heads too.
+        let heads = parse_tables(Some("audit-heads")).unwrap();
+        assert!(heads.has(Some(TableId::AuditHeads)) && !heads.has(None));
+        assert_eq!(
+            heads.required(),
+            vec![Action::Read(Namespace::default_data())]
+        );
         let e = parse_tables(Some("events,users")).unwrap_err();
         assert_eq!(e.field.as_deref(), Some("tables"));
         assert_eq!(

@@ -638,6 +638,7 @@ fn table_byte(table: TableId) -> u8 {
         TableId::Fingerprints => 1,
         TableId::Exceptions => 2,
         TableId::Rotations => 3,
+        TableId::AuditHeads => 4,
     }
 }
 

@@ -317,7 +317,7 @@ impl Sim {
             Output::Roster(_) => {}
             Output::Applied { .. } | Output::Committed { .. } => {}
             // Simulated nodes have no API, so they forward nothing and serve nothing.
-            Output::Forwarded { .. } | Output::Serve { .. } => {}
+            Output::Forwarded { .. } | Output::Serve { .. } | Output::AuditHeads { .. } => {}
         }
         Ok(())
     }

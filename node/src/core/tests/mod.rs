@@ -7,6 +7,9 @@ use meshward_crdt::{ClusterId, Event, EventKind, ReplicaConfig, TableId};
 
 use super::*;
 
+/// Each member's answer to an [`Input::AuditHeads`].
+type PeerAnswers = Vec<(WriterId, PeerHead)>;
+
 /// A tiny lossless-unless-told network of cores, delivering outputs in FIFO order.
 struct Net {
     cores: Vec<Core>,
@@ -28,6 +31,8 @@ struct Net {
     forwarded: Vec<(usize, u64, Result<Opaque, String>)>,
     /// Every `Output::Serve`: (core, channel, have, envelope); the test plays the driver.
     serves: Vec<(usize, u64, u64, Opaque)>,
+    /// Every `Output::AuditHeads`: (core, token, answers).
+    audit_heads: Vec<(usize, u64, PeerAnswers)>,
 }
 
 impl Net {
@@ -67,6 +72,7 @@ impl Net {
             persists: Vec::new(),
             forwarded: Vec::new(),
             serves: Vec::new(),
+            audit_heads: Vec::new(),
         };
         for a in 0..n {
             for b in 0..n {
@@ -173,6 +179,7 @@ impl Net {
                 have,
                 envelope,
             } => self.serves.push((from, channel, have, envelope)),
+            Output::AuditHeads { token, answers } => self.audit_heads.push((from, token, answers)),
             Output::Superseded(records)
             | Output::AdoptChain {
                 superseded: records,
@@ -619,6 +626,7 @@ fn a_held_core_refuses_to_endorse_a_failover() {
     assert!(refused.contains("disk is full"), "{refused}");
 }
 
+mod audit_heads;
 mod checkpoints;
 mod fencing;
 mod forward;
