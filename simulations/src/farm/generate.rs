@@ -22,7 +22,7 @@ use crate::scenario::{
 };
 
 /// The fault kinds the generator draws from.
-pub const KINDS: [&str; 17] = [
+pub const KINDS: [&str; 19] = [
     "partition",
     "leader-side",
     "split-brain",
@@ -36,6 +36,8 @@ pub const KINDS: [&str; 17] = [
     "master",
     "revoke",
     "demote",
+    "remove",
+    "rotate",
     "restore",
     "power-loss",
     "disk-full",
@@ -323,6 +325,33 @@ impl Gen {
                 let to = (node + self.rng.gen_range(1..n)) % n;
                 let at = self.at(0);
                 self.fault(at, FaultKind::Demote { node, to });
+            }
+            "remove" if n >= 3 => {
+                // The first leader removes a node that goes on writing with its key (after a
+                // failover the request is refused, and the answer is in `leader_ops`).
+                let target = self.rng.gen_range(1..n);
+                let at = self.at(2_000);
+                self.fault(at, FaultKind::Remove { node: 0, target });
+            }
+            "rotate" => {
+                // Rotations of one or two accounts on any nodes, often on both sides of a cut
+                // drawn by another kind: no rotation may be lost, one current one at the end.
+                for _ in 0..self.rng.gen_range(1..=4) {
+                    let node = self.node();
+                    let account = if self.rng.gen_bool(0.7) {
+                        "sim/db-01/root"
+                    } else {
+                        "sim/db-02/admin"
+                    };
+                    let at = self.at(0);
+                    self.fault(
+                        at,
+                        FaultKind::Rotate {
+                            node,
+                            account: account.into(),
+                        },
+                    );
+                }
             }
             "restore" => {
                 let node = self.node();
