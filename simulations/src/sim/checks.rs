@@ -167,6 +167,7 @@ impl Sim {
         // (then it is in the origin's store and comes back with it).
         let mut lost = 0;
         let mut stranded = 0;
+        let mut first_lost = None;
         for ((key, seq), &m) in &self.by_head {
             if !frontiers.counts(key, *seq) {
                 continue;
@@ -179,6 +180,16 @@ impl Sim {
             if missing > 0 {
                 if self.nodes[origin].core.is_some() {
                     lost += 1;
+                    if first_lost.is_none() {
+                        let on: Vec<usize> = live
+                            .iter()
+                            .copied()
+                            .filter(|&i| self.nodes[i].held.get(key).is_none_or(|s| s < seq))
+                            .collect();
+                        first_lost = Some(format!(
+                            "change {seq} of {key} by node {origin}, missing on nodes {on:?}"
+                        ));
+                    }
                 } else {
                     stranded += 1;
                 }
@@ -189,7 +200,8 @@ impl Sim {
         o.commits_only_on_down_nodes = stranded;
         if lost > 0 {
             o.failures.push(format!(
-                "{lost} commits of live nodes are missing on live nodes"
+                "{lost} commits of live nodes are missing on live nodes (first: {})",
+                first_lost.unwrap_or_default()
             ));
         }
         // Never two leaders in one epoch, over every node's stored chain (a down node's
@@ -313,9 +325,12 @@ fn held_counted<'a>(
     frontiers: Option<&([u8; 32], Frontiers)>,
 ) -> Cow<'a, BTreeMap<SegmentKey, u64>> {
     match frontiers {
-        Some((_, f)) if !f.is_empty() => {
-            Cow::Owned(held.iter().map(|(k, &s)| (*k, f.clamp(k, s))).collect())
-        }
+        Some((_, f)) if !f.is_empty() => Cow::Owned(
+            held.iter()
+                .map(|(k, &s)| (*k, f.clamp(k, s)))
+                .filter(|(_, s)| *s > 0)
+                .collect(),
+        ),
         _ => Cow::Borrowed(held),
     }
 }
