@@ -24,22 +24,7 @@ impl Sim {
     /// The removal oracle on a row `node` took from a peer: not beyond a removed writer's
     /// frontier that its chain holds ([`crate::frontier`]).
     pub(super) fn check_frontier(&mut self, node: u32, head: &Head) {
-        let n = &self.nodes[node as usize];
-        let Some(last) = n
-            .core
-            .as_ref()
-            .and_then(|c| c.chain())
-            .map(|c| c.last_hash().0)
-        else {
-            return;
-        };
-        if self.frontiers.get(&node).is_none_or(|(h, _)| *h != last) {
-            // A store that does not read is reported by the other oracles.
-            let Ok(records) = n.store.mastered_records() else {
-                return;
-            };
-            self.frontiers.insert(node, (last, Frontiers::of(&records)));
-        }
+        self.refresh_frontiers(node);
         let Some((_, f)) = self.frontiers.get(&node) else {
             return;
         };
@@ -50,6 +35,41 @@ impl Sim {
                 "node {node} took change {} of {} beyond the frontier its removal fixed",
                 head.seq, head.key
             ));
+        }
+    }
+
+    /// Folds the frontiers of `node`'s chain again when the chain moved since last time.
+    fn refresh_frontiers(&mut self, node: u32) {
+        let n = &self.nodes[node as usize];
+        let Some((last, version)) = n
+            .core
+            .as_ref()
+            .and_then(|c| c.chain())
+            .map(|c| (c.last_hash().0, c.last_version()))
+        else {
+            return;
+        };
+        if self.frontiers.get(&node).is_none_or(|(h, _)| *h != last) {
+            // A store that does not read is reported by the other oracles.
+            let Ok(records) = n.store.mastered_records() else {
+                return;
+            };
+            // The chain applies a record before the store persists it (an output the driver
+            // runs after): folded now, the frontiers would be one record late for good.
+            if records.last().map(|r| r.record.version) != Some(version) {
+                return;
+            }
+            self.frontiers.insert(node, (last, Frontiers::of(&records)));
+        }
+    }
+
+    /// [`Sim::refresh_frontiers`] of every counted node: what a node holds counts by the
+    /// frontiers its chain holds now, also when it took no row since its chain moved.
+    fn refresh_all_frontiers(&mut self) {
+        for i in 0..self.nodes.len() {
+            if self.counted(i) {
+                self.refresh_frontiers(i as u32);
+            }
         }
     }
 
@@ -69,12 +89,14 @@ impl Sim {
     /// Starts timing a heal: done when every live node holds what the live nodes held now
     /// (well defined while writes go on).
     pub(super) fn await_convergence(&mut self) {
+        self.refresh_all_frontiers();
         let target = self.live_union();
         self.awaiting_convergence.push((self.now, target));
     }
 
     /// Share of live nodes holding everything any live node holds; heals that completed.
     pub(super) fn sample(&mut self) {
+        self.refresh_all_frontiers();
         let union = self.live_union();
         let counted: Vec<usize> = (0..self.nodes.len()).filter(|&i| self.counted(i)).collect();
         let live = counted.len();
