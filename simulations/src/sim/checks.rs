@@ -73,6 +73,17 @@ impl Sim {
         }
     }
 
+    /// Whether every live node's mastered chain ends in the same record. The run does not
+    /// stop before they do (or `settle` runs out): the oracles on chains (revocations a merge
+    /// must sign again) judge the chains the cluster agreed on, not one still on its way.
+    pub(super) fn chains_agree(&self) -> bool {
+        let mut lasts = (0..self.nodes.len())
+            .filter(|&i| self.counted(i))
+            .filter_map(|i| self.nodes[i].core.as_ref()?.chain().map(|c| c.last_hash()));
+        let first = lasts.next();
+        lasts.all(|h| Some(h) == first)
+    }
+
     /// What every live node holds between them.
     pub(super) fn live_union(&self) -> BTreeMap<SegmentKey, u64> {
         let mut union: BTreeMap<SegmentKey, u64> = BTreeMap::new();
