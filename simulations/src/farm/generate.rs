@@ -22,7 +22,7 @@ use crate::scenario::{
 };
 
 /// The fault kinds the generator draws from.
-pub const KINDS: [&str; 19] = [
+pub const KINDS: [&str; 20] = [
     "partition",
     "leader-side",
     "split-brain",
@@ -39,6 +39,7 @@ pub const KINDS: [&str; 19] = [
     "remove",
     "rotate",
     "restore",
+    "former-leader",
     "power-loss",
     "disk-full",
     "disk-error",
@@ -168,7 +169,7 @@ impl Gen {
                 }
                 self.fault(at, FaultKind::Partition { groups });
                 let heal = (at + self.rng.gen_range(500..=10_000)).min(self.end);
-                if kind == "one-node-cut" && self.rng.gen_bool(0.4) {
+                if kind == "one-node-cut" && self.rng.gen_bool(0.7) {
                     // The cut-off node dies before the heal, for good: what it wrote meanwhile
                     // is only in its store.
                     let crash = self.rng.gen_range(at..=heal);
@@ -179,7 +180,7 @@ impl Gen {
                         },
                     );
                 }
-                if self.rng.gen_bool(0.7) {
+                if self.rng.gen_bool(0.85) {
                     self.fault(heal, FaultKind::Heal {});
                 }
             }
@@ -384,6 +385,45 @@ impl Gen {
                         },
                     );
                 }
+            }
+            "former-leader" if n >= 3 => {
+                // The leader's backup is taken, it hands over, then it is cut off, restored from
+                // the backup and writes in its old epoch: it signs a second record at a
+                // version where it signed the hand-over. When the cut heals its branch loses
+                // and the nodes prove the double signature (oracle: equivocation).
+                let at = self.at(6_000);
+                let demote_at = at + self.rng.gen_range(300..=1_500);
+                let later = demote_at + self.rng.gen_range(1_000..=3_000);
+                let to = self.rng.gen_range(1..n);
+                self.restored.insert(0);
+                self.fault(
+                    at,
+                    FaultKind::Snapshot {
+                        nodes: Nodes::List(vec![0]),
+                    },
+                );
+                self.fault(demote_at, FaultKind::Demote { node: 0, to });
+                self.fault(
+                    later - 100,
+                    FaultKind::Partition {
+                        groups: vec![Nodes::List(vec![0])],
+                    },
+                );
+                self.fault(
+                    later,
+                    FaultKind::Restore {
+                        nodes: Nodes::List(vec![0]),
+                    },
+                );
+                self.fault(
+                    later + 200,
+                    FaultKind::Master {
+                        node: 0,
+                        revoke: false,
+                    },
+                );
+                let heal = (later + self.rng.gen_range(1_500..=4_000)).min(self.end);
+                self.fault(heal, FaultKind::Heal {});
             }
             "power-loss" => {
                 let nodes = self.some(2);

@@ -303,7 +303,7 @@ impl Sim {
             }
         }
         // No credential rotation lost, and one current secret everywhere.
-        let r = self.check_rotations(&live)?;
+        let r = self.check_rotations(&live, &frontiers)?;
         let o = &mut self.metrics.oracles;
         o.rotations_acknowledged = r.acknowledged;
         o.rotations_lost = r.lost;
