@@ -34,7 +34,7 @@ pub mod shrink;
 pub use generate::generate;
 
 /// What a batch may reach, each counted in the runs that reached it.
-pub const COVERAGE: [&str; 36] = [
+pub const COVERAGE: [&str; 40] = [
     "fault:partition",
     "fault:heal",
     "fault:flap",
@@ -47,6 +47,8 @@ pub const COVERAGE: [&str; 36] = [
     "fault:restore",
     "fault:master",
     "fault:demote",
+    "fault:remove",
+    "fault:rotate",
     "fault:power-loss",
     "fault:disk-full",
     "fault:disk-error",
@@ -66,6 +68,8 @@ pub const COVERAGE: [&str; 36] = [
     "oracle:failover-refused",
     "oracle:hand-over",
     "oracle:revocation",
+    "oracle:rotation",
+    "oracle:beyond-frontier",
     "oracle:acknowledged-after-power-loss",
     "oracle:torn-writes",
     "oracle:full-disk-hold-released",
@@ -408,6 +412,8 @@ fn reached(s: &Value) -> Vec<&'static str> {
                 "oracle:failover-refused" => failovers.iter().any(|f| n(&f["refusals"]) > 0),
                 "oracle:hand-over" => op_ok("demote"),
                 "oracle:revocation" => op_ok("revoke"),
+                "oracle:rotation" => n(&o["rotations_acknowledged"]) > 0,
+                "oracle:beyond-frontier" => n(&o["refused_beyond_frontier"]) > 0,
                 "oracle:acknowledged-after-power-loss" => {
                     n(&disk["power_losses"]) > 0 && n(&disk["stores_checked"]) > 0
                 }

@@ -97,6 +97,13 @@ enum Mode {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Ok(filter) = std::env::var("MESHWARD_SIM_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .without_time()
+            .init();
+    }
     match run(cli) {
         Ok(code) => code,
         Err(e) => {

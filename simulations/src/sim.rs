@@ -534,7 +534,8 @@ impl Sim {
     }
 
     /// Runs to the end: past the scenario's duration and every scheduled write and fault,
-    /// until the live nodes converge or `settle` runs out.
+    /// until the live nodes converge (their rows and their mastered chains) or `settle` runs
+    /// out.
     pub fn run(&mut self) -> anyhow::Result<()> {
         let started = Instant::now();
         let mut last_progress = Instant::now();
@@ -564,6 +565,7 @@ impl Sim {
                 if self.now >= duration
                     && self.pending_faults == 0
                     && self.metrics.converged_at.is_some()
+                    && self.chains_agree()
                 {
                     break;
                 }

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use meshward_simulations::farm::{self, Hooks};
 use meshward_simulations::{Scenario, simulate};
 
 fn scenarios() -> PathBuf {
@@ -341,7 +342,9 @@ fn an_hour_of_a_seven_node_cluster_converges_after_its_restart_and_its_cut() {
     assert_eq!(heals.len(), 2, "{heals:?}");
 }
 
-/// Failures the farm found and shrunk, kept in `simulations/findings/`: each passes now.
+/// Failures the farm found and shrunk, kept in `simulations/findings/`: each passes now, run
+/// as the farm runs it (a fault that rightly did not fire is counted, not failed: the finding
+/// of seed 246 is a snapshot that a stopped node's failing disk does not take).
 #[test]
 fn every_finding_of_the_farm_passes() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("findings");
@@ -353,12 +356,13 @@ fn every_finding_of_the_farm_passes() {
         }
         let scenario = Scenario::load(&path).expect("a finding parses");
         let seed = scenario.seed;
-        let outcome = simulate(&path, scenario, seed, None, true).expect("the simulator runs");
+        let run =
+            farm::run_scenario(&scenario, seed, Hooks::default()).expect("the simulator runs");
         assert!(
-            outcome.failures.is_empty(),
+            run.failures.is_empty(),
             "{} fails again: {:#?}",
             path.display(),
-            outcome.failures
+            run.failures
         );
         ran += 1;
     }

@@ -22,7 +22,7 @@ use crate::scenario::{
 };
 
 /// The fault kinds the generator draws from.
-pub const KINDS: [&str; 17] = [
+pub const KINDS: [&str; 20] = [
     "partition",
     "leader-side",
     "split-brain",
@@ -36,7 +36,10 @@ pub const KINDS: [&str; 17] = [
     "master",
     "revoke",
     "demote",
+    "remove",
+    "rotate",
     "restore",
+    "former-leader",
     "power-loss",
     "disk-full",
     "disk-error",
@@ -166,7 +169,7 @@ impl Gen {
                 }
                 self.fault(at, FaultKind::Partition { groups });
                 let heal = (at + self.rng.gen_range(500..=10_000)).min(self.end);
-                if kind == "one-node-cut" && self.rng.gen_bool(0.4) {
+                if kind == "one-node-cut" && self.rng.gen_bool(0.7) {
                     // The cut-off node dies before the heal, for good: what it wrote meanwhile
                     // is only in its store.
                     let crash = self.rng.gen_range(at..=heal);
@@ -177,7 +180,7 @@ impl Gen {
                         },
                     );
                 }
-                if self.rng.gen_bool(0.7) {
+                if self.rng.gen_bool(0.85) {
                     self.fault(heal, FaultKind::Heal {});
                 }
             }
@@ -324,6 +327,33 @@ impl Gen {
                 let at = self.at(0);
                 self.fault(at, FaultKind::Demote { node, to });
             }
+            "remove" if n >= 3 => {
+                // The first leader removes a node that goes on writing with its key (after a
+                // failover the request is refused, and the answer is in `leader_ops`).
+                let target = self.rng.gen_range(1..n);
+                let at = self.at(2_000);
+                self.fault(at, FaultKind::Remove { node: 0, target });
+            }
+            "rotate" => {
+                // Rotations of one or two accounts on any nodes, often on both sides of a cut
+                // drawn by another kind: no rotation may be lost, one current one at the end.
+                for _ in 0..self.rng.gen_range(1..=4) {
+                    let node = self.node();
+                    let account = if self.rng.gen_bool(0.7) {
+                        "sim/db-01/root"
+                    } else {
+                        "sim/db-02/admin"
+                    };
+                    let at = self.at(0);
+                    self.fault(
+                        at,
+                        FaultKind::Rotate {
+                            node,
+                            account: account.into(),
+                        },
+                    );
+                }
+            }
             "restore" => {
                 let node = self.node();
                 let at = self.at(3_000);
@@ -355,6 +385,45 @@ impl Gen {
                         },
                     );
                 }
+            }
+            "former-leader" if n >= 3 => {
+                // The leader's backup is taken, it hands over, then it is cut off, restored from
+                // the backup and writes in its old epoch: it signs a second record at a
+                // version where it signed the hand-over. When the cut heals its branch loses
+                // and the nodes prove the double signature (oracle: equivocation).
+                let at = self.at(6_000);
+                let demote_at = at + self.rng.gen_range(300..=1_500);
+                let later = demote_at + self.rng.gen_range(1_000..=3_000);
+                let to = self.rng.gen_range(1..n);
+                self.restored.insert(0);
+                self.fault(
+                    at,
+                    FaultKind::Snapshot {
+                        nodes: Nodes::List(vec![0]),
+                    },
+                );
+                self.fault(demote_at, FaultKind::Demote { node: 0, to });
+                self.fault(
+                    later - 100,
+                    FaultKind::Partition {
+                        groups: vec![Nodes::List(vec![0])],
+                    },
+                );
+                self.fault(
+                    later,
+                    FaultKind::Restore {
+                        nodes: Nodes::List(vec![0]),
+                    },
+                );
+                self.fault(
+                    later + 200,
+                    FaultKind::Master {
+                        node: 0,
+                        revoke: false,
+                    },
+                );
+                let heal = (later + self.rng.gen_range(1_500..=4_000)).min(self.end);
+                self.fault(heal, FaultKind::Heal {});
             }
             "power-loss" => {
                 let nodes = self.some(2);

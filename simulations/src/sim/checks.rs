@@ -24,22 +24,7 @@ impl Sim {
     /// The removal oracle on a row `node` took from a peer: not beyond a removed writer's
     /// frontier that its chain holds ([`crate::frontier`]).
     pub(super) fn check_frontier(&mut self, node: u32, head: &Head) {
-        let n = &self.nodes[node as usize];
-        let Some(last) = n
-            .core
-            .as_ref()
-            .and_then(|c| c.chain())
-            .map(|c| c.last_hash().0)
-        else {
-            return;
-        };
-        if self.frontiers.get(&node).is_none_or(|(h, _)| *h != last) {
-            // A store that does not read is reported by the other oracles.
-            let Ok(records) = n.store.mastered_records() else {
-                return;
-            };
-            self.frontiers.insert(node, (last, Frontiers::of(&records)));
-        }
+        self.refresh_frontiers(node);
         let Some((_, f)) = self.frontiers.get(&node) else {
             return;
         };
@@ -51,6 +36,52 @@ impl Sim {
                 head.seq, head.key
             ));
         }
+    }
+
+    /// Folds the frontiers of `node`'s chain again when the chain moved since last time.
+    fn refresh_frontiers(&mut self, node: u32) {
+        let n = &self.nodes[node as usize];
+        let Some((last, version)) = n
+            .core
+            .as_ref()
+            .and_then(|c| c.chain())
+            .map(|c| (c.last_hash().0, c.last_version()))
+        else {
+            return;
+        };
+        if self.frontiers.get(&node).is_none_or(|(h, _)| *h != last) {
+            // A store that does not read is reported by the other oracles.
+            let Ok(records) = n.store.mastered_records() else {
+                return;
+            };
+            // The chain applies a record before the store persists it (an output the driver
+            // runs after): folded now, the frontiers would be one record late for good.
+            if records.last().map(|r| r.record.version) != Some(version) {
+                return;
+            }
+            self.frontiers.insert(node, (last, Frontiers::of(&records)));
+        }
+    }
+
+    /// [`Sim::refresh_frontiers`] of every counted node: what a node holds counts by the
+    /// frontiers its chain holds now, also when it took no row since its chain moved.
+    fn refresh_all_frontiers(&mut self) {
+        for i in 0..self.nodes.len() {
+            if self.counted(i) {
+                self.refresh_frontiers(i as u32);
+            }
+        }
+    }
+
+    /// Whether every live node's mastered chain ends in the same record. The run does not
+    /// stop before they do (or `settle` runs out): the oracles on chains (revocations a merge
+    /// must sign again) judge the chains the cluster agreed on, not one still on its way.
+    pub(super) fn chains_agree(&self) -> bool {
+        let mut lasts = (0..self.nodes.len())
+            .filter(|&i| self.counted(i))
+            .filter_map(|i| self.nodes[i].core.as_ref()?.chain().map(|c| c.last_hash()));
+        let first = lasts.next();
+        lasts.all(|h| Some(h) == first)
     }
 
     /// What every live node holds between them.
@@ -69,12 +100,14 @@ impl Sim {
     /// Starts timing a heal: done when every live node holds what the live nodes held now
     /// (well defined while writes go on).
     pub(super) fn await_convergence(&mut self) {
+        self.refresh_all_frontiers();
         let target = self.live_union();
         self.awaiting_convergence.push((self.now, target));
     }
 
     /// Share of live nodes holding everything any live node holds; heals that completed.
     pub(super) fn sample(&mut self) {
+        self.refresh_all_frontiers();
         let union = self.live_union();
         let counted: Vec<usize> = (0..self.nodes.len()).filter(|&i| self.counted(i)).collect();
         let live = counted.len();
@@ -167,6 +200,7 @@ impl Sim {
         // (then it is in the origin's store and comes back with it).
         let mut lost = 0;
         let mut stranded = 0;
+        let mut first_lost = None;
         for ((key, seq), &m) in &self.by_head {
             if !frontiers.counts(key, *seq) {
                 continue;
@@ -179,6 +213,16 @@ impl Sim {
             if missing > 0 {
                 if self.nodes[origin].core.is_some() {
                     lost += 1;
+                    if first_lost.is_none() {
+                        let on: Vec<usize> = live
+                            .iter()
+                            .copied()
+                            .filter(|&i| self.nodes[i].held.get(key).is_none_or(|s| s < seq))
+                            .collect();
+                        first_lost = Some(format!(
+                            "change {seq} of {key} by node {origin}, missing on nodes {on:?}"
+                        ));
+                    }
                 } else {
                     stranded += 1;
                 }
@@ -189,7 +233,8 @@ impl Sim {
         o.commits_only_on_down_nodes = stranded;
         if lost > 0 {
             o.failures.push(format!(
-                "{lost} commits of live nodes are missing on live nodes"
+                "{lost} commits of live nodes are missing on live nodes (first: {})",
+                first_lost.unwrap_or_default()
             ));
         }
         // Never two leaders in one epoch, over every node's stored chain (a down node's
@@ -258,7 +303,7 @@ impl Sim {
             }
         }
         // No credential rotation lost, and one current secret everywhere.
-        let r = self.check_rotations(&live)?;
+        let r = self.check_rotations(&live, &frontiers)?;
         let o = &mut self.metrics.oracles;
         o.rotations_acknowledged = r.acknowledged;
         o.rotations_lost = r.lost;
@@ -313,9 +358,12 @@ fn held_counted<'a>(
     frontiers: Option<&([u8; 32], Frontiers)>,
 ) -> Cow<'a, BTreeMap<SegmentKey, u64>> {
     match frontiers {
-        Some((_, f)) if !f.is_empty() => {
-            Cow::Owned(held.iter().map(|(k, &s)| (*k, f.clamp(k, s))).collect())
-        }
+        Some((_, f)) if !f.is_empty() => Cow::Owned(
+            held.iter()
+                .map(|(k, &s)| (*k, f.clamp(k, s)))
+                .filter(|(_, s)| *s > 0)
+                .collect(),
+        ),
         _ => Cow::Borrowed(held),
     }
 }

@@ -15,10 +15,11 @@
 use std::collections::BTreeMap;
 
 use meshward_crdt::rotation::{self, Hlc, RETAIN_PER_WRITER, Rotation, RotationKind};
-use meshward_crdt::{Row, TableId, WriterId};
+use meshward_crdt::{Row, SegmentKey, TableId, WriterId};
 use meshward_node::credentials::Draft;
 
 use super::Sim;
+use crate::frontier::Frontiers;
 
 /// A rotation a node acknowledged.
 #[derive(Clone, Debug)]
@@ -31,6 +32,9 @@ pub(super) struct Acked {
     address: String,
     /// Its version.
     hlc: Hlc,
+    /// The writer's rotations segment's change count once it was committed: a rotation of a
+    /// node removed later is owed only within the frontier its removal fixed.
+    seq: u64,
 }
 
 /// What the oracle found.
@@ -69,11 +73,17 @@ impl Sim {
         };
         self.fired("rotate");
         if self.commit_local(node, draft.ops(row), now)? {
+            let seq = self.nodes[node as usize]
+                .held
+                .get(&rotations_segment(me))
+                .copied()
+                .unwrap_or(0);
             self.rotations.push(Acked {
                 node,
                 writer: me,
                 address: address.to_string(),
                 hlc,
+                seq,
             });
         }
         Ok(())
@@ -85,10 +95,20 @@ impl Sim {
         self.rotations.retain(|r| r.node != node);
     }
 
-    /// The oracle (module docs), over the live nodes.
-    pub(super) fn check_rotations(&self, live: &[usize]) -> anyhow::Result<RotationCheck> {
+    /// The oracle (module docs), over the live nodes. A rotation a removed node made beyond
+    /// the frontier its removal fixed is refused by design and not owed.
+    pub(super) fn check_rotations(
+        &self,
+        live: &[usize],
+        frontiers: &Frontiers,
+    ) -> anyhow::Result<RotationCheck> {
+        let owed: Vec<&Acked> = self
+            .rotations
+            .iter()
+            .filter(|r| frontiers.counts(&rotations_segment(r.writer), r.seq))
+            .collect();
         let mut out = RotationCheck {
-            acknowledged: self.rotations.len() as u64,
+            acknowledged: owed.len() as u64,
             ..RotationCheck::default()
         };
         let mut currents: BTreeMap<String, Vec<Option<(WriterId, Hlc)>>> = BTreeMap::new();
@@ -97,7 +117,7 @@ impl Sim {
                 continue;
             };
             let accounts = rotation::accounts(rotations(core.replica().rows(TableId::Rotations)?));
-            for r in &self.rotations {
+            for r in &owed {
                 let account = accounts.get(&r.address);
                 let held = account.is_some_and(|a| {
                     a.rotations
@@ -132,7 +152,16 @@ impl Sim {
     }
 }
 
-fn rotations(rows: Vec<(meshward_crdt::SegmentKey, Row)>) -> Vec<(WriterId, Rotation)> {
+/// The one segment of `writer`'s rotations (a map table).
+fn rotations_segment(writer: WriterId) -> SegmentKey {
+    SegmentKey {
+        table: TableId::Rotations,
+        writer,
+        segment: 0,
+    }
+}
+
+fn rotations(rows: Vec<(SegmentKey, Row)>) -> Vec<(WriterId, Rotation)> {
     rows.into_iter()
         .filter_map(|(k, row)| match row {
             Row::Rotation(r) => Some((k.writer, r)),

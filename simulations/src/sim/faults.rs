@@ -102,6 +102,13 @@ impl Sim {
             }
             FaultKind::Snapshot { nodes } => {
                 for i in nodes.resolve(n)? {
+                    // A stopped node's disk that fails: the backup tool would open its own
+                    // handle and fail; tried on the node's kept handle, the failed read would
+                    // poison it (redb: "Previous I/O error occurred") for the node's next
+                    // start, which opens its store afresh. No backup this time.
+                    if self.nodes[i].core.is_none() && self.nodes[i].disk.failing() {
+                        continue;
+                    }
                     let mut copy = Vec::new();
                     let taken = write_snapshot(self.nodes[i].store.db()?, &mut copy, &mut |_| {});
                     match taken {

@@ -177,6 +177,7 @@ impl Sim {
         again: Option<Input>,
         call: impl FnOnce(&mut Core, u64),
     ) -> anyhow::Result<()> {
+        let _span = tracing::info_span!("node", n = node, t = self.now).entered();
         match self.run_outputs(node, via, call) {
             Ok(()) => Ok(()),
             Err(e) => self.store_failed(node, e, again),
