@@ -72,7 +72,7 @@ impl Node {
         } = job;
         let reply = match step {
             Step::Begin => {
-                let config = self.watch_config().map_err(failure)?;
+                let config = self.watch_config(true).map_err(failure)?;
                 let reader = self.store.change_reader().map_err(|e| failure(e.into()))?;
                 let marks = reader.marks().map_err(|e| failure(e.into()))?;
                 let lent = Arc::new(std::sync::Mutex::new(Some(reader)));
@@ -126,7 +126,7 @@ impl Node {
 
     /// The wanted changes of `changes`, rendered.
     fn render(&mut self, tables: Tables, changes: &[(u64, Change)]) -> anyhow::Result<Vec<Frame>> {
-        let config = self.watch_config()?;
+        let config = self.watch_config(holds_rotations(changes))?;
         let mut out = Vec::new();
         for (cursor, change) in changes {
             if tables.wants(change) {
@@ -139,8 +139,9 @@ impl Node {
         Ok(out)
     }
 
-    /// The approvals view, rebuilt only when the stored chain moved.
-    fn watch_config(&mut self) -> anyhow::Result<watch::RowView> {
+    /// The approvals view, rebuilt only when the stored chain moved, and the accounts in
+    /// conflict when `rotations` (only rotation rows show them: other changes skip the read).
+    fn watch_config(&mut self, rotations: bool) -> anyhow::Result<watch::RowView> {
         let key = self.store.mastered_high_water()?;
         let config = match &self.watchers.config {
             Some((k, config)) if *k == key => config.clone(),
@@ -151,11 +152,15 @@ impl Node {
             }
         };
         // Read fresh: rotations arrive without the chain moving.
-        let conflicts = meshward_node::ops::credentials::in_conflict(&self.store)
-            .map_err(|p| anyhow::anyhow!(p.detail))?
-            .into_iter()
-            .map(|(address, _)| address)
-            .collect();
+        let conflicts = if rotations {
+            meshward_node::ops::credentials::in_conflict(&self.store)
+                .map_err(|p| anyhow::anyhow!(p.detail))?
+                .into_iter()
+                .map(|(address, _)| address)
+                .collect()
+        } else {
+            Default::default()
+        };
         Ok(watch::RowView { config, conflicts })
     }
 
@@ -193,7 +198,7 @@ impl Node {
                     return Ok(());
                 }
             };
-            let config = self.watch_config()?;
+            let config = self.watch_config(holds_rotations(&changes))?;
             for (cursor, change) in &changes {
                 mastered |= matches!(change, Change::Mastered { .. });
                 let mut frame: Option<Arc<str>> = None;
@@ -245,4 +250,11 @@ impl Node {
             }
         }
     }
+}
+
+/// Whether `changes` hold a credential rotation row (whose frame says if it is in conflict).
+fn holds_rotations(changes: &[(u64, Change)]) -> bool {
+    changes
+        .iter()
+        .any(|(_, c)| c.table() == Some(meshward_crdt::TableId::Rotations))
 }
